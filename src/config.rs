@@ -1,0 +1,1072 @@
+//! Configuration: the YAML file, environment overrides and `*_file` secrets, validated once at start
+//! into a ready-to-use [`Settings`] (parsed URLs, loaded secrets, compiled rules).
+//!
+//! Precedence is flag > environment > file > default. Every key can be set from the environment as
+//! `TROUSSEAU_PROXY_` + the upper-cased path with `_` between levels
+//! (`TROUSSEAU_PROXY_OIDC_CLIENT_SECRET`). Unknown keys are an error, and every error names the key
+//! and, when it comes from the file, the line.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// Prefix of environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "TROUSSEAU_PROXY_";
+
+/// What went wrong while reading or validating the configuration. Every variant names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The YAML does not parse or does not fit the schema (unknown key, wrong type).
+    #[error("{origin}: {message}")]
+    Syntax {
+        /// `config.yaml line 12` or `environment variable TROUSSEAU_PROXY_…`.
+        origin: String,
+        /// serde's message, which names the key.
+        message: String,
+    },
+    /// A key has a value that is not acceptable.
+    #[error("{key}{line}: {message}", line = line.map(|l| format!(" (line {l})")).unwrap_or_default())]
+    Invalid {
+        /// Dotted path of the key, e.g. `oidc.issuer`.
+        key: String,
+        /// Line in the file where the key is, when it is in the file.
+        line: Option<usize>,
+        /// What is wrong and what to do.
+        message: String,
+    },
+}
+
+/// A duration written as `90s`, `5m`, `12h`, `30d` (or a bare number of seconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    /// Parses `90s`, `5m`, `12h`, `30d`, `250ms` or a bare number of seconds.
+    pub fn parse(text: &str) -> Result<HumanDuration, String> {
+        let text = text.trim();
+        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("`{text}` is not a duration: write it like 90s, 5m, 12h or 30d"))?;
+        let secs = match unit.trim() {
+            "" | "s" => n,
+            "ms" => return Ok(HumanDuration(Duration::from_millis(n))),
+            "m" => n.saturating_mul(60),
+            "h" => n.saturating_mul(3600),
+            "d" => n.saturating_mul(86_400),
+            other => {
+                return Err(format!(
+                    "`{text}`: unknown unit `{other}`; use ms, s, m, h or d (90s, 5m, 12h, 30d)"
+                ))
+            }
+        };
+        Ok(HumanDuration(Duration::from_secs(secs)))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0;
+        if d.subsec_millis() != 0 {
+            return write!(f, "{}ms", d.as_millis());
+        }
+        let s = d.as_secs();
+        match s {
+            s if s != 0 && s % 86_400 == 0 => write!(f, "{}d", s / 86_400),
+            s if s != 0 && s % 3600 == 0 => write!(f, "{}h", s / 3600),
+            s if s != 0 && s % 60 == 0 => write!(f, "{}m", s / 60),
+            s => write!(f, "{s}s"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(n) => Ok(HumanDuration(Duration::from_secs(n))),
+            Raw::Text(t) => HumanDuration::parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// One value or a list of them (`signing_key_file: a.pem` or `signing_key_file: [a.pem, b.pem]`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// A single value.
+    One(String),
+    /// Several values.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The values as a slice-like list.
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// The configuration file as written (before validation). Field docs are the reference; README
+/// repeats them for users.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    /// Address the proxy listens on. Default `127.0.0.1:4180`.
+    pub listen: Option<String>,
+    /// How browsers reach the proxy; the redirect URI is `public_url + "/.trousseau/callback"`.
+    pub public_url: Option<String>,
+    /// The app behind the proxy, `http://` or `https://`.
+    pub upstream: Option<String>,
+    /// Optional admin listener serving `/metrics`.
+    pub metrics_listen: Option<String>,
+    /// How requests are forwarded.
+    pub proxy: ProxyConfig,
+    /// The Trousseau client.
+    pub oidc: OidcConfig,
+    /// The session cookie.
+    pub session: SessionConfig,
+    /// What the app receives about the user.
+    pub identity: IdentityConfig,
+    /// Organization requirements (Trousseau tier 3).
+    pub organization: OrganizationConfig,
+    /// Public routes and per-route rules.
+    pub routes: RoutesConfig,
+}
+
+/// `proxy:` — forwarding to the upstream.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Forward the browser's `Host` (true) or the upstream's authority (false).
+    pub preserve_host: bool,
+    /// Extra CA (PEM) trusted for an https upstream.
+    pub ca_file: Option<String>,
+    /// Time to connect to the upstream.
+    pub connect_timeout: HumanDuration,
+    /// Time for the upstream to send response headers (bodies may stream longer).
+    pub response_timeout: HumanDuration,
+    /// Trust `X-Forwarded-For` from the client (only behind a trusted load balancer).
+    pub trust_forwarded_headers: bool,
+    /// On SIGTERM, how long in-flight requests may take to finish.
+    pub drain_timeout: HumanDuration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            preserve_host: true,
+            ca_file: None,
+            connect_timeout: HumanDuration(Duration::from_secs(5)),
+            response_timeout: HumanDuration(Duration::from_secs(60)),
+            trust_forwarded_headers: false,
+            drain_timeout: HumanDuration(Duration::from_secs(25)),
+        }
+    }
+}
+
+/// `oidc:` — the Trousseau application.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OidcConfig {
+    /// `https://auth.keysuite.app/application/o/your-slug/` — with the trailing slash.
+    pub issuer: Option<String>,
+    /// The OIDC client id.
+    pub client_id: Option<String>,
+    /// The OIDC client secret.
+    pub client_secret: Option<String>,
+    /// File holding the client secret (Kubernetes Secret).
+    pub client_secret_file: Option<String>,
+    /// Scopes to request; `openid` is required.
+    pub scopes: Vec<String>,
+    /// Where Trousseau sends the browser after sign-out. Default: `public_url + "/"`.
+    pub post_logout_redirect_uri: Option<String>,
+    /// Extra CA (PEM) trusted for the IdP.
+    pub ca_file: Option<String>,
+    /// Timeout of one call to Trousseau.
+    pub timeout: HumanDuration,
+}
+
+impl Default for OidcConfig {
+    fn default() -> Self {
+        OidcConfig {
+            issuer: None,
+            client_id: None,
+            client_secret: None,
+            client_secret_file: None,
+            scopes: ["openid", "email", "profile"].map(String::from).to_vec(),
+            post_logout_redirect_uri: None,
+            ca_file: None,
+            timeout: HumanDuration(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// `session:` — the encrypted session cookie.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// Base64 secrets of at least 32 bytes; the first encrypts, all decrypt.
+    pub secrets: Vec<String>,
+    /// File with one secret per line (Kubernetes Secret).
+    pub secrets_file: Option<String>,
+    /// Cookie name (prefixed with `__Host-` when public_url is https).
+    pub cookie_name: String,
+    /// Absolute session lifetime; never longer than the refresh token lives.
+    pub max_lifetime: HumanDuration,
+    /// `cookie` (everything in the cookie), `memory` or `redis`.
+    pub store: String,
+    /// Redis URL for `store: redis`.
+    pub redis_url: Option<String>,
+    /// Refresh this long before the access token expires.
+    pub refresh_skew: HumanDuration,
+    /// When Trousseau is unreachable, keep serving the last identity this long past expiry.
+    pub refresh_grace: HumanDuration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            secrets: Vec::new(),
+            secrets_file: None,
+            cookie_name: "trousseau_session".into(),
+            max_lifetime: HumanDuration(Duration::from_secs(30 * 86_400)),
+            store: "cookie".into(),
+            redis_url: None,
+            refresh_skew: HumanDuration(Duration::from_secs(30)),
+            refresh_grace: HumanDuration(Duration::from_secs(300)),
+        }
+    }
+}
+
+/// `identity:` — the signed assertion and plain headers.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// ES256 PKCS#8 PEM file(s); the first signs, all are published. Absent: an ephemeral key.
+    pub signing_key_file: Option<OneOrMany>,
+    /// `aud` of the assertion. Default: `oidc.client_id`.
+    pub audience: Option<String>,
+    /// Lifetime of one assertion.
+    pub assertion_ttl: HumanDuration,
+    /// Forward the Trousseau access token as `X-Trousseau-Access-Token`.
+    pub pass_access_token: bool,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            signing_key_file: None,
+            audience: None,
+            assertion_ttl: HumanDuration(Duration::from_secs(60)),
+            pass_access_token: false,
+        }
+    }
+}
+
+/// `organization:` — Trousseau tier 3.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrganizationConfig {
+    /// A user with no (allowed) organization gets 403.
+    pub required: bool,
+    /// Organization ids or slugs; empty = any.
+    pub allowed: Vec<String>,
+    /// Roles allowed in the selected organization; empty = any.
+    pub roles: Vec<String>,
+}
+
+/// `routes:` — what needs no session, and per-path rules.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutesConfig {
+    /// Paths proxied without a session (identity headers still stripped). `*` matches within one
+    /// segment when inside the path, and anything when it ends the pattern.
+    pub public: Vec<String>,
+    /// First match wins; no match = any signed-in user.
+    pub rules: Vec<RuleConfig>,
+}
+
+/// One route rule.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuleConfig {
+    /// Path pattern.
+    pub path: String,
+    /// HTTP methods the rule applies to; empty = all.
+    pub methods: Vec<String>,
+    /// Roles (in the selected organization) allowed; empty = any.
+    pub roles: Vec<String>,
+    /// Organization ids or slugs allowed; empty = any.
+    pub organizations: Vec<String>,
+    /// Emails allowed; empty = any.
+    pub emails: Vec<String>,
+    /// Email domains allowed; empty = any.
+    pub email_domains: Vec<String>,
+}
+
+/// Where a secret that must be redacted in `check-config` lives.
+const SECRET_KEYS: &[&str] = &["oidc.client_secret", "session.secrets", "session.redis_url"];
+
+/// Every settable key path, for mapping environment variables onto the tree (`_` is ambiguous
+/// between levels and inside names, so we match against the known paths).
+const KEY_PATHS: &[&str] = &[
+    "listen",
+    "public_url",
+    "upstream",
+    "metrics_listen",
+    "proxy.preserve_host",
+    "proxy.ca_file",
+    "proxy.connect_timeout",
+    "proxy.response_timeout",
+    "proxy.trust_forwarded_headers",
+    "proxy.drain_timeout",
+    "oidc.issuer",
+    "oidc.client_id",
+    "oidc.client_secret",
+    "oidc.client_secret_file",
+    "oidc.scopes",
+    "oidc.post_logout_redirect_uri",
+    "oidc.ca_file",
+    "oidc.timeout",
+    "session.secrets",
+    "session.secrets_file",
+    "session.cookie_name",
+    "session.max_lifetime",
+    "session.store",
+    "session.redis_url",
+    "session.refresh_skew",
+    "session.refresh_grace",
+    "identity.signing_key_file",
+    "identity.audience",
+    "identity.assertion_ttl",
+    "identity.pass_access_token",
+    "organization.required",
+    "organization.allowed",
+    "organization.roles",
+    "routes.public",
+    "routes.rules",
+];
+
+/// Keys whose value is a list: from the environment they take YAML flow syntax (`[a, b]`) or a
+/// comma-separated list.
+const LIST_KEYS: &[&str] = &[
+    "oidc.scopes",
+    "session.secrets",
+    "organization.allowed",
+    "organization.roles",
+    "routes.public",
+    "identity.signing_key_file",
+];
+
+/// Environment variables with our prefix that are not configuration keys.
+const NON_KEY_VARS: &[&str] = &["TROUSSEAU_PROXY_CONFIG", "TROUSSEAU_PROXY_LOG"];
+
+/// The environment variable name of a key path.
+pub fn env_name(path: &str) -> String {
+    format!("{ENV_PREFIX}{}", path.replace('.', "_").to_ascii_uppercase())
+}
+
+/// Reads the file (if any), applies environment overrides, and returns the raw config plus the
+/// file text (used to point errors at lines).
+pub fn load_file_config(
+    path: Option<&Path>,
+    env: &[(String, String)],
+) -> Result<(FileConfig, SourceText), ConfigError> {
+    let (text, name) = match path {
+        Some(p) => (
+            std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.into(), source })?,
+            p.display().to_string(),
+        ),
+        None => (String::new(), "(no config file)".to_string()),
+    };
+    let source = SourceText { name, text };
+    let overrides: Vec<(&str, &str, &str)> = env
+        .iter()
+        .filter_map(|(k, v)| {
+            let rest = k.strip_prefix(ENV_PREFIX)?;
+            let path = KEY_PATHS.iter().find(|p| p.replace('.', "_").eq_ignore_ascii_case(rest))?;
+            Some((*path, k.as_str(), v.as_str()))
+        })
+        .collect();
+    let unknown_env: Vec<&String> = env
+        .iter()
+        .map(|(k, _)| k)
+        .filter(|k| !NON_KEY_VARS.contains(&k.as_str()))
+        .filter(|k| {
+            k.strip_prefix(ENV_PREFIX).is_some_and(|rest| {
+                !KEY_PATHS.iter().any(|p| p.replace('.', "_").eq_ignore_ascii_case(rest))
+            })
+        })
+        .collect();
+    if let Some(k) = unknown_env.first() {
+        return Err(ConfigError::Syntax {
+            origin: format!("environment variable {k}"),
+            message: "does not name a configuration key (see README, Configuration)".into(),
+        });
+    }
+
+    let parse_text = if source.text.trim().is_empty() { "{}" } else { source.text.as_str() };
+    // First pass straight from the text: serde_yaml's errors then carry the line.
+    let file: FileConfig = serde_yaml::from_str(parse_text).map_err(|e| yaml_error(&source, e))?;
+    if overrides.is_empty() {
+        return Ok((file, source));
+    }
+    let mut tree: serde_yaml::Value = serde_yaml::from_str(parse_text).map_err(|e| yaml_error(&source, e))?;
+    if tree.is_null() {
+        tree = serde_yaml::Value::Mapping(Default::default());
+    }
+    for (path, var, value) in &overrides {
+        let value = env_value(path, value).map_err(|message| ConfigError::Syntax {
+            origin: format!("environment variable {var}"),
+            message,
+        })?;
+        set_path(&mut tree, path, value);
+    }
+    let merged: FileConfig = serde_yaml::from_value(tree).map_err(|e| ConfigError::Syntax {
+        origin: format!(
+            "environment overrides ({})",
+            overrides.iter().map(|o| o.1).collect::<Vec<_>>().join(", ")
+        ),
+        message: e.to_string(),
+    })?;
+    Ok((merged, source))
+}
+
+fn yaml_error(source: &SourceText, e: serde_yaml::Error) -> ConfigError {
+    let origin = match e.location() {
+        Some(loc) => format!("{} line {} column {}", source.name, loc.line(), loc.column()),
+        None => source.name.clone(),
+    };
+    // serde_yaml appends "at line N column M" itself; keep the message focused on the key.
+    let message = e.to_string();
+    let message = match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message,
+    };
+    ConfigError::Syntax { origin, message }
+}
+
+fn env_value(path: &str, value: &str) -> Result<serde_yaml::Value, String> {
+    if LIST_KEYS.contains(&path) && !value.trim_start().starts_with('[') {
+        let items = value
+            .split(|c| c == ',' || c == ' ' && path == "oidc.scopes")
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| serde_yaml::Value::String(s.to_string()))
+            .collect();
+        return Ok(serde_yaml::Value::Sequence(items));
+    }
+    if path == "routes.rules" || LIST_KEYS.contains(&path) {
+        return serde_yaml::from_str(value).map_err(|e| format!("is not valid YAML: {e}"));
+    }
+    // Scalars: let YAML decide bool/number, but keep strings that merely look like them intact
+    // for string keys (a secret of "123" stays a string).
+    match serde_yaml::from_str::<serde_yaml::Value>(value) {
+        Ok(v @ (serde_yaml::Value::Bool(_) | serde_yaml::Value::Number(_)))
+            if path.ends_with("preserve_host")
+                || path.ends_with("trust_forwarded_headers")
+                || path.ends_with("pass_access_token")
+                || path.ends_with("required") =>
+        {
+            Ok(v)
+        }
+        _ => Ok(serde_yaml::Value::String(value.to_string())),
+    }
+}
+
+fn set_path(tree: &mut serde_yaml::Value, path: &str, value: serde_yaml::Value) {
+    let mut node = tree;
+    let parts: Vec<&str> = path.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if !node.is_mapping() {
+            *node = serde_yaml::Value::Mapping(Default::default());
+        }
+        let map = node.as_mapping_mut().expect("just made a mapping");
+        let key = serde_yaml::Value::String((*part).to_string());
+        if i + 1 == parts.len() {
+            map.insert(key, value);
+            return;
+        }
+        node = map.entry(key).or_insert(serde_yaml::Value::Mapping(Default::default()));
+    }
+}
+
+/// The text of the configuration file, kept to point validation errors at lines.
+#[derive(Clone, Debug, Default)]
+pub struct SourceText {
+    /// File name for messages.
+    pub name: String,
+    /// Whole text.
+    pub text: String,
+}
+
+impl SourceText {
+    /// The 1-based line where a dotted key path is written, if it is in the file.
+    pub fn line_of(&self, path: &str) -> Option<usize> {
+        let mut want = path.split('.').peekable();
+        let mut indent_stack: Vec<usize> = Vec::new();
+        let mut target = want.next()?;
+        for (i, line) in self.text.lines().enumerate() {
+            let trimmed = line.trim_start();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            let indent = line.len() - trimmed.len();
+            if let Some(&parent) = indent_stack.last() {
+                if indent <= parent {
+                    // Left the block we were searching in: the key is not in the file.
+                    return None;
+                }
+            } else if indent != 0 {
+                continue;
+            }
+            let key = trimmed.split(':').next().unwrap_or("").trim().trim_matches('"');
+            if trimmed.contains(':') && key == target {
+                match want.next() {
+                    None => return Some(i + 1),
+                    Some(next) => {
+                        indent_stack.push(indent);
+                        target = next;
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The whole configuration, validated and ready to use.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Public URL without trailing slash.
+    pub public_url: Url,
+    /// `public_url` as a string without trailing slash (assertion `iss`).
+    pub public_origin: String,
+    /// Whether browsers reach us over https (cookies then get `Secure` and `__Host-`).
+    pub secure_cookies: bool,
+    /// The upstream app.
+    pub upstream: Url,
+    /// Admin listener for `/metrics`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Forwarding settings.
+    pub proxy: ProxyConfig,
+    /// The OIDC client.
+    pub oidc: OidcSettings,
+    /// The session.
+    pub session: SessionSettings,
+    /// The identity headers.
+    pub identity: IdentitySettings,
+    /// Organization requirements.
+    pub organization: OrganizationConfig,
+    /// Routes.
+    pub routes: RoutesConfig,
+}
+
+/// Validated `oidc:`.
+#[derive(Clone)]
+pub struct OidcSettings {
+    /// Issuer exactly as Trousseau writes it (trailing slash kept).
+    pub issuer: String,
+    /// Client id.
+    pub client_id: String,
+    /// Client secret.
+    pub client_secret: String,
+    /// Scopes, `openid` first.
+    pub scopes: Vec<String>,
+    /// `public_url + "/.trousseau/callback"`.
+    pub redirect_uri: String,
+    /// Where to land after Trousseau's sign-out.
+    pub post_logout_redirect_uri: String,
+    /// Extra CA for the IdP.
+    pub ca_file: Option<PathBuf>,
+    /// Timeout of one IdP call.
+    pub timeout: Duration,
+}
+
+impl fmt::Debug for OidcSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OidcSettings")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("scopes", &self.scopes)
+            .field("redirect_uri", &self.redirect_uri)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Validated `session:`.
+#[derive(Clone)]
+pub struct SessionSettings {
+    /// Decoded secrets (≥ 32 bytes each); the first encrypts.
+    pub secrets: Vec<Vec<u8>>,
+    /// Cookie base name (without the `__Host-` prefix).
+    pub cookie_name: String,
+    /// Absolute lifetime.
+    pub max_lifetime: Duration,
+    /// Where sessions live.
+    pub store: StoreKind,
+    /// Redis URL when the store is Redis.
+    pub redis_url: Option<String>,
+    /// Refresh skew.
+    pub refresh_skew: Duration,
+    /// Grace when the IdP is unreachable.
+    pub refresh_grace: Duration,
+}
+
+impl fmt::Debug for SessionSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionSettings")
+            .field("secrets", &format_args!("<{} redacted>", self.secrets.len()))
+            .field("cookie_name", &self.cookie_name)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where session data lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    /// The whole session sealed in the cookie.
+    Cookie,
+    /// In this process's memory; the cookie carries a sealed handle.
+    Memory,
+    /// In Redis; the cookie carries a sealed handle.
+    Redis,
+}
+
+/// Validated `identity:`.
+#[derive(Clone, Debug)]
+pub struct IdentitySettings {
+    /// PEM texts of the signing keys; empty = generate an ephemeral one.
+    pub signing_keys_pem: Vec<String>,
+    /// Assertion audience.
+    pub audience: String,
+    /// Assertion lifetime.
+    pub assertion_ttl: Duration,
+    /// Forward the access token.
+    pub pass_access_token: bool,
+}
+
+/// Values given on the command line; they win over everything else.
+#[derive(Clone, Debug, Default)]
+pub struct Flags {
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--upstream`.
+    pub upstream: Option<String>,
+}
+
+/// Reads, merges and validates: the one entry point for `run` and `check-config`.
+pub fn load(
+    path: Option<&Path>,
+    env: &[(String, String)],
+    flags: &Flags,
+) -> Result<(Settings, FileConfig), ConfigError> {
+    let (mut file, source) = load_file_config(path, env)?;
+    if let Some(listen) = &flags.listen {
+        file.listen = Some(listen.clone());
+    }
+    if let Some(upstream) = &flags.upstream {
+        file.upstream = Some(upstream.clone());
+    }
+    let settings = validate(&file, &source)?;
+    Ok((settings, file))
+}
+
+/// Turns the raw config into [`Settings`], checking every key.
+pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, ConfigError> {
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        key: key.to_string(),
+        line: source.line_of(key),
+        message,
+    };
+    let listen_text = file.listen.as_deref().unwrap_or("127.0.0.1:4180");
+    let listen: SocketAddr = listen_text
+        .parse()
+        .map_err(|_| invalid("listen", format!("`{listen_text}` is not an address like 0.0.0.0:4180")))?;
+
+    let public_text = file
+        .public_url
+        .as_deref()
+        .ok_or_else(|| invalid("public_url", "is required: the URL browsers use to reach the proxy".into()))?;
+    let public_url = parse_http_url(public_text).map_err(|m| invalid("public_url", m))?;
+    if public_url.query().is_some() || public_url.fragment().is_some() || public_url.path() != "/" {
+        return Err(invalid(
+            "public_url",
+            format!("`{public_text}` must be an origin only (scheme, host, port), like https://app.example.com"),
+        ));
+    }
+    let public_origin = public_url.as_str().trim_end_matches('/').to_string();
+    let secure_cookies = public_url.scheme() == "https";
+
+    let upstream_text = file
+        .upstream
+        .as_deref()
+        .ok_or_else(|| invalid("upstream", "is required: the URL of the app behind the proxy".into()))?;
+    let upstream = parse_http_url(upstream_text).map_err(|m| invalid("upstream", m))?;
+
+    let metrics_listen = match &file.metrics_listen {
+        None => None,
+        Some(t) => Some(
+            t.parse()
+                .map_err(|_| invalid("metrics_listen", format!("`{t}` is not an address like 127.0.0.1:9180")))?,
+        ),
+    };
+
+    // OIDC
+    let issuer = file
+        .oidc
+        .issuer
+        .clone()
+        .ok_or_else(|| invalid("oidc.issuer", "is required, e.g. https://auth.keysuite.app/application/o/your-slug/".into()))?;
+    parse_http_url(&issuer).map_err(|m| invalid("oidc.issuer", m))?;
+    if issuer.contains("/application/o/") && !issuer.ends_with('/') {
+        return Err(invalid(
+            "oidc.issuer",
+            format!("Trousseau issuers end with a slash: write `{issuer}/`"),
+        ));
+    }
+    let client_id = file
+        .oidc
+        .client_id
+        .clone()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| invalid("oidc.client_id", "is required".into()))?;
+    let client_secret = secret_value(
+        file.oidc.client_secret.as_deref(),
+        file.oidc.client_secret_file.as_deref(),
+        "oidc.client_secret",
+        source,
+    )?
+    .ok_or_else(|| invalid("oidc.client_secret", "is required (or oidc.client_secret_file)".into()))?;
+    if !file.oidc.scopes.iter().any(|s| s == "openid") {
+        return Err(invalid("oidc.scopes", "must include `openid`".into()));
+    }
+    let mut scopes = vec!["openid".to_string()];
+    scopes.extend(file.oidc.scopes.iter().filter(|s| *s != "openid").cloned());
+    if let Some(bad) = scopes.iter().find(|s| s.is_empty() || s.contains(char::is_whitespace)) {
+        return Err(invalid("oidc.scopes", format!("`{bad}` is not a scope name")));
+    }
+    let redirect_uri = format!("{public_origin}/.trousseau/callback");
+    let post_logout_redirect_uri = match &file.oidc.post_logout_redirect_uri {
+        Some(u) => {
+            parse_http_url(u).map_err(|m| invalid("oidc.post_logout_redirect_uri", m))?;
+            u.clone()
+        }
+        None => format!("{public_origin}/"),
+    };
+    let oidc = OidcSettings {
+        issuer,
+        client_id: client_id.clone(),
+        client_secret,
+        scopes,
+        redirect_uri,
+        post_logout_redirect_uri,
+        ca_file: file.oidc.ca_file.as_ref().map(PathBuf::from),
+        timeout: file.oidc.timeout.0,
+    };
+
+    // Session
+    let mut secret_texts = file.session.secrets.clone();
+    if let Some(path) = &file.session.secrets_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| invalid("session.secrets_file", format!("cannot read `{path}`: {e}")))?;
+        secret_texts.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+    }
+    if secret_texts.is_empty() {
+        return Err(invalid(
+            "session.secrets",
+            "is required: generate one with `trousseau-proxy keys generate`".into(),
+        ));
+    }
+    let secrets = secret_texts
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            crate::session::seal::parse_secret(s)
+                .map_err(|e| invalid("session.secrets", format!("secret #{}: {e}", i + 1)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let cookie_name = file.session.cookie_name.clone();
+    if cookie_name.is_empty()
+        || !cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(invalid("session.cookie_name", format!("`{cookie_name}`: use letters, digits, `_` and `-` only")));
+    }
+    let max_lifetime = file.session.max_lifetime.0;
+    if max_lifetime < Duration::from_secs(60) || max_lifetime > Duration::from_secs(30 * 86_400) {
+        return Err(invalid(
+            "session.max_lifetime",
+            "must be between 1m and 30d (Trousseau refresh tokens live 30 days)".into(),
+        ));
+    }
+    let store = match file.session.store.as_str() {
+        "cookie" => StoreKind::Cookie,
+        "memory" => StoreKind::Memory,
+        "redis" => StoreKind::Redis,
+        other => return Err(invalid("session.store", format!("`{other}`: use cookie, memory or redis"))),
+    };
+    if store == StoreKind::Redis {
+        return Err(invalid("session.store", "`redis` is not available in this version yet; use cookie or memory".into()));
+    }
+    let session = SessionSettings {
+        secrets,
+        cookie_name,
+        max_lifetime,
+        store,
+        redis_url: file.session.redis_url.clone(),
+        refresh_skew: file.session.refresh_skew.0,
+        refresh_grace: file.session.refresh_grace.0,
+    };
+
+    // Identity
+    let mut signing_keys_pem = Vec::new();
+    if let Some(files) = &file.identity.signing_key_file {
+        for path in files.to_vec() {
+            let pem = std::fs::read_to_string(&path)
+                .map_err(|e| invalid("identity.signing_key_file", format!("cannot read `{path}`: {e}")))?;
+            signing_keys_pem.push(pem);
+        }
+    }
+    let ttl = file.identity.assertion_ttl.0;
+    if ttl < Duration::from_secs(10) || ttl > Duration::from_secs(3600) {
+        return Err(invalid("identity.assertion_ttl", "must be between 10s and 1h".into()));
+    }
+    let identity = IdentitySettings {
+        signing_keys_pem,
+        audience: file.identity.audience.clone().unwrap_or(client_id),
+        assertion_ttl: ttl,
+        pass_access_token: file.identity.pass_access_token,
+    };
+
+    for (i, p) in file.routes.public.iter().enumerate() {
+        if !p.starts_with('/') {
+            return Err(invalid("routes.public", format!("entry #{}: `{p}` must start with /", i + 1)));
+        }
+    }
+    for (i, r) in file.routes.rules.iter().enumerate() {
+        if !r.path.starts_with('/') {
+            return Err(invalid("routes.rules", format!("rule #{}: path `{}` must start with /", i + 1, r.path)));
+        }
+    }
+
+    Ok(Settings {
+        listen,
+        public_url,
+        public_origin,
+        secure_cookies,
+        upstream,
+        metrics_listen,
+        proxy: file.proxy.clone(),
+        oidc,
+        session,
+        identity,
+        organization: file.organization.clone(),
+        routes: file.routes.clone(),
+    })
+}
+
+fn parse_http_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(format!("`{text}` must be an http:// or https:// URL"));
+    }
+    Ok(url)
+}
+
+/// A secret from its inline key or its `*_file` key (not both).
+fn secret_value(
+    inline: Option<&str>,
+    file: Option<&str>,
+    key: &str,
+    source: &SourceText,
+) -> Result<Option<String>, ConfigError> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(ConfigError::Invalid {
+            key: key.into(),
+            line: source.line_of(key),
+            message: format!("set either {key} or {key}_file, not both"),
+        }),
+        (Some(v), None) => Ok(Some(v.to_string())),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+                key: format!("{key}_file"),
+                line: source.line_of(&format!("{key}_file")),
+                message: format!("cannot read `{path}`: {e}"),
+            })?;
+            Ok(Some(text.trim_end_matches(['\r', '\n']).to_string()))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// The effective configuration as YAML with every secret replaced by `<redacted>`.
+pub fn redacted_yaml(file: &FileConfig) -> String {
+    fn redact(node: &mut serde_yaml::Value, path: &[&str]) {
+        let Some((first, rest)) = path.split_first() else { return };
+        let Some(child) = node.as_mapping_mut().and_then(|m| m.get_mut(*first)) else { return };
+        if rest.is_empty() {
+            if !child.is_null() {
+                *child = serde_yaml::Value::String("<redacted>".into());
+            }
+        } else {
+            redact(child, rest);
+        }
+    }
+    let mut tree = serde_yaml::to_value(file).unwrap_or(serde_yaml::Value::Null);
+    for key in SECRET_KEYS {
+        redact(&mut tree, &key.split('.').collect::<Vec<_>>());
+    }
+    serde_yaml::to_string(&tree).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+    fn minimal() -> String {
+        format!(
+            "public_url: https://app.example.com\nupstream: http://127.0.0.1:8080\noidc:\n  issuer: https://auth.keysuite.app/application/o/x/\n  client_id: x\n  client_secret: s3cr3t\nsession:\n  secrets: [\"{SECRET}\"]\n"
+        )
+    }
+
+    fn load_text(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("tp-config-{}-{}", std::process::id(), text.len()));
+        std::fs::write(&dir, text).unwrap();
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let r = load(Some(&dir), &env, &Flags::default()).map(|(s, _)| s);
+        let _ = std::fs::remove_file(&dir);
+        r
+    }
+
+    #[test]
+    fn durations_parse_in_every_unit() {
+        assert_eq!(HumanDuration::parse("90s").unwrap().0, Duration::from_secs(90));
+        assert_eq!(HumanDuration::parse("5m").unwrap().0, Duration::from_secs(300));
+        assert_eq!(HumanDuration::parse("12h").unwrap().0, Duration::from_secs(43_200));
+        assert_eq!(HumanDuration::parse("30d").unwrap().0, Duration::from_secs(2_592_000));
+        assert_eq!(HumanDuration::parse("250ms").unwrap().0, Duration::from_millis(250));
+        assert!(HumanDuration::parse("5 weeks").is_err());
+        assert_eq!(HumanDuration(Duration::from_secs(300)).to_string(), "5m");
+    }
+
+    #[test]
+    fn minimal_config_is_valid_and_secure_for_https() {
+        let s = load_text(&minimal(), &[]).unwrap();
+        assert!(s.secure_cookies);
+        assert_eq!(s.oidc.redirect_uri, "https://app.example.com/.trousseau/callback");
+        assert_eq!(s.identity.audience, "x");
+        assert_eq!(s.listen.to_string(), "127.0.0.1:4180");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_its_line() {
+        let text = minimal() + "  cookie_nmae: oops\n";
+        let err = load_text(&text, &[]).unwrap_err().to_string();
+        assert!(err.contains("cookie_nmae"), "{err}");
+        assert!(err.contains("line 10"), "{err}");
+    }
+
+    #[test]
+    fn invalid_value_names_key_and_line() {
+        let text = minimal().replace("upstream: http://127.0.0.1:8080", "upstream: ftp://x");
+        let err = load_text(&text, &[]).unwrap_err().to_string();
+        assert!(err.starts_with("upstream (line 2)"), "{err}");
+    }
+
+    #[test]
+    fn issuer_without_trailing_slash_is_rejected() {
+        let text = minimal().replace("/application/o/x/", "/application/o/x");
+        let err = load_text(&text, &[]).unwrap_err().to_string();
+        assert!(err.contains("oidc.issuer (line 4)") && err.contains("end with a slash"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let s = load_text(
+            &minimal(),
+            &[
+                ("TROUSSEAU_PROXY_OIDC_CLIENT_SECRET", "from-env"),
+                ("TROUSSEAU_PROXY_SESSION_COOKIE_NAME", "envcookie"),
+                ("TROUSSEAU_PROXY_OIDC_SCOPES", "openid email trousseau:organization"),
+                ("TROUSSEAU_PROXY_PROXY_PRESERVE_HOST", "false"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.oidc.client_secret, "from-env");
+        assert_eq!(s.session.cookie_name, "envcookie");
+        assert_eq!(s.oidc.scopes, ["openid", "email", "trousseau:organization"]);
+        assert!(!s.proxy.preserve_host);
+    }
+
+    #[test]
+    fn unknown_environment_key_is_an_error() {
+        let err = load_text(&minimal(), &[("TROUSSEAU_PROXY_OIDC_CLIENT_SECRETT", "x")]).unwrap_err().to_string();
+        assert!(err.contains("TROUSSEAU_PROXY_OIDC_CLIENT_SECRETT"), "{err}");
+    }
+
+    #[test]
+    fn secret_files_are_read() {
+        let path = std::env::temp_dir().join(format!("tp-secret-{}", std::process::id()));
+        std::fs::write(&path, "file-secret\n").unwrap();
+        let text = minimal().replace("client_secret: s3cr3t", &format!("client_secret_file: {}", path.display()));
+        let s = load_text(&text, &[]).unwrap();
+        assert_eq!(s.oidc.client_secret, "file-secret");
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn short_session_secret_is_rejected() {
+        let text = minimal().replace(SECRET, "c2hvcnQ=");
+        let err = load_text(&text, &[]).unwrap_err().to_string();
+        assert!(err.contains("session.secrets"), "{err}");
+    }
+
+    #[test]
+    fn redacted_yaml_hides_secrets() {
+        let (file, _) = {
+            let path = std::env::temp_dir().join(format!("tp-redact-{}", std::process::id()));
+            std::fs::write(&path, minimal()).unwrap();
+            let r = load_file_config(Some(&path), &[]).unwrap();
+            let _ = std::fs::remove_file(path);
+            r
+        };
+        let out = redacted_yaml(&file);
+        assert!(!out.contains("s3cr3t") && !out.contains(SECRET), "{out}");
+        assert!(out.contains("<redacted>"));
+    }
+}

@@ -1,0 +1,764 @@
+//! Who the user is, and how the app learns it.
+//!
+//! [`Identity`] is the typed form of Trousseau's ID-token claims (all three scope tiers). This module
+//! also turns it into what the upstream app receives: the signed `X-Trousseau-Jwt-Assertion`
+//! (ES256, keys published at `/.trousseau/jwks.json`) and the plain, percent-encoded
+//! `X-Trousseau-*` headers. Spoofed copies of those headers are removed by [`strip_spoofed`] before
+//! anything else looks at a request.
+
+use serde::{Deserialize, Serialize};
+
+/// One organization membership, as Trousseau's `organizations` claim (tier 3) carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Organization {
+    /// Organization id in KeySuite (UUIDv7).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// URL-safe identifier.
+    pub slug: String,
+    /// The user's role in it: `admin`, `hr`, `accounting` or `member`.
+    pub role: String,
+}
+
+/// The user's claims, typed. A claim the user's scopes did not grant is `None`, never an empty string.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Trousseau's user id (`sub`), stable across sessions.
+    pub sub: String,
+    /// Primary email (scope `email`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Always true at Trousseau when present (scope `email`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_verified: Option<bool>,
+    /// Full display name (scope `profile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// First name (scope `profile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub given_name: Option<String>,
+    /// Last name (scope `profile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family_name: Option<String>,
+    /// Avatar URL (scope `profile`); Trousseau's empty string becomes `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub picture: Option<String>,
+    /// Ecosystem-wide user id (scope `trousseau:context`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trousseau_user_id: Option<String>,
+    /// Preferred locale, BCP-47 (scope `trousseau:context`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+    /// Organization memberships (scope `trousseau:organization`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organizations: Option<Vec<Organization>>,
+}
+
+impl Identity {
+    /// The membership with this organization id, if the user has it.
+    pub fn organization(&self, id: &str) -> Option<&Organization> {
+        self.organizations.as_deref()?.iter().find(|o| o.id == id)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// What the upstream app receives.
+// ---------------------------------------------------------------------------------------------------
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::digest;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::PrivateKeyDer;
+
+use crate::session::Session;
+
+/// The signed identity assertion (compact JWS, ES256), verifiable with `/.trousseau/jwks.json`.
+pub const X_TROUSSEAU_JWT_ASSERTION: HeaderName = HeaderName::from_static("x-trousseau-jwt-assertion");
+/// `sub`.
+pub const X_TROUSSEAU_SUB: HeaderName = HeaderName::from_static("x-trousseau-sub");
+/// `email`.
+pub const X_TROUSSEAU_EMAIL: HeaderName = HeaderName::from_static("x-trousseau-email");
+/// `name`.
+pub const X_TROUSSEAU_NAME: HeaderName = HeaderName::from_static("x-trousseau-name");
+/// `trousseau_user_id`.
+pub const X_TROUSSEAU_USER_ID: HeaderName = HeaderName::from_static("x-trousseau-user-id");
+/// `locale`.
+pub const X_TROUSSEAU_LOCALE: HeaderName = HeaderName::from_static("x-trousseau-locale");
+/// Selected organization's id.
+pub const X_TROUSSEAU_ORG_ID: HeaderName = HeaderName::from_static("x-trousseau-org-id");
+/// Selected organization's slug.
+pub const X_TROUSSEAU_ORG_SLUG: HeaderName = HeaderName::from_static("x-trousseau-org-slug");
+/// Selected organization's display name.
+pub const X_TROUSSEAU_ORG_NAME: HeaderName = HeaderName::from_static("x-trousseau-org-name");
+/// The user's role in the selected organization.
+pub const X_TROUSSEAU_ORG_ROLE: HeaderName = HeaderName::from_static("x-trousseau-org-role");
+/// Trousseau's access token, only with `identity.pass_access_token`.
+pub const X_TROUSSEAU_ACCESS_TOKEN: HeaderName = HeaderName::from_static("x-trousseau-access-token");
+
+/// The prefix every identity header shares; anything a client sends under it is a spoof.
+const SPOOF_PREFIX: &[u8] = b"x-trousseau-";
+
+/// True when `name`, lower-cased with `_` read as `-`, starts with `x-trousseau-`.
+fn is_spoofable(name: &[u8]) -> bool {
+    name.len() >= SPOOF_PREFIX.len()
+        && name.iter().zip(SPOOF_PREFIX).all(|(&b, &p)| {
+            let b = if b == b'_' { b'-' } else { b.to_ascii_lowercase() };
+            b == p
+        })
+}
+
+/// Removes every header a client may have sent to impersonate us: any name that starts with
+/// `X-Trousseau-` in any case, `_` counting as `-` (`x_trousseau_sub` reaches many apps as
+/// `X-Trousseau-Sub`: CGI, PHP, Django and Rack all fold `-` and `_` together).
+///
+/// Runs on every request, public routes included. One pass and no allocation when nothing matches.
+pub fn strip_spoofed(headers: &mut HeaderMap) {
+    if !headers.keys().any(|name| is_spoofable(name.as_str().as_bytes())) {
+        return;
+    }
+    let spoofed: Vec<HeaderName> =
+        headers.keys().filter(|name| is_spoofable(name.as_str().as_bytes())).cloned().collect();
+    for name in spoofed {
+        headers.remove(&name);
+    }
+}
+
+/// A header value for a claim: visible ASCII and inner spaces as they are; every other byte of the
+/// UTF-8 text, `%` itself, and a leading or trailing space percent-encoded (`Hôtel` → `H%C3%B4tel`).
+/// The result can never carry CR, LF or NUL. Never panics.
+pub fn header_value(text: &str) -> HeaderValue {
+    let bytes = text.as_bytes();
+    let last = bytes.len().saturating_sub(1);
+    let keep = |i: usize, b: u8| match b {
+        b' ' => i != 0 && i != last,
+        b'%' => false,
+        _ => (0x21..=0x7E).contains(&b),
+    };
+    if bytes.iter().enumerate().all(|(i, &b)| keep(i, b)) {
+        if let Ok(value) = HeaderValue::from_str(text) {
+            return value;
+        }
+    }
+    let mut out = String::with_capacity(bytes.len() + 16);
+    for (i, &b) in bytes.iter().enumerate() {
+        if keep(i, b) {
+            out.push(char::from(b));
+        } else {
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0F)]));
+        }
+    }
+    // Only visible ASCII and inner spaces are left, which a header value always accepts.
+    HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Why signing keys could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// No key at all.
+    #[error("no signing key configured (at least one ES256 key is needed)")]
+    NoSigningKey,
+    /// The text at this position of the list is not valid PEM.
+    #[error("signing key #{index}: not valid PEM: {source}")]
+    Pem {
+        /// Position in the list of PEM texts, from 0.
+        index: usize,
+        /// What the PEM parser said.
+        source: rustls_pki_types::pem::Error,
+    },
+    /// The text at this position holds no private key.
+    #[error("signing key #{index}: no PRIVATE KEY block found")]
+    NoKeyInPem {
+        /// Position in the list of PEM texts, from 0.
+        index: usize,
+    },
+    /// A key that is not an EC P-256 key (ES256).
+    #[error("signing key #{index}: not an EC P-256 (ES256) private key: {source}")]
+    NotEs256 {
+        /// Position in the list of PEM texts, from 0.
+        index: usize,
+        /// Why aws-lc rejected it.
+        source: aws_lc_rs::error::KeyRejected,
+    },
+    /// The key's public point is not an uncompressed P-256 point (cannot happen with aws-lc).
+    #[error("signing key #{index}: unexpected public key encoding")]
+    PublicKeyEncoding {
+        /// Position in the list of PEM texts, from 0.
+        index: usize,
+    },
+}
+
+/// One ES256 key with everything derived from it once.
+struct SigningKey {
+    pair: EcdsaKeyPair,
+    kid: String,
+    /// base64url of the JWS protected header `{"alg":"ES256","typ":"JWT","kid":…}`.
+    header_b64: String,
+    /// The public JWK, `kid` included.
+    jwk: serde_json::Value,
+}
+
+impl SigningKey {
+    fn new(pair: EcdsaKeyPair) -> Option<SigningKey> {
+        // Uncompressed SEC1 point: 0x04 | x (32 bytes) | y (32 bytes).
+        let point = pair.public_key().as_ref();
+        if point.len() != 65 || point[0] != 4 {
+            return None;
+        }
+        let x = URL_SAFE_NO_PAD.encode(&point[1..33]);
+        let y = URL_SAFE_NO_PAD.encode(&point[33..65]);
+        // RFC 7638 thumbprint: the required members, lexicographic order, no whitespace.
+        let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+        let kid = URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, canonical.as_bytes()));
+        let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": kid});
+        let header_b64 = URL_SAFE_NO_PAD.encode(header.to_string());
+        let jwk = serde_json::json!({
+            "kty": "EC", "crv": "P-256", "x": x, "y": y, "use": "sig", "alg": "ES256", "kid": kid,
+        });
+        Some(SigningKey { pair, kid, header_b64, jwk })
+    }
+}
+
+/// Signs identity assertions. Invariant: at least one key; the first signs, all are published in
+/// [`Signer::jwks_json`] (rotation: add a key at the end, move it first, later remove the old one).
+pub struct Signer {
+    keys: Vec<SigningKey>,
+    jwks: Bytes,
+    rng: SystemRandom,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kids: Vec<&str> = self.keys.iter().map(|k| k.kid.as_str()).collect();
+        f.debug_struct("Signer").field("kids", &kids).finish()
+    }
+}
+
+impl Signer {
+    /// Loads ES256 private keys from PEM texts (PKCS#8 `PRIVATE KEY`, or SEC1 `EC PRIVATE KEY`), each
+    /// text holding one or more keys. The first key found signs; all are published. A key listed
+    /// twice is published once.
+    pub fn from_pem(pems: &[String]) -> Result<Signer, IdentityError> {
+        let mut pairs = Vec::new();
+        for (index, pem) in pems.iter().enumerate() {
+            let before = pairs.len();
+            for item in PrivateKeyDer::pem_slice_iter(pem.as_bytes()) {
+                let der = item.map_err(|source| IdentityError::Pem { index, source })?;
+                let pair = EcdsaKeyPair::from_private_key_der(&ECDSA_P256_SHA256_FIXED_SIGNING, der.secret_der())
+                    .map_err(|source| IdentityError::NotEs256 { index, source })?;
+                pairs.push((index, pair));
+            }
+            if pairs.len() == before {
+                return Err(IdentityError::NoKeyInPem { index });
+            }
+        }
+        Self::from_pairs(pairs)
+    }
+
+    /// A signer with one fresh key (`dev` mode, tests).
+    pub fn generate() -> Signer {
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+            .expect("P-256 key generation failed (system random generator unavailable?)");
+        Self::from_pairs(vec![(0, pair)]).expect("a generated P-256 key is always usable")
+    }
+
+    /// Keys paired with the position of the PEM text they came from (for error messages).
+    fn from_pairs(pairs: Vec<(usize, EcdsaKeyPair)>) -> Result<Signer, IdentityError> {
+        let mut keys: Vec<SigningKey> = Vec::with_capacity(pairs.len());
+        for (index, pair) in pairs {
+            let key = SigningKey::new(pair).ok_or(IdentityError::PublicKeyEncoding { index })?;
+            if !keys.iter().any(|k| k.kid == key.kid) {
+                keys.push(key);
+            }
+        }
+        if keys.is_empty() {
+            return Err(IdentityError::NoSigningKey);
+        }
+        let jwks = serde_json::json!({ "keys": keys.iter().map(|k| &k.jwk).collect::<Vec<_>>() });
+        Ok(Signer { jwks: Bytes::from(jwks.to_string()), keys, rng: SystemRandom::new() })
+    }
+
+    /// The `kid` of the signing key (RFC 7638 SHA-256 thumbprint, base64url).
+    pub fn kid(&self) -> &str {
+        &self.keys[0].kid
+    }
+
+    /// `{"keys":[…]}`: every configured public key, computed once; serve as is.
+    pub fn jwks_json(&self) -> Bytes {
+        self.jwks.clone()
+    }
+
+    /// Compact JWS (ES256, header `{"alg":"ES256","typ":"JWT","kid":…}`) over `claims` as JSON.
+    ///
+    /// # Panics
+    /// Only if `claims` cannot serialize to JSON (a map with non-string keys, a failing custom
+    /// `Serialize`), which plain claim structs never do, or if aws-lc cannot sign at all.
+    pub fn sign(&self, claims: &impl serde::Serialize) -> String {
+        let key = &self.keys[0];
+        let payload = serde_json::to_vec(claims).expect("claims serialize to JSON");
+        let mut jws = String::with_capacity(key.header_b64.len() + payload.len() * 4 / 3 + 90);
+        jws.push_str(&key.header_b64);
+        jws.push('.');
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut jws);
+        let signature = key.pair.sign(&self.rng, jws.as_bytes()).expect("ES256 signing failed");
+        jws.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut jws);
+        jws
+    }
+}
+
+/// A fresh ES256 private key as PKCS#8 PEM (what `keys generate` prints).
+pub fn generate_pkcs8_pem() -> String {
+    let document = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+        .and_then(|pair| pair.to_pkcs8v1())
+        .expect("P-256 key generation failed (system random generator unavailable?)");
+    let body = STANDARD.encode(document.as_ref());
+    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for line in body.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    pem
+}
+
+/// How assertions are minted, from the config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AssertionSettings {
+    /// `iss`: the proxy's public URL.
+    pub issuer: String,
+    /// `aud`: `identity.audience`, by default the OIDC client id.
+    pub audience: String,
+    /// `exp - iat`.
+    pub ttl: Duration,
+}
+
+/// Most sessions whose assertion is kept at once.
+const ASSERTION_CACHE_CAPACITY: u64 = 100_000;
+
+/// The cache key: whatever changes the claims. `updated_at_ms` moves whenever the identity does.
+type AssertionKey = (String, u64, Option<String>);
+
+/// Mints the `X-Trousseau-Jwt-Assertion` of a session, cached: an assertion is reused for half its
+/// lifetime, so every one handed out still has at least `ttl / 2` to live, and signing (≈ 30 µs)
+/// happens once per session per `ttl / 2`, not once per request.
+pub struct Assertions {
+    signer: Arc<Signer>,
+    settings: AssertionSettings,
+    cache: Option<moka::sync::Cache<AssertionKey, HeaderValue>>,
+}
+
+impl std::fmt::Debug for Assertions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Assertions").field("signer", &self.signer).field("settings", &self.settings).finish()
+    }
+}
+
+/// The JWT claims of an assertion. Absent claims are left out, never empty strings or null.
+#[derive(serde::Serialize)]
+struct AssertionClaims<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    iat: u64,
+    exp: u64,
+    sub: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email_verified: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    given_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    family_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    picture: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trousseau_user_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    locale: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    organizations: Option<&'a [Organization]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    org: Option<&'a Organization>,
+}
+
+/// A claim that is present and not empty.
+fn present(claim: &Option<String>) -> Option<&str> {
+    claim.as_deref().filter(|s| !s.is_empty())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Assertions {
+    /// Assertions signed by `signer` with these settings.
+    pub fn new(signer: Arc<Signer>, settings: AssertionSettings) -> Assertions {
+        let keep = settings.ttl / 2;
+        // Below two seconds, reuse would hand out nearly expired assertions: sign every time.
+        let cache = (keep >= Duration::from_secs(1)).then(|| {
+            moka::sync::Cache::builder().max_capacity(ASSERTION_CACHE_CAPACITY).time_to_live(keep).build()
+        });
+        Assertions { signer, settings, cache }
+    }
+
+    /// The signer, e.g. to serve its JWKS.
+    pub fn signer(&self) -> &Arc<Signer> {
+        &self.signer
+    }
+
+    /// The `X-Trousseau-Jwt-Assertion` value for `session`, from the cache when one with at least half
+    /// its life left exists.
+    pub fn assertion_for(&self, session: &Session) -> HeaderValue {
+        match &self.cache {
+            Some(cache) => {
+                let key = (session.id.clone(), session.updated_at_ms, session.org.clone());
+                cache.get_with(key, || self.mint(session))
+            }
+            None => self.mint(session),
+        }
+    }
+
+    fn mint(&self, session: &Session) -> HeaderValue {
+        let identity = &session.identity;
+        let iat = unix_now();
+        let claims = AssertionClaims {
+            iss: &self.settings.issuer,
+            aud: &self.settings.audience,
+            iat,
+            exp: iat.saturating_add(self.settings.ttl.as_secs()),
+            sub: &identity.sub,
+            email: present(&identity.email),
+            email_verified: identity.email_verified,
+            name: present(&identity.name),
+            given_name: present(&identity.given_name),
+            family_name: present(&identity.family_name),
+            picture: present(&identity.picture),
+            trousseau_user_id: present(&identity.trousseau_user_id),
+            locale: present(&identity.locale),
+            organizations: identity.organizations.as_deref(),
+            org: session.selected_organization(),
+        };
+        // A compact JWS is base64url and dots only: always a valid header value.
+        HeaderValue::from_str(&self.signer.sign(&claims)).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+}
+
+/// Sets the identity headers the app receives for `session`: the assertion, the plain headers of the
+/// claims present (percent-encoded by [`header_value`]) and, when `pass_access_token` is on and the
+/// session has one, the access token. Plain headers of absent claims are removed, so afterwards the
+/// request carries exactly what the session says, whatever it carried before.
+pub fn insert_identity_headers(
+    headers: &mut HeaderMap,
+    session: &Session,
+    assertion: HeaderValue,
+    pass_access_token: bool,
+) {
+    let identity = &session.identity;
+    let org = session.selected_organization();
+    let sub = Some(identity.sub.as_str()).filter(|s| !s.is_empty());
+    let access_token = if pass_access_token { present(&session.access_token) } else { None };
+    let plain: [(HeaderName, Option<&str>); 10] = [
+        (X_TROUSSEAU_SUB, sub),
+        (X_TROUSSEAU_EMAIL, present(&identity.email)),
+        (X_TROUSSEAU_NAME, present(&identity.name)),
+        (X_TROUSSEAU_USER_ID, present(&identity.trousseau_user_id)),
+        (X_TROUSSEAU_LOCALE, present(&identity.locale)),
+        (X_TROUSSEAU_ORG_ID, org.map(|o| o.id.as_str())),
+        (X_TROUSSEAU_ORG_SLUG, org.map(|o| o.slug.as_str())),
+        (X_TROUSSEAU_ORG_NAME, org.map(|o| o.name.as_str())),
+        (X_TROUSSEAU_ORG_ROLE, org.map(|o| o.role.as_str())),
+        (X_TROUSSEAU_ACCESS_TOKEN, access_token),
+    ];
+    for (name, value) in plain {
+        match value.filter(|v| !v.is_empty()) {
+            Some(value) => {
+                headers.insert(name, header_value(value));
+            }
+            None => {
+                headers.remove(name);
+            }
+        }
+    }
+    headers.insert(X_TROUSSEAU_JWT_ASSERTION, assertion);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
+    use serde_json::{json, Value};
+
+    fn org(n: u8, role: &str) -> Organization {
+        Organization {
+            id: format!("018cc251-f400-78cc-8e0c-000fe440ee{n:02x}"),
+            name: format!("Hôtel Numéro {n}"),
+            slug: format!("hotel-{n}"),
+            role: role.into(),
+        }
+    }
+
+    fn session() -> Session {
+        Session {
+            id: "c2Vzc2lvbi1pZC0xMjM0NQ".into(),
+            identity: Identity {
+                sub: "a1b2c3d4-e5f6-7890-abcd-ef1234567890".into(),
+                email: Some("jean.dupont@hotel.com".into()),
+                email_verified: Some(true),
+                name: Some("Jean Dupont".into()),
+                given_name: Some("Jean".into()),
+                family_name: Some("Dupont".into()),
+                picture: None,
+                trousseau_user_id: Some("018cc251-f400-78cc-8e0c-000fe440ee40".into()),
+                locale: Some("fr-FR".into()),
+                organizations: Some(vec![org(1, "admin"), org(2, "member")]),
+            },
+            org: Some(org(2, "member").id),
+            sid: Some("f".repeat(64)),
+            created_at: 1_712_399_700,
+            updated_at_ms: 1_712_399_700_000,
+            expires_at: 1_712_400_000,
+            refresh_token: Some("r".repeat(128)),
+            access_token: Some("opaque-access-token".into()),
+            id_token: None,
+        }
+    }
+
+    fn settings(ttl: u64) -> AssertionSettings {
+        AssertionSettings {
+            issuer: "https://app.example.com".into(),
+            audience: "your-slug-oidc".into(),
+            ttl: Duration::from_secs(ttl),
+        }
+    }
+
+    /// Verifies a compact JWS against a JWKS document the way an app would; returns its claims.
+    fn verify(jws: &str, jwks: &[u8]) -> Value {
+        let parts: Vec<&str> = jws.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+        assert_eq!(header["alg"], "ES256");
+        assert_eq!(header["typ"], "JWT");
+        let jwks: Value = serde_json::from_slice(jwks).unwrap();
+        let jwk = jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == header["kid"]).expect("kid in JWKS");
+        assert_eq!((&jwk["kty"], &jwk["crv"], &jwk["alg"], &jwk["use"]), (&json!("EC"), &json!("P-256"), &json!("ES256"), &json!("sig")));
+        let mut point = vec![4u8];
+        point.extend(URL_SAFE_NO_PAD.decode(jwk["x"].as_str().unwrap()).unwrap());
+        point.extend(URL_SAFE_NO_PAD.decode(jwk["y"].as_str().unwrap()).unwrap());
+        let signature = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+        let signed = &jws[..parts[0].len() + 1 + parts[1].len()];
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point)
+            .verify(signed.as_bytes(), &signature)
+            .expect("signature verifies");
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn spoofed_identity_headers_are_stripped_in_any_case_and_with_underscores() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("X-Trousseau-Sub", "attacker"),
+            ("x-TROUSSEAU-email", "ceo@victim.example"),
+            ("x_trousseau_sub", "attacker"),
+            ("X_Trousseau-Org_Role", "admin"),
+            ("x-trousseau-jwt-assertion", "forged"),
+            ("X-Trousseauish", "kept"),
+            ("x-trousseau", "kept"),
+            ("x-other-trousseau-sub", "kept"),
+            ("accept", "text/html"),
+        ] {
+            headers.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_static(value));
+        }
+        headers.append("x-trousseau-sub", HeaderValue::from_static("second copy"));
+        strip_spoofed(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(|n| n.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "x-other-trousseau-sub", "x-trousseau", "x-trousseauish"]);
+
+        // Nothing to strip: nothing changes.
+        let before = headers.clone();
+        strip_spoofed(&mut headers);
+        assert_eq!(headers, before);
+    }
+
+    #[test]
+    fn header_values_are_percent_encoded_and_never_carry_line_breaks() {
+        let value = header_value("Hôtel\r\nX: y");
+        assert_eq!(value, "H%C3%B4tel%0D%0AX: y");
+        assert!(!value.as_bytes().iter().any(|&b| b == b'\r' || b == b'\n' || b == 0));
+        assert_eq!(header_value("Jean Dupont"), "Jean Dupont");
+        assert_eq!(header_value("100% sûr"), "100%25 s%C3%BBr");
+        assert_eq!(header_value(" padded "), "%20padded%20");
+        assert_eq!(header_value("tab\there\0\x7f"), "tab%09here%00%7F");
+        assert_eq!(header_value(""), "");
+        assert_eq!(header_value("日本"), "%E6%97%A5%E6%9C%AC");
+        // Decoding gives the text back.
+        let decoded = percent_encoding::percent_decode(value.as_bytes()).decode_utf8().unwrap();
+        assert_eq!(decoded, "Hôtel\r\nX: y");
+    }
+
+    #[test]
+    fn signed_assertion_verifies_with_the_published_key_and_carries_exactly_the_claims() {
+        let signer = Arc::new(Signer::generate());
+        let assertions = Assertions::new(signer.clone(), settings(60));
+        let session = session();
+        let value = assertions.assertion_for(&session);
+        let claims = verify(value.to_str().unwrap(), &signer.jwks_json());
+
+        let iat = claims["iat"].as_u64().unwrap();
+        assert!(iat.abs_diff(unix_now()) <= 2);
+        assert_eq!(claims["exp"].as_u64().unwrap(), iat + 60);
+        let mut expected = json!({
+            "iss": "https://app.example.com",
+            "aud": "your-slug-oidc",
+            "sub": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
+            "email": "jean.dupont@hotel.com",
+            "email_verified": true,
+            "name": "Jean Dupont",
+            "given_name": "Jean",
+            "family_name": "Dupont",
+            "trousseau_user_id": "018cc251-f400-78cc-8e0c-000fe440ee40",
+            "locale": "fr-FR",
+            "organizations": [
+                {"id": org(1, "").id, "name": "Hôtel Numéro 1", "slug": "hotel-1", "role": "admin"},
+                {"id": org(2, "").id, "name": "Hôtel Numéro 2", "slug": "hotel-2", "role": "member"},
+            ],
+            "org": {"id": org(2, "").id, "name": "Hôtel Numéro 2", "slug": "hotel-2", "role": "member"},
+        });
+        expected["iat"] = json!(iat);
+        expected["exp"] = json!(iat + 60);
+        // `picture` is absent (None), not "" or null.
+        assert_eq!(claims, expected);
+    }
+
+    #[test]
+    fn claims_the_scopes_did_not_grant_are_absent() {
+        let assertions = Assertions::new(Arc::new(Signer::generate()), settings(60));
+        let mut session = session();
+        session.identity = Identity {
+            sub: "only-openid".into(),
+            email: Some(String::new()), // an empty string never becomes a claim
+            ..Identity::default()
+        };
+        session.org = None;
+        let jws = assertions.assertion_for(&session);
+        let claims = verify(jws.to_str().unwrap(), &assertions.signer().jwks_json());
+        let mut names: Vec<&str> = claims.as_object().unwrap().keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["aud", "exp", "iat", "iss", "sub"]);
+    }
+
+    #[test]
+    fn assertions_are_cached_per_session_version_and_organization() {
+        let assertions = Assertions::new(Arc::new(Signer::generate()), settings(60));
+        let mut session = session();
+        let first = assertions.assertion_for(&session);
+        assert_eq!(assertions.assertion_for(&session), first);
+
+        session.updated_at_ms += 1;
+        let refreshed = assertions.assertion_for(&session);
+        assert_ne!(refreshed, first);
+        assert_eq!(assertions.assertion_for(&session), refreshed);
+
+        session.org = Some(org(1, "admin").id);
+        let switched = assertions.assertion_for(&session);
+        assert_ne!(switched, refreshed);
+        let claims = verify(switched.to_str().unwrap(), &assertions.signer().jwks_json());
+        assert_eq!(claims["org"]["role"], "admin");
+
+        // A ttl too short to halve is signed every time, never served stale.
+        let uncached = Assertions::new(Arc::new(Signer::generate()), settings(1));
+        assert_ne!(uncached.assertion_for(&session), uncached.assertion_for(&session));
+    }
+
+    #[test]
+    fn keys_load_from_pem_first_signs_and_all_are_published() {
+        let (a, b) = (generate_pkcs8_pem(), generate_pkcs8_pem());
+        assert!(a.starts_with("-----BEGIN PRIVATE KEY-----\n") && a.ends_with("-----END PRIVATE KEY-----\n"));
+        let signer = Signer::from_pem(&[b.clone(), a.clone()]).unwrap();
+        let signer_a = Signer::from_pem(std::slice::from_ref(&a)).unwrap();
+        let signer_b = Signer::from_pem(std::slice::from_ref(&b)).unwrap();
+        assert_eq!(signer.kid(), signer_b.kid());
+        assert_ne!(signer_a.kid(), signer_b.kid());
+
+        let jwks: Value = serde_json::from_slice(&signer.jwks_json()).unwrap();
+        let kids: Vec<&str> = jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
+        assert_eq!(kids, [signer_b.kid(), signer_a.kid()]);
+
+        // Rotation: what the old key signed still verifies against the new key set.
+        let old_token = signer_a.sign(&json!({"sub": "x"}));
+        assert_eq!(verify(&old_token, &signer.jwks_json())["sub"], "x");
+        // Both keys in one file, and the same key twice, work too.
+        let both = Signer::from_pem(&[format!("{b}{a}"), a.clone()]).unwrap();
+        assert_eq!(both.jwks_json(), signer.jwks_json());
+    }
+
+    #[test]
+    fn kid_is_the_rfc7638_thumbprint() {
+        // RFC 7638 §3.1 uses an RSA key; this EC example is from RFC 8037-style tooling (jose):
+        // recomputing it from the published JWK must give the kid.
+        let signer = Signer::generate();
+        let jwks: Value = serde_json::from_slice(&signer.jwks_json()).unwrap();
+        let jwk = &jwks["keys"][0];
+        let canonical = json!({"crv": jwk["crv"], "kty": jwk["kty"], "x": jwk["x"], "y": jwk["y"]}).to_string();
+        let expected = URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, canonical.as_bytes()));
+        assert_eq!(jwk["kid"], expected.as_str());
+        assert_eq!(signer.kid(), expected);
+    }
+
+    #[test]
+    fn bad_keys_are_refused_with_their_position() {
+        assert!(matches!(Signer::from_pem(&[]), Err(IdentityError::NoSigningKey)));
+        let good = generate_pkcs8_pem();
+        let err = Signer::from_pem(&[good.clone(), "just text".into()]).unwrap_err();
+        assert!(matches!(err, IdentityError::NoKeyInPem { index: 1 }), "{err}");
+        let truncated = good.replace("-----END PRIVATE KEY-----\n", "");
+        assert!(matches!(Signer::from_pem(&[truncated]), Err(IdentityError::Pem { index: 0, .. })));
+        let not_a_key = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".to_string();
+        let err = Signer::from_pem(&[not_a_key]).unwrap_err();
+        assert!(matches!(err, IdentityError::NotEs256 { index: 0, .. }), "{err}");
+        assert!(err.to_string().contains("#0"));
+    }
+
+    #[test]
+    fn identity_headers_carry_present_claims_only() {
+        let mut headers = HeaderMap::new();
+        headers.insert(X_TROUSSEAU_LOCALE, HeaderValue::from_static("stale"));
+        let mut session = session();
+        session.identity.locale = None;
+        insert_identity_headers(&mut headers, &session, HeaderValue::from_static("jws"), false);
+        assert_eq!(headers[X_TROUSSEAU_SUB], "a1b2c3d4-e5f6-7890-abcd-ef1234567890");
+        assert_eq!(headers[X_TROUSSEAU_EMAIL], "jean.dupont@hotel.com");
+        assert_eq!(headers[X_TROUSSEAU_NAME], "Jean Dupont");
+        assert_eq!(headers[X_TROUSSEAU_USER_ID], "018cc251-f400-78cc-8e0c-000fe440ee40");
+        assert_eq!(headers[X_TROUSSEAU_ORG_ID], org(2, "").id.as_str());
+        assert_eq!(headers[X_TROUSSEAU_ORG_SLUG], "hotel-2");
+        assert_eq!(headers[X_TROUSSEAU_ORG_NAME], "H%C3%B4tel Num%C3%A9ro 2");
+        assert_eq!(headers[X_TROUSSEAU_ORG_ROLE], "member");
+        assert_eq!(headers[X_TROUSSEAU_JWT_ASSERTION], "jws");
+        assert!(headers.get(X_TROUSSEAU_LOCALE).is_none());
+        assert!(headers.get(X_TROUSSEAU_ACCESS_TOKEN).is_none());
+
+        insert_identity_headers(&mut headers, &session, HeaderValue::from_static("jws"), true);
+        assert_eq!(headers[X_TROUSSEAU_ACCESS_TOKEN], "opaque-access-token");
+
+        // No organization selected: no org headers.
+        session.org = None;
+        insert_identity_headers(&mut headers, &session, HeaderValue::from_static("jws"), false);
+        assert!(headers.get(X_TROUSSEAU_ORG_ID).is_none() && headers.get(X_TROUSSEAU_ORG_ROLE).is_none());
+        assert!(headers.get(X_TROUSSEAU_ACCESS_TOKEN).is_none());
+    }
+}

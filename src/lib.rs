@@ -1,0 +1,21 @@
+//! trousseau-proxy: an authenticating reverse proxy that makes an unmodified web app a Trousseau
+//! single-sign-on app.
+//!
+//! The life of a request is in [`server`]; each step has its own module named after the domain:
+//! [`config`] (typed, validated once), [`oidc`] (Trousseau discovery, sign-in, tokens),
+//! [`session`] (the encrypted cookie), [`identity`] (who the user is, signed for the app),
+//! [`policy`] (who may go where), [`proxy`] (forwarding to the app), [`pages`] (what people see),
+//! [`devidp`] (the embedded Trousseau twin used by `dev` and by the tests).
+
+pub mod body;
+pub mod config;
+pub mod dev;
+pub mod devidp;
+pub mod identity;
+pub mod oidc;
+pub mod pages;
+pub mod policy;
+pub mod proxy;
+pub mod server;
+pub mod session;
+pub mod tls;

@@ -1,0 +1,147 @@
+//! The `trousseau-proxy` command line: `run` (the default), `check-config`, `keys generate`, `dev`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use trousseau_proxy::config::{self, Flags};
+use trousseau_proxy::{dev, identity, server, session};
+
+/// Authenticating reverse proxy that makes any web app a Trousseau single-sign-on app.
+#[derive(Parser, Debug)]
+#[command(name = "trousseau-proxy", version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args, Debug, Default)]
+struct RunArgs {
+    /// Configuration file (YAML).
+    #[arg(long, short = 'c', env = "TROUSSEAU_PROXY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen address (overrides `listen`).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Upstream URL (overrides `upstream`).
+    #[arg(long)]
+    upstream: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the proxy (the default).
+    Run(RunArgs),
+    /// Validate the configuration and print it with secrets redacted.
+    CheckConfig(RunArgs),
+    /// Key material.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Zero-config local run: the proxy plus an embedded Trousseau-compatible IdP with demo users.
+    Dev(dev::DevArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Print a fresh session secret and an ES256 signing key (PKCS#8 PEM).
+    Generate,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("trousseau-proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        None => runtime.block_on(run(cli.run)),
+        Some(Command::Run(args)) => runtime.block_on(run(args)),
+        Some(Command::CheckConfig(args)) => check_config(args),
+        Some(Command::Keys { command: KeysCommand::Generate }) => {
+            println!("# session.secrets entry (base64, 32 random bytes):");
+            println!("{}", session::seal::generate_secret());
+            println!();
+            println!("# identity.signing_key_file content (ES256, PKCS#8 PEM):");
+            print!("{}", identity::generate_pkcs8_pem());
+            ExitCode::SUCCESS
+        }
+        Some(Command::Dev(args)) => runtime.block_on(async move {
+            match dev::run(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("trousseau-proxy dev: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }),
+    }
+}
+
+fn load(args: &RunArgs) -> Result<(config::Settings, config::FileConfig), config::ConfigError> {
+    let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with(config::ENV_PREFIX)).collect();
+    let flags = Flags { listen: args.listen.clone(), upstream: args.upstream.clone() };
+    config::load(args.config.as_deref(), &env, &flags)
+}
+
+async fn run(args: RunArgs) -> ExitCode {
+    if args.config.is_none() && std::env::vars().all(|(k, _)| !k.starts_with(config::ENV_PREFIX) || k == "TROUSSEAU_PROXY_LOG") {
+        eprintln!("trousseau-proxy: no configuration. Use --config FILE, or try `trousseau-proxy dev` for a local demo.");
+        return ExitCode::from(2);
+    }
+    let settings = match load(&args) {
+        Ok((settings, _)) => settings,
+        Err(e) => {
+            eprintln!("trousseau-proxy: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match server::run(settings, None).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("trousseau-proxy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(args: RunArgs) -> ExitCode {
+    match load(&args) {
+        Ok((_, file)) => {
+            println!("# configuration is valid; effective values (secrets redacted):");
+            print!("{}", config::redacted_yaml(&file));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("trousseau-proxy: configuration error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TROUSSEAU_PROXY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hyper=warn,rustls=warn,h2=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

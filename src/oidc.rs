@@ -1,0 +1,582 @@
+//! Trousseau, the OpenID provider: discovery, the authorization-code flow with PKCE, token
+//! requests and ID-token validation, built on the `openidconnect` crate.
+//!
+//! What the crate does not do we do here: keep our own JWKS and re-fetch it (rate-limited) when an
+//! ID token names an unknown `kid`; accept refreshed ID tokens without a `nonce` while requiring
+//! the same `sub`; read `end_session_endpoint` and back-channel support from discovery; talk to the
+//! IdP through a hyper client that never follows redirects.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::TokioExecutor;
+use openidconnect::core::{
+    CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreClaimName, CoreClaimType,
+    CoreClientAuthMethod, CoreErrorResponseType, CoreGenderClaim, CoreGrantType,
+    CoreJsonWebKey, CoreJsonWebKeySet, CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm, CoreJwsSigningAlgorithm, CoreResponseMode, CoreResponseType,
+    CoreRevocableToken, CoreRevocationErrorResponse, CoreSubjectIdentifierType,
+    CoreTokenIntrospectionResponse, CoreTokenType,
+};
+use openidconnect::{
+    AdditionalClaims, AdditionalProviderMetadata, AuthType, AuthorizationCode, Client, ClientId,
+    ClientSecret, ClaimsVerificationError, CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet,
+    EndpointNotSet, EndpointSet, HttpRequest, HttpResponse, IdTokenFields, IdTokenVerifier,
+    IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, ProviderMetadata,
+    RedirectUrl, RefreshToken, RequestTokenError, Scope, SignatureVerificationError,
+    StandardErrorResponse, StandardTokenResponse, TokenResponse,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::config::OidcSettings;
+use crate::identity::{Identity, Organization};
+
+/// Trousseau's claims that the standard claim set does not have.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TrousseauClaims {
+    /// Tier 2: ecosystem-wide user id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trousseau_user_id: Option<String>,
+    /// Tier 3: organization memberships.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organizations: Option<Vec<Organization>>,
+    /// Trousseau's session id, matched by back-channel logout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+}
+
+impl AdditionalClaims for TrousseauClaims {}
+
+/// Discovery fields the core metadata type lacks (logout).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LogoutMetadata {
+    /// RP-initiated logout endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_session_endpoint: Option<String>,
+    /// Whether the IdP sends back-channel logout tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backchannel_logout_supported: Option<bool>,
+}
+
+impl AdditionalProviderMetadata for LogoutMetadata {}
+
+/// Trousseau's discovery document.
+pub type TrousseauMetadata = ProviderMetadata<
+    LogoutMetadata,
+    CoreAuthDisplay,
+    CoreClientAuthMethod,
+    CoreClaimName,
+    CoreClaimType,
+    CoreGrantType,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm,
+    CoreJsonWebKey,
+    CoreResponseMode,
+    CoreResponseType,
+    CoreSubjectIdentifierType,
+>;
+
+type TrousseauIdTokenFields = IdTokenFields<
+    TrousseauClaims,
+    EmptyExtraTokenFields,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm,
+>;
+
+/// A token endpoint answer carrying a Trousseau ID token.
+pub type TrousseauTokenResponse = StandardTokenResponse<TrousseauIdTokenFields, CoreTokenType>;
+
+/// The openidconnect client with Trousseau's claims; defined once because the typestate is long.
+type TrousseauClient = Client<
+    TrousseauClaims,
+    CoreAuthDisplay,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJsonWebKey,
+    CoreAuthPrompt,
+    StandardErrorResponse<CoreErrorResponseType>,
+    TrousseauTokenResponse,
+    CoreTokenIntrospectionResponse,
+    CoreRevocableToken,
+    CoreRevocationErrorResponse,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// Signature algorithms we accept on ID tokens: asymmetric only (never `none`, never HMAC).
+const ALLOWED_ALGS: [CoreJwsSigningAlgorithm; 6] = [
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha256,
+    CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+    CoreJwsSigningAlgorithm::EcdsaP384Sha384,
+];
+
+/// At most one forced JWKS re-fetch per this interval (an unknown `kid` must not let anyone make
+/// us hammer the IdP).
+const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How far in the future an `iat` may be (clock skew).
+const CLOCK_SKEW: Duration = Duration::from_secs(60);
+
+/// Largest IdP response we read.
+const MAX_IDP_RESPONSE: usize = 1024 * 1024;
+
+/// What can go wrong talking to Trousseau.
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    /// Discovery has not succeeded yet.
+    #[error("the identity provider's configuration is not loaded yet")]
+    NotReady,
+    /// Trousseau could not be reached or answered with a server error.
+    #[error("the identity provider is unreachable: {0}")]
+    Unreachable(String),
+    /// Trousseau refused the request (`invalid_grant`, `invalid_client`, …).
+    #[error("the identity provider refused the request: {error}")]
+    Rejected {
+        /// OAuth error code.
+        error: String,
+        /// Its human description, if any.
+        description: Option<String>,
+    },
+    /// The ID token failed validation.
+    #[error("the ID token is not valid: {0}")]
+    InvalidIdToken(String),
+    /// Anything else that does not follow the protocol.
+    #[error("unexpected answer from the identity provider: {0}")]
+    Protocol(String),
+}
+
+impl OidcError {
+    /// True when the refresh token is dead for good (`invalid_grant`): the session must end.
+    pub fn is_invalid_grant(&self) -> bool {
+        matches!(self, OidcError::Rejected { error, .. } if error == "invalid_grant")
+    }
+}
+
+/// Error of one HTTP call to the IdP.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct IdpHttpError(String);
+
+type IdpFuture = Pin<Box<dyn Future<Output = Result<HttpResponse, IdpHttpError>> + Send + 'static>>;
+
+type IdpHttp = HyperClient<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>>;
+
+async fn idp_call(http: IdpHttp, timeout: Duration, request: HttpRequest) -> Result<HttpResponse, IdpHttpError> {
+    let (parts, body) = request.into_parts();
+    let request = http::Request::from_parts(parts, Full::new(Bytes::from(body)));
+    let response = tokio::time::timeout(timeout, http.request(request))
+        .await
+        .map_err(|_| IdpHttpError("timed out".into()))?
+        .map_err(|e| IdpHttpError(format!("connection failed: {}", error_chain(&e))))?;
+    let (parts, body) = response.into_parts();
+    let body = tokio::time::timeout(timeout, Limited::new(body, MAX_IDP_RESPONSE).collect())
+        .await
+        .map_err(|_| IdpHttpError("timed out reading the answer".into()))?
+        .map_err(|e| IdpHttpError(format!("reading the answer failed: {e}")))?
+        .to_bytes();
+    Ok(http::Response::from_parts(parts, body.to_vec()))
+}
+
+/// The state of one sign-in attempt, sealed into its own short-lived cookie.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginState {
+    /// `state` sent to Trousseau.
+    #[serde(rename = "s")]
+    pub state: String,
+    /// `nonce` sent to Trousseau.
+    #[serde(rename = "n")]
+    pub nonce: String,
+    /// PKCE code verifier.
+    #[serde(rename = "v")]
+    pub pkce_verifier: String,
+    /// Where to return after sign-in (a same-origin relative path).
+    #[serde(rename = "r")]
+    pub return_to: String,
+    /// When the attempt started (unix seconds).
+    #[serde(rename = "t")]
+    pub started_at: u64,
+}
+
+/// A validated token response: what a session is made of.
+#[derive(Clone, Debug)]
+pub struct Tokens {
+    /// The user's claims from the validated ID token.
+    pub identity: Identity,
+    /// Trousseau's session id.
+    pub sid: Option<String>,
+    /// Access-token expiry (unix seconds).
+    pub expires_at: u64,
+    /// The opaque access token.
+    pub access_token: String,
+    /// The refresh token, when Trousseau issued one.
+    pub refresh_token: Option<String>,
+    /// The raw ID token.
+    pub id_token: String,
+}
+
+/// The answer to a refresh: new tokens, and the new identity when Trousseau sent an ID token.
+#[derive(Clone, Debug)]
+pub struct Refreshed {
+    /// New access-token expiry (unix seconds).
+    pub expires_at: u64,
+    /// The new access token.
+    pub access_token: String,
+    /// The new (rotated) refresh token, if Trousseau sent one.
+    pub refresh_token: Option<String>,
+    /// Identity, `sid` and raw ID token from the validated new ID token.
+    pub id: Option<(Identity, Option<String>, String)>,
+}
+
+/// What discovery loaded: the metadata, a client built from it, and the current JWKS.
+struct Provider {
+    metadata: TrousseauMetadata,
+    client: TrousseauClient,
+    jwks: RwLock<(CoreJsonWebKeySet, Instant)>,
+}
+
+/// The Trousseau relying party. Cheap to share (`Arc`).
+pub struct Oidc {
+    settings: OidcSettings,
+    http: IdpHttp,
+    provider: RwLock<Option<Arc<Provider>>>,
+    ready: AtomicBool,
+}
+
+/// Current unix time in seconds.
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Oidc {
+    /// A relying party for these settings. Nothing is fetched until [`Oidc::discover`].
+    pub fn new(settings: OidcSettings) -> Result<Oidc, crate::tls::TlsError> {
+        let tls = crate::tls::client_config(settings.ca_file.as_deref())?;
+        let connector = crate::tls::https_connector(tls, settings.timeout);
+        let http = HyperClient::builder(TokioExecutor::new())
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Ok(Oidc { settings, http, provider: RwLock::new(None), ready: AtomicBool::new(false) })
+    }
+
+    /// The settings this relying party uses.
+    pub fn settings(&self) -> &OidcSettings {
+        &self.settings
+    }
+
+    /// True once discovery and the JWKS are loaded.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// The HTTP client handed to openidconnect: one exchange per call, no redirects followed,
+    /// bounded time and size. It owns clones of the pooled client so its futures are `'static`.
+    fn http_client(&self) -> impl Fn(HttpRequest) -> IdpFuture + Send + Sync + 'static {
+        let http = self.http.clone();
+        let timeout = self.settings.timeout;
+        move |request| Box::pin(idp_call(http.clone(), timeout, request))
+    }
+
+    /// Loads the discovery document and JWKS. The issuer must match exactly (trailing slash
+    /// included), as Trousseau writes it.
+    pub async fn discover(&self) -> Result<(), OidcError> {
+        let issuer = IssuerUrl::new(self.settings.issuer.clone())
+            .map_err(|e| OidcError::Protocol(format!("issuer: {e}")))?;
+        let http = self.http_client();
+        let metadata = TrousseauMetadata::discover_async(issuer, &http).await.map_err(|e| {
+            let text = error_chain(&e);
+            match e {
+                openidconnect::DiscoveryError::Request(_) => OidcError::Unreachable(text),
+                openidconnect::DiscoveryError::Response(status, ..) if status.is_server_error() => {
+                    OidcError::Unreachable(text)
+                }
+                _ => OidcError::Protocol(text),
+            }
+        })?;
+        let redirect = RedirectUrl::new(self.settings.redirect_uri.clone())
+            .map_err(|e| OidcError::Protocol(format!("redirect_uri: {e}")))?;
+        // client_secret_post, as Trousseau wants; basic only when discovery says post is not supported.
+        let post_supported = metadata
+            .token_endpoint_auth_methods_supported()
+            .is_none_or(|methods| methods.contains(&CoreClientAuthMethod::ClientSecretPost));
+        let auth_type = if post_supported { AuthType::RequestBody } else { AuthType::BasicAuth };
+        let client = TrousseauClient::from_provider_metadata(
+            metadata.clone(),
+            ClientId::new(self.settings.client_id.clone()),
+            Some(ClientSecret::new(self.settings.client_secret.clone())),
+        )
+        .set_redirect_uri(redirect)
+        .set_auth_type(auth_type);
+        let jwks = metadata.jwks().clone();
+        let provider = Provider { metadata, client, jwks: RwLock::new((jwks, Instant::now())) };
+        *self.provider.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(provider));
+        self.ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Retries discovery with exponential backoff (1 s doubling to 30 s) until it succeeds.
+    /// Readiness stays false meanwhile.
+    pub async fn discover_until_ready(&self) {
+        let mut delay = Duration::from_secs(1);
+        loop {
+            match self.discover().await {
+                Ok(()) => {
+                    tracing::info!(issuer = %self.settings.issuer, "identity provider configuration loaded");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(issuer = %self.settings.issuer, error = %e, retry_in = ?delay, "identity provider not available yet");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    fn provider(&self) -> Result<Arc<Provider>, OidcError> {
+        self.provider.read().unwrap_or_else(|p| p.into_inner()).clone().ok_or(OidcError::NotReady)
+    }
+
+    /// The end-session endpoint from discovery, if Trousseau published one.
+    pub fn end_session_endpoint(&self) -> Option<String> {
+        self.provider().ok()?.metadata.additional_metadata().end_session_endpoint.clone()
+    }
+
+    /// The issuer as discovered.
+    pub fn issuer(&self) -> &str {
+        &self.settings.issuer
+    }
+
+    /// Starts a sign-in: the URL to send the browser to, and the state to keep in its cookie.
+    pub fn begin_login(&self, return_to: String) -> Result<(url::Url, LoginState), OidcError> {
+        let provider = self.provider()?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut request = provider.client.authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        );
+        for scope in self.settings.scopes.iter().filter(|s| *s != "openid") {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        let (url, state, nonce) = request.set_pkce_challenge(challenge).url();
+        let login = LoginState {
+            state: state.secret().clone(),
+            nonce: nonce.secret().clone(),
+            pkce_verifier: verifier.secret().clone(),
+            return_to,
+            started_at: now_secs(),
+        };
+        Ok((url, login))
+    }
+
+    /// Exchanges the authorization code (with the PKCE verifier) and validates the ID token
+    /// against the nonce of this sign-in attempt.
+    pub async fn exchange_code(&self, code: &str, login: &LoginState) -> Result<Tokens, OidcError> {
+        let provider = self.provider()?;
+        let http = self.http_client();
+        let response = provider
+            .client
+            .exchange_code(AuthorizationCode::new(code.to_string()))
+            .map_err(|e| OidcError::Protocol(e.to_string()))?
+            .set_pkce_verifier(PkceCodeVerifier::new(login.pkce_verifier.clone()))
+            .request_async(&http)
+            .await
+            .map_err(token_error)?;
+        let nonce = Nonce::new(login.nonce.clone());
+        self.validated_tokens(&provider, &response, &nonce, None).await
+    }
+
+    /// Spends a refresh token. The new ID token (usually without `nonce`) must name the same
+    /// `sub`; when Trousseau sends no new ID token the caller keeps the old identity.
+    pub async fn refresh(&self, refresh_token: &str, sub: &str) -> Result<Refreshed, OidcError> {
+        let provider = self.provider()?;
+        let http = self.http_client();
+        let response = provider
+            .client
+            .exchange_refresh_token(&RefreshToken::new(refresh_token.to_string()))
+            .map_err(|e| OidcError::Protocol(e.to_string()))?
+            .request_async(&http)
+            .await
+            .map_err(token_error)?;
+        let lifetime = response.expires_in().unwrap_or(Duration::from_secs(300));
+        let mut refreshed = Refreshed {
+            expires_at: now_secs() + lifetime.as_secs(),
+            access_token: response.access_token().secret().clone(),
+            refresh_token: response.refresh_token().map(|t| t.secret().clone()),
+            id: None,
+        };
+        if response.id_token().is_some() {
+            let tokens = self.validated_tokens(&provider, &response, &NoNonceRequired, Some(sub)).await?;
+            refreshed.id = Some((tokens.identity, tokens.sid, tokens.id_token));
+        }
+        Ok(refreshed)
+    }
+
+    /// Validates the ID token of a token response (re-fetching the JWKS once when its `kid` is
+    /// unknown) and types its claims.
+    async fn validated_tokens<N>(
+        &self,
+        provider: &Provider,
+        response: &TrousseauTokenResponse,
+        nonce: &N,
+        expected_sub: Option<&str>,
+    ) -> Result<Tokens, OidcError>
+    where
+        for<'n> &'n N: openidconnect::NonceVerifier,
+    {
+        let id_token = response
+            .id_token()
+            .ok_or_else(|| OidcError::Protocol("the token response has no id_token".into()))?;
+        let claims = match self.verify_claims(provider, id_token, nonce) {
+            Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey)) => {
+                self.refetch_jwks(provider).await?;
+                self.verify_claims(provider, id_token, nonce)
+            }
+            other => other,
+        }
+        .map_err(|e| OidcError::InvalidIdToken(e.to_string()))?;
+
+        let sub = claims.subject().as_str().to_string();
+        if let Some(expected) = expected_sub {
+            if expected != sub {
+                return Err(OidcError::InvalidIdToken("the refreshed ID token names another user".into()));
+            }
+        }
+        let extra = claims.additional_claims();
+        let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty());
+        let identity = Identity {
+            sub,
+            email: nonempty(claims.email().map(|e| e.as_str().to_string())),
+            email_verified: claims.email().and(claims.email_verified()),
+            name: nonempty(claims.name().and_then(|n| n.get(None)).map(|n| n.as_str().to_string())),
+            given_name: nonempty(claims.given_name().and_then(|n| n.get(None)).map(|n| n.as_str().to_string())),
+            family_name: nonempty(claims.family_name().and_then(|n| n.get(None)).map(|n| n.as_str().to_string())),
+            picture: nonempty(claims.picture().and_then(|p| p.get(None)).map(|p| p.as_str().to_string())),
+            trousseau_user_id: nonempty(extra.trousseau_user_id.clone()),
+            locale: nonempty(claims.locale().map(|l| l.as_str().to_string())),
+            organizations: extra.organizations.clone(),
+        };
+        let lifetime = response.expires_in().unwrap_or(Duration::from_secs(300));
+        Ok(Tokens {
+            identity,
+            sid: extra.sid.clone(),
+            expires_at: now_secs() + lifetime.as_secs(),
+            access_token: response.access_token().secret().clone(),
+            refresh_token: response.refresh_token().map(|t| t.secret().clone()),
+            id_token: id_token.to_string(),
+        })
+    }
+
+    fn verify_claims<'t, N>(
+        &self,
+        provider: &Provider,
+        id_token: &'t openidconnect::IdToken<TrousseauClaims, CoreGenderClaim, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm>,
+        nonce: &N,
+    ) -> Result<&'t openidconnect::IdTokenClaims<TrousseauClaims, CoreGenderClaim>, ClaimsVerificationError>
+    where
+        for<'n> &'n N: openidconnect::NonceVerifier,
+    {
+        let jwks = provider.jwks.read().unwrap_or_else(|p| p.into_inner()).0.clone();
+        let verifier: IdTokenVerifier<CoreJsonWebKey> = IdTokenVerifier::new_confidential_client(
+            ClientId::new(self.settings.client_id.clone()),
+            ClientSecret::new(self.settings.client_secret.clone()),
+            provider.metadata.issuer().clone(),
+            jwks,
+        )
+        .set_allowed_algs(ALLOWED_ALGS)
+        .set_issue_time_verifier_fn(|iat| {
+            let now = chrono_now();
+            if iat > now + chrono_skew() {
+                Err("the ID token was issued in the future".into())
+            } else {
+                Ok(())
+            }
+        });
+        id_token.claims(&verifier, nonce)
+    }
+
+    async fn refetch_jwks(&self, provider: &Provider) -> Result<(), OidcError> {
+        {
+            let guard = provider.jwks.read().unwrap_or_else(|p| p.into_inner());
+            if guard.1.elapsed() < JWKS_REFETCH_INTERVAL {
+                return Err(OidcError::InvalidIdToken(
+                    "signed with an unknown key (the key set was refreshed less than a minute ago)".into(),
+                ));
+            }
+        }
+        let http = self.http_client();
+        let jwks = CoreJsonWebKeySet::fetch_async(provider.metadata.jwks_uri(), &http)
+            .await
+            .map_err(|e| OidcError::Unreachable(format!("fetching the key set: {}", error_chain(&e))))?;
+        tracing::info!("identity provider key set re-fetched after an unknown key id");
+        *provider.jwks.write().unwrap_or_else(|p| p.into_inner()) = (jwks, Instant::now());
+        Ok(())
+    }
+
+    /// The current JWKS (for verifying logout tokens).
+    pub fn jwks(&self) -> Result<CoreJsonWebKeySet, OidcError> {
+        Ok(self.provider()?.jwks.read().unwrap_or_else(|p| p.into_inner()).0.clone())
+    }
+}
+
+fn chrono_now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}
+
+fn chrono_skew() -> chrono::TimeDelta {
+    chrono::TimeDelta::seconds(CLOCK_SKEW.as_secs() as i64)
+}
+
+/// Refreshed ID tokens usually carry no nonce; if one is there we do not know it either.
+struct NoNonceRequired;
+
+impl openidconnect::NonceVerifier for &NoNonceRequired {
+    fn verify(self, _nonce: Option<&Nonce>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Maps a token-endpoint failure to our error: OAuth error answers keep their code; transport
+/// failures and 5xx are "unreachable" (retry later), never "invalid_grant".
+fn token_error<E: std::error::Error + 'static>(
+    e: RequestTokenError<E, StandardErrorResponse<CoreErrorResponseType>>,
+) -> OidcError {
+    match e {
+        RequestTokenError::ServerResponse(r) => OidcError::Rejected {
+            error: r.error().as_ref().to_string(),
+            description: r.error_description().cloned(),
+        },
+        RequestTokenError::Request(e) => OidcError::Unreachable(error_chain(&e)),
+        RequestTokenError::Parse(e, _) => OidcError::Protocol(format!("token response: {e}")),
+        RequestTokenError::Other(text) if text.contains("Server returned") || text.contains("status code 5") => {
+            OidcError::Unreachable(text)
+        }
+        RequestTokenError::Other(text) => OidcError::Protocol(text),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

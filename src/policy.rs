@@ -1,0 +1,403 @@
+//! Who may go where: public routes, per-route rules and the organization requirement, compiled
+//! once at start and evaluated without allocation on the request path.
+//!
+//! Paths are matched in a normalized form (dot segments resolved, repeated slashes collapsed,
+//! unreserved percent-escapes decoded) so `/admin/../x`, `//admin` or `/%61dmin` cannot slip past a
+//! rule. A public route only matches when the raw path already is in that form: an ambiguous path
+//! is never let through without a session.
+
+use std::borrow::Cow;
+
+use crate::config::{OrganizationConfig, RoutesConfig};
+use crate::identity::Organization;
+use crate::session::Session;
+
+/// A compiled path pattern. `*` at the end matches the rest of the path (any depth); `*` anywhere
+/// else matches within one segment.
+#[derive(Clone, Debug)]
+pub struct PathPattern {
+    parts: Vec<Part>,
+    text: String,
+}
+
+#[derive(Clone, Debug)]
+enum Part {
+    Literal(String),
+    /// Any characters except `/`.
+    Segment,
+    /// Anything, to the end.
+    Rest,
+}
+
+impl PathPattern {
+    /// Compiles a pattern such as `/assets/*` or `/api/*/status`.
+    pub fn new(pattern: &str) -> PathPattern {
+        let mut parts = Vec::new();
+        let pieces: Vec<&str> = pattern.split('*').collect();
+        for (i, piece) in pieces.iter().enumerate() {
+            if !piece.is_empty() {
+                parts.push(Part::Literal((*piece).to_string()));
+            }
+            if i + 1 < pieces.len() {
+                parts.push(if i + 2 == pieces.len() && pieces[i + 1].is_empty() { Part::Rest } else { Part::Segment });
+            }
+        }
+        PathPattern { parts, text: pattern.to_string() }
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether `path` (without query) matches.
+    pub fn matches(&self, path: &str) -> bool {
+        fn go(parts: &[Part], path: &str) -> bool {
+            match parts.split_first() {
+                None => path.is_empty(),
+                Some((Part::Literal(lit), rest)) => path.strip_prefix(lit.as_str()).is_some_and(|p| go(rest, p)),
+                Some((Part::Rest, _)) => true,
+                Some((Part::Segment, rest)) => {
+                    let end = path.find('/').unwrap_or(path.len());
+                    (0..=end).rev().any(|i| go(rest, &path[i..]))
+                }
+            }
+        }
+        go(&self.parts, path)
+    }
+}
+
+/// Normalizes a request path for matching: decodes percent-escapes of unreserved characters,
+/// collapses repeated slashes and resolves `.` and `..`. Borrowed when nothing changes.
+pub fn normalize_path(path: &str) -> Cow<'_, str> {
+    let needs_work = path.contains("//")
+        || path.contains("/.")
+        || path.contains('%')
+        || !path.starts_with('/');
+    if !needs_work {
+        return Cow::Borrowed(path);
+    }
+    let decoded = decode_unreserved(path);
+    let mut out: Vec<&str> = Vec::new();
+    for seg in decoded.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let mut result = String::with_capacity(decoded.len());
+    for seg in &out {
+        result.push('/');
+        result.push_str(seg);
+    }
+    if result.is_empty() || (decoded.ends_with('/') && !result.ends_with('/')) {
+        result.push('/');
+    }
+    Cow::Owned(result)
+}
+
+fn decode_unreserved(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out: Vec<u8> = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = &bytes[i + 1..i + 3];
+            if let Some(v) = std::str::from_utf8(hex).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
+                    out.push(v);
+                } else {
+                    // Keep other escapes, upper-cased so `%2f` and `%2F` compare alike.
+                    out.push(b'%');
+                    out.extend(hex.iter().map(u8::to_ascii_uppercase));
+                }
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One compiled route rule.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    path: PathPattern,
+    methods: Vec<http::Method>,
+    roles: Vec<String>,
+    organizations: Vec<String>,
+    emails: Vec<String>,
+    email_domains: Vec<String>,
+}
+
+/// Why a request was denied; pages and JSON answers turn it into words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Denial {
+    /// The user belongs to no organization this app accepts.
+    NoOrganization,
+    /// The selected organization is not one this app or route accepts.
+    OrganizationNotAllowed,
+    /// The user's role in the selected organization is not allowed.
+    RoleNotAllowed {
+        /// The user's role (empty when no organization is selected).
+        role: String,
+        /// Roles that would be allowed.
+        allowed: Vec<String>,
+    },
+    /// The user's email (or its domain) is not on the route's list.
+    EmailNotAllowed,
+}
+
+impl Denial {
+    /// A stable machine-readable code for JSON answers and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Denial::NoOrganization => "no_organization",
+            Denial::OrganizationNotAllowed => "organization_not_allowed",
+            Denial::RoleNotAllowed { .. } => "role_not_allowed",
+            Denial::EmailNotAllowed => "email_not_allowed",
+        }
+    }
+}
+
+/// The outcome of authorizing a signed-in request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Let it through.
+    Allow,
+    /// The user has several acceptable organizations and has not chosen one yet.
+    ChooseOrganization,
+    /// Refuse, with the reason.
+    Deny(Denial),
+}
+
+/// The compiled access policy.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    public: Vec<PathPattern>,
+    rules: Vec<Rule>,
+    organization: OrganizationConfig,
+}
+
+impl Policy {
+    /// Compiles `routes:` and `organization:`.
+    pub fn new(routes: &RoutesConfig, organization: &OrganizationConfig) -> Policy {
+        let public = routes.public.iter().map(|p| PathPattern::new(p)).collect();
+        let rules = routes
+            .rules
+            .iter()
+            .map(|r| Rule {
+                path: PathPattern::new(&r.path),
+                methods: r.methods.iter().filter_map(|m| m.to_ascii_uppercase().parse().ok()).collect(),
+                roles: r.roles.clone(),
+                organizations: r.organizations.clone(),
+                emails: r.emails.iter().map(|e| e.to_ascii_lowercase()).collect(),
+                email_domains: r
+                    .email_domains
+                    .iter()
+                    .map(|d| d.trim_start_matches('@').to_ascii_lowercase())
+                    .collect(),
+            })
+            .collect();
+        Policy { public, rules, organization: organization.clone() }
+    }
+
+    /// Whether the path is proxied without a session. Only an unambiguous (already normalized)
+    /// path can be public.
+    pub fn is_public(&self, path: &str) -> bool {
+        if self.public.is_empty() {
+            return false;
+        }
+        let normalized = normalize_path(path);
+        if normalized != path {
+            return false;
+        }
+        self.public.iter().any(|p| p.matches(path))
+    }
+
+    /// The organizations of this user that the app accepts (`organization.allowed`).
+    pub fn acceptable_organizations<'s>(&self, session: &'s Session) -> impl Iterator<Item = &'s Organization> + use<'s, '_> {
+        session
+            .identity
+            .organizations
+            .as_deref()
+            .unwrap_or(&[])
+            .iter()
+            .filter(move |o| org_listed(&self.organization.allowed, o))
+    }
+
+    /// The organization to select automatically right after sign-in: the only acceptable one.
+    pub fn auto_select(&self, session: &Session) -> Option<String> {
+        let mut acceptable = self.acceptable_organizations(session);
+        let first = acceptable.next()?;
+        acceptable.next().is_none().then(|| first.id.clone())
+    }
+
+    /// Whether an organization requirement applies at all (so the selector makes sense).
+    pub fn organizations_matter(&self) -> bool {
+        self.organization.required || !self.organization.allowed.is_empty() || !self.organization.roles.is_empty()
+            || self.rules.iter().any(|r| !r.roles.is_empty() || !r.organizations.is_empty())
+    }
+
+    /// Decides whether this signed-in user may make this request.
+    pub fn authorize(&self, session: &Session, method: &http::Method, path: &str) -> Decision {
+        let org = session.selected_organization();
+        let org_cfg = &self.organization;
+        let needs_org = org_cfg.required || !org_cfg.roles.is_empty();
+        if let Some(o) = org {
+            if !org_listed(&org_cfg.allowed, o) {
+                return Decision::Deny(Denial::OrganizationNotAllowed);
+            }
+            if !org_cfg.roles.is_empty() && !org_cfg.roles.iter().any(|r| r == &o.role) {
+                return Decision::Deny(Denial::RoleNotAllowed { role: o.role.clone(), allowed: org_cfg.roles.clone() });
+            }
+        } else if needs_org {
+            return match self.acceptable_organizations(session).count() {
+                0 => Decision::Deny(Denial::NoOrganization),
+                _ => Decision::ChooseOrganization,
+            };
+        }
+
+        let normalized = normalize_path(path);
+        let Some(rule) = self
+            .rules
+            .iter()
+            .find(|r| (r.methods.is_empty() || r.methods.contains(method)) && r.path.matches(&normalized))
+        else {
+            return Decision::Allow;
+        };
+        if !rule.organizations.is_empty() || !rule.roles.is_empty() {
+            let Some(o) = org else {
+                return match self.acceptable_organizations(session).count() {
+                    0 => Decision::Deny(Denial::NoOrganization),
+                    _ => Decision::ChooseOrganization,
+                };
+            };
+            if !rule.organizations.is_empty() && !org_listed(&rule.organizations, o) {
+                return Decision::Deny(Denial::OrganizationNotAllowed);
+            }
+            if !rule.roles.is_empty() && !rule.roles.iter().any(|r| r == &o.role) {
+                return Decision::Deny(Denial::RoleNotAllowed { role: o.role.clone(), allowed: rule.roles.clone() });
+            }
+        }
+        if !rule.emails.is_empty() || !rule.email_domains.is_empty() {
+            let email = session.identity.email.as_deref().unwrap_or("");
+            let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+            let ok = rule.emails.iter().any(|e| e.eq_ignore_ascii_case(email))
+                || rule.email_domains.iter().any(|d| d.eq_ignore_ascii_case(domain));
+            if email.is_empty() || !ok {
+                return Decision::Deny(Denial::EmailNotAllowed);
+            }
+        }
+        Decision::Allow
+    }
+}
+
+/// Whether an organization is on a list of ids or slugs (an empty list accepts all).
+fn org_listed(list: &[String], org: &Organization) -> bool {
+    list.is_empty() || list.iter().any(|x| *x == org.id || *x == org.slug)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RuleConfig;
+    use crate::identity::Identity;
+
+    fn org(id: &str, slug: &str, role: &str) -> Organization {
+        Organization { id: id.into(), name: slug.into(), slug: slug.into(), role: role.into() }
+    }
+
+    fn session(orgs: Vec<Organization>, selected: Option<&str>) -> Session {
+        Session {
+            id: "s".into(),
+            identity: Identity {
+                sub: "u".into(),
+                email: Some("jean@hotel.com".into()),
+                organizations: Some(orgs),
+                ..Default::default()
+            },
+            org: selected.map(String::from),
+            sid: None,
+            created_at: 0,
+            updated_at_ms: 0,
+            expires_at: 0,
+            refresh_token: None,
+            access_token: None,
+            id_token: None,
+        }
+    }
+
+    #[test]
+    fn globs_match_as_documented() {
+        let p = PathPattern::new("/assets/*");
+        assert!(p.matches("/assets/a.css") && p.matches("/assets/x/y.js") && p.matches("/assets/"));
+        assert!(!p.matches("/assets") && !p.matches("/assetsx/a"));
+        let p = PathPattern::new("/api/*/status");
+        assert!(p.matches("/api/v1/status") && !p.matches("/api/v1/x/status"));
+        let p = PathPattern::new("/healthz");
+        assert!(p.matches("/healthz") && !p.matches("/healthz/x"));
+    }
+
+    #[test]
+    fn normalization_defeats_bypasses() {
+        assert_eq!(normalize_path("/admin/../x"), "/x");
+        assert_eq!(normalize_path("//admin//a"), "/admin/a");
+        assert_eq!(normalize_path("/%61dmin/"), "/admin/");
+        assert_eq!(normalize_path("/a/./b"), "/a/b");
+        assert_eq!(normalize_path("/a%2fb"), "/a%2Fb");
+        assert!(matches!(normalize_path("/plain/path"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn public_routes_need_a_clean_path() {
+        let routes = RoutesConfig { public: vec!["/assets/*".into(), "/healthz".into()], rules: vec![] };
+        let p = Policy::new(&routes, &OrganizationConfig::default());
+        assert!(p.is_public("/assets/app.js"));
+        assert!(p.is_public("/healthz"));
+        assert!(!p.is_public("/assets/../admin"));
+        assert!(!p.is_public("/assets/%2e%2e/admin"));
+        assert!(!p.is_public("/admin"));
+    }
+
+    #[test]
+    fn first_matching_rule_decides_roles() {
+        let routes = RoutesConfig {
+            public: vec![],
+            rules: vec![
+                RuleConfig { path: "/admin/*".into(), roles: vec!["admin".into()], ..Default::default() },
+                RuleConfig { path: "/*".into(), methods: vec!["POST".into()], email_domains: vec!["hotel.com".into()], ..Default::default() },
+            ],
+        };
+        let p = Policy::new(&routes, &OrganizationConfig::default());
+        let admin = session(vec![org("1", "a", "admin")], Some("1"));
+        let member = session(vec![org("1", "a", "member")], Some("1"));
+        assert_eq!(p.authorize(&admin, &http::Method::GET, "/admin/x"), Decision::Allow);
+        assert!(matches!(p.authorize(&member, &http::Method::GET, "/admin/x"), Decision::Deny(Denial::RoleNotAllowed { .. })));
+        assert!(matches!(p.authorize(&member, &http::Method::GET, "/%61dmin/x"), Decision::Deny(_)));
+        assert_eq!(p.authorize(&member, &http::Method::GET, "/other"), Decision::Allow);
+        assert_eq!(p.authorize(&member, &http::Method::POST, "/other"), Decision::Allow);
+        let mut outsider = member.clone();
+        outsider.identity.email = Some("x@evil.com".into());
+        assert_eq!(p.authorize(&outsider, &http::Method::POST, "/other"), Decision::Deny(Denial::EmailNotAllowed));
+    }
+
+    #[test]
+    fn organization_requirement() {
+        let cfg = OrganizationConfig { required: true, allowed: vec!["b".into()], roles: vec![] };
+        let p = Policy::new(&RoutesConfig::default(), &cfg);
+        let none = session(vec![], None);
+        assert_eq!(p.authorize(&none, &http::Method::GET, "/"), Decision::Deny(Denial::NoOrganization));
+        let two = session(vec![org("1", "a", "admin"), org("2", "b", "member")], None);
+        assert_eq!(p.auto_select(&two), Some("2".into()));
+        let wrong = session(vec![org("1", "a", "admin"), org("2", "b", "member")], Some("1"));
+        assert_eq!(p.authorize(&wrong, &http::Method::GET, "/"), Decision::Deny(Denial::OrganizationNotAllowed));
+        let open = Policy::new(&RoutesConfig::default(), &OrganizationConfig { required: true, ..Default::default() });
+        assert_eq!(open.authorize(&two, &http::Method::GET, "/"), Decision::ChooseOrganization);
+    }
+}

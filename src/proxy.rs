@@ -1,0 +1,563 @@
+//! Forwarding a request the proxy has let through to the app, and streaming the app's answer back.
+//!
+//! [`Upstream::forward`] is the whole exchange, in this order:
+//! 1. **target**: the app's scheme and authority, its path prefix joined to the request's path and
+//!    query;
+//! 2. **request headers**: hop-by-hop fields removed ([`remove_hop_by_hop`]), `X-Forwarded-*` set,
+//!    `Host` decided;
+//! 3. **send**, waiting at most `response_timeout` for the response head — counted from the last
+//!    moment the request body moved, so a long upload is not mistaken for a silent app;
+//! 4. **response headers**: hop-by-hop fields removed;
+//! 5. **body** streamed back untouched — or, for `101 Switching Protocols`, the browser's and the
+//!    app's connections spliced together in a task of their own (websockets).
+//!
+//! Bodies are never buffered: frames pass as they come, with backpressure both ways, so SSE, long
+//! polls and multi-gigabyte uploads run in constant memory. The time to stream a body is not
+//! limited (an SSE stream may last for hours).
+//!
+//! Connections are pooled with HTTP/1.1 keep-alive. An `https` app that offers HTTP/2 through ALPN
+//! gets multiplexed HTTP/2 — unless `preserve_host` is on: HTTP/2 carries the host in `:authority`,
+//! which hyper's pooled client takes from the address it dials, so the app would see its own
+//! address instead of the browser's `Host`. With `preserve_host` we therefore offer HTTP/1.1 only.
+//! Upgrades exist only in HTTP/1.1, so they always go through an HTTP/1.1-only client.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{self, Authority, PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{self, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::time::Instant;
+
+use crate::body::{self, Body, BoxError};
+use crate::tls::{self, TlsError};
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Hop-by-hop fields (RFC 9110 §7.6.1) besides `Connection`, the fields it names and `Upgrade`,
+/// which [`remove_hop_by_hop`] handles itself. `TE` comes back as `TE: trailers` when it asked
+/// for trailers.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// Forwarding headers we do not set ourselves. A browser can forge them, so unless the peer is a
+/// trusted proxy they are removed: the app must only ever learn who connected from us.
+const FORGEABLE_FORWARDING: [HeaderName; 4] = [
+    header::FORWARDED,
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+];
+
+/// Prefix of the headers the proxy vouches for; `Connection` may never name them for removal.
+const VOUCHED_PREFIX: &str = "x-trousseau-";
+
+const UPGRADE_TOKEN: HeaderValue = HeaderValue::from_static("upgrade");
+const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// Where the app is and how to talk to it; turned into an [`Upstream`] once, at startup.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// The app: `http` or `https`, optionally with a path prefix (`http://127.0.0.1:8080/app/`).
+    /// No user info, query or fragment.
+    pub url: url::Url,
+    /// Forward the browser's `Host` (true, the default) or the app's own authority (false).
+    pub preserve_host: bool,
+    /// PEM CA file trusted, besides the system's CAs, for an `https` app.
+    pub ca_file: Option<PathBuf>,
+    /// Longest wait for a TCP connection to the app (default 5 s).
+    pub connect_timeout: Duration,
+    /// Longest the app may keep us waiting for response headers (default 60 s); see
+    /// [`Upstream::forward`].
+    pub response_timeout: Duration,
+    /// How long an idle pooled connection is kept (default 90 s).
+    pub pool_idle_timeout: Duration,
+    /// Idle connections kept per app (default 64).
+    pub pool_max_idle_per_host: usize,
+}
+
+impl UpstreamSettings {
+    /// Settings for the app at `url`, with the defaults above.
+    pub fn new(url: url::Url) -> Self {
+        UpstreamSettings {
+            url,
+            preserve_host: true,
+            ca_file: None,
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(60),
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_host: 64,
+        }
+    }
+}
+
+/// What [`Upstream::forward`] needs to know about the browser's request beyond the request itself.
+#[derive(Debug, Clone)]
+pub struct ForwardContext {
+    /// The peer of the connection the request came in on.
+    pub client_ip: IpAddr,
+    /// How the browser reached us: `"http"` or `"https"`; sent as `X-Forwarded-Proto`.
+    pub proto: &'static str,
+    /// The `Host` (or HTTP/2 `:authority`) the browser asked for; sent as `X-Forwarded-Host`, and
+    /// as `Host` when `preserve_host` is on.
+    pub host: Option<HeaderValue>,
+    /// The peer is a proxy we trust: append to its `X-Forwarded-For` and keep its other forwarding
+    /// headers instead of replacing them.
+    pub trust_forwarded: bool,
+}
+
+/// Why a request could not be forwarded. The server turns these into 502 (504 for
+/// [`ProxyError::Timeout`]) pages. Messages never contain header values or cookies.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The upstream URL cannot be used (found at startup).
+    #[error("the upstream URL {0}")]
+    InvalidUpstream(&'static str),
+    /// The TLS configuration for an `https` app cannot be built (found at startup).
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// No connection to the app: refused, DNS failure, connect timeout, TLS handshake failure.
+    #[error("the app cannot be reached: {}", root_cause(.0))]
+    Unreachable(#[source] legacy::Error),
+    /// The app sent no response headers within `response_timeout`.
+    #[error("the app did not answer in time")]
+    Timeout,
+    /// The connection to the app failed during the exchange, or the app's answer is not valid HTTP.
+    #[error("the exchange with the app failed: {}", root_cause(.0))]
+    Protocol(#[source] legacy::Error),
+    /// The request has no origin-form target to forward (`CONNECT`, `OPTIONS *`).
+    #[error("the request cannot be forwarded: {0}")]
+    InvalidRequest(&'static str),
+}
+
+impl ProxyError {
+    fn from_client(err: legacy::Error) -> Self {
+        if err.is_connect() {
+            ProxyError::Unreachable(err)
+        } else {
+            ProxyError::Protocol(err)
+        }
+    }
+}
+
+/// The innermost cause: hyper's own messages ("client error (Connect)") say little, the cause
+/// ("Connection refused", "invalid peer certificate: UnknownIssuer") says what to fix.
+fn root_cause<'a>(err: &'a (dyn StdError + 'static)) -> &'a (dyn StdError + 'static) {
+    let mut cause = err;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause
+}
+
+/// The app behind the proxy: its address, the connection pools to it and the forwarding rules.
+/// Cloning is cheap (one reference count); clones share the pools.
+#[derive(Clone)]
+pub struct Upstream {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Pooled client for ordinary requests; may negotiate HTTP/2 (see the module doc).
+    client: HttpClient,
+    /// HTTP/1.1-only client for upgrade requests; the same pool as `client` when that one is
+    /// HTTP/1.1-only anyway.
+    upgrade_client: HttpClient,
+    scheme: Scheme,
+    authority: Authority,
+    /// The URL's path without its trailing `/`; empty when the app is at the root.
+    path_prefix: Box<str>,
+    preserve_host: bool,
+    response_timeout: Duration,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("scheme", &self.inner.scheme)
+            .field("authority", &self.inner.authority)
+            .field("path_prefix", &self.inner.path_prefix)
+            .field("preserve_host", &self.inner.preserve_host)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// Checks the URL, builds the TLS configuration and the connection pools. Nothing is
+    /// connected until the first request.
+    pub fn new(settings: UpstreamSettings) -> Result<Upstream, ProxyError> {
+        let url = &settings.url;
+        let scheme = match url.scheme() {
+            "http" => Scheme::HTTP,
+            "https" => Scheme::HTTPS,
+            _ => return Err(ProxyError::InvalidUpstream("must start with http:// or https://")),
+        };
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(ProxyError::InvalidUpstream("must not contain a user name or password"));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(ProxyError::InvalidUpstream("must not have a query or a fragment"));
+        }
+        let authority: Authority = url[url::Position::BeforeHost..url::Position::AfterPort]
+            .parse()
+            .map_err(|_| ProxyError::InvalidUpstream("has no valid host"))?;
+        if authority.host().is_empty() {
+            return Err(ProxyError::InvalidUpstream("has no host"));
+        }
+
+        let tls = tls::client_config(settings.ca_file.as_deref())?;
+        let mut http1_tls = tls.clone();
+        http1_tls.alpn_protocols = vec![tls::ALPN_HTTP1.to_vec()];
+        let upgrade_client = build_client(&settings, http1_tls);
+        let client = if scheme == Scheme::HTTPS && !settings.preserve_host {
+            build_client(&settings, tls)
+        } else {
+            upgrade_client.clone()
+        };
+
+        Ok(Upstream {
+            inner: Arc::new(Inner {
+                client,
+                upgrade_client,
+                scheme,
+                authority,
+                path_prefix: url.path().trim_end_matches('/').into(),
+                preserve_host: settings.preserve_host,
+                response_timeout: settings.response_timeout,
+            }),
+        })
+    }
+
+    /// Forwards `req` (already authorized, identity headers already added) to the app and returns
+    /// its response, whose body streams from the app as the caller sends it on. See the module doc
+    /// for the steps.
+    ///
+    /// `response_timeout` bounds the wait for the response head only, and restarts whenever the
+    /// request body makes progress. A `Connection: Upgrade` request answered with `101` is tunneled:
+    /// the returned `101` must be sent on a connection served with upgrades enabled
+    /// (`serve_connection_with_upgrades`), after which the bytes flow in a spawned task.
+    pub async fn forward(
+        &self,
+        mut req: Request<Body>,
+        ctx: &ForwardContext,
+    ) -> Result<Response<Body>, ProxyError> {
+        let inner = &*self.inner;
+        let upgrade = wants_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+
+        // 1. Target. Whatever the browser spoke, we speak HTTP/1.1 (or HTTP/2 through ALPN); the
+        //    server's extensions (connection info, upgrade handle) stay on this side.
+        parts.uri = inner.target(&parts.uri)?;
+        parts.version = Version::HTTP_11;
+        parts.extensions = http::Extensions::new();
+
+        // 2. Request headers.
+        remove_hop_by_hop(&mut parts.headers, upgrade);
+        set_forwarded(&mut parts.headers, ctx);
+        inner.set_host(&mut parts.headers, ctx);
+
+        // 3. Send.
+        let (body, upload) = watch_upload(body);
+        let client = if upgrade {
+            &inner.upgrade_client
+        } else {
+            &inner.client
+        };
+        let sending = client.request(Request::from_parts(parts, body));
+        let mut response = inner.response_head(sending, upload.as_deref()).await?;
+
+        // 4. Response headers.
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        remove_hop_by_hop(response.headers_mut(), switching && upgrade);
+
+        // 5. Body, or tunnel.
+        if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
+            splice(client_upgrade, hyper::upgrade::on(&mut response));
+            return Ok(response.map(|_| body::empty()));
+        }
+        Ok(response.map(body::stream))
+    }
+}
+
+impl Inner {
+    /// The absolute-form URI at the app: its scheme and authority, its path prefix, then the
+    /// request's path and query as the browser sent them.
+    fn target(&self, uri: &Uri) -> Result<Uri, ProxyError> {
+        let request_target = match uri.path_and_query() {
+            Some(pq) if pq.as_str().starts_with('/') => pq.clone(),
+            // An absolute-form request for the root ("http://host" without a path).
+            None if uri.scheme().is_some() => PathAndQuery::from_static("/"),
+            _ => return Err(ProxyError::InvalidRequest("the target is not a path")),
+        };
+        let path_and_query = if self.path_prefix.is_empty() {
+            request_target
+        } else {
+            let mut joined =
+                String::with_capacity(self.path_prefix.len() + request_target.as_str().len());
+            joined.push_str(&self.path_prefix);
+            joined.push_str(request_target.as_str());
+            PathAndQuery::try_from(joined)
+                .map_err(|_| ProxyError::InvalidRequest("the target is not a valid path"))?
+        };
+        let mut parts = uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        Uri::from_parts(parts).map_err(|_| ProxyError::InvalidRequest("the target is not a valid URI"))
+    }
+
+    /// `Host`: the browser's when `preserve_host` is on and we know it. Otherwise none, and the
+    /// client fills it from the target URI — `Host` on HTTP/1.1, `:authority` on HTTP/2 — so the app
+    /// sees its own authority and an HTTP/2 request never carries a conflicting `Host`.
+    fn set_host(&self, headers: &mut HeaderMap, ctx: &ForwardContext) {
+        match (&ctx.host, self.preserve_host) {
+            (Some(host), true) => {
+                headers.insert(header::HOST, host.clone());
+            }
+            _ => {
+                headers.remove(header::HOST);
+            }
+        }
+    }
+
+    /// Waits for the response head. The deadline is `response_timeout` after the later of the
+    /// start and the last movement of the request body.
+    async fn response_head(
+        &self,
+        sending: impl Future<Output = Result<Response<Incoming>, legacy::Error>>,
+        upload: Option<&UploadWatch>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let timeout = self.response_timeout;
+        let mut sending = pin!(sending);
+        let mut sleep = pin!(tokio::time::sleep(timeout));
+        loop {
+            tokio::select! {
+                result = &mut sending => return result.map_err(ProxyError::from_client),
+                () = &mut sleep => match upload.map(|watch| watch.last_moved() + timeout) {
+                    Some(deadline) if deadline > Instant::now() => sleep.as_mut().reset(deadline),
+                    _ => return Err(ProxyError::Timeout),
+                },
+            }
+        }
+    }
+}
+
+fn build_client(settings: &UpstreamSettings, tls: rustls::ClientConfig) -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(settings.pool_idle_timeout)
+        .pool_max_idle_per_host(settings.pool_max_idle_per_host)
+        // Fills `Host` from the target URI on HTTP/1.1 when `set_host` left it out on purpose.
+        .set_host(true)
+        .build(tls::https_connector(tls, settings.connect_timeout))
+}
+
+/// Removes the hop-by-hop fields of RFC 9110 §7.6.1: `Connection` and every field it names,
+/// `Keep-Alive`, `Proxy-Connection`, `TE` (a request for `trailers` survives as `TE: trailers`),
+/// `Trailer`, `Transfer-Encoding`, `Proxy-Authenticate`, `Proxy-Authorization` and `Upgrade`.
+///
+/// With `keep_upgrade` (an upgrade request, or the `101` answering it), `Upgrade` stays and
+/// `Connection` becomes exactly `upgrade`. `Connection` cannot remove `X-Trousseau-*` headers: a
+/// browser must not be able to strip the identity the proxy vouches for.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let wants_trailers = comma_tokens(headers, &header::TE).any(|token| {
+        let coding = token.split(';').next().unwrap_or_default();
+        coding.trim().eq_ignore_ascii_case("trailers")
+    });
+
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = comma_tokens(headers, &header::CONNECTION)
+            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+            .filter(|name| !name.as_str().starts_with(VOUCHED_PREFIX))
+            .filter(|name| !(keep_upgrade && name == header::UPGRADE))
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(header::CONNECTION);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if wants_trailers {
+        headers.insert(header::TE, TRAILERS);
+    }
+    if keep_upgrade && headers.contains_key(header::UPGRADE) {
+        headers.insert(header::CONNECTION, UPGRADE_TOKEN);
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// The comma-separated tokens of every `name` field, trimmed, empty ones skipped.
+fn comma_tokens<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+}
+
+/// A request asks to switch protocols: `Connection: upgrade` and an `Upgrade` field.
+fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && comma_tokens(headers, &header::CONNECTION).any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+/// `X-Forwarded-For`, `-Proto` and `-Host` as we saw the request. From an untrusted peer, whatever
+/// it claimed about earlier hops is dropped, along with the other forgeable forwarding headers.
+fn set_forwarded(headers: &mut HeaderMap, ctx: &ForwardContext) {
+    // A dual-stack listener reports IPv4 peers as `::ffff:a.b.c.d`; apps expect `a.b.c.d`.
+    let client_ip = ctx.client_ip.to_canonical().to_string();
+    let forwarded_for = if ctx.trust_forwarded {
+        append_forwarded_for(headers, &client_ip)
+    } else {
+        for name in &FORGEABLE_FORWARDING {
+            headers.remove(name);
+        }
+        HeaderValue::try_from(client_ip).ok()
+    };
+    match forwarded_for {
+        Some(value) => headers.insert(X_FORWARDED_FOR, value),
+        None => headers.remove(X_FORWARDED_FOR),
+    };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(ctx.proto));
+    match &ctx.host {
+        Some(host) => headers.insert(X_FORWARDED_HOST, host.clone()),
+        None => headers.remove(X_FORWARDED_HOST),
+    };
+}
+
+/// The trusted peer's `X-Forwarded-For` list (all its fields, in order) followed by `client_ip`.
+fn append_forwarded_for(headers: &HeaderMap, client_ip: &str) -> Option<HeaderValue> {
+    let mut list = Vec::new();
+    for value in headers.get_all(X_FORWARDED_FOR) {
+        let value = value.as_bytes().trim_ascii();
+        if !value.is_empty() {
+            list.extend_from_slice(value);
+            list.extend_from_slice(b", ");
+        }
+    }
+    list.extend_from_slice(client_ip.as_bytes());
+    HeaderValue::from_maybe_shared(Bytes::from(list)).ok()
+}
+
+/// Copies bytes both ways between the browser's and the app's upgraded connections until either
+/// side closes. The browser's side completes once the `101` has been written to it.
+fn splice(client: OnUpgrade, app: OnUpgrade) {
+    tokio::spawn(async move {
+        let (client, app) = match tokio::try_join!(client, app) {
+            Ok(both) => both,
+            Err(err) => {
+                tracing::debug!(error = %err, "protocol upgrade did not complete");
+                return;
+            }
+        };
+        let (mut client, mut app) = (TokioIo::new(client), TokioIo::new(app));
+        match tokio::io::copy_bidirectional(&mut client, &mut app).await {
+            Ok((to_app, to_client)) => {
+                tracing::debug!(to_app, to_client, "upgraded connection closed");
+            }
+            Err(err) => tracing::debug!(error = %err, "upgraded connection ended"),
+        }
+    });
+}
+
+/// When the request body last moved, so that the response timeout counts only the time the app
+/// keeps us waiting, not the time a large upload takes to arrive.
+struct UploadWatch {
+    started: Instant,
+    /// Nanoseconds from `started` to the last frame (or end) of the body.
+    last_moved: AtomicU64,
+}
+
+impl UploadWatch {
+    fn moved(&self) {
+        let nanos = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_moved.fetch_max(nanos, Ordering::Relaxed);
+    }
+
+    fn last_moved(&self) -> Instant {
+        self.started + Duration::from_nanos(self.last_moved.load(Ordering::Relaxed))
+    }
+}
+
+/// A request body that reports its progress to an [`UploadWatch`].
+struct WatchedBody {
+    inner: Body,
+    watch: Arc<UploadWatch>,
+}
+
+impl http_body::Body for WatchedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if polled.is_ready() {
+            self.watch.moved();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Wraps a request body that has something to send in a [`WatchedBody`]; an empty one (most
+/// requests) goes as it is.
+fn watch_upload(body: Body) -> (Body, Option<Arc<UploadWatch>>) {
+    if http_body::Body::is_end_stream(&body) {
+        return (body, None);
+    }
+    let watch = Arc::new(UploadWatch {
+        started: Instant::now(),
+        last_moved: AtomicU64::new(0),
+    });
+    let body = WatchedBody {
+        inner: body,
+        watch: Arc::clone(&watch),
+    };
+    (body.boxed_unsync(), Some(watch))
+}

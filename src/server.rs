@@ -1,0 +1,921 @@
+//! The life of a request, top to bottom, and the listener that serves it.
+//!
+//! [`App::handle`] is the whole request path, in order: strip spoofed headers and our cookies →
+//! reserved `/.trousseau/` endpoints → public routes → load the session → refresh if due →
+//! authorize → add identity headers → forward upstream → set cookies → log. Each step is a plain
+//! function below; answers the proxy makes itself come from [`crate::pages`] and [`answer`].
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+use crate::body::{self, Body};
+use crate::config::Settings;
+use crate::devidp::DevIdp;
+use crate::identity::{self, AssertionSettings, Assertions, Signer};
+use crate::oidc::{now_secs, LoginState, Oidc, OidcError};
+use crate::pages::Lang;
+use crate::policy::{Decision, Policy};
+use crate::proxy::{ForwardContext, ProxyError, Upstream, UpstreamSettings};
+use crate::session::cookies::{strip_cookies, CookieSettings, RequestCookies, SessionCodec};
+use crate::session::refresh::{RefreshOutcome, Refresher};
+use crate::session::seal::Sealer;
+use crate::session::Session;
+
+/// Prefix of every path the proxy answers itself.
+pub const RESERVED_PREFIX: &str = "/.trousseau/";
+
+/// Sealing purpose of login-state cookies (never interchangeable with a session).
+const LOGIN_STATE_PURPOSE: &str = "login-state";
+
+/// How long one sign-in attempt may take.
+const LOGIN_STATE_TTL: Duration = Duration::from_secs(600);
+
+/// At most this many sign-in attempts (state cookies) at once; older ones are dropped first.
+const MAX_LOGIN_ATTEMPTS: usize = 4;
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting that only fails once used (key file, CA file).
+    #[error("{0}")]
+    Setup(String),
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Everything a request needs, built once at start.
+pub struct App {
+    settings: Settings,
+    oidc: Arc<Oidc>,
+    sealer: Arc<Sealer>,
+    codec: SessionCodec,
+    login_cookie_prefix: String,
+    assertions: Assertions,
+    upstream: Upstream,
+    policy: Policy,
+    refresher: Refresher,
+    devidp: Option<Arc<DevIdp>>,
+}
+
+impl App {
+    /// Builds the app from validated settings. `devidp`, when given, is served under its path
+    /// prefix (dev mode).
+    pub fn new(settings: Settings, devidp: Option<Arc<DevIdp>>) -> Result<Arc<App>, StartError> {
+        let oidc = Arc::new(Oidc::new(settings.oidc.clone()).map_err(|e| StartError::Setup(format!("oidc.ca_file: {e}")))?);
+        let sealer = Arc::new(
+            Sealer::new(&settings.session.secrets).map_err(|e| StartError::Setup(format!("session.secrets: {e}")))?,
+        );
+        let cookie = CookieSettings::new(&settings.session.cookie_name, settings.secure_cookies);
+        let codec = SessionCodec::new(sealer.clone(), cookie);
+        let login_cookie_prefix = format!(
+            "{}{}_login_",
+            if settings.secure_cookies { "__Host-" } else { "" },
+            settings.session.cookie_name
+        );
+        let signer = if settings.identity.signing_keys_pem.is_empty() {
+            tracing::warn!(
+                "identity.signing_key_file is not set: signing assertions with an ephemeral key; \
+                 apps must fetch /.trousseau/jwks.json and replicas will not share keys"
+            );
+            Signer::generate()
+        } else {
+            Signer::from_pem(&settings.identity.signing_keys_pem)
+                .map_err(|e| StartError::Setup(format!("identity.signing_key_file: {e}")))?
+        };
+        let assertions = Assertions::new(
+            Arc::new(signer),
+            AssertionSettings {
+                issuer: settings.public_origin.clone(),
+                audience: settings.identity.audience.clone(),
+                ttl: settings.identity.assertion_ttl,
+            },
+        );
+        let upstream = Upstream::new(UpstreamSettings {
+            url: settings.upstream.clone(),
+            preserve_host: settings.proxy.preserve_host,
+            ca_file: settings.proxy.ca_file.as_ref().map(Into::into),
+            connect_timeout: settings.proxy.connect_timeout.0,
+            response_timeout: settings.proxy.response_timeout.0,
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_host: 256,
+        })
+        .map_err(|e| StartError::Setup(format!("upstream: {e}")))?;
+        let policy = Policy::new(&settings.routes, &settings.organization);
+        let refresher = Refresher::new(oidc.clone(), settings.session.refresh_skew, settings.session.refresh_grace);
+        Ok(Arc::new(App {
+            settings,
+            oidc,
+            sealer,
+            codec,
+            login_cookie_prefix,
+            assertions,
+            upstream,
+            policy,
+            refresher,
+            devidp,
+        }))
+    }
+
+    /// The relying party (readiness, discovery).
+    pub fn oidc(&self) -> &Arc<Oidc> {
+        &self.oidc
+    }
+
+    /// The validated settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Serves one request. Never fails: every problem becomes an answer.
+    pub async fn handle(self: Arc<Self>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let request_id = request_id(&mut req);
+
+        // 1. Nothing the client sent may pose as our identity headers or reach the app as our cookie.
+        identity::strip_spoofed(req.headers_mut());
+        let cookies = RequestCookies::from_headers(req.headers());
+        strip_cookies(req.headers_mut(), |name| self.is_our_cookie(name));
+
+        let mut ctx = RequestCtx { cookies, set_cookies: Vec::new(), sub: None, peer, request_id: request_id.clone() };
+        let mut response = self.route(req, &mut ctx).await;
+
+        // Cookies decided along the way; the request id goes back to the client too.
+        for value in ctx.set_cookies.drain(..) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+        response.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
+        tracing::info!(
+            target: "trousseau_proxy::access",
+            method = %method,
+            path = %path,
+            status = response.status().as_u16(),
+            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            sub = ctx.sub.as_deref().unwrap_or("-"),
+            request_id = request_id.to_str().unwrap_or("-"),
+            "request"
+        );
+        response
+    }
+
+    async fn route(&self, req: Request<Incoming>, ctx: &mut RequestCtx) -> Response<Body> {
+        let path = req.uri().path();
+
+        // 2. Our own endpoints.
+        if path.starts_with(RESERVED_PREFIX) || path == "/.trousseau" {
+            if let Some(idp) = &self.devidp {
+                if !idp.path_prefix().is_empty() && path.starts_with(idp.path_prefix()) {
+                    // Boxed as `dyn Future + Send` for the same reason as in the refresher.
+                    let answer: Pin<Box<dyn Future<Output = Response<Body>> + Send + '_>> = Box::pin(idp.handle(req));
+                    return answer.await;
+                }
+            }
+            return self.reserved(req, ctx).await;
+        }
+
+        // 3. Public routes: proxied without a session (spoofed headers already gone).
+        if self.policy.is_public(path) {
+            return self.forward(req, ctx, None).await;
+        }
+
+        // 4. The session, if any.
+        let browser = is_browser_navigation(&req);
+        let Some(session) = self.load_session(&ctx.cookies) else {
+            return self.unauthenticated(&req, ctx, browser);
+        };
+        ctx.sub = Some(session.identity.sub.clone());
+
+        // 5. Refresh when the access token is due.
+        let session = match self.refresher.refresh_if_due(session).await {
+            RefreshOutcome::Fresh(session) => session,
+            RefreshOutcome::Refreshed(mut session) => {
+                if session.org.is_none() {
+                    session.org = self.policy.auto_select(&session);
+                }
+                self.save_session(&session, ctx);
+                session
+            }
+            RefreshOutcome::Stale(session) => session,
+            RefreshOutcome::Ended => {
+                ctx.set_cookies.extend(self.codec.clear(&ctx.cookies));
+                return self.unauthenticated(&req, ctx, browser);
+            }
+            RefreshOutcome::Unavailable => {
+                return answer::unavailable(browser, self.lang(&req, None));
+            }
+        };
+
+        // 6. Policy.
+        match self.policy.authorize(&session, req.method(), req.uri().path()) {
+            Decision::Allow => {}
+            Decision::ChooseOrganization => {
+                let lang = self.lang(&req, Some(&session));
+                return answer::choose_organization(browser, lang, &return_to_of(&req));
+            }
+            Decision::Deny(denial) => {
+                let lang = self.lang(&req, Some(&session));
+                return answer::forbidden(browser, lang, &denial, &session);
+            }
+        }
+
+        // 7–8. Identity headers, then the app.
+        self.forward(req, ctx, Some(&session)).await
+    }
+
+    /// Forwards to the upstream, with identity headers when there is a session.
+    async fn forward(&self, req: Request<Incoming>, ctx: &RequestCtx, session: Option<&Session>) -> Response<Body> {
+        let browser = is_browser_navigation(&req);
+        let lang = self.lang(&req, session);
+        let (mut parts, incoming) = req.into_parts();
+        if let Some(session) = session {
+            let assertion = self.assertions.assertion_for(session);
+            identity::insert_identity_headers(&mut parts.headers, session, assertion, self.settings.identity.pass_access_token);
+        }
+        parts.headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let fctx = ForwardContext {
+            client_ip: ctx.peer.ip(),
+            proto: if self.settings.secure_cookies { "https" } else { "http" },
+            host,
+            trust_forwarded: self.settings.proxy.trust_forwarded_headers,
+        };
+        let req = Request::from_parts(parts, body::stream(incoming));
+        match self.upstream.forward(req, &fctx).await {
+            Ok(response) => response,
+            Err(e) => {
+                tracing::warn!(error = %e, request_id = ctx.request_id.to_str().unwrap_or("-"), "upstream request failed");
+                answer::upstream_failed(browser, lang, &e)
+            }
+        }
+    }
+
+    /// `/.trousseau/*`.
+    async fn reserved(&self, req: Request<Incoming>, ctx: &mut RequestCtx) -> Response<Body> {
+        let path = req.uri().path();
+        let endpoint = path.strip_prefix(RESERVED_PREFIX).unwrap_or("");
+        match (req.method(), endpoint) {
+            (&Method::GET | &Method::HEAD, "healthz") => answer::text(StatusCode::OK, "ok\n"),
+            (&Method::GET | &Method::HEAD, "readyz") => {
+                if self.oidc.is_ready() {
+                    answer::text(StatusCode::OK, "ready\n")
+                } else {
+                    let mut r = answer::text(StatusCode::SERVICE_UNAVAILABLE, "identity provider not loaded yet\n");
+                    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                    r
+                }
+            }
+            (&Method::GET | &Method::HEAD, "jwks.json") => answer::jwks(self.assertions.signer().jwks_json()),
+            (&Method::GET | &Method::HEAD, "login") => {
+                let rd = query_param(req.uri().query(), "rd").unwrap_or_default();
+                let return_to = safe_return_to(&rd);
+                self.start_login(ctx, return_to, self.lang(&req, None))
+            }
+            (&Method::GET, "callback") => self.callback(&req, ctx).await,
+            (&Method::GET | &Method::POST, "logout") => self.logout(&req, ctx),
+            (&Method::GET | &Method::HEAD, "userinfo") => match self.load_session(&ctx.cookies) {
+                Some(session) => {
+                    ctx.sub = Some(session.identity.sub.clone());
+                    answer::userinfo(&session)
+                }
+                None => answer::unauthenticated_json(&self.login_url("/")),
+            },
+            _ => answer::not_found(is_browser_navigation(&req), self.lang(&req, None)),
+        }
+    }
+
+    /// No (valid) session: browsers are sent to sign in, everything else gets 401.
+    fn unauthenticated(&self, req: &Request<Incoming>, ctx: &mut RequestCtx, browser: bool) -> Response<Body> {
+        let return_to = return_to_of(req);
+        if browser {
+            self.start_login(ctx, return_to, self.lang(req, None))
+        } else {
+            answer::unauthenticated_json(&self.login_url(&return_to))
+        }
+    }
+
+    fn login_url(&self, return_to: &str) -> String {
+        format!("/.trousseau/login?rd={}", percent_encoding::utf8_percent_encode(return_to, QUERY_VALUE))
+    }
+
+    /// Starts a sign-in: one sealed state cookie for this attempt, then 302 to Trousseau.
+    fn start_login(&self, ctx: &mut RequestCtx, return_to: String, lang: Lang) -> Response<Body> {
+        let (url, login) = match self.oidc.begin_login(return_to) {
+            Ok(started) => started,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start sign-in");
+                return answer::unavailable(true, lang);
+            }
+        };
+        // Keep at most MAX_LOGIN_ATTEMPTS attempts: drop the oldest (and unreadable ones) first.
+        let mut attempts: Vec<(u64, String)> = ctx
+            .cookies
+            .iter()
+            .filter(|(name, _)| name.starts_with(&self.login_cookie_prefix))
+            .map(|(name, value)| (self.open_login_state(value).map(|s| s.started_at).unwrap_or(0), name.to_string()))
+            .collect();
+        attempts.sort();
+        let excess = (attempts.len() + 1).saturating_sub(MAX_LOGIN_ATTEMPTS);
+        for (_, name) in attempts.into_iter().take(excess) {
+            ctx.set_cookies.push(self.cookie_header(&name, "", Duration::ZERO));
+        }
+        let sealed = self.sealer.seal(LOGIN_STATE_PURPOSE, &serde_json::to_vec(&login).unwrap_or_default());
+        let name = self.login_cookie_name(&login.state);
+        ctx.set_cookies.push(self.cookie_header(&name, &sealed, LOGIN_STATE_TTL));
+        answer::redirect(url.as_str())
+    }
+
+    fn login_cookie_name(&self, state: &str) -> String {
+        // The state is random base64url; its first 12 characters name the attempt's cookie.
+        let id: String = state.chars().filter(|c| c.is_ascii_alphanumeric()).take(12).collect();
+        format!("{}{}", self.login_cookie_prefix, id)
+    }
+
+    fn open_login_state(&self, value: &str) -> Option<LoginState> {
+        let plain = self.sealer.open(LOGIN_STATE_PURPOSE, value)?;
+        let state: LoginState = serde_json::from_slice(&plain).ok()?;
+        (state.started_at + LOGIN_STATE_TTL.as_secs() >= now_secs()).then_some(state)
+    }
+
+    /// `/.trousseau/callback`: Trousseau sends the browser back with `code` (or `error`).
+    async fn callback(&self, req: &Request<Incoming>, ctx: &mut RequestCtx) -> Response<Body> {
+        let query = req.uri().query();
+        let lang = self.lang(req, None);
+        let state_param = query_param(query, "state").unwrap_or_default();
+        let cookie_name = self.login_cookie_name(&state_param);
+        let login = ctx
+            .cookies
+            .get(&cookie_name)
+            .and_then(|v| self.open_login_state(v))
+            .filter(|l| constant_time_eq(l.state.as_bytes(), state_param.as_bytes()));
+        if ctx.cookies.get(&cookie_name).is_some() {
+            ctx.set_cookies.push(self.cookie_header(&cookie_name, "", Duration::ZERO));
+        }
+
+        if let Some(error) = query_param(query, "error") {
+            let description = query_param(query, "error_description");
+            tracing::info!(error = %error, "Trousseau returned an error to the callback");
+            return answer::idp_error(lang, &error, description.as_deref());
+        }
+        let Some(login) = login else {
+            return answer::login_expired(lang);
+        };
+        let Some(code) = query_param(query, "code") else {
+            return answer::login_expired(lang);
+        };
+        let tokens = match self.oidc.exchange_code(&code, &login).await {
+            Ok(tokens) => tokens,
+            Err(e @ (OidcError::Unreachable(_) | OidcError::NotReady)) => {
+                tracing::warn!(error = %e, "code exchange failed: identity provider unavailable");
+                return answer::unavailable(true, lang);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "code exchange failed");
+                return answer::sign_in_failed(lang, &e);
+            }
+        };
+        let now = now_secs();
+        let mut session = Session {
+            id: random_id(),
+            identity: tokens.identity,
+            org: None,
+            sid: tokens.sid,
+            created_at: now,
+            updated_at_ms: now_millis(),
+            expires_at: tokens.expires_at,
+            refresh_token: tokens.refresh_token,
+            access_token: self.settings.identity.pass_access_token.then_some(tokens.access_token),
+            id_token: Some(tokens.id_token),
+        };
+        session.org = self.policy.auto_select(&session);
+        ctx.sub = Some(session.identity.sub.clone());
+        tracing::info!(sub = %session.identity.sub, "signed in");
+        if !self.save_session(&session, ctx) {
+            return answer::session_too_large(lang);
+        }
+        answer::redirect(&format!("{}{}", self.settings.public_origin, safe_return_to(&login.return_to)))
+    }
+
+    /// `/.trousseau/logout`: forget everything here, then end the Trousseau session too.
+    fn logout(&self, req: &Request<Incoming>, ctx: &mut RequestCtx) -> Response<Body> {
+        let session = self.load_session(&ctx.cookies);
+        ctx.set_cookies.extend(self.codec.clear(&ctx.cookies));
+        let login_cookies: Vec<String> = ctx
+            .cookies
+            .iter()
+            .filter(|(n, _)| n.starts_with(&self.login_cookie_prefix))
+            .map(|(n, _)| n.to_string())
+            .collect();
+        for name in login_cookies {
+            ctx.set_cookies.push(self.cookie_header(&name, "", Duration::ZERO));
+        }
+        if let Some(s) = &session {
+            ctx.sub = Some(s.identity.sub.clone());
+            tracing::info!(sub = %s.identity.sub, "signed out");
+        }
+        let post_logout = &self.settings.oidc.post_logout_redirect_uri;
+        let Some(end_session) = self.oidc.end_session_endpoint() else {
+            return answer::redirect(post_logout);
+        };
+        let Ok(mut url) = url::Url::parse(&end_session) else {
+            return answer::redirect(post_logout);
+        };
+        {
+            let mut q = url.query_pairs_mut();
+            match session.as_ref().and_then(|s| s.id_token.as_deref()) {
+                Some(hint) => q.append_pair("id_token_hint", hint),
+                None => q.append_pair("client_id", &self.settings.oidc.client_id),
+            };
+            q.append_pair("post_logout_redirect_uri", post_logout);
+            q.append_pair("state", &random_id());
+        }
+        let _ = req;
+        answer::redirect(url.as_str())
+    }
+
+    /// Opens the session cookie; anything wrong, stale or past `max_lifetime` is no session.
+    fn load_session(&self, cookies: &RequestCookies) -> Option<Session> {
+        let session = self.codec.load(cookies)?;
+        let now = now_secs();
+        let deadline = session.created_at.saturating_add(self.settings.session.max_lifetime.as_secs());
+        (now < deadline && session.created_at <= now + 60).then_some(session)
+    }
+
+    /// Seals the session into cookies on this response. If the session is too big for cookies,
+    /// the ID token (kept only for the logout hint) is dropped first.
+    fn save_session(&self, session: &Session, ctx: &mut RequestCtx) -> bool {
+        let now = now_secs();
+        let deadline = session.created_at.saturating_add(self.settings.session.max_lifetime.as_secs());
+        let max_age = Duration::from_secs(deadline.saturating_sub(now));
+        match self.codec.store(session, max_age, &ctx.cookies) {
+            Ok(values) => {
+                ctx.set_cookies.extend(values);
+                true
+            }
+            Err(_) if session.id_token.is_some() => {
+                let mut smaller = session.clone();
+                smaller.id_token = None;
+                self.save_session(&smaller, ctx)
+            }
+            Err(e) => {
+                tracing::error!(sub = %session.identity.sub, error = %e, "session does not fit in cookies; set session.store: memory");
+                false
+            }
+        }
+    }
+
+    fn is_our_cookie(&self, name: &str) -> bool {
+        self.codec.cookie().is_ours(name) || name.starts_with(&self.login_cookie_prefix)
+    }
+
+    fn cookie_header(&self, name: &str, value: &str, max_age: Duration) -> HeaderValue {
+        let mut c = cookie::Cookie::build((name.to_string(), value.to_string()))
+            .path("/")
+            .http_only(true)
+            .secure(self.settings.secure_cookies)
+            .same_site(cookie::SameSite::Lax)
+            .max_age(cookie::time::Duration::seconds(max_age.as_secs() as i64))
+            .build();
+        if max_age.is_zero() {
+            c.make_removal();
+            c.set_path("/");
+        }
+        HeaderValue::from_str(&c.to_string()).unwrap_or_else(|_| HeaderValue::from_static("invalid=; Max-Age=0"))
+    }
+
+    fn lang(&self, req: &Request<Incoming>, session: Option<&Session>) -> Lang {
+        match session.and_then(|s| s.identity.locale.as_deref()) {
+            Some(locale) => Lang::from_locale(Some(locale)),
+            None => Lang::from_accept_language(req.headers().get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok())),
+        }
+    }
+}
+
+/// What one request accumulates on its way through [`App::handle`].
+struct RequestCtx {
+    cookies: RequestCookies,
+    set_cookies: Vec<HeaderValue>,
+    sub: Option<String>,
+    peer: SocketAddr,
+    request_id: HeaderValue,
+}
+
+/// Keeps a sane client `X-Request-Id` or makes one.
+fn request_id(req: &mut Request<Incoming>) -> HeaderValue {
+    if let Some(v) = req.headers().get(&X_REQUEST_ID) {
+        let ok = v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b));
+        if ok && !v.is_empty() {
+            return v.clone();
+        }
+    }
+    HeaderValue::from_str(&random_id()).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+/// mod_auth_openidc's rule: only a top-level browser navigation is sent to sign in; XHR, fetch,
+/// API clients and non-GET requests get a 401 instead of a redirect (no state-cookie pile-up).
+pub fn is_browser_navigation<B>(req: &Request<B>) -> bool {
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return false;
+    }
+    let h = req.headers();
+    let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+    if get("x-requested-with").is_some_and(|v| v.eq_ignore_ascii_case("XMLHttpRequest")) {
+        return false;
+    }
+    if get("sec-fetch-mode").is_some_and(|v| !v.eq_ignore_ascii_case("navigate")) {
+        return false;
+    }
+    if get("sec-fetch-dest").is_some_and(|v| !v.eq_ignore_ascii_case("document")) {
+        return false;
+    }
+    match get("accept") {
+        Some(accept) => accept.split(',').any(|part| {
+            let media = part.split(';').next().unwrap_or("").trim();
+            media.eq_ignore_ascii_case("text/html") || media.eq_ignore_ascii_case("application/xhtml+xml") || media == "*/*"
+        }),
+        None => false,
+    }
+}
+
+/// The path and query to come back to after sign-in.
+fn return_to_of<B>(req: &Request<B>) -> String {
+    req.uri().path_and_query().map(|pq| pq.as_str().to_string()).unwrap_or_else(|| "/".into())
+}
+
+/// Keeps `rd` only if it is a same-origin relative path; anything else becomes `/`.
+///
+/// Browsers forgive a lot (`\` as `/`, tabs and newlines dropped, `//host` as another origin), so
+/// anything with a backslash, a control character or whitespace is refused outright, the rest is
+/// resolved as a URL against a dummy origin exactly like a browser would, and the result must stay
+/// on that origin with a path that does not start with `//`.
+pub fn safe_return_to(rd: &str) -> String {
+    const BASE: &str = "https://return-to.invalid/";
+    if !rd.starts_with('/')
+        || rd.starts_with("//")
+        || rd.bytes().any(|b| b == b'\\' || b.is_ascii_control() || b == b' ' || b >= 0x80)
+    {
+        return "/".into();
+    }
+    let Ok(base) = url::Url::parse(BASE) else { return "/".into() };
+    let Ok(resolved) = base.join(rd) else { return "/".into() };
+    if resolved.origin() != base.origin() || resolved.path().starts_with("//") {
+        return "/".into();
+    }
+    let mut out = resolved.path().to_string();
+    if let Some(q) = resolved.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// One query parameter, percent-decoded. A parameter given twice is refused (None).
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    let mut found = None;
+    for (k, v) in url::form_urlencoded::parse(query?.as_bytes()) {
+        if k == name {
+            if found.is_some() {
+                return None;
+            }
+            found = Some(v.into_owned());
+        }
+    }
+    found
+}
+
+/// Characters escaped in a query value we build.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// 128 random bits, base64url.
+pub fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).expect("system randomness");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then stops accepting and lets
+/// in-flight requests finish for at most `drain`.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let app = app.clone();
+                let service = hyper::service::service_fn(move |req| {
+                    let app = app.clone();
+                    async move { Ok::<_, Infallible>(app.handle(req, peer).await) }
+                });
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!(drain = ?drain, "shutting down: no new connections, finishing in-flight requests");
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!("drain time over: closing the remaining connections");
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Answers the proxy makes itself: pages for browsers, JSON for everything else.
+pub mod answer {
+    use super::*;
+    use crate::pages;
+    use crate::policy::Denial;
+
+    fn with_security_headers(mut r: Response<Body>) -> Response<Body> {
+        let h = r.headers_mut();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+        r
+    }
+
+    /// A plain-text answer.
+    pub fn text(status: StatusCode, text: &'static str) -> Response<Body> {
+        let mut r = Response::new(body::full(text));
+        *r.status_mut() = status;
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        with_security_headers(r)
+    }
+
+    /// A JSON answer.
+    pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+        let mut r = Response::new(body::full(serde_json::to_vec(value).unwrap_or_default()));
+        *r.status_mut() = status;
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        with_security_headers(r)
+    }
+
+    /// An HTML page.
+    pub fn page(status: StatusCode, html: String) -> Response<Body> {
+        let mut r = Response::new(body::full(html));
+        *r.status_mut() = status;
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+        );
+        with_security_headers(r)
+    }
+
+    /// 302 to `location`.
+    pub fn redirect(location: &str) -> Response<Body> {
+        let mut r = Response::new(body::empty());
+        *r.status_mut() = StatusCode::FOUND;
+        if let Ok(v) = HeaderValue::from_str(location) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        with_security_headers(r)
+    }
+
+    /// The public keys of our assertions.
+    pub fn jwks(json: bytes::Bytes) -> Response<Body> {
+        let mut r = Response::new(body::full(json));
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+        r
+    }
+
+    /// 401 for API clients, pointing at where a browser would sign in.
+    pub fn unauthenticated_json(login_url: &str) -> Response<Body> {
+        let mut r = json(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({
+                "error": "unauthenticated",
+                "error_description": "No valid Trousseau session. Sign in with a browser at login_url, or send the session cookie.",
+                "login_url": login_url,
+            }),
+        );
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"trousseau-proxy\""));
+        r
+    }
+
+    /// The session's identity and selected organization — never tokens.
+    pub fn userinfo(session: &Session) -> Response<Body> {
+        let mut value = serde_json::to_value(&session.identity).unwrap_or_default();
+        if let Some(map) = value.as_object_mut() {
+            map.insert("organization".into(), serde_json::to_value(session.selected_organization()).unwrap_or_default());
+        }
+        json(StatusCode::OK, &value)
+    }
+
+    /// 503: Trousseau is needed and cannot be reached.
+    pub fn unavailable(browser: bool, lang: Lang) -> Response<Body> {
+        let mut r = if browser {
+            page(StatusCode::SERVICE_UNAVAILABLE, pages::unavailable(lang))
+        } else {
+            json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({"error": "identity_provider_unavailable", "error_description": "Trousseau cannot be reached right now; retry shortly."}),
+            )
+        };
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+        r
+    }
+
+    /// 502/504: the app behind the proxy did not answer.
+    pub fn upstream_failed(browser: bool, lang: Lang, e: &ProxyError) -> Response<Body> {
+        let status = match e {
+            ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
+        };
+        if browser {
+            page(status, pages::upstream_failed(lang, status))
+        } else {
+            json(status, &serde_json::json!({"error": "upstream_unavailable", "error_description": "The application behind the proxy did not answer."}))
+        }
+    }
+
+    /// 403 for a policy denial.
+    pub fn forbidden(browser: bool, lang: Lang, denial: &Denial, session: &Session) -> Response<Body> {
+        if browser {
+            page(StatusCode::FORBIDDEN, pages::forbidden(lang, denial, session))
+        } else {
+            json(
+                StatusCode::FORBIDDEN,
+                &serde_json::json!({"error": "forbidden", "reason": denial.code(), "error_description": pages::denial_text(Lang::En, denial)}),
+            )
+        }
+    }
+
+    /// The user must pick an organization first.
+    pub fn choose_organization(browser: bool, _lang: Lang, return_to: &str) -> Response<Body> {
+        let url = format!(
+            "/.trousseau/organizations?rd={}",
+            percent_encoding::utf8_percent_encode(return_to, QUERY_VALUE)
+        );
+        if browser {
+            redirect(&url)
+        } else {
+            json(
+                StatusCode::FORBIDDEN,
+                &serde_json::json!({"error": "organization_required", "error_description": "Select an organization first.", "select_url": url}),
+            )
+        }
+    }
+
+    /// Trousseau answered the callback with an error (`access_denied`, …): no redirect loop.
+    pub fn idp_error(lang: Lang, error: &str, description: Option<&str>) -> Response<Body> {
+        let status = if error == "access_denied" { StatusCode::FORBIDDEN } else { StatusCode::BAD_REQUEST };
+        page(status, pages::idp_error(lang, error, description))
+    }
+
+    /// The callback has no matching sign-in attempt (expired, other browser, replayed).
+    pub fn login_expired(lang: Lang) -> Response<Body> {
+        page(StatusCode::BAD_REQUEST, pages::login_expired(lang))
+    }
+
+    /// The code exchange or the ID token failed.
+    pub fn sign_in_failed(lang: Lang, e: &OidcError) -> Response<Body> {
+        page(StatusCode::BAD_GATEWAY, pages::sign_in_failed(lang, e))
+    }
+
+    /// The session cannot be stored in cookies.
+    pub fn session_too_large(lang: Lang) -> Response<Body> {
+        page(StatusCode::INTERNAL_SERVER_ERROR, pages::session_too_large(lang))
+    }
+
+    /// Unknown reserved path.
+    pub fn not_found(browser: bool, lang: Lang) -> Response<Body> {
+        if browser {
+            page(StatusCode::NOT_FOUND, pages::not_found(lang))
+        } else {
+            json(StatusCode::NOT_FOUND, &serde_json::json!({"error": "not_found"}))
+        }
+    }
+}
+
+/// Binds the listener and serves until SIGTERM/SIGINT; discovery runs in the background and
+/// readiness follows it.
+pub async fn run(settings: Settings, devidp: Option<Arc<DevIdp>>) -> Result<(), StartError> {
+    let addr = settings.listen;
+    let drain = settings.proxy.drain_timeout.0;
+    let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+    let app = App::new(settings, devidp)?;
+    let oidc = app.oidc().clone();
+    tokio::spawn(async move { oidc.discover_until_ready().await });
+    tracing::info!(listen = %addr, public_url = %app.settings().public_origin, upstream = %app.settings().upstream, "trousseau-proxy listening");
+    serve(listener, app, shutdown_signal(), drain).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_to_keeps_same_origin_paths_only() {
+        assert_eq!(safe_return_to("/a/b?c=d"), "/a/b?c=d");
+        for bad in [
+            "//evil.com", "/\\evil.com", "https://evil.com", "/\t/evil.com", "\\/evil.com", "/.//evil.com",
+            "evil.com", "", "/%0a/evil", "javascript:alert(1)", "/\u{3002}evil",
+        ] {
+            let out = safe_return_to(bad);
+            assert!(out.starts_with('/') && !out.starts_with("//"), "{bad:?} -> {out}");
+            assert!(!out.contains("evil.com") || out.starts_with("/%"), "{bad:?} -> {out}");
+        }
+    }
+
+    #[test]
+    fn browser_detection_follows_fetch_metadata() {
+        let req = |pairs: &[(&str, &str)], method: Method| {
+            let mut b = Request::builder().method(method).uri("/");
+            for (k, v) in pairs {
+                b = b.header(*k, *v);
+            }
+            b.body(()).unwrap()
+        };
+        assert!(is_browser_navigation(&req(&[("accept", "text/html,application/xhtml+xml")], Method::GET)));
+        assert!(!is_browser_navigation(&req(&[("accept", "text/html")], Method::POST)));
+        assert!(!is_browser_navigation(&req(&[("accept", "application/json")], Method::GET)));
+        assert!(!is_browser_navigation(&req(&[("accept", "*/*"), ("sec-fetch-mode", "cors")], Method::GET)));
+        assert!(!is_browser_navigation(&req(&[("accept", "text/html"), ("x-requested-with", "XMLHttpRequest")], Method::GET)));
+        assert!(!is_browser_navigation(&req(&[], Method::GET)));
+    }
+
+    #[test]
+    fn duplicated_query_parameters_are_refused() {
+        assert_eq!(query_param(Some("state=a&code=b"), "state").as_deref(), Some("a"));
+        assert_eq!(query_param(Some("state=a&state=b"), "state"), None);
+    }
+}

@@ -1,0 +1,55 @@
+//! The user's session: what the proxy needs to serve a request without a network call.
+//!
+//! A [`Session`] is created at the OIDC callback and travels sealed (AES-256-GCM, key rotation) in
+//! the session cookie, split over numbered cookies when it grows ([`cookies`]). It never reaches the
+//! upstream: our cookies are removed from `Cookie:` before forwarding.
+
+pub mod cookies;
+pub mod refresh;
+pub mod seal;
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::Identity;
+
+/// One signed-in user's session. Field names are one letter on the wire to keep the cookie small.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// Random id (128 bits, base64url), fixed for the session's life. Keys caches, never secret.
+    #[serde(rename = "i")]
+    pub id: String,
+    /// The user's claims from the latest validated ID token.
+    #[serde(rename = "u")]
+    pub identity: Identity,
+    /// Id of the selected organization, once one is selected.
+    #[serde(rename = "o", default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    /// Trousseau's session id (`sid` claim), matched by back-channel logout.
+    #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// When the user signed in (unix seconds): the absolute `max_lifetime` counts from here.
+    #[serde(rename = "c")]
+    pub created_at: u64,
+    /// When the identity last changed (unix milliseconds): cached assertions are keyed by it.
+    #[serde(rename = "m")]
+    pub updated_at_ms: u64,
+    /// When the access token expires (unix seconds): refresh is due shortly before.
+    #[serde(rename = "e")]
+    pub expires_at: u64,
+    /// Trousseau refresh token, when one was issued.
+    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// Trousseau access token; kept only when `identity.pass_access_token` forwards it.
+    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    /// The raw ID token, kept for the logout `id_token_hint` when it fits.
+    #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+}
+
+impl Session {
+    /// The selected organization's membership, if one is selected and the user still has it.
+    pub fn selected_organization(&self) -> Option<&crate::identity::Organization> {
+        self.identity.organization(self.org.as_deref()?)
+    }
+}

@@ -1,0 +1,196 @@
+//! Transparent token refresh that survives concurrency and refresh-token rotation.
+//!
+//! Trousseau (Authentik) rotates refresh tokens on every use and treats a reused one as theft. So
+//! every refresh is single-flight per refresh token (moka `try_get_with`, keyed by the SHA-256 of
+//! the token), and its result is remembered for a minute: a slow tab that still carries the old
+//! cookie gets the remembered session instead of replaying a rotated token. A token Trousseau
+//! refused (`invalid_grant`) is remembered as dead too, so it is never sent again.
+//! Transient failures (timeouts, 5xx) back off per token and serve the last known identity for a
+//! bounded grace past expiry; past the grace the answer is 503.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::oidc::{now_secs, Oidc, OidcError};
+use crate::session::Session;
+
+/// How long a refresh result is remembered for requests still carrying the old cookie.
+const RESULT_TTL: Duration = Duration::from_secs(60);
+
+/// How long a refused refresh token is remembered as dead.
+const DEAD_TTL: Duration = Duration::from_secs(600);
+
+/// Longest wait between retries after transient failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+type TokenKey = [u8; 32];
+
+/// What became of a session at the refresh step.
+#[derive(Debug)]
+pub enum RefreshOutcome {
+    /// No refresh was due.
+    Fresh(Session),
+    /// Refreshed (by this request or one it joined); the cookie must be re-issued.
+    Refreshed(Session),
+    /// Trousseau is unreachable; serving the last known identity within the grace period.
+    Stale(Session),
+    /// The session is over (`invalid_grant`, or expired without a refresh token).
+    Ended,
+    /// Trousseau is unreachable and the grace period is over.
+    Unavailable,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Backoff {
+    attempts: u32,
+    next_try: u64,
+}
+
+/// Counters for metrics and tests.
+#[derive(Debug, Default)]
+pub struct RefreshStats {
+    /// Refresh calls to Trousseau that succeeded.
+    pub ok: AtomicU64,
+    /// Refresh calls to Trousseau that failed (any reason).
+    pub failed: AtomicU64,
+    /// Requests served by another request's refresh (in flight or remembered).
+    pub coalesced: AtomicU64,
+}
+
+/// Refreshes sessions, once per refresh token however many requests ask.
+pub struct Refresher {
+    oidc: Arc<Oidc>,
+    skew: Duration,
+    grace: Duration,
+    results: moka::future::Cache<TokenKey, Arc<Session>>,
+    dead: moka::sync::Cache<TokenKey, ()>,
+    backoff: moka::sync::Cache<TokenKey, Backoff>,
+    stats: RefreshStats,
+}
+
+impl Refresher {
+    /// A refresher that refreshes `skew` before expiry and, while Trousseau is unreachable, keeps
+    /// serving for `grace` past expiry.
+    pub fn new(oidc: Arc<Oidc>, skew: Duration, grace: Duration) -> Refresher {
+        Refresher {
+            oidc,
+            skew,
+            grace,
+            results: moka::future::Cache::builder().max_capacity(100_000).time_to_live(RESULT_TTL).build(),
+            dead: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(DEAD_TTL).build(),
+            backoff: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(600)).build(),
+            stats: RefreshStats::default(),
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &RefreshStats {
+        &self.stats
+    }
+
+    /// Refreshes the session if its access token expires within the skew.
+    pub async fn refresh_if_due(&self, session: Session) -> RefreshOutcome {
+        let now = now_secs();
+        if session.expires_at > now + self.skew.as_secs() {
+            return RefreshOutcome::Fresh(session);
+        }
+        let Some(refresh_token) = session.refresh_token.clone() else {
+            // Without a refresh token the session lives as long as its tokens.
+            return if session.expires_at > now { RefreshOutcome::Fresh(session) } else { RefreshOutcome::Ended };
+        };
+        let key: TokenKey = sha256(refresh_token.as_bytes());
+        if self.dead.contains_key(&key) {
+            return RefreshOutcome::Ended;
+        }
+        if let Some(b) = self.backoff.get(&key) {
+            if b.next_try > now {
+                return self.within_grace(session, now);
+            }
+        }
+
+        let led = AtomicBool::new(false);
+        // Boxed as `dyn Future + Send`: keeps the borrow of `self` out of the request future's
+        // type, which rustc otherwise cannot prove Send for every lifetime.
+        let load: Pin<Box<dyn Future<Output = Result<Arc<Session>, OidcError>> + Send + '_>> = Box::pin(async {
+                led.store(true, Ordering::Relaxed);
+                match self.oidc.refresh(&refresh_token, &session.identity.sub).await {
+                    Ok(refreshed) => {
+                        self.stats.ok.fetch_add(1, Ordering::Relaxed);
+                        self.backoff.invalidate(&key);
+                        tracing::info!(sub = %session.identity.sub, "session refreshed");
+                        Ok(Arc::new(apply(&session, refreshed)))
+                    }
+                    Err(e) => {
+                        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                        if e.is_invalid_grant() {
+                            self.dead.insert(key, ());
+                            tracing::info!(sub = %session.identity.sub, "refresh refused by Trousseau (invalid_grant): session ended");
+                        } else {
+                            let attempts = self.backoff.get(&key).map(|b| b.attempts + 1).unwrap_or(1);
+                            let delay = Duration::from_secs(1u64 << attempts.min(6)).min(MAX_BACKOFF);
+                            self.backoff.insert(key, Backoff { attempts, next_try: now_secs() + delay.as_secs() });
+                            tracing::warn!(sub = %session.identity.sub, error = %e, retry_in = ?delay, "refresh failed; serving the last known identity within the grace period");
+                        }
+                        Err(e)
+                    }
+                }
+            });
+        let result = self.results.try_get_with(key, load).await;
+        if !led.load(Ordering::Relaxed) {
+            self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+        }
+        match result {
+            Ok(new) => RefreshOutcome::Refreshed((*new).clone()),
+            Err(e) if e.is_invalid_grant() || matches!(*e, OidcError::InvalidIdToken(_)) => {
+                self.dead.insert(key, ());
+                RefreshOutcome::Ended
+            }
+            Err(_) => self.within_grace(session, now),
+        }
+    }
+
+    fn within_grace(&self, session: Session, now: u64) -> RefreshOutcome {
+        if now < session.expires_at.saturating_add(self.grace.as_secs()) {
+            RefreshOutcome::Stale(session)
+        } else {
+            RefreshOutcome::Unavailable
+        }
+    }
+}
+
+/// The session after a successful refresh: new tokens, and new claims when an ID token came.
+fn apply(old: &Session, refreshed: crate::oidc::Refreshed) -> Session {
+    let mut s = old.clone();
+    s.expires_at = refreshed.expires_at;
+    if let Some(rt) = refreshed.refresh_token {
+        s.refresh_token = Some(rt);
+    }
+    if s.access_token.is_some() {
+        s.access_token = Some(refreshed.access_token);
+    }
+    if let Some((identity, sid, id_token)) = refreshed.id {
+        s.identity = identity;
+        if sid.is_some() {
+            s.sid = sid;
+        }
+        if s.id_token.is_some() {
+            s.id_token = Some(id_token);
+        }
+    }
+    // A membership that is gone is no longer selected; the policy step decides what is next.
+    if s.org.as_deref().is_some_and(|id| s.identity.organization(id).is_none()) {
+        s.org = None;
+    }
+    s.updated_at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    s
+}
+
+fn sha256(data: &[u8]) -> TokenKey {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}

@@ -1,0 +1,307 @@
+//! TLS for the connections the proxy opens itself: to an `https` app and to Trousseau.
+//!
+//! Which certificate authorities we trust, in one place:
+//! - the system's CA store, found the way OpenSSL finds it (`SSL_CERT_FILE` / `SSL_CERT_DIR`, else the
+//!   distribution's bundle), so a company CA installed in the image is trusted as users expect;
+//! - Mozilla's roots compiled into the binary (webpki-roots), used when the image has no CA store at
+//!   all (`scratch`, distroless-static), so a static binary still reaches public hosts;
+//! - plus the PEM file the operator names (`ca_file`), typically the CA of the app's own certificate.
+//!
+//! The aws-lc-rs crypto provider is passed explicitly: nothing here depends on, or panics for lack
+//! of, a process-wide default provider.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_rustls::{ConfigBuilderExt, HttpsConnector};
+use hyper_util::client::legacy::connect::HttpConnector;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::CertificateDer;
+use rustls::{ClientConfig, RootCertStore};
+
+/// ALPN identifier of HTTP/2.
+pub const ALPN_H2: &[u8] = b"h2";
+/// ALPN identifier of HTTP/1.1.
+pub const ALPN_HTTP1: &[u8] = b"http/1.1";
+
+/// How often the kernel probes an idle pooled connection, so half-dead ones (a NAT or load balancer
+/// dropped them silently) are noticed instead of hanging the next request.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// Where Linux distributions keep their CA bundle; the first one that exists is the system store.
+/// (The list `openssl-probe`, and through it `rustls-native-certs`, uses.)
+const SYSTEM_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",                // Debian, Ubuntu, Gentoo, Arch
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem", // RHEL 7+, CentOS, Fedora
+    "/etc/pki/tls/certs/ca-bundle.crt",                  // RHEL 6
+    "/etc/ssl/ca-bundle.pem",                            // openSUSE
+    "/etc/pki/tls/cacert.pem",                           // OpenELEC
+    "/etc/ssl/cert.pem",                                 // Alpine, macOS, OpenBSD
+    "/usr/local/etc/ssl/cert.pem",                       // FreeBSD
+];
+
+/// Why a TLS client configuration could not be built. Every variant names the file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The CA file could not be read.
+    #[error("cannot read the CA file {}: {source}", path.display())]
+    ReadCaFile {
+        /// The file named in the configuration.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The CA file is not well-formed PEM.
+    #[error("the CA file {} is not valid PEM: {source}", path.display())]
+    InvalidCaFile {
+        /// The file named in the configuration.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: pem::Error,
+    },
+    /// The CA file holds no `CERTIFICATE` block.
+    #[error("the CA file {} holds no PEM certificate", path.display())]
+    NoCertificate {
+        /// The file named in the configuration.
+        path: PathBuf,
+    },
+    /// A certificate in the CA file cannot serve as a trust anchor.
+    #[error("certificate #{index} of the CA file {} cannot be trusted: {source}", path.display())]
+    InvalidCertificate {
+        /// The file named in the configuration.
+        path: PathBuf,
+        /// Position of the certificate in the file, from 1.
+        index: usize,
+        /// Why rustls refused it.
+        #[source]
+        source: rustls::Error,
+    },
+    /// The crypto provider does not support the protocol versions we ask for (a build problem).
+    #[error("TLS setup failed: {0}")]
+    Provider(#[source] rustls::Error),
+}
+
+/// The crypto provider of every TLS connection the proxy makes.
+pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// A client configuration trusting the system's CAs (or, on an image without any, Mozilla's
+/// roots) plus the certificates of `extra_ca_file`, offering HTTP/2 and HTTP/1.1 through ALPN.
+pub fn client_config(extra_ca_file: Option<&Path>) -> Result<ClientConfig, TlsError> {
+    let builder = ClientConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Provider)?;
+
+    let mut roots = RootCertStore::empty();
+    let (system, unusable) = roots.add_parsable_certificates(system_roots());
+    if unusable > 0 {
+        tracing::debug!(unusable, "skipped unusable certificates of the system CA store");
+    }
+    if let Some(path) = extra_ca_file {
+        add_ca_file(&mut roots, path)?;
+    }
+
+    let builder = if system == 0 && extra_ca_file.is_none() {
+        tracing::debug!("no system CA store found, trusting the built-in Mozilla roots");
+        builder.with_webpki_roots()
+    } else {
+        builder.with_root_certificates(roots)
+    };
+    let mut config = builder.with_no_client_auth();
+    config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
+    Ok(config)
+}
+
+/// A connector for `http` and `https` URIs: TCP with `TCP_NODELAY` and keep-alive probes,
+/// `connect_timeout` for the TCP connection, and TLS with `config` (its ALPN list is used as is,
+/// so an HTTP/1.1-only client is a config offering only `http/1.1`).
+pub fn https_connector(
+    config: ClientConfig,
+    connect_timeout: Duration,
+) -> HttpsConnector<HttpConnector> {
+    let mut http = HttpConnector::new();
+    // The TLS layer on top handles `https`; without this the TCP connector refuses those URIs.
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_keepalive(Some(TCP_KEEPALIVE));
+    http.set_connect_timeout(Some(connect_timeout));
+    HttpsConnector::from((http, config))
+}
+
+/// Adds every certificate of the PEM file at `path` to `roots`.
+fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<(), TlsError> {
+    let certs = CertificateDer::pem_file_iter(path).map_err(|err| pem_error(path, err))?;
+    let mut count = 0;
+    for cert in certs {
+        let cert = cert.map_err(|err| pem_error(path, err))?;
+        count += 1;
+        roots.add(cert).map_err(|source| TlsError::InvalidCertificate {
+            path: path.to_owned(),
+            index: count,
+            source,
+        })?;
+    }
+    if count == 0 {
+        return Err(TlsError::NoCertificate {
+            path: path.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn pem_error(path: &Path, err: pem::Error) -> TlsError {
+    match err {
+        pem::Error::Io(source) => TlsError::ReadCaFile {
+            path: path.to_owned(),
+            source,
+        },
+        pem::Error::NoItemsFound => TlsError::NoCertificate {
+            path: path.to_owned(),
+        },
+        source => TlsError::InvalidCaFile {
+            path: path.to_owned(),
+            source,
+        },
+    }
+}
+
+/// The certificates of the system CA store; empty when there is none. Like OpenSSL, `SSL_CERT_FILE`
+/// and `SSL_CERT_DIR` (`:`-separated) replace the search. Unreadable files are skipped: the system
+/// store is a convenience, the operator's own `ca_file` is the one that must load.
+fn system_roots() -> Vec<CertificateDer<'static>> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
+        files.push(file.into());
+    }
+    if let Some(dirs) = std::env::var_os("SSL_CERT_DIR") {
+        for dir in std::env::split_paths(&dirs) {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            files.extend(
+                entries
+                    .filter_map(Result::ok)
+                    .map(|entry| entry.path())
+                    .filter(|path| path.is_file() && is_pem_name(path)),
+            );
+        }
+    }
+    if files.is_empty() {
+        files.extend(
+            SYSTEM_BUNDLES
+                .iter()
+                .map(PathBuf::from)
+                .find(|path| path.is_file()),
+        );
+    }
+
+    files
+        .iter()
+        .filter_map(|file| CertificateDer::pem_file_iter(file).ok())
+        .flat_map(|certs| certs.filter_map(Result::ok))
+        .collect()
+}
+
+/// Whether a file of a CA directory can hold PEM certificates: `*.pem`, `*.crt` or OpenSSL's hashed
+/// names (`5ed36f99.0`).
+fn is_pem_name(path: &Path) -> bool {
+    match path.extension().and_then(OsStr::to_str) {
+        Some("pem" | "crt") => true,
+        Some(ext) => ext.bytes().all(|b| b.is_ascii_digit()),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_file(name: &str, contents: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("trousseau-tls-{}-{name}", std::process::id()));
+        std::fs::write(&path, contents).expect("write temp file");
+        path
+    }
+
+    #[test]
+    fn client_config_offers_http2_and_http1() {
+        let config = client_config(None).expect("default config");
+        assert_eq!(config.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+    }
+
+    #[test]
+    fn a_missing_ca_file_is_named_in_the_error() {
+        let err = client_config(Some(Path::new("/nonexistent/ca.pem"))).unwrap_err();
+        assert!(matches!(err, TlsError::ReadCaFile { .. }), "{err:?}");
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_refused() {
+        let path = temp_file("empty.pem", "not a certificate\n");
+        let err = client_config(Some(&path)).unwrap_err();
+        std::fs::remove_file(&path).ok();
+        assert!(matches!(err, TlsError::NoCertificate { .. }), "{err:?}");
+        assert!(err.to_string().contains("empty.pem"), "{err}");
+    }
+
+    #[test]
+    fn a_broken_pem_block_is_refused() {
+        let path = temp_file("broken.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n");
+        let err = client_config(Some(&path)).unwrap_err();
+        std::fs::remove_file(&path).ok();
+        assert!(matches!(err, TlsError::InvalidCaFile { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn ca_directories_hold_pem_and_hashed_names() {
+        assert!(is_pem_name(Path::new("/etc/ssl/certs/5ed36f99.0")));
+        assert!(is_pem_name(Path::new("/etc/ssl/certs/ISRG_Root_X1.pem")));
+        assert!(is_pem_name(Path::new("/x/company.crt")));
+        assert!(!is_pem_name(Path::new("/etc/ssl/certs/README")));
+        assert!(!is_pem_name(Path::new("/etc/ssl/certs/java.jks")));
+    }
+}
+
+/// A test certificate authority and a `localhost` / `127.0.0.1` server certificate it signed (both
+/// ECDSA P-256, valid 2000–2125), for tests that need a real TLS server.
+#[cfg(test)]
+pub(crate) mod test_certs {
+    /// The CA certificate (PEM).
+    pub const CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBeDCCAR6gAwIBAgICEAAwCgYIKoZIzj0EAwIwIjEgMB4GA1UEAwwXdHJvdXNz
+ZWF1LXByb3h5IHRlc3QgQ0EwIBcNMDAwMTAxMDAwMDAwWhgPMjEyNTAxMDEwMDAw
+MDBaMCIxIDAeBgNVBAMMF3Ryb3Vzc2VhdS1wcm94eSB0ZXN0IENBMFkwEwYHKoZI
+zj0CAQYIKoZIzj0DAQcDQgAERYFCTLsCns2eScwrytyflfkblHO3wALN8puUcMtN
+Xk2qULvxagwqJTx3JakOUFvq8XxEWJ4Je7Rz3aUM6Nzv6aNCMEAwDwYDVR0TAQH/
+BAUwAwEB/zAOBgNVHQ8BAf8EBAMCAQYwHQYDVR0OBBYEFDFkq9o80r5uxbGZZ+VD
+/AnOyx5CMAoGCCqGSM49BAMCA0gAMEUCIQCresCjw5SDfA3CyNNtZrdTqtSb13Ix
+FgRQHKluQR71lQIgUG2IdsPVUTMN/yhFIAFuAPl9xUN70ecf5JH53LU10L4=
+-----END CERTIFICATE-----
+";
+    /// The server certificate for `localhost` and `127.0.0.1` (PEM).
+    pub const SERVER_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBuzCCAWGgAwIBAgICEAEwCgYIKoZIzj0EAwIwIjEgMB4GA1UEAwwXdHJvdXNz
+ZWF1LXByb3h5IHRlc3QgQ0EwIBcNMDAwMTAxMDAwMDAwWhgPMjEyNTAxMDEwMDAw
+MDBaMBQxEjAQBgNVBAMMCWxvY2FsaG9zdDBZMBMGByqGSM49AgEGCCqGSM49AwEH
+A0IABAag72Ze2avJZFoHGlSg//CEl+FjKFJjj8AV0WLLgnAu6E9MnY3yMM156Roz
+adKKpNPEdrko8bhA61Cnn854WDWjgZIwgY8wDAYDVR0TAQH/BAIwADAOBgNVHQ8B
+Af8EBAMCB4AwEwYDVR0lBAwwCgYIKwYBBQUHAwEwGgYDVR0RBBMwEYIJbG9jYWxo
+b3N0hwR/AAABMB0GA1UdDgQWBBSIw3MAr3O5yeNAiXHWHhTD4anifzAfBgNVHSME
+GDAWgBQxZKvaPNK+bsWxmWflQ/wJzsseQjAKBggqhkjOPQQDAgNIADBFAiBgBWnR
+oeLcIuGZ7n8IClpf9lrFJIL130k3TKHWuBJ/CQIhALaZm2XNvKB0MaKdJs5yXaEP
+mM+wGdCjO5od47nqe1ya
+-----END CERTIFICATE-----
+";
+    /// The server certificate's private key (PKCS#8 PEM).
+    pub const SERVER_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgFmvlPg9CQnzJYMcW
+22aatkQznVJ2STn0cu2SNy6c07ehRANCAAQGoO9mXtmryWRaBxpUoP/whJfhYyhS
+Y4/AFdFiy4JwLuhPTJ2N8jDNeekaM2nSiqTTxHa5KPG4QOtQp5/OeFg1
+-----END PRIVATE KEY-----
+";
+}
