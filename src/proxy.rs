@@ -561,3 +561,713 @@ fn watch_upload(body: Body) -> (Body, Option<Arc<UploadWatch>>) {
     };
     (body.boxed_unsync(), Some(watch))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+    use std::net::SocketAddr;
+    use std::sync::atomic::AtomicUsize;
+
+    use futures_util::{SinkExt, StreamExt};
+    use http_body_util::StreamBody;
+    use hyper::service::service_fn;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::{mpsc, oneshot};
+    use tokio_tungstenite::tungstenite::{self, handshake::derive_accept_key, protocol::Role};
+
+    use crate::tls::test_certs;
+
+    const PUBLIC_HOST: &str = "app.example.com:4180";
+    const MIB: usize = 1024 * 1024;
+
+    // ----- the app -----
+
+    /// An app on 127.0.0.1 answering with `handler`: HTTP/1.1 and HTTP/2 (over TLS when `tls`),
+    /// upgrades allowed. Counts the connections it accepts.
+    struct App {
+        addr: SocketAddr,
+        connections: Arc<AtomicUsize>,
+    }
+
+    async fn spawn_app<F, Fut>(tls: bool, handler: F) -> App
+    where
+        F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tls.then(tls_acceptor);
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&connections);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let handler = handler.clone();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let answer = handler(req);
+                        async move { Ok::<_, Infallible>(answer.await) }
+                    });
+                    let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let _ = match acceptor {
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(stream).await else { return };
+                            server.serve_connection_with_upgrades(TokioIo::new(stream), service).await
+                        }
+                        None => server.serve_connection_with_upgrades(TokioIo::new(stream), service).await,
+                    };
+                });
+            }
+        });
+        App { addr, connections }
+    }
+
+    fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
+        let certs = CertificateDer::pem_slice_iter(test_certs::SERVER_CERT.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(test_certs::SERVER_KEY.as_bytes()).unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(tls::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+
+    /// An app that reports every request head it receives and answers `200 hello`.
+    async fn spawn_recording_app(tls: bool) -> (App, mpsc::UnboundedReceiver<http::request::Parts>) {
+        let (seen, heads) = mpsc::unbounded_channel();
+        let app = spawn_app(tls, move |req: Request<Incoming>| {
+            let seen = seen.clone();
+            async move {
+                let (parts, _) = req.into_parts();
+                let _ = seen.send(parts);
+                Response::new(body::full("hello"))
+            }
+        })
+        .await;
+        (app, heads)
+    }
+
+    /// An app that counts the bytes of the request body and answers with the count.
+    async fn spawn_counting_app() -> App {
+        spawn_app(false, |req: Request<Incoming>| async move {
+            let mut body = req.into_body();
+            let mut count = 0usize;
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame.unwrap().into_data() {
+                    count += data.len();
+                }
+            }
+            Response::new(body::full(count.to_string()))
+        })
+        .await
+    }
+
+    /// An app that echoes websocket messages.
+    async fn spawn_websocket_app(tls: bool) -> App {
+        spawn_app(tls, |mut req: Request<Incoming>| async move {
+            let key = req.headers().get("sec-websocket-key").cloned();
+            let upgrade = req.headers().get(header::UPGRADE).cloned();
+            let (Some(key), Some("websocket")) = (key, upgrade.as_ref().and_then(|u| u.to_str().ok()))
+            else {
+                return status(StatusCode::BAD_REQUEST);
+            };
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                let upgraded = on_upgrade.await.expect("app side upgrade");
+                let mut ws =
+                    tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
+                        .await;
+                while let Some(Ok(message)) = ws.next().await {
+                    if message.is_text() || message.is_binary() {
+                        ws.send(message).await.unwrap();
+                    }
+                }
+            });
+            Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header(header::CONNECTION, "upgrade")
+                .header(header::UPGRADE, "websocket")
+                .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
+                .body(body::empty())
+                .unwrap()
+        })
+        .await
+    }
+
+    fn status(code: StatusCode) -> Response<Body> {
+        let mut response = Response::new(body::empty());
+        *response.status_mut() = code;
+        response
+    }
+
+    // ----- the proxy -----
+
+    fn settings(url: &str) -> UpstreamSettings {
+        UpstreamSettings::new(url.parse().unwrap())
+    }
+
+    fn upstream(url: &str) -> Upstream {
+        Upstream::new(settings(url)).unwrap()
+    }
+
+    /// A proxy on 127.0.0.1 that forwards every request with `Upstream::forward`, the way the
+    /// server does: 504 for a timeout, 502 for anything else.
+    async fn spawn_proxy(upstream: Upstream, trust_forwarded: bool) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, peer)) = listener.accept().await {
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let upstream = upstream.clone();
+                        async move {
+                            let ctx = ForwardContext {
+                                client_ip: peer.ip(),
+                                proto: "http",
+                                host: req.headers().get(header::HOST).cloned(),
+                                trust_forwarded,
+                            };
+                            let answer = match upstream.forward(req.map(body::stream), &ctx).await {
+                                Ok(response) => response,
+                                Err(ProxyError::Timeout) => status(StatusCode::GATEWAY_TIMEOUT),
+                                Err(_) => status(StatusCode::BAD_GATEWAY),
+                            };
+                            Ok::<_, Infallible>(answer)
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// Sends one request on a fresh HTTP/1.1 connection.
+    async fn send(addr: SocketAddr, req: Request<Body>) -> Response<Incoming> {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(connection);
+        sender.send_request(req).await.unwrap()
+    }
+
+    fn get(path: &str) -> http::request::Builder {
+        Request::get(path).header(header::HOST, PUBLIC_HOST)
+    }
+
+    fn browser_context() -> ForwardContext {
+        ForwardContext {
+            client_ip: "203.0.113.7".parse().unwrap(),
+            proto: "https",
+            host: Some(HeaderValue::from_static(PUBLIC_HOST)),
+            trust_forwarded: false,
+        }
+    }
+
+    async fn text(response: Response<Incoming>) -> String {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+        headers.get(name).map(|value| value.to_str().unwrap())
+    }
+
+    fn temp_ca_file(test: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("trousseau-proxy-ca-{}-{test}.pem", std::process::id()));
+        std::fs::write(&path, test_certs::CA).unwrap();
+        path
+    }
+
+    // ----- headers -----
+
+    #[tokio::test]
+    async fn hop_by_hop_headers_never_cross_the_proxy() {
+        let app = spawn_app(false, |req: Request<Incoming>| async move {
+            // Echo which request headers arrived, and add hop-by-hop headers of our own.
+            let mut names: Vec<&str> = req.headers().keys().map(HeaderName::as_str).collect();
+            names.sort_unstable();
+            let te = header_str(req.headers(), "te").unwrap_or("-").to_owned();
+            Response::builder()
+                .header(header::CONNECTION, "x-app-hop")
+                .header("x-app-hop", "1")
+                .header("keep-alive", "timeout=5")
+                .header("proxy-authenticate", "Basic realm=app")
+                .header("upgrade", "h2c")
+                .header("x-app-end-to-end", "kept")
+                .body(body::full(format!("{}\nte={te}", names.join(","))))
+                .unwrap()
+        })
+        .await;
+        let proxy = spawn_proxy(upstream(&format!("http://{}", app.addr)), false).await;
+
+        let response = send(
+            proxy,
+            get("/")
+                .header(header::CONNECTION, "keep-alive, X-Client-Hop, x-trousseau-sub")
+                .header("x-client-hop", "secret")
+                .header("keep-alive", "timeout=5")
+                .header("proxy-connection", "keep-alive")
+                .header("proxy-authorization", "Basic c2VjcmV0")
+                .header("te", "trailers, deflate;q=0.5")
+                .header("trailer", "x-checksum")
+                .header("upgrade", "h2c")
+                .header("x-trousseau-sub", "user-1")
+                .header("x-end-to-end", "kept")
+                .body(body::empty())
+                .unwrap(),
+        )
+        .await;
+
+        let headers = response.headers().clone();
+        for hop in ["x-app-hop", "keep-alive", "proxy-authenticate", "upgrade"] {
+            assert!(!headers.contains_key(hop), "response kept {hop}: {headers:?}");
+        }
+        assert_ne!(header_str(&headers, "connection"), Some("x-app-hop"));
+        assert_eq!(header_str(&headers, "x-app-end-to-end"), Some("kept"));
+
+        let body = text(response).await;
+        let (names, te) = body.split_once('\n').unwrap();
+        let names: Vec<&str> = names.split(',').collect();
+        for hop in [
+            "connection",
+            "x-client-hop",
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authorization",
+            "trailer",
+            "upgrade",
+            "transfer-encoding",
+        ] {
+            assert!(!names.contains(&hop), "the app received {hop}: {names:?}");
+        }
+        assert!(names.contains(&"x-end-to-end"), "{names:?}");
+        assert!(names.contains(&"x-trousseau-sub"), "Connection stripped an identity header: {names:?}");
+        assert_eq!(te, "te=trailers");
+    }
+
+    #[tokio::test]
+    async fn the_app_learns_who_connected_and_forged_forwarding_headers_are_replaced() {
+        let (app, mut heads) = spawn_recording_app(false).await;
+        let proxy = spawn_proxy(upstream(&format!("http://{}", app.addr)), false).await;
+
+        let response = send(
+            proxy,
+            get("/")
+                .header("x-forwarded-for", "6.6.6.6")
+                .header("x-forwarded-proto", "https")
+                .header("x-forwarded-host", "evil.example")
+                .header("forwarded", "for=6.6.6.6")
+                .header("x-real-ip", "6.6.6.6")
+                .body(body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::OK);
+
+        let seen = heads.recv().await.unwrap();
+        assert_eq!(seen.headers.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(header_str(&seen.headers, "x-forwarded-for"), Some("127.0.0.1"));
+        assert_eq!(header_str(&seen.headers, "x-forwarded-proto"), Some("http"));
+        assert_eq!(header_str(&seen.headers, "x-forwarded-host"), Some(PUBLIC_HOST));
+        assert!(!seen.headers.contains_key("forwarded"));
+        assert!(!seen.headers.contains_key("x-real-ip"));
+    }
+
+    #[tokio::test]
+    async fn a_trusted_proxy_chain_is_extended() {
+        let (app, mut heads) = spawn_recording_app(false).await;
+        let proxy = spawn_proxy(upstream(&format!("http://{}", app.addr)), true).await;
+
+        send(
+            proxy,
+            get("/")
+                .header("x-forwarded-for", "198.51.100.1")
+                .header("x-forwarded-for", "10.0.0.2 ")
+                .header("forwarded", "for=198.51.100.1")
+                .body(body::empty())
+                .unwrap(),
+        )
+        .await;
+
+        let seen = heads.recv().await.unwrap();
+        assert_eq!(
+            header_str(&seen.headers, "x-forwarded-for"),
+            Some("198.51.100.1, 10.0.0.2, 127.0.0.1")
+        );
+        assert_eq!(header_str(&seen.headers, "forwarded"), Some("for=198.51.100.1"));
+    }
+
+    #[tokio::test]
+    async fn ipv4_mapped_client_addresses_are_forwarded_as_ipv4() {
+        let mut headers = HeaderMap::new();
+        let ctx = ForwardContext {
+            client_ip: "::ffff:192.0.2.9".parse().unwrap(),
+            ..browser_context()
+        };
+        set_forwarded(&mut headers, &ctx);
+        assert_eq!(header_str(&headers, "x-forwarded-for"), Some("192.0.2.9"));
+        assert_eq!(header_str(&headers, "x-forwarded-proto"), Some("https"));
+    }
+
+    #[tokio::test]
+    async fn the_browser_host_is_preserved_by_default() {
+        let (app, mut heads) = spawn_recording_app(false).await;
+        let proxy = spawn_proxy(upstream(&format!("http://{}", app.addr)), false).await;
+
+        send(proxy, get("/").body(body::empty()).unwrap()).await;
+
+        let seen = heads.recv().await.unwrap();
+        assert_eq!(header_str(&seen.headers, "host"), Some(PUBLIC_HOST));
+    }
+
+    #[tokio::test]
+    async fn the_app_can_get_its_own_authority_as_host() {
+        let (app, mut heads) = spawn_recording_app(false).await;
+        let mut settings = settings(&format!("http://{}", app.addr));
+        settings.preserve_host = false;
+        let proxy = spawn_proxy(Upstream::new(settings).unwrap(), false).await;
+
+        send(proxy, get("/").body(body::empty()).unwrap()).await;
+
+        let seen = heads.recv().await.unwrap();
+        assert_eq!(seen.headers.get_all("host").iter().count(), 1);
+        assert_eq!(header_str(&seen.headers, "host"), Some(app.addr.to_string().as_str()));
+        assert_eq!(header_str(&seen.headers, "x-forwarded-host"), Some(PUBLIC_HOST));
+    }
+
+    #[tokio::test]
+    async fn the_app_path_prefix_is_joined_without_double_slashes() {
+        let (app, mut heads) = spawn_recording_app(false).await;
+        let cases = [
+            ("", "/x/y?z=1&w", "/x/y?z=1&w"),
+            ("/", "/", "/"),
+            ("/app", "/x?q", "/app/x?q"),
+            ("/app/", "/x?q", "/app/x?q"),
+            ("/app/", "/", "/app/"),
+            ("/a/b", "/c%20d/", "/a/b/c%20d/"),
+        ];
+        for (prefix, path, expected) in cases {
+            let upstream = upstream(&format!("http://{}{prefix}", app.addr));
+            let response = upstream
+                .forward(get(path).body(body::empty()).unwrap(), &browser_context())
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let seen = heads.recv().await.unwrap();
+            assert_eq!(seen.uri, expected, "prefix {prefix:?} + {path:?}");
+        }
+    }
+
+    #[test]
+    fn unusable_upstream_urls_are_refused() {
+        for url in [
+            "ftp://127.0.0.1/",
+            "http://user:pw@127.0.0.1/",
+            "http://127.0.0.1/?a=b",
+            "http://127.0.0.1/#top",
+        ] {
+            let err = Upstream::new(settings(url)).unwrap_err();
+            assert!(matches!(err, ProxyError::InvalidUpstream(_)), "{url}: {err:?}");
+            assert!(!err.to_string().contains("pw"), "{err}");
+        }
+    }
+
+    #[test]
+    fn connection_cannot_strip_what_the_proxy_vouches_for() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("X-Trousseau-Jwt-Assertion, close"));
+        headers.insert("x-trousseau-jwt-assertion", HeaderValue::from_static("eyJ..."));
+        remove_hop_by_hop(&mut headers, false);
+        assert!(headers.contains_key("x-trousseau-jwt-assertion"));
+        assert!(!headers.contains_key(header::CONNECTION));
+    }
+
+    #[test]
+    fn an_upgrade_keeps_exactly_upgrade_and_connection_upgrade() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade, x-hop"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert("x-hop", HeaderValue::from_static("1"));
+        assert!(wants_upgrade(&headers));
+        remove_hop_by_hop(&mut headers, true);
+        assert_eq!(header_str(&headers, "connection"), Some("upgrade"));
+        assert_eq!(header_str(&headers, "upgrade"), Some("websocket"));
+        assert!(!headers.contains_key("x-hop"));
+    }
+
+    // ----- streaming -----
+
+    #[tokio::test]
+    async fn responses_stream_chunk_by_chunk() {
+        let (go, wait) = oneshot::channel::<()>();
+        let wait = Arc::new(tokio::sync::Mutex::new(Some(wait)));
+        let app = spawn_app(false, move |_req: Request<Incoming>| {
+            let wait = Arc::clone(&wait);
+            async move {
+                let (chunks, receiver) = mpsc::channel::<Bytes>(1);
+                chunks.send(Bytes::from_static(b"data: first\n\n")).await.unwrap();
+                tokio::spawn(async move {
+                    // The second chunk exists only once the test has read the first through the proxy.
+                    let wait = wait.lock().await.take().unwrap();
+                    wait.await.unwrap();
+                    chunks.send(Bytes::from_static(b"data: second\n\n")).await.unwrap();
+                });
+                let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+                    let chunk = receiver.recv().await?;
+                    Some((Ok::<_, BoxError>(Frame::data(chunk)), receiver))
+                });
+                Response::builder()
+                    .header(header::CONTENT_TYPE, "text/event-stream")
+                    .body(StreamBody::new(stream).boxed_unsync())
+                    .unwrap()
+            }
+        })
+        .await;
+        let proxy = spawn_proxy(upstream(&format!("http://{}", app.addr)), false).await;
+
+        let mut response = send(proxy, get("/events").body(body::empty()).unwrap()).await;
+        assert_eq!(next_chunk(response.body_mut()).await.unwrap(), "data: first\n\n");
+        go.send(()).unwrap();
+        assert_eq!(next_chunk(response.body_mut()).await.unwrap(), "data: second\n\n");
+        assert_eq!(next_chunk(response.body_mut()).await, None);
+    }
+
+    async fn next_chunk(body: &mut Incoming) -> Option<Bytes> {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame()).await;
+        frame.expect("a chunk in time").map(|frame| frame.unwrap().into_data().unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_256_mib_upload_streams_through() {
+        const CHUNK: usize = 64 * 1024;
+        const TOTAL: usize = 256 * MIB;
+        let app = spawn_counting_app().await;
+        let proxy = spawn_proxy(upstream(&format!("http://{}", app.addr)), false).await;
+
+        let chunk = Bytes::from(vec![b'z'; CHUNK]);
+        let chunks = futures_util::stream::iter(0..TOTAL / CHUNK)
+            .map(move |_| Ok::<_, BoxError>(Frame::data(chunk.clone())));
+        let request = Request::post("/upload")
+            .header(header::HOST, PUBLIC_HOST)
+            .header(header::CONTENT_LENGTH, TOTAL)
+            .body(StreamBody::new(chunks).boxed_unsync())
+            .unwrap();
+
+        let response = send(proxy, request).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(text(response).await, TOTAL.to_string());
+    }
+
+    #[tokio::test]
+    async fn a_slow_upload_is_not_cut_by_the_response_timeout() {
+        let app = spawn_counting_app().await;
+        let mut settings = settings(&format!("http://{}", app.addr));
+        settings.response_timeout = Duration::from_millis(300);
+        let upstream = Upstream::new(settings).unwrap();
+
+        // Eight chunks 100 ms apart: the upload outlasts the timeout, but never pauses that long.
+        let chunks = futures_util::stream::unfold(0, |sent| async move {
+            if sent == 8 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Some((Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"0123456789"))), sent + 1))
+        });
+        let request = Request::post("/upload")
+            .body(StreamBody::new(chunks).boxed_unsync())
+            .unwrap();
+
+        let response = upstream.forward(request, &browser_context()).await.unwrap();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(bytes, "80");
+    }
+
+    // ----- upgrades -----
+
+    async fn websocket_echo_through(proxy: SocketAddr) {
+        let stream = TcpStream::connect(proxy).await.unwrap();
+        let url = format!("ws://{proxy}/socket");
+        let (mut ws, response) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        for text in ["bonjour", "hello"] {
+            ws.send(tungstenite::Message::text(text)).await.unwrap();
+            let echo = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap();
+            assert_eq!(echo.unwrap().unwrap().into_text().unwrap(), text);
+        }
+        ws.send(tungstenite::Message::binary(vec![0u8, 1, 2])).await.unwrap();
+        let echo = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap();
+        assert_eq!(echo.unwrap().unwrap().into_data(), vec![0u8, 1, 2]);
+        ws.close(None).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn websockets_work_through_the_proxy() {
+        let app = spawn_websocket_app(false).await;
+        let proxy = spawn_proxy(upstream(&format!("http://{}", app.addr)), false).await;
+        websocket_echo_through(proxy).await;
+    }
+
+    #[tokio::test]
+    async fn websockets_work_with_an_https_app_that_offers_http2() {
+        let app = spawn_websocket_app(true).await;
+        let mut settings = settings(&format!("https://127.0.0.1:{}", app.addr.port()));
+        settings.preserve_host = false;
+        settings.ca_file = Some(temp_ca_file("websocket"));
+        let proxy = spawn_proxy(Upstream::new(settings).unwrap(), false).await;
+        websocket_echo_through(proxy).await;
+    }
+
+    // ----- HTTPS and HTTP/2 -----
+
+    #[tokio::test]
+    async fn an_https_app_that_offers_http2_gets_http2_with_its_own_authority() {
+        let (app, mut heads) = spawn_recording_app(true).await;
+        let authority = format!("127.0.0.1:{}", app.addr.port());
+        let mut settings = settings(&format!("https://{authority}"));
+        settings.preserve_host = false;
+        settings.ca_file = Some(temp_ca_file("h2"));
+        let upstream = Upstream::new(settings).unwrap();
+
+        let request = get("/h2?x=1")
+            .header(header::CONNECTION, "keep-alive")
+            .header("te", "trailers")
+            .body(body::empty())
+            .unwrap();
+        let response = upstream.forward(request, &browser_context()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+
+        let seen = heads.recv().await.unwrap();
+        assert_eq!(seen.version, Version::HTTP_2);
+        assert_eq!(seen.uri.authority().map(Authority::as_str), Some(authority.as_str()));
+        assert_eq!(seen.uri.path_and_query().map(PathAndQuery::as_str), Some("/h2?x=1"));
+        assert!(!seen.headers.contains_key("host"), "{:?}", seen.headers);
+        assert_eq!(header_str(&seen.headers, "x-forwarded-host"), Some(PUBLIC_HOST));
+    }
+
+    #[tokio::test]
+    async fn an_https_app_keeps_the_browser_host_over_http1() {
+        let (app, mut heads) = spawn_recording_app(true).await;
+        let mut settings = settings(&format!("https://localhost:{}", app.addr.port()));
+        settings.ca_file = Some(temp_ca_file("h1"));
+        let upstream = Upstream::new(settings).unwrap();
+
+        for _ in 0..2 {
+            let response = upstream
+                .forward(get("/").body(body::empty()).unwrap(), &browser_context())
+                .await
+                .unwrap();
+            assert_eq!(text_of(response).await, "hello");
+            let seen = heads.recv().await.unwrap();
+            assert_eq!(seen.version, Version::HTTP_11);
+            assert_eq!(header_str(&seen.headers, "host"), Some(PUBLIC_HOST));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_untrusted_app_certificate_makes_the_app_unreachable() {
+        let (app, _heads) = spawn_recording_app(true).await;
+        let upstream = upstream(&format!("https://127.0.0.1:{}", app.addr.port()));
+
+        let err = upstream
+            .forward(get("/").body(body::empty()).unwrap(), &browser_context())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProxyError::Unreachable(_)), "{err:?}");
+        assert!(err.to_string().contains("certificate"), "{err}");
+    }
+
+    // ----- failures and pooling -----
+
+    #[tokio::test]
+    async fn a_stopped_app_is_unreachable() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let upstream = upstream(&format!("http://{addr}"));
+
+        let request = get("/")
+            .header(header::COOKIE, "trousseau_session=secret-cookie")
+            .body(body::empty())
+            .unwrap();
+        let err = upstream.forward(request, &browser_context()).await.unwrap_err();
+        assert!(matches!(err, ProxyError::Unreachable(_)), "{err:?}");
+        assert!(!err.to_string().contains("secret-cookie"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_app_slow_to_answer_times_out() {
+        let app = spawn_app(false, |_req: Request<Incoming>| async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            Response::new(body::empty())
+        })
+        .await;
+        let mut settings = settings(&format!("http://{}", app.addr));
+        settings.response_timeout = Duration::from_millis(200);
+        let upstream = Upstream::new(settings).unwrap();
+
+        let started = std::time::Instant::now();
+        let err = upstream
+            .forward(get("/").body(body::empty()).unwrap(), &browser_context())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProxyError::Timeout), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn a_slow_body_is_not_a_timeout() {
+        // The timeout covers the response head only: an SSE stream may stay quiet for long.
+        let app = spawn_app(false, |_req: Request<Incoming>| async {
+            let stream = futures_util::stream::once(async {
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"late")))
+            });
+            Response::new(StreamBody::new(stream).boxed_unsync())
+        })
+        .await;
+        let mut settings = settings(&format!("http://{}", app.addr));
+        settings.response_timeout = Duration::from_millis(200);
+        let upstream = Upstream::new(settings).unwrap();
+
+        let response = upstream
+            .forward(get("/").body(body::empty()).unwrap(), &browser_context())
+            .await
+            .unwrap();
+        assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "late");
+    }
+
+    #[tokio::test]
+    async fn keep_alive_reuses_the_app_connection() {
+        let (app, mut heads) = spawn_recording_app(false).await;
+        let upstream = upstream(&format!("http://{}", app.addr));
+        for _ in 0..3 {
+            let response = upstream
+                .forward(get("/").body(body::empty()).unwrap(), &browser_context())
+                .await
+                .unwrap();
+            assert_eq!(text_of(response).await, "hello");
+            heads.recv().await.unwrap();
+            // Let the finished connection go back to the pool.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(app.connections.load(Ordering::SeqCst), 1);
+    }
+
+    async fn text_of(response: Response<Body>) -> String {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+}

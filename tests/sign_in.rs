@@ -34,3 +34,159 @@ async fn signed_in_user_reaches_the_app_with_verified_identity() {
     // Jean has two hotels and nothing requires choosing: no organization is selected yet.
     assert!(claims.get("org").is_none());
 }
+
+#[tokio::test]
+async fn api_clients_get_401_json_and_browsers_a_redirect_to_trousseau() {
+    let env = Env::start().await;
+    let mut browser = env.browser();
+    let api = browser.api_get("/api/orders").await;
+    assert_eq!(api.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(api.json()["error"], "unauthenticated");
+    assert!(api.json()["login_url"].as_str().unwrap().starts_with("/.trousseau/login?rd=/api/orders"));
+    assert!(api.set_cookies().is_empty(), "an API 401 must not start a sign-in (no state cookie pile-up)");
+
+    let post = browser.request(http::Method::POST, "/form", &[("accept", "text/html")], bytes::Bytes::new()).await;
+    assert_eq!(post.status, StatusCode::UNAUTHORIZED);
+
+    let xhr = browser.request(http::Method::GET, "/x", &[("accept", "text/html"), ("x-requested-with", "XMLHttpRequest")], bytes::Bytes::new()).await;
+    assert_eq!(xhr.status, StatusCode::UNAUTHORIZED);
+
+    let nav = browser.navigate("/dashboard").await;
+    assert_eq!(nav.status, StatusCode::FOUND);
+    let location = url::Url::parse(&nav.location()).unwrap();
+    assert!(location.as_str().starts_with(&format!("http://{}/application/o/authorize/", env.idp.addr())));
+    let q: std::collections::HashMap<_, _> = location.query_pairs().into_owned().collect();
+    assert_eq!(q["code_challenge_method"], "S256");
+    assert_eq!(q["client_id"], CLIENT_ID);
+    assert_eq!(q["redirect_uri"], format!("{}/.trousseau/callback", env.origin));
+    assert!(q["scope"].split(' ').any(|s| s == "trousseau:organization"));
+    assert!(q.contains_key("state") && q.contains_key("nonce"));
+    assert_eq!(env.upstream.hits(), 0, "nothing reached the app without a session");
+}
+
+#[tokio::test]
+async fn access_denied_at_trousseau_is_a_403_page_not_a_loop() {
+    let env = Env::start().await;
+    let mut browser = env.browser();
+    let denied = trousseau_proxy::devidp::default_users().into_iter().find(|u| u.denied).expect("a denied demo user");
+    let callback = browser.sign_in_to_callback("/", &denied.sub).await;
+    assert_eq!(callback.status, StatusCode::FORBIDDEN);
+    assert!(callback.headers.get("location").is_none());
+    let text = callback.text();
+    assert!(text.contains("Access denied") || text.contains("Accès refusé"), "{text}");
+    assert!(text.contains("access_denied"));
+    assert!(!browser.jar.keys().any(|k| k.contains("login_")), "the attempt's state cookie is cleared");
+}
+
+#[tokio::test]
+async fn a_callback_with_a_foreign_state_is_refused() {
+    let env = Env::start().await;
+    let mut browser = env.browser();
+    let start = browser.navigate("/").await;
+    let authorize = url::Url::parse(&start.location()).unwrap();
+    let real_state: String = authorize.query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
+    // An attacker's callback URL (their own code and state) must not sign this browser in.
+    let forged = browser.navigate(&format!("/.trousseau/callback?code=attacker-code&state=x{real_state}")).await;
+    assert_eq!(forged.status, StatusCode::BAD_REQUEST);
+    assert!(!browser.jar.keys().any(|k| k == "trousseau_session"));
+    // And a callback without any sign-in attempt in this browser neither.
+    let mut other = env.browser();
+    let replay = other.navigate(&format!("/.trousseau/callback?code=x&state={real_state}")).await;
+    assert_eq!(replay.status, StatusCode::BAD_REQUEST);
+    assert!(replay.text().contains("expired"));
+}
+
+#[tokio::test]
+async fn two_tabs_signing_in_at_once_both_succeed() {
+    let env = Env::start().await;
+    let mut browser = env.browser();
+    let tab1 = browser.navigate("/one").await;
+    let tab2 = browser.navigate("/two").await;
+    assert_eq!(browser.jar.keys().filter(|k| k.contains("_login_")).count(), 2);
+    // Tab 2 finishes first, then tab 1: each lands where it started.
+    let cb2 = browser.sign_in_at_idp(&tab2.location(), JEAN).await;
+    assert_eq!(cb2.status, StatusCode::FOUND);
+    assert_eq!(cb2.location(), format!("{}/two", env.origin));
+    let cb1 = browser.sign_in_at_idp(&tab1.location(), JEAN).await;
+    assert_eq!(cb1.status, StatusCode::FOUND, "{}", cb1.text());
+    assert_eq!(cb1.location(), format!("{}/one", env.origin));
+    assert_eq!(browser.navigate("/one").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn sign_in_attempts_are_capped() {
+    let env = Env::start().await;
+    let mut browser = env.browser();
+    for i in 0..12 {
+        let r = browser.navigate(&format!("/page{i}")).await;
+        assert_eq!(r.status, StatusCode::FOUND);
+    }
+    let attempts = browser.jar.keys().filter(|k| k.contains("_login_")).count();
+    assert!(attempts <= 4, "{attempts} state cookies kept");
+    // The newest attempt still works.
+    let last = browser.navigate("/latest").await;
+    let cb = browser.sign_in_at_idp(&last.location(), JEAN).await;
+    assert_eq!(cb.location(), format!("{}/latest", env.origin));
+}
+
+#[tokio::test]
+async fn userinfo_shows_the_identity_and_never_tokens() {
+    let env = Env::start().await;
+    let mut browser = env.browser();
+    assert_eq!(browser.api_get("/.trousseau/userinfo").await.status, StatusCode::UNAUTHORIZED);
+    browser.sign_in("/", JEAN).await;
+    let info = browser.api_get("/.trousseau/userinfo").await;
+    assert_eq!(info.status, StatusCode::OK);
+    let json = info.json();
+    assert_eq!(json["sub"], JEAN);
+    assert_eq!(json["organizations"].as_array().unwrap().len(), 2);
+    let text = info.text();
+    for forbidden in ["refresh", "access_token", "id_token", "eyJ"] {
+        assert!(!text.contains(forbidden), "userinfo leaks {forbidden}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn health_readiness_and_jwks_are_served() {
+    let env = Env::start().await;
+    let mut browser = env.browser();
+    assert_eq!(browser.api_get("/.trousseau/healthz").await.status, StatusCode::OK);
+    assert_eq!(browser.api_get("/.trousseau/readyz").await.status, StatusCode::OK);
+    let jwks = browser.api_get("/.trousseau/jwks.json").await.json();
+    let key = &jwks["keys"][0];
+    assert_eq!(key["kty"], "EC");
+    assert_eq!(key["crv"], "P-256");
+    assert_eq!(key["alg"], "ES256");
+    assert!(key.get("d").is_none(), "no private part in the JWKS");
+    assert_eq!(env.upstream.hits(), 0);
+}
+
+#[tokio::test]
+async fn readiness_waits_for_an_unreachable_trousseau() {
+    // Point the proxy at an issuer where nothing listens yet.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = hole.local_addr().unwrap().port();
+    drop(hole);
+    let mut file = trousseau_proxy::config::FileConfig {
+        public_url: Some("http://127.0.0.1:9".into()),
+        upstream: Some("http://127.0.0.1:9".into()),
+        ..Default::default()
+    };
+    file.oidc.issuer = Some(format!("http://127.0.0.1:{port}/application/o/app/"));
+    file.oidc.client_id = Some("x".into());
+    file.oidc.client_secret = Some("y".into());
+    file.session.secrets = vec![SECRET.into()];
+    let app = trousseau_proxy::server::App::new(settings(&file), None).unwrap();
+    assert!(app.oidc().discover().await.is_err());
+    assert!(!app.oidc().is_ready());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(trousseau_proxy::server::serve(listener, app.clone(), std::future::pending(), std::time::Duration::from_secs(1)));
+    let mut b = Browser::new(&format!("http://{addr}"));
+    let ready = b.api_get("/.trousseau/readyz").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    // A browser that needs to sign in meanwhile gets a clear 503 with Retry-After.
+    let nav = b.navigate("/").await;
+    assert_eq!(nav.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(nav.headers.contains_key("retry-after"));
+}

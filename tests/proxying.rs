@@ -1,0 +1,119 @@
+//! Forwarding to the app: streaming both ways, websockets, forwarded headers, upstream failures.
+
+mod support;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+use support::*;
+
+/// A signed-in browser's cookie header, for clients other than [`Browser`].
+async fn signed_in_cookie(env: &Env) -> String {
+    let mut b = env.browser();
+    b.sign_in("/", JEAN).await;
+    b.cookie_header()
+}
+
+#[tokio::test]
+async fn server_sent_events_stream_through_without_buffering() {
+    let env = Env::start().await;
+    let cookie = signed_in_cookie(&env).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<Bytes>>();
+    let req = http::Request::get(format!("{}/stream", env.origin))
+        .header("cookie", cookie)
+        .header("accept", "text/event-stream")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    // The first event arrives while the app is still holding the second one back:
+    // the proxy does not wait for the whole body.
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&first[..], b"data: first\n\n");
+    env.upstream.release_stream.notify_one();
+    let second = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&second[..], b"data: second\n\n");
+}
+
+#[tokio::test]
+async fn large_uploads_stream_to_the_app() {
+    let env = Env::start().await;
+    let cookie = signed_in_cookie(&env).await;
+    const CHUNK: usize = 1 << 20;
+    const CHUNKS: usize = 256; // 256 MiB, generated on the fly: never held in memory at once
+    let chunk = Bytes::from(vec![b'x'; CHUNK]);
+    let rx = futures_util::stream::iter((0..CHUNKS).map(move |_| Ok::<_, std::io::Error>(http_body::Frame::data(chunk.clone()))));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::StreamBody<_>>();
+    let req = http::Request::post(format!("{}/upload", env.origin))
+        .header("cookie", cookie)
+        .header("accept", "application/json")
+        .body(http_body_util::StreamBody::new(rx))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(String::from_utf8_lossy(&body), (CHUNK * CHUNKS).to_string());
+}
+
+#[tokio::test]
+async fn websockets_are_proxied_for_signed_in_users_only() {
+    let env = Env::start().await;
+    let ws_url = format!("ws://{}/ws", env.addr);
+    // Without a session the upgrade is refused.
+    let anonymous = tokio_tungstenite::connect_async(ws_url.as_str()).await;
+    assert!(anonymous.is_err());
+
+    let cookie = signed_in_cookie(&env).await;
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws_url.as_str()).unwrap();
+    req.headers_mut().insert("cookie", cookie.parse().unwrap());
+    let (mut ws, response) = tokio_tungstenite::connect_async(req).await.expect("websocket through the proxy");
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    for text in ["bonjour", "hello", "🔑"] {
+        ws.send(tokio_tungstenite::tungstenite::Message::text(text)).await.unwrap();
+        let echo = ws.next().await.unwrap().unwrap();
+        assert_eq!(echo.into_text().unwrap().as_str(), text);
+    }
+    ws.close(None).await.unwrap();
+    // The upgrade request carried the identity like any other.
+    let seen = env.upstream.seen.lock().unwrap().clone();
+    let upgrade = seen.iter().find(|h| h.contains_key("sec-websocket-key")).unwrap();
+    assert_eq!(upgrade["x-trousseau-sub"], vec![JEAN.to_string()]);
+}
+
+#[tokio::test]
+async fn forwarded_headers_describe_the_client() {
+    let env = Env::start().await;
+    let mut b = env.browser();
+    b.sign_in("/", JEAN).await;
+    let echo = b
+        .request(Method::GET, "/who", &[("accept", "application/json"), ("x-forwarded-for", "6.6.6.6"), ("connection", "keep-alive, x-private"), ("x-private", "hop")], Bytes::new())
+        .await
+        .json();
+    let h = &echo["headers"];
+    assert_eq!(h["x-forwarded-for"], serde_json::json!(["127.0.0.1"]), "client-sent X-Forwarded-For is not trusted by default");
+    assert_eq!(h["x-forwarded-proto"], serde_json::json!(["http"]));
+    assert_eq!(h["x-forwarded-host"], serde_json::json!([env.addr.to_string()]));
+    assert_eq!(h["host"], serde_json::json!([env.addr.to_string()]), "Host is preserved by default");
+    assert!(h.get("x-private").is_none(), "headers named in Connection are hop-by-hop");
+    assert!(h["x-request-id"][0].as_str().is_some_and(|s| !s.is_empty()));
+}
+
+#[tokio::test]
+async fn a_down_app_is_a_502_page_or_json() {
+    let env = Env::start_with(EnvOptions {
+        configure: Box::new(|c| c.upstream = Some("http://127.0.0.1:9".into())),
+        ..Default::default()
+    })
+    .await;
+    let mut b = env.browser();
+    let page = b.sign_in("/", JEAN).await;
+    assert_eq!(page.status, StatusCode::BAD_GATEWAY);
+    assert!(page.text().contains("<html"));
+    let api = b.api_get("/api").await;
+    assert_eq!(api.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(api.json()["error"], "upstream_unavailable");
+}
