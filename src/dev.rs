@@ -27,9 +27,10 @@ pub struct DevArgs {
     /// The app to protect, e.g. http://localhost:3000. Without it, a built-in demo app answers.
     #[arg(long)]
     pub upstream: Option<String>,
-    /// Where to listen (loopback only unless --allow-remote).
-    #[arg(long, default_value = "127.0.0.1:4180")]
-    pub listen: String,
+    /// Where to listen (loopback only unless --allow-remote). Default 127.0.0.1:4180, or
+    /// 127.0.0.1:4181 with --idp-only.
+    #[arg(long)]
+    pub listen: Option<String>,
     /// YAML list of extra demo users (claims, organizations, roles).
     #[arg(long)]
     pub users: Option<PathBuf>,
@@ -39,7 +40,8 @@ pub struct DevArgs {
     /// Access-token lifetime at the dev IdP (short values let you watch refreshes).
     #[arg(long, default_value = "5m")]
     pub access_token_ttl: String,
-    /// Run only the dev IdP (for `trousseau-proxy --config config.example.yaml` beside it).
+    /// Run only the dev IdP (on 127.0.0.1:4181) and the demo app (on 127.0.0.1:4182), for
+    /// `trousseau-proxy --config config.example.yaml` beside them.
     #[arg(long)]
     pub idp_only: bool,
 }
@@ -55,7 +57,8 @@ pub const DEV_IDP_PATH: &str = "/.trousseau/dev-idp";
 
 /// Runs dev mode until SIGTERM/SIGINT.
 pub async fn run(args: DevArgs) -> Result<(), String> {
-    let listen: SocketAddr = args.listen.parse().map_err(|_| format!("--listen `{}` is not an address like 127.0.0.1:4180", args.listen))?;
+    let listen_text = args.listen.clone().unwrap_or_else(|| if args.idp_only { "127.0.0.1:4181" } else { "127.0.0.1:4180" }.into());
+    let listen: SocketAddr = listen_text.parse().map_err(|_| format!("--listen `{listen_text}` is not an address like 127.0.0.1:4180"))?;
     if !listen.ip().is_loopback() && !args.allow_remote {
         return Err(format!(
             "--listen {listen} is not a loopback address. The dev IdP lets anyone sign in as any demo user; \
@@ -137,8 +140,9 @@ async fn run_idp_only(listen: SocketAddr, public_origin: &str, users: Vec<DevUse
     };
     let idp = DevIdp::new(config).map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let demo = start_demo_app_on("127.0.0.1:4182", "http://127.0.0.1:4180".into()).await.map_err(|e| format!("demo app on 127.0.0.1:4182: {e}"))?;
     eprintln!(
-        "\n  Trousseau dev IdP (development only) at {public_origin}\n  issuer:        {}\n  client_id:     {DEV_CLIENT_ID}\n  client_secret: {DEV_CLIENT_SECRET}\n",
+        "\n  Trousseau dev IdP — DEVELOPMENT ONLY — at {public_origin}\n  issuer:        {}\n  client_id:     {DEV_CLIENT_ID}\n  client_secret: {DEV_CLIENT_SECRET}\n  demo app:      http://{demo}\n\n  Now run: trousseau-proxy --config config.example.yaml  and open http://127.0.0.1:4180/\n",
         idp.issuer()
     );
     tokio::select! {
@@ -161,7 +165,12 @@ fn print_banner(public_origin: &str, upstream: Option<&str>) {
 
 /// Starts the demo app on a loopback port and returns its address.
 pub async fn start_demo_app(public_origin: String) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    start_demo_app_on("127.0.0.1:0", public_origin).await
+}
+
+/// Starts the demo app on `listen`; it verifies assertions with `{public_origin}/.trousseau/jwks.json`.
+pub async fn start_demo_app_on(listen: &str, public_origin: String) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let verifier = Arc::new(JwksVerifier::new(format!("{public_origin}/.trousseau/jwks.json")));
     tokio::spawn(async move {

@@ -1,0 +1,144 @@
+//! The binary as users run it: check-config, keys generate, dev mode, and config.example.yaml.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use http::StatusCode;
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_trousseau-proxy");
+
+/// A child process killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(args: &[&str]) -> Running {
+    Running(
+        Command::new(BIN)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start trousseau-proxy"),
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn wait_ready(origin: &str) {
+    wait_listening(origin.trim_start_matches("http://")).await;
+    let mut b = Browser::new(origin);
+    for _ in 0..100 {
+        if b.api_get("/.trousseau/readyz").await.status == StatusCode::OK {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{origin} never became ready");
+}
+
+async fn wait_listening(addr: &str) {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("nothing listens on {addr}");
+}
+
+#[test]
+fn check_config_accepts_the_example_and_redacts_secrets() {
+    let out = Command::new(BIN).args(["check-config", "--config", "config.example.yaml"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("client_secret: <redacted>"), "{text}");
+    assert!(!text.contains("dev-only-client-secret"), "{text}");
+    assert!(!text.contains("ZXhhbXBsZS1vbmx5"), "{text}");
+}
+
+#[test]
+fn check_config_names_the_key_and_line_of_a_mistake() {
+    let dir = std::env::temp_dir().join(format!("tp-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.yaml");
+    let example = std::fs::read_to_string("config.example.yaml").unwrap();
+    std::fs::write(&bad, example.replace("  cookie_name:", "  cookie_nmae:")).unwrap();
+    let out = Command::new(BIN).args(["check-config", "--config", bad.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = example.lines().position(|l| l.starts_with("  cookie_name:")).unwrap() + 1;
+    assert!(err.contains("cookie_nmae") && err.contains(&format!("line {line}")), "{err}");
+
+    std::fs::write(&bad, example.replace("/application/o/dev/", "/application/o/dev")).unwrap();
+    let out = Command::new(BIN).args(["check-config", "--config", bad.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("oidc.issuer") && err.contains("line"), "{err}");
+
+    // Environment overrides are checked too, and named.
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", "config.example.yaml"])
+        .env("TROUSSEAU_PROXY_SESSION_MAX_LIFETIME", "forever")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TROUSSEAU_PROXY_SESSION_MAX_LIFETIME"));
+}
+
+#[test]
+fn keys_generate_prints_usable_material() {
+    let out = Command::new(BIN).args(["keys", "generate"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let secret = text.lines().find(|l| !l.starts_with('#') && !l.is_empty()).unwrap();
+    assert!(trousseau_proxy::session::seal::parse_secret(secret).is_ok());
+    let pem_start = text.find("-----BEGIN PRIVATE KEY-----").expect("PKCS#8 PEM");
+    let pem = text[pem_start..].to_string();
+    assert!(trousseau_proxy::identity::Signer::from_pem(&[pem]).is_ok());
+}
+
+#[tokio::test]
+async fn dev_mode_signs_in_and_shows_the_verified_identity() {
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let _dev = spawn(&["dev", "--listen", &format!("127.0.0.1:{port}")]);
+    wait_ready(&origin).await;
+    let mut b = Browser::new(&origin);
+    let page = b.sign_in("/", JEAN).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.headers["x-demo-assertion-verified"], "true", "{}", page.text());
+    let html = page.text();
+    assert!(html.contains("Jean Dupont") && html.contains("x-trousseau-sub"), "{html}");
+}
+
+#[tokio::test]
+async fn dev_mode_refuses_a_public_listen_address_without_allow_remote() {
+    let out = Command::new(BIN).args(["dev", "--listen", "0.0.0.0:0"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--allow-remote"));
+}
+
+#[tokio::test]
+async fn the_example_config_runs_as_is_against_the_dev_idp() {
+    // The example's fixed ports: 4180 (proxy), 4181 (dev IdP), 4182 (demo app).
+    let _idp = spawn(&["dev", "--idp-only"]);
+    wait_listening("127.0.0.1:4181").await;
+    let _proxy = spawn(&["--config", "config.example.yaml"]);
+    wait_ready("http://127.0.0.1:4180").await;
+    let mut b = Browser::new("http://127.0.0.1:4180");
+    let page = b.sign_in("/", JEAN).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+    assert_eq!(page.headers["x-demo-assertion-verified"], "true");
+}
