@@ -323,3 +323,53 @@ pub fn not_found(lang: Lang) -> String {
         &[("/", lang.pick("Go to the application", "Aller à l'application"), true)],
     )
 }
+
+/// The organization selector: one button per acceptable organization, no JavaScript.
+pub fn organization_selector(
+    lang: Lang,
+    session: &crate::session::Session,
+    choices: &[&crate::identity::Organization],
+    return_to: &str,
+) -> String {
+    let title = lang.pick("Choose an organization", "Choisissez une organisation");
+    let who = session.identity.name.as_deref().or(session.identity.email.as_deref()).unwrap_or(&session.identity.sub);
+    let mut items = String::new();
+    for org in choices {
+        let current = session.org.as_deref() == Some(org.id.as_str());
+        items.push_str(&format!(
+            "<li><button type=\"submit\" name=\"org\" value=\"{id}\"{pressed}><span><strong>{name}</strong>{current}</span><span class=\"badge\">{role}</span></button></li>\n",
+            id = escape(&org.id),
+            pressed = if current { " aria-current=\"true\"" } else { "" },
+            name = escape(&org.name),
+            current = if current { format!(" <span class=\"muted\">· {}</span>", escape(lang.pick("current", "actuelle"))) } else { String::new() },
+            role = escape(&role_label(lang, &org.role)),
+        ));
+    }
+    let intro = match lang {
+        Lang::En => format!("Signed in as <strong>{}</strong>. Which organization are you working for now? You can switch at any time.", escape(who)),
+        Lang::Fr => format!("Connecté en tant que <strong>{}</strong>. Pour quelle organisation travaillez-vous maintenant ? Vous pourrez en changer à tout moment.", escape(who)),
+    };
+    let html = format!(
+        "<h1>{title}</h1>\n<p>{intro}</p>\n<form method=\"post\" action=\"/.trousseau/organizations\">\n<input type=\"hidden\" name=\"rd\" value=\"{rd}\">\n<ul class=\"choices\" aria-label=\"{label}\">\n{items}</ul>\n</form>\n<p class=\"muted\"><a href=\"/.trousseau/logout\">{signout}</a></p>",
+        title = escape(title),
+        rd = escape(return_to),
+        label = escape(lang.pick("Your organizations", "Vos organisations")),
+        signout = escape(lang.pick("Sign out", "Se déconnecter")),
+    );
+    layout(lang, title, &html)
+}
+
+/// A Trousseau role in words.
+pub fn role_label(lang: Lang, role: &str) -> String {
+    match (lang, role) {
+        (Lang::En, "admin") => "Administrator".into(),
+        (Lang::Fr, "admin") => "Administrateur".into(),
+        (Lang::En, "hr") => "HR".into(),
+        (Lang::Fr, "hr") => "RH".into(),
+        (Lang::En, "accounting") => "Accounting".into(),
+        (Lang::Fr, "accounting") => "Comptabilité".into(),
+        (Lang::En, "member") => "Member".into(),
+        (Lang::Fr, "member") => "Membre".into(),
+        (_, other) => other.to_string(),
+    }
+}

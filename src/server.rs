@@ -30,6 +30,7 @@ use crate::policy::{Decision, Policy};
 use crate::proxy::{ForwardContext, ProxyError, Upstream, UpstreamSettings};
 use crate::session::cookies::{strip_cookies, CookieSettings, RequestCookies, SessionCodec};
 use crate::session::refresh::{RefreshOutcome, Refresher};
+use crate::session::revocation::Revocations;
 use crate::session::seal::Sealer;
 use crate::session::Session;
 
@@ -74,6 +75,7 @@ pub struct App {
     upstream: Upstream,
     policy: Policy,
     refresher: Refresher,
+    revocations: Revocations,
     devidp: Option<Arc<DevIdp>>,
 }
 
@@ -122,7 +124,9 @@ impl App {
         .map_err(|e| StartError::Setup(format!("upstream: {e}")))?;
         let policy = Policy::new(&settings.routes, &settings.organization);
         let refresher = Refresher::new(oidc.clone(), settings.session.refresh_skew, settings.session.refresh_grace);
+        let revocations = Revocations::new(settings.session.max_lifetime);
         Ok(Arc::new(App {
+            revocations,
             settings,
             oidc,
             sealer,
@@ -295,6 +299,9 @@ impl App {
             }
             (&Method::GET, "callback") => self.callback(&req, ctx).await,
             (&Method::GET | &Method::POST, "logout") => self.logout(&req, ctx),
+            (&Method::POST, "backchannel-logout") => self.backchannel_logout(req).await,
+            (&Method::GET | &Method::HEAD, "organizations") => self.organizations_page(&req, ctx),
+            (&Method::POST, "organizations") => self.choose_organization(req, ctx).await,
             (&Method::GET | &Method::HEAD, "userinfo") => match self.load_session(&ctx.cookies) {
                 Some(session) => {
                     ctx.sub = Some(session.identity.sub.clone());
@@ -304,6 +311,100 @@ impl App {
             },
             _ => answer::not_found(is_browser_navigation(&req), self.lang(&req, None)),
         }
+    }
+
+    /// `POST /.trousseau/backchannel-logout`: Trousseau ends a session server-to-server. The
+    /// logout token is verified, its `jti` may be used once, and every session of that `sid`
+    /// (or `sub`) is no session from its next request on — cookie sessions included.
+    async fn backchannel_logout(&self, req: Request<Incoming>) -> Response<Body> {
+        let bad = |description: &str| {
+            answer::json(StatusCode::BAD_REQUEST, &serde_json::json!({"error": "invalid_request", "error_description": description}))
+        };
+        let form = match http_body_util::BodyExt::collect(http_body_util::Limited::new(req.into_body(), 64 * 1024)).await {
+            Ok(body) => body.to_bytes(),
+            Err(_) => return bad("request body too large or unreadable"),
+        };
+        let form = String::from_utf8_lossy(&form).into_owned();
+        // A duplicated logout_token parameter is refused (query_param returns None).
+        let Some(token) = query_param(Some(&form), "logout_token") else {
+            return bad("exactly one logout_token parameter is required");
+        };
+        let logout = match self.oidc.verify_logout_token(&token).await {
+            Ok(logout) => logout,
+            Err(e) => {
+                tracing::warn!(error = %e, "back-channel logout refused");
+                return bad(&e.to_string());
+            }
+        };
+        if !self.revocations.revoke(&logout.jti, logout.sid.as_deref(), logout.sub.as_deref(), now_secs()) {
+            tracing::warn!("back-channel logout refused: replayed jti");
+            return bad("logout token already used");
+        }
+        tracing::info!(sid = logout.sid.as_deref().unwrap_or("-"), sub = logout.sub.as_deref().unwrap_or("-"), "back-channel logout: sessions ended");
+        answer::json(StatusCode::OK, &serde_json::json!({}))
+    }
+
+    /// `GET /.trousseau/organizations`: the organization selector.
+    fn organizations_page(&self, req: &Request<Incoming>, ctx: &mut RequestCtx) -> Response<Body> {
+        let browser = is_browser_navigation(req);
+        let Some(session) = self.load_session(&ctx.cookies) else {
+            return self.unauthenticated(req, ctx, browser);
+        };
+        ctx.sub = Some(session.identity.sub.clone());
+        let lang = self.lang(req, Some(&session));
+        let rd = safe_return_to(&query_param(req.uri().query(), "rd").unwrap_or_default());
+        let choices: Vec<&crate::identity::Organization> = self.policy.acceptable_organizations(&session).collect();
+        if choices.is_empty() {
+            return answer::forbidden(browser, lang, &crate::policy::Denial::NoOrganization, &session);
+        }
+        if !browser {
+            return answer::json(
+                StatusCode::OK,
+                &serde_json::json!({"selected": session.org, "organizations": choices}),
+            );
+        }
+        answer::page(StatusCode::OK, crate::pages::organization_selector(lang, &session, &choices, &rd))
+    }
+
+    /// `POST /.trousseau/organizations`: stores the choice in the session and returns to `rd`.
+    async fn choose_organization(&self, req: Request<Incoming>, ctx: &mut RequestCtx) -> Response<Body> {
+        let lang = self.lang(&req, None);
+        // Same-origin forms only (the session cookie is SameSite=Lax too).
+        let origin_ok = req
+            .headers()
+            .get(header::ORIGIN)
+            .is_none_or(|o| o.as_bytes() == self.settings.public_origin.as_bytes());
+        let Some(mut session) = self.load_session(&ctx.cookies) else {
+            return answer::unauthenticated_json(&self.login_url("/.trousseau/organizations"));
+        };
+        ctx.sub = Some(session.identity.sub.clone());
+        if !origin_ok {
+            return answer::json(StatusCode::FORBIDDEN, &serde_json::json!({"error": "cross_origin", "error_description": "The organization choice must come from this site."}));
+        }
+        let form = match http_body_util::BodyExt::collect(http_body_util::Limited::new(req.into_body(), 16 * 1024)).await {
+            Ok(body) => body.to_bytes(),
+            Err(_) => return answer::json(StatusCode::PAYLOAD_TOO_LARGE, &serde_json::json!({"error": "too_large"})),
+        };
+        let form = String::from_utf8_lossy(&form).into_owned();
+        let org = query_param(Some(&form), "org").unwrap_or_default();
+        let rd = safe_return_to(&query_param(Some(&form), "rd").unwrap_or_default());
+        let acceptable = self.policy.acceptable_organizations(&session).any(|o| o.id == org);
+        if !acceptable {
+            let lang = self.lang_for(Some(&session), lang);
+            return answer::forbidden(true, lang, &crate::policy::Denial::OrganizationNotAllowed, &session);
+        }
+        session.org = Some(org);
+        session.updated_at_ms = now_millis();
+        if !self.save_session(&session, ctx) {
+            return answer::session_too_large(lang);
+        }
+        let mut r = answer::redirect(&format!("{}{}", self.settings.public_origin, rd));
+        *r.status_mut() = StatusCode::SEE_OTHER;
+        r
+    }
+
+    fn lang_for(&self, session: Option<&Session>, fallback: Lang) -> Lang {
+        session.and_then(|s| s.identity.locale.as_deref()).map(|l| Lang::from_locale(Some(l))).unwrap_or(fallback)
     }
 
     /// No (valid) session: browsers are sent to sign in, everything else gets 401.
@@ -458,6 +559,9 @@ impl App {
     /// Opens the session cookie; anything wrong, stale or past `max_lifetime` is no session.
     fn load_session(&self, cookies: &RequestCookies) -> Option<Session> {
         let session = self.codec.load(cookies)?;
+        if self.revocations.is_revoked(&session) {
+            return None;
+        }
         let now = now_secs();
         let deadline = session.created_at.saturating_add(self.settings.session.max_lifetime.as_secs());
         (now < deadline && session.created_at <= now + 60).then_some(session)

@@ -6,6 +6,7 @@
 
 pub mod cookies;
 pub mod refresh;
+pub mod revocation;
 pub mod seal;
 
 use serde::{Deserialize, Serialize};

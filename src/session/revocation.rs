@@ -1,0 +1,64 @@
+//! Sessions ended elsewhere: back-channel logout cannot reach a cookie, so every ended Trousseau
+//! session (`sid`) or user (`sub`) is remembered here for as long as a session can live, and
+//! sessions that match are "no session" on their next request.
+
+use std::time::Duration;
+
+use crate::session::Session;
+
+/// Revoked `sid`s and `sub`s, with when they were revoked.
+pub struct Revocations {
+    /// `sid` → unix seconds of the logout.
+    sids: moka::sync::Cache<String, u64>,
+    /// `sub` → unix seconds of the logout; sessions created later are not affected.
+    subs: moka::sync::Cache<String, u64>,
+    /// Logout token ids already used (replay protection).
+    jtis: moka::sync::Cache<String, ()>,
+}
+
+impl Revocations {
+    /// A revocation set whose entries live as long as the longest session.
+    pub fn new(max_lifetime: Duration) -> Revocations {
+        let build = || moka::sync::Cache::builder().max_capacity(1_000_000).time_to_live(max_lifetime).build();
+        Revocations {
+            sids: build(),
+            subs: build(),
+            jtis: moka::sync::Cache::builder().max_capacity(1_000_000).time_to_live(Duration::from_secs(3600)).build(),
+        }
+    }
+
+    /// Records a logout. Returns false if this `jti` was seen before (a replay).
+    pub fn revoke(&self, jti: &str, sid: Option<&str>, sub: Option<&str>, now: u64) -> bool {
+        let mut fresh = false;
+        self.jtis.entry(jti.to_string()).or_insert_with_if(|| { fresh = true; }, |_| false);
+        if !fresh {
+            return false;
+        }
+        match (sid, sub) {
+            (Some(sid), _) => self.sids.insert(sid.to_string(), now),
+            (None, Some(sub)) => self.subs.insert(sub.to_string(), now),
+            (None, None) => {}
+        }
+        true
+    }
+
+    /// Whether this session was ended by a back-channel logout.
+    pub fn is_revoked(&self, session: &Session) -> bool {
+        if let Some(sid) = &session.sid {
+            if self.sids.contains_key(sid) {
+                return true;
+            }
+        }
+        self.subs.get(&session.identity.sub).is_some_and(|at| session.created_at <= at)
+    }
+
+    /// How many entries are held (for metrics).
+    pub fn len(&self) -> u64 {
+        self.sids.entry_count() + self.subs.entry_count()
+    }
+
+    /// Whether nothing is revoked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,295 @@
+//! The session's life after sign-in: transparent refresh under concurrency and rotation, the end of
+//! a grant, Trousseau outages, logout, and back-channel logout.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use support::*;
+use trousseau_proxy::identity::Organization;
+
+/// The demo user with exactly one organization (auto-selected after sign-in).
+fn helene() -> String {
+    trousseau_proxy::devidp::default_users().into_iter().find(|u| u.organizations.len() == 1 && !u.denied).unwrap().sub
+}
+
+/// Access tokens of 10 s with a 30 s refresh skew: every request with a fresh cookie is due for a
+/// refresh, so refresh behaviour is tested without waiting.
+fn short_tokens() -> EnvOptions {
+    EnvOptions {
+        configure: Box::new(|c| c.session.refresh_skew = trousseau_proxy::config::HumanDuration(Duration::from_secs(30))),
+        idp: Box::new(|i| {
+            i.access_token_ttl = Duration::from_secs(10);
+            i.id_token_ttl = Duration::from_secs(10);
+        }),
+    }
+}
+
+#[tokio::test]
+async fn refresh_is_transparent_and_brings_claim_changes() {
+    let env = Env::start_with(short_tokens()).await;
+    let mut b = env.browser();
+    b.sign_in("/", &helene()).await; // Hélène, one hotel: auto-selected
+    let before = b.jar["trousseau_session"].clone();
+    let refreshes = env.trousseau().stats().refresh_grants_ok;
+    let first = b.api_get("/x").await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(env.trousseau().stats().refresh_grants_ok, refreshes + 1);
+    assert_ne!(b.jar["trousseau_session"], before, "the refreshed session is set on the response");
+    assert_eq!(first.json()["headers"]["x-trousseau-org-role"][0], "hr");
+
+    // Trousseau changes her role: the next refresh shows it.
+    let orgs = vec![Organization {
+        id: first.json()["headers"]["x-trousseau-org-id"][0].as_str().unwrap().to_string(),
+        name: "Hôtel des Alpes".into(),
+        slug: first.json()["headers"]["x-trousseau-org-slug"][0].as_str().unwrap().to_string(),
+        role: "admin".into(),
+    }];
+    env.trousseau().set_user_organizations(&helene(), orgs);
+    let second = b.api_get("/x").await;
+    assert_eq!(second.json()["headers"]["x-trousseau-org-role"][0], "admin");
+    assert_eq!(second.json()["headers"]["x-trousseau-org-name"][0], "H%C3%B4tel des Alpes");
+    assert_eq!(env.trousseau().stats().refresh_reuse_detected, 0);
+}
+
+#[tokio::test]
+async fn concurrent_requests_share_one_refresh() {
+    let env = Arc::new(Env::start_with(short_tokens()).await);
+    let mut b = env.browser();
+    b.sign_in("/", JEAN).await;
+    let old_cookie = b.cookie_header();
+    let base = env.trousseau().stats().refresh_grants_ok;
+    env.trousseau().set_token_endpoint_delay(Duration::from_millis(300));
+
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let mut client = env.browser();
+        let cookie = old_cookie.clone();
+        tasks.push(tokio::spawn(async move {
+            client.request(Method::GET, "/api", &[("cookie", cookie.as_str()), ("accept", "application/json")], Bytes::new()).await
+        }));
+    }
+    let mut refreshed_cookies = std::collections::HashSet::new();
+    for t in tasks {
+        let answer = t.await.unwrap();
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+        assert_eq!(answer.json()["headers"]["x-trousseau-sub"][0], JEAN);
+        refreshed_cookies.extend(answer.set_cookies());
+    }
+    let stats = env.trousseau().stats();
+    assert_eq!(stats.refresh_grants_ok, base + 1, "exactly one refresh for 50 concurrent requests");
+    assert_eq!(stats.refresh_reuse_detected, 0);
+    let refresh_tokens: std::collections::HashSet<String> = refreshed_cookies
+        .iter()
+        .map(|sc| open_session(sc.split(';').next().unwrap()).refresh_token.expect("a refresh token"))
+        .collect();
+    assert_eq!(refresh_tokens.len(), 1, "every request got the same refreshed session");
+
+    // A slow tab still carrying the old cookie a moment later: served from the remembered result,
+    // never replaying the rotated refresh token (which Trousseau would treat as theft).
+    let mut slow_tab = env.browser();
+    let late = slow_tab.request(Method::GET, "/api", &[("cookie", old_cookie.as_str()), ("accept", "application/json")], Bytes::new()).await;
+    assert_eq!(late.status, StatusCode::OK);
+    let stats = env.trousseau().stats();
+    assert_eq!(stats.refresh_grants_ok, base + 1);
+    assert_eq!(stats.refresh_reuse_detected, 0);
+
+    // The session lives on with the new cookie.
+    env.trousseau().set_token_endpoint_delay(Duration::ZERO);
+    let new_cookie = refreshed_cookies.into_iter().next().unwrap();
+    let new_cookie = new_cookie.split(';').next().unwrap().to_string();
+    let next = slow_tab.request(Method::GET, "/api", &[("cookie", new_cookie.as_str()), ("accept", "application/json")], Bytes::new()).await;
+    assert_eq!(next.status, StatusCode::OK);
+    assert_eq!(env.trousseau().stats().refresh_grants_ok, base + 2);
+    assert_eq!(env.trousseau().stats().refresh_reuse_detected, 0);
+}
+
+#[tokio::test]
+async fn a_disabled_user_is_signed_out_at_the_next_refresh() {
+    let env = Env::start_with(short_tokens()).await;
+    let mut b = env.browser();
+    b.sign_in("/", JEAN).await;
+    env.trousseau().set_user_disabled(JEAN, true);
+    let mut api = b.clone();
+    let r = api.api_get("/x").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(!api.jar.contains_key("trousseau_session"), "the dead session's cookie is cleared");
+    let nav = b.navigate("/x?y=1").await;
+    assert_eq!(nav.status, StatusCode::FOUND);
+    assert!(nav.location().contains("/application/o/authorize/"), "{}", nav.location());
+    // The return URL is kept for after the new sign-in.
+    env.trousseau().set_user_disabled(JEAN, false);
+    let cb = b.sign_in_at_idp(&nav.location(), JEAN).await;
+    assert_eq!(cb.location(), format!("{}/x?y=1", env.origin));
+}
+
+#[tokio::test]
+async fn trousseau_outage_serves_within_grace_then_503() {
+    // Within the grace period: the last known identity keeps working.
+    let env = Env::start_with(short_tokens()).await;
+    let mut b = env.browser();
+    b.sign_in("/", JEAN).await;
+    env.trousseau().set_unavailable(true);
+    for _ in 0..3 {
+        let r = b.api_get("/x").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.json()["headers"]["x-trousseau-sub"][0], JEAN);
+    }
+    env.trousseau().set_unavailable(false);
+
+    // Past the grace period: 503 with Retry-After, and the session is kept for later.
+    let env = Env::start_with(EnvOptions {
+        configure: Box::new(|c| {
+            c.session.refresh_skew = trousseau_proxy::config::HumanDuration(Duration::from_secs(0));
+            c.session.refresh_grace = trousseau_proxy::config::HumanDuration(Duration::from_secs(0));
+        }),
+        idp: Box::new(|i| {
+            i.access_token_ttl = Duration::from_secs(1);
+            i.id_token_ttl = Duration::from_secs(1);
+        }),
+    })
+    .await;
+    let mut b = env.browser();
+    b.sign_in("/", JEAN).await;
+    env.trousseau().set_unavailable(true);
+    tokio::time::sleep(Duration::from_millis(2100)).await; // let the 1 s access token expire
+    let api = b.api_get("/x").await;
+    assert_eq!(api.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(api.headers.contains_key("retry-after"));
+    let page = b.navigate("/x").await;
+    assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(b.jar.contains_key("trousseau_session"), "an outage does not sign anyone out");
+    env.trousseau().set_unavailable(false);
+    // Trousseau is back (after the backoff): the session refreshes and works again.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(b.api_get("/x").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn logout_clears_cookies_and_ends_the_trousseau_session() {
+    let env = Env::start().await;
+    let mut b = env.browser();
+    b.sign_in("/", JEAN).await;
+    let stolen_copy = b.jar.clone();
+    let out = b.request(Method::POST, "/.trousseau/logout", &[("accept", "text/html")], Bytes::new()).await;
+    assert_eq!(out.status, StatusCode::FOUND);
+    assert!(!b.jar.contains_key("trousseau_session"));
+    let end = url::Url::parse(&out.location()).unwrap();
+    assert!(end.path().ends_with("/application/o/app/end-session/"), "{end}");
+    let q: std::collections::HashMap<_, _> = end.query_pairs().into_owned().collect();
+    assert!(q["id_token_hint"].starts_with("eyJ"));
+    assert_eq!(q["post_logout_redirect_uri"], format!("{}/", env.origin));
+    assert!(!q["state"].is_empty());
+
+    // Trousseau ends its session, tells us over the back channel, and sends the browser home.
+    let back = b.navigate(out.location().as_str()).await;
+    assert_eq!(back.status, StatusCode::FOUND, "{}", back.text());
+    assert!(back.location().starts_with(&format!("{}/", env.origin)));
+    assert_eq!(env.trousseau().stats().backchannel_sent, 1);
+    // Even a copy of the old cookie is no session any more.
+    let mut thief = env.browser();
+    thief.jar = stolen_copy;
+    assert_eq!(thief.api_get("/x").await.status, StatusCode::UNAUTHORIZED);
+}
+
+async fn post_logout_token(env: &Env, token: &str) -> Answer {
+    let body = format!("logout_token={token}");
+    env.browser()
+        .request(Method::POST, "/.trousseau/backchannel-logout", &[("content-type", "application/x-www-form-urlencoded")], Bytes::from(body))
+        .await
+}
+
+#[tokio::test]
+async fn backchannel_logout_by_sub_ends_every_session_of_the_user() {
+    let env = Env::start().await;
+    let mut laptop = env.browser();
+    laptop.sign_in("/", JEAN).await;
+    let mut phone = env.browser();
+    phone.sign_in("/", JEAN).await;
+    let mut other_user = env.browser();
+    other_user.sign_in("/", &helene()).await;
+
+    let token = env.trousseau().logout_token(Some(JEAN), None);
+    let r = post_logout_token(&env, &token).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(laptop.api_get("/x").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(phone.api_get("/x").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(other_user.api_get("/x").await.status, StatusCode::OK);
+    // The same token again is a replay.
+    assert_eq!(post_logout_token(&env, &token).await.status, StatusCode::BAD_REQUEST);
+    // Signing in again afterwards works.
+    let mut again = env.browser();
+    assert_eq!(again.sign_in("/", JEAN).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn forged_logout_tokens_are_refused() {
+    let env = Env::start().await;
+    let mut b = env.browser();
+    b.sign_in("/", JEAN).await;
+    let idp = env.trousseau();
+    let good = jws_parts(&idp.logout_token(Some(JEAN), None)).1;
+    let with = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut c = good.clone();
+        c["jti"] = serde_json::json!(format!("jti-{}", rand_suffix()));
+        edit(&mut c);
+        c
+    };
+    // Another IdP's key (same claims) does not verify.
+    let impostor = trousseau_proxy::devidp::DevIdp::new(trousseau_proxy::devidp::DevIdpConfig::default()).unwrap();
+    let cases: Vec<(&str, String)> = vec![
+        ("wrong key", impostor.sign_jwt(&with(&|_| {}), "logout+jwt")),
+        ("missing events", idp.sign_jwt(&with(&|c| { c.as_object_mut().unwrap().remove("events"); }), "logout+jwt")),
+        ("nonce present", idp.sign_jwt(&with(&|c| c["nonce"] = "n".into()), "logout+jwt")),
+        ("wrong aud", idp.sign_jwt(&with(&|c| c["aud"] = "someone-else".into()), "logout+jwt")),
+        ("wrong iss", idp.sign_jwt(&with(&|c| c["iss"] = "https://evil.example/application/o/app/".into()), "logout+jwt")),
+        ("old iat", idp.sign_jwt(&with(&|c| c["iat"] = (c["iat"].as_u64().unwrap() - 3600).into()), "logout+jwt")),
+        ("no sid nor sub", idp.sign_jwt(&with(&|c| { let o = c.as_object_mut().unwrap(); o.remove("sub"); o.remove("sid"); }), "logout+jwt")),
+        ("no jti", idp.sign_jwt(&with(&|c| { c.as_object_mut().unwrap().remove("jti"); }), "logout+jwt")),
+        ("alg none", format!("eyJhbGciOiJub25lIn0.{}.", base64_url(&serde_json::to_vec(&with(&|_| {})).unwrap()))),
+        ("garbage", "not.a.token".into()),
+    ];
+    for (what, token) in cases {
+        let r = post_logout_token(&env, &token).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{what} was accepted");
+    }
+    // Two logout_token parameters are refused too.
+    let valid = idp.logout_token(Some(JEAN), None);
+    let r = env
+        .browser()
+        .request(Method::POST, "/.trousseau/backchannel-logout", &[("content-type", "application/x-www-form-urlencoded")], Bytes::from(format!("logout_token={valid}&logout_token={valid}")))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // None of that ended the session.
+    assert_eq!(b.api_get("/x").await.status, StatusCode::OK);
+    // Authentik-style tokens (typ JWT, no exp) are accepted.
+    let mut authentik = good.clone();
+    authentik.as_object_mut().unwrap().remove("exp");
+    authentik["jti"] = "authentik-style".into();
+    assert_eq!(post_logout_token(&env, &idp.sign_jwt(&authentik, "JWT")).await.status, StatusCode::OK);
+    assert_eq!(b.api_get("/x").await.status, StatusCode::UNAUTHORIZED);
+}
+
+/// Opens a `name=value` session cookie with the test secret.
+fn open_session(cookie: &str) -> trousseau_proxy::session::Session {
+    use trousseau_proxy::session::{cookies::*, seal::*};
+    let sealer = Sealer::new(&[parse_secret(SECRET).unwrap()]).unwrap();
+    let codec = SessionCodec::new(Arc::new(sealer), CookieSettings::new("trousseau_session", false));
+    let mut headers = http::HeaderMap::new();
+    headers.insert("cookie", cookie.parse().unwrap());
+    codec.load(&RequestCookies::from_headers(&headers)).expect("a valid session cookie")
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
