@@ -299,6 +299,8 @@ impl App {
             }
             (&Method::GET, "callback") => self.callback(&req, ctx).await,
             (&Method::GET | &Method::POST, "logout") => self.logout(&req, ctx),
+            (_, "auth") => self.forward_auth(req, ctx).await,
+            (_, e) if e.starts_with("auth/") => self.forward_auth(req, ctx).await,
             (&Method::POST, "backchannel-logout") => self.backchannel_logout(req).await,
             (&Method::GET | &Method::HEAD, "organizations") => self.organizations_page(&req, ctx),
             (&Method::POST, "organizations") => self.choose_organization(req, ctx).await,
@@ -310,6 +312,83 @@ impl App {
                 None => answer::unauthenticated_json(&self.login_url("/")),
             },
             _ => answer::not_found(is_browser_navigation(&req), self.lang(&req, None)),
+        }
+    }
+
+    /// `/.trousseau/auth`: the forward-auth check for nginx `auth_request`, Traefik `ForwardAuth`,
+    /// Caddy `forward_auth` and Envoy `ext_authz`. The original request is described by
+    /// `X-Forwarded-Method`/`X-Forwarded-Uri` (Traefik, Caddy), `X-Original-Method`/`X-Original-URI`
+    /// (nginx) or the path after `/.trousseau/auth` (Envoy's `path_prefix`). The same session,
+    /// refresh and route rules apply; the answer is 200 with the identity headers (and
+    /// `Set-Cookie` after a refresh), 401/403, or — with `?rd=` or for a Traefik-style browser
+    /// navigation — a 302 to sign in.
+    async fn forward_auth(&self, req: Request<Incoming>, ctx: &mut RequestCtx) -> Response<Body> {
+        let h = req.headers();
+        let header_str = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
+        let method: Method = header_str("x-forwarded-method")
+            .or_else(|| header_str("x-original-method"))
+            .and_then(|m| m.parse().ok())
+            .unwrap_or_else(|| req.method().clone());
+        let envoy_path = req.uri().path().strip_prefix("/.trousseau/auth").filter(|p| p.starts_with('/'));
+        let original: String = header_str("x-forwarded-uri")
+            .or_else(|| header_str("x-original-uri"))
+            .map(String::from)
+            .or_else(|| envoy_path.map(|p| match req.uri().query() {
+                Some(q) => format!("{p}?{q}"),
+                None => p.to_string(),
+            }))
+            .unwrap_or_else(|| "/".into());
+        let return_to = safe_return_to(&original);
+        let path = return_to.split('?').next().unwrap_or("/").to_string();
+        let accept_html = header_str("accept").is_some_and(|a| a.contains("text/html") || a.contains("*/*"));
+        let navigation = matches!(method, Method::GET | Method::HEAD)
+            && accept_html
+            && header_str("x-requested-with").is_none()
+            && header_str("sec-fetch-mode").is_none_or(|m| m.eq_ignore_ascii_case("navigate"));
+        let wants_redirect = query_param(req.uri().query(), "rd").is_some()
+            || (navigation && header_str("x-forwarded-uri").is_some());
+        let lang = self.lang(&req, None);
+
+        if self.policy.is_public(&path) {
+            return answer::text(StatusCode::OK, "");
+        }
+        let Some(session) = self.load_session(&ctx.cookies) else {
+            return if wants_redirect {
+                self.start_login(ctx, return_to, lang)
+            } else {
+                answer::unauthenticated_json(&self.login_url(&return_to))
+            };
+        };
+        ctx.sub = Some(session.identity.sub.clone());
+        let session = match self.refresher.refresh_if_due(session).await {
+            RefreshOutcome::Fresh(s) | RefreshOutcome::Stale(s) => s,
+            RefreshOutcome::Refreshed(mut s) => {
+                if s.org.is_none() {
+                    s.org = self.policy.auto_select(&s);
+                }
+                self.save_session(&s, ctx);
+                s
+            }
+            RefreshOutcome::Ended => {
+                ctx.set_cookies.extend(self.codec.clear(&ctx.cookies));
+                return if wants_redirect {
+                    self.start_login(ctx, return_to, lang)
+                } else {
+                    answer::unauthenticated_json(&self.login_url(&return_to))
+                };
+            }
+            RefreshOutcome::Unavailable => return answer::unavailable(false, lang),
+        };
+        let lang = self.lang(&req, Some(&session));
+        match self.policy.authorize(&session, &method, &path) {
+            Decision::Allow => {
+                let mut r = answer::text(StatusCode::OK, "");
+                let assertion = self.assertions.assertion_for(&session);
+                identity::insert_identity_headers(r.headers_mut(), &session, assertion, self.settings.identity.pass_access_token);
+                r
+            }
+            Decision::ChooseOrganization => answer::choose_organization(wants_redirect, lang, &return_to),
+            Decision::Deny(denial) => answer::forbidden(wants_redirect, lang, &denial, &session),
         }
     }
 

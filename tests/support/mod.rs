@@ -355,3 +355,16 @@ pub fn jws_parts(jws: &str) -> (serde_json::Value, serde_json::Value) {
     let p = b64.decode(parts.next().unwrap()).unwrap();
     (serde_json::from_slice(&h).unwrap(), serde_json::from_slice(&p).unwrap())
 }
+
+/// Whether a system program the test drives is installed. Under CI (`CI` set) a missing program
+/// fails the test — `.ci/run` installs it; on a developer machine the test says it is skipped.
+pub fn have_program(path: &str, install_hint: &str) -> bool {
+    if std::path::Path::new(path).exists() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{path} is required under CI ({install_hint})");
+    }
+    eprintln!("skipped: {path} is not installed ({install_hint})");
+    false
+}
