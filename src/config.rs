@@ -243,8 +243,18 @@ pub struct SessionConfig {
     pub max_lifetime: HumanDuration,
     /// `cookie` (everything in the cookie), `memory` or `redis`.
     pub store: String,
-    /// Redis URL for `store: redis`.
+    /// Redis (or Valkey) shared by every replica: `redis://[:password@]host:6379/0`, `rediss://`
+    /// for TLS. Needed by `store: redis` and `revocations: redis`; when set, refreshes are also
+    /// coordinated across replicas through it.
     pub redis_url: Option<String>,
+    /// File holding the Redis URL, password included (Kubernetes Secret).
+    pub redis_url_file: Option<String>,
+    /// Where back-channel revocations live: `memory` (this replica) or `redis` (every replica).
+    /// Default: `redis` when a Redis URL is set, `memory` otherwise.
+    pub revocations: Option<String>,
+    /// With `revocations: redis`, how old a replica's cached answer may be (a logout reaches every
+    /// replica within it); `0s` asks Redis on every request.
+    pub revocation_staleness: HumanDuration,
     /// Refresh this long before the access token expires.
     pub refresh_skew: HumanDuration,
     /// When Trousseau is unreachable, keep serving the last identity this long past expiry.
@@ -260,6 +270,9 @@ impl Default for SessionConfig {
             max_lifetime: HumanDuration(Duration::from_secs(30 * 86_400)),
             store: "cookie".into(),
             redis_url: None,
+            redis_url_file: None,
+            revocations: None,
+            revocation_staleness: HumanDuration(Duration::from_secs(1)),
             refresh_skew: HumanDuration(Duration::from_secs(30)),
             refresh_grace: HumanDuration(Duration::from_secs(300)),
         }
@@ -362,6 +375,9 @@ const KEY_PATHS: &[&str] = &[
     "session.max_lifetime",
     "session.store",
     "session.redis_url",
+    "session.redis_url_file",
+    "session.revocations",
+    "session.revocation_staleness",
     "session.refresh_skew",
     "session.refresh_grace",
     "identity.signing_key_file",
@@ -636,8 +652,13 @@ pub struct SessionSettings {
     pub max_lifetime: Duration,
     /// Where sessions live.
     pub store: StoreKind,
-    /// Redis URL when the store is Redis.
+    /// Redis URL (credentials included) when Redis is used: `store: redis`, `revocations: redis`,
+    /// and refresh coordination across replicas.
     pub redis_url: Option<String>,
+    /// Where back-channel revocations live.
+    pub revocations: RevocationKind,
+    /// How old a cached revocation answer may be (`revocations: redis`).
+    pub revocation_staleness: Duration,
     /// Refresh skew.
     pub refresh_skew: Duration,
     /// Grace when the IdP is unreachable.
@@ -651,6 +672,8 @@ impl fmt::Debug for SessionSettings {
             .field("cookie_name", &self.cookie_name)
             .field("max_lifetime", &self.max_lifetime)
             .field("store", &self.store)
+            .field("redis_url", &self.redis_url.as_deref().map(crate::session::redis::redacted_url))
+            .field("revocations", &self.revocations)
             .finish_non_exhaustive()
     }
 }
@@ -663,6 +686,15 @@ pub enum StoreKind {
     /// In this process's memory; the cookie carries a sealed handle.
     Memory,
     /// In Redis; the cookie carries a sealed handle.
+    Redis,
+}
+
+/// Where back-channel revocations live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RevocationKind {
+    /// In this replica's memory.
+    Memory,
+    /// In Redis, seen by every replica.
     Redis,
 }
 
@@ -838,15 +870,51 @@ pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, Conf
         "redis" => StoreKind::Redis,
         other => return Err(invalid("session.store", format!("`{other}`: use cookie, memory or redis"))),
     };
-    if store == StoreKind::Redis {
-        return Err(invalid("session.store", "`redis` is not available in this version yet; use cookie or memory".into()));
+    let redis_url = secret_value(
+        file.session.redis_url.as_deref(),
+        file.session.redis_url_file.as_deref(),
+        "session.redis_url",
+        source,
+    )?
+    .map(|url| url.trim().to_string());
+    if let Some(url) = &redis_url {
+        check_redis_url(url).map_err(|m| invalid("session.redis_url", m))?;
+    }
+    if store == StoreKind::Redis && redis_url.is_none() {
+        return Err(invalid("session.store", "`redis` needs session.redis_url (or session.redis_url_file)".into()));
+    }
+    let revocations = match file.session.revocations.as_deref() {
+        None if redis_url.is_some() => RevocationKind::Redis,
+        None | Some("memory") => RevocationKind::Memory,
+        Some("redis") => RevocationKind::Redis,
+        Some(other) => return Err(invalid("session.revocations", format!("`{other}`: use memory or redis"))),
+    };
+    if revocations == RevocationKind::Redis && redis_url.is_none() {
+        return Err(invalid("session.revocations", "`redis` needs session.redis_url (or session.redis_url_file)".into()));
+    }
+    if revocations == RevocationKind::Memory && store == StoreKind::Redis {
+        return Err(invalid(
+            "session.revocations",
+            "`memory` with session.store: redis would end a back-channel-logged-out session on one replica only; \
+             remove session.revocations (it defaults to redis) or set it to redis"
+                .into(),
+        ));
+    }
+    let revocation_staleness = file.session.revocation_staleness.0;
+    if revocation_staleness > Duration::from_secs(30) {
+        return Err(invalid(
+            "session.revocation_staleness",
+            "must be at most 30s: a back-channel logout reaches every replica only within it (default 1s)".into(),
+        ));
     }
     let session = SessionSettings {
         secrets,
         cookie_name,
         max_lifetime,
         store,
-        redis_url: file.session.redis_url.clone(),
+        redis_url,
+        revocations,
+        revocation_staleness,
         refresh_skew: file.session.refresh_skew.0,
         refresh_grace: file.session.refresh_grace.0,
     };
@@ -896,6 +964,17 @@ pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, Conf
         organization: file.organization.clone(),
         routes: file.routes.clone(),
     })
+}
+
+/// A Redis URL the client accepts. Messages never repeat the URL (it may hold the password).
+fn check_redis_url(text: &str) -> Result<(), String> {
+    let shown = crate::session::redis::redacted_url(text);
+    let url = Url::parse(text).map_err(|e| format!("`{shown}` is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "redis" | "rediss" | "valkey" | "valkeys" | "redis+unix" | "valkey+unix" | "unix") {
+        return Err(format!("`{shown}` must be a redis:// or rediss:// (TLS) URL, like redis://:password@redis:6379/0"));
+    }
+    ::redis::IntoConnectionInfo::into_connection_info(text).map_err(|e| format!("`{shown}`: {e}"))?;
+    Ok(())
 }
 
 fn parse_http_url(text: &str) -> Result<Url, String> {
@@ -998,7 +1077,7 @@ mod tests {
         let text = minimal() + "  cookie_nmae: oops\n";
         let err = load_text(&text, &[]).unwrap_err().to_string();
         assert!(err.contains("cookie_nmae"), "{err}");
-        assert!(err.contains("line 10"), "{err}");
+        assert!(err.contains("line 9"), "{err}");
     }
 
     #[test]

@@ -256,77 +256,303 @@ impl JwksVerifier {
     }
 }
 
-async fn demo_page<B>(req: Request<B>, verifier: &JwksVerifier) -> Response<Body> {
-    let h = req.headers();
-    let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let lang = Lang::from_locale(get("x-trousseau-locale").as_deref());
-    let mut rows = String::new();
-    let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).filter(|k| k.starts_with("x-trousseau-") || k.starts_with("x-forwarded-")).collect();
-    names.sort_unstable();
-    names.dedup();
-    for name in names {
-        let value = get(name).unwrap_or_default();
-        let shown = if name == "x-trousseau-jwt-assertion" { format!("{}…", value.chars().take(48).collect::<String>()) } else { value };
-        rows.push_str(&format!("<tr><th scope=\"row\" class=\"code\">{}</th><td class=\"code\">{}</td></tr>", escape(name), escape(&shown)));
+/// What the demo app knows about the current request: the headers the proxy sent and the
+/// assertion, verified like an app would verify it.
+struct DemoRequest {
+    lang: Lang,
+    /// `x-trousseau-*`, `x-forwarded-*` and `x-request-id`, sorted, as received.
+    headers: Vec<(String, String)>,
+    /// Header, claims and "expires in" seconds of a verified assertion; or why it did not verify.
+    assertion: Option<Result<(serde_json::Value, serde_json::Value), String>>,
+    /// A session cookie reached the app (it never should).
+    cookie_seen: bool,
+}
+
+impl DemoRequest {
+    async fn read<B>(req: &Request<B>, verifier: &JwksVerifier) -> DemoRequest {
+        let h = req.headers();
+        let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let mut headers: Vec<(String, String)> = h
+            .keys()
+            .map(|k| k.as_str())
+            .filter(|k| k.starts_with("x-trousseau-") || k.starts_with("x-forwarded-") || *k == "x-request-id")
+            .map(|k| (k.to_string(), get(k).unwrap_or_default()))
+            .collect();
+        headers.sort();
+        headers.dedup();
+        let assertion = match get("x-trousseau-jwt-assertion") {
+            Some(jws) => Some(verifier.verify(&jws).await),
+            None => None,
+        };
+        DemoRequest {
+            lang: Lang::from_locale(get("x-trousseau-locale").as_deref()),
+            headers,
+            assertion,
+            cookie_seen: get("cookie").is_some_and(|c| c.contains("trousseau_session")),
+        }
     }
-    let cookie_seen = get("cookie").is_some_and(|c| c.contains("trousseau_session"));
-    let (assertion_html, verified) = match get("x-trousseau-jwt-assertion") {
-        None => (format!("<p class=\"status\">{}</p>", escape(lang.pick("No assertion received.", "Aucune assertion reçue."))), false),
-        Some(jws) => match verifier.verify(&jws).await {
-            Ok((header, claims)) => (
-                format!(
-                    "<p class=\"ok\">✔ {}</p><pre>{}</pre><pre>{}</pre>",
-                    escape(lang.pick("Signature verified against /.trousseau/jwks.json.", "Signature vérifiée avec /.trousseau/jwks.json.")),
-                    escape(&serde_json::to_string_pretty(&header).unwrap_or_default()),
-                    escape(&serde_json::to_string_pretty(&claims).unwrap_or_default())
-                ),
-                true,
-            ),
-            Err(e) => (format!("<p class=\"status\">✘ {}</p>", escape(&e)), false),
-        },
-    };
-    let name = get("x-trousseau-name").or_else(|| get("x-trousseau-email")).map(|n| percent_decode(&n));
+
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| percent_decode(v))
+    }
+
+    fn claims(&self) -> Option<&serde_json::Value> {
+        match &self.assertion {
+            Some(Ok((_, claims))) => Some(claims),
+            _ => None,
+        }
+    }
+
+    /// A claim from the verified assertion, else the plain header.
+    fn value(&self, claim: &str, header: &str) -> Option<String> {
+        self.claims()
+            .and_then(|c| c[claim].as_str())
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+            .or_else(|| self.header(header))
+    }
+}
+
+async fn demo_page<B>(req: Request<B>, verifier: &JwksVerifier) -> Response<Body> {
+    let demo = DemoRequest::read(&req, verifier).await;
+    let verified = matches!(demo.assertion, Some(Ok(_)));
+    let lang = demo.lang;
+    let name = demo.value("name", "x-trousseau-name").or_else(|| demo.value("email", "x-trousseau-email"));
     let title = match (&name, lang) {
         (Some(n), Lang::En) => format!("Hello, {n}"),
         (Some(n), Lang::Fr) => format!("Bonjour, {n}"),
         (None, _) => lang.pick("Demo app", "Application de démonstration").to_string(),
     };
-    let org_line = match get("x-trousseau-org-name") {
-        Some(org) => format!(
-            "<p>{} <strong>{}</strong> <span class=\"badge\">{}</span> · <a href=\"/.trousseau/organizations?rd=/\">{}</a></p>",
-            escape(lang.pick("Organization:", "Organisation :")),
-            escape(&percent_decode(&org)),
-            escape(&get("x-trousseau-org-role").unwrap_or_default()),
-            escape(lang.pick("switch", "changer"))
+    let organizations = demo.claims().and_then(|c| c["organizations"].as_array()).map(Vec::len).unwrap_or(0);
+
+    let mut main = String::new();
+    // Who: greeting, and whether the assertion verified.
+    let status = match &demo.assertion {
+        Some(Ok(_)) => format!(
+            r#"<span class="badge ok">{}</span>"#,
+            escape(lang.pick("✔ Signature verified", "✔ Signature vérifiée"))
         ),
-        None => String::new(),
+        Some(Err(_)) => format!(r#"<span class="badge warn">{}</span>"#, escape(lang.pick("✘ Signature not verified", "✘ Signature non vérifiée"))),
+        None => format!(r#"<span class="badge warn">{}</span>"#, escape(lang.pick("No identity received", "Aucune identité reçue"))),
     };
-    let main = format!(
-        "<h1>{title}</h1>\n<p class=\"muted\">{intro}</p>\n{org_line}\
-         <h2>{h_headers}</h2>\n<table>{rows}</table>\n<p class=\"muted\">{cookie_note}</p>\
-         <h2>{h_assertion}</h2>\n{assertion_html}\n\
-         <div class=\"actions\"><a class=\"button secondary\" href=\"/.trousseau/userinfo\">/.trousseau/userinfo</a>\
-         <form method=\"post\" action=\"/.trousseau/logout\"><button type=\"submit\">{signout}</button></form></div>",
+    main.push_str(&format!(
+        r#"<div class="hello">{avatar}<div><h1>{title}</h1><p class="muted">{sub}</p></div><span class="aside">{status}</span></div>
+<p class="lead">{intro}</p>
+"#,
+        avatar = name.as_deref().map(|n| pages::avatar(n, true)).unwrap_or_else(|| pages::Icon::User.badge("")),
         title = escape(&title),
+        sub = escape(&demo.value("email", "x-trousseau-email").unwrap_or_default()),
         intro = escape(lang.pick(
-            "This page is the built-in demo app behind trousseau-proxy. It shows what any app behind the proxy receives for this request.",
-            "Cette page est l'application de démonstration derrière trousseau-proxy. Elle montre ce que toute application derrière le proxy reçoit pour cette requête.",
+            "You are looking at the built-in demo app behind trousseau-proxy. It never saw a password or a token: this page shows exactly what any app behind the proxy receives for this request.",
+            "Vous êtes dans l'application de démonstration derrière trousseau-proxy. Elle n'a jamais vu ni mot de passe ni jeton : cette page montre exactement ce que toute application derrière le proxy reçoit pour cette requête.",
         )),
-        h_headers = escape(lang.pick("Headers received", "En-têtes reçus")),
-        cookie_note = escape(if cookie_seen {
-            lang.pick("Warning: a session cookie reached the app!", "Attention : un cookie de session a atteint l'application !")
+    ));
+
+    // Identity and organization, side by side on wide screens.
+    main.push_str(r#"<div class="grid wide-first">"#);
+    main.push_str(&identity_panel(&demo));
+    main.push_str(&organization_panel(&demo, organizations));
+    main.push_str("</div>\n");
+
+    // The assertion, verified against the proxy's JWKS.
+    main.push_str(&assertion_panel(&demo));
+
+    // The raw headers.
+    let rows: String = demo
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            let shown = if name == "x-trousseau-jwt-assertion" { format!("{}…", value.chars().take(40).collect::<String>()) } else { value.clone() };
+            format!(r#"<tr><th scope="row" class="code">{}</th><td class="code">{}</td></tr>"#, escape(name), escape(&shown))
+        })
+        .collect();
+    let cookie_note = if demo.cookie_seen {
+        format!(r#"<p class="status">{}</p>"#, escape(lang.pick("Warning: a session cookie reached the app!", "Attention : un cookie de session a atteint l'application !")))
+    } else {
+        format!(
+            r#"<p class="muted small">{}</p>"#,
+            escape(lang.pick(
+                "The session cookie never reaches the app, and headers named X-Trousseau-* sent by the browser are removed before these are added.",
+                "Le cookie de session n'atteint jamais l'application, et les en-têtes X-Trousseau-* envoyés par le navigateur sont retirés avant d'ajouter ceux-ci.",
+            ))
+        )
+    };
+    main.push_str(&format!(
+        r#"<section class="panel" aria-labelledby="headers-title" style="margin-top:1rem">
+<h2 id="headers-title">{heading}</h2>
+<table>{rows}</table>
+{cookie_note}
+</section>
+"#,
+        heading = escape(lang.pick("Headers received", "En-têtes reçus")),
+    ));
+
+    // What to do next.
+    main.push_str(&format!(
+        r#"<div class="actions">{switch}<a class="button secondary" href="/.trousseau/userinfo">{userinfo}</a><form method="post" action="/.trousseau/logout"><button type="submit">{signout}</button></form></div>
+<hr>
+<h2>{next}</h2>
+<ul>
+<li>{upstream}<br><code>trousseau-proxy dev --upstream http://localhost:3000</code></li>
+<li>{refresh}<br><code>trousseau-proxy dev --access-token-ttl 30s</code></li>
+<li>{verify} <a href="/.trousseau/jwks.json"><code>/.trousseau/jwks.json</code></a></li>
+</ul>
+"#,
+        switch = if organizations > 1 {
+            format!(r#"<a class="button secondary" href="/.trousseau/organizations?rd=/">{}</a>"#, escape(lang.pick("Switch organization", "Changer d'organisation")))
         } else {
-            lang.pick("The session cookie never reaches the app.", "Le cookie de session n'atteint jamais l'application.")
-        }),
-        h_assertion = escape(lang.pick("Signed assertion (X-Trousseau-Jwt-Assertion)", "Assertion signée (X-Trousseau-Jwt-Assertion)")),
+            String::new()
+        },
+        userinfo = escape(lang.pick("Session as JSON", "Session en JSON")),
         signout = escape(lang.pick("Sign out", "Se déconnecter")),
-    );
-    let mut r = Response::new(body::full(pages::layout(lang, &title, &main)));
+        next = escape(lang.pick("Next", "Et ensuite")),
+        upstream = escape(lang.pick("Put your own app behind the proxy:", "Mettez votre application derrière le proxy :")),
+        refresh = escape(lang.pick("Watch tokens refresh every 30 seconds:", "Regardez les jetons se renouveler toutes les 30 secondes :")),
+        verify = escape(lang.pick("Verify the assertion in your app with the keys at", "Vérifiez l'assertion dans votre application avec les clés de")),
+    ));
+
+    let frame = pages::Frame { wide: true, tag: Some(lang.pick("Demo app", "Application de démo")), ..pages::Frame::default() };
+    let mut r = Response::new(body::full(pages::page(lang, &title, &main, frame)));
     *r.status_mut() = StatusCode::OK;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r.headers_mut().insert("x-demo-assertion-verified", HeaderValue::from_static(if verified { "true" } else { "false" }));
     r
+}
+
+/// Who the user is, from the verified assertion (or the plain headers).
+fn identity_panel(demo: &DemoRequest) -> String {
+    let lang = demo.lang;
+    let mut facts = String::new();
+    let mut fact = |label: &str, value_html: String| {
+        facts.push_str(&format!("<dt>{}</dt><dd>{}</dd>", escape(label), value_html));
+    };
+    if let Some(name) = demo.value("name", "x-trousseau-name") {
+        fact(lang.pick("Name", "Nom"), escape(&name));
+    }
+    if let Some(email) = demo.value("email", "x-trousseau-email") {
+        let verified = demo.claims().and_then(|c| c["email_verified"].as_bool()) == Some(true);
+        let badge = if verified { format!(r#" <span class="badge ok">{}</span>"#, escape(lang.pick("verified", "vérifiée"))) } else { String::new() };
+        fact(lang.pick("Email", "E-mail"), format!("{}{badge}", escape(&email)));
+    }
+    if let Some(sub) = demo.value("sub", "x-trousseau-sub") {
+        fact("sub", format!("<span class=\"code\">{}</span>", escape(&sub)));
+    }
+    if let Some(id) = demo.value("trousseau_user_id", "x-trousseau-user-id") {
+        fact("trousseau_user_id", format!("<span class=\"code\">{}</span>", escape(&id)));
+    }
+    if let Some(locale) = demo.value("locale", "x-trousseau-locale") {
+        fact(lang.pick("Locale", "Langue"), format!("<span class=\"code\">{}</span>", escape(&locale)));
+    }
+    // Pictures are links, never loaded: the demo app loads nothing from elsewhere.
+    if let Some(picture) = demo.claims().and_then(|c| c["picture"].as_str()).filter(|p| !p.is_empty()) {
+        let html = if picture.starts_with("https://") || picture.starts_with("http://") {
+            format!(r#"<a href="{0}" rel="noreferrer noopener">{0}</a>"#, escape(picture))
+        } else {
+            escape(picture)
+        };
+        fact(lang.pick("Picture", "Photo"), html);
+    }
+    let body = if facts.is_empty() {
+        format!(
+            "<p class=\"muted\">{}</p>",
+            escape(lang.pick(
+                "No identity for this request: the path is public, or the app is reached without the proxy.",
+                "Aucune identité pour cette requête : le chemin est public, ou l'application est appelée sans passer par le proxy.",
+            ))
+        )
+    } else {
+        format!("<dl class=\"facts\">{facts}</dl>")
+    };
+    format!(
+        r#"<section class="panel" aria-labelledby="identity-title"><h2 id="identity-title">{}</h2>{body}</section>"#,
+        escape(lang.pick("Identity", "Identité"))
+    )
+}
+
+/// The selected organization and the user's memberships.
+fn organization_panel(demo: &DemoRequest, organizations: usize) -> String {
+    let lang = demo.lang;
+    let selected = demo.header("x-trousseau-org-name").map(|name| {
+        let role = demo.header("x-trousseau-org-role").unwrap_or_default();
+        format!(
+            r#"<p class="hello">{avatar}<span><strong>{name}</strong> <span class="badge">{role}</span><br><span class="muted small code">{slug}</span></span></p>"#,
+            avatar = pages::avatar(&name, false),
+            name = escape(&name),
+            role = escape(&pages::role_label(lang, &role)),
+            slug = escape(&demo.header("x-trousseau-org-slug").unwrap_or_default()),
+        )
+    });
+    let mut body = selected.unwrap_or_else(|| {
+        format!(
+            "<p>{}</p>",
+            escape(match organizations {
+                0 => lang.pick("This account belongs to no organization.", "Ce compte n'appartient à aucune organisation."),
+                _ => lang.pick(
+                    "No organization selected yet: the app receives no X-Trousseau-Org-* headers.",
+                    "Aucune organisation sélectionnée : l'application ne reçoit pas d'en-têtes X-Trousseau-Org-*.",
+                ),
+            })
+        )
+    });
+    if organizations > 0 {
+        let link = lang.pick(
+            if organizations > 1 { "Choose or switch organization" } else { "Organization selector" },
+            if organizations > 1 { "Choisir ou changer d'organisation" } else { "Sélecteur d'organisation" },
+        );
+        let memberships = match lang {
+            Lang::En => format!("{organizations} membership{} in the assertion.", if organizations > 1 { "s" } else { "" }),
+            Lang::Fr => format!("{organizations} appartenance{} dans l'assertion.", if organizations > 1 { "s" } else { "" }),
+        };
+        body.push_str(&format!(
+            r#"<p class="muted small">{} <a href="/.trousseau/organizations?rd=/">{}</a></p>"#,
+            escape(&memberships),
+            escape(link)
+        ));
+    }
+    format!(
+        r#"<section class="panel" aria-labelledby="org-title"><h2 id="org-title">{}</h2>{body}</section>"#,
+        escape(lang.pick("Organization", "Organisation"))
+    )
+}
+
+/// The signed assertion: whether it verified, and its decoded content.
+fn assertion_panel(demo: &DemoRequest) -> String {
+    let lang = demo.lang;
+    let body = match &demo.assertion {
+        None => format!(r#"<p class="status">{}</p>"#, escape(lang.pick("No assertion received.", "Aucune assertion reçue."))),
+        Some(Err(e)) => format!(r#"<p class="status">✘ {}</p>"#, escape(e)),
+        Some(Ok((header, claims))) => {
+            let now = chrono::Utc::now().timestamp();
+            let expires = claims["exp"].as_i64().map(|exp| exp - now).unwrap_or(0).max(0);
+            let facts = format!(
+                r#"<dl class="facts"><dt>alg · kid</dt><dd class="code">{alg} · {kid}</dd><dt>iss</dt><dd class="code">{iss}</dd><dt>aud</dt><dd class="code">{aud}</dd><dt>{exp_label}</dt><dd>{expires}</dd></dl>"#,
+                alg = escape(header["alg"].as_str().unwrap_or_default()),
+                kid = escape(header["kid"].as_str().unwrap_or_default()),
+                iss = escape(claims["iss"].as_str().unwrap_or_default()),
+                aud = escape(claims["aud"].as_str().map(str::to_string).unwrap_or_else(|| claims["aud"].to_string()).as_str()),
+                exp_label = escape(lang.pick("Expires", "Expire")),
+                expires = escape(&match lang {
+                    Lang::En => format!("in {expires} s (the proxy signs a fresh one as needed)"),
+                    Lang::Fr => format!("dans {expires} s (le proxy en signe une nouvelle au besoin)"),
+                }),
+            );
+            format!(
+                r#"<p class="ok">{check} {verified}</p>{facts}<details open><summary>{decoded}</summary><div class="grid narrow-first" style="margin:.5rem 0 0"><pre aria-label="{header_label}">{header}</pre><pre aria-label="{claims_label}">{claims}</pre></div></details>"#,
+                check = pages::Icon::Check.svg().replace("<svg ", r#"<svg style="width:1.1em;height:1.1em;vertical-align:-.2em" "#),
+                verified = escape(lang.pick("Signature verified against /.trousseau/jwks.json.", "Signature vérifiée avec /.trousseau/jwks.json.")),
+                decoded = escape(lang.pick("Decoded header and claims", "En-tête et claims décodés")),
+                header_label = escape(lang.pick("JWS header", "En-tête JWS")),
+                claims_label = escape(lang.pick("Claims", "Claims")),
+                header = escape(&serde_json::to_string_pretty(header).unwrap_or_default()),
+                claims = escape(&serde_json::to_string_pretty(claims).unwrap_or_default()),
+            )
+        }
+    };
+    format!(
+        r#"<section class="panel" aria-labelledby="assertion-title"><h2 id="assertion-title">{}</h2>{body}</section>"#,
+        escape(lang.pick("Signed assertion (X-Trousseau-Jwt-Assertion)", "Assertion signée (X-Trousseau-Jwt-Assertion)"))
+    )
 }
 
 fn percent_decode(text: &str) -> String {

@@ -5,6 +5,7 @@
 //! [`config`] (typed, validated once), [`oidc`] (Trousseau discovery, sign-in, tokens),
 //! [`session`] (the encrypted cookie), [`identity`] (who the user is, signed for the app),
 //! [`policy`] (who may go where), [`proxy`] (forwarding to the app), [`pages`] (what people see),
+//! [`metrics`] (what is counted, served to Prometheus),
 //! [`devidp`] (the embedded Trousseau twin used by `dev` and by the tests).
 
 pub mod body;
@@ -12,6 +13,8 @@ pub mod config;
 pub mod dev;
 pub mod devidp;
 pub mod identity;
+pub mod inject;
+pub mod metrics;
 pub mod oidc;
 pub mod pages;
 pub mod policy;

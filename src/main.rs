@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use trousseau_proxy::config::{self, Flags};
-use trousseau_proxy::{dev, identity, server, session};
+use trousseau_proxy::{dev, identity, inject, server, session};
 
 /// Authenticating reverse proxy that makes any web app a Trousseau single-sign-on app.
 #[derive(Parser, Debug)]
@@ -53,6 +53,9 @@ enum Command {
     },
     /// Zero-config local run: the proxy plus an embedded Trousseau-compatible IdP with demo users.
     Dev(dev::DevArgs),
+    /// Kubernetes mutating admission webhook (AdmissionReview v1 at POST /mutate) that injects the
+    /// proxy as a sidecar into pods labelled trousseau.keysuite.app/inject=true.
+    InjectWebhook(inject::WebhookArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -88,6 +91,16 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("trousseau-proxy dev: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }),
+        // inject-webhook (issue 7)
+        Some(Command::InjectWebhook(args)) => runtime.block_on(async move {
+            match inject::run(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("trousseau-proxy inject-webhook: {e}");
                     ExitCode::FAILURE
                 }
             }

@@ -254,6 +254,8 @@ pub struct Oidc {
     http: IdpHttp,
     provider: RwLock<Option<Arc<Provider>>>,
     ready: AtomicBool,
+    /// Duration of every HTTP call to Trousseau, for `/metrics`.
+    call_latency: Arc<crate::metrics::Histogram>,
 }
 
 /// Current unix time in seconds.
@@ -270,12 +272,18 @@ impl Oidc {
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
-        Ok(Oidc { settings, http, provider: RwLock::new(None), ready: AtomicBool::new(false) })
+        let call_latency = Arc::new(crate::metrics::Histogram::new(crate::metrics::IDP_BUCKETS));
+        Ok(Oidc { settings, http, provider: RwLock::new(None), ready: AtomicBool::new(false), call_latency })
     }
 
     /// The settings this relying party uses.
     pub fn settings(&self) -> &OidcSettings {
         &self.settings
+    }
+
+    /// How long calls to Trousseau take (discovery, JWKS, token endpoint), failed ones included.
+    pub fn call_latency(&self) -> &crate::metrics::Histogram {
+        &self.call_latency
     }
 
     /// True once discovery and the JWKS are loaded.
@@ -288,7 +296,16 @@ impl Oidc {
     fn http_client(&self) -> impl Fn(HttpRequest) -> IdpFuture + Send + Sync + 'static {
         let http = self.http.clone();
         let timeout = self.settings.timeout;
-        move |request| Box::pin(idp_call(http.clone(), timeout, request))
+        let latency = self.call_latency.clone();
+        move |request| {
+            let (http, latency) = (http.clone(), latency.clone());
+            Box::pin(async move {
+                let started = Instant::now();
+                let result = idp_call(http, timeout, request).await;
+                latency.observe(started.elapsed());
+                result
+            })
+        }
     }
 
     /// Loads the discovery document and JWKS. The issuer must match exactly (trailing slash
@@ -715,5 +732,54 @@ impl Oidc {
         }
         let jti = claims["jti"].as_str().filter(|s| !s.is_empty()).ok_or(LogoutTokenError::Claims("jti missing"))?;
         Ok(LogoutRequest { sid, sub, jti: jti.to_string() })
+    }
+}
+
+impl Oidc {
+    /// Asks Trousseau's userinfo endpoint who holds this (opaque) access token. A refused token
+    /// is `Rejected { error: "invalid_token" }`; an unreachable IdP is `Unreachable`.
+    pub async fn userinfo(&self, access_token: &str) -> Result<Identity, OidcError> {
+        let provider = self.provider()?;
+        let url = provider
+            .metadata
+            .userinfo_endpoint()
+            .ok_or_else(|| OidcError::Protocol("Trousseau published no userinfo endpoint".into()))?
+            .url()
+            .clone();
+        let request = http::Request::get(url.as_str())
+            .header(http::header::AUTHORIZATION, format!("Bearer {access_token}"))
+            .header(http::header::ACCEPT, "application/json")
+            .body(Vec::new())
+            .map_err(|_| OidcError::Rejected { error: "invalid_token".into(), description: None })?;
+        let response = (self.http_client())(request).await.map_err(|e| OidcError::Unreachable(e.to_string()))?;
+        let status = response.status();
+        if status == http::StatusCode::UNAUTHORIZED || status == http::StatusCode::FORBIDDEN {
+            return Err(OidcError::Rejected { error: "invalid_token".into(), description: None });
+        }
+        if status.is_server_error() {
+            return Err(OidcError::Unreachable(format!("userinfo answered {status}")));
+        }
+        if !status.is_success() {
+            return Err(OidcError::Protocol(format!("userinfo answered {status}")));
+        }
+        let mut identity: Identity = serde_json::from_slice(response.body())
+            .map_err(|e| OidcError::Protocol(format!("userinfo answer: {e}")))?;
+        if identity.sub.is_empty() {
+            return Err(OidcError::Protocol("userinfo answer has no sub".into()));
+        }
+        for field in [
+            &mut identity.email,
+            &mut identity.name,
+            &mut identity.given_name,
+            &mut identity.family_name,
+            &mut identity.picture,
+            &mut identity.trousseau_user_id,
+            &mut identity.locale,
+        ] {
+            if field.as_deref() == Some("") {
+                *field = None;
+            }
+        }
+        Ok(identity)
     }
 }

@@ -67,22 +67,43 @@ pub fn escape(text: &str) -> String {
     out
 }
 
+/// How a page is framed around its `<main>`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Frame<'a> {
+    /// A wider column, for pages that show data side by side (the demo app, the dev IdP's index).
+    pub wide: bool,
+    /// A short label beside the brand, e.g. "Development" on every page of the dev IdP.
+    pub tag: Option<&'a str>,
+    /// Let this page's same-origin form posts carry their `Origin` header. The proxy answers with
+    /// `Referrer-Policy: no-referrer`, which makes browsers send `Origin: null` on form posts; a
+    /// page whose POST handler checks `Origin` opts back in to `same-origin` (never cross-origin).
+    pub same_origin_referrer: bool,
+}
+
 /// The shared frame of every page: `title` (plain text, escaped here) and `main_html` (already
 /// escaped HTML for the inside of `<main>`).
 pub fn layout(lang: Lang, title: &str, main_html: &str) -> String {
+    page(lang, title, main_html, Frame::default())
+}
+
+/// [`layout`] with a [`Frame`]: width, a tag beside the brand, referrer policy.
+pub fn page(lang: Lang, title: &str, main_html: &str, frame: Frame<'_>) -> String {
+    let width = if frame.wide { " wide" } else { "" };
+    let tag = frame.tag.map(|t| format!(r#" <span class="tag">{}</span>"#, escape(t))).unwrap_or_default();
+    let referrer = if frame.same_origin_referrer { "\n<meta name=\"referrer\" content=\"same-origin\">" } else { "" };
     format!(
         r#"<!doctype html>
 <html lang="{lang}">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="color-scheme" content="light dark">
+<meta name="color-scheme" content="light dark">{referrer}
 <title>{title} · Trousseau</title>
 <style>{CSS}</style>
 </head>
 <body>
-<header class="brand"><span class="mark" aria-hidden="true">◆</span> Keysuite · Trousseau</header>
-<main>
+<header class="top"><div class="wrap{width}"><span class="brand"><span class="mark" aria-hidden="true"></span>Keysuite <span class="sep" aria-hidden="true">·</span> Trousseau</span>{tag}</div></header>
+<main class="wrap{width}">
 {main_html}
 </main>
 </body>
@@ -93,47 +114,186 @@ pub fn layout(lang: Lang, title: &str, main_html: &str) -> String {
     )
 }
 
-/// One stylesheet for every page: calm, readable, high contrast, responsive.
+/// One stylesheet for every page: calm, readable, high contrast (WCAG AA in both schemes),
+/// responsive down to 320px, visible keyboard focus, no external fonts or images.
 pub const CSS: &str = r#"
-:root{--bg:#f6f7f9;--card:#fff;--ink:#1b1f24;--muted:#57606a;--accent:#1f4fd1;--accent-ink:#fff;--line:#d5dae0;--warn:#9a3412;--ok:#166534;font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
-@media (prefers-color-scheme:dark){:root{--bg:#111418;--card:#1b2027;--ink:#e8ecf1;--muted:#a4adb8;--accent:#8fb0ff;--accent-ink:#0b1020;--line:#2f3742;--warn:#fdba74;--ok:#86efac}}
+:root{--bg:#f3f4f7;--card:#fff;--ink:#17202a;--muted:#56606c;--accent:#1f4fd1;--accent-ink:#fff;--accent-soft:#eaf0ff;--line:#d8dde4;--warn:#9a3412;--warn-soft:#fff3ea;--ok:#166534;--ok-soft:#ebf7ef;--danger:#b42318;--danger-soft:#fdefed;--code-bg:#f5f6f8;--shadow:0 1px 2px rgba(16,24,40,.06),0 4px 16px rgba(16,24,40,.06);font-family:system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",sans-serif}
+@media (prefers-color-scheme:dark){:root{--bg:#0e1115;--card:#171c23;--ink:#e8ecf1;--muted:#a6b0bc;--accent:#8fb0ff;--accent-ink:#0b1020;--accent-soft:#1b2744;--line:#2c3440;--warn:#fdba74;--warn-soft:#2a1c10;--ok:#86efac;--ok-soft:#10241a;--danger:#fca5a5;--danger-soft:#2b1616;--code-bg:#11161c;--shadow:none}}
 *{box-sizing:border-box}
+html{-webkit-text-size-adjust:100%}
 body{margin:0;background:var(--bg);color:var(--ink);line-height:1.5;font-size:1rem}
-.brand{padding:1rem 1.5rem;font-weight:600;color:var(--muted);letter-spacing:.02em}
-.mark{color:var(--accent)}
-main{max-width:40rem;margin:1rem auto 3rem;padding:2rem;background:var(--card);border:1px solid var(--line);border-radius:12px}
-@media (max-width:42rem){main{margin:0;border-radius:0;border-left:0;border-right:0;padding:1.25rem}}
-h1{font-size:1.5rem;margin:0 0 .75rem;line-height:1.25}
-h2{font-size:1.1rem;margin:1.5rem 0 .5rem}
-p{margin:.5rem 0}
+.wrap{max-width:38rem;margin:0 auto}
+.wrap.wide{max-width:68rem}
+.top{padding:1.1rem 1.25rem .9rem}
+.top .wrap{display:flex;align-items:center;gap:.6rem;flex-wrap:wrap}
+.brand{font-weight:650;color:var(--ink);letter-spacing:.01em;display:inline-flex;align-items:center;gap:.5rem}
+.brand .sep{color:var(--muted)}
+.mark{width:.8rem;height:.8rem;background:var(--accent);transform:rotate(45deg);border-radius:2px;display:inline-block}
+.tag{font-size:.78rem;font-weight:650;padding:.1rem .55rem;border-radius:999px;background:var(--warn-soft);color:var(--warn);border:1px solid currentColor}
+main{background:var(--card);border:1px solid var(--line);border-radius:14px;padding:2rem 2.25rem;margin-bottom:3rem;box-shadow:var(--shadow)}
+h1{font-size:1.55rem;margin:0 0 .6rem;line-height:1.25;letter-spacing:-.01em}
+h2{font-size:1.05rem;margin:1.75rem 0 .6rem;line-height:1.3}
+p{margin:.55rem 0}
+.lead{font-size:1.05rem}
 .muted{color:var(--muted)}
-.code{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.9rem}
+.small{font-size:.875rem}
+code,.code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,"DejaVu Sans Mono",monospace;font-size:.875em}
+code{background:var(--code-bg);border:1px solid var(--line);border-radius:5px;padding:.05rem .3rem;overflow-wrap:anywhere}
 .status{display:inline-block;font-weight:600;color:var(--warn)}
 .ok{font-weight:600;color:var(--ok)}
-a{color:var(--accent)}
-a:focus-visible,button:focus-visible,input:focus-visible,select:focus-visible{outline:3px solid var(--accent);outline-offset:2px}
-.button,button{display:inline-block;font:inherit;font-weight:600;padding:.6rem 1.1rem;border-radius:8px;border:1px solid var(--accent);background:var(--accent);color:var(--accent-ink);text-decoration:none;cursor:pointer}
+a{color:var(--accent);text-underline-offset:.15em}
+a:hover{text-decoration-thickness:2px}
+:focus-visible{outline:3px solid var(--accent);outline-offset:2px}
+.button,button{display:inline-flex;align-items:center;justify-content:center;gap:.4rem;font:inherit;font-weight:600;line-height:1.3;padding:.6rem 1.1rem;min-height:2.75rem;border-radius:9px;border:1px solid var(--accent);background:var(--accent);color:var(--accent-ink);text-decoration:none;cursor:pointer;text-align:center}
+.button:hover,button:hover{filter:brightness(1.08)}
 .button.secondary,button.secondary{background:transparent;color:var(--accent)}
-.actions{display:flex;gap:.75rem;flex-wrap:wrap;margin-top:1.5rem}
-ul.choices{list-style:none;padding:0;margin:1rem 0;display:grid;gap:.5rem}
-ul.choices button{width:100%;text-align:left;display:flex;justify-content:space-between;align-items:center;gap:1rem;background:var(--card);color:var(--ink);border:1px solid var(--line)}
-ul.choices button:hover{border-color:var(--accent)}
-.badge{font-size:.8rem;font-weight:600;padding:.1rem .5rem;border-radius:999px;border:1px solid var(--line);color:var(--muted);white-space:nowrap}
+.button.secondary:hover,button.secondary:hover{background:var(--accent-soft);filter:none}
+.actions{display:flex;gap:.75rem;flex-wrap:wrap;margin-top:1.6rem;align-items:center}
+.actions form{margin:0}
+.icon{width:3rem;height:3rem;border-radius:50%;display:grid;place-items:center;margin-bottom:1rem;background:var(--accent-soft);color:var(--accent)}
+.icon svg{width:1.5rem;height:1.5rem}
+.icon.warn{background:var(--warn-soft);color:var(--warn)}
+.icon.danger{background:var(--danger-soft);color:var(--danger)}
+.icon.ok{background:var(--ok-soft);color:var(--ok)}
+.error-code{font-size:.875rem;color:var(--muted);margin-top:1rem}
+blockquote{margin:.75rem 0;padding:.6rem .9rem;border-left:3px solid var(--line);background:var(--code-bg);border-radius:0 8px 8px 0}
+.callout{display:flex;gap:.6rem;align-items:flex-start;padding:.7rem .9rem;border-radius:10px;background:var(--warn-soft);color:var(--warn);font-weight:600;margin:0 0 1.4rem;border:1px solid currentColor}
+.callout svg{flex:none;width:1.25rem;height:1.25rem;margin-top:.1rem}
+ul.choices{list-style:none;padding:0;margin:1rem 0;display:grid;gap:.6rem}
+ul.choices button{width:100%;min-height:3.5rem;text-align:left;display:flex;justify-content:flex-start;align-items:center;gap:.9rem;padding:.8rem 1rem;background:var(--card);color:var(--ink);border:1px solid var(--line);font-weight:400;flex-wrap:wrap}
+ul.choices button:hover{border-color:var(--accent);background:var(--accent-soft);filter:none}
+ul.choices button[aria-current]{border-color:var(--accent);box-shadow:inset 3px 0 0 var(--accent)}
+.choice-main{flex:1 1 8rem;min-width:0;display:flex;flex-direction:column;overflow-wrap:anywhere}
+.choice-main strong{font-weight:650}
+.choice-main .badges{display:flex;flex-wrap:wrap;gap:.3rem;margin-top:.4rem}
+.choice-side{display:flex;flex-wrap:wrap;gap:.3rem;justify-content:flex-end;margin-left:auto}
+.avatar{flex:none;width:2.25rem;height:2.25rem;border-radius:50%;display:grid;place-items:center;font-weight:700;font-size:.85rem;letter-spacing:.02em;background:hsl(var(--h,220) 70% 92%);color:hsl(var(--h,220) 55% 28%)}
+.avatar.large{width:3.25rem;height:3.25rem;font-size:1.15rem}
+@media (prefers-color-scheme:dark){.avatar{background:hsl(var(--h,220) 30% 24%);color:hsl(var(--h,220) 85% 85%)}}
+.badge{display:inline-block;font-size:.8rem;font-weight:600;line-height:1.4;padding:.1rem .55rem;border-radius:999px;border:1px solid var(--line);color:var(--muted);white-space:nowrap}
+.badge.accent{color:var(--accent);border-color:currentColor;background:var(--accent-soft)}
+.badge.warn{color:var(--warn);border-color:currentColor;background:var(--warn-soft)}
+.badge.ok{color:var(--ok);border-color:currentColor;background:var(--ok-soft)}
+.chips{display:flex;flex-wrap:wrap;gap:.3rem;margin:.4rem 0 0;padding:0;list-style:none}
+.chips li{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,"DejaVu Sans Mono",monospace;font-size:.8rem;padding:.05rem .45rem;border-radius:6px;background:var(--code-bg);border:1px solid var(--line);color:var(--muted)}
 table{border-collapse:collapse;width:100%;margin:.5rem 0}
-th,td{text-align:left;vertical-align:top;padding:.35rem .5rem;border-bottom:1px solid var(--line);word-break:break-all}
-th{width:35%;color:var(--muted);font-weight:600;word-break:normal}
-label{display:block;font-weight:600;margin:.75rem 0 .25rem}
-input,select,textarea{font:inherit;width:100%;padding:.5rem;border:1px solid var(--line);border-radius:6px;background:var(--card);color:var(--ink)}
-pre{white-space:pre-wrap;word-break:break-all;background:var(--bg);padding:.75rem;border-radius:8px;border:1px solid var(--line);font-size:.85rem}
+th,td{text-align:left;vertical-align:top;padding:.45rem .6rem;border-bottom:1px solid var(--line);overflow-wrap:anywhere}
+th{width:35%;color:var(--muted);font-weight:600}
+tr:last-child th,tr:last-child td{border-bottom:0}
+label{display:block;font-weight:600;margin:.75rem 0 .3rem}
+input,select,textarea{font:inherit;width:100%;min-height:2.75rem;padding:.5rem .7rem;border:1px solid var(--muted);border-radius:9px;background:var(--card);color:var(--ink)}
+.field-row{display:flex;gap:.6rem;flex-wrap:wrap}
+.field-row input{flex:1 1 14rem;width:auto}
+pre{white-space:pre-wrap;overflow-wrap:anywhere;background:var(--code-bg);padding:.8rem 1rem;border-radius:10px;border:1px solid var(--line);font-size:.84rem;line-height:1.45;margin:.5rem 0}
+details{margin:.75rem 0}
+summary{cursor:pointer;font-weight:600;color:var(--accent)}
+hr{border:0;border-top:1px solid var(--line);margin:1.75rem 0}
+.panel{border:1px solid var(--line);border-radius:12px;padding:1rem 1.2rem;min-width:0}
+.panel h2{margin-top:0}
+.grid{display:grid;gap:1rem;grid-template-columns:repeat(auto-fit,minmax(min(100%,24rem),1fr));margin:1.25rem 0}
+@media (min-width:56rem){.grid.wide-first{grid-template-columns:minmax(0,3fr) minmax(0,2fr)}.grid.narrow-first{grid-template-columns:minmax(0,1fr) minmax(0,2fr);align-items:start}}
+.hello{display:flex;gap:1rem;align-items:center;flex-wrap:wrap}
+.hello h1{margin:0}
+.hello p{margin:.1rem 0 0}
+.hello .aside{margin-left:auto}
+@media (max-width:30rem){.hello .aside{margin-left:0}}
+dl.facts{display:grid;grid-template-columns:minmax(7rem,auto) 1fr;gap:.35rem 1rem;margin:.25rem 0}
+dl.facts dt{color:var(--muted);font-weight:600}
+dl.facts dd{margin:0;overflow-wrap:anywhere}
+@media (max-width:30rem){dl.facts{grid-template-columns:1fr}dl.facts dd{margin-bottom:.4rem}}
+.visually-hidden{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
+/* Phones: full-bleed card, stacked tables, full-width buttons. Last, so they win. */
+@media (max-width:40rem){.top{padding:.9rem 1rem}.brand{font-size:.95rem}.tag{font-size:.72rem}main{border-radius:0;border-left:0;border-right:0;padding:1.4rem 1.1rem;margin-bottom:0}.panel{padding:.9rem}}
+@media (max-width:30rem){.actions>*,.actions form button{flex:1 1 100%;width:100%}th,td{display:block;width:auto}th{border-bottom:0;padding-bottom:0}td{padding-top:.1rem}}
 "#;
 
-/// A message page: a heading, paragraphs (already escaped HTML) and action links.
-fn message(lang: Lang, title: &str, paragraphs: &[String], actions: &[(&str, &str, bool)]) -> String {
-    let mut html = format!("<h1>{}</h1>\n", escape(title));
-    for p in paragraphs {
-        html.push_str("<p>");
+/// A small inline icon (SVG, no external asset), drawn in the current text color.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Icon {
+    /// Access refused.
+    Lock,
+    /// Something expired.
+    Clock,
+    /// A service does not answer.
+    Pulse,
+    /// Something went wrong.
+    Alert,
+    /// Nothing here.
+    Search,
+    /// Organizations.
+    Building,
+    /// Done, verified.
+    Check,
+    /// Signed out.
+    Door,
+    /// A person.
+    User,
+}
+
+impl Icon {
+    /// The `<svg>` markup, hidden from screen readers (the text next to it says the same).
+    pub fn svg(self) -> String {
+        let paths = match self {
+            Icon::Lock => r#"<rect x="5" y="11" width="14" height="10" rx="2"/><path d="M8 11V7a4 4 0 0 1 8 0v4"/>"#,
+            Icon::Clock => r#"<circle cx="12" cy="12" r="9"/><path d="M12 7v5l3 2"/>"#,
+            Icon::Pulse => r#"<path d="M3 12h4l3-7 4 14 3-7h4"/>"#,
+            Icon::Alert => r#"<path d="M12 3.5 2.5 20h19z"/><path d="M12 10v4.5M12 17.5v.01"/>"#,
+            Icon::Search => r#"<circle cx="11" cy="11" r="6.5"/><path d="m20 20-4.2-4.2"/>"#,
+            Icon::Building => r#"<path d="M4 21V5a2 2 0 0 1 2-2h7a2 2 0 0 1 2 2v16M15 9h3a2 2 0 0 1 2 2v10M3 21h18M8 7h3M8 11h3M8 15h3"/>"#,
+            Icon::Check => r#"<path d="m5 12.5 4.5 4.5L19 7.5"/>"#,
+            Icon::Door => r#"<path d="M14 4h4a2 2 0 0 1 2 2v12a2 2 0 0 1-2 2h-4M10 16l-4-4 4-4M6 12h10"/>"#,
+            Icon::User => r#"<circle cx="12" cy="8" r="4"/><path d="M4 21a8 8 0 0 1 16 0"/>"#,
+        };
+        format!(
+            r#"<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round" aria-hidden="true" focusable="false">{paths}</svg>"#
+        )
+    }
+
+    /// The icon in its round badge, as at the top of a message page; `tone` is `""`, `warn`,
+    /// `danger` or `ok`.
+    pub fn badge(self, tone: &str) -> String {
+        format!(r#"<div class="icon {tone}">{}</div>"#, self.svg())
+    }
+}
+
+/// A round badge with a person's or organization's initials, in a color derived from the name
+/// (pictures are never loaded: no external assets).
+pub fn avatar(name: &str, large: bool) -> String {
+    let initials: String = name
+        .split(|c: char| c.is_whitespace() || c == '-' || c == '.' || c == '@')
+        .filter_map(|w| w.chars().find(|c| c.is_alphanumeric()))
+        .take(2)
+        .flat_map(char::to_uppercase)
+        .collect();
+    let hue = name.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) % 360;
+    format!(
+        r#"<span class="avatar{}" style="--h:{hue}" aria-hidden="true">{}</span>"#,
+        if large { " large" } else { "" },
+        escape(&initials)
+    )
+}
+
+/// A message page: an icon, a heading, paragraphs (already escaped HTML; one that is a whole
+/// `<blockquote>` stays as it is), an optional error code and action links (`href`, label, primary?).
+fn message(lang: Lang, icon: (Icon, &str), title: &str, paragraphs: &[String], code: Option<&str>, actions: &[(&str, &str, bool)]) -> String {
+    let mut html = icon.0.badge(icon.1);
+    html.push_str(&format!("\n<h1>{}</h1>\n", escape(title)));
+    for (i, p) in paragraphs.iter().enumerate() {
+        if p.starts_with("<blockquote>") {
+            html.push_str(p);
+            html.push('\n');
+            continue;
+        }
+        html.push_str(if i == 0 { "<p class=\"lead\">" } else { "<p>" });
         html.push_str(p);
         html.push_str("</p>\n");
+    }
+    if let Some(code) = code {
+        html.push_str(&format!(
+            "<p class=\"error-code\">{} <code>{}</code></p>\n",
+            escape(lang.pick("Error code:", "Code d'erreur :")),
+            escape(code)
+        ));
     }
     if !actions.is_empty() {
         html.push_str("<div class=\"actions\">");
@@ -154,11 +314,13 @@ fn message(lang: Lang, title: &str, paragraphs: &[String], actions: &[(&str, &st
 pub fn unavailable(lang: Lang) -> String {
     message(
         lang,
+        (Icon::Pulse, "warn"),
         lang.pick("Sign-in is temporarily unavailable", "La connexion est momentanément indisponible"),
         &[escape(lang.pick(
             "Trousseau, the Keysuite sign-in service, cannot be reached right now. Nothing is lost: try again in a few seconds.",
             "Trousseau, le service de connexion Keysuite, ne répond pas pour le moment. Rien n'est perdu : réessayez dans quelques secondes.",
         ))],
+        None,
         &[("/", lang.pick("Try again", "Réessayer"), true)],
     )
 }
@@ -168,6 +330,7 @@ pub fn upstream_failed(lang: Lang, status: http::StatusCode) -> String {
     let timeout = status == http::StatusCode::GATEWAY_TIMEOUT;
     message(
         lang,
+        (Icon::Pulse, "warn"),
         lang.pick("The application is not answering", "L'application ne répond pas"),
         &[
             escape(if timeout {
@@ -180,6 +343,7 @@ pub fn upstream_failed(lang: Lang, status: http::StatusCode) -> String {
                 "Réessayez dans un instant. Si cela persiste, prévenez l'administrateur de l'application.",
             )),
         ],
+        Some(if timeout { "504" } else { "502" }),
         &[("/", lang.pick("Try again", "Réessayer"), true)],
     )
 }
@@ -197,18 +361,21 @@ pub fn denial_text(lang: Lang, denial: &crate::policy::Denial) -> String {
         Denial::OrganizationNotAllowed => lang
             .pick("The selected organization does not have access to this page.", "L'organisation sélectionnée n'a pas accès à cette page.")
             .to_string(),
-        Denial::RoleNotAllowed { role, allowed } => match lang {
-            Lang::En => format!(
-                "This page needs the role {} in your organization; you have the role {}.",
-                allowed.join(" or "),
-                if role.is_empty() { "none" } else { role }
-            ),
-            Lang::Fr => format!(
-                "Cette page demande le rôle {} dans votre organisation ; vous avez le rôle {}.",
-                allowed.join(" ou "),
-                if role.is_empty() { "aucun" } else { role }
-            ),
-        },
+        Denial::RoleNotAllowed { role, allowed } => {
+            let allowed: Vec<String> = allowed.iter().map(|r| role_label(lang, r)).collect();
+            match lang {
+                Lang::En => format!(
+                    "This page needs the role {} in your organization; you have the role {}.",
+                    allowed.join(" or "),
+                    if role.is_empty() { "none".to_string() } else { role_label(lang, role) }
+                ),
+                Lang::Fr => format!(
+                    "Cette page demande le rôle {} dans votre organisation ; vous avez le rôle {}.",
+                    allowed.join(" ou "),
+                    if role.is_empty() { "aucun".to_string() } else { role_label(lang, role) }
+                ),
+            }
+        }
         Denial::EmailNotAllowed => lang
             .pick("Your account's email address is not on the list allowed for this page.", "L'adresse e-mail de votre compte n'est pas autorisée pour cette page.")
             .to_string(),
@@ -229,6 +396,7 @@ pub fn forbidden(lang: Lang, denial: &crate::policy::Denial, session: &crate::se
     actions.push(("/.trousseau/logout", lang.pick("Sign out", "Se déconnecter"), false));
     message(
         lang,
+        (Icon::Lock, "danger"),
         lang.pick("You don't have access to this page", "Vous n'avez pas accès à cette page"),
         &[
             escape(&denial_text(lang, denial)),
@@ -238,14 +406,16 @@ pub fn forbidden(lang: Lang, denial: &crate::policy::Denial, session: &crate::se
                 "Si vous pensez devoir y accéder, demandez à l'administrateur de votre organisation.",
             )),
         ],
+        Some(denial.code()),
         &actions,
     )
 }
 
 /// Trousseau answered the callback with an error.
 pub fn idp_error(lang: Lang, error: &str, description: Option<&str>) -> String {
-    let (title, explanation) = if error == "access_denied" {
+    let (icon, title, explanation) = if error == "access_denied" {
         (
+            (Icon::Lock, "danger"),
             lang.pick("Access denied by Trousseau", "Accès refusé par Trousseau"),
             lang.pick(
                 "Trousseau did not let this account into this application. Usually the account is not in the application's access group.",
@@ -254,6 +424,7 @@ pub fn idp_error(lang: Lang, error: &str, description: Option<&str>) -> String {
         )
     } else {
         (
+            (Icon::Alert, "warn"),
             lang.pick("Sign-in did not complete", "La connexion n'a pas abouti"),
             lang.pick(
                 "Trousseau refused the sign-in request. The application's administrator may need to check its Trousseau settings.",
@@ -263,13 +434,19 @@ pub fn idp_error(lang: Lang, error: &str, description: Option<&str>) -> String {
     };
     let mut paragraphs = vec![escape(explanation)];
     if let Some(d) = description.filter(|d| !d.is_empty()) {
-        paragraphs.push(format!("{} <q>{}</q>", escape(lang.pick("Trousseau says:", "Trousseau indique :")), escape(d)));
+        paragraphs.push(escape(lang.pick("Trousseau says:", "Trousseau indique :")));
+        paragraphs.push(format!("<blockquote>{}</blockquote>", escape(d)));
     }
-    paragraphs.push(format!("<span class=\"muted code\">{}</span>", escape(error)));
+    paragraphs.push(escape(lang.pick(
+        "If this account should have access, ask the application's administrator to add it to the application in Trousseau.",
+        "Si ce compte doit y avoir accès, demandez à l'administrateur de l'application de l'ajouter dans Trousseau.",
+    )));
     message(
         lang,
+        icon,
         title,
         &paragraphs,
+        Some(error),
         &[("/.trousseau/logout", lang.pick("Sign in with another account", "Se connecter avec un autre compte"), true)],
     )
 }
@@ -278,11 +455,13 @@ pub fn idp_error(lang: Lang, error: &str, description: Option<&str>) -> String {
 pub fn login_expired(lang: Lang) -> String {
     message(
         lang,
+        (Icon::Clock, ""),
         lang.pick("This sign-in link has expired", "Ce lien de connexion a expiré"),
         &[escape(lang.pick(
             "The sign-in was started too long ago, in another browser, or was already used. Start again: it only takes a moment.",
             "La connexion a été commencée il y a trop longtemps, dans un autre navigateur, ou a déjà été utilisée. Recommencez : cela ne prend qu'un instant.",
         ))],
+        None,
         &[("/.trousseau/login?rd=/", lang.pick("Sign in again", "Se reconnecter"), true)],
     )
 }
@@ -292,11 +471,13 @@ pub fn sign_in_failed(lang: Lang, error: &crate::oidc::OidcError) -> String {
     let _ = error;
     message(
         lang,
+        (Icon::Alert, "warn"),
         lang.pick("Sign-in could not be completed", "La connexion n'a pas pu être finalisée"),
         &[escape(lang.pick(
             "Trousseau's answer could not be verified, so you were not signed in. Try again; if it keeps happening, the administrator will find the details in the proxy's log.",
             "La réponse de Trousseau n'a pas pu être vérifiée, vous n'avez donc pas été connecté. Réessayez ; si cela se reproduit, l'administrateur trouvera les détails dans le journal du proxy.",
         ))],
+        None,
         &[("/.trousseau/login?rd=/", lang.pick("Try again", "Réessayer"), true)],
     )
 }
@@ -305,11 +486,13 @@ pub fn sign_in_failed(lang: Lang, error: &crate::oidc::OidcError) -> String {
 pub fn session_too_large(lang: Lang) -> String {
     message(
         lang,
+        (Icon::Alert, "warn"),
         lang.pick("Your session is too large", "Votre session est trop volumineuse"),
         &[escape(lang.pick(
             "Your account carries more information than fits in browser cookies. The administrator can fix this by setting session.store to memory.",
             "Votre compte contient plus d'informations que les cookies du navigateur ne peuvent en porter. L'administrateur peut corriger cela avec session.store: memory.",
         ))],
+        None,
         &[],
     )
 }
@@ -318,8 +501,10 @@ pub fn session_too_large(lang: Lang) -> String {
 pub fn not_found(lang: Lang) -> String {
     message(
         lang,
+        (Icon::Search, ""),
         lang.pick("Page not found", "Page introuvable"),
         &[escape(lang.pick("This address is reserved by the sign-in proxy and has no page.", "Cette adresse est réservée au proxy de connexion et ne correspond à aucune page."))],
+        None,
         &[("/", lang.pick("Go to the application", "Aller à l'application"), true)],
     )
 }
@@ -337,11 +522,13 @@ pub fn organization_selector(
     for org in choices {
         let current = session.org.as_deref() == Some(org.id.as_str());
         items.push_str(&format!(
-            "<li><button type=\"submit\" name=\"org\" value=\"{id}\"{pressed}><span><strong>{name}</strong>{current}</span><span class=\"badge\">{role}</span></button></li>\n",
+            "<li><button type=\"submit\" name=\"org\" value=\"{id}\"{pressed}>{avatar}<span class=\"choice-main\"><strong>{name}</strong><span class=\"muted small\">{slug}</span></span><span class=\"choice-side\">{current}<span class=\"badge\">{role}</span></span></button></li>\n",
             id = escape(&org.id),
             pressed = if current { " aria-current=\"true\"" } else { "" },
+            avatar = avatar(&org.name, false),
             name = escape(&org.name),
-            current = if current { format!(" <span class=\"muted\">· {}</span>", escape(lang.pick("current", "actuelle"))) } else { String::new() },
+            slug = escape(&org.slug),
+            current = if current { format!("<span class=\"badge accent\">{}</span>", escape(lang.pick("Current", "Actuelle"))) } else { String::new() },
             role = escape(&role_label(lang, &org.role)),
         ));
     }
@@ -349,14 +536,18 @@ pub fn organization_selector(
         Lang::En => format!("Signed in as <strong>{}</strong>. Which organization are you working for now? You can switch at any time.", escape(who)),
         Lang::Fr => format!("Connecté en tant que <strong>{}</strong>. Pour quelle organisation travaillez-vous maintenant ? Vous pourrez en changer à tout moment.", escape(who)),
     };
+    let not_you = match lang {
+        Lang::En => format!("Not {}? <a href=\"/.trousseau/logout\">Sign out</a>", escape(who)),
+        Lang::Fr => format!("Vous n'êtes pas {} ? <a href=\"/.trousseau/logout\">Se déconnecter</a>", escape(who)),
+    };
     let html = format!(
-        "<h1>{title}</h1>\n<p>{intro}</p>\n<form method=\"post\" action=\"/.trousseau/organizations\">\n<input type=\"hidden\" name=\"rd\" value=\"{rd}\">\n<ul class=\"choices\" aria-label=\"{label}\">\n{items}</ul>\n</form>\n<p class=\"muted\"><a href=\"/.trousseau/logout\">{signout}</a></p>",
+        "{icon}\n<h1 id=\"title\">{title}</h1>\n<p class=\"lead\">{intro}</p>\n<form method=\"post\" action=\"/.trousseau/organizations\">\n<input type=\"hidden\" name=\"rd\" value=\"{rd}\">\n<ul class=\"choices\" aria-labelledby=\"title\">\n{items}</ul>\n</form>\n<hr>\n<p class=\"muted small\">{not_you}</p>",
+        icon = Icon::Building.badge(""),
         title = escape(title),
         rd = escape(return_to),
-        label = escape(lang.pick("Your organizations", "Vos organisations")),
-        signout = escape(lang.pick("Sign out", "Se déconnecter")),
     );
-    layout(lang, title, &html)
+    // The choice is a same-origin POST whose Origin the proxy checks.
+    page(lang, title, &html, Frame { same_origin_referrer: true, ..Frame::default() })
 }
 
 /// A Trousseau role in words.

@@ -219,13 +219,21 @@ impl Upstream {
         let scheme = match url.scheme() {
             "http" => Scheme::HTTP,
             "https" => Scheme::HTTPS,
-            _ => return Err(ProxyError::InvalidUpstream("must start with http:// or https://")),
+            _ => {
+                return Err(ProxyError::InvalidUpstream(
+                    "must start with http:// or https://",
+                ))
+            }
         };
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(ProxyError::InvalidUpstream("must not contain a user name or password"));
+            return Err(ProxyError::InvalidUpstream(
+                "must not contain a user name or password",
+            ));
         }
         if url.query().is_some() || url.fragment().is_some() {
-            return Err(ProxyError::InvalidUpstream("must not have a query or a fragment"));
+            return Err(ProxyError::InvalidUpstream(
+                "must not have a query or a fragment",
+            ));
         }
         let authority: Authority = url[url::Position::BeforeHost..url::Position::AfterPort]
             .parse()
@@ -333,7 +341,8 @@ impl Inner {
         parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(self.authority.clone());
         parts.path_and_query = Some(path_and_query);
-        Uri::from_parts(parts).map_err(|_| ProxyError::InvalidRequest("the target is not a valid URI"))
+        Uri::from_parts(parts)
+            .map_err(|_| ProxyError::InvalidRequest("the target is not a valid URI"))
     }
 
     /// `Host`: the browser's when `preserve_host` is on and we know it. Otherwise none, and the
@@ -615,10 +624,18 @@ mod tests {
                     let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     let _ = match acceptor {
                         Some(acceptor) => {
-                            let Ok(stream) = acceptor.accept(stream).await else { return };
-                            server.serve_connection_with_upgrades(TokioIo::new(stream), service).await
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            server
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .await
                         }
-                        None => server.serve_connection_with_upgrades(TokioIo::new(stream), service).await,
+                        None => {
+                            server
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .await
+                        }
                     };
                 });
             }
@@ -642,7 +659,9 @@ mod tests {
     }
 
     /// An app that reports every request head it receives and answers `200 hello`.
-    async fn spawn_recording_app(tls: bool) -> (App, mpsc::UnboundedReceiver<http::request::Parts>) {
+    async fn spawn_recording_app(
+        tls: bool,
+    ) -> (App, mpsc::UnboundedReceiver<http::request::Parts>) {
         let (seen, heads) = mpsc::unbounded_channel();
         let app = spawn_app(tls, move |req: Request<Incoming>| {
             let seen = seen.clone();
@@ -676,16 +695,20 @@ mod tests {
         spawn_app(tls, |mut req: Request<Incoming>| async move {
             let key = req.headers().get("sec-websocket-key").cloned();
             let upgrade = req.headers().get(header::UPGRADE).cloned();
-            let (Some(key), Some("websocket")) = (key, upgrade.as_ref().and_then(|u| u.to_str().ok()))
+            let (Some(key), Some("websocket")) =
+                (key, upgrade.as_ref().and_then(|u| u.to_str().ok()))
             else {
                 return status(StatusCode::BAD_REQUEST);
             };
             let on_upgrade = hyper::upgrade::on(&mut req);
             tokio::spawn(async move {
                 let upgraded = on_upgrade.await.expect("app side upgrade");
-                let mut ws =
-                    tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
-                        .await;
+                let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    None,
+                )
+                .await;
                 while let Some(Ok(message)) = ws.next().await {
                     if message.is_text() || message.is_binary() {
                         ws.send(message).await.unwrap();
@@ -754,13 +777,17 @@ mod tests {
         addr
     }
 
-    /// Sends one request on a fresh HTTP/1.1 connection.
+    /// Sends one request on a fresh HTTP/1.1 connection; a minute at most.
     async fn send(addr: SocketAddr, req: Request<Body>) -> Response<Incoming> {
         let stream = TcpStream::connect(addr).await.unwrap();
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
         tokio::spawn(connection);
-        sender.send_request(req).await.unwrap()
+        tokio::time::timeout(Duration::from_secs(60), sender.send_request(req))
+            .await
+            .expect("a response within a minute")
+            .unwrap()
     }
 
     fn get(path: &str) -> http::request::Builder {
@@ -786,7 +813,10 @@ mod tests {
     }
 
     fn temp_ca_file(test: &str) -> PathBuf {
-        let path = std::env::temp_dir().join(format!("trousseau-proxy-ca-{}-{test}.pem", std::process::id()));
+        let path = std::env::temp_dir().join(format!(
+            "trousseau-proxy-ca-{}-{test}.pem",
+            std::process::id()
+        ));
         std::fs::write(&path, test_certs::CA).unwrap();
         path
     }
@@ -816,7 +846,10 @@ mod tests {
         let response = send(
             proxy,
             get("/")
-                .header(header::CONNECTION, "keep-alive, X-Client-Hop, x-trousseau-sub")
+                .header(
+                    header::CONNECTION,
+                    "keep-alive, X-Client-Hop, x-trousseau-sub",
+                )
                 .header("x-client-hop", "secret")
                 .header("keep-alive", "timeout=5")
                 .header("proxy-connection", "keep-alive")
@@ -833,7 +866,10 @@ mod tests {
 
         let headers = response.headers().clone();
         for hop in ["x-app-hop", "keep-alive", "proxy-authenticate", "upgrade"] {
-            assert!(!headers.contains_key(hop), "response kept {hop}: {headers:?}");
+            assert!(
+                !headers.contains_key(hop),
+                "response kept {hop}: {headers:?}"
+            );
         }
         assert_ne!(header_str(&headers, "connection"), Some("x-app-hop"));
         assert_eq!(header_str(&headers, "x-app-end-to-end"), Some("kept"));
@@ -854,7 +890,10 @@ mod tests {
             assert!(!names.contains(&hop), "the app received {hop}: {names:?}");
         }
         assert!(names.contains(&"x-end-to-end"), "{names:?}");
-        assert!(names.contains(&"x-trousseau-sub"), "Connection stripped an identity header: {names:?}");
+        assert!(
+            names.contains(&"x-trousseau-sub"),
+            "Connection stripped an identity header: {names:?}"
+        );
         assert_eq!(te, "te=trailers");
     }
 
@@ -879,9 +918,15 @@ mod tests {
 
         let seen = heads.recv().await.unwrap();
         assert_eq!(seen.headers.get_all("x-forwarded-for").iter().count(), 1);
-        assert_eq!(header_str(&seen.headers, "x-forwarded-for"), Some("127.0.0.1"));
+        assert_eq!(
+            header_str(&seen.headers, "x-forwarded-for"),
+            Some("127.0.0.1")
+        );
         assert_eq!(header_str(&seen.headers, "x-forwarded-proto"), Some("http"));
-        assert_eq!(header_str(&seen.headers, "x-forwarded-host"), Some(PUBLIC_HOST));
+        assert_eq!(
+            header_str(&seen.headers, "x-forwarded-host"),
+            Some(PUBLIC_HOST)
+        );
         assert!(!seen.headers.contains_key("forwarded"));
         assert!(!seen.headers.contains_key("x-real-ip"));
     }
@@ -907,7 +952,10 @@ mod tests {
             header_str(&seen.headers, "x-forwarded-for"),
             Some("198.51.100.1, 10.0.0.2, 127.0.0.1")
         );
-        assert_eq!(header_str(&seen.headers, "forwarded"), Some("for=198.51.100.1"));
+        assert_eq!(
+            header_str(&seen.headers, "forwarded"),
+            Some("for=198.51.100.1")
+        );
     }
 
     #[tokio::test]
@@ -944,8 +992,14 @@ mod tests {
 
         let seen = heads.recv().await.unwrap();
         assert_eq!(seen.headers.get_all("host").iter().count(), 1);
-        assert_eq!(header_str(&seen.headers, "host"), Some(app.addr.to_string().as_str()));
-        assert_eq!(header_str(&seen.headers, "x-forwarded-host"), Some(PUBLIC_HOST));
+        assert_eq!(
+            header_str(&seen.headers, "host"),
+            Some(app.addr.to_string().as_str())
+        );
+        assert_eq!(
+            header_str(&seen.headers, "x-forwarded-host"),
+            Some(PUBLIC_HOST)
+        );
     }
 
     #[tokio::test]
@@ -980,7 +1034,10 @@ mod tests {
             "http://127.0.0.1/#top",
         ] {
             let err = Upstream::new(settings(url)).unwrap_err();
-            assert!(matches!(err, ProxyError::InvalidUpstream(_)), "{url}: {err:?}");
+            assert!(
+                matches!(err, ProxyError::InvalidUpstream(_)),
+                "{url}: {err:?}"
+            );
             assert!(!err.to_string().contains("pw"), "{err}");
         }
     }
@@ -988,8 +1045,14 @@ mod tests {
     #[test]
     fn connection_cannot_strip_what_the_proxy_vouches_for() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::CONNECTION, HeaderValue::from_static("X-Trousseau-Jwt-Assertion, close"));
-        headers.insert("x-trousseau-jwt-assertion", HeaderValue::from_static("eyJ..."));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("X-Trousseau-Jwt-Assertion, close"),
+        );
+        headers.insert(
+            "x-trousseau-jwt-assertion",
+            HeaderValue::from_static("eyJ..."),
+        );
         remove_hop_by_hop(&mut headers, false);
         assert!(headers.contains_key("x-trousseau-jwt-assertion"));
         assert!(!headers.contains_key(header::CONNECTION));
@@ -998,7 +1061,10 @@ mod tests {
     #[test]
     fn an_upgrade_keeps_exactly_upgrade_and_connection_upgrade() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade, x-hop"));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade, x-hop"),
+        );
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         headers.insert("x-hop", HeaderValue::from_static("1"));
         assert!(wants_upgrade(&headers));
@@ -1018,12 +1084,18 @@ mod tests {
             let wait = Arc::clone(&wait);
             async move {
                 let (chunks, receiver) = mpsc::channel::<Bytes>(1);
-                chunks.send(Bytes::from_static(b"data: first\n\n")).await.unwrap();
+                chunks
+                    .send(Bytes::from_static(b"data: first\n\n"))
+                    .await
+                    .unwrap();
                 tokio::spawn(async move {
                     // The second chunk exists only once the test has read the first through the proxy.
                     let wait = wait.lock().await.take().unwrap();
                     wait.await.unwrap();
-                    chunks.send(Bytes::from_static(b"data: second\n\n")).await.unwrap();
+                    chunks
+                        .send(Bytes::from_static(b"data: second\n\n"))
+                        .await
+                        .unwrap();
                 });
                 let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
                     let chunk = receiver.recv().await?;
@@ -1038,16 +1110,27 @@ mod tests {
         .await;
         let proxy = spawn_proxy(upstream(&format!("http://{}", app.addr)), false).await;
 
-        let mut response = send(proxy, get("/events").body(body::empty()).unwrap()).await;
-        assert_eq!(next_chunk(response.body_mut()).await.unwrap(), "data: first\n\n");
+        let head = send(proxy, get("/events").body(body::empty()).unwrap());
+        let mut response = tokio::time::timeout(Duration::from_secs(5), head)
+            .await
+            .expect("the response head arrives before the body ends");
+        assert_eq!(
+            next_chunk(response.body_mut()).await.unwrap(),
+            "data: first\n\n"
+        );
         go.send(()).unwrap();
-        assert_eq!(next_chunk(response.body_mut()).await.unwrap(), "data: second\n\n");
+        assert_eq!(
+            next_chunk(response.body_mut()).await.unwrap(),
+            "data: second\n\n"
+        );
         assert_eq!(next_chunk(response.body_mut()).await, None);
     }
 
     async fn next_chunk(body: &mut Incoming) -> Option<Bytes> {
         let frame = tokio::time::timeout(Duration::from_secs(5), body.frame()).await;
-        frame.expect("a chunk in time").map(|frame| frame.unwrap().into_data().unwrap())
+        frame
+            .expect("a chunk in time")
+            .map(|frame| frame.unwrap().into_data().unwrap())
     }
 
     #[tokio::test]
@@ -1084,7 +1167,10 @@ mod tests {
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
-            Some((Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"0123456789"))), sent + 1))
+            Some((
+                Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"0123456789"))),
+                sent + 1,
+            ))
         });
         let request = Request::post("/upload")
             .body(StreamBody::new(chunks).boxed_unsync())
@@ -1104,11 +1190,17 @@ mod tests {
         assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
         for text in ["bonjour", "hello"] {
             ws.send(tungstenite::Message::text(text)).await.unwrap();
-            let echo = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap();
+            let echo = tokio::time::timeout(Duration::from_secs(5), ws.next())
+                .await
+                .unwrap();
             assert_eq!(echo.unwrap().unwrap().into_text().unwrap(), text);
         }
-        ws.send(tungstenite::Message::binary(vec![0u8, 1, 2])).await.unwrap();
-        let echo = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap();
+        ws.send(tungstenite::Message::binary(vec![0u8, 1, 2]))
+            .await
+            .unwrap();
+        let echo = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap();
         assert_eq!(echo.unwrap().unwrap().into_data(), vec![0u8, 1, 2]);
         ws.close(None).await.unwrap();
     }
@@ -1151,10 +1243,19 @@ mod tests {
 
         let seen = heads.recv().await.unwrap();
         assert_eq!(seen.version, Version::HTTP_2);
-        assert_eq!(seen.uri.authority().map(Authority::as_str), Some(authority.as_str()));
-        assert_eq!(seen.uri.path_and_query().map(PathAndQuery::as_str), Some("/h2?x=1"));
+        assert_eq!(
+            seen.uri.authority().map(Authority::as_str),
+            Some(authority.as_str())
+        );
+        assert_eq!(
+            seen.uri.path_and_query().map(PathAndQuery::as_str),
+            Some("/h2?x=1")
+        );
         assert!(!seen.headers.contains_key("host"), "{:?}", seen.headers);
-        assert_eq!(header_str(&seen.headers, "x-forwarded-host"), Some(PUBLIC_HOST));
+        assert_eq!(
+            header_str(&seen.headers, "x-forwarded-host"),
+            Some(PUBLIC_HOST)
+        );
     }
 
     #[tokio::test]
@@ -1202,7 +1303,10 @@ mod tests {
             .header(header::COOKIE, "trousseau_session=secret-cookie")
             .body(body::empty())
             .unwrap();
-        let err = upstream.forward(request, &browser_context()).await.unwrap_err();
+        let err = upstream
+            .forward(request, &browser_context())
+            .await
+            .unwrap_err();
         assert!(matches!(err, ProxyError::Unreachable(_)), "{err:?}");
         assert!(!err.to_string().contains("secret-cookie"), "{err}");
     }
@@ -1246,7 +1350,10 @@ mod tests {
             .forward(get("/").body(body::empty()).unwrap(), &browser_context())
             .await
             .unwrap();
-        assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "late");
+        assert_eq!(
+            response.into_body().collect().await.unwrap().to_bytes(),
+            "late"
+        );
     }
 
     #[tokio::test]

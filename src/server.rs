@@ -21,9 +21,10 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 use crate::body::{self, Body};
-use crate::config::Settings;
+use crate::config::{Settings, StoreKind};
 use crate::devidp::DevIdp;
 use crate::identity::{self, AssertionSettings, Assertions, Signer};
+use crate::metrics::{AnsweredBy, Metrics, Outcome};
 use crate::oidc::{now_secs, LoginState, Oidc, OidcError};
 use crate::pages::Lang;
 use crate::policy::{Decision, Policy};
@@ -32,6 +33,7 @@ use crate::session::cookies::{strip_cookies, CookieSettings, RequestCookies, Ses
 use crate::session::refresh::{RefreshOutcome, Refresher};
 use crate::session::revocation::Revocations;
 use crate::session::seal::Sealer;
+use crate::session::store::{MemoryStore, SessionStore, StoreError};
 use crate::session::Session;
 
 /// Prefix of every path the proxy answers itself.
@@ -39,6 +41,9 @@ pub const RESERVED_PREFIX: &str = "/.trousseau/";
 
 /// Sealing purpose of login-state cookies (never interchangeable with a session).
 const LOGIN_STATE_PURPOSE: &str = "login-state";
+
+/// Sealing purpose of the handle a server-side store's cookie carries.
+const SESSION_HANDLE_PURPOSE: &str = "session-handle";
 
 /// How long one sign-in attempt may take.
 const LOGIN_STATE_TTL: Duration = Duration::from_secs(600);
@@ -76,7 +81,9 @@ pub struct App {
     policy: Policy,
     refresher: Refresher,
     revocations: Revocations,
+    store: Option<Arc<dyn SessionStore>>,
     devidp: Option<Arc<DevIdp>>,
+    metrics: Metrics,
 }
 
 impl App {
@@ -125,8 +132,14 @@ impl App {
         let policy = Policy::new(&settings.routes, &settings.organization);
         let refresher = Refresher::new(oidc.clone(), settings.session.refresh_skew, settings.session.refresh_grace);
         let revocations = Revocations::new(settings.session.max_lifetime);
+        let store: Option<Arc<dyn SessionStore>> = match settings.session.store {
+            StoreKind::Cookie => None,
+            StoreKind::Memory => Some(Arc::new(MemoryStore::new(1_000_000))),
+            StoreKind::Redis => return Err(StartError::Setup("session.store: redis is not available yet".into())),
+        };
         Ok(Arc::new(App {
             revocations,
+            store,
             settings,
             oidc,
             sealer,
@@ -137,6 +150,7 @@ impl App {
             policy,
             refresher,
             devidp,
+            metrics: Metrics::new(),
         }))
     }
 
@@ -148,6 +162,20 @@ impl App {
     /// The validated settings.
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The request path's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// `/metrics` as served on `metrics_listen` (Prometheus text format 0.0.4).
+    pub fn metrics_text(&self) -> String {
+        self.metrics.render(&crate::metrics::Sources {
+            refresh: self.refresher.stats(),
+            idp_latency: self.oidc.call_latency(),
+            revocations_held: self.revocations.len(),
+        })
     }
 
     /// Serves one request. Never fails: every problem becomes an answer.
@@ -162,8 +190,18 @@ impl App {
         let cookies = RequestCookies::from_headers(req.headers());
         strip_cookies(req.headers_mut(), |name| self.is_our_cookie(name));
 
-        let mut ctx = RequestCtx { cookies, set_cookies: Vec::new(), sub: None, peer, request_id: request_id.clone() };
+        let mut ctx = RequestCtx {
+            cookies,
+            set_cookies: Vec::new(),
+            sub: None,
+            peer,
+            request_id: request_id.clone(),
+            answered_by: AnsweredBy::Proxy,
+        };
         let mut response = self.route(req, &mut ctx).await;
+
+        // Metrics: one outcome per request, from who answered and with which status.
+        self.metrics.request(Outcome::classify(ctx.answered_by, response.status()));
 
         // Cookies decided along the way; the request id goes back to the client too.
         for value in ctx.set_cookies.drain(..) {
@@ -188,6 +226,7 @@ impl App {
 
         // 2. Our own endpoints.
         if path.starts_with(RESERVED_PREFIX) || path == "/.trousseau" {
+            ctx.answered_by = AnsweredBy::Reserved;
             if let Some(idp) = &self.devidp {
                 if !idp.path_prefix().is_empty() && path.starts_with(idp.path_prefix()) {
                     // Boxed as `dyn Future + Send` for the same reason as in the refresher.
@@ -205,8 +244,10 @@ impl App {
 
         // 4. The session, if any.
         let browser = is_browser_navigation(&req);
-        let Some(session) = self.load_session(&ctx.cookies) else {
-            return self.unauthenticated(&req, ctx, browser);
+        let session = match self.load_session(&ctx.cookies).await {
+            Ok(Some(session)) => session,
+            Ok(None) => return self.unauthenticated(&req, ctx, browser),
+            Err(e) => return self.store_unavailable(&req, &e),
         };
         ctx.sub = Some(session.identity.sub.clone());
 
@@ -217,12 +258,14 @@ impl App {
                 if session.org.is_none() {
                     session.org = self.policy.auto_select(&session);
                 }
-                self.save_session(&session, ctx);
+                if let Err(e) = self.save_session(&session, ctx).await {
+                    return self.store_unavailable(&req, &e);
+                }
                 session
             }
             RefreshOutcome::Stale(session) => session,
             RefreshOutcome::Ended => {
-                ctx.set_cookies.extend(self.codec.clear(&ctx.cookies));
+                self.end_session(None, ctx).await;
                 return self.unauthenticated(&req, ctx, browser);
             }
             RefreshOutcome::Unavailable => {
@@ -248,7 +291,7 @@ impl App {
     }
 
     /// Forwards to the upstream, with identity headers when there is a session.
-    async fn forward(&self, req: Request<Incoming>, ctx: &RequestCtx, session: Option<&Session>) -> Response<Body> {
+    async fn forward(&self, req: Request<Incoming>, ctx: &mut RequestCtx, session: Option<&Session>) -> Response<Body> {
         let browser = is_browser_navigation(&req);
         let lang = self.lang(&req, session);
         let (mut parts, incoming) = req.into_parts();
@@ -267,8 +310,14 @@ impl App {
             trust_forwarded: self.settings.proxy.trust_forwarded_headers,
         };
         let req = Request::from_parts(parts, body::stream(incoming));
-        match self.upstream.forward(req, &fctx).await {
-            Ok(response) => response,
+        let sent = Instant::now();
+        let result = self.upstream.forward(req, &fctx).await;
+        self.metrics.upstream_latency(sent.elapsed());
+        match result {
+            Ok(response) => {
+                ctx.answered_by = AnsweredBy::Upstream;
+                response
+            }
             Err(e) => {
                 tracing::warn!(error = %e, request_id = ctx.request_id.to_str().unwrap_or("-"), "upstream request failed");
                 answer::upstream_failed(browser, lang, &e)
@@ -298,18 +347,19 @@ impl App {
                 self.start_login(ctx, return_to, self.lang(&req, None))
             }
             (&Method::GET, "callback") => self.callback(&req, ctx).await,
-            (&Method::GET | &Method::POST, "logout") => self.logout(&req, ctx),
+            (&Method::GET | &Method::POST, "logout") => self.logout(&req, ctx).await,
             (_, "auth") => self.forward_auth(req, ctx).await,
             (_, e) if e.starts_with("auth/") => self.forward_auth(req, ctx).await,
             (&Method::POST, "backchannel-logout") => self.backchannel_logout(req).await,
-            (&Method::GET | &Method::HEAD, "organizations") => self.organizations_page(&req, ctx),
+            (&Method::GET | &Method::HEAD, "organizations") => self.organizations_page(&req, ctx).await,
             (&Method::POST, "organizations") => self.choose_organization(req, ctx).await,
-            (&Method::GET | &Method::HEAD, "userinfo") => match self.load_session(&ctx.cookies) {
-                Some(session) => {
+            (&Method::GET | &Method::HEAD, "userinfo") => match self.load_session(&ctx.cookies).await {
+                Ok(Some(session)) => {
                     ctx.sub = Some(session.identity.sub.clone());
                     answer::userinfo(&session)
                 }
-                None => answer::unauthenticated_json(&self.login_url("/")),
+                Ok(None) => answer::unauthenticated_json(&self.login_url("/")),
+                Err(e) => self.store_unavailable(&req, &e),
             },
             _ => answer::not_found(is_browser_navigation(&req), self.lang(&req, None)),
         }
@@ -352,12 +402,11 @@ impl App {
         if self.policy.is_public(&path) {
             return answer::text(StatusCode::OK, "");
         }
-        let Some(session) = self.load_session(&ctx.cookies) else {
-            return if wants_redirect {
-                self.start_login(ctx, return_to, lang)
-            } else {
-                answer::unauthenticated_json(&self.login_url(&return_to))
-            };
+        let session = match self.load_session(&ctx.cookies).await {
+            Ok(Some(session)) => session,
+            Ok(None) if wants_redirect => return self.start_login(ctx, return_to, lang),
+            Ok(None) => return answer::unauthenticated_json(&self.login_url(&return_to)),
+            Err(e) => return self.store_unavailable(&req, &e),
         };
         ctx.sub = Some(session.identity.sub.clone());
         let session = match self.refresher.refresh_if_due(session).await {
@@ -366,11 +415,13 @@ impl App {
                 if s.org.is_none() {
                     s.org = self.policy.auto_select(&s);
                 }
-                self.save_session(&s, ctx);
+                if let Err(e) = self.save_session(&s, ctx).await {
+                    return self.store_unavailable(&req, &e);
+                }
                 s
             }
             RefreshOutcome::Ended => {
-                ctx.set_cookies.extend(self.codec.clear(&ctx.cookies));
+                self.end_session(None, ctx).await;
                 return if wants_redirect {
                     self.start_login(ctx, return_to, lang)
                 } else {
@@ -419,15 +470,18 @@ impl App {
             tracing::warn!("back-channel logout refused: replayed jti");
             return bad("logout token already used");
         }
+        self.metrics.backchannel_revocation();
         tracing::info!(sid = logout.sid.as_deref().unwrap_or("-"), sub = logout.sub.as_deref().unwrap_or("-"), "back-channel logout: sessions ended");
         answer::json(StatusCode::OK, &serde_json::json!({}))
     }
 
     /// `GET /.trousseau/organizations`: the organization selector.
-    fn organizations_page(&self, req: &Request<Incoming>, ctx: &mut RequestCtx) -> Response<Body> {
+    async fn organizations_page(&self, req: &Request<Incoming>, ctx: &mut RequestCtx) -> Response<Body> {
         let browser = is_browser_navigation(req);
-        let Some(session) = self.load_session(&ctx.cookies) else {
-            return self.unauthenticated(req, ctx, browser);
+        let session = match self.load_session(&ctx.cookies).await {
+            Ok(Some(session)) => session,
+            Ok(None) => return self.unauthenticated(req, ctx, browser),
+            Err(e) => return self.store_unavailable(req, &e),
         };
         ctx.sub = Some(session.identity.sub.clone());
         let lang = self.lang(req, Some(&session));
@@ -453,8 +507,10 @@ impl App {
             .headers()
             .get(header::ORIGIN)
             .is_none_or(|o| o.as_bytes() == self.settings.public_origin.as_bytes());
-        let Some(mut session) = self.load_session(&ctx.cookies) else {
-            return answer::unauthenticated_json(&self.login_url("/.trousseau/organizations"));
+        let mut session = match self.load_session(&ctx.cookies).await {
+            Ok(Some(session)) => session,
+            Ok(None) => return answer::unauthenticated_json(&self.login_url("/.trousseau/organizations")),
+            Err(e) => return self.store_unavailable(&req, &e),
         };
         ctx.sub = Some(session.identity.sub.clone());
         if !origin_ok {
@@ -474,8 +530,13 @@ impl App {
         }
         session.org = Some(org);
         session.updated_at_ms = now_millis();
-        if !self.save_session(&session, ctx) {
-            return answer::session_too_large(lang);
+        match self.save_session(&session, ctx).await {
+            Ok(true) => {}
+            Ok(false) => return answer::session_too_large(lang),
+            Err(e) => {
+                tracing::warn!(error = %e, "session store unavailable: answering 503");
+                return answer::store_unavailable(true, lang);
+            }
         }
         let mut r = answer::redirect(&format!("{}{}", self.settings.public_origin, rd));
         *r.status_mut() = StatusCode::SEE_OTHER;
@@ -524,6 +585,7 @@ impl App {
         let sealed = self.sealer.seal(LOGIN_STATE_PURPOSE, &serde_json::to_vec(&login).unwrap_or_default());
         let name = self.login_cookie_name(&login.state);
         ctx.set_cookies.push(self.cookie_header(&name, &sealed, LOGIN_STATE_TTL));
+        self.metrics.sign_in_started();
         answer::redirect(url.as_str())
     }
 
@@ -592,16 +654,20 @@ impl App {
         session.org = self.policy.auto_select(&session);
         ctx.sub = Some(session.identity.sub.clone());
         tracing::info!(sub = %session.identity.sub, "signed in");
-        if !self.save_session(&session, ctx) {
-            return answer::session_too_large(lang);
+        match self.save_session(&session, ctx).await {
+            Ok(true) => {}
+            Ok(false) => return answer::session_too_large(lang),
+            Err(e) => return self.store_unavailable(req, &e),
         }
+        self.metrics.sign_in_completed();
         answer::redirect(&format!("{}{}", self.settings.public_origin, safe_return_to(&login.return_to)))
     }
 
     /// `/.trousseau/logout`: forget everything here, then end the Trousseau session too.
-    fn logout(&self, req: &Request<Incoming>, ctx: &mut RequestCtx) -> Response<Body> {
-        let session = self.load_session(&ctx.cookies);
-        ctx.set_cookies.extend(self.codec.clear(&ctx.cookies));
+    async fn logout(&self, req: &Request<Incoming>, ctx: &mut RequestCtx) -> Response<Body> {
+        // Sign-out works even when the store is down: the cookies go regardless.
+        let session = self.load_session(&ctx.cookies).await.ok().flatten();
+        self.end_session(session.as_ref(), ctx).await;
         let login_cookies: Vec<String> = ctx
             .cookies
             .iter()
@@ -635,38 +701,87 @@ impl App {
         answer::redirect(url.as_str())
     }
 
-    /// Opens the session cookie; anything wrong, stale or past `max_lifetime` is no session.
-    fn load_session(&self, cookies: &RequestCookies) -> Option<Session> {
-        let session = self.codec.load(cookies)?;
+    /// Forgets the session: its cookies (every chunk) and, with a server-side store, its record.
+    async fn end_session(&self, session: Option<&Session>, ctx: &mut RequestCtx) {
+        if let (Some(store), Some(handle)) = (&self.store, self.session_handle(&ctx.cookies)) {
+            if let Err(e) = store.remove(&handle).await {
+                tracing::warn!(error = %e, "could not remove the session record; it expires on its own");
+            }
+        }
+        let _ = session;
+        ctx.set_cookies.extend(self.codec.clear(&ctx.cookies));
+    }
+
+    /// The session of this request: opened from the cookie (or, with a server-side store, looked up
+    /// by the handle sealed in the cookie). Anything wrong, revoked or past `max_lifetime` is no
+    /// session; a store that cannot answer is an error (the caller fails closed with 503).
+    async fn load_session(&self, cookies: &RequestCookies) -> Result<Option<Session>, StoreError> {
+        let session = match &self.store {
+            None => self.codec.load(cookies),
+            Some(store) => match self.session_handle(cookies) {
+                Some(handle) => store.load(&handle).await?,
+                None => None,
+            },
+        };
+        let Some(session) = session else { return Ok(None) };
         if self.revocations.is_revoked(&session) {
-            return None;
+            return Ok(None);
         }
         let now = now_secs();
         let deadline = session.created_at.saturating_add(self.settings.session.max_lifetime.as_secs());
-        (now < deadline && session.created_at <= now + 60).then_some(session)
+        Ok((now < deadline && session.created_at <= now + 60).then_some(session))
     }
 
-    /// Seals the session into cookies on this response. If the session is too big for cookies,
-    /// the ID token (kept only for the logout hint) is dropped first.
-    fn save_session(&self, session: &Session, ctx: &mut RequestCtx) -> bool {
+    /// The store handle sealed in the session cookie (server-side stores only).
+    fn session_handle(&self, cookies: &RequestCookies) -> Option<String> {
+        let sealed = self.codec.cookie().read_chunked(cookies)?;
+        let handle = self.sealer.open(SESSION_HANDLE_PURPOSE, &sealed)?;
+        String::from_utf8(handle).ok().filter(|h| h.len() >= 16)
+    }
+
+    /// Saves the session and sets its cookie on this response. In the cookie the ID token (kept only
+    /// for the logout hint) is dropped when the session would not fit in one cookie; `Ok(false)`
+    /// when even that does not fit in the cookie chunks.
+    async fn save_session(&self, session: &Session, ctx: &mut RequestCtx) -> Result<bool, StoreError> {
         let now = now_secs();
         let deadline = session.created_at.saturating_add(self.settings.session.max_lifetime.as_secs());
         let max_age = Duration::from_secs(deadline.saturating_sub(now));
+        if let Some(store) = &self.store {
+            store.save(&session.id, session, max_age).await?;
+            let sealed = self.sealer.seal(SESSION_HANDLE_PURPOSE, session.id.as_bytes());
+            return match self.codec.cookie().write_chunked(&sealed, max_age, &ctx.cookies) {
+                Ok(values) => {
+                    ctx.set_cookies.extend(values);
+                    Ok(true)
+                }
+                Err(_) => Ok(false),
+            };
+        }
+        let one_cookie = self.codec.cookie().chunk_size;
+        let fits = |s: &Session| self.codec.sealed_len(s) <= one_cookie;
+        let trimmed;
+        let session = if session.id_token.is_some() && !fits(session) {
+            trimmed = Session { id_token: None, ..session.clone() };
+            &trimmed
+        } else {
+            session
+        };
         match self.codec.store(session, max_age, &ctx.cookies) {
             Ok(values) => {
                 ctx.set_cookies.extend(values);
-                true
-            }
-            Err(_) if session.id_token.is_some() => {
-                let mut smaller = session.clone();
-                smaller.id_token = None;
-                self.save_session(&smaller, ctx)
+                Ok(true)
             }
             Err(e) => {
                 tracing::error!(sub = %session.identity.sub, error = %e, "session does not fit in cookies; set session.store: memory");
-                false
+                Ok(false)
             }
         }
+    }
+
+    /// 503 when the session store cannot answer: never let a request through unchecked.
+    fn store_unavailable(&self, req: &Request<Incoming>, e: &StoreError) -> Response<Body> {
+        tracing::warn!(error = %e, "session store unavailable: answering 503");
+        answer::store_unavailable(is_browser_navigation(req), self.lang(req, None))
     }
 
     fn is_our_cookie(&self, name: &str) -> bool {
@@ -703,6 +818,8 @@ struct RequestCtx {
     sub: Option<String>,
     peer: SocketAddr,
     request_id: HeaderValue,
+    /// Who answered, for the request's metrics outcome.
+    answered_by: AnsweredBy,
 }
 
 /// Keeps a sane client `X-Request-Id` or makes one.
@@ -976,6 +1093,26 @@ pub mod answer {
         r
     }
 
+    /// 503: the session store cannot answer.
+    pub fn store_unavailable(browser: bool, lang: Lang) -> Response<Body> {
+        let mut r = if browser {
+            let title = lang.pick("Sessions are temporarily unavailable", "Les sessions sont momentanément indisponibles");
+            let text = lang.pick(
+                "The proxy cannot reach its session store right now, so it cannot check who you are. Nothing is lost: try again in a few seconds.",
+                "Le proxy ne joint pas son stockage de sessions pour le moment et ne peut donc pas vérifier qui vous êtes. Rien n'est perdu : réessayez dans quelques secondes.",
+            );
+            let html = format!("<h1>{}</h1><p>{}</p><div class=\"actions\"><a class=\"button\" href=\"/\">{}</a></div>", pages::escape(title), pages::escape(text), pages::escape(lang.pick("Try again", "Réessayer")));
+            page(StatusCode::SERVICE_UNAVAILABLE, pages::layout(lang, title, &html))
+        } else {
+            json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({"error": "session_store_unavailable", "error_description": "The session store cannot be reached right now; retry shortly."}),
+            )
+        };
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        r
+    }
+
     /// 502/504: the app behind the proxy did not answer.
     pub fn upstream_failed(browser: bool, lang: Lang, e: &ProxyError) -> Response<Body> {
         let status = match e {
@@ -1054,9 +1191,18 @@ pub async fn run(settings: Settings, devidp: Option<Arc<DevIdp>>) -> Result<(), 
     let addr = settings.listen;
     let drain = settings.proxy.drain_timeout.0;
     let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+    let metrics_listener = match settings.metrics_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?),
+        None => None,
+    };
     let app = App::new(settings, devidp)?;
     let oidc = app.oidc().clone();
     tokio::spawn(async move { oidc.discover_until_ready().await });
+    if let Some(listener) = metrics_listener {
+        let metrics_app = app.clone();
+        tracing::info!(listen = ?listener.local_addr().ok(), "metrics at /metrics");
+        tokio::spawn(crate::metrics::serve_metrics(listener, move || metrics_app.metrics_text(), std::future::pending()));
+    }
     tracing::info!(listen = %addr, public_url = %app.settings().public_origin, upstream = %app.settings().upstream, "trousseau-proxy listening");
     serve(listener, app, shutdown_signal(), drain).await;
     Ok(())

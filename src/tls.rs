@@ -1,21 +1,20 @@
 //! TLS for the connections the proxy opens itself: to an `https` app and to Trousseau.
 //!
-//! Which certificate authorities we trust, in one place:
-//! - the system's CA store, found the way OpenSSL finds it (`SSL_CERT_FILE` / `SSL_CERT_DIR`, else the
+//! Which certificate authorities we trust, in one place — a straight union of:
+//! - the system's CA store (rustls-native-certs: `SSL_CERT_FILE` / `SSL_CERT_DIR`, else the
 //!   distribution's bundle), so a company CA installed in the image is trusted as users expect;
-//! - Mozilla's roots compiled into the binary (webpki-roots), used when the image has no CA store at
-//!   all (`scratch`, distroless-static), so a static binary still reaches public hosts;
+//! - Mozilla's roots compiled into the binary (webpki-roots), so a static binary on an image with no
+//!   CA store at all (`scratch`, distroless-static) still reaches public hosts;
 //! - plus the PEM file the operator names (`ca_file`), typically the CA of the app's own certificate.
 //!
 //! The aws-lc-rs crypto provider is passed explicitly: nothing here depends on, or panics for lack
 //! of, a process-wide default provider.
 
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_rustls::{ConfigBuilderExt, HttpsConnector};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::CertificateDer;
@@ -29,18 +28,6 @@ pub const ALPN_HTTP1: &[u8] = b"http/1.1";
 /// How often the kernel probes an idle pooled connection, so half-dead ones (a NAT or load balancer
 /// dropped them silently) are noticed instead of hanging the next request.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
-
-/// Where Linux distributions keep their CA bundle; the first one that exists is the system store.
-/// (The list `openssl-probe`, and through it `rustls-native-certs`, uses.)
-const SYSTEM_BUNDLES: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt",                // Debian, Ubuntu, Gentoo, Arch
-    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem", // RHEL 7+, CentOS, Fedora
-    "/etc/pki/tls/certs/ca-bundle.crt",                  // RHEL 6
-    "/etc/ssl/ca-bundle.pem",                            // openSUSE
-    "/etc/pki/tls/cacert.pem",                           // OpenELEC
-    "/etc/ssl/cert.pem",                                 // Alpine, macOS, OpenBSD
-    "/usr/local/etc/ssl/cert.pem",                       // FreeBSD
-];
 
 /// Why a TLS client configuration could not be built. Every variant names the file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -90,31 +77,38 @@ pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// A client configuration trusting the system's CAs (or, on an image without any, Mozilla's
-/// roots) plus the certificates of `extra_ca_file`, offering HTTP/2 and HTTP/1.1 through ALPN.
+/// A client configuration trusting [`root_store`], offering HTTP/2 and HTTP/1.1 through ALPN.
 pub fn client_config(extra_ca_file: Option<&Path>) -> Result<ClientConfig, TlsError> {
-    let builder = ClientConfig::builder_with_provider(crypto_provider())
+    let roots = root_store(extra_ca_file)?;
+    let mut config = ClientConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()
-        .map_err(TlsError::Provider)?;
+        .map_err(TlsError::Provider)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
+    Ok(config)
+}
 
+/// The trust anchors: the system's CA store, Mozilla's roots, and the certificates of
+/// `extra_ca_file`. A missing or partly unreadable system store is not an error (the built-in
+/// roots still apply); the operator's own `ca_file` is the one that must load.
+pub fn root_store(extra_ca_file: Option<&Path>) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
-    let (system, unusable) = roots.add_parsable_certificates(system_roots());
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+
+    let system = rustls_native_certs::load_native_certs();
+    for error in &system.errors {
+        tracing::debug!(%error, "skipped part of the system CA store");
+    }
+    let (_, unusable) = roots.add_parsable_certificates(system.certs);
     if unusable > 0 {
         tracing::debug!(unusable, "skipped unusable certificates of the system CA store");
     }
+
     if let Some(path) = extra_ca_file {
         add_ca_file(&mut roots, path)?;
     }
-
-    let builder = if system == 0 && extra_ca_file.is_none() {
-        tracing::debug!("no system CA store found, trusting the built-in Mozilla roots");
-        builder.with_webpki_roots()
-    } else {
-        builder.with_root_certificates(roots)
-    };
-    let mut config = builder.with_no_client_auth();
-    config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
-    Ok(config)
+    Ok(roots)
 }
 
 /// A connector for `http` and `https` URIs: TCP with `TCP_NODELAY` and keep-alive probes,
@@ -140,11 +134,13 @@ fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<(), TlsError> {
     for cert in certs {
         let cert = cert.map_err(|err| pem_error(path, err))?;
         count += 1;
-        roots.add(cert).map_err(|source| TlsError::InvalidCertificate {
-            path: path.to_owned(),
-            index: count,
-            source,
-        })?;
+        roots
+            .add(cert)
+            .map_err(|source| TlsError::InvalidCertificate {
+                path: path.to_owned(),
+                index: count,
+                source,
+            })?;
     }
     if count == 0 {
         return Err(TlsError::NoCertificate {
@@ -170,59 +166,13 @@ fn pem_error(path: &Path, err: pem::Error) -> TlsError {
     }
 }
 
-/// The certificates of the system CA store; empty when there is none. Like OpenSSL, `SSL_CERT_FILE`
-/// and `SSL_CERT_DIR` (`:`-separated) replace the search. Unreadable files are skipped: the system
-/// store is a convenience, the operator's own `ca_file` is the one that must load.
-fn system_roots() -> Vec<CertificateDer<'static>> {
-    let mut files: Vec<PathBuf> = Vec::new();
-    if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
-        files.push(file.into());
-    }
-    if let Some(dirs) = std::env::var_os("SSL_CERT_DIR") {
-        for dir in std::env::split_paths(&dirs) {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            files.extend(
-                entries
-                    .filter_map(Result::ok)
-                    .map(|entry| entry.path())
-                    .filter(|path| path.is_file() && is_pem_name(path)),
-            );
-        }
-    }
-    if files.is_empty() {
-        files.extend(
-            SYSTEM_BUNDLES
-                .iter()
-                .map(PathBuf::from)
-                .find(|path| path.is_file()),
-        );
-    }
-
-    files
-        .iter()
-        .filter_map(|file| CertificateDer::pem_file_iter(file).ok())
-        .flat_map(|certs| certs.filter_map(Result::ok))
-        .collect()
-}
-
-/// Whether a file of a CA directory can hold PEM certificates: `*.pem`, `*.crt` or OpenSSL's hashed
-/// names (`5ed36f99.0`).
-fn is_pem_name(path: &Path) -> bool {
-    match path.extension().and_then(OsStr::to_str) {
-        Some("pem" | "crt") => true,
-        Some(ext) => ext.bytes().all(|b| b.is_ascii_digit()),
-        None => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn temp_file(name: &str, contents: &str) -> PathBuf {
-        let path = std::env::temp_dir().join(format!("trousseau-tls-{}-{name}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("trousseau-tls-{}-{name}", std::process::id()));
         std::fs::write(&path, contents).expect("write temp file");
         path
     }
@@ -230,7 +180,18 @@ mod tests {
     #[test]
     fn client_config_offers_http2_and_http1() {
         let config = client_config(None).expect("default config");
-        assert_eq!(config.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert_eq!(
+            config.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+    }
+
+    #[test]
+    fn a_ca_file_is_trusted_besides_the_system_store() {
+        let path = temp_file("ca.pem", test_certs::CA);
+        let config = client_config(Some(&path));
+        std::fs::remove_file(&path).ok();
+        assert!(config.is_ok(), "{:?}", config.err());
     }
 
     #[test]
@@ -258,12 +219,15 @@ mod tests {
     }
 
     #[test]
-    fn ca_directories_hold_pem_and_hashed_names() {
-        assert!(is_pem_name(Path::new("/etc/ssl/certs/5ed36f99.0")));
-        assert!(is_pem_name(Path::new("/etc/ssl/certs/ISRG_Root_X1.pem")));
-        assert!(is_pem_name(Path::new("/x/company.crt")));
-        assert!(!is_pem_name(Path::new("/etc/ssl/certs/README")));
-        assert!(!is_pem_name(Path::new("/etc/ssl/certs/java.jks")));
+    fn trust_is_the_union_of_mozilla_roots_the_system_store_and_the_ca_file() {
+        let mozilla = webpki_roots::TLS_SERVER_ROOTS.len();
+        let without = root_store(None).expect("default roots").len();
+        assert!(without >= mozilla, "{without} < {mozilla}");
+
+        let path = temp_file("union.pem", test_certs::CA);
+        let with = root_store(Some(&path));
+        std::fs::remove_file(&path).ok();
+        assert_eq!(with.expect("roots with CA file").len(), without + 1);
     }
 }
 

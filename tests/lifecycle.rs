@@ -293,3 +293,102 @@ fn base64_url(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
+
+/// A demo user with many organizations (big claims).
+fn big_user(n: usize) -> trousseau_proxy::devidp::DevUser {
+    let mut u = trousseau_proxy::devidp::default_users().into_iter().find(|u| u.sub == JEAN).unwrap();
+    u.sub = "0b9e6f3a-1c2d-4e5f-8a9b-0c1d2e3f4a5b".into();
+    u.email = "group.admin@hotel-group.example".into();
+    u.organizations = (0..n)
+        .map(|i| Organization {
+            id: format!("018cc251-f400-78cc-8e0c-{i:012}"),
+            name: format!("Hôtel numéro {i} du groupe"),
+            slug: format!("hotel-{i}"),
+            role: "admin".into(),
+        })
+        .collect();
+    u
+}
+
+#[tokio::test]
+async fn big_sessions_split_over_cookies_and_still_work() {
+    let user = big_user(20);
+    let sub = user.sub.clone();
+    let env = Env::start_with(EnvOptions { idp: Box::new(move |i| i.users.push(user)), ..Default::default() }).await;
+    let mut b = env.browser();
+    let page = b.sign_in("/", &sub).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let chunks: Vec<_> = b.jar.keys().filter(|k| k.starts_with("trousseau_session")).cloned().collect();
+    assert!(chunks.len() >= 2, "20 organizations need several cookies: {chunks:?}");
+    assert!(b.jar.values().all(|v| v.len() < 4000), "every cookie stays under the browser limit");
+    let echo = b.api_get("/x").await.json();
+    assert_eq!(echo["headers"]["x-trousseau-sub"][0], sub.as_str());
+    assert!(!echo["headers"]["cookie"].to_string().contains("trousseau_session"));
+    // Too big for one cookie: the ID token is not kept, so sign-out uses client_id.
+    let out = b.request(Method::POST, "/.trousseau/logout", &[], Bytes::new()).await;
+    let q: std::collections::HashMap<_, _> = url::Url::parse(&out.location()).unwrap().query_pairs().into_owned().collect();
+    assert_eq!(q.get("client_id").map(String::as_str), Some(CLIENT_ID));
+    assert!(!q.contains_key("id_token_hint"));
+    assert!(!b.jar.keys().any(|k| k.starts_with("trousseau_session")), "every chunk is cleared");
+}
+
+#[tokio::test]
+async fn memory_store_keeps_the_cookie_small_and_logout_final() {
+    let user = big_user(40);
+    let sub = user.sub.clone();
+    let env = Env::start_with(EnvOptions {
+        configure: Box::new(|c| c.session.store = "memory".into()),
+        idp: Box::new(move |i| i.users.push(user)),
+    })
+    .await;
+    let mut b = env.browser();
+    assert_eq!(b.sign_in("/", &sub).await.status, StatusCode::OK);
+    let cookie = b.jar["trousseau_session"].clone();
+    assert!(cookie.len() < 200, "the cookie carries only a sealed handle ({} bytes)", cookie.len());
+    assert_eq!(b.jar.keys().filter(|k| k.starts_with("trousseau_session")).count(), 1);
+    let echo = b.api_get("/x").await.json();
+    assert_eq!(echo["headers"]["x-trousseau-sub"][0], sub.as_str());
+    // The ID token fits server-side: sign-out sends the hint.
+    let copy = b.jar.clone();
+    let out = b.request(Method::POST, "/.trousseau/logout", &[], Bytes::new()).await;
+    assert!(out.location().contains("id_token_hint="));
+    // The record is gone: a copy of the cookie is no session.
+    let mut thief = env.browser();
+    thief.jar = copy;
+    assert_eq!(thief.api_get("/x").await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn memory_store_refresh_is_seen_by_every_tab_at_once() {
+    let env = Arc::new(
+        Env::start_with(EnvOptions {
+            configure: Box::new(|c| {
+                c.session.store = "memory".into();
+                c.session.refresh_skew = trousseau_proxy::config::HumanDuration(Duration::from_secs(30));
+            }),
+            idp: Box::new(|i| {
+                i.access_token_ttl = Duration::from_secs(10);
+                i.id_token_ttl = Duration::from_secs(10);
+            }),
+        })
+        .await,
+    );
+    let mut b = env.browser();
+    b.sign_in("/", JEAN).await;
+    let cookie = b.cookie_header();
+    let base = env.trousseau().stats().refresh_grants_ok;
+    env.trousseau().set_token_endpoint_delay(Duration::from_millis(200));
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let mut c = env.browser();
+        let cookie = cookie.clone();
+        tasks.push(tokio::spawn(async move {
+            c.request(Method::GET, "/api", &[("cookie", cookie.as_str()), ("accept", "application/json")], Bytes::new()).await.status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(env.trousseau().stats().refresh_grants_ok, base + 1);
+    assert_eq!(env.trousseau().stats().refresh_reuse_detected, 0);
+}

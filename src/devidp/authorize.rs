@@ -50,12 +50,17 @@ pub(super) fn current_sso(idp: &DevIdp, headers: &HeaderMap) -> Option<(String, 
 }
 
 /// GET: validate, then show the sign-in page (or answer `prompt=none` at once).
-pub(super) fn start(idp: &DevIdp, query: Option<&str>, headers: &HeaderMap, lang: Lang) -> Response<Body> {
+pub(super) fn start(
+    idp: &DevIdp,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    lang: Lang,
+) -> Response<Body> {
     let params = Params::parse(query.unwrap_or("").as_bytes());
     let request = match validate(idp, &params) {
         Ok(request) => request,
         Err(Refusal::Page(error)) => return error_page(error, lang),
-        Err(Refusal::Redirect(redirect)) => return redirect,
+        Err(Refusal::Redirect(redirect)) => return *redirect,
     };
     let prompt = params.get("prompt").unwrap_or("");
     let prompt_none = prompt.split(' ').any(|p| p == "none");
@@ -63,7 +68,8 @@ pub(super) fn start(idp: &DevIdp, query: Option<&str>, headers: &HeaderMap, lang
     let now = now_unix();
     let session = current_sso(idp, headers)
         .filter(|(_, s)| max_age.is_none_or(|m| now.saturating_sub(s.auth_time) <= m));
-    let force_login = prompt.split(' ').any(|p| p == "login") || (max_age.is_some() && session.is_none());
+    let force_login =
+        prompt.split(' ').any(|p| p == "login") || (max_age.is_some() && session.is_none());
 
     if prompt_none {
         let Some((_, session)) = session else {
@@ -74,7 +80,11 @@ pub(super) fn start(idp: &DevIdp, query: Option<&str>, headers: &HeaderMap, lang
             );
         };
         let Some(user) = idp.directory.get(&session.sub) else {
-            return error_redirect(&request, "login_required", "The session's user no longer exists");
+            return error_redirect(
+                &request,
+                "login_required",
+                "The session's user no longer exists",
+            );
         };
         if let Some(refused) = refuse_user(idp, &request, &user) {
             return refused;
@@ -95,7 +105,13 @@ pub(super) fn start(idp: &DevIdp, query: Option<&str>, headers: &HeaderMap, lang
         users: idp.directory.list(),
     };
     let page = pages::sign_in(idp, &view, lang);
-    idp.pending.insert(id, Arc::new(PendingRequest { force_login, ..request }));
+    idp.pending.insert(
+        id,
+        Arc::new(PendingRequest {
+            force_login,
+            ..request
+        }),
+    );
     web::html(StatusCode::OK, page)
 }
 
@@ -172,15 +188,17 @@ where
 enum Refusal {
     /// The client or redirect URI cannot be trusted: show a page, never redirect.
     Page(PageError),
-    /// Redirect the error back to the client.
-    Redirect(Response<Body>),
+    /// Redirect the error back to the client (boxed: a response is large).
+    Redirect(Box<Response<Body>>),
 }
 
 /// Trousseau's checks, in the order that decides whether an error may be redirected.
 fn validate(idp: &DevIdp, params: &Params) -> Result<PendingRequest, Refusal> {
     let config = &idp.config;
     let client_id = match params.get("client_id") {
-        _ if params.is_repeated("client_id") => return Err(Refusal::Page(PageError::RepeatedClientParameter)),
+        _ if params.is_repeated("client_id") => {
+            return Err(Refusal::Page(PageError::RepeatedClientParameter))
+        }
         None => return Err(Refusal::Page(PageError::MissingClientId)),
         Some(c) if c != config.client_id => return Err(Refusal::Page(PageError::UnknownClient)),
         Some(c) => c,
@@ -205,31 +223,60 @@ fn validate(idp: &DevIdp, params: &Params) -> Result<PendingRequest, Refusal> {
         force_login: false,
     };
     let fail = |request: &PendingRequest, error: &str, description: &str| {
-        Err(Refusal::Redirect(error_redirect(request, error, description)))
+        Err(Refusal::Redirect(Box::new(error_redirect(
+            request,
+            error,
+            description,
+        ))))
     };
 
     if let Some(name) = params.first_repeated() {
-        return fail(&request, "invalid_request", &format!("The parameter {name} was sent more than once"));
+        return fail(
+            &request,
+            "invalid_request",
+            &format!("The parameter {name} was sent more than once"),
+        );
     }
     if params.get("request").is_some() {
-        return fail(&request, "request_not_supported", "Request objects are not supported");
+        return fail(
+            &request,
+            "request_not_supported",
+            "Request objects are not supported",
+        );
     }
     if params.get("request_uri").is_some() {
-        return fail(&request, "request_uri_not_supported", "request_uri is not supported");
+        return fail(
+            &request,
+            "request_uri_not_supported",
+            "request_uri is not supported",
+        );
     }
     match params.get("response_type") {
         Some("code") => {}
         None => return fail(&request, "invalid_request", "response_type is required"),
         Some(_) => {
-            return fail(&request, "unsupported_response_type", "Only response_type=code is supported")
+            return fail(
+                &request,
+                "unsupported_response_type",
+                "Only response_type=code is supported",
+            )
         }
     }
     if !matches!(params.get("response_mode"), None | Some("query")) {
-        return fail(&request, "invalid_request", "Only response_mode=query is supported");
+        return fail(
+            &request,
+            "invalid_request",
+            "Only response_mode=query is supported",
+        );
     }
 
     let mut scopes: Vec<String> = Vec::new();
-    for scope in params.get("scope").unwrap_or("").split(' ').filter(|s| !s.is_empty()) {
+    for scope in params
+        .get("scope")
+        .unwrap_or("")
+        .split(' ')
+        .filter(|s| !s.is_empty())
+    {
         if !scopes.iter().any(|s| s == scope) {
             scopes.push(scope.to_owned());
         }
@@ -254,10 +301,16 @@ fn validate(idp: &DevIdp, params: &Params) -> Result<PendingRequest, Refusal> {
         );
     };
     if params.get("code_challenge_method") != Some("S256") {
-        return fail(&request, "invalid_request", "PKCE is mandatory: code_challenge_method must be S256");
+        return fail(
+            &request,
+            "invalid_request",
+            "PKCE is mandatory: code_challenge_method must be S256",
+        );
     }
     let well_formed = challenge.len() == 43
-        && challenge.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && challenge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if !well_formed {
         return fail(
             &request,
@@ -273,14 +326,26 @@ fn validate(idp: &DevIdp, params: &Params) -> Result<PendingRequest, Refusal> {
         .iter()
         .find(|p| !matches!(**p, "none" | "login" | "consent" | "select_account"))
     {
-        return fail(&request, "invalid_request", &format!("Unsupported prompt value {p}"));
+        return fail(
+            &request,
+            "invalid_request",
+            &format!("Unsupported prompt value {p}"),
+        );
     }
     if prompts.contains(&"none") && prompts.len() > 1 {
-        return fail(&request, "invalid_request", "prompt=none cannot be combined with other values");
+        return fail(
+            &request,
+            "invalid_request",
+            "prompt=none cannot be combined with other values",
+        );
     }
     if let Some(max_age) = params.get("max_age") {
         if max_age.parse::<u32>().is_err() {
-            return fail(&request, "invalid_request", "max_age must be a number of seconds");
+            return fail(
+                &request,
+                "invalid_request",
+                "max_age must be a number of seconds",
+            );
         }
     }
     Ok(request)
@@ -296,7 +361,11 @@ fn refuse_user(idp: &DevIdp, request: &PendingRequest, user: &DevUser) -> Option
         ));
     }
     if idp.directory.is_disabled(&user.sub) {
-        return Some(error_redirect(request, "access_denied", "This account is disabled"));
+        return Some(error_redirect(
+            request,
+            "access_denied",
+            "This account is disabled",
+        ));
     }
     None
 }
@@ -324,7 +393,9 @@ fn code_redirect(
     );
     let mut res = back_to_client(request, &[("code", &code)]);
     if let Some(key) = new_sso_key {
-        if let Some(cookie) = web::sso_cookie(&idp.prefix, idp.base.starts_with("https:"), Some(key)) {
+        if let Some(cookie) =
+            web::sso_cookie(&idp.prefix, idp.base.starts_with("https:"), Some(key))
+        {
             res.headers_mut().append(header::SET_COOKIE, cookie);
         }
     }
@@ -333,14 +404,21 @@ fn code_redirect(
 
 /// Redirects an OAuth error to the client.
 fn error_redirect(request: &PendingRequest, error: &str, description: &str) -> Response<Body> {
-    back_to_client(request, &[("error", error), ("error_description", description)])
+    back_to_client(
+        request,
+        &[("error", error), ("error_description", description)],
+    )
 }
 
 /// 302 to the registered redirect URI with `pairs` and the request's `state` appended.
 fn back_to_client(request: &PendingRequest, pairs: &[(&str, &str)]) -> Response<Body> {
     let Ok(mut url) = url::Url::parse(&request.redirect_uri) else {
         // Registered URIs were validated when the IdP was built.
-        return web::oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "bad redirect_uri");
+        return web::oauth_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "bad redirect_uri",
+        );
     };
     {
         let mut query = url.query_pairs_mut();
@@ -369,5 +447,7 @@ fn plausible_email(email: &str) -> bool {
         && !domain.starts_with('.')
         && !domain.ends_with('.')
         && !domain.contains('@')
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"'))
+        && !email
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"'))
 }

@@ -50,7 +50,11 @@ pub(super) struct IdTokenContext<'a> {
 
 /// The ID token's claims: iss, sub, aud, exp, iat, auth_time, acr, amr, nonce (if any), at_hash,
 /// sid, azp, then the scope claims.
-pub(super) fn id_token_claims(user: &DevUser, scopes: &[String], ctx: &IdTokenContext<'_>) -> Value {
+pub(super) fn id_token_claims(
+    user: &DevUser,
+    scopes: &[String],
+    ctx: &IdTokenContext<'_>,
+) -> Value {
     let mut claims = Map::new();
     claims.insert("iss".into(), json!(ctx.issuer));
     claims.insert("sub".into(), json!(user.sub));

@@ -135,7 +135,10 @@ impl Grants {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         inner.purge_if_due();
         inner
     }
@@ -177,7 +180,9 @@ impl Grants {
         match entry.state {
             CodeState::Fresh => {}
             CodeState::Burned => {
-                return Err(GrantError::Invalid("the authorization code was already used"))
+                return Err(GrantError::Invalid(
+                    "the authorization code was already used",
+                ))
             }
             CodeState::Redeemed(family) => {
                 inner.revoke_family(family);
@@ -256,7 +261,9 @@ impl Grants {
             return Err(GrantError::Invalid("the refresh token is unknown"));
         };
         if family.client_id != client_id {
-            return Err(GrantError::Invalid("the refresh token was issued to another client"));
+            return Err(GrantError::Invalid(
+                "the refresh token was issued to another client",
+            ));
         }
         if family.revoked {
             return Err(GrantError::Invalid("the refresh token has been revoked"));
@@ -274,7 +281,11 @@ impl Grants {
         let scopes = match scope {
             None => family.scopes.clone(),
             Some(requested) => {
-                let requested: Vec<String> = requested.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+                let requested: Vec<String> = requested
+                    .split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect();
                 if requested.is_empty() || !requested.iter().all(|s| family.scopes.contains(s)) {
                     return Err(GrantError::InvalidScope);
                 }

@@ -37,7 +37,11 @@ impl SigningKey {
 
     /// A compact JWS over `claims`; header `{"alg":"RS256","kid":..,"typ":typ}` (no `typ` when
     /// empty).
-    pub(super) fn sign(&self, claims: &Value, typ: &str) -> Result<String, aws_lc_rs::error::Unspecified> {
+    pub(super) fn sign(
+        &self,
+        claims: &Value,
+        typ: &str,
+    ) -> Result<String, aws_lc_rs::error::Unspecified> {
         let header = if typ.is_empty() {
             json!({ "alg": "RS256", "kid": self.kid })
         } else {
@@ -50,8 +54,12 @@ impl SigningKey {
         );
         let mut sig = vec![0u8; self.pair.public_modulus_len()];
         let rng = aws_lc_rs::rand::SystemRandom::new();
-        self.pair
-            .sign(&signature::RSA_PKCS1_SHA256, &rng, signing_input.as_bytes(), &mut sig)?;
+        self.pair.sign(
+            &signature::RSA_PKCS1_SHA256,
+            &rng,
+            signing_input.as_bytes(),
+            &mut sig,
+        )?;
         Ok(format!("{signing_input}.{}", B64.encode(sig)))
     }
 

@@ -72,7 +72,8 @@ where
     let hint_invalid = hint.is_some() && hint_claims.is_none();
     let client_id = params.get("client_id");
     let client_mismatch = client_id.is_some_and(|c| c != idp.config.client_id);
-    let client_identified = !hint_invalid && !client_mismatch && (hint_claims.is_some() || client_id.is_some());
+    let client_identified =
+        !hint_invalid && !client_mismatch && (hint_claims.is_some() || client_id.is_some());
 
     // Which sessions end: the browser's, and the hinted one.
     let mut ended: Vec<(Option<String>, String)> = Vec::new();
@@ -113,7 +114,13 @@ where
         None => None,
         Some(_) if hint_invalid => Some(SignedOutNote::InvalidHint),
         Some(_) if !client_identified => Some(SignedOutNote::ClientUnknown),
-        Some(uri) if !idp.config.post_logout_redirect_uris.iter().any(|u| u == uri) => {
+        Some(uri)
+            if !idp
+                .config
+                .post_logout_redirect_uris
+                .iter()
+                .any(|u| u == uri) =>
+        {
             Some(SignedOutNote::UnregisteredRedirect)
         }
         Some(_) => None,
@@ -126,11 +133,18 @@ where
                 }
                 web::redirect(&url)
             }
-            Err(_) => web::html(StatusCode::OK, pages::signed_out(Some(SignedOutNote::UnregisteredRedirect), lang)),
+            Err(_) => web::html(
+                StatusCode::OK,
+                pages::signed_out(Some(SignedOutNote::UnregisteredRedirect), lang),
+            ),
         },
         (_, note) => {
             let note = note.or(hint_invalid.then_some(SignedOutNote::InvalidHint));
-            let status = if hint_invalid { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+            let status = if hint_invalid {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::OK
+            };
             web::html(status, pages::signed_out(note, lang))
         }
     };
@@ -146,7 +160,9 @@ fn verify_hint(idp: &DevIdp, token: &str) -> Option<Map<String, Value>> {
     let iss_ok = claims.get("iss").and_then(Value::as_str) == Some(idp.issuer.as_str());
     let aud_ok = match claims.get("aud") {
         Some(Value::String(aud)) => *aud == idp.config.client_id,
-        Some(Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(&idp.config.client_id)),
+        Some(Value::Array(auds)) => auds
+            .iter()
+            .any(|a| a.as_str() == Some(&idp.config.client_id)),
         _ => false,
     };
     (iss_ok && aud_ok).then_some(claims)
@@ -162,7 +178,10 @@ async fn send_backchannel(idp: &DevIdp, uri: &str, token: &str) {
         .append_pair("logout_token", token)
         .finish();
     let request = Request::post(uri)
-        .header(header::CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"))
+        .header(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        )
         .header(header::ACCEPT, HeaderValue::from_static("application/json"))
         .body(Full::new(Bytes::from(form)));
     let request = match request {
@@ -195,13 +214,14 @@ async fn send_backchannel(idp: &DevIdp, uri: &str, token: &str) {
 
 fn build_client() -> Option<BackchannelClient> {
     let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let connector = match hyper_rustls::HttpsConnectorBuilder::new().with_provider_and_webpki_roots(provider) {
-        Ok(builder) => builder.https_or_http().enable_http1().build(),
-        Err(error) => {
-            tracing::warn!(%error, "dev IdP: no TLS client for back-channel logout");
-            return None;
-        }
-    };
+    let connector =
+        match hyper_rustls::HttpsConnectorBuilder::new().with_provider_and_webpki_roots(provider) {
+            Ok(builder) => builder.https_or_http().enable_http1().build(),
+            Err(error) => {
+                tracing::warn!(%error, "dev IdP: no TLS client for back-channel logout");
+                return None;
+            }
+        };
     Some(
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_timer(hyper_util::rt::TokioTimer::new())

@@ -129,7 +129,9 @@ impl Default for DevIdpConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum DevIdpError {
     /// `base_url` is not an absolute http(s) URL without query or fragment.
-    #[error("dev IdP base_url must be an absolute http(s) URL without query or fragment, got {0:?}")]
+    #[error(
+        "dev IdP base_url must be an absolute http(s) URL without query or fragment, got {0:?}"
+    )]
     InvalidBaseUrl(String),
     /// The slug is empty or has characters other than letters, digits, `-` and `_`.
     #[error("dev IdP slug must be non-empty and use only letters, digits, '-' and '_', got {0:?}")]
@@ -226,7 +228,9 @@ pub struct DevIdp {
 
 impl std::fmt::Debug for DevIdp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DevIdp").field("issuer", &self.issuer).finish_non_exhaustive()
+        f.debug_struct("DevIdp")
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
     }
 }
 
@@ -244,7 +248,10 @@ impl DevIdp {
         let base = base_url.as_str().trim_end_matches('/').to_owned();
         let prefix = base_url.path().trim_end_matches('/').to_owned();
         if config.slug.is_empty()
-            || !config.slug.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            || !config
+                .slug
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
             return Err(DevIdpError::InvalidSlug(config.slug.clone()));
         }
@@ -258,7 +265,9 @@ impl DevIdp {
             .chain(&config.backchannel_logout_uri);
         for uri in uris {
             let ok = url::Url::parse(uri).is_ok_and(|u| {
-                matches!(u.scheme(), "http" | "https") && u.host_str().is_some() && u.fragment().is_none()
+                matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some()
+                    && u.fragment().is_none()
             });
             if !ok {
                 return Err(DevIdpError::InvalidUri(uri.clone()));
@@ -452,7 +461,10 @@ impl Route {
 
     /// Machine endpoints answer JSON; the others answer pages.
     fn is_api(self) -> bool {
-        matches!(self, Route::Discovery | Route::Jwks | Route::Token | Route::Userinfo | Route::NotFound)
+        matches!(
+            self,
+            Route::Discovery | Route::Jwks | Route::Token | Route::Userinfo | Route::NotFound
+        )
     }
 
     fn allowed_methods(self) -> &'static str {

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use super::users::DevUser;
 use super::DevIdp;
-use crate::pages::{escape, layout, Lang};
+use crate::pages::{avatar, escape, page, role_label, Frame, Icon, Lang};
 
 /// Why the IdP shows an error page instead of going back to the application.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,17 +107,30 @@ pub(super) struct SignInView<'a> {
     pub(super) users: Vec<(DevUser, bool)>,
 }
 
+/// Every page of the dev IdP: the shared look, tagged as a development tool.
+fn dev_page(lang: Lang, title: &str, main: &str, wide: bool) -> String {
+    page(
+        lang,
+        title,
+        main,
+        Frame {
+            wide,
+            tag: Some(lang.pick("Development IdP", "IdP de développement")),
+            ..Frame::default()
+        },
+    )
+}
+
 fn banner(lang: Lang) -> String {
     format!(
-        r#"<p class="status" role="note"><span aria-hidden="true">⚠</span> {}</p>"#,
+        r#"<p class="callout" role="note">{} {}</p>"#,
+        Icon::Alert.svg(),
         escape(lang.pick(
             "Development identity provider — not for production",
             "Fournisseur d'identité de développement — ne pas utiliser en production",
         ))
     )
 }
-
-const WARN_BADGE: &str = r#"class="badge" style="color:var(--warn);border-color:var(--warn)""#;
 
 fn hidden_request(id: &str) -> String {
     format!(r#"<input type="hidden" name="request" value="{}">"#, escape(id))
@@ -126,35 +139,27 @@ fn hidden_request(id: &str) -> String {
 fn user_button(user: &DevUser, disabled: bool, lang: Lang) -> String {
     let mut badges = String::new();
     if user.denied {
-        let _ = write!(badges, "<span {WARN_BADGE}>{}</span>", escape(lang.pick("Access denied", "Accès refusé")));
+        let _ = write!(badges, r#"<span class="badge warn">{}</span>"#, escape(lang.pick("Access denied", "Accès refusé")));
     }
     if disabled {
-        let _ = write!(badges, "<span {WARN_BADGE}>{}</span>", escape(lang.pick("Disabled", "Désactivé")));
+        let _ = write!(badges, r#"<span class="badge warn">{}</span>"#, escape(lang.pick("Disabled", "Désactivé")));
     }
     if user.organizations.is_empty() {
-        let _ = write!(
-            badges,
-            r#"<span class="badge">{}</span>"#,
-            escape(lang.pick("No organization", "Aucune organisation"))
-        );
+        let _ = write!(badges, r#"<span class="badge">{}</span>"#, escape(lang.pick("No organization", "Aucune organisation")));
     }
     for org in &user.organizations {
-        let _ = write!(
-            badges,
-            r#"<span class="badge">{} · {}</span>"#,
-            escape(&org.name),
-            escape(&org.role)
-        );
+        let _ = write!(badges, r#"<span class="badge">{} · {}</span>"#, escape(&org.name), escape(&role_label(lang, &org.role)));
     }
     let description = if user.description.is_empty() {
         String::new()
     } else {
-        format!(r#"<br><small class="muted">{}</small>"#, escape(&user.description))
+        format!(r#"<span class="muted small">{}</span>"#, escape(&user.description))
     };
     format!(
-        r#"<li><button type="submit" name="user" value="{sub}"><span><strong>{name}</strong><br><span class="muted">{email}</span>{description}</span><span style="display:flex;flex-wrap:wrap;gap:.25rem;justify-content:flex-end">{badges}</span></button></li>
+        r#"<li><button type="submit" name="user" value="{sub}">{avatar}<span class="choice-main"><strong>{name}</strong><span class="muted">{email}</span>{description}<span class="badges">{badges}</span></span></button></li>
 "#,
         sub = escape(&user.sub),
+        avatar = avatar(user.display_name(), false),
         name = escape(user.display_name()),
         email = escape(&user.email),
     )
@@ -164,22 +169,24 @@ fn user_button(user: &DevUser, disabled: bool, lang: Lang) -> String {
 pub(super) fn sign_in(idp: &DevIdp, view: &SignInView<'_>, lang: Lang) -> String {
     let action = escape(&format!("{}/application/o/authorize/", idp.prefix));
     let hidden = hidden_request(view.request_id);
+    let scopes: String = view.scopes.iter().map(|s| format!("<li>{}</li>", escape(s))).collect();
     let mut main = banner(lang);
     let _ = write!(
         main,
         r#"<h1>{title}</h1>
-<p>{intro}</p>
-<p class="muted">{app} <span class="code">{client}</span> · {scopes_label} <span class="code">{scopes}</span></p>
+<p class="lead">{intro}</p>
+<p class="muted small">{app} <code>{client}</code> {asks}</p>
+<ul class="chips" aria-label="{scopes_label}">{scopes}</ul>
 "#,
         title = escape(lang.pick("Sign in", "Connexion")),
         intro = escape(lang.pick(
             "Choose who you want to be. There is no password: this twin of Trousseau exists only for development and tests.",
             "Choisissez qui vous voulez être. Pas de mot de passe : ce jumeau de Trousseau n'existe que pour le développement et les tests.",
         )),
-        app = escape(lang.pick("Application:", "Application :")),
+        app = escape(lang.pick("The application", "L'application")),
         client = escape(view.client_id),
-        scopes_label = escape(lang.pick("scopes:", "scopes :")),
-        scopes = escape(&view.scopes.join(" ")),
+        asks = escape(lang.pick("asks for these scopes:", "demande ces scopes :")),
+        scopes_label = escape(lang.pick("Requested scopes", "Scopes demandés")),
     );
     if let Some(user) = view.continue_as {
         let _ = write!(
@@ -187,12 +194,13 @@ pub(super) fn sign_in(idp: &DevIdp, view: &SignInView<'_>, lang: Lang) -> String
             r#"<section aria-labelledby="continue-title">
 <h2 id="continue-title">{heading}</h2>
 <form method="post" action="{action}">{hidden}
-<p>{signed_in_as} <strong>{name}</strong> ({email}).</p>
+<p class="hello">{avatar}<span>{signed_in_as} <strong>{name}</strong><br><span class="muted small">{email}</span></span></p>
 <div class="actions"><button type="submit" name="user" value="{sub}">{continue_as} {name}</button></div>
 </form>
 </section>
 "#,
             heading = escape(lang.pick("Already signed in", "Déjà connecté")),
+            avatar = avatar(user.display_name(), false),
             signed_in_as = escape(lang.pick("You are signed in as", "Vous êtes connecté en tant que")),
             continue_as = escape(lang.pick("Continue as", "Continuer en tant que")),
             name = escape(user.display_name()),
@@ -200,17 +208,13 @@ pub(super) fn sign_in(idp: &DevIdp, view: &SignInView<'_>, lang: Lang) -> String
             sub = escape(&user.sub),
         );
     }
-    let buttons: String = view
-        .users
-        .iter()
-        .map(|(user, disabled)| user_button(user, *disabled, lang))
-        .collect();
+    let buttons: String = view.users.iter().map(|(user, disabled)| user_button(user, *disabled, lang)).collect();
     let _ = write!(
         main,
         r#"<section aria-labelledby="users-title">
 <h2 id="users-title">{heading}</h2>
 <form method="post" action="{action}">{hidden}
-<ul class="choices">
+<ul class="choices" aria-labelledby="users-title">
 {buttons}</ul>
 </form>
 </section>
@@ -218,18 +222,19 @@ pub(super) fn sign_in(idp: &DevIdp, view: &SignInView<'_>, lang: Lang) -> String
 <h2 id="email-title">{email_heading}</h2>
 <form method="post" action="{action}">{hidden}
 <label for="email">{email_label}</label>
-<input id="email" name="email" type="email" required autocomplete="email" aria-describedby="email-hint">
-<p id="email-hint" class="muted">{email_hint}</p>
-<div class="actions"><button type="submit">{email_button}</button></div>
+<div class="field-row"><input id="email" name="email" type="email" required autocomplete="email" placeholder="{placeholder}" aria-describedby="email-hint"><button type="submit">{email_button}</button></div>
+<p id="email-hint" class="muted small">{email_hint}</p>
 </form>
 </section>
+<hr>
 <form method="post" action="{action}">{hidden}
-<div class="actions"><button type="submit" class="secondary" name="cancel" value="1">{cancel}</button></div>
+<button type="submit" class="secondary" name="cancel" value="1">{cancel}</button>
 </form>
 "#,
         heading = escape(lang.pick("Demo users", "Utilisateurs de démonstration")),
         email_heading = escape(lang.pick("Or any email address", "Ou n'importe quelle adresse e-mail")),
         email_label = escape(lang.pick("Email address", "Adresse e-mail")),
+        placeholder = escape(lang.pick("name@example.com", "nom@exemple.fr")),
         email_hint = escape(lang.pick(
             "Signs you in as a user with this email and no organization.",
             "Vous connecte comme un utilisateur avec cette adresse et sans organisation.",
@@ -237,76 +242,64 @@ pub(super) fn sign_in(idp: &DevIdp, view: &SignInView<'_>, lang: Lang) -> String
         email_button = escape(lang.pick("Sign in with this email", "Se connecter avec cette adresse")),
         cancel = escape(lang.pick("Cancel and go back to the application", "Annuler et revenir à l'application")),
     );
-    layout(lang, lang.pick("Sign in (development)", "Connexion (développement)"), &main)
+    dev_page(lang, lang.pick("Sign in (development)", "Connexion (développement)"), &main, false)
 }
 
 /// An error page for a request the IdP will not send back to the application.
 pub(super) fn error(error: PageError, lang: Lang) -> String {
     let main = format!(
-        r#"{banner}<h1>{title}</h1>
-<p>{text}</p>
+        r#"{banner}{icon}
+<h1>{title}</h1>
+<p class="lead">{text}</p>
 <p class="muted">{hint}</p>
 "#,
         banner = banner(lang),
-        title = escape(lang.pick(
-            "This sign-in request cannot be completed",
-            "Cette demande de connexion ne peut pas aboutir",
-        )),
+        icon = Icon::Alert.badge("danger"),
+        title = escape(lang.pick("This sign-in request cannot be completed", "Cette demande de connexion ne peut pas aboutir")),
         text = escape(error.text(lang)),
         hint = escape(lang.pick(
             "You were not sent back to the application because the request could not be trusted or completed.",
             "Vous n'avez pas été renvoyé vers l'application car la demande n'était pas fiable ou ne pouvait pas aboutir.",
         )),
     );
-    layout(lang, lang.pick("Sign-in error", "Erreur de connexion"), &main)
+    dev_page(lang, lang.pick("Sign-in error", "Erreur de connexion"), &main, false)
 }
 
 /// "You are signed out", with the reason for staying here if there is one.
 pub(super) fn signed_out(note: Option<SignedOutNote>, lang: Lang) -> String {
-    let note = note
-        .map(|n| format!(r#"<p class="muted">{}</p>"#, escape(n.text(lang))))
-        .unwrap_or_default();
+    let note = note.map(|n| format!(r#"<p class="muted">{}</p>"#, escape(n.text(lang)))).unwrap_or_default();
     let main = format!(
-        r#"{banner}<h1>{title}</h1>
-<p>{text}</p>
+        r#"{banner}{icon}
+<h1>{title}</h1>
+<p class="lead">{text}</p>
 {note}"#,
         banner = banner(lang),
+        icon = Icon::Door.badge("ok"),
         title = escape(lang.pick("You are signed out", "Vous êtes déconnecté")),
         text = escape(lang.pick(
             "Your session at the development identity provider has ended. You can close this tab.",
             "Votre session auprès du fournisseur d'identité de développement est terminée. Vous pouvez fermer cet onglet.",
         )),
     );
-    layout(lang, lang.pick("Signed out", "Déconnexion"), &main)
+    dev_page(lang, lang.pick("Signed out", "Déconnexion"), &main, false)
 }
 
 /// The simulated outage page.
 pub(super) fn unavailable(lang: Lang) -> String {
     let main = format!(
-        "{banner}<h1>{title}</h1>\n<p>{text}</p>\n",
+        "{banner}{icon}\n<h1>{title}</h1>\n<p class=\"lead\">{text}</p>\n",
         banner = banner(lang),
-        title = escape(lang.pick(
-            "The identity provider is unavailable",
-            "Le fournisseur d'identité est indisponible",
-        )),
-        text = escape(lang.pick(
-            "This is a simulated outage. Try again in a moment.",
-            "Ceci est une panne simulée. Réessayez dans un instant.",
-        )),
+        icon = Icon::Pulse.badge("warn"),
+        title = escape(lang.pick("The identity provider is unavailable", "Le fournisseur d'identité est indisponible")),
+        text = escape(lang.pick("This is a simulated outage. Try again in a moment.", "Ceci est une panne simulée. Réessayez dans un instant.")),
     );
-    layout(lang, lang.pick("Unavailable", "Indisponible"), &main)
+    dev_page(lang, lang.pick("Unavailable", "Indisponible"), &main, false)
 }
 
 /// The IdP's home: where things are, and who can sign in.
 pub(super) fn index(idp: &DevIdp, lang: Lang) -> String {
     let config = &idp.config;
-    let row = |label: &str, value: &str| {
-        format!(
-            r#"<tr><th scope="row">{}</th><td class="code">{}</td></tr>"#,
-            escape(label),
-            escape(value)
-        )
-    };
+    let row = |label: &str, value: &str| format!(r#"<tr><th scope="row">{}</th><td class="code">{}</td></tr>"#, escape(label), escape(value));
     let none = lang.pick("(none)", "(aucun)");
     let list = |items: &[String]| if items.is_empty() { none.to_owned() } else { items.join(" ") };
     let mut rows = String::new();
@@ -315,57 +308,47 @@ pub(super) fn index(idp: &DevIdp, lang: Lang) -> String {
     rows.push_str(&row("client_id", &config.client_id));
     rows.push_str(&row("redirect_uris", &list(&config.redirect_uris)));
     rows.push_str(&row("post_logout_redirect_uris", &list(&config.post_logout_redirect_uris)));
-    rows.push_str(&row(
-        "backchannel_logout_uri",
-        config.backchannel_logout_uri.as_deref().unwrap_or(none),
-    ));
+    rows.push_str(&row("backchannel_logout_uri", config.backchannel_logout_uri.as_deref().unwrap_or(none)));
     rows.push_str(&row("scopes", &config.allowed_scopes.join(" ")));
     let mut users = String::new();
     for (user, disabled) in idp.directory.list() {
-        let orgs = user
-            .organizations
-            .iter()
-            .map(|o| format!("{} ({})", o.name, o.role))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut flags = Vec::new();
+        let mut badges = String::new();
         if user.denied {
-            flags.push(lang.pick("access denied", "accès refusé"));
+            let _ = write!(badges, r#"<span class="badge warn">{}</span> "#, escape(lang.pick("Access denied", "Accès refusé")));
         }
         if disabled {
-            flags.push(lang.pick("disabled", "désactivé"));
+            let _ = write!(badges, r#"<span class="badge warn">{}</span> "#, escape(lang.pick("Disabled", "Désactivé")));
+        }
+        if user.organizations.is_empty() {
+            let _ = write!(badges, r#"<span class="badge">{}</span>"#, escape(lang.pick("No organization", "Aucune organisation")));
+        }
+        for org in &user.organizations {
+            let _ = write!(badges, r#"<span class="badge">{} · {}</span> "#, escape(&org.name), escape(&role_label(lang, &org.role)));
         }
         let _ = write!(
             users,
-            r#"<tr><th scope="row">{name}</th><td>{email}<br><span class="code muted">{sub}</span><br>{orgs}{flags}</td></tr>"#,
+            r#"<tr><th scope="row">{name}</th><td>{email}<br><span class="code muted small">{sub}</span><br>{badges}</td></tr>"#,
             name = escape(user.display_name()),
             email = escape(&user.email),
             sub = escape(&user.sub),
-            orgs = escape(if orgs.is_empty() { lang.pick("No organization", "Aucune organisation") } else { &orgs }),
-            flags = if flags.is_empty() {
-                String::new()
-            } else {
-                format!(r#" <span class="status">{}</span>"#, escape(&flags.join(", ")))
-            },
         );
     }
     let main = format!(
         r#"{banner}<h1>{title}</h1>
-<p>{intro}</p>
+<p class="lead">{intro}</p>
+<h2>{config_title}</h2>
 <table>{rows}</table>
 <h2>{users_title}</h2>
 <table>{users}</table>
 "#,
         banner = banner(lang),
-        title = escape(lang.pick(
-            "Trousseau development identity provider",
-            "Fournisseur d'identité Trousseau de développement",
-        )),
+        title = escape(lang.pick("Trousseau development identity provider", "Fournisseur d'identité Trousseau de développement")),
         intro = escape(lang.pick(
             "An OpenID Provider that behaves like Trousseau, with demo users instead of passwords.",
             "Un fournisseur OpenID qui se comporte comme Trousseau, avec des utilisateurs de démonstration au lieu de mots de passe.",
         )),
+        config_title = escape(lang.pick("Configuration", "Configuration")),
         users_title = escape(lang.pick("Users", "Utilisateurs")),
     );
-    layout(lang, lang.pick("Development IdP", "IdP de développement"), &main)
+    dev_page(lang, lang.pick("Development IdP", "IdP de développement"), &main, true)
 }

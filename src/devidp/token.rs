@@ -29,17 +29,27 @@ where
     }
     let (parts, body) = req.into_parts();
     if parts.headers.contains_key(header::AUTHORIZATION) {
-        return invalid_client("Client authentication must use client_secret_post (credentials in the request body)");
+        return invalid_client(
+            "Client authentication must use client_secret_post (credentials in the request body)",
+        );
     }
     let params = match web::read_form(&parts.headers, body).await {
         Ok(params) => params,
         Err(FormError::ContentType) => {
-            return bad_request("invalid_request", "The body must be application/x-www-form-urlencoded")
+            return bad_request(
+                "invalid_request",
+                "The body must be application/x-www-form-urlencoded",
+            )
         }
-        Err(FormError::Body) => return bad_request("invalid_request", "The request body could not be read"),
+        Err(FormError::Body) => {
+            return bad_request("invalid_request", "The request body could not be read")
+        }
     };
     if let Some(name) = params.first_repeated() {
-        return bad_request("invalid_request", &format!("The parameter {name} was sent more than once"));
+        return bad_request(
+            "invalid_request",
+            &format!("The parameter {name} was sent more than once"),
+        );
     }
     if !client_authenticated(idp, &params) {
         return invalid_client("Unknown client or wrong client secret");

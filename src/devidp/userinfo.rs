@@ -31,7 +31,10 @@ pub(super) fn userinfo(idp: &DevIdp, headers: &HeaderMap) -> Response<Body> {
         Some(user) if !idp.directory.is_disabled(&user.sub) => user,
         _ => return unauthorized(Some("The user is disabled")),
     };
-    web::json(StatusCode::OK, &Value::Object(user_claims(&user, &grant.scopes)))
+    web::json(
+        StatusCode::OK,
+        &Value::Object(user_claims(&user, &grant.scopes)),
+    )
 }
 
 /// 401 with RFC 6750's challenge (`error="invalid_token"` when a token was sent).
@@ -42,7 +45,11 @@ fn unauthorized(description: Option<&str>) -> Response<Body> {
             format!(r#"Bearer realm="trousseau", error="invalid_token", error_description="{d}""#),
         ),
         None => (
-            web::oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", "A bearer access token is required"),
+            web::oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "A bearer access token is required",
+            ),
             r#"Bearer realm="trousseau""#.to_owned(),
         ),
     };

@@ -182,11 +182,15 @@ impl Directory {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        self.inner.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The user with this `sub`, as they are now.
@@ -233,7 +237,11 @@ impl Directory {
     /// organization whose ids derive from the email (same email, same `sub` every time).
     pub(super) fn for_email(&self, email: &str, locale: &str) -> DevUser {
         let mut inner = self.write();
-        if let Some(user) = inner.users.iter().find(|u| u.email.eq_ignore_ascii_case(email)) {
+        if let Some(user) = inner
+            .users
+            .iter()
+            .find(|u| u.email.eq_ignore_ascii_case(email))
+        {
             return user.clone();
         }
         let local = email.split('@').next().unwrap_or(email);

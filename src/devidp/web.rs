@@ -53,7 +53,10 @@ pub(super) fn html(status: StatusCode, page: String) -> Response<Body> {
     h.insert(header::CACHE_CONTROL, NO_STORE);
     h.insert(header::CONTENT_SECURITY_POLICY, PAGE_CSP);
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     res
 }
 
@@ -67,17 +70,28 @@ pub(super) fn redirect(location: &url::Url) -> Response<Body> {
             h.insert(header::LOCATION, v);
         }
         Err(_) => {
-            return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "bad redirect");
+            return oauth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "bad redirect",
+            );
         }
     }
     h.insert(header::CACHE_CONTROL, NO_STORE);
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     res
 }
 
 /// 404 for anything the IdP does not serve.
 pub(super) fn not_found() -> Response<Body> {
-    oauth_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint on the dev identity provider")
+    oauth_error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint on the dev identity provider",
+    )
 }
 
 /// 405 with the methods the endpoint takes.
@@ -87,7 +101,8 @@ pub(super) fn method_not_allowed(allow: &'static str) -> Response<Body> {
         "invalid_request",
         "this endpoint does not take that HTTP method",
     );
-    res.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    res.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
     res
 }
 
@@ -100,15 +115,23 @@ pub(super) fn unavailable(api: bool, lang: Lang) -> Response<Body> {
             "the identity provider is unavailable (simulated outage)",
         )
     } else {
-        html(StatusCode::SERVICE_UNAVAILABLE, super::pages::unavailable(lang))
+        html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            super::pages::unavailable(lang),
+        )
     };
-    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     res
 }
 
 /// The page language from `Accept-Language`.
 pub(super) fn lang(headers: &HeaderMap) -> Lang {
-    Lang::from_accept_language(headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()))
+    Lang::from_accept_language(
+        headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok()),
+    )
 }
 
 /// Form or query parameters under OAuth's rules: a parameter sent without a value counts as
@@ -176,7 +199,10 @@ where
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
     if !is_form {
         return Err(FormError::ContentType);
     }
@@ -200,9 +226,11 @@ pub(super) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.trim_matches('"').to_owned())
 }
 
-/// A `Set-Cookie` for the SSO cookie (`value: None` deletes it).
-pub(super) fn sso_cookie(path: &str, secure: bool, value: Option<&str>) -> Option<HeaderValue> {
-    let path = if path.is_empty() { "/" } else { path };
+/// A `Set-Cookie` for the SSO cookie (`value: None` deletes it). Its path is
+/// `{prefix}/application/o/`, the only place it is read (authorize, end-session): on a shared host
+/// such as `127.0.0.1`, where cookies ignore the port, it never reaches the proxy or the app.
+pub(super) fn sso_cookie(prefix: &str, secure: bool, value: Option<&str>) -> Option<HeaderValue> {
+    let path = format!("{prefix}/application/o/");
     let secure = if secure { "; Secure" } else { "" };
     let cookie = match value {
         Some(v) => format!("{SSO_COOKIE}={v}; Path={path}; HttpOnly; SameSite=Lax{secure}"),
@@ -227,10 +255,13 @@ pub(super) fn random_token(bytes: usize) -> String {
 pub(super) fn sha256_hex(input: &[u8]) -> String {
     use std::fmt::Write as _;
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, input);
-    digest.as_ref().iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    digest
+        .as_ref()
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// base64url (no padding) of SHA-256: PKCE S256 and `at_hash` building block.

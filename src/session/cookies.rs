@@ -50,7 +50,9 @@ pub const SESSION_PURPOSE: &str = "session";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CookieError {
     /// The value needs more chunks than allowed.
-    #[error("cookie value of {len} bytes needs {chunks} cookies; at most {max_chunks} are allowed")]
+    #[error(
+        "cookie value of {len} bytes needs {chunks} cookies; at most {max_chunks} are allowed"
+    )]
     TooLarge {
         /// Value length in bytes.
         len: usize,
@@ -97,7 +99,10 @@ impl RequestCookies {
 
     /// The value of the first cookie with this name (browsers send the most specific path first).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// All `(name, value)` pairs, in request order.
@@ -156,7 +161,11 @@ impl CookieSettings {
     /// this host, https and `Path=/`), the plain name otherwise; default chunking.
     pub fn new(base_name: &str, secure: bool) -> CookieSettings {
         CookieSettings {
-            name: if secure { format!("__Host-{base_name}") } else { base_name.to_owned() },
+            name: if secure {
+                format!("__Host-{base_name}")
+            } else {
+                base_name.to_owned()
+            },
             secure,
             max_chunks: DEFAULT_MAX_CHUNKS,
             chunk_size: DEFAULT_CHUNK_SIZE,
@@ -220,6 +229,10 @@ impl CookieSettings {
 
     /// `Set-Cookie` values storing `value` for `max_age`, plus removals for chunks of ours that the
     /// request carries and the new value does not use.
+    ///
+    /// Fails with [`CookieError::TooLarge`] beyond `max_chunks` cookies, and with
+    /// [`CookieError::InvalidValue`] for an empty value or one that is not made of cookie octets
+    /// (sealed values, base64url, always are).
     pub fn write_chunked(
         &self,
         value: &str,
@@ -238,13 +251,18 @@ impl CookieSettings {
                 max_chunks: self.max_chunks,
             });
         }
-        let max_age = cookie::time::Duration::seconds(i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX));
+        let max_age =
+            cookie::time::Duration::seconds(i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX));
 
         let mut out = Vec::with_capacity(count + 1);
         // `value` is ASCII (checked above), so byte chunks are char boundaries.
         for (index, chunk) in value.as_bytes().chunks(chunk_size).enumerate() {
             let chunk = std::str::from_utf8(chunk).map_err(|_| CookieError::InvalidValue)?;
-            let chunk = if index == 0 { format!("{count}.{chunk}") } else { chunk.to_owned() };
+            let chunk = if index == 0 {
+                format!("{count}.{chunk}")
+            } else {
+                chunk.to_owned()
+            };
             let mut cookie = self.cookie(self.chunk_name(index), chunk);
             cookie.set_max_age(max_age);
             out.push(to_header(&cookie)?);
@@ -259,12 +277,18 @@ impl CookieSettings {
 
     /// `Set-Cookie` values expiring every cookie of ours the request carries.
     pub fn clear(&self, cookies: &RequestCookies) -> Vec<HeaderValue> {
-        self.present_chunks(cookies).into_iter().filter_map(|index| self.removal(index).ok()).collect()
+        self.present_chunks(cookies)
+            .into_iter()
+            .filter_map(|index| self.removal(index).ok())
+            .collect()
     }
 
     /// Chunk indexes of ours present in the request, without duplicates.
     fn present_chunks(&self, cookies: &RequestCookies) -> Vec<usize> {
-        let mut indexes: Vec<usize> = cookies.iter().filter_map(|(name, _)| self.chunk_index(name)).collect();
+        let mut indexes: Vec<usize> = cookies
+            .iter()
+            .filter_map(|(name, _)| self.chunk_index(name))
+            .collect();
         indexes.sort_unstable();
         indexes.dedup();
         indexes
@@ -308,7 +332,10 @@ pub fn strip_cookies(headers: &mut HeaderMap, is_ours: impl Fn(&str) -> bool) {
     for value in values.iter() {
         count += 1;
         found = found
-            || value.as_bytes().split(|&b| b == b';').any(|s| segment_name(s).is_some_and(&is_ours));
+            || value
+                .as_bytes()
+                .split(|&b| b == b';')
+                .any(|s| segment_name(s).is_some_and(&is_ours));
     }
     if !found && count <= 1 {
         return;
@@ -395,6 +422,7 @@ fn session_json(session: &Session) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::identity::{Identity, Organization};
+    use base64::Engine as _;
 
     fn request(cookie_headers: &[&str]) -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -418,7 +446,11 @@ mod tests {
     }
 
     fn settings(chunk_size: usize, max_chunks: usize) -> CookieSettings {
-        CookieSettings { chunk_size, max_chunks, ..CookieSettings::new("s", true) }
+        CookieSettings {
+            chunk_size,
+            max_chunks,
+            ..CookieSettings::new("s", true)
+        }
     }
 
     const DAY: Duration = Duration::from_secs(86_400);
@@ -435,7 +467,10 @@ mod tests {
         assert_eq!(cookies.iter().count(), 5);
 
         let mut headers = HeaderMap::new();
-        headers.insert(COOKIE, HeaderValue::from_bytes(b"x=\xff\xfe; y=ok; \xc3=1").unwrap());
+        headers.insert(
+            COOKIE,
+            HeaderValue::from_bytes(b"x=\xff\xfe; y=ok; \xc3=1").unwrap(),
+        );
         let cookies = RequestCookies::from_headers(&headers);
         assert_eq!(cookies.iter().collect::<Vec<_>>(), vec![("y", "ok")]);
     }
@@ -476,8 +511,17 @@ mod tests {
             .unwrap();
         assert_eq!(set.len(), 1);
         let text = set[0].to_str().unwrap();
-        assert!(text.starts_with("__Host-trousseau_session=1.abc;"), "{text}");
-        for attribute in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/", "Max-Age=86400"] {
+        assert!(
+            text.starts_with("__Host-trousseau_session=1.abc;"),
+            "{text}"
+        );
+        for attribute in [
+            "HttpOnly",
+            "SameSite=Lax",
+            "Secure",
+            "Path=/",
+            "Max-Age=86400",
+        ] {
             assert!(text.contains(attribute), "{attribute} missing in {text}");
         }
         assert!(!text.contains("Domain"));
@@ -491,13 +535,22 @@ mod tests {
     #[test]
     fn values_round_trip_at_every_size_around_chunk_boundaries() {
         let s = settings(10, 4);
-        for len in 1..=40 {
+        for len in 1..=40usize {
             let value: String = (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect();
-            let set = s.write_chunked(&value, DAY, &RequestCookies::default()).unwrap();
+            let set = s
+                .write_chunked(&value, DAY, &RequestCookies::default())
+                .unwrap();
             assert_eq!(set.len(), len.div_ceil(10), "len {len}");
             let jar = browser_jar(&set);
-            assert!(jar.iter().all(|(_, v)| !v.is_empty()), "an empty chunk was written for len {len}");
-            assert_eq!(s.read_chunked(&jar).as_deref(), Some(value.as_str()), "len {len}");
+            assert!(
+                jar.iter().all(|(_, v)| !v.is_empty()),
+                "an empty chunk was written for len {len}"
+            );
+            assert_eq!(
+                s.read_chunked(&jar).as_deref(),
+                Some(value.as_str()),
+                "len {len}"
+            );
         }
     }
 
@@ -505,9 +558,18 @@ mod tests {
     fn exact_multiple_of_chunk_size_has_no_empty_trailing_chunk() {
         let s = settings(10, 4);
         let value = "x".repeat(30);
-        let set = s.write_chunked(&value, DAY, &RequestCookies::default()).unwrap();
-        let names: Vec<String> =
-            set.iter().map(|v| Cookie::parse(v.to_str().unwrap().to_owned()).unwrap().name().to_owned()).collect();
+        let set = s
+            .write_chunked(&value, DAY, &RequestCookies::default())
+            .unwrap();
+        let names: Vec<String> = set
+            .iter()
+            .map(|v| {
+                Cookie::parse(v.to_str().unwrap().to_owned())
+                    .unwrap()
+                    .name()
+                    .to_owned()
+            })
+            .collect();
         assert_eq!(names, ["__Host-s", "__Host-s_1", "__Host-s_2"]);
         assert_eq!(s.read_chunked(&browser_jar(&set)), Some(value));
     }
@@ -515,7 +577,9 @@ mod tests {
     #[test]
     fn stale_chunks_of_a_bigger_session_are_ignored_and_expired() {
         let s = settings(10, 8);
-        let big = s.write_chunked(&"B".repeat(45), DAY, &RequestCookies::default()).unwrap();
+        let big = s
+            .write_chunked(&"B".repeat(45), DAY, &RequestCookies::default())
+            .unwrap();
         let jar = browser_jar(&big);
         assert_eq!(jar.iter().count(), 5);
 
@@ -544,9 +608,17 @@ mod tests {
     #[test]
     fn missing_or_empty_chunk_means_no_value() {
         let s = settings(10, 8);
-        let jar = browser_jar(&s.write_chunked(&"v".repeat(25), DAY, &RequestCookies::default()).unwrap());
+        let jar = browser_jar(
+            &s.write_chunked(&"v".repeat(25), DAY, &RequestCookies::default())
+                .unwrap(),
+        );
         let without = |name: &str| RequestCookies {
-            pairs: jar.pairs.iter().filter(|(n, _)| n != name).cloned().collect(),
+            pairs: jar
+                .pairs
+                .iter()
+                .filter(|(n, _)| n != name)
+                .cloned()
+                .collect(),
         };
         assert_eq!(s.read_chunked(&without("__Host-s_1")), None);
         assert_eq!(s.read_chunked(&without("__Host-s_2")), None);
@@ -559,8 +631,12 @@ mod tests {
     #[test]
     fn malformed_first_cookie_means_no_value() {
         let s = settings(10, 8);
-        for first in ["", "abc", ".abc", "0.abc", "9.abc", "1.", "x.abc", "99999.a", "-1.a", "+1.a"] {
-            let jar = RequestCookies { pairs: vec![("__Host-s".into(), first.into())] };
+        for first in [
+            "", "abc", ".abc", "0.abc", "9.abc", "1.", "x.abc", "99999.a", "-1.a", "+1.a",
+        ] {
+            let jar = RequestCookies {
+                pairs: vec![("__Host-s".into(), first.into())],
+            };
             assert_eq!(s.read_chunked(&jar), None, "{first:?}");
         }
     }
@@ -568,20 +644,32 @@ mod tests {
     #[test]
     fn too_many_chunks_is_an_error() {
         let s = settings(10, 3);
-        assert!(s.write_chunked(&"x".repeat(30), DAY, &RequestCookies::default()).is_ok());
+        assert!(s
+            .write_chunked(&"x".repeat(30), DAY, &RequestCookies::default())
+            .is_ok());
         assert_eq!(
             s.write_chunked(&"x".repeat(31), DAY, &RequestCookies::default()),
-            Err(CookieError::TooLarge { len: 31, chunks: 4, max_chunks: 3 })
+            Err(CookieError::TooLarge {
+                len: 31,
+                chunks: 4,
+                max_chunks: 3
+            })
         );
         for bad in ["", "a;b", "a b", "é"] {
-            assert_eq!(s.write_chunked(bad, DAY, &RequestCookies::default()), Err(CookieError::InvalidValue));
+            assert_eq!(
+                s.write_chunked(bad, DAY, &RequestCookies::default()),
+                Err(CookieError::InvalidValue)
+            );
         }
     }
 
     #[test]
     fn clear_expires_every_chunk_present() {
         let s = settings(10, 8);
-        let mut jar = browser_jar(&s.write_chunked(&"v".repeat(25), DAY, &RequestCookies::default()).unwrap());
+        let mut jar = browser_jar(
+            &s.write_chunked(&"v".repeat(25), DAY, &RequestCookies::default())
+                .unwrap(),
+        );
         jar.pairs.push(("__Host-s_7".into(), "stale".into()));
         jar.pairs.push(("other".into(), "keep".into()));
         let cleared = s.clear(&jar);
@@ -589,7 +677,10 @@ mod tests {
         assert_eq!(browser_jar(&cleared).iter().count(), 0);
         for v in &cleared {
             let text = v.to_str().unwrap();
-            assert!(text.contains("Max-Age=0") && text.contains("Secure") && text.contains("Path=/"), "{text}");
+            assert!(
+                text.contains("Max-Age=0") && text.contains("Secure") && text.contains("Path=/"),
+                "{text}"
+            );
         }
         assert!(s.clear(&RequestCookies::default()).is_empty());
     }
@@ -601,10 +692,16 @@ mod tests {
             "theme=dark;__Host-trousseau_session=1.abc; q=\"a b\";  lang=fr-FR ; __Host-trousseau_session_3=x",
         ]);
         strip_cookies(&mut headers, |n| s.is_ours(n));
-        assert_eq!(headers.get_all(COOKIE).iter().collect::<Vec<_>>(), ["theme=dark; q=\"a b\"; lang=fr-FR"]);
+        assert_eq!(
+            headers.get_all(COOKIE).iter().collect::<Vec<_>>(),
+            ["theme=dark; q=\"a b\"; lang=fr-FR"]
+        );
 
         // Only ours: the header goes away.
-        let mut headers = request(&["__Host-trousseau_session=1.abc", "__Host-trousseau_session_1=x"]);
+        let mut headers = request(&[
+            "__Host-trousseau_session=1.abc",
+            "__Host-trousseau_session_1=x",
+        ]);
         strip_cookies(&mut headers, |n| s.is_ours(n));
         assert!(headers.get(COOKIE).is_none());
 
@@ -618,7 +715,52 @@ mod tests {
         // HTTP/2 crumbs are joined into one header.
         let mut headers = request(&["a=1", "__Host-trousseau_session=1.x", "b=2"]);
         strip_cookies(&mut headers, |n| s.is_ours(n));
-        assert_eq!(headers.get_all(COOKIE).iter().collect::<Vec<_>>(), ["a=1; b=2"]);
+        assert_eq!(
+            headers.get_all(COOKIE).iter().collect::<Vec<_>>(),
+            ["a=1; b=2"]
+        );
+    }
+
+    #[test]
+    fn garbage_cookie_headers_never_panic_and_never_leak_ours() {
+        let s = CookieSettings::new("s", true);
+        let codec = codec(3800);
+        let pieces: [&[u8]; 12] = [
+            b";",
+            b"=",
+            b" ",
+            b"\t",
+            b"\"",
+            b"__Host-s",
+            b"_1",
+            b"2.",
+            b"\xc3\xa9",
+            b"\xff",
+            b"abc",
+            b"%00",
+        ];
+        let mut noise = Noise(0xDEAD_BEEF_CAFE_F00D);
+        for _ in 0..3000 {
+            let mut raw = Vec::new();
+            for _ in 0..(noise.hex(1).as_bytes()[0] % 24) {
+                raw.extend_from_slice(
+                    pieces[usize::from(noise.hex(1).as_bytes()[0]) % pieces.len()],
+                );
+            }
+            let Ok(value) = HeaderValue::from_bytes(&raw) else {
+                continue;
+            };
+            let mut headers = HeaderMap::new();
+            headers.append(COOKIE, value.clone());
+            headers.append(COOKIE, value);
+            let cookies = RequestCookies::from_headers(&headers);
+            let _ = s.read_chunked(&cookies);
+            let _ = s.clear(&cookies);
+            assert_eq!(codec.load(&cookies), None);
+            strip_cookies(&mut headers, |n| s.is_ours(n));
+            let left = RequestCookies::from_headers(&headers);
+            assert!(left.iter().all(|(name, _)| !s.is_ours(name)), "{raw:?}");
+        }
     }
 
     fn sample_session() -> Session {
@@ -657,7 +799,9 @@ mod tests {
     fn session_round_trips_through_cookies() {
         let codec = codec(100);
         let session = sample_session();
-        let set = codec.store(&session, DAY, &RequestCookies::default()).unwrap();
+        let set = codec
+            .store(&session, DAY, &RequestCookies::default())
+            .unwrap();
         assert_eq!(set.len(), codec.sealed_len(&session).div_ceil(100));
         let jar = browser_jar(&set);
         assert_eq!(codec.load(&jar), Some(session));
@@ -667,22 +811,180 @@ mod tests {
     #[test]
     fn tampered_or_foreign_session_cookie_is_no_session() {
         let codec = codec(3800);
-        let set = codec.store(&sample_session(), DAY, &RequestCookies::default()).unwrap();
+        let set = codec
+            .store(&sample_session(), DAY, &RequestCookies::default())
+            .unwrap();
         let jar = browser_jar(&set);
         let value = jar.get("__Host-s").unwrap().to_owned();
         for i in 2..value.len() {
             let mut bytes = value.clone().into_bytes();
             bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
-            let forged = RequestCookies { pairs: vec![("__Host-s".into(), String::from_utf8(bytes).unwrap())] };
+            let forged = RequestCookies {
+                pairs: vec![("__Host-s".into(), String::from_utf8(bytes).unwrap())],
+            };
             assert_eq!(codec.load(&forged), None);
         }
         // A value sealed for another purpose does not load as a session.
         let sealer = Sealer::new(&[b"0123456789abcdef0123456789abcdef".to_vec()]).unwrap();
         let json = serde_json::to_vec(&sample_session()).unwrap();
         let state = format!("1.{}", sealer.seal("state", &json));
-        assert_eq!(codec.load(&RequestCookies { pairs: vec![("__Host-s".into(), state)] }), None);
+        assert_eq!(
+            codec.load(&RequestCookies {
+                pairs: vec![("__Host-s".into(), state)]
+            }),
+            None
+        );
         // Valid seal, not a session.
-        let junk = format!("1.{}", sealer.seal(SESSION_PURPOSE, b"{\"not\":\"a session\"}"));
-        assert_eq!(codec.load(&RequestCookies { pairs: vec![("__Host-s".into(), junk)] }), None);
+        let junk = format!(
+            "1.{}",
+            sealer.seal(SESSION_PURPOSE, b"{\"not\":\"a session\"}")
+        );
+        assert_eq!(
+            codec.load(&RequestCookies {
+                pairs: vec![("__Host-s".into(), junk)]
+            }),
+            None
+        );
+    }
+
+    /// Deterministic hex for realistic-looking ids and signatures.
+    struct Noise(u64);
+    impl Noise {
+        fn hex(&mut self, n: usize) -> String {
+            (0..n)
+                .map(|_| {
+                    self.0 ^= self.0 << 13;
+                    self.0 ^= self.0 >> 7;
+                    self.0 ^= self.0 << 17;
+                    char::from(b"0123456789abcdef"[(self.0 % 16) as usize])
+                })
+                .collect()
+        }
+        fn uuid_v7(&mut self) -> String {
+            format!(
+                "018f{}-{}-7{}-8{}-{}",
+                self.hex(4),
+                self.hex(4),
+                self.hex(3),
+                self.hex(3),
+                self.hex(12)
+            )
+        }
+        fn b64(&mut self, bytes: usize) -> String {
+            let raw: Vec<u8> = self
+                .hex(bytes * 2)
+                .into_bytes()
+                .chunks(2)
+                .map(|c| c[0] ^ c[1].rotate_left(3))
+                .collect();
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+        }
+    }
+
+    /// A session as Trousseau would produce it, with `orgs` memberships (names of ~25 characters).
+    fn realistic_session(orgs: usize, with_access_token: bool) -> Session {
+        let mut noise = Noise(0x9E37_79B9_7F4A_7C15 ^ orgs as u64);
+        let organizations: Vec<Organization> = (0..orgs)
+            .map(|i| {
+                let roles = ["admin", "member", "hr", "accounting"];
+                Organization {
+                    id: noise.uuid_v7(),
+                    name: format!("Hôtel Riviera Côte {i:02} SAS"),
+                    slug: format!("hotel-riviera-cote-{i:02}"),
+                    role: roles[i % roles.len()].into(),
+                }
+            })
+            .collect();
+        let identity = Identity {
+            sub: noise.uuid_v7(),
+            email: Some("jean.dupont@hotel-riviera.com".into()),
+            email_verified: Some(true),
+            name: Some("Jean Dupont".into()),
+            given_name: Some("Jean".into()),
+            family_name: Some("Dupont".into()),
+            picture: Some("https://auth.keysuite.app/media/avatars/jean-dupont.jpg".into()),
+            trousseau_user_id: Some(noise.uuid_v7()),
+            locale: Some("fr-FR".into()),
+            organizations: Some(organizations),
+        };
+        let sid = noise.hex(64);
+        let b64 = |v: &serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let header = serde_json::json!({"alg": "RS256", "kid": noise.hex(32), "typ": "JWT"});
+        let mut claims = serde_json::to_value(&identity).unwrap();
+        let extra = serde_json::json!({
+            "iss": "https://auth.keysuite.app/application/o/pms-riviera/",
+            "aud": "pms-riviera-oidc", "exp": 1_712_400_000u64, "iat": 1_712_399_700u64,
+            "auth_time": 1_712_399_690u64, "acr": "goauthentik.io/providers/oauth2/default",
+            "amr": ["pwd", "mfa"], "nonce": noise.b64(32), "at_hash": noise.b64(16), "sid": sid,
+            "preferred_username": "jean.dupont", "nickname": "jean.dupont",
+        });
+        claims
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        // RS256 with a 2048-bit key: 256-byte signature.
+        let id_token = format!("{}.{}.{}", b64(&header), b64(&claims), noise.b64(256));
+        let access_token = with_access_token.then(|| {
+            let claims = serde_json::json!({
+                "iss": "https://auth.keysuite.app/application/o/pms-riviera/", "sub": identity.sub,
+                "aud": "pms-riviera-oidc", "exp": 1_712_400_000u64, "iat": 1_712_399_700u64,
+                "auth_time": 1_712_399_690u64, "acr": "goauthentik.io/providers/oauth2/default",
+                "azp": "pms-riviera-oidc", "uid": noise.b64(30), "sid": sid,
+                "scope": "openid email profile trousseau:context trousseau:organization offline_access",
+            });
+            format!("{}.{}.{}", b64(&header), b64(&claims), noise.b64(256))
+        });
+        Session {
+            id: noise.b64(16),
+            org: identity
+                .organizations
+                .as_ref()
+                .and_then(|o| o.first())
+                .map(|o| o.id.clone()),
+            identity,
+            sid: Some(sid),
+            created_at: 1_712_399_700,
+            updated_at_ms: 1_712_399_700_000,
+            expires_at: 1_712_400_000,
+            refresh_token: Some(noise.b64(96)), // 128 characters
+            access_token,
+            id_token: Some(id_token),
+        }
+    }
+
+    #[test]
+    fn sealed_session_size_report() {
+        let codec = SessionCodec::new(
+            Arc::new(Sealer::new(&[b"0123456789abcdef0123456789abcdef".to_vec()]).unwrap()),
+            CookieSettings::new("trousseau_session", true),
+        );
+        for (orgs, with_access_token) in [(2, false), (20, false), (2, true), (20, true)] {
+            let session = realistic_session(orgs, with_access_token);
+            assert_eq!(session.refresh_token.as_ref().unwrap().len(), 128);
+            let json = serde_json::to_vec(&session).unwrap().len();
+            let id_token = session.id_token.as_ref().unwrap().len();
+            let sealed = codec.sealed_len(&session);
+            let set = codec
+                .store(&session, DAY, &RequestCookies::default())
+                .unwrap();
+            let header_bytes: usize = browser_jar(&set)
+                .iter()
+                .map(|(n, v)| n.len() + v.len() + 3)
+                .sum();
+            eprintln!(
+                "session with {orgs:2} organizations{}: JSON {json} B (ID token {id_token} B), sealed {sealed} B, \
+                 {} cookie(s), {header_bytes} B in the Cookie header",
+                if with_access_token { " + access token" } else { "" },
+                set.len(),
+            );
+            let without_id_token = codec.sealed_len(&Session {
+                id_token: None,
+                ..session.clone()
+            });
+            eprintln!("    (sealed without the raw ID token: {without_id_token} B)");
+            assert_eq!(codec.load(&browser_jar(&set)), Some(session));
+        }
     }
 }

@@ -5,9 +5,11 @@
 //! upstream: our cookies are removed from `Cookie:` before forwarding.
 
 pub mod cookies;
+pub mod redis;
 pub mod refresh;
 pub mod revocation;
 pub mod seal;
+pub mod store;
 
 use serde::{Deserialize, Serialize};
 

@@ -84,7 +84,10 @@ impl Sealer {
         let mut keys = Vec::with_capacity(secrets.len());
         for (index, secret) in secrets.iter().enumerate() {
             if secret.len() < MIN_SECRET_LEN {
-                return Err(SealError::ShortSecretAt { index, len: secret.len() });
+                return Err(SealError::ShortSecretAt {
+                    index,
+                    len: secret.len(),
+                });
             }
             keys.push(derive_key(secret));
         }
@@ -166,7 +169,8 @@ fn derive_key(secret: &[u8]) -> Key {
 /// Decodes a configured secret: standard or url-safe base64, padded or not, surrounding whitespace
 /// ignored. At least [`MIN_SECRET_LEN`] decoded bytes.
 pub fn parse_secret(text: &str) -> Result<Vec<u8>, SealError> {
-    let config = GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    let config =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
     let standard = GeneralPurpose::new(&alphabet::STANDARD, config);
     let url_safe = GeneralPurpose::new(&alphabet::URL_SAFE, config);
     let text = text.trim();
@@ -202,7 +206,9 @@ mod tests {
     fn sealed_value_opens_with_the_same_purpose() {
         let s = sealer(&[A]);
         let sealed = s.seal("session", b"hello");
-        assert!(sealed.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(sealed
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         assert_eq!(sealed.len(), Sealer::sealed_len(5));
         assert_eq!(s.open("session", &sealed).as_deref(), Some(&b"hello"[..]));
         // Random nonce: sealing twice gives two different values.
@@ -232,11 +238,17 @@ mod tests {
         let old = sealer(&[A]);
         let rotated = sealer(&[B, A]);
         let before = old.seal("session", b"old session");
-        assert_eq!(rotated.open("session", &before).as_deref(), Some(&b"old session"[..]));
+        assert_eq!(
+            rotated.open("session", &before).as_deref(),
+            Some(&b"old session"[..])
+        );
         let after = rotated.seal("session", b"new session");
         // Sealed with B: the old-only sealer cannot open it, a B-only sealer can.
         assert_eq!(old.open("session", &after), None);
-        assert_eq!(sealer(&[B]).open("session", &after).as_deref(), Some(&b"new session"[..]));
+        assert_eq!(
+            sealer(&[B]).open("session", &after).as_deref(),
+            Some(&b"new session"[..])
+        );
         // Once A is removed, values sealed with it stop opening.
         assert_eq!(sealer(&[B]).open("session", &before), None);
     }
@@ -266,12 +278,19 @@ mod tests {
             for bit in 0..8 {
                 let mut tampered = blob.clone();
                 tampered[i] ^= 1 << bit;
-                assert_eq!(s.open("session", &URL_SAFE_NO_PAD.encode(&tampered)), None, "byte {i}");
+                assert_eq!(
+                    s.open("session", &URL_SAFE_NO_PAD.encode(&tampered)),
+                    None,
+                    "byte {i}"
+                );
             }
         }
         // Every truncation, of the blob and of the text.
         for len in 0..blob.len() {
-            assert_eq!(s.open("session", &URL_SAFE_NO_PAD.encode(&blob[..len])), None);
+            assert_eq!(
+                s.open("session", &URL_SAFE_NO_PAD.encode(&blob[..len])),
+                None
+            );
         }
         for len in 0..sealed.len() {
             assert_eq!(s.open("session", &sealed[..len]), None);
@@ -283,7 +302,16 @@ mod tests {
         // Foreign key.
         assert_eq!(sealer(&[B]).open("session", &sealed), None);
         // Garbage.
-        for garbage in ["", "=", "!!!!", "AAAA", "a.b.c", "\u{0}", "é", &"A".repeat(300_000)] {
+        for garbage in [
+            "",
+            "=",
+            "!!!!",
+            "AAAA",
+            "a.b.c",
+            "\u{0}",
+            "é",
+            &"A".repeat(300_000),
+        ] {
             assert_eq!(s.open("session", garbage), None);
         }
         // Padded or standard-alphabet variants of the text are not ours.
@@ -291,7 +319,10 @@ mod tests {
         // Another version byte.
         let mut other_version = blob.clone();
         other_version[0] = 2;
-        assert_eq!(s.open("session", &URL_SAFE_NO_PAD.encode(&other_version)), None);
+        assert_eq!(
+            s.open("session", &URL_SAFE_NO_PAD.encode(&other_version)),
+            None
+        );
     }
 
     #[test]
@@ -304,7 +335,9 @@ mod tests {
 
     #[test]
     fn secrets_parse_from_every_base64_flavour() {
-        let bytes: Vec<u8> = (0u8..32).map(|b| b.wrapping_mul(37).wrapping_add(250)).collect();
+        let bytes: Vec<u8> = (0u8..32)
+            .map(|b| b.wrapping_mul(37).wrapping_add(250))
+            .collect();
         let std_pad = base64::engine::general_purpose::STANDARD.encode(&bytes);
         let std_nopad = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&bytes);
         let url_pad = base64::engine::general_purpose::URL_SAFE.encode(&bytes);
@@ -314,8 +347,14 @@ mod tests {
             assert_eq!(parse_secret(text).unwrap(), bytes, "{text}");
             assert_eq!(parse_secret(&format!(" {text}\n")).unwrap(), bytes);
         }
-        assert_eq!(parse_secret("not base64 at all!"), Err(SealError::NotBase64));
-        assert_eq!(parse_secret("c2hvcnQ="), Err(SealError::TooShort { len: 5 }));
+        assert_eq!(
+            parse_secret("not base64 at all!"),
+            Err(SealError::NotBase64)
+        );
+        assert_eq!(
+            parse_secret("c2hvcnQ="),
+            Err(SealError::TooShort { len: 5 })
+        );
         let generated = generate_secret();
         assert_eq!(parse_secret(&generated).unwrap().len(), 32);
         assert_ne!(generated, generate_secret());

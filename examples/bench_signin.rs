@@ -1,0 +1,277 @@
+//! Benchmark helper for `bench/run.sh`: signs in to a running `trousseau-proxy dev` the way a
+//! browser does (the same steps as `tests/support`'s `Browser`), and measures what `wrk` cannot.
+//!
+//! ```text
+//! bench_signin cookie  --proxy http://127.0.0.1:18082            # prints a Cookie header value
+//! bench_signin cold    --proxy URL [--count 200] [--concurrency 4] # cold sign-ins (callback) rate
+//! bench_signin refresh --proxy URL [--count 200] [--concurrency 4] # requests that each refresh
+//! ```
+//! `cold` and `refresh` print one line `RESULT key=value …` that the script turns into table rows.
+//! Only for loopback benchmarks against the dev IdP: it signs in as a demo user.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+
+type Http = Client<HttpConnector, Full<Bytes>>;
+
+/// One answer, fully read.
+struct Answer {
+    status: StatusCode,
+    location: String,
+    set_cookies: Vec<String>,
+    body: String,
+}
+
+/// A cookie-keeping client for one origin (cookies are per host, like a browser's).
+struct Browser {
+    http: Http,
+    origin: String,
+    jar: BTreeMap<String, String>,
+}
+
+impl Browser {
+    fn new(http: Http, origin: &str) -> Browser {
+        Browser { http, origin: origin.trim_end_matches('/').to_string(), jar: BTreeMap::new() }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.jar.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    async fn request(&mut self, method: Method, url: &str, headers: &[(&str, &str)], body: String) -> Result<Answer, String> {
+        let url = if url.starts_with("http") { url.to_string() } else { format!("{}{url}", self.origin) };
+        let mut builder = Request::builder().method(method).uri(&url);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        if !self.jar.is_empty() {
+            builder = builder.header(header::COOKIE, self.cookie_header());
+        }
+        let request = builder.body(Full::new(Bytes::from(body))).map_err(|e| format!("{url}: {e}"))?;
+        let response = tokio::time::timeout(Duration::from_secs(30), self.http.request(request))
+            .await
+            .map_err(|_| format!("{url}: timed out"))?
+            .map_err(|e| format!("{url}: {e}"))?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.map_err(|e| format!("{url}: {e}"))?.to_bytes();
+        let answer = Answer {
+            status: parts.status,
+            location: parts.headers.get(header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string(),
+            set_cookies: parts.headers.get_all(header::SET_COOKIE).iter().filter_map(|v| v.to_str().ok()).map(String::from).collect(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        };
+        for set_cookie in &answer.set_cookies {
+            let Ok(c) = cookie::Cookie::parse(set_cookie.as_str()) else { continue };
+            if c.max_age().is_some_and(|age| age.is_zero() || age.is_negative()) {
+                self.jar.remove(c.name());
+            } else {
+                self.jar.insert(c.name().to_string(), c.value().to_string());
+            }
+        }
+        Ok(answer)
+    }
+
+    async fn navigate(&mut self, url: &str) -> Result<Answer, String> {
+        self.request(Method::GET, url, &[("accept", "text/html"), ("sec-fetch-mode", "navigate")], String::new()).await
+    }
+
+    /// From a protected path to the callback's answer; returns the callback's own latency too.
+    async fn sign_in(&mut self, user: &str) -> Result<(Answer, Duration), String> {
+        let start = self.navigate("/").await?;
+        expect(&start, StatusCode::FOUND, "the first navigation")?;
+        let authorize = start.location.clone();
+        let page = self.navigate(&authorize).await?;
+        expect(&page, StatusCode::OK, "the dev IdP's sign-in page")?;
+        let (action, mut fields) =
+            find_form(&page.body, user).ok_or_else(|| format!("no sign-in button for {user} on the dev IdP page"))?;
+        fields.push(("user".into(), user.into()));
+        let form = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish();
+        let action = url::Url::parse(&authorize).and_then(|base| base.join(&action)).map_err(|e| e.to_string())?;
+        let redirect = self
+            .request(Method::POST, action.as_str(), &[("content-type", "application/x-www-form-urlencoded"), ("accept", "text/html")], form)
+            .await?;
+        expect(&redirect, StatusCode::FOUND, "the dev IdP's answer")?;
+        let started = Instant::now();
+        let callback = self.navigate(&redirect.location).await?;
+        let latency = started.elapsed();
+        expect(&callback, StatusCode::FOUND, "the callback")?;
+        Ok((callback, latency))
+    }
+}
+
+fn expect(answer: &Answer, status: StatusCode, what: &str) -> Result<(), String> {
+    if answer.status == status {
+        Ok(())
+    } else {
+        Err(format!("{what}: expected {status}, got {} {}", answer.status, answer.body.chars().take(300).collect::<String>()))
+    }
+}
+
+/// The dev IdP page's `<form>` holding the button `name="user" value="{user}"`: its action and
+/// hidden fields.
+fn find_form(html: &str, user: &str) -> Option<(String, Vec<(String, String)>)> {
+    let needle = format!("name=\"user\" value=\"{user}\"");
+    let chunk = html.split("<form").skip(1).map(|c| c.split("</form>").next().unwrap_or("")).find(|c| c.contains(&needle))?;
+    let fields = chunk
+        .split("<input")
+        .skip(1)
+        .map(|input| input.split('>').next().unwrap_or(""))
+        .filter(|tag| attr(tag, "type").as_deref() == Some("hidden"))
+        .filter_map(|tag| Some((attr(tag, "name")?, attr(tag, "value")?)))
+        .collect();
+    Some((attr(chunk, "action").unwrap_or_default(), fields))
+}
+
+fn attr(tag: &str, name: &str) -> Option<String> {
+    let key = format!("{name}=\"");
+    let start = tag.find(&key)? + key.len();
+    let end = tag[start..].find('"')? + start;
+    Some(tag[start..end].replace("&quot;", "\"").replace("&#39;", "'").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&"))
+}
+
+/// A demo user with exactly one organization: it is auto-selected, so every request carries the
+/// full identity (organization headers and `org` claim included).
+fn bench_user() -> String {
+    trousseau_proxy::devidp::default_users()
+        .into_iter()
+        .find(|u| u.organizations.len() == 1 && !u.denied)
+        .map(|u| u.sub)
+        .expect("the dev IdP has a user with one organization")
+}
+
+struct Options {
+    mode: String,
+    proxy: String,
+    count: usize,
+    concurrency: usize,
+}
+
+fn options() -> Result<Options, String> {
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().ok_or("usage: bench_signin cookie|cold|refresh --proxy URL [--count N] [--concurrency C]")?;
+    let mut options = Options { mode, proxy: "http://127.0.0.1:4180".into(), count: 200, concurrency: 4 };
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--proxy" => options.proxy = value,
+            "--count" => options.count = value.parse().map_err(|_| "--count: a number")?,
+            "--concurrency" => options.concurrency = value.parse().map_err(|_| "--concurrency: a number")?,
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    Ok(options)
+}
+
+/// Runs `count` jobs over `concurrency` workers; each job reports one latency.
+async fn measure<F, Fut>(count: usize, concurrency: usize, job: F) -> Result<(Duration, Vec<Duration>), String>
+where
+    F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Result<Duration, String>> + Send,
+{
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for worker in 0..concurrency.max(1) {
+        let job = job.clone();
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            for i in (worker..count).step_by(concurrency.max(1)) {
+                latencies.push(job(i).await?);
+            }
+            Ok::<_, String>(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for worker in workers {
+        latencies.extend(worker.await.map_err(|e| e.to_string())??);
+    }
+    Ok((started.elapsed(), latencies))
+}
+
+fn report(what: &str, count: usize, elapsed: Duration, mut latencies: Vec<Duration>) {
+    latencies.sort();
+    let percentile = |p: f64| {
+        let index = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len().max(1)) - 1;
+        latencies.get(index).map(|d| d.as_micros()).unwrap_or(0)
+    };
+    println!(
+        "RESULT what={what} count={count} seconds={:.3} rate={:.1} p50_us={} p99_us={}",
+        elapsed.as_secs_f64(),
+        count as f64 / elapsed.as_secs_f64(),
+        percentile(0.50),
+        percentile(0.99)
+    );
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench_signin: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), String> {
+    let options = options()?;
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let http: Http = Client::builder(TokioExecutor::new()).build(connector);
+    let user = bench_user();
+    match options.mode.as_str() {
+        "cookie" => {
+            let mut browser = Browser::new(http, &options.proxy);
+            browser.sign_in(&user).await?;
+            // Only the session's cookies remain: the sign-in attempt's cookie was cleared.
+            println!("{}", browser.cookie_header());
+        }
+        "cold" => {
+            // Whole sign-ins from a fresh browser each; the callback (code exchange, ID token
+            // validation, sealing the session) is timed on its own.
+            let (proxy, http2) = (options.proxy.clone(), http.clone());
+            let (elapsed, latencies) = measure(options.count, options.concurrency, move |_| {
+                let (proxy, http, user) = (proxy.clone(), http2.clone(), user.clone());
+                async move { Ok(Browser::new(http, &proxy).sign_in(&user).await?.1) }
+            })
+            .await?;
+            report("cold_sign_in", options.count, elapsed, latencies);
+        }
+        "refresh" => {
+            // Each worker signs in once; the dev proxy's access tokens are shorter than the
+            // refresh skew, so every request is due: one refresh per request, and the rotated
+            // cookie is sent with the next one.
+            let mut browsers = Vec::new();
+            for _ in 0..options.concurrency.max(1) {
+                let mut browser = Browser::new(http.clone(), &options.proxy);
+                browser.sign_in(&user).await?;
+                browsers.push(std::sync::Arc::new(tokio::sync::Mutex::new(browser)));
+            }
+            let concurrency = browsers.len();
+            let (elapsed, latencies) = measure(options.count, concurrency, move |i| {
+                let browser = browsers[i % concurrency].clone();
+                async move {
+                    let mut browser = browser.lock().await;
+                    let started = Instant::now();
+                    let answer = browser.request(Method::GET, "/bench", &[("accept", "application/json")], String::new()).await?;
+                    let latency = started.elapsed();
+                    expect(&answer, StatusCode::OK, "a request due for refresh")?;
+                    if answer.set_cookies.is_empty() {
+                        return Err("the request was not refreshed (no new cookie): is --access-token-ttl below 30s?".into());
+                    }
+                    Ok(latency)
+                }
+            })
+            .await?;
+            report("refresh_per_request", options.count, elapsed, latencies);
+        }
+        other => return Err(format!("unknown mode {other}: cookie, cold or refresh")),
+    }
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! AdmissionReview v1, the subset a pod-mutating webhook needs, and the one function that turns
+//! a review request into its answer.
+//!
+//! The answer is always an AdmissionReview: `allowed: true` with or without a JSON patch, or
+//! `allowed: false` with a status message when the request is malformed or an opted-in pod
+//! cannot be protected (the injector is fail-closed: a pod that asked for the proxy never runs
+//! without it). Only a body that is not an AdmissionReview at all, with no `uid` to answer to,
+//! is an HTTP error ([`MalformedReview`]).
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::pod::{self, Decision};
+use super::InjectorSettings;
+
+/// The only AdmissionReview version served.
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+/// The kind of both the request and the response.
+pub const KIND: &str = "AdmissionReview";
+
+/// The request envelope as the API server sends it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewRequestEnvelope {
+    api_version: Option<String>,
+    kind: Option<String>,
+    request: Option<Value>,
+}
+
+/// `request` of an AdmissionReview: the fields we read.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AdmissionRequest {
+    kind: GroupVersionKind,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    operation: String,
+    #[serde(default)]
+    dry_run: Option<bool>,
+    #[serde(default)]
+    object: Option<Value>,
+}
+
+/// `group`/`version`/`kind` of the object under review.
+#[derive(Debug, Deserialize)]
+struct GroupVersionKind {
+    #[serde(default)]
+    group: String,
+    version: String,
+    kind: String,
+}
+
+/// The answer: an AdmissionReview with `response` set.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionReviewResponse {
+    /// Always [`API_VERSION`].
+    pub api_version: String,
+    /// Always [`KIND`].
+    pub kind: String,
+    /// The verdict.
+    pub response: AdmissionResponse,
+}
+
+/// `response` of an AdmissionReview.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionResponse {
+    /// The request's `uid`, echoed.
+    pub uid: String,
+    /// Whether the object may be created.
+    pub allowed: bool,
+    /// Why not (set when `allowed` is false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    /// `JSONPatch` when a patch is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch_type: Option<String>,
+    /// The RFC 6902 patch, base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+    /// Shown to the client (`kubectl` prints them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// The part of `metav1.Status` an admission response carries.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// HTTP-like code: 400 for a malformed request, 422 for a pod that cannot be protected.
+    pub code: u16,
+    /// The message `kubectl` and controller events show.
+    pub message: String,
+}
+
+/// A body that is not an AdmissionReview we can answer (no `request.uid`): HTTP 400.
+#[derive(Debug, thiserror::Error)]
+#[error("not an AdmissionReview {API_VERSION} request: {0}")]
+pub struct MalformedReview(pub String);
+
+/// Answers one AdmissionReview request body.
+pub fn review(body: &[u8], settings: &InjectorSettings) -> Result<AdmissionReviewResponse, MalformedReview> {
+    let envelope: ReviewRequestEnvelope =
+        serde_json::from_slice(body).map_err(|e| MalformedReview(format!("invalid JSON: {e}")))?;
+    let request = envelope.request.ok_or_else(|| MalformedReview("`request` is missing".into()))?;
+    let uid = request
+        .get("uid")
+        .and_then(Value::as_str)
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| MalformedReview("`request.uid` is missing".into()))?
+        .to_string();
+    let answer = Answer { uid };
+
+    if envelope.api_version.as_deref() != Some(API_VERSION) || envelope.kind.as_deref() != Some(KIND) {
+        return Ok(answer.deny(
+            400,
+            format!(
+                "expected apiVersion {API_VERSION} kind {KIND}, got {} {} (set admissionReviewVersions: [v1])",
+                envelope.api_version.as_deref().unwrap_or("(none)"),
+                envelope.kind.as_deref().unwrap_or("(none)")
+            ),
+        ));
+    }
+    let request: AdmissionRequest = match serde_json::from_value(request) {
+        Ok(r) => r,
+        Err(e) => return Ok(answer.deny(400, format!("malformed AdmissionReview request: {e}"))),
+    };
+    let is_pod = request.kind.group.is_empty() && request.kind.version == "v1" && request.kind.kind == "Pod";
+    if !is_pod || request.sub_resource.as_deref().is_some_and(|s| !s.is_empty()) {
+        return Ok(answer.allow(vec![format!(
+            "trousseau-proxy injector: ignored a {} (only pods are injected; check the webhook's rules)",
+            request.kind.kind
+        )]));
+    }
+    // Containers are immutable after creation: only CREATE can be injected.
+    if request.operation != "CREATE" {
+        return Ok(answer.allow(Vec::new()));
+    }
+    let Some(object) = request.object.as_ref().filter(|o| o.is_object()) else {
+        return Ok(answer.deny(400, "malformed AdmissionReview request: `request.object` is not a pod".into()));
+    };
+
+    let who = pod_name(object, request.name.as_deref());
+    let namespace = request.namespace.as_deref().unwrap_or("-");
+    let dry_run = request.dry_run.unwrap_or(false);
+    match pod::decide(object, settings) {
+        Ok(Decision::NotOptedIn) => Ok(answer.allow(Vec::new())),
+        Ok(Decision::AlreadyInjected) => {
+            tracing::info!(uid = %answer.uid, namespace, pod = %who, dry_run, "already injected: skipped");
+            Ok(answer.allow(vec![format!(
+                "trousseau-proxy: pod {who} already has the proxy ({} annotation or container): not injected again",
+                super::INJECTED_ANNOTATION
+            )]))
+        }
+        Ok(Decision::Inject { pod: changed, warnings }) => {
+            let patch = json_patch::diff(object, &changed);
+            let patch = match serde_json::to_vec(&patch) {
+                Ok(p) => p,
+                Err(e) => return Ok(answer.deny(500, format!("cannot encode the patch: {e}"))),
+            };
+            // dryRun needs nothing special: the injector has no side effects (sideEffects: None),
+            // so a dry run gets the same patch the real request would.
+            tracing::info!(
+                uid = %answer.uid, namespace, pod = %who, dry_run,
+                mode = if settings.native_sidecar { "native-sidecar" } else { "container" },
+                "injected"
+            );
+            Ok(AdmissionReviewResponse {
+                api_version: API_VERSION.into(),
+                kind: KIND.into(),
+                response: AdmissionResponse {
+                    uid: answer.uid,
+                    allowed: true,
+                    status: None,
+                    patch_type: Some("JSONPatch".into()),
+                    patch: Some(base64::engine::general_purpose::STANDARD.encode(patch)),
+                    warnings,
+                },
+            })
+        }
+        Err(e) => {
+            tracing::warn!(uid = %answer.uid, namespace, pod = %who, dry_run, error = %e, "refused an opted-in pod");
+            Ok(answer.deny(
+                422,
+                format!(
+                    "trousseau-proxy cannot protect pod {who} ({} is true): {e}",
+                    super::INJECT_LABEL
+                ),
+            ))
+        }
+    }
+}
+
+/// Builds responses to one request.
+struct Answer {
+    uid: String,
+}
+
+impl Answer {
+    fn allow(self, warnings: Vec<String>) -> AdmissionReviewResponse {
+        self.respond(true, None, warnings)
+    }
+
+    fn deny(self, code: u16, message: String) -> AdmissionReviewResponse {
+        self.respond(false, Some(Status { code, message }), Vec::new())
+    }
+
+    fn respond(self, allowed: bool, status: Option<Status>, warnings: Vec<String>) -> AdmissionReviewResponse {
+        AdmissionReviewResponse {
+            api_version: API_VERSION.into(),
+            kind: KIND.into(),
+            response: AdmissionResponse { uid: self.uid, allowed, status, patch_type: None, patch: None, warnings },
+        }
+    }
+}
+
+/// The pod's name for messages: its name, else `generateName` + `*` (pods of a ReplicaSet are
+/// named by the API server after admission).
+fn pod_name(pod: &Value, request_name: Option<&str>) -> String {
+    let meta = |key: &str| pod.pointer(&format!("/metadata/{key}")).and_then(Value::as_str).filter(|s| !s.is_empty());
+    match (meta("name").or(request_name.filter(|n| !n.is_empty())), meta("generateName")) {
+        (Some(name), _) => name.to_string(),
+        (None, Some(prefix)) => format!("{prefix}*"),
+        (None, None) => "(unnamed)".to_string(),
+    }
+}
