@@ -159,6 +159,23 @@ pub struct FileConfig {
     pub organization: OrganizationConfig,
     /// Public routes and per-route rules.
     pub routes: RoutesConfig,
+    /// API clients.
+    pub api: ApiConfig,
+}
+
+/// `api:` — API clients that send a Trousseau access token instead of a cookie.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// `off` (default) or `userinfo`: accept `Authorization: Bearer <access token>`, resolved
+    /// through Trousseau's userinfo endpoint (cached).
+    pub bearer: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { bearer: "off".into() }
+    }
 }
 
 /// `proxy:` — forwarding to the upstream.
@@ -291,6 +308,11 @@ pub struct IdentityConfig {
     pub assertion_ttl: HumanDuration,
     /// Forward the Trousseau access token as `X-Trousseau-Access-Token`.
     pub pass_access_token: bool,
+    /// Extra header names for apps written for another proxy: `trousseau` (none), `oauth2-proxy`
+    /// or `authentik`.
+    pub headers_preset: String,
+    /// Custom header → claim mapping, e.g. `X-User-Email: email`.
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for IdentityConfig {
@@ -300,6 +322,8 @@ impl Default for IdentityConfig {
             audience: None,
             assertion_ttl: HumanDuration(Duration::from_secs(60)),
             pass_access_token: false,
+            headers_preset: "trousseau".into(),
+            headers: Default::default(),
         }
     }
 }
@@ -384,11 +408,14 @@ const KEY_PATHS: &[&str] = &[
     "identity.audience",
     "identity.assertion_ttl",
     "identity.pass_access_token",
+    "identity.headers_preset",
+    "identity.headers",
     "organization.required",
     "organization.allowed",
     "organization.roles",
     "routes.public",
     "routes.rules",
+    "api.bearer",
 ];
 
 /// Keys whose value is a list: from the environment they take YAML flow syntax (`[a, b]`) or a
@@ -500,7 +527,7 @@ fn env_value(path: &str, value: &str) -> Result<serde_yaml::Value, String> {
             .collect();
         return Ok(serde_yaml::Value::Sequence(items));
     }
-    if path == "routes.rules" || LIST_KEYS.contains(&path) {
+    if path == "routes.rules" || path == "identity.headers" || LIST_KEYS.contains(&path) {
         return serde_yaml::from_str(value).map_err(|e| format!("is not valid YAML: {e}"));
     }
     // Scalars: let YAML decide bool/number, but keep strings that merely look like them intact
@@ -606,6 +633,8 @@ pub struct Settings {
     pub organization: OrganizationConfig,
     /// Routes.
     pub routes: RoutesConfig,
+    /// Accept `Authorization: Bearer` access tokens (resolved via userinfo).
+    pub bearer_userinfo: bool,
 }
 
 /// Validated `oidc:`.
@@ -709,6 +738,8 @@ pub struct IdentitySettings {
     pub assertion_ttl: Duration,
     /// Forward the access token.
     pub pass_access_token: bool,
+    /// Extra identity headers (preset and custom), compiled.
+    pub extra_headers: crate::identity::ExtraHeaders,
 }
 
 /// Values given on the command line; they win over everything else.
@@ -932,11 +963,19 @@ pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, Conf
     if ttl < Duration::from_secs(10) || ttl > Duration::from_secs(3600) {
         return Err(invalid("identity.assertion_ttl", "must be between 10s and 1h".into()));
     }
+    let extra_headers = crate::identity::ExtraHeaders::new(&file.identity.headers_preset, &file.identity.headers)
+        .map_err(|(key, message)| invalid(key, message))?;
     let identity = IdentitySettings {
         signing_keys_pem,
         audience: file.identity.audience.clone().unwrap_or(client_id),
         assertion_ttl: ttl,
         pass_access_token: file.identity.pass_access_token,
+        extra_headers,
+    };
+    let bearer_userinfo = match file.api.bearer.as_str() {
+        "off" => false,
+        "userinfo" => true,
+        other => return Err(invalid("api.bearer", format!("`{other}`: use off or userinfo"))),
     };
 
     for (i, p) in file.routes.public.iter().enumerate() {
@@ -963,6 +1002,7 @@ pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, Conf
         identity,
         organization: file.organization.clone(),
         routes: file.routes.clone(),
+        bearer_userinfo,
     })
 }
 

@@ -545,6 +545,183 @@ pub fn insert_identity_headers(
     headers.insert(X_TROUSSEAU_JWT_ASSERTION, assertion);
 }
 
+/// A claim an extra header carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// `sub`.
+    Sub,
+    /// `email`.
+    Email,
+    /// `name`.
+    Name,
+    /// `given_name`.
+    GivenName,
+    /// `family_name`.
+    FamilyName,
+    /// `picture`.
+    Picture,
+    /// `trousseau_user_id`.
+    UserId,
+    /// `locale`.
+    Locale,
+    /// The selected organization's id.
+    OrgId,
+    /// The selected organization's slug.
+    OrgSlug,
+    /// The selected organization's name.
+    OrgName,
+    /// The role in the selected organization.
+    OrgRole,
+    /// Every organization as `slug` and `slug:role`, comma-separated (oauth2-proxy groups).
+    GroupsComma,
+    /// The same, `|`-separated (Authentik's outpost).
+    GroupsPipe,
+}
+
+impl Claim {
+    /// Parses a claim name as written in `identity.headers`.
+    pub fn parse(name: &str) -> Option<Claim> {
+        Some(match name {
+            "sub" => Claim::Sub,
+            "email" => Claim::Email,
+            "name" => Claim::Name,
+            "given_name" => Claim::GivenName,
+            "family_name" => Claim::FamilyName,
+            "picture" => Claim::Picture,
+            "trousseau_user_id" => Claim::UserId,
+            "locale" => Claim::Locale,
+            "org.id" => Claim::OrgId,
+            "org.slug" => Claim::OrgSlug,
+            "org.name" => Claim::OrgName,
+            "org.role" => Claim::OrgRole,
+            "groups" => Claim::GroupsComma,
+            _ => return None,
+        })
+    }
+
+    fn value(self, session: &Session) -> Option<String> {
+        let id = &session.identity;
+        let org = session.selected_organization();
+        let groups = |sep: &str| {
+            let orgs = id.organizations.as_deref().unwrap_or(&[]);
+            let mut parts = Vec::with_capacity(orgs.len() * 2);
+            for o in orgs {
+                parts.push(o.slug.clone());
+                parts.push(format!("{}:{}", o.slug, o.role));
+            }
+            (!parts.is_empty()).then(|| parts.join(sep))
+        };
+        match self {
+            Claim::Sub => Some(id.sub.clone()),
+            Claim::Email => id.email.clone(),
+            Claim::Name => id.name.clone(),
+            Claim::GivenName => id.given_name.clone(),
+            Claim::FamilyName => id.family_name.clone(),
+            Claim::Picture => id.picture.clone(),
+            Claim::UserId => id.trousseau_user_id.clone(),
+            Claim::Locale => id.locale.clone(),
+            Claim::OrgId => org.map(|o| o.id.clone()),
+            Claim::OrgSlug => org.map(|o| o.slug.clone()),
+            Claim::OrgName => org.map(|o| o.name.clone()),
+            Claim::OrgRole => org.map(|o| o.role.clone()),
+            Claim::GroupsComma => groups(","),
+            Claim::GroupsPipe => groups("|"),
+        }
+    }
+}
+
+/// Header names apps written for another proxy expect (`identity.headers_preset`) plus custom
+/// header → claim mappings (`identity.headers`). Client-sent copies of every one of them are
+/// stripped like `X-Trousseau-*`.
+#[derive(Clone, Debug, Default)]
+pub struct ExtraHeaders {
+    headers: Vec<(HeaderName, Claim)>,
+}
+
+impl ExtraHeaders {
+    /// Compiles a preset (`trousseau`, `oauth2-proxy`, `authentik`) and custom mappings. On error:
+    /// the config key and what is wrong.
+    pub fn new(
+        preset: &str,
+        custom: &std::collections::BTreeMap<String, String>,
+    ) -> Result<ExtraHeaders, (&'static str, String)> {
+        let mut headers: Vec<(HeaderName, Claim)> = Vec::new();
+        let named = |pairs: &[(&'static str, Claim)]| -> Vec<(HeaderName, Claim)> {
+            pairs.iter().map(|(n, c)| (HeaderName::from_static(n), *c)).collect()
+        };
+        match preset {
+            "trousseau" | "" => {}
+            "oauth2-proxy" => headers.extend(named(&[
+                ("x-forwarded-user", Claim::Sub),
+                ("x-forwarded-email", Claim::Email),
+                ("x-forwarded-preferred-username", Claim::Email),
+                ("x-forwarded-groups", Claim::GroupsComma),
+            ])),
+            "authentik" => headers.extend(named(&[
+                ("x-authentik-username", Claim::Email),
+                ("x-authentik-email", Claim::Email),
+                ("x-authentik-uid", Claim::Sub),
+                ("x-authentik-name", Claim::Name),
+                ("x-authentik-groups", Claim::GroupsPipe),
+            ])),
+            other => {
+                return Err(("identity.headers_preset", format!("`{other}`: use trousseau, oauth2-proxy or authentik")))
+            }
+        }
+        for (name, claim) in custom {
+            let header = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| ("identity.headers", format!("`{name}` is not a header name")))?;
+            let lower = header.as_str().replace('_', "-");
+            if lower.starts_with("x-trousseau-") || matches!(lower.as_str(), "host" | "cookie" | "authorization" | "connection" | "content-length" | "transfer-encoding") {
+                return Err(("identity.headers", format!("`{name}` cannot be used for a claim")));
+            }
+            let claim = Claim::parse(claim).ok_or((
+                "identity.headers",
+                format!("`{name}: {claim}`: unknown claim; use sub, email, name, given_name, family_name, picture, trousseau_user_id, locale, org.id, org.slug, org.name, org.role or groups"),
+            ))?;
+            headers.push((header, claim));
+        }
+        Ok(ExtraHeaders { headers })
+    }
+
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.headers.is_empty()
+    }
+
+    /// Removes client-sent copies (also spelled with `_`).
+    pub fn strip(&self, headers: &mut HeaderMap) {
+        if self.headers.is_empty() {
+            return;
+        }
+        let doomed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| {
+                let normalized = k.as_str().replace('_', "-");
+                self.headers.iter().any(|(name, _)| name.as_str() == normalized)
+            })
+            .cloned()
+            .collect();
+        for name in doomed {
+            headers.remove(name);
+        }
+    }
+
+    /// Sets the headers for this session (absent claims: no header).
+    pub fn insert(&self, headers: &mut HeaderMap, session: &Session) {
+        for (name, claim) in &self.headers {
+            match claim.value(session).filter(|v| !v.is_empty()) {
+                Some(v) => {
+                    headers.insert(name.clone(), header_value(&v));
+                }
+                None => {
+                    headers.remove(name);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

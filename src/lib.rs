@@ -8,6 +8,7 @@
 //! [`metrics`] (what is counted, served to Prometheus),
 //! [`devidp`] (the embedded Trousseau twin used by `dev` and by the tests).
 
+pub mod bearer;
 pub mod body;
 pub mod config;
 pub mod dev;

@@ -225,6 +225,8 @@ pub struct Sources<'a> {
     pub idp_latency: &'a Histogram,
     /// Revoked `sid`s and `sub`s currently remembered.
     pub revocations_held: u64,
+    /// The shared Redis, when replicas use one.
+    pub redis: Option<&'a crate::session::redis::Redis>,
 }
 
 impl Metrics {
@@ -313,6 +315,21 @@ impl Metrics {
             "Revoked Trousseau sessions and users currently remembered (counted lazily: approximate).",
             sources.revocations_held,
         );
+        if let Some(redis) = sources.redis {
+            out.single(
+                "trousseau_proxy_redis_up",
+                "gauge",
+                "Whether the last Redis command succeeded (1) or not (0); requests that need Redis get 503 while it is 0.",
+                u64::from(redis.is_up().unwrap_or(true)),
+            );
+            out.labelled(
+                "trousseau_proxy_redis_commands_total",
+                "counter",
+                "Redis commands (sessions, revocations, refresh coordination) that succeeded or failed.",
+                "result",
+                &[("ok", load(&redis.stats().commands_ok)), ("failed", load(&redis.stats().commands_failed))],
+            );
+        }
         out.labelled(
             "trousseau_proxy_sign_ins_total",
             "counter",
@@ -444,7 +461,7 @@ mod tests {
     use super::*;
 
     fn render(metrics: &Metrics, refresh: &RefreshStats, idp: &Histogram) -> String {
-        metrics.render(&Sources { refresh, idp_latency: idp, revocations_held: 2 })
+        metrics.render(&Sources { refresh, idp_latency: idp, revocations_held: 2, redis: None })
     }
 
     /// The value of the sample line `series` (name and labels exactly as written).

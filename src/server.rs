@@ -20,8 +20,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
+use crate::bearer::{BearerAuth, BearerOutcome};
 use crate::body::{self, Body};
-use crate::config::{Settings, StoreKind};
+use crate::config::{RevocationKind, Settings, StoreKind};
 use crate::devidp::DevIdp;
 use crate::identity::{self, AssertionSettings, Assertions, Signer};
 use crate::metrics::{AnsweredBy, Metrics, Outcome};
@@ -31,7 +32,8 @@ use crate::policy::{Decision, Policy};
 use crate::proxy::{ForwardContext, ProxyError, Upstream, UpstreamSettings};
 use crate::session::cookies::{strip_cookies, CookieSettings, RequestCookies, SessionCodec};
 use crate::session::refresh::{RefreshOutcome, Refresher};
-use crate::session::revocation::Revocations;
+use crate::session::redis::{Redis, RedisRevocations, RedisStore, RefreshCoordinator};
+use crate::session::revocation::{RevocationSet, Revocations};
 use crate::session::seal::Sealer;
 use crate::session::store::{MemoryStore, SessionStore, StoreError};
 use crate::session::Session;
@@ -80,8 +82,11 @@ pub struct App {
     upstream: Upstream,
     policy: Policy,
     refresher: Refresher,
-    revocations: Revocations,
+    revocations: RevocationSet,
     store: Option<Arc<dyn SessionStore>>,
+    /// Shared by the replicas (`session.redis_url`): store, revocations, refresh coordination.
+    redis: Option<Arc<Redis>>,
+    bearer: Option<BearerAuth>,
     devidp: Option<Arc<DevIdp>>,
     metrics: Metrics,
 }
@@ -130,16 +135,40 @@ impl App {
         })
         .map_err(|e| StartError::Setup(format!("upstream: {e}")))?;
         let policy = Policy::new(&settings.routes, &settings.organization);
-        let refresher = Refresher::new(oidc.clone(), settings.session.refresh_skew, settings.session.refresh_grace);
-        let revocations = Revocations::new(settings.session.max_lifetime);
-        let store: Option<Arc<dyn SessionStore>> = match settings.session.store {
-            StoreKind::Cookie => None,
-            StoreKind::Memory => Some(Arc::new(MemoryStore::new(1_000_000))),
-            StoreKind::Redis => return Err(StartError::Setup("session.store: redis is not available yet".into())),
+        // Several replicas share Redis: server-side sessions, revocations, and one refresh per token.
+        let redis = match &settings.session.redis_url {
+            Some(url) => Some(Arc::new(Redis::connect(url).map_err(|e| StartError::Setup(format!("session.redis_url: {e}")))?)),
+            None => None,
         };
+        let mut refresher = Refresher::new(oidc.clone(), settings.session.refresh_skew, settings.session.refresh_grace);
+        if let Some(redis) = &redis {
+            // The lock outlives the slowest refresh (token call, plus a JWKS refetch).
+            let lock_ttl = settings.oidc.timeout * 2 + Duration::from_secs(5);
+            refresher = refresher.with_coordinator(Arc::new(RefreshCoordinator::new(redis.clone(), sealer.clone(), lock_ttl)));
+        }
+        let revocations = match (settings.session.revocations, &redis) {
+            (RevocationKind::Redis, Some(redis)) => RevocationSet::Redis(RedisRevocations::new(
+                redis.clone(),
+                settings.session.max_lifetime,
+                settings.session.revocation_staleness,
+            )),
+            _ => RevocationSet::Memory(Revocations::new(settings.session.max_lifetime)),
+        };
+        let store: Option<Arc<dyn SessionStore>> = match (settings.session.store, &redis) {
+            (StoreKind::Cookie, _) => None,
+            (StoreKind::Memory, _) => Some(Arc::new(MemoryStore::new(1_000_000))),
+            (StoreKind::Redis, Some(redis)) => Some(Arc::new(RedisStore::new(redis.clone(), sealer.clone()))),
+            (StoreKind::Redis, None) => return Err(StartError::Setup("session.store: redis needs session.redis_url".into())),
+        };
+        if let Some(redis) = &redis {
+            tracing::info!(redis = %redis.display(), store = ?settings.session.store, revocations = ?settings.session.revocations, "sharing state with the other replicas through Redis");
+        }
+        let bearer = settings.bearer_userinfo.then(|| BearerAuth::new(oidc.clone()));
         Ok(Arc::new(App {
             revocations,
             store,
+            redis,
+            bearer,
             settings,
             oidc,
             sealer,
@@ -175,6 +204,7 @@ impl App {
             refresh: self.refresher.stats(),
             idp_latency: self.oidc.call_latency(),
             revocations_held: self.revocations.len(),
+            redis: self.redis.as_deref(),
         })
     }
 
@@ -187,6 +217,7 @@ impl App {
 
         // 1. Nothing the client sent may pose as our identity headers or reach the app as our cookie.
         identity::strip_spoofed(req.headers_mut());
+        self.settings.identity.extra_headers.strip(req.headers_mut());
         let cookies = RequestCookies::from_headers(req.headers());
         strip_cookies(req.headers_mut(), |name| self.is_our_cookie(name));
 
@@ -242,8 +273,14 @@ impl App {
             return self.forward(req, ctx, None).await;
         }
 
-        // 4. The session, if any.
+        // 4. The session, if any (or, for API clients, a Trousseau access token).
         let browser = is_browser_navigation(&req);
+        if let Some(answer) = self.bearer_request(&req, ctx).await {
+            return match answer {
+                Ok(session) => self.authorize_and_forward(req, ctx, session, browser).await,
+                Err(response) => response,
+            };
+        }
         let session = match self.load_session(&ctx.cookies).await {
             Ok(Some(session)) => session,
             Ok(None) => return self.unauthenticated(&req, ctx, browser),
@@ -271,9 +308,15 @@ impl App {
             RefreshOutcome::Unavailable => {
                 return answer::unavailable(browser, self.lang(&req, None));
             }
+            RefreshOutcome::StoreUnavailable(e) => return self.store_unavailable(&req, &e),
         };
 
-        // 6. Policy.
+        // 6–8. Policy, identity headers, the app.
+        self.authorize_and_forward(req, ctx, session, browser).await
+    }
+
+    /// Applies the route policy to a signed-in request, then forwards it with the identity.
+    async fn authorize_and_forward(&self, req: Request<Incoming>, ctx: &mut RequestCtx, session: Session, browser: bool) -> Response<Body> {
         match self.policy.authorize(&session, req.method(), req.uri().path()) {
             Decision::Allow => {}
             Decision::ChooseOrganization => {
@@ -285,9 +328,26 @@ impl App {
                 return answer::forbidden(browser, lang, &denial, &session);
             }
         }
-
-        // 7–8. Identity headers, then the app.
         self.forward(req, ctx, Some(&session)).await
+    }
+
+    /// `Authorization: Bearer <Trousseau access token>` from an API client, when `api.bearer:
+    /// userinfo` is on and no session cookie came along. `None`: not a bearer request.
+    async fn bearer_request(&self, req: &Request<Incoming>, ctx: &mut RequestCtx) -> Option<Result<Session, Response<Body>>> {
+        let bearer = self.bearer.as_ref()?;
+        if self.codec.cookie().read_chunked(&ctx.cookies).is_some() {
+            return None;
+        }
+        let token = BearerAuth::token(req.headers().get(header::AUTHORIZATION)?)?;
+        Some(match bearer.resolve(token).await {
+            BearerOutcome::Valid(mut session) => {
+                session.org = self.policy.auto_select(&session);
+                ctx.sub = Some(session.identity.sub.clone());
+                Ok(session)
+            }
+            BearerOutcome::Invalid => Err(answer::invalid_bearer()),
+            BearerOutcome::Unavailable => Err(answer::unavailable(false, self.lang(req, None))),
+        })
     }
 
     /// Forwards to the upstream, with identity headers when there is a session.
@@ -298,6 +358,7 @@ impl App {
         if let Some(session) = session {
             let assertion = self.assertions.assertion_for(session);
             identity::insert_identity_headers(&mut parts.headers, session, assertion, self.settings.identity.pass_access_token);
+            self.settings.identity.extra_headers.insert(&mut parts.headers, session);
         }
         parts.headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
         let host = parts.headers.get(header::HOST).cloned().or_else(|| {
@@ -429,6 +490,7 @@ impl App {
                 };
             }
             RefreshOutcome::Unavailable => return answer::unavailable(false, lang),
+            RefreshOutcome::StoreUnavailable(e) => return self.store_unavailable(&req, &e),
         };
         let lang = self.lang(&req, Some(&session));
         match self.policy.authorize(&session, &method, &path) {
@@ -436,6 +498,7 @@ impl App {
                 let mut r = answer::text(StatusCode::OK, "");
                 let assertion = self.assertions.assertion_for(&session);
                 identity::insert_identity_headers(r.headers_mut(), &session, assertion, self.settings.identity.pass_access_token);
+                self.settings.identity.extra_headers.insert(r.headers_mut(), &session);
                 r
             }
             Decision::ChooseOrganization => answer::choose_organization(wants_redirect, lang, &return_to),
@@ -466,9 +529,17 @@ impl App {
                 return bad(&e.to_string());
             }
         };
-        if !self.revocations.revoke(&logout.jti, logout.sid.as_deref(), logout.sub.as_deref(), now_secs()) {
-            tracing::warn!("back-channel logout refused: replayed jti");
-            return bad("logout token already used");
+        match self.revocations.revoke(&logout.jti, logout.sid.as_deref(), logout.sub.as_deref(), now_secs()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!("back-channel logout refused: replayed jti");
+                return bad("logout token already used");
+            }
+            Err(e) => {
+                // Not recorded, so not accepted: Trousseau may send it again.
+                tracing::error!(error = %e, "back-channel logout could not be recorded: answering 503");
+                return answer::store_unavailable(false, Lang::En);
+            }
         }
         self.metrics.backchannel_revocation();
         tracing::info!(sid = logout.sid.as_deref().unwrap_or("-"), sub = logout.sub.as_deref().unwrap_or("-"), "back-channel logout: sessions ended");
@@ -724,7 +795,7 @@ impl App {
             },
         };
         let Some(session) = session else { return Ok(None) };
-        if self.revocations.is_revoked(&session) {
+        if self.revocations.is_revoked(&session).await? {
             return Ok(None);
         }
         let now = now_secs();
@@ -1070,6 +1141,19 @@ pub mod answer {
         r
     }
 
+    /// 401 for a bearer token Trousseau does not accept (RFC 6750).
+    pub fn invalid_bearer() -> Response<Body> {
+        let mut r = json(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({"error": "invalid_token", "error_description": "The access token is not valid (expired, revoked or not issued by Trousseau)."}),
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"trousseau-proxy\", error=\"invalid_token\""),
+        );
+        r
+    }
+
     /// The session's identity and selected organization — never tokens.
     pub fn userinfo(session: &Session) -> Response<Body> {
         let mut value = serde_json::to_value(&session.identity).unwrap_or_default();
@@ -1198,6 +1282,10 @@ pub async fn run(settings: Settings, devidp: Option<Arc<DevIdp>>) -> Result<(), 
     let app = App::new(settings, devidp)?;
     let oidc = app.oidc().clone();
     tokio::spawn(async move { oidc.discover_until_ready().await });
+    if let Some(redis) = app.redis.clone() {
+        // Says at once (in the log) whether Redis is reachable; requests reconnect on their own.
+        tokio::spawn(async move { redis.ping().await });
+    }
     if let Some(listener) = metrics_listener {
         let metrics_app = app.clone();
         tracing::info!(listen = ?listener.local_addr().ok(), "metrics at /metrics");

@@ -172,6 +172,7 @@ async fn a_developer_signs_in_switches_hotel_and_signs_out_in_a_real_browser() {
     browser.navigate(&dev.url("/.trousseau/organizations")).await;
     let current = browser.eval("document.querySelector('[aria-current=true]')?.innerText ?? ''").await;
     assert!(current.as_str().unwrap_or_default().contains("Riviera"), "current organization: {current}");
+    look_at(&mut browser, &dev, "05-organization-selector-current").await;
     browser.navigate(&dev.url("/")).await;
 
     // Signing out from the app ends both sessions: back at the IdP, nobody to continue as.
@@ -179,7 +180,7 @@ async fn a_developer_signs_in_switches_hotel_and_signs_out_in_a_real_browser() {
     let page = browser.text().await;
     assert!(browser.url().await.starts_with(&dev.url("/.trousseau/dev-idp/")), "after sign-out at {}:\n{page}", browser.url().await);
     assert!(!page.contains("Continue as"), "the IdP session ended too:\n{page}");
-    look_at(&mut browser, &dev, "05-after-sign-out").await;
+    look_at(&mut browser, &dev, "06-after-sign-out").await;
 
     // Visiting the app again asks to sign in again.
     browser.navigate(&dev.url("/")).await;

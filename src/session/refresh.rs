@@ -7,6 +7,11 @@
 //! refused (`invalid_grant`) is remembered as dead too, so it is never sent again.
 //! Transient failures (timeouts, 5xx) back off per token and serve the last known identity for a
 //! bounded grace past expiry; past the grace the answer is 503.
+//!
+//! With several replicas, a [`RefreshCoordinator`] (Redis) extends the single flight across them:
+//! the request that leads here takes the shared lock, or waits for the replica holding it and
+//! continues with its result. Without Redis at hand, no refresh happens (fail closed: 503), since
+//! spending the token alone could have another replica spend it too.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::future::Future;
@@ -15,6 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::oidc::{now_secs, Oidc, OidcError};
+use crate::session::redis::{RefreshCoordinator, SharedRefresh, Turn};
+use crate::session::store::StoreError;
 use crate::session::Session;
 
 /// How long a refresh result is remembered for requests still carrying the old cookie.
@@ -41,6 +48,21 @@ pub enum RefreshOutcome {
     Ended,
     /// Trousseau is unreachable and the grace period is over.
     Unavailable,
+    /// The refresh must be coordinated with the other replicas and their store cannot answer.
+    StoreUnavailable(StoreError),
+}
+
+/// Why a refresh produced no new session.
+#[derive(Debug)]
+enum RefreshError {
+    /// Trousseau's answer (or its absence).
+    Idp(OidcError),
+    /// Another replica learnt that the token is dead.
+    Ended,
+    /// Another replica was refreshing and stopped without a result: transient.
+    Abandoned,
+    /// Redis cannot answer.
+    Store(StoreError),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -69,6 +91,8 @@ pub struct Refresher {
     dead: moka::sync::Cache<TokenKey, ()>,
     backoff: moka::sync::Cache<TokenKey, Backoff>,
     stats: RefreshStats,
+    /// Shares the refresh with the other replicas, when there are several.
+    coordinator: Option<Arc<RefreshCoordinator>>,
 }
 
 impl Refresher {
@@ -83,7 +107,14 @@ impl Refresher {
             dead: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(DEAD_TTL).build(),
             backoff: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(600)).build(),
             stats: RefreshStats::default(),
+            coordinator: None,
         }
+    }
+
+    /// Coordinates every refresh with the other replicas through `coordinator`.
+    pub fn with_coordinator(mut self, coordinator: Arc<RefreshCoordinator>) -> Refresher {
+        self.coordinator = Some(coordinator);
+        self
     }
 
     /// The counters.
@@ -114,41 +145,76 @@ impl Refresher {
         let led = AtomicBool::new(false);
         // Boxed as `dyn Future + Send`: keeps the borrow of `self` out of the request future's
         // type, which rustc otherwise cannot prove Send for every lifetime.
-        let load: Pin<Box<dyn Future<Output = Result<Arc<Session>, OidcError>> + Send + '_>> = Box::pin(async {
-                led.store(true, Ordering::Relaxed);
-                match self.oidc.refresh(&refresh_token, &session.identity.sub).await {
-                    Ok(refreshed) => {
-                        self.stats.ok.fetch_add(1, Ordering::Relaxed);
-                        self.backoff.invalidate(&key);
-                        tracing::info!(sub = %session.identity.sub, "session refreshed");
-                        Ok(Arc::new(apply(&session, refreshed)))
+        let load: Pin<Box<dyn Future<Output = Result<Arc<Session>, RefreshError>> + Send + '_>> = Box::pin(async {
+            let Some(coordinator) = &self.coordinator else {
+                return self.call_trousseau(&session, &refresh_token, key, &led).await;
+            };
+            match coordinator.begin(&key).await.map_err(RefreshError::Store)? {
+                Turn::Done(SharedRefresh::Refreshed(new)) if new.identity.sub == session.identity.sub => Ok(Arc::new(new)),
+                Turn::Done(_) => Err(RefreshError::Ended),
+                Turn::Abandoned => Err(RefreshError::Abandoned),
+                Turn::Lead(lock) => {
+                    let result = self.call_trousseau(&session, &refresh_token, key, &led).await;
+                    let shared = match &result {
+                        Ok(new) => Some(SharedRefresh::Refreshed((**new).clone())),
+                        Err(RefreshError::Idp(e)) if is_dead(e) => Some(SharedRefresh::Ended),
+                        Err(_) => None,
+                    };
+                    if let Err(e) = coordinator.finish(lock, shared.as_ref()).await {
+                        // The token is spent either way: this request goes on with the result; the
+                        // others find the lock until it expires, then see Trousseau's verdict.
+                        tracing::warn!(sub = %session.identity.sub, error = %e, "could not share the refresh result with the other replicas");
                     }
-                    Err(e) => {
-                        self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                        if e.is_invalid_grant() {
-                            self.dead.insert(key, ());
-                            tracing::info!(sub = %session.identity.sub, "refresh refused by Trousseau (invalid_grant): session ended");
-                        } else {
-                            let attempts = self.backoff.get(&key).map(|b| b.attempts + 1).unwrap_or(1);
-                            let delay = Duration::from_secs(1u64 << attempts.min(6)).min(MAX_BACKOFF);
-                            self.backoff.insert(key, Backoff { attempts, next_try: now_secs() + delay.as_secs() });
-                            tracing::warn!(sub = %session.identity.sub, error = %e, retry_in = ?delay, "refresh failed; serving the last known identity within the grace period");
-                        }
-                        Err(e)
-                    }
+                    result
                 }
-            });
+            }
+        });
         let result = self.results.try_get_with(key, load).await;
         if !led.load(Ordering::Relaxed) {
             self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
         }
         match result {
             Ok(new) => RefreshOutcome::Refreshed((*new).clone()),
-            Err(e) if e.is_invalid_grant() || matches!(*e, OidcError::InvalidIdToken(_)) => {
-                self.dead.insert(key, ());
-                RefreshOutcome::Ended
+            Err(e) => match &*e {
+                RefreshError::Idp(e) if is_dead(e) => {
+                    self.dead.insert(key, ());
+                    RefreshOutcome::Ended
+                }
+                RefreshError::Ended => {
+                    self.dead.insert(key, ());
+                    RefreshOutcome::Ended
+                }
+                RefreshError::Store(StoreError::Unavailable(reason)) => {
+                    RefreshOutcome::StoreUnavailable(StoreError::Unavailable(reason.clone()))
+                }
+                RefreshError::Idp(_) | RefreshError::Abandoned => self.within_grace(session, now),
+            },
+        }
+    }
+
+    /// The refresh grant itself (this request leads): counts, backs off, remembers dead tokens.
+    async fn call_trousseau(&self, session: &Session, refresh_token: &str, key: TokenKey, led: &AtomicBool) -> Result<Arc<Session>, RefreshError> {
+        led.store(true, Ordering::Relaxed);
+        match self.oidc.refresh(refresh_token, &session.identity.sub).await {
+            Ok(refreshed) => {
+                self.stats.ok.fetch_add(1, Ordering::Relaxed);
+                self.backoff.invalidate(&key);
+                tracing::info!(sub = %session.identity.sub, "session refreshed");
+                Ok(Arc::new(apply(session, refreshed)))
             }
-            Err(_) => self.within_grace(session, now),
+            Err(e) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                if e.is_invalid_grant() {
+                    self.dead.insert(key, ());
+                    tracing::info!(sub = %session.identity.sub, "refresh refused by Trousseau (invalid_grant): session ended");
+                } else {
+                    let attempts = self.backoff.get(&key).map(|b| b.attempts + 1).unwrap_or(1);
+                    let delay = Duration::from_secs(1u64 << attempts.min(6)).min(MAX_BACKOFF);
+                    self.backoff.insert(key, Backoff { attempts, next_try: now_secs() + delay.as_secs() });
+                    tracing::warn!(sub = %session.identity.sub, error = %e, retry_in = ?delay, "refresh failed; serving the last known identity within the grace period");
+                }
+                Err(RefreshError::Idp(e))
+            }
         }
     }
 
@@ -159,6 +225,11 @@ impl Refresher {
             RefreshOutcome::Unavailable
         }
     }
+}
+
+/// A refresh error after which the token must never be sent again.
+fn is_dead(e: &OidcError) -> bool {
+    e.is_invalid_grant() || matches!(e, OidcError::InvalidIdToken(_))
 }
 
 /// The session after a successful refresh: new tokens, and new claims when an ID token came.

@@ -4,7 +4,51 @@
 
 use std::time::Duration;
 
+use crate::session::redis::RedisRevocations;
+use crate::session::store::StoreError;
 use crate::session::Session;
+
+/// Where revocations live: this replica's memory, or Redis for every replica
+/// (`session.revocations`).
+pub enum RevocationSet {
+    /// This replica only.
+    Memory(Revocations),
+    /// Every replica, through Redis (with a short local cache).
+    Redis(RedisRevocations),
+}
+
+impl RevocationSet {
+    /// Records a logout. `Ok(false)` if this `jti` was seen before (a replay); an error when Redis
+    /// cannot record it.
+    pub async fn revoke(&self, jti: &str, sid: Option<&str>, sub: Option<&str>, now: u64) -> Result<bool, StoreError> {
+        match self {
+            RevocationSet::Memory(set) => Ok(set.revoke(jti, sid, sub, now)),
+            RevocationSet::Redis(set) => set.revoke(jti, sid, sub, now).await,
+        }
+    }
+
+    /// Whether this session was ended by a back-channel logout. An error when Redis cannot say:
+    /// the caller fails closed.
+    pub async fn is_revoked(&self, session: &Session) -> Result<bool, StoreError> {
+        match self {
+            RevocationSet::Memory(set) => Ok(set.is_revoked(session)),
+            RevocationSet::Redis(set) => set.is_revoked(session).await,
+        }
+    }
+
+    /// How many entries this replica holds (for metrics; Redis entries are not counted).
+    pub fn len(&self) -> u64 {
+        match self {
+            RevocationSet::Memory(set) => set.len(),
+            RevocationSet::Redis(_) => 0,
+        }
+    }
+
+    /// Whether this replica holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 /// Revoked `sid`s and `sub`s, with when they were revoked.
 pub struct Revocations {

@@ -8,7 +8,7 @@
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -69,7 +69,8 @@ impl Chromium {
             if std::env::var_os("CI").is_some() {
                 panic!("chromium is not installed, and CI must run the browser tests (.ci/run installs it)");
             }
-            eprintln!("skipped: chromium not installed (apt-get install chromium)");
+            // Straight to stderr, past the test harness's capture, so the skip is seen.
+            let _ = writeln!(std::io::stderr(), "skipped: chromium not installed (apt-get install chromium)");
             return None;
         };
         Some(Chromium::launch(&binary).await)

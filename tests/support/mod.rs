@@ -44,8 +44,39 @@ pub struct Env {
     pub upstream: Upstream,
     /// The app, for its counters.
     pub app: Arc<App>,
+    /// The proxy configuration it runs with (replicas start from it).
+    pub file: FileConfig,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Another proxy replica beside an [`Env`]'s: same configuration and secrets, same IdP and
+/// upstream, its own listener and memory. Stopped when dropped.
+pub struct Replica {
+    /// The replica's address.
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:PORT` of this replica (`public_url` stays the first replica's).
+    pub origin: String,
+    /// The app, for its counters.
+    pub app: Arc<App>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Replica {
+    /// A browser on this replica carrying `other`'s cookies (ports share cookies, like behind a
+    /// load balancer).
+    pub fn browser_like(&self, other: &Browser) -> Browser {
+        let mut b = Browser::new(&self.origin);
+        b.jar = other.jar.clone();
+        b.headers = other.headers.clone();
+        b
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// How to set up an [`Env`].
@@ -102,12 +133,23 @@ impl Env {
         file.session.secrets = vec![SECRET.into()];
         (options.configure)(&mut file);
         let settings = settings(&file);
+        let saved_file = file.clone();
 
         let app = App::new(settings, None).unwrap();
         app.oidc().discover().await.expect("discovery against the test IdP");
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server::serve(listener, app.clone(), async move { let _ = rx.await; }, Duration::from_secs(5)));
-        Env { addr, origin, idp, upstream, app, shutdown: Some(tx), task }
+        Env { addr, origin, idp, upstream, app, file: saved_file, shutdown: Some(tx), task }
+    }
+
+    /// Starts a second proxy replica with the same configuration, IdP and upstream.
+    pub async fn start_replica(&self) -> Replica {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = App::new(settings(&self.file), None).unwrap();
+        app.oidc().discover().await.expect("discovery against the test IdP");
+        let task = tokio::spawn(server::serve(listener, app.clone(), std::future::pending(), Duration::from_secs(5)));
+        Replica { addr, origin: format!("http://{addr}"), app, task }
     }
 
     /// The IdP's controls.

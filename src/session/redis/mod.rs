@@ -107,6 +107,11 @@ impl Redis {
         }
     }
 
+    /// One `PING`, for its log line: whether Redis is reachable now.
+    pub async fn ping(&self) {
+        let _ = self.run::<String>(&::redis::cmd("PING")).await;
+    }
+
     /// Whether the last command succeeded (`None` before the first one).
     pub fn is_up(&self) -> Option<bool> {
         match self.state.load(Ordering::Relaxed) {

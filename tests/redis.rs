@@ -1,0 +1,536 @@
+//! Several replicas sharing one real Redis: server-side sessions, back-channel revocations and
+//! refresh coordination, Redis outages (fail closed, recover on their own), and what Redis
+//! actually holds (sealed records, namespaced and expiring keys).
+//!
+//! Each test starts its own `redis-server` (the Debian package; `.ci/run` installs it) on an
+//! ephemeral loopback port, without persistence, with a password read by the proxies from
+//! `session.redis_url_file`, and kills it when done. Without `redis-server` the tests say they
+//! are skipped — except under CI, where they fail.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use support::*;
+use trousseau_proxy::config::HumanDuration;
+use trousseau_proxy::session::seal::{parse_secret, Sealer};
+use trousseau_proxy::session::Session;
+
+const REDIS_SERVER: &str = "/usr/bin/redis-server";
+const PASSWORD: &str = "test-redis-password-4f1c";
+/// A second demo user (Sam Taylor, no organization).
+const SAM: &str = "7b1e9c4d-2f38-4a6b-8e5d-c0a9f1e2d3b4";
+
+/// A `redis-server` of our own on a loopback port; killed on drop.
+struct RedisServer {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts one, or `None` (skipped) when redis-server is not installed outside CI.
+    async fn start() -> Option<RedisServer> {
+        if !have_program(REDIS_SERVER, "apt-get install redis-server") {
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(format!("tp-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut server = RedisServer { port, dir, child: None };
+        server.spawn().await;
+        Some(server)
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new(REDIS_SERVER)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--requirepass", PASSWORD, "--dir", self.dir.to_str().unwrap(), "--loglevel", "warning"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut c) = self.try_connection().await {
+                if redis::cmd("PING").query_async::<String>(&mut c).await.is_ok() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server did not come up on port {}", self.port);
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The URL the proxies use, password included.
+    fn url(&self) -> String {
+        format!("redis://:{PASSWORD}@127.0.0.1:{}/0", self.port)
+    }
+
+    /// A file holding [`Self::url`], for `session.redis_url_file`.
+    fn url_file(&self) -> String {
+        let path = self.dir.join("redis-url");
+        std::fs::write(&path, format!("{}\n", self.url())).unwrap();
+        path.display().to_string()
+    }
+
+    async fn try_connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        redis::Client::open(self.url())?.get_multiplexed_async_connection().await
+    }
+
+    /// A direct connection, to look at what the proxies stored.
+    async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        self.try_connection().await.expect("connect to the test redis-server")
+    }
+
+    /// Stops Redis. With `keep_data`, the dataset is saved first and comes back at the restart
+    /// (a restart or failover that loses nothing); without, it is gone (a crash without
+    /// persistence).
+    async fn stop(&mut self, keep_data: bool) {
+        if keep_data {
+            let mut c = self.connection().await;
+            redis::cmd("SAVE").query_async::<()>(&mut c).await.unwrap();
+        } else {
+            let _ = std::fs::remove_file(self.dir.join("dump.rdb"));
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port (and with the same data directory).
+    async fn restart(&mut self) {
+        self.spawn().await;
+    }
+
+    /// Every key the proxies wrote.
+    async fn keys(&self) -> Vec<String> {
+        let mut c = self.connection().await;
+        let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut c).await.unwrap();
+        keys.sort();
+        keys
+    }
+
+    async fn get(&self, key: &str) -> Option<String> {
+        redis::cmd("GET").arg(key).query_async(&mut self.connection().await).await.unwrap()
+    }
+
+    async fn pttl(&self, key: &str) -> i64 {
+        redis::cmd("PTTL").arg(key).query_async(&mut self.connection().await).await.unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Proxy options: Redis from a file, sessions stored as `store` (`cookie` or `redis`), and
+/// `/public/*` reachable without a session.
+fn with_redis(redis: &RedisServer, store: &'static str, tweak: impl FnOnce(&mut trousseau_proxy::config::FileConfig) + Send + 'static) -> EnvOptions {
+    let url_file = redis.url_file();
+    EnvOptions {
+        configure: Box::new(move |c| {
+            c.session.store = store.into();
+            c.session.redis_url_file = Some(url_file);
+            c.routes.public = vec!["/public/*".into()];
+            tweak(c);
+        }),
+        idp: Box::new(|_| {}),
+    }
+}
+
+fn sealer() -> Sealer {
+    Sealer::new(&[parse_secret(SECRET).unwrap()]).unwrap()
+}
+
+/// The store handle inside a browser's session cookie (`<count>.<sealed handle>`).
+fn handle_of(b: &Browser) -> String {
+    let value = &b.jar["trousseau_session"];
+    let (_, sealed) = value.split_once('.').expect("a chunked session cookie");
+    String::from_utf8(sealer().open("session-handle", sealed).expect("a sealed handle")).unwrap()
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Opens a session record read from Redis, as the proxy does.
+fn open_record(sealed: &str) -> Session {
+    let plain = sealer().open("session-record", sealed).expect("the record opens with the session secret");
+    let record: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+    serde_json::from_value(record["s"].clone()).unwrap()
+}
+
+async fn post_logout_token(origin: &str, token: &str) -> Answer {
+    Browser::new(origin)
+        .request(
+            Method::POST,
+            "/.trousseau/backchannel-logout",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            Bytes::from(format!("logout_token={token}")),
+        )
+        .await
+}
+
+/// Polls until `f` gives `want` (or the deadline); returns how long it took.
+async fn until_status<F, Fut>(deadline: Duration, want: StatusCode, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Answer>,
+{
+    let started = Instant::now();
+    loop {
+        let got = f().await.status;
+        if got == want {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < deadline, "still {got} after {deadline:?} (want {want})");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn backchannel_logout_on_one_replica_ends_the_session_on_the_other() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let env = Env::start_with(with_redis(&redis, "redis", |_| {})).await;
+    let b_replica = env.start_replica().await;
+
+    let mut on_a = env.browser();
+    on_a.sign_in("/", JEAN).await;
+    let mut on_b = b_replica.browser_like(&on_a);
+    assert_eq!(on_b.api_get("/x").await.status, StatusCode::OK, "replica B serves the session stored by A");
+    // Someone else's session, to see it survive.
+    let mut other = env.browser();
+    other.sign_in("/", SAM).await;
+    let other_on_b = b_replica.browser_like(&other);
+
+    // Trousseau tells replica A that Jean's session (sid) ended.
+    let stored = redis.get(&format!("trousseau-proxy:session:{}", sha256_hex(handle_of(&on_a).as_bytes()))).await.unwrap();
+    let sid = open_record(&stored).sid.expect("the session has a sid");
+    let token = env.trousseau().logout_token(None, Some(&sid));
+    let r = post_logout_token(&env.origin, &token).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(on_a.api_get("/x").await.status, StatusCode::UNAUTHORIZED, "replica A: at once");
+    let took = until_status(Duration::from_secs(3), StatusCode::UNAUTHORIZED, || {
+        let mut b = on_b.clone();
+        async move { b.api_get("/x").await }
+    })
+    .await;
+    assert!(took <= Duration::from_millis(1500), "replica B within revocation_staleness (1 s): took {took:?}");
+    eprintln!("back-channel logout on A reached B after {took:?}");
+    assert_eq!(b_replica.browser_like(&other_on_b).api_get("/x").await.status, StatusCode::OK, "other sessions live on");
+
+    // The same logout token again, at the other replica: a replay.
+    assert_eq!(post_logout_token(&b_replica.origin, &token).await.status, StatusCode::BAD_REQUEST);
+
+    // The revocation is namespaced and expires with the longest session (30 days by default).
+    let ttl = redis.pttl(&format!("trousseau-proxy:revoked:sid:{sid}")).await;
+    assert!(ttl > 29 * 86_400_000 && ttl <= 30 * 86_400_000, "revocation TTL {ttl} ms");
+}
+
+#[tokio::test]
+async fn cookie_sessions_share_revocations_through_redis() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let env = Env::start_with(with_redis(&redis, "cookie", |c| {
+        c.session.revocations = Some("redis".into());
+        c.session.revocation_staleness = HumanDuration(Duration::ZERO);
+    }))
+    .await;
+    let b_replica = env.start_replica().await;
+    let mut on_a = env.browser();
+    on_a.sign_in("/", JEAN).await;
+    let mut on_b = b_replica.browser_like(&on_a);
+    assert_eq!(on_b.api_get("/x").await.status, StatusCode::OK);
+
+    // Logout by sub, received by B: A refuses the cookie on its very next request (staleness 0).
+    let r = post_logout_token(&b_replica.origin, &env.trousseau().logout_token(Some(JEAN), None)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(on_a.api_get("/x").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(on_b.api_get("/x").await.status, StatusCode::UNAUTHORIZED);
+    // Signing in again afterwards works, on both.
+    let mut again = env.browser();
+    assert_eq!(again.sign_in("/", JEAN).await.status, StatusCode::OK);
+    assert_eq!(b_replica.browser_like(&again).api_get("/x").await.status, StatusCode::OK);
+}
+
+/// Fires 50 concurrent requests carrying the same cookies, alternating between two replicas.
+async fn fifty_across(origins: [&str; 2], cookie: &str) -> Vec<Answer> {
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let mut client = Browser::new(origins[i % 2]);
+        let cookie = cookie.to_string();
+        tasks.push(tokio::spawn(async move {
+            client.request(Method::GET, "/api", &[("cookie", cookie.as_str()), ("accept", "application/json")], Bytes::new()).await
+        }));
+    }
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    answers
+}
+
+#[tokio::test]
+async fn fifty_expired_sessions_across_two_replicas_refresh_once() {
+    let Some(redis) = RedisServer::start().await else { return };
+    // Access tokens of 8 s, refreshed 5 s before expiry: due 3 s after sign-in, and fresh again
+    // for 3 s after the refresh.
+    let mut options = with_redis(&redis, "redis", |c| c.session.refresh_skew = HumanDuration(Duration::from_secs(5)));
+    options.idp = Box::new(|i| {
+        i.access_token_ttl = Duration::from_secs(8);
+        i.id_token_ttl = Duration::from_secs(8);
+    });
+    let env = Env::start_with(options).await;
+    let b_replica = env.start_replica().await;
+    let mut browser = env.browser();
+    browser.sign_in("/", JEAN).await;
+    let cookie = browser.cookie_header();
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+
+    let base = env.trousseau().stats();
+    env.trousseau().set_token_endpoint_delay(Duration::from_millis(300));
+    let started = Instant::now();
+    let answers = fifty_across([&env.origin, &b_replica.origin], &cookie).await;
+    let took = started.elapsed();
+    for a in &answers {
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+        assert_eq!(a.json()["headers"]["x-trousseau-sub"][0], JEAN);
+    }
+    let stats = env.trousseau().stats();
+    assert_eq!(stats.refresh_grants_ok, base.refresh_grants_ok + 1, "one refresh for 50 requests on 2 replicas");
+    assert_eq!(stats.refresh_reuse_detected, 0);
+    assert_eq!(stats.refresh_grants_failed, base.refresh_grants_failed);
+    let coalesced = |app: &trousseau_proxy::server::App| {
+        app.metrics_text().lines().find(|l| l.starts_with("trousseau_proxy_refreshes_total{result=\"coalesced\"}")).unwrap().to_string()
+    };
+    eprintln!("50 requests over 2 replicas: {took:?}; A {}; B {}", coalesced(&env.app), coalesced(&b_replica.app));
+
+    // The session lives on, refreshed, on both replicas — no further refresh needed.
+    env.trousseau().set_token_endpoint_delay(Duration::ZERO);
+    assert_eq!(browser.api_get("/x").await.status, StatusCode::OK);
+    assert_eq!(b_replica.browser_like(&browser).api_get("/x").await.status, StatusCode::OK);
+    assert_eq!(env.trousseau().stats().refresh_grants_ok, base.refresh_grants_ok + 1);
+    // Locks are released; the shared result stays a minute, sealed.
+    let keys = redis.keys().await;
+    assert!(!keys.iter().any(|k| k.starts_with("trousseau-proxy:refresh:lock:")), "{keys:?}");
+    let result_key = keys.iter().find(|k| k.starts_with("trousseau-proxy:refresh:result:")).expect("a shared result");
+    let ttl = redis.pttl(result_key).await;
+    assert!(ttl > 0 && ttl <= 60_000, "result TTL {ttl} ms");
+}
+
+#[tokio::test]
+async fn fifty_expired_cookies_across_two_replicas_refresh_once() {
+    let Some(redis) = RedisServer::start().await else { return };
+    // Cookie sessions, Redis for revocations and refresh coordination only. Tokens of 10 s with a
+    // 30 s skew: every request is due for a refresh.
+    let mut options = with_redis(&redis, "cookie", |c| c.session.refresh_skew = HumanDuration(Duration::from_secs(30)));
+    options.idp = Box::new(|i| {
+        i.access_token_ttl = Duration::from_secs(10);
+        i.id_token_ttl = Duration::from_secs(10);
+    });
+    let env = Env::start_with(options).await;
+    let b_replica = env.start_replica().await;
+    let mut browser = env.browser();
+    browser.sign_in("/", JEAN).await;
+    let old_cookie = browser.cookie_header();
+    let base = env.trousseau().stats();
+    env.trousseau().set_token_endpoint_delay(Duration::from_millis(300));
+
+    let answers = fifty_across([&env.origin, &b_replica.origin], &old_cookie).await;
+    let mut refreshed = std::collections::HashSet::new();
+    for a in &answers {
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+        assert_eq!(a.json()["headers"]["x-trousseau-sub"][0], JEAN);
+        refreshed.extend(a.set_cookies().into_iter().map(|sc| sc.split(';').next().unwrap().to_string()));
+    }
+    let stats = env.trousseau().stats();
+    assert_eq!(stats.refresh_grants_ok, base.refresh_grants_ok + 1, "one refresh for 50 requests on 2 replicas");
+    assert_eq!(stats.refresh_reuse_detected, 0);
+    let tokens: std::collections::HashSet<String> = refreshed
+        .iter()
+        .map(|c| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("cookie", c.parse().unwrap());
+            let codec = trousseau_proxy::session::cookies::SessionCodec::new(
+                Arc::new(sealer()),
+                trousseau_proxy::session::cookies::CookieSettings::new("trousseau_session", false),
+            );
+            let cookies = trousseau_proxy::session::cookies::RequestCookies::from_headers(&headers);
+            codec.load(&cookies).expect("a session cookie").refresh_token.expect("a refresh token")
+        })
+        .collect();
+    assert_eq!(tokens.len(), 1, "both replicas hand out the same refreshed session");
+
+    // A third replica, started after the refresh, receives the old cookie: it finds the shared
+    // result in Redis instead of replaying the rotated token.
+    let c_replica = env.start_replica().await;
+    let late = Browser::new(&c_replica.origin)
+        .request(Method::GET, "/api", &[("cookie", old_cookie.as_str()), ("accept", "application/json")], Bytes::new())
+        .await;
+    assert_eq!(late.status, StatusCode::OK, "{}", late.text());
+    let stats = env.trousseau().stats();
+    assert_eq!(stats.refresh_grants_ok, base.refresh_grants_ok + 1);
+    assert_eq!(stats.refresh_reuse_detected, 0);
+
+    // The session lives on with the new cookie.
+    env.trousseau().set_token_endpoint_delay(Duration::ZERO);
+    let new_cookie = refreshed.into_iter().next().unwrap();
+    let next = Browser::new(&b_replica.origin)
+        .request(Method::GET, "/api", &[("cookie", new_cookie.as_str()), ("accept", "application/json")], Bytes::new())
+        .await;
+    assert_eq!(next.status, StatusCode::OK);
+    assert_eq!(env.trousseau().stats().refresh_reuse_detected, 0);
+}
+
+#[tokio::test]
+async fn redis_outage_fails_closed_and_recovers_on_its_own() {
+    let Some(mut redis) = RedisServer::start().await else { return };
+    let env = Env::start_with(with_redis(&redis, "redis", |_| {})).await;
+    let b_replica = env.start_replica().await;
+    let mut on_a = env.browser();
+    on_a.sign_in("/", JEAN).await;
+    let mut on_b = b_replica.browser_like(&on_a);
+    assert_eq!(on_b.api_get("/x").await.status, StatusCode::OK);
+    assert!(env.app.metrics_text().contains("trousseau_proxy_redis_up 1"));
+
+    redis.stop(true).await;
+    let down_at = Instant::now();
+    for (name, b) in [("A", &mut on_a), ("B", &mut on_b)] {
+        let api = b.api_get("/x").await;
+        assert_eq!(api.status, StatusCode::SERVICE_UNAVAILABLE, "replica {name}: {}", api.text());
+        assert_eq!(api.json()["error"], "session_store_unavailable");
+        assert!(api.headers.contains_key("retry-after"));
+        let page = b.navigate("/x").await;
+        assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE, "replica {name}: a navigation is not sent to sign in");
+        assert!(b.jar.contains_key("trousseau_session"), "an outage signs nobody out");
+        // What needs no Redis keeps working.
+        assert_eq!(b.api_get("/public/status").await.status, StatusCode::OK);
+        assert_eq!(b.api_get("/.trousseau/healthz").await.status, StatusCode::OK);
+    }
+    let stranger = env.browser().api_get("/x").await;
+    assert_eq!(stranger.status, StatusCode::UNAUTHORIZED, "no cookie, no Redis needed");
+    let logout = post_logout_token(&b_replica.origin, &env.trousseau().logout_token(Some(JEAN), None)).await;
+    assert_eq!(logout.status, StatusCode::SERVICE_UNAVAILABLE, "a logout that cannot be recorded is not acknowledged");
+    let answered_in = down_at.elapsed();
+    assert!(answered_in < Duration::from_secs(5), "503s come fast: {answered_in:?} for 11 requests");
+    assert!(env.app.metrics_text().contains("trousseau_proxy_redis_up 0"));
+
+    // Redis is back: both replicas recover without a restart.
+    redis.restart().await;
+    let a_took = until_status(Duration::from_secs(10), StatusCode::OK, || {
+        let mut b = on_a.clone();
+        async move { b.api_get("/x").await }
+    })
+    .await;
+    let b_took = until_status(Duration::from_secs(10), StatusCode::OK, || {
+        let mut b = on_b.clone();
+        async move { b.api_get("/x").await }
+    })
+    .await;
+    eprintln!("after the Redis restart: replica A recovered in {a_took:?}, B in {b_took:?}; 11 requests during the outage took {answered_in:?}");
+    assert!(env.app.metrics_text().contains("trousseau_proxy_redis_up 1"));
+
+    // A crash that loses everything: sessions are gone (no session, not an error) and signing in
+    // again works.
+    redis.stop(false).await;
+    redis.restart().await;
+    until_status(Duration::from_secs(10), StatusCode::UNAUTHORIZED, || {
+        let mut b = on_a.clone();
+        async move { b.api_get("/x").await }
+    })
+    .await;
+    let mut again = env.browser();
+    assert_eq!(again.sign_in("/", JEAN).await.status, StatusCode::OK);
+    assert_eq!(b_replica.browser_like(&again).api_get("/x").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn cookie_sessions_fail_closed_when_revocations_cannot_be_checked() {
+    let Some(mut redis) = RedisServer::start().await else { return };
+    let env = Env::start_with(with_redis(&redis, "cookie", |_| {})).await;
+    let mut b = env.browser();
+    b.sign_in("/", JEAN).await;
+    assert_eq!(b.api_get("/x").await.status, StatusCode::OK);
+
+    redis.stop(false).await;
+    // Within revocation_staleness (1 s) the cached answer may serve; after it, 503 — never a pass.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = b.api_get("/x").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert!(b.jar.contains_key("trousseau_session"));
+    redis.restart().await;
+    until_status(Duration::from_secs(10), StatusCode::OK, || {
+        let mut b = b.clone();
+        async move { b.api_get("/x").await }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn redis_holds_only_sealed_records_under_namespaced_expiring_keys() {
+    let Some(redis) = RedisServer::start().await else { return };
+    // The access token is kept in the session too: nothing of it may show in Redis either.
+    let env = Env::start_with(with_redis(&redis, "redis", |c| c.identity.pass_access_token = true)).await;
+    let mut b = env.browser();
+    let page = b.sign_in("/", JEAN).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let forwarded = b.api_get("/x").await.json();
+    let access_token = forwarded["headers"]["x-trousseau-access-token"][0].as_str().expect("the access token is forwarded").to_string();
+
+    let handle = handle_of(&b);
+    let keys = redis.keys().await;
+    assert!(keys.iter().all(|k| k.starts_with("trousseau-proxy:")), "{keys:?}");
+    let key = format!("trousseau-proxy:session:{}", sha256_hex(handle.as_bytes()));
+    assert!(keys.contains(&key), "the record is keyed by the handle's SHA-256: {keys:?}");
+    assert!(!keys.iter().any(|k| k.contains(&handle)), "no key names the handle itself");
+
+    let raw = redis.get(&key).await.unwrap();
+    let session = open_record(&raw);
+    let refresh_token = session.refresh_token.clone().expect("a refresh token");
+    let secrets = [
+        ("refresh token", refresh_token.as_str()),
+        ("access token", access_token.as_str()),
+        ("id token", session.id_token.as_deref().unwrap_or("eyJ")),
+        ("email", session.identity.email.as_deref().unwrap()),
+        ("sub", session.identity.sub.as_str()),
+        ("handle", handle.as_str()),
+    ];
+    for (what, secret) in secrets {
+        assert!(!raw.contains(secret), "the raw record shows the {what}");
+    }
+    for clear in ["Jean", "Dupont", "@", "organizations", "\"u\""] {
+        assert!(!raw.contains(clear), "the raw record shows {clear:?}");
+    }
+    assert_eq!(session.refresh_token.as_deref(), Some(refresh_token.as_str()));
+    assert_eq!(session.access_token.as_deref(), Some(access_token.as_str()));
+
+    // The record expires with the session (max_lifetime, 30 days by default).
+    let ttl = redis.pttl(&key).await;
+    assert!(ttl > 29 * 86_400_000 && ttl <= 30 * 86_400_000, "record TTL {ttl} ms");
+
+    // A record moved under another session's key does not open there.
+    let mut c = redis.connection().await;
+    let mut thief = env.browser();
+    thief.sign_in("/", SAM).await;
+    let thief_key = format!("trousseau-proxy:session:{}", sha256_hex(handle_of(&thief).as_bytes()));
+    redis::cmd("SET").arg(&thief_key).arg(&raw).query_async::<()>(&mut c).await.unwrap();
+    assert_eq!(thief.api_get("/x").await.status, StatusCode::UNAUTHORIZED, "a copied record is no session");
+
+    // Sign-out removes the record.
+    b.request(Method::POST, "/.trousseau/logout", &[("accept", "text/html")], Bytes::new()).await;
+    assert_eq!(redis.get(&key).await, None);
+}
