@@ -1176,6 +1176,50 @@ mod tests {
     }
 
     #[test]
+    fn redis_settings_are_checked_and_default_sensibly() {
+        // No Redis: cookie sessions, revocations in memory.
+        let s = load_text(&minimal(), &[]).unwrap();
+        assert_eq!((s.session.store, s.session.revocations), (StoreKind::Cookie, RevocationKind::Memory));
+        assert_eq!(s.session.revocation_staleness, Duration::from_secs(1));
+
+        // `store: redis` needs a URL; the URL (password inside) may come from a file.
+        let err = load_text(&(minimal() + "  store: redis\n"), &[]).unwrap_err().to_string();
+        assert!(err.contains("session.store") && err.contains("redis_url"), "{err}");
+        let path = std::env::temp_dir().join(format!("tp-redis-url-{}", std::process::id()));
+        std::fs::write(&path, "redis://:pa55word@redis:6379/2\n").unwrap();
+        let text = minimal() + &format!("  store: redis\n  redis_url_file: {}\n", path.display());
+        let s = load_text(&text, &[]).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(s.session.redis_url.as_deref(), Some("redis://:pa55word@redis:6379/2"));
+        assert_eq!((s.session.store, s.session.revocations), (StoreKind::Redis, RevocationKind::Redis));
+        assert!(!format!("{:?}", s.session).contains("pa55word"));
+
+        // A Redis URL with cookie sessions: revocations go to Redis unless told otherwise.
+        let with_url = minimal() + "  redis_url: rediss://:pa55word@cache.example.com:6380\n";
+        assert_eq!(load_text(&with_url, &[]).unwrap().session.revocations, RevocationKind::Redis);
+        let memory = with_url.clone() + "  revocations: memory\n";
+        assert_eq!(load_text(&memory, &[]).unwrap().session.revocations, RevocationKind::Memory);
+
+        // Mistakes, each named; a bad URL is never echoed with its password.
+        let cases = [
+            (minimal() + "  revocations: redis\n", "session.revocations"),
+            (minimal() + "  revocations: valkey\n", "session.revocations"),
+            (with_url.clone() + "  store: redis\n  revocations: memory\n", "session.revocations"),
+            (with_url.clone() + "  revocation_staleness: 1m\n", "session.revocation_staleness"),
+            (minimal() + "  redis_url: http://:pa55word@cache:6379\n", "session.redis_url"),
+            (with_url.clone() + "  redis_url_file: /nonexistent\n", "session.redis_url"),
+        ];
+        for (text, key) in cases {
+            let err = load_text(&text, &[]).unwrap_err().to_string();
+            assert!(err.starts_with(key), "{key}: {err}");
+            assert!(!err.contains("pa55word"), "{err}");
+        }
+        // From the environment too.
+        let s = load_text(&minimal(), &[("TROUSSEAU_PROXY_SESSION_REDIS_URL", "redis://127.0.0.1:6379"), ("TROUSSEAU_PROXY_SESSION_REVOCATION_STALENESS", "250ms")]).unwrap();
+        assert_eq!(s.session.revocation_staleness, Duration::from_millis(250));
+    }
+
+    #[test]
     fn redacted_yaml_hides_secrets() {
         let (file, _) = {
             let path = std::env::temp_dir().join(format!("tp-redact-{}", std::process::id()));

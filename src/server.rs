@@ -574,10 +574,14 @@ impl App {
     async fn choose_organization(&self, req: Request<Incoming>, ctx: &mut RequestCtx) -> Response<Body> {
         let lang = self.lang(&req, None);
         // Same-origin forms only (the session cookie is SameSite=Lax too).
-        let origin_ok = req
-            .headers()
-            .get(header::ORIGIN)
-            .is_none_or(|o| o.as_bytes() == self.settings.public_origin.as_bytes());
+        let h = req.headers();
+        let same_site_fetch = h.get("sec-fetch-site").is_some_and(|v| v.as_bytes() == b"same-origin");
+        let origin_ok = match h.get(header::ORIGIN) {
+            None => h.get("sec-fetch-site").is_none_or(|v| v.as_bytes() == b"same-origin" || v.as_bytes() == b"none"),
+            Some(o) if o.as_bytes() == self.settings.public_origin.as_bytes() => true,
+            // Browsers send `Origin: null` under a no-referrer policy; Fetch Metadata still tells.
+            Some(o) => o.as_bytes() == b"null" && same_site_fetch,
+        };
         let mut session = match self.load_session(&ctx.cookies).await {
             Ok(Some(session)) => session,
             Ok(None) => return answer::unauthenticated_json(&self.login_url("/.trousseau/organizations")),

@@ -117,3 +117,39 @@ async fn a_down_app_is_a_502_page_or_json() {
     assert_eq!(api.status, StatusCode::BAD_GATEWAY);
     assert_eq!(api.json()["error"], "upstream_unavailable");
 }
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_requests_and_refuses_new_ones() {
+    let env = Env::start().await;
+    let cookie = signed_in_cookie(&env).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<Bytes>>();
+    let req = http::Request::get(format!("{}/stream", env.origin))
+        .header("cookie", cookie)
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&first[..], b"data: first\n\n");
+
+    // SIGTERM-equivalent while the stream is in flight.
+    let addr = env.addr;
+    let release = env.upstream.release_stream.clone();
+    let stopping = tokio::spawn(env.stop());
+    // New connections are refused once the listener is closed.
+    let mut refused = false;
+    for _ in 0..50 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(refused, "the listener still accepts after shutdown began");
+    // The in-flight response still completes.
+    release.notify_one();
+    let second = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&second[..], b"data: second\n\n");
+    stopping.await.unwrap();
+}

@@ -150,13 +150,13 @@ impl Refresher {
                 return self.call_trousseau(&session, &refresh_token, key, &led).await;
             };
             match coordinator.begin(&key).await.map_err(RefreshError::Store)? {
-                Turn::Done(SharedRefresh::Refreshed(new)) if new.identity.sub == session.identity.sub => Ok(Arc::new(new)),
+                Turn::Done(SharedRefresh::Refreshed(new)) if new.identity.sub == session.identity.sub => Ok(Arc::new(*new)),
                 Turn::Done(_) => Err(RefreshError::Ended),
                 Turn::Abandoned => Err(RefreshError::Abandoned),
                 Turn::Lead(lock) => {
                     let result = self.call_trousseau(&session, &refresh_token, key, &led).await;
                     let shared = match &result {
-                        Ok(new) => Some(SharedRefresh::Refreshed((**new).clone())),
+                        Ok(new) => Some(SharedRefresh::Refreshed(Box::new((**new).clone()))),
                         Err(RefreshError::Idp(e)) if is_dead(e) => Some(SharedRefresh::Ended),
                         Err(_) => None,
                     };

@@ -77,12 +77,23 @@ impl Redis {
         Ok(Redis { conn, display: redacted_url(url), state: AtomicU8::new(UNKNOWN), stats: RedisStats::default() })
     }
 
-    /// Runs one command (or a script) with the timeout, recording Redis's health.
+    /// Runs one command (or a script) with the timeout, recording Redis's health. A command that
+    /// finds its connection dropped (Redis restarted since the last command) is sent once more on
+    /// the connection the manager re-opens, so a restart costs no request.
     pub async fn run<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
-        let mut conn = self.conn.clone();
-        let result = match tokio::time::timeout(COMMAND_TIMEOUT, cmd.query_async::<T>(&mut conn)).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(e.to_string()),
+        let attempts = async {
+            let mut retried = false;
+            loop {
+                let mut conn = self.conn.clone();
+                match cmd.query_async::<T>(&mut conn).await {
+                    Ok(value) => return Ok(value),
+                    Err(e) if !retried && (e.is_connection_dropped() || e.is_unrecoverable_error()) => retried = true,
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        };
+        let result = match tokio::time::timeout(COMMAND_TIMEOUT, attempts).await {
+            Ok(result) => result,
             Err(_) => Err(format!("no answer within {COMMAND_TIMEOUT:?}")),
         };
         match result {

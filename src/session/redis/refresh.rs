@@ -61,7 +61,7 @@ return 1
 pub enum SharedRefresh {
     /// Trousseau answered with new tokens: the session everybody continues with.
     #[serde(rename = "ok")]
-    Refreshed(Session),
+    Refreshed(Box<Session>),
     /// Trousseau refused the token (`invalid_grant`): the session is over everywhere.
     #[serde(rename = "ended")]
     Ended,
