@@ -24,7 +24,7 @@ pub const INVALID_TTL: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub enum BearerOutcome {
     /// A valid token: an ephemeral session for this request.
-    Valid(Session),
+    Valid(Box<Session>),
     /// Trousseau refused it (or it is malformed).
     Invalid,
     /// Trousseau cannot be asked right now.
@@ -71,7 +71,7 @@ impl BearerAuth {
         match result {
             Ok(identity) => {
                 let now = now_secs();
-                BearerOutcome::Valid(Session {
+                BearerOutcome::Valid(Box::new(Session {
                     id: format!("bearer-{}", hex(&key[..12])),
                     identity: (*identity).clone(),
                     org: None,
@@ -82,7 +82,7 @@ impl BearerAuth {
                     refresh_token: None,
                     access_token: Some(token.to_string()),
                     id_token: None,
-                })
+                }))
             }
             Err(e) => match *e {
                 OidcError::Rejected { .. } | OidcError::Protocol(_) => {

@@ -343,7 +343,7 @@ impl App {
             BearerOutcome::Valid(mut session) => {
                 session.org = self.policy.auto_select(&session);
                 ctx.sub = Some(session.identity.sub.clone());
-                Ok(session)
+                Ok(*session)
             }
             BearerOutcome::Invalid => Err(answer::invalid_bearer()),
             BearerOutcome::Unavailable => Err(answer::unavailable(false, self.lang(req, None))),
