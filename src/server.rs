@@ -44,6 +44,9 @@ pub const RESERVED_PREFIX: &str = "/.trousseau/";
 /// Sealing purpose of login-state cookies (never interchangeable with a session).
 const LOGIN_STATE_PURPOSE: &str = "login-state";
 
+/// How long a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Sealing purpose of the handle a server-side store's cookie carries.
 const SESSION_HANDLE_PURPOSE: &str = "session-handle";
 
@@ -1013,7 +1016,10 @@ pub async fn serve(
     drain: Duration,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A client gets this long to send its request headers (slowloris).
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http2().timer(hyper_util::rt::TokioTimer::new());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
