@@ -266,6 +266,8 @@ pub struct SessionConfig {
     pub redis_url: Option<String>,
     /// File holding the Redis URL, password included (Kubernetes Secret).
     pub redis_url_file: Option<String>,
+    /// CA (PEM) that signed the certificate of a `rediss://` Redis, instead of the system's.
+    pub redis_ca_file: Option<String>,
     /// Where back-channel revocations live: `memory` (this replica) or `redis` (every replica).
     /// Default: `redis` when a Redis URL is set, `memory` otherwise.
     pub revocations: Option<String>,
@@ -288,6 +290,7 @@ impl Default for SessionConfig {
             store: "cookie".into(),
             redis_url: None,
             redis_url_file: None,
+            redis_ca_file: None,
             revocations: None,
             revocation_staleness: HumanDuration(Duration::from_secs(1)),
             refresh_skew: HumanDuration(Duration::from_secs(30)),
@@ -400,6 +403,7 @@ const KEY_PATHS: &[&str] = &[
     "session.store",
     "session.redis_url",
     "session.redis_url_file",
+    "session.redis_ca_file",
     "session.revocations",
     "session.revocation_staleness",
     "session.refresh_skew",
@@ -684,6 +688,8 @@ pub struct SessionSettings {
     /// Redis URL (credentials included) when Redis is used: `store: redis`, `revocations: redis`,
     /// and refresh coordination across replicas.
     pub redis_url: Option<String>,
+    /// CA trusted for a `rediss://` Redis (instead of the system's).
+    pub redis_ca_file: Option<PathBuf>,
     /// Where back-channel revocations live.
     pub revocations: RevocationKind,
     /// How old a cached revocation answer may be (`revocations: redis`).
@@ -911,6 +917,9 @@ pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, Conf
     if let Some(url) = &redis_url {
         check_redis_url(url).map_err(|m| invalid("session.redis_url", m))?;
     }
+    if file.session.redis_ca_file.is_some() && !redis_url.as_deref().is_some_and(|u| u.starts_with("rediss://") || u.starts_with("valkeys://")) {
+        return Err(invalid("session.redis_ca_file", "is only used with a rediss:// (TLS) session.redis_url".into()));
+    }
     if store == StoreKind::Redis && redis_url.is_none() {
         return Err(invalid("session.store", "`redis` needs session.redis_url (or session.redis_url_file)".into()));
     }
@@ -944,6 +953,7 @@ pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, Conf
         max_lifetime,
         store,
         redis_url,
+        redis_ca_file: file.session.redis_ca_file.as_ref().map(PathBuf::from),
         revocations,
         revocation_staleness,
         refresh_skew: file.session.refresh_skew.0,
@@ -1208,6 +1218,7 @@ mod tests {
             (with_url.clone() + "  revocation_staleness: 1m\n", "session.revocation_staleness"),
             (minimal() + "  redis_url: http://:pa55word@cache:6379\n", "session.redis_url"),
             (with_url.clone() + "  redis_url_file: /nonexistent\n", "session.redis_url"),
+            (minimal() + "  redis_url: redis://:pa55word@cache:6379\n  redis_ca_file: /ca.pem\n", "session.redis_ca_file"),
         ];
         for (text, key) in cases {
             let err = load_text(&text, &[]).unwrap_err().to_string();

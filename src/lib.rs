@@ -7,6 +7,7 @@
 //! [`policy`] (who may go where), [`proxy`] (forwarding to the app), [`pages`] (what people see),
 //! [`metrics`] (what is counted, served to Prometheus),
 //! [`devidp`] (the embedded Trousseau twin used by `dev` and by the tests).
+//! Beside the request path, [`inject`] is the Kubernetes webhook that adds the proxy to pods.
 
 pub mod bearer;
 pub mod body;

@@ -31,26 +31,62 @@ struct RedisServer {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// With TLS only (`rediss://`): the CA (PEM) that signed its certificate.
+    tls_ca: Option<String>,
 }
 
 impl RedisServer {
     /// Starts one, or `None` (skipped) when redis-server is not installed outside CI.
     async fn start() -> Option<RedisServer> {
+        RedisServer::start_with(false).await
+    }
+
+    /// Starts one that speaks TLS only, with a certificate from a CA made for the test.
+    async fn start_tls() -> Option<RedisServer> {
+        RedisServer::start_with(true).await
+    }
+
+    async fn start_with(tls: bool) -> Option<RedisServer> {
         if !have_program(REDIS_SERVER, "apt-get install redis-server") {
             return None;
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let dir = std::env::temp_dir().join(format!("tp-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut server = RedisServer { port, dir, child: None };
+        let tls_ca = tls.then(|| {
+            let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            ca.distinguished_name.push(rcgen::DnType::CommonName, "trousseau-proxy Redis test CA");
+            ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+            let issuer = rcgen::CertifiedIssuer::self_signed(ca, rcgen::KeyPair::generate().unwrap()).unwrap();
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&key, &issuer).unwrap();
+            std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+            std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+            std::fs::write(dir.join("ca.pem"), issuer.pem()).unwrap();
+            dir.join("ca.pem").display().to_string()
+        });
+        let mut server = RedisServer { port, dir, child: None, tls_ca };
         server.spawn().await;
         Some(server)
     }
 
     async fn spawn(&mut self) {
+        let port = self.port.to_string();
+        let (plain_port, tls_args) = match &self.tls_ca {
+            None => (port.as_str(), Vec::new()),
+            Some(ca) => {
+                let file = |name: &str| self.dir.join(name).display().to_string();
+                let args = ["--tls-port", &port, "--tls-cert-file", &file("server.pem"), "--tls-key-file", &file("server.key")];
+                let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+                args.extend(["--tls-ca-cert-file".into(), ca.clone(), "--tls-auth-clients".into(), "no".into()]);
+                ("0", args)
+            }
+        };
         let child = Command::new(REDIS_SERVER)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--port", plain_port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--requirepass", PASSWORD, "--dir", self.dir.to_str().unwrap(), "--loglevel", "warning"])
+            .args(tls_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -70,7 +106,10 @@ impl RedisServer {
 
     /// The URL the proxies use, password included.
     fn url(&self) -> String {
-        format!("redis://:{PASSWORD}@127.0.0.1:{}/0", self.port)
+        match self.tls_ca {
+            None => format!("redis://:{PASSWORD}@127.0.0.1:{}/0", self.port),
+            Some(_) => format!("rediss://:{PASSWORD}@localhost:{}/0", self.port),
+        }
     }
 
     /// A file holding [`Self::url`], for `session.redis_url_file`.
@@ -81,7 +120,14 @@ impl RedisServer {
     }
 
     async fn try_connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-        redis::Client::open(self.url())?.get_multiplexed_async_connection().await
+        let client = match &self.tls_ca {
+            None => redis::Client::open(self.url())?,
+            Some(ca) => redis::Client::build_with_tls(
+                self.url(),
+                redis::TlsCertificates { client_tls: None, root_cert: Some(std::fs::read(ca).unwrap()) },
+            )?,
+        };
+        client.get_multiplexed_async_connection().await
     }
 
     /// A direct connection, to look at what the proxies stored.
@@ -501,6 +547,7 @@ async fn redis_holds_only_sealed_records_under_namespaced_expiring_keys() {
 
     let raw = redis.get(&key).await.unwrap();
     let session = open_record(&raw);
+    eprintln!("sealed session record for Jean (2 organizations, tokens kept): {} bytes", raw.len());
     let refresh_token = session.refresh_token.clone().expect("a refresh token");
     let secrets = [
         ("refresh token", refresh_token.as_str()),
@@ -534,4 +581,24 @@ async fn redis_holds_only_sealed_records_under_namespaced_expiring_keys() {
     // Sign-out removes the record.
     b.request(Method::POST, "/.trousseau/logout", &[("accept", "text/html")], Bytes::new()).await;
     assert_eq!(redis.get(&key).await, None);
+}
+
+#[tokio::test]
+async fn rediss_with_a_private_ca_works_and_is_verified() {
+    let Some(redis) = RedisServer::start_tls().await else { return };
+    let ca = redis.tls_ca.clone().unwrap();
+    let env = Env::start_with(with_redis(&redis, "redis", move |c| c.session.redis_ca_file = Some(ca))).await;
+    let b_replica = env.start_replica().await;
+    let mut b = env.browser();
+    assert_eq!(b.sign_in("/", JEAN).await.json()["headers"]["x-trousseau-sub"][0], JEAN);
+    assert_eq!(b_replica.browser_like(&b).api_get("/x").await.status, StatusCode::OK);
+    let key = format!("trousseau-proxy:session:{}", sha256_hex(handle_of(&b).as_bytes()));
+    assert_eq!(open_record(&redis.get(&key).await.unwrap()).identity.sub, JEAN, "the record went over TLS");
+
+    // Without the CA, the certificate is not trusted: no connection, and sign-in fails closed.
+    let untrusting = Env::start_with(with_redis(&redis, "redis", |_| {})).await;
+    let mut b = untrusting.browser();
+    let callback = b.sign_in_to_callback("/", JEAN).await;
+    assert_eq!(callback.status, StatusCode::SERVICE_UNAVAILABLE, "{}", callback.text());
+    assert!(untrusting.app.metrics_text().contains("trousseau_proxy_redis_up 0"));
 }

@@ -64,8 +64,14 @@ pub struct RedisStats {
 impl Redis {
     /// Prepares the connection without opening it: the proxy starts (and serves what needs no
     /// Redis) while Redis is still down; the first command connects.
-    pub fn connect(url: &str) -> Result<Redis, String> {
-        let client = ::redis::Client::open(url).map_err(|e| format!("{}: {e}", redacted_url(url)))?;
+    /// `ca_pem`: the CA that signed a `rediss://` Redis's certificate, trusted instead of the
+    /// system's roots.
+    pub fn connect(url: &str, ca_pem: Option<Vec<u8>>) -> Result<Redis, String> {
+        let client = match ca_pem {
+            None => ::redis::Client::open(url),
+            Some(pem) => ::redis::Client::build_with_tls(url, ::redis::TlsCertificates { client_tls: None, root_cert: Some(pem) }),
+        }
+        .map_err(|e| format!("{}: {e}", redacted_url(url)))?;
         let config = ::redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(COMMAND_TIMEOUT))
