@@ -179,7 +179,7 @@ pub fn review(body: &[u8], settings: &InjectorSettings) -> Result<AdmissionRevie
                     status: None,
                     patch_type: Some("JSONPatch".into()),
                     patch: Some(base64::engine::general_purpose::STANDARD.encode(patch)),
-                    warnings,
+                    warnings: warnings.into_iter().map(fit_warning).collect(),
                 },
             })
         }
@@ -211,12 +211,27 @@ impl Answer {
     }
 
     fn respond(self, allowed: bool, status: Option<Status>, warnings: Vec<String>) -> AdmissionReviewResponse {
+        let warnings = warnings.into_iter().map(fit_warning).collect();
         AdmissionReviewResponse {
             api_version: API_VERSION.into(),
             kind: KIND.into(),
             response: AdmissionResponse { uid: self.uid, allowed, status, patch_type: None, patch: None, warnings },
         }
     }
+}
+
+/// The API server may cut warnings longer than 256 characters; cut them ourselves, cleanly.
+fn fit_warning(mut warning: String) -> String {
+    const MAX: usize = 256;
+    if warning.len() > MAX {
+        let mut end = MAX - 3;
+        while !warning.is_char_boundary(end) {
+            end -= 1;
+        }
+        warning.truncate(end);
+        warning.push_str("...");
+    }
+    warning
 }
 
 /// The pod's name for messages: its name, else `generateName` + `*` (pods of a ReplicaSet are
@@ -227,5 +242,17 @@ fn pod_name(pod: &Value, request_name: Option<&str>) -> String {
         (Some(name), _) => name.to_string(),
         (None, Some(prefix)) => format!("{prefix}*"),
         (None, None) => "(unnamed)".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_warnings_are_cut_on_a_character_boundary() {
+        assert_eq!(fit_warning("short".into()), "short");
+        let cut = fit_warning("é".repeat(200));
+        assert!(cut.len() <= 256 && cut.ends_with("..."), "{}", cut.len());
     }
 }

@@ -115,9 +115,9 @@ pub fn decide(pod: &Value, settings: &InjectorSettings) -> Result<Decision, PodE
                 return Err(PodError::NameTaken { kind: "port", name: FALLBACK_PORT_NAME.into() });
             }
             warnings.push(format!(
-                "trousseau-proxy: the app's port {} has no name to take over; the proxy listens on {} (port `{}`): \
-                 point the Service's targetPort there, and keep {} unreachable (bind the app to 127.0.0.1 or use a NetworkPolicy)",
-                app.number, options.proxy_port, FALLBACK_PORT_NAME, app.number
+                "trousseau-proxy: port {} has no name to take over; set the Service's targetPort to `{}` ({}) \
+                 and keep {} unreachable (bind the app to 127.0.0.1 or use a NetworkPolicy)",
+                app.number, FALLBACK_PORT_NAME, options.proxy_port, app.number
             ));
             FALLBACK_PORT_NAME.to_string()
         }

