@@ -1094,7 +1094,10 @@ mod tests {
     }
 
     fn load_text(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        let dir = std::env::temp_dir().join(format!("tp-config-{}-{}", std::process::id(), text.len()));
+        // One file per call: tests run in parallel and many texts have the same length.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("tp-config-{}-{call}", std::process::id()));
         std::fs::write(&dir, text).unwrap();
         let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let r = load(Some(&dir), &env, &Flags::default()).map(|(s, _)| s);

@@ -432,7 +432,7 @@ impl Oidc {
             .map_err(token_error)?;
         let lifetime = response.expires_in().unwrap_or(Duration::from_secs(300));
         let mut refreshed = Refreshed {
-            expires_at: now_secs() + lifetime.as_secs(),
+            expires_at: now_secs().saturating_add(lifetime.as_secs()),
             access_token: response.access_token().secret().clone(),
             refresh_token: response.refresh_token().map(|t| t.secret().clone()),
             id: None,
@@ -492,7 +492,7 @@ impl Oidc {
         Ok(Tokens {
             identity,
             sid: extra.sid.clone(),
-            expires_at: now_secs() + lifetime.as_secs(),
+            expires_at: now_secs().saturating_add(lifetime.as_secs()),
             access_token: response.access_token().secret().clone(),
             refresh_token: response.refresh_token().map(|t| t.secret().clone()),
             id_token: id_token.to_string(),
@@ -711,11 +711,11 @@ impl Oidc {
         }
         let now = now_secs();
         let iat = claims["iat"].as_u64().ok_or(LogoutTokenError::Claims("iat missing"))?;
-        if iat > now + CLOCK_SKEW.as_secs() || iat + LOGOUT_TOKEN_MAX_AGE < now {
+        if iat > now + CLOCK_SKEW.as_secs() || iat.saturating_add(LOGOUT_TOKEN_MAX_AGE) < now {
             return Err(LogoutTokenError::Claims("iat outside the accepted window"));
         }
         if let Some(exp) = claims.get("exp").filter(|e| !e.is_null()) {
-            if exp.as_u64().is_none_or(|exp| exp + CLOCK_SKEW.as_secs() < now) {
+            if exp.as_u64().is_none_or(|exp| exp.saturating_add(CLOCK_SKEW.as_secs()) < now) {
                 return Err(LogoutTokenError::Claims("expired"));
             }
         }

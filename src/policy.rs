@@ -5,6 +5,11 @@
 //! unreserved percent-escapes decoded) so `/admin/../x`, `//admin` or `/%61dmin` cannot slip past a
 //! rule. A public route only matches when the raw path already is in that form: an ambiguous path
 //! is never let through without a session.
+//!
+//! Some apps read more separators than RFC 3986 does: `%2F` decoded to `/` (WSGI, PHP, Python's
+//! `http.server`), `\` as `/` (IIS and other Windows-hosted servers). A path holding one of those is
+//! therefore never public, and a rule applies to it when it applies under either reading
+//! (`/admin%2Fusers` and `/admin\users` meet the `/admin/*` rule).
 
 use std::borrow::Cow;
 
@@ -59,7 +64,8 @@ impl PathPattern {
                 Some((Part::Rest, _)) => true,
                 Some((Part::Segment, rest)) => {
                     let end = path.find('/').unwrap_or(path.len());
-                    (0..=end).rev().any(|i| go(rest, &path[i..]))
+                    // Only at character boundaries: a path may hold any UTF-8.
+                    (0..=end).rev().filter(|&i| path.is_char_boundary(i)).any(|i| go(rest, &path[i..]))
                 }
             }
         }
@@ -69,6 +75,8 @@ impl PathPattern {
 
 /// Normalizes a request path for matching: decodes percent-escapes of unreserved characters,
 /// collapses repeated slashes and resolves `.` and `..`. Borrowed when nothing changes.
+/// Idempotent: a `%` that starts no escape becomes `%25`, so decoding never forms a new escape
+/// (`%%32%65` is `%252e`, not `%2e`, which a second pass would turn into `.`).
 pub fn normalize_path(path: &str) -> Cow<'_, str> {
     let needs_work = path.contains("//")
         || path.contains("/.")
@@ -118,10 +126,41 @@ fn decode_unreserved(path: &str) -> String {
                 continue;
             }
         }
-        out.push(bytes[i]);
+        if bytes[i] == b'%' {
+            // A `%` that starts no escape stands for itself.
+            out.extend_from_slice(b"%25");
+        } else {
+            out.push(bytes[i]);
+        }
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether some apps would read a separator this path does not show: a backslash, or an encoded
+/// slash or backslash.
+fn has_hidden_separator(path: &str) -> bool {
+    path.contains('\\')
+        || path.as_bytes().windows(3).any(|w| {
+            w[0] == b'%' && (w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'f') || w[1] == b'5' && w[2].eq_ignore_ascii_case(&b'c'))
+        })
+}
+
+/// The path as an app that reads `\`, `%2F` and `%5C` as `/` sees it, normalized.
+fn separators_read_as_slashes(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut rest = path;
+    while let Some(c) = rest.chars().next() {
+        let escape = rest.get(..3).filter(|e| e.eq_ignore_ascii_case("%2f") || e.eq_ignore_ascii_case("%5c"));
+        if let Some(e) = escape {
+            out.push('/');
+            rest = &rest[e.len()..];
+        } else {
+            out.push(if c == '\\' { '/' } else { c });
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    normalize_path(&out).into_owned()
 }
 
 /// One compiled route rule.
@@ -214,7 +253,7 @@ impl Policy {
             return false;
         }
         let normalized = normalize_path(path);
-        if normalized != path {
+        if normalized != path || has_hidden_separator(path) {
             return false;
         }
         self.public.iter().any(|p| p.matches(path))
@@ -264,10 +303,20 @@ impl Policy {
         }
 
         let normalized = normalize_path(path);
+        let decision = self.apply_rules(session, org, method, &normalized);
+        if decision != Decision::Allow || !has_hidden_separator(&normalized) {
+            return decision;
+        }
+        // The strictest of both readings: the app may see `/` where the path shows `%2F` or `\`.
+        self.apply_rules(session, org, method, &separators_read_as_slashes(&normalized))
+    }
+
+    /// The first rule matching this normalized path decides (no rule: allowed).
+    fn apply_rules(&self, session: &Session, org: Option<&Organization>, method: &http::Method, normalized: &str) -> Decision {
         let Some(rule) = self
             .rules
             .iter()
-            .find(|r| (r.methods.is_empty() || r.methods.contains(method)) && r.path.matches(&normalized))
+            .find(|r| (r.methods.is_empty() || r.methods.contains(method)) && r.path.matches(normalized))
         else {
             return Decision::Allow;
         };
@@ -352,6 +401,21 @@ mod tests {
         assert_eq!(normalize_path("/a/./b"), "/a/b");
         assert_eq!(normalize_path("/a%2fb"), "/a%2Fb");
         assert!(matches!(normalize_path("/plain/path"), Cow::Borrowed(_)));
+        // A `%` that starts no escape cannot combine with a decoded character into a new one.
+        assert_eq!(normalize_path("/%%32%65%%32%65/admin"), "/%252e%252e/admin");
+        assert_eq!(normalize_path("/100%"), "/100%25");
+        for p in ["/%%32%65%%32%65/admin", "/%2%61", "/a%", "/%%%"] {
+            let once = normalize_path(p).into_owned();
+            assert_eq!(normalize_path(&once), once, "{p}");
+        }
+    }
+
+    #[test]
+    fn inner_stars_match_non_ascii_segments_without_panicking() {
+        let p = PathPattern::new("/api/*/status");
+        assert!(p.matches("/api/\u{e9}/status") && p.matches("/api/\u{1F600}x/status"));
+        assert!(!p.matches("/api/\u{e9}/nope") && !p.matches("/api/\u{e9}"));
+        assert!(PathPattern::new("/*.css").matches("/\u{e9}t\u{e9}.css"));
     }
 
     #[test]

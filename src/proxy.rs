@@ -187,10 +187,12 @@ pub struct Upstream {
 }
 
 struct Inner {
-    /// Pooled client for ordinary requests; may negotiate HTTP/2 (see the module doc).
-    client: HttpClient,
-    /// HTTP/1.1-only client for upgrade requests; the same pool as `client` when that one is
-    /// HTTP/1.1-only anyway.
+    /// Pooled clients for ordinary requests, one per server worker thread (see [`set_worker`]);
+    /// they may negotiate HTTP/2 (see the module doc). A pooled connection is driven by a task on
+    /// the runtime that opened it, so each worker keeps its own connections: handing a request to
+    /// the app and getting its answer back never wakes another thread.
+    clients: Box<[HttpClient]>,
+    /// HTTP/1.1-only client for upgrade requests (rare, long-lived: one pool is enough).
     upgrade_client: HttpClient,
     scheme: Scheme,
     authority: Authority,
@@ -243,18 +245,21 @@ impl Upstream {
         }
 
         let tls = tls::client_config(settings.ca_file.as_deref())?;
-        let mut http1_tls = tls.clone();
-        http1_tls.alpn_protocols = vec![tls::ALPN_HTTP1.to_vec()];
-        let upgrade_client = build_client(&settings, http1_tls);
-        let client = if scheme == Scheme::HTTPS && !settings.preserve_host {
-            build_client(&settings, tls)
-        } else {
-            upgrade_client.clone()
-        };
+        let upgrade_client = build_client(&settings, http1_tls_for(&tls));
+        let workers = std::thread::available_parallelism().map_or(1, usize::from);
+        let clients = (0..workers)
+            .map(|_| {
+                if scheme == Scheme::HTTPS && !settings.preserve_host {
+                    build_client(&settings, tls.clone())
+                } else {
+                    build_client(&settings, http1_tls_for(&tls))
+                }
+            })
+            .collect();
 
         Ok(Upstream {
             inner: Arc::new(Inner {
-                client,
+                clients,
                 upgrade_client,
                 scheme,
                 authority,
@@ -299,7 +304,7 @@ impl Upstream {
         let client = if upgrade {
             &inner.upgrade_client
         } else {
-            &inner.client
+            &inner.clients[WORKER.get() % inner.clients.len()]
         };
         let sending = client.request(Request::from_parts(parts, body));
         let mut response = inner.response_head(sending, upload.as_deref()).await?;
@@ -381,6 +386,24 @@ impl Inner {
     }
 }
 
+/// `tls` offering only HTTP/1.1.
+fn http1_tls_for(tls: &rustls::ClientConfig) -> rustls::ClientConfig {
+    let mut http1 = tls.clone();
+    http1.alpn_protocols = vec![tls::ALPN_HTTP1.to_vec()];
+    http1
+}
+
+thread_local! {
+    /// Which server worker runs on this thread (0 outside the server's worker threads).
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Tells the upstream pools that this thread is server worker `index`: its requests use pool
+/// `index`. Called once by each worker thread of [`crate::server::run`].
+pub fn set_worker(index: usize) {
+    WORKER.set(index);
+}
+
 fn build_client(settings: &UpstreamSettings, tls: rustls::ClientConfig) -> HttpClient {
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
@@ -400,12 +423,20 @@ fn build_client(settings: &UpstreamSettings, tls: rustls::ClientConfig) -> HttpC
 /// `Connection` becomes exactly `upgrade`. `Connection` cannot remove `X-Trousseau-*` headers: a
 /// browser must not be able to strip the identity the proxy vouches for.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let wants_trailers = comma_tokens(headers, &header::TE).any(|token| {
-        let coding = token.split(';').next().unwrap_or_default();
-        coding.trim().eq_ignore_ascii_case("trailers")
-    });
+    // Performance: one pass over the field names (comparing standard names is an integer compare)
+    // finds the hop-by-hop ones; most requests have none, or only `Connection`, and most responses
+    // none, so this replaces a dozen hashed lookups per message with a scan of ~20 names.
+    let present: Vec<HeaderName> = headers.keys().filter(|name| is_hop_by_hop(name)).cloned().collect();
+    if present.is_empty() {
+        return;
+    }
+    let wants_trailers = present.contains(&header::TE)
+        && comma_tokens(headers, &header::TE).any(|token| {
+            let coding = token.split(';').next().unwrap_or_default();
+            coding.trim().eq_ignore_ascii_case("trailers")
+        });
 
-    if headers.contains_key(header::CONNECTION) {
+    if present.contains(&header::CONNECTION) {
         let named: Vec<HeaderName> = comma_tokens(headers, &header::CONNECTION)
             .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
             .filter(|name| !name.as_str().starts_with(VOUCHED_PREFIX))
@@ -416,7 +447,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
         headers.remove(header::CONNECTION);
     }
-    for name in &HOP_BY_HOP {
+    for name in present.iter().filter(|name| HOP_BY_HOP.contains(name)) {
         headers.remove(name);
     }
     if wants_trailers {
@@ -427,6 +458,11 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     } else {
         headers.remove(header::UPGRADE);
     }
+}
+
+/// `Connection`, `Upgrade` and the fields of [`HOP_BY_HOP`].
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION || name == header::UPGRADE || HOP_BY_HOP.contains(name)
 }
 
 /// The comma-separated tokens of every `name` field, trimmed, empty ones skipped.
@@ -441,7 +477,7 @@ fn comma_tokens<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<
 }
 
 /// A request asks to switch protocols: `Connection: upgrade` and an `Upgrade` field.
-fn wants_upgrade(headers: &HeaderMap) -> bool {
+pub fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && comma_tokens(headers, &header::CONNECTION).any(|t| t.eq_ignore_ascii_case("upgrade"))
 }

@@ -173,6 +173,12 @@ impl App {
             tracing::info!(redis = %redis.display(), store = ?settings.session.store, revocations = ?settings.session.revocations, "sharing state with the other replicas through Redis");
         }
         let bearer = settings.bearer_userinfo.then(|| BearerAuth::new(oidc.clone()));
+        if bearer.is_some() {
+            tracing::warn!(
+                "api.bearer: userinfo accepts any access token Trousseau's userinfo endpoint accepts, \
+                 including tokens issued to other applications of the same Trousseau"
+            );
+        }
         Ok(Arc::new(App {
             revocations,
             store,
@@ -227,6 +233,10 @@ impl App {
         // 1. Nothing the client sent may pose as our identity headers or reach the app as our cookie.
         identity::strip_spoofed(req.headers_mut());
         self.settings.identity.extra_headers.strip(req.headers_mut());
+        // Hop-by-hop fields go now, before we add anything: a client's `Connection:` must not be
+        // able to name (and so remove) a header the proxy vouches for.
+        let upgrade = crate::proxy::wants_upgrade(req.headers());
+        crate::proxy::remove_hop_by_hop(req.headers_mut(), upgrade);
         let cookies = RequestCookies::from_headers(req.headers());
         strip_cookies(req.headers_mut(), |name| self.is_our_cookie(name));
 
@@ -286,7 +296,15 @@ impl App {
         let browser = is_browser_navigation(&req);
         if let Some(answer) = self.bearer_request(&req, ctx).await {
             return match answer {
-                Ok(session) => self.authorize_and_forward(req, ctx, session, browser).await,
+                Ok(session) => {
+                    // The Trousseau token is a credential for Trousseau: the app gets it only when
+                    // `identity.pass_access_token` says so, like for cookie sessions.
+                    let mut req = req;
+                    if !self.settings.identity.pass_access_token {
+                        req.headers_mut().remove(header::AUTHORIZATION);
+                    }
+                    self.authorize_and_forward(req, ctx, session, browser).await
+                }
                 Err(response) => response,
             };
         }
@@ -445,21 +463,57 @@ impl App {
     async fn forward_auth(&self, req: Request<Incoming>, ctx: &mut RequestCtx) -> Response<Body> {
         let h = req.headers();
         let header_str = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
-        let method: Method = header_str("x-forwarded-method")
-            .or_else(|| header_str("x-original-method"))
-            .and_then(|m| m.parse().ok())
-            .unwrap_or_else(|| req.method().clone());
+        // nginx sets X-Original-*, Traefik and Caddy X-Forwarded-*, and each passes the client's
+        // other headers on: a client can add the family its proxy does not set. So the request is
+        // described by whichever is present, and refused when the two disagree, when one is given
+        // twice, or when it is unreadable — never replaced by another path (or by `/`). 403, not
+        // 400: nginx turns anything but 2xx/401/403 from an auth subrequest into a 500.
+        let described = |a: &str, b: &str| -> Result<Option<&str>, ()> {
+            let read = |name: &str| -> Result<Option<&str>, ()> {
+                let mut values = h.get_all(name).iter();
+                match (values.next(), values.next()) {
+                    (None, _) => Ok(None),
+                    (Some(_), Some(_)) => Err(()),
+                    (Some(v), None) if v.is_empty() => Ok(None),
+                    (Some(v), None) => v.to_str().map(Some).map_err(|_| ()),
+                }
+            };
+            match (read(a)?, read(b)?) {
+                (Some(x), Some(y)) if x != y => Err(()),
+                (x, y) => Ok(x.or(y)),
+            }
+        };
+        let ambiguous = || {
+            answer::json(
+                StatusCode::FORBIDDEN,
+                &serde_json::json!({"error": "forbidden", "reason": "ambiguous_request", "error_description": "The original request is described by conflicting, repeated or unreadable X-Forwarded-Uri/X-Original-URI or X-Forwarded-Method/X-Original-Method headers."}),
+            )
+        };
+        let (Ok(method_header), Ok(uri_header)) =
+            (described("x-forwarded-method", "x-original-method"), described("x-forwarded-uri", "x-original-uri"))
+        else {
+            return ambiguous();
+        };
+        let method: Method = match method_header.map(str::parse) {
+            Some(Ok(m)) => m,
+            Some(Err(_)) => return ambiguous(),
+            None => req.method().clone(),
+        };
         let envoy_path = req.uri().path().strip_prefix("/.trousseau/auth").filter(|p| p.starts_with('/'));
-        let original: String = header_str("x-forwarded-uri")
-            .or_else(|| header_str("x-original-uri"))
+        let original: String = uri_header
             .map(String::from)
             .or_else(|| envoy_path.map(|p| match req.uri().query() {
                 Some(q) => format!("{p}?{q}"),
                 None => p.to_string(),
             }))
             .unwrap_or_else(|| "/".into());
+        // The rules judge the path that will be served, as given (policy normalizes it, and an
+        // ambiguous one is never public); the sanitized return path is only where to come back to.
+        let path = original.split(['?', '#']).next().unwrap_or_default().to_string();
+        if !path.starts_with('/') {
+            return ambiguous();
+        }
         let return_to = safe_return_to(&original);
-        let path = return_to.split('?').next().unwrap_or("/").to_string();
         let accept_html = header_str("accept").is_some_and(|a| a.contains("text/html") || a.contains("*/*"));
         let navigation = matches!(method, Method::GET | Method::HEAD)
             && accept_html
@@ -701,7 +755,13 @@ impl App {
         }
 
         if let Some(error) = query_param(query, "error") {
-            let description = query_param(query, "error_description");
+            // Only an answer to a sign-in attempt of this browser is Trousseau speaking; anything
+            // else is someone else's link, and its text is not shown (content spoofing).
+            let Some(_) = login else {
+                return answer::login_expired(lang);
+            };
+            let error: String = error.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect();
+            let description = query_param(query, "error_description").map(|d| d.chars().take(500).collect::<String>());
             tracing::info!(error = %error, "Trousseau returned an error to the callback");
             return answer::idp_error(lang, &error, description.as_deref());
         }
@@ -1243,6 +1303,9 @@ pub mod answer {
     pub fn upstream_failed(browser: bool, lang: Lang, e: &ProxyError) -> Response<Body> {
         let status = match e {
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::InvalidRequest(_) => {
+                return json(StatusCode::BAD_REQUEST, &serde_json::json!({"error": "bad_request", "error_description": "This request cannot be forwarded (e.g. an asterisk-form or CONNECT request)."}));
+            }
             _ => StatusCode::BAD_GATEWAY,
         };
         if browser {
@@ -1317,6 +1380,7 @@ pub async fn run(settings: Settings, devidp: Option<Arc<DevIdp>>) -> Result<(), 
     let addr = settings.listen;
     let drain = settings.proxy.drain_timeout.0;
     let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+    let listener = listener.into_std().map_err(|source| StartError::Bind { addr, source })?;
     let metrics_listener = match settings.metrics_listen {
         Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?),
         None => None,
@@ -1334,7 +1398,53 @@ pub async fn run(settings: Settings, devidp: Option<Arc<DevIdp>>) -> Result<(), 
         tokio::spawn(crate::metrics::serve_metrics(listener, move || metrics_app.metrics_text(), std::future::pending()));
     }
     tracing::info!(listen = %addr, public_url = %app.settings().public_origin, upstream = %app.settings().upstream, "trousseau-proxy listening");
-    serve(listener, app, shutdown_signal(), drain).await;
+    serve_on_workers(listener, app, drain).await.map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Serves `listener` with one single-threaded runtime per core until SIGTERM/SIGINT, then drains.
+///
+/// Thread per core: every worker accepts on the same listening socket (whoever is free takes the
+/// next connection) and runs each connection, its requests and its upstream connections (one
+/// pool per worker, [`crate::proxy::set_worker`]) on its own thread. A request never hops
+/// between threads, which a work-stealing runtime makes it do — and every hop is a futex wake
+/// and a context switch, more than the request's own work on a small machine. The runtime that
+/// called this (from `main`) only waits for the signal and runs background tasks.
+async fn serve_on_workers(listener: std::net::TcpListener, app: Arc<App>, drain: Duration) -> std::io::Result<()> {
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut threads = Vec::with_capacity(workers);
+    for index in 0..workers {
+        let listener = listener.try_clone()?;
+        let (app, mut stopped) = (app.clone(), stopped.clone());
+        let thread = std::thread::Builder::new().name(format!("trousseau-worker-{index}")).spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(e) => return tracing::error!(error = %e, worker = index, "cannot start a worker runtime"),
+            };
+            crate::proxy::set_worker(index);
+            runtime.block_on(async move {
+                let listener = match TcpListener::from_std(listener) {
+                    Ok(listener) => listener,
+                    Err(e) => return tracing::error!(error = %e, worker = index, "cannot listen"),
+                };
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                };
+                serve(listener, app, shutdown, drain).await;
+            });
+        })?;
+        threads.push(thread);
+    }
+    drop(listener);
+    shutdown_signal().await;
+    let _ = stop.send(true);
+    tokio::task::spawn_blocking(move || {
+        for thread in threads {
+            let _ = thread.join();
+        }
+    })
+    .await
+    .ok();
     Ok(())
 }
 

@@ -99,13 +99,15 @@ async fn start_nginx(port: u16, proxy: &str, app: &str) -> Option<Nginx> {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start nginx");
+    // Owned at once, so the process is killed and waited for on every path, panics included.
+    let nginx = Nginx { child, dir };
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return Some(Nginx { child, dir });
+            return Some(nginx);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("nginx did not start: {}", std::fs::read_to_string(dir.join("error.log")).unwrap_or_default());
+    panic!("nginx did not start: {}", std::fs::read_to_string(nginx.dir.join("error.log")).unwrap_or_default());
 }
 
 fn free_port() -> u16 {
@@ -198,4 +200,98 @@ async fn traefik_caddy_and_envoy_styles_are_understood() {
     let envoy = b.request(Method::GET, "/.trousseau/auth/reports", &[("accept", "application/json")], Bytes::new()).await;
     assert_eq!(envoy.status, StatusCode::OK);
     assert_eq!(env.upstream.hits(), 1, "forward-auth checks never touch the app (one hit from sign-in)");
+}
+
+/// nginx hands every client header to the auth subrequest, so a client can add its own
+/// `X-Forwarded-Uri`/`X-Forwarded-Method` (Traefik's names) beside the `X-Original-*` nginx sets —
+/// and Traefik/Caddy likewise pass a client's `X-Original-*`. The check must be about the request
+/// the front proxy actually serves: conflicting or unreadable descriptions are refused, never
+/// replaced by another path (or by `/`).
+#[tokio::test]
+async fn nginx_forward_auth_cannot_be_pointed_at_another_path_or_method() {
+    let nginx_port = free_port();
+    let origin = format!("http://127.0.0.1:{nginx_port}");
+    let public = origin.clone();
+    let env = Env::start_with(EnvOptions {
+        configure: Box::new(move |c| {
+            c.public_url = Some(public);
+            c.routes.public = vec!["/assets/*".into()];
+            c.routes.rules = vec![
+                RuleConfig { path: "/admin/*".into(), emails: vec!["nobody@example.com".into()], ..Default::default() },
+                RuleConfig { path: "/reports/*".into(), methods: vec!["POST".into()], emails: vec!["nobody@example.com".into()], ..Default::default() },
+            ];
+        }),
+        idp: Box::new({
+            let origin = origin.clone();
+            move |i| {
+                i.redirect_uris = vec![format!("{origin}/.trousseau/callback")];
+                i.post_logout_redirect_uris = vec![format!("{origin}/")];
+            }
+        }),
+    })
+    .await;
+    let Some(_nginx) = start_nginx(nginx_port, &env.addr.to_string(), &env.upstream.addr.to_string()).await else { return };
+    let json = ("accept", "application/json");
+
+    // Anonymous: pointing the check at a public route must not open a private one.
+    let mut anonymous = Browser::new(&origin);
+    let before = env.upstream.hits();
+    let r = anonymous.request(Method::GET, "/admin/users", &[json, ("x-forwarded-uri", "/assets/app.css")], Bytes::new()).await;
+    assert!(matches!(r.status.as_u16(), 401 | 403), "anonymous /admin/users with X-Forwarded-Uri: /assets/app.css got {}: {}", r.status, r.text());
+    assert_eq!(env.upstream.hits(), before, "the app was reached without a session");
+
+    // Signed in, but not allowed on /admin/* nor to POST on /reports/*.
+    let mut b = Browser::new(&origin);
+    let start = b.navigate("/.trousseau/login?rd=/").await;
+    b.sign_in_at_idp(&start.location(), JEAN).await;
+    assert_eq!(b.api_get("/admin/users").await.status, StatusCode::FORBIDDEN);
+    assert_eq!(b.request(Method::POST, "/reports/x", &[json], Bytes::new()).await.status, StatusCode::FORBIDDEN);
+    let before = env.upstream.hits();
+    let smuggled_uri = b.request(Method::GET, "/admin/users", &[json, ("x-forwarded-uri", "/reports")], Bytes::new()).await;
+    assert!(matches!(smuggled_uri.status.as_u16(), 401 | 403), "X-Forwarded-Uri overrode nginx's X-Original-URI: {}", smuggled_uri.status);
+    let smuggled_method = b.request(Method::POST, "/reports/x", &[json, ("x-forwarded-method", "GET")], Bytes::new()).await;
+    assert!(matches!(smuggled_method.status.as_u16(), 401 | 403), "X-Forwarded-Method overrode nginx's X-Original-Method: {}", smuggled_method.status);
+    // A raw UTF-8 request line reaches the auth check as obs-text in X-Original-URI: the check
+    // must concern /admin/…, not fall back to `/`.
+    let utf8 = b.request(Method::GET, "/admin/\u{e9}t\u{e9}", &[json], Bytes::new()).await;
+    assert!(matches!(utf8.status.as_u16(), 401 | 403), "/admin/été through nginx got {}", utf8.status);
+    assert_eq!(env.upstream.hits(), before, "a request the rules deny reached the app");
+}
+
+/// The same, as Traefik, Caddy or Envoy would ask: the path that is checked is the path that will
+/// be served, even when it cannot serve as a return path (backslashes, non-ASCII, obs-text).
+#[tokio::test]
+async fn forward_auth_checks_the_path_it_is_given_not_a_sanitized_one() {
+    let env = Env::start_with(EnvOptions {
+        configure: Box::new(|c| {
+            c.routes.public = vec!["/assets/*".into()];
+            c.routes.rules = vec![RuleConfig { path: "/admin/*".into(), emails: vec!["nobody@example.com".into()], ..Default::default() }];
+        }),
+        ..Default::default()
+    })
+    .await;
+    let mut b = env.browser();
+    b.sign_in("/", JEAN).await;
+    let ask = |uri: &'static str| vec![("x-forwarded-method", "GET"), ("x-forwarded-uri", uri), ("accept", "application/json")];
+    assert_eq!(b.request(Method::GET, "/.trousseau/auth", &ask("/reports"), Bytes::new()).await.status, StatusCode::OK);
+    assert_eq!(b.request(Method::GET, "/.trousseau/auth", &ask("/admin/x"), Bytes::new()).await.status, StatusCode::FORBIDDEN);
+    for uri in ["/admin/x\\y", "/admin/\\", "/admin/\u{e9}", "/admin/x y", "/admin/x\ty", "admin/x", "/admin/%zz"] {
+        let r = b.request(Method::GET, "/.trousseau/auth", &ask(uri), Bytes::new()).await;
+        assert!(matches!(r.status.as_u16(), 400 | 403), "X-Forwarded-Uri {uri:?} was allowed ({}): the check fell back to another path", r.status);
+    }
+    // Two descriptions that disagree: refused.
+    let mut both = ask("/reports");
+    both.push(("x-original-uri", "/admin/x"));
+    let r = b.request(Method::GET, "/.trousseau/auth", &both, Bytes::new()).await;
+    assert!(matches!(r.status.as_u16(), 400 | 403), "conflicting X-Forwarded-Uri / X-Original-URI allowed ({})", r.status);
+    let mut methods = ask("/reports");
+    methods.push(("x-original-method", "POST"));
+    methods.push(("x-original-uri", "/reports"));
+    assert_eq!(b.request(Method::GET, "/.trousseau/auth", &methods, Bytes::new()).await.status.as_u16() / 100, 4, "conflicting methods allowed");
+    // Anonymous: an unusable URI never turns into a check of `/` or of a public route.
+    let mut anonymous = env.browser();
+    for uri in ["/admin/\u{e9}", "/assets/..\\admin"] {
+        let r = anonymous.request(Method::GET, "/.trousseau/auth", &ask(uri), Bytes::new()).await;
+        assert!(matches!(r.status.as_u16(), 400 | 401 | 403), "anonymous X-Forwarded-Uri {uri:?} got {}", r.status);
+    }
 }

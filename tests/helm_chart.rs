@@ -196,6 +196,9 @@ impl Manifest {
 
 const STANDALONE: &str = "helm/trousseau-proxy/ci/standalone-values.yaml";
 const STANDALONE_FULL: &str = "helm/trousseau-proxy/ci/standalone-full-values.yaml";
+/// Redis sessions and every newer config key; the Redis URL in the Secret, CAs from volumes.
+const STANDALONE_REDIS: &str = "helm/trousseau-proxy/ci/standalone-redis-values.yaml";
+const REDIS_PASSWORD: &str = "test-only-redis-password";
 const INJECTOR: &str = "helm/trousseau-proxy/ci/injector-certmanager-values.yaml";
 const INJECTOR_TLS: &str = "helm/trousseau-proxy/ci/injector-tls-secret-values.yaml";
 const SERVICE_MONITOR_API: &str = "monitoring.coreos.com/v1/ServiceMonitor";
@@ -280,12 +283,22 @@ fn values_files_match_the_schema_and_the_schema_is_valid() {
     let output = run(&tools.check_jsonschema, &args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(output.status.success(), "{}", text(&output));
 
-    let bad = temp_dir("schema").join("typo-values.yaml");
-    std::fs::write(&bad, "mode: standalone\nconfig:\n  oidc:\n    clientid: shop\n").unwrap();
-    let output = run(&tools.check_jsonschema, &["--schemafile", &schema, bad.to_str().unwrap()]);
-    assert!(!output.status.success());
-    assert!(text(&output).contains("clientid"), "{}", text(&output));
-    let _ = std::fs::remove_dir_all(bad.parent().unwrap());
+    let dir = temp_dir("schema");
+    for (typo, named) in [
+        ("config:\n  oidc:\n    clientid: shop\n", "clientid"),
+        ("config:\n  session:\n    store: redis\n    revocation_stalenes: 1s\n", "revocation_stalenes"),
+        ("config:\n  identity:\n    header_preset: authentik\n", "header_preset"),
+        ("config:\n  api:\n    beare: userinfo\n", "beare"),
+        ("config:\n  routes:\n    rules:\n      - path: /admin/*\n        email_domain: [example.com]\n", "email_domain"),
+        ("secret:\n  redisURL: redis://redis:6379\n", "redisURL"),
+    ] {
+        let bad = dir.join("typo-values.yaml");
+        std::fs::write(&bad, format!("mode: standalone\n{typo}")).unwrap();
+        let output = run(&tools.check_jsonschema, &["--schemafile", &schema, bad.to_str().unwrap()]);
+        assert!(!output.status.success(), "check-jsonschema accepted {typo}");
+        assert!(text(&output).contains(named), "{}", text(&output));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Needs no tool: the schema itself, walked.
@@ -336,6 +349,34 @@ fn unknown_keys_and_wrong_values_are_refused() {
         (INJECTOR, "injector.replicaCount=1", "replicaCount"),
         (INJECTOR, "injector.nativeSidecar=maybe", "nativeSidecar"),
         (INJECTOR, "injector.certManager.issuerRef.namespace=x", "namespace"),
+        // The other secrets and the keys the chart sets: never in the ConfigMap either.
+        (STANDALONE, "config.session.redis_url=redis://:pw@redis:6379/0", "redis_url"),
+        (STANDALONE, "config.session.redis_url_file=/redis-url", "redis_url_file"),
+        (STANDALONE, "config.session.secrets_file=/secrets", "secrets_file"),
+        (STANDALONE, "config.oidc.client_secret_file=/secret", "client_secret_file"),
+        (STANDALONE, "config.identity.signing_key_file=/key.pem", "signing_key_file"),
+        (STANDALONE, "config.metrics_listen=0.0.0.0:9180", "metrics_listen"),
+        // The newer keys: typos, enumerated values, durations, bounds.
+        (STANDALONE, "config.api.bearerr=off", "bearerr"),
+        (STANDALONE, "config.api.bearer=jwt", "bearer"),
+        (STANDALONE, "config.session.store=postgres", "store"),
+        (STANDALONE, "config.session.revocations=valkey", "revocations"),
+        (STANDALONE, "config.session.revocation_staleness=1m", "revocation_staleness"),
+        (STANDALONE, "config.session.refresh_grace=soon", "refresh_grace"),
+        (STANDALONE, "config.oidc.timeout=10 seconds", "timeout"),
+        (STANDALONE, "config.oidc.ca_file=ca.pem", "ca_file"),
+        (STANDALONE, "config.oidc.scopes={email}", "scopes"),
+        (STANDALONE, "config.identity.headers_preset=traefik", "headers_preset"),
+        (STANDALONE, "config.identity.headers.X-User=password", "X-User"),
+        (STANDALONE, "config.identity.headers.X-Trousseau-Email=email", "X-Trousseau-Email"),
+        (STANDALONE, "config.identity.headers.Authorization=email", "Authorization"),
+        (STANDALONE, "config.routes.rules[0].path=/admin/*,config.routes.rules[0].method=POST", "method"),
+        (STANDALONE, "config.routes.rules[0].path=/admin/*,config.routes.rules[0].methods[0]=GET POST", "methods"),
+        (STANDALONE_REDIS, "config.session.revocations=memory", "revocations"),
+        (STANDALONE_REDIS, "config.session.redis_url_file=/var/run/secrets/trousseau-proxy/redis_url", "redis_url_file"),
+        (STANDALONE_REDIS, "secret.redisUrl=https://redis:6379", "redisUrl"),
+        (STANDALONE_REDIS, "extraVolumes[0].name=secrets", "extraVolumes"),
+        (STANDALONE_REDIS, "extraVolumeMounts[0].mountPath=/var/run/secrets/trousseau-proxy", "mountPath"),
     ];
     for (values, set, named) in cases {
         let err = Render::with(values).set(set).yaml(&tools).expect_err(set);
@@ -595,7 +636,7 @@ fn notes_say_what_to_register_in_trousseau() {
 #[test]
 fn the_rendered_configuration_is_accepted_by_the_proxy() {
     let Some(tools) = tools() else { return };
-    for values in [STANDALONE, STANDALONE_FULL] {
+    for values in [STANDALONE, STANDALONE_FULL, STANDALONE_REDIS] {
         let manifest = Render::with(values).objects(&tools);
         let dir = temp_dir("check-config");
         let (config_dir, secrets_dir) = (dir.join("config"), dir.join("secrets"));
@@ -622,8 +663,160 @@ fn the_rendered_configuration_is_accepted_by_the_proxy() {
         }
         let output = command.output().unwrap();
         assert!(output.status.success(), "{values}: check-config refused the chart's configuration:\n{}", text(&output));
+        let effective = text(&output);
+        assert!(!effective.contains(REDIS_PASSWORD), "{effective}");
+        if values == STANDALONE_REDIS {
+            // The binary took the Redis URL from the Secret's file, with the keys the chart wrote.
+            let redis_url_file = secrets_dir.join("redis_url");
+            for line in ["store: redis", "revocations: redis", "revocation_staleness: 500ms", "headers_preset: oauth2-proxy", "bearer: userinfo"] {
+                assert!(effective.contains(line), "{values}: {line} not in check-config's output:\n{effective}");
+            }
+            assert!(effective.contains(&format!("redis_url_file: {}", redis_url_file.display())), "{effective}");
+            // And it reads that file: without it, the configuration is refused, naming the key.
+            std::fs::remove_file(&redis_url_file).unwrap();
+            let output = command.output().unwrap();
+            assert!(!output.status.success() && text(&output).contains("session.redis_url"), "{}", text(&output));
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// Needs no tool: `config` in values.schema.json holds exactly the binary's configuration keys
+/// (from its own `FileConfig`), minus those the chart sets itself and the secrets, which are refused.
+#[test]
+fn the_config_schema_matches_every_key_of_the_binary() {
+    use trousseau_proxy::config::{FileConfig, RuleConfig};
+    // Set by the chart (environment), or secrets read from the Secret through `*_file`.
+    const CHART_MANAGED: &[&str] = &[
+        "listen",
+        "metrics_listen",
+        "oidc.client_secret",
+        "oidc.client_secret_file",
+        "session.secrets",
+        "session.secrets_file",
+        "session.redis_url",
+        "session.redis_url_file",
+        "identity.signing_key_file",
+    ];
+    /// Leaf key paths: nested structs are walked, maps with no default entry (headers) are leaves.
+    fn leaves(value: &Value, prefix: &str, out: &mut Vec<String>) {
+        for (key, child) in value.as_object().unwrap() {
+            let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            match child.as_object() {
+                Some(map) if !map.is_empty() => leaves(child, &path, out),
+                _ => out.push(path),
+            }
+        }
+    }
+    fn schema_leaves(node: &Value, prefix: &str, out: &mut Vec<String>) {
+        for (key, child) in node["properties"].as_object().unwrap() {
+            let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            if child.get("properties").is_some() {
+                schema_leaves(child, &path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(chart_dir().join("values.schema.json")).unwrap()).unwrap();
+    let config = &schema["properties"]["config"];
+    assert_eq!(config["additionalProperties"], false);
+
+    let mut binary = Vec::new();
+    leaves(&serde_json::to_value(FileConfig::default()).unwrap(), "", &mut binary);
+    let mut expected: Vec<String> = binary.iter().filter(|k| !CHART_MANAGED.contains(&k.as_str())).cloned().collect();
+    expected.sort();
+    let mut in_schema = Vec::new();
+    schema_leaves(config, "", &mut in_schema);
+    in_schema.sort();
+    for key in CHART_MANAGED {
+        assert!(binary.iter().any(|k| k == key), "{key} is no longer a configuration key of the binary");
+    }
+    assert_eq!(in_schema, expected, "values.schema.json `config` and the binary's keys differ");
+
+    let mut rule_keys = Vec::new();
+    leaves(&serde_json::to_value(RuleConfig::default()).unwrap(), "", &mut rule_keys);
+    rule_keys.sort();
+    let rule = &config["properties"]["routes"]["properties"]["rules"]["items"];
+    assert_eq!(rule["additionalProperties"], false);
+    let mut rule_schema: Vec<String> = rule["properties"].as_object().unwrap().keys().cloned().collect();
+    rule_schema.sort();
+    assert_eq!(rule_schema, rule_keys, "routes.rules[] keys differ");
+}
+
+/// The Redis URL holds a password: it lives in the Secret, read through `session.redis_url_file`,
+/// and never in the ConfigMap; CA files come from read-only volumes.
+#[test]
+fn the_redis_url_lives_in_the_secret_and_ca_files_in_mounted_volumes() {
+    let Some(tools) = tools() else { return };
+    let env_of = |deployment: &Value| -> BTreeMap<String, String> {
+        deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["name"].as_str().unwrap().to_string(), e["value"].as_str().unwrap().to_string()))
+            .collect()
+    };
+    const URL_FILE: &str = "TROUSSEAU_PROXY_SESSION_REDIS_URL_FILE";
+
+    let manifest = Render::with(STANDALONE_REDIS).objects(&tools);
+    let config_map = manifest.one("ConfigMap").to_string();
+    assert!(!config_map.contains(REDIS_PASSWORD) && !config_map.contains("redis_url"), "{config_map}");
+    let secret = manifest.one("Secret");
+    assert!(secret["stringData"]["redis_url"].as_str().unwrap().contains(REDIS_PASSWORD));
+    let deployment = manifest.one("Deployment");
+    assert_eq!(env_of(deployment)[URL_FILE], "/var/run/secrets/trousseau-proxy/redis_url");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let mounts = pod["containers"][0]["volumeMounts"].as_array().unwrap();
+    for (name, path) in [("redis-ca", "/etc/trousseau-proxy-ca/redis"), ("corp-ca", "/etc/trousseau-proxy-ca/corp")] {
+        let mount = mounts.iter().find(|m| m["name"] == name).unwrap_or_else(|| panic!("{name} not mounted"));
+        assert_eq!((mount["mountPath"].as_str(), &mount["readOnly"]), (Some(path), &json!(true)));
+        assert!(pod["volumes"].as_array().unwrap().iter().any(|v| v["name"] == name), "{name}: no volume");
+    }
+    // The password changes the Secret's checksum only.
+    let checksum = |render: Render| -> (Value, Value) {
+        let annotations = render.objects(&tools).one("Deployment")["spec"]["template"]["metadata"]["annotations"].clone();
+        (annotations["checksum/config"].clone(), annotations["checksum/secret"].clone())
+    };
+    let (config_before, secret_before) = checksum(Render::with(STANDALONE_REDIS));
+    let (config_after, secret_after) =
+        checksum(Render::with(STANDALONE_REDIS).set("secret.redisUrl=rediss://:rotated@redis-master.crm.svc.cluster.local:6380/1"));
+    assert_eq!(config_before, config_after);
+    assert_ne!(secret_before, secret_after);
+
+    // Without Redis: no key, no variable. A Redis URL alone serves revocations and refreshes.
+    let plain = Render::with(STANDALONE).objects(&tools);
+    assert!(plain.one("Secret")["stringData"].get("redis_url").is_none());
+    assert!(!env_of(plain.one("Deployment")).contains_key(URL_FILE));
+    let url_only = Render::with(STANDALONE).set("secret.redisUrl=redis://:pw@redis:6379/0").objects(&tools);
+    assert_eq!(url_only.one("Secret")["stringData"]["redis_url"], "redis://:pw@redis:6379/0");
+    assert!(env_of(url_only.one("Deployment")).contains_key(URL_FILE));
+    // An existing Secret: its redis_url key, when the config asks for Redis.
+    let existing = Render::with("helm/trousseau-proxy/ci/standalone-existing-secret-values.yaml")
+        .set("config.session.store=redis")
+        .objects(&tools);
+    assert!(existing.of_kind("Secret").is_empty());
+    assert!(env_of(existing.one("Deployment")).contains_key(URL_FILE));
+
+    // What could not work is refused at render time, named.
+    let refused: &[(&str, &[&str], &str)] = &[
+        (STANDALONE, &["config.session.store=redis"], "secret.redisUrl is required"),
+        (STANDALONE, &["config.session.revocations=redis"], "secret.redisUrl is required"),
+        (STANDALONE, &["config.session.store=memory"], "replicaCount: 1"),
+        (STANDALONE_REDIS, &["config.session.redis_ca_file=/tmp/ca.pem"], "config.session.redis_ca_file /tmp/ca.pem"),
+        (STANDALONE_REDIS, &["config.proxy.ca_file=/etc/ssl/ca.pem"], "config.proxy.ca_file"),
+        (STANDALONE_REDIS, &["secret.redisUrl=redis://redis:6379/0"], "rediss://"),
+        (STANDALONE_REDIS, &["extraVolumeMounts[0].name=nope"], "extraVolumeMounts: nope"),
+    ];
+    for (values, sets, named) in refused {
+        let render = sets.iter().fold(Render::with(values), |r, s| r.set(s));
+        let err = render.yaml(&tools).expect_err(&format!("{sets:?}"));
+        assert!(err.contains(named), "{sets:?}: the error should name {named}:\n{err}");
+        assert!(!err.contains(REDIS_PASSWORD), "{err}");
+    }
+    // Memory sessions with one replica are fine.
+    Render::with(STANDALONE).set("config.session.store=memory").set("replicaCount=1").objects(&tools);
 }
 
 fn temp_dir(tag: &str) -> PathBuf {

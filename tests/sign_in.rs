@@ -190,3 +190,12 @@ async fn readiness_waits_for_an_unreachable_trousseau() {
     assert_eq!(nav.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(nav.headers.contains_key("retry-after"));
 }
+
+#[tokio::test]
+async fn a_forged_error_callback_shows_no_attacker_text() {
+    let env = Env::start().await;
+    let mut b = env.browser();
+    let r = b.navigate("/.trousseau/callback?error=access_denied&error_description=Call+0800+SCAM+to+unlock&state=x").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(!r.text().contains("SCAM"), "text from someone else's link is not shown");
+}

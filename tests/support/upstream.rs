@@ -18,6 +18,9 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
+/// Every request's headers (name → values), in order of arrival.
+pub type SeenHeaders = Arc<Mutex<Vec<BTreeMap<String, Vec<String>>>>>;
+
 /// A running upstream app.
 pub struct Upstream {
     /// Where it listens.
@@ -25,7 +28,7 @@ pub struct Upstream {
     /// Released by the test to let `/stream` send its second chunk.
     pub release_stream: Arc<Notify>,
     /// Every request's headers, in order of arrival.
-    pub seen: Arc<Mutex<Vec<BTreeMap<String, Vec<String>>>>>,
+    pub seen: SeenHeaders,
     /// Bytes received on `/upload` so far.
     pub uploaded: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
@@ -40,7 +43,7 @@ impl Drop for Upstream {
 #[derive(Clone)]
 struct Shared {
     release_stream: Arc<Notify>,
-    seen: Arc<Mutex<Vec<BTreeMap<String, Vec<String>>>>>,
+    seen: SeenHeaders,
     uploaded: Arc<AtomicU64>,
 }
 
