@@ -116,3 +116,54 @@ lifecycle:
       seconds: {{ .Values.shutdownDelaySeconds }}
 {{- end }}
 {{- end }}
+
+{{/* Whether the proxy reads a Redis URL (key redis_url of the Secret): "true" or "". */}}
+{{- define "trousseau-proxy.usesRedis" -}}
+{{- $session := .Values.config.session | default dict }}
+{{- if or (eq (toString $session.store) "redis") (eq (toString $session.revocations) "redis") (and (not .Values.secret.existingSecret) .Values.secret.redisUrl) }}true{{ end }}
+{{- end }}
+
+{{/*
+Refuses, at render time, configurations the proxy would refuse at start or that could not work in
+this chart: a Redis store without a URL, memory sessions over several replicas, CA files nowhere
+in the container, volumes and mounts that do not match.
+*/}}
+{{- define "trousseau-proxy.checkConfig" -}}
+{{- $session := .Values.config.session | default dict }}
+{{- $store := toString ($session.store | default "cookie") }}
+{{- if and (include "trousseau-proxy.usesRedis" .) (not .Values.secret.existingSecret) (not .Values.secret.redisUrl) }}
+{{- fail "secret.redisUrl is required when config.session.store or config.session.revocations is redis (or secret.existingSecret with key redis_url): the Redis URL, password included, like redis://:PASSWORD@redis:6379/0 (rediss:// for TLS). It goes in the Secret, never in config" }}
+{{- end }}
+{{- if and (eq $store "memory") (gt (int .Values.replicaCount) 1) }}
+{{- fail (printf "config.session.store: memory keeps each session in one replica's memory, so %d replicas would lose them: set replicaCount: 1, or store: redis with secret.redisUrl" (int .Values.replicaCount)) }}
+{{- end }}
+{{- if and $session.redis_ca_file .Values.secret.redisUrl (not .Values.secret.existingSecret) (not (regexMatch "^(rediss|valkeys)://" .Values.secret.redisUrl)) }}
+{{- fail "config.session.redis_ca_file is only used with a rediss:// (TLS) secret.redisUrl" }}
+{{- end }}
+{{- $volumes := list }}
+{{- range .Values.extraVolumes }}
+{{- $volumes = append $volumes .name }}
+{{- end }}
+{{- $mounts := list "/var/run/secrets/trousseau-proxy" }}
+{{- range .Values.extraVolumeMounts }}
+{{- if not (has .name $volumes) }}
+{{- fail (printf "extraVolumeMounts: %s names no entry of extraVolumes" .name) }}
+{{- end }}
+{{- $mounts = append $mounts (trimSuffix "/" .mountPath) }}
+{{- end }}
+{{- $proxy := .Values.config.proxy | default dict }}
+{{- $oidc := .Values.config.oidc | default dict }}
+{{- range $key, $file := dict "config.proxy.ca_file" $proxy.ca_file "config.oidc.ca_file" $oidc.ca_file "config.session.redis_ca_file" $session.redis_ca_file }}
+{{- if $file }}
+{{- $found := false }}
+{{- range $mounts }}
+{{- if or (eq $file .) (hasPrefix (printf "%s/" .) $file) }}
+{{- $found = true }}
+{{- end }}
+{{- end }}
+{{- if not $found }}
+{{- fail (printf "%s %s is in no volume of the proxy: mount the CA with extraVolumes and extraVolumeMounts (or put it in secret.existingSecret, mounted at /var/run/secrets/trousseau-proxy)" $key $file) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
