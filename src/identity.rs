@@ -383,7 +383,16 @@ type AssertionKey = (String, u64, Option<String>);
 pub struct Assertions {
     signer: Arc<Signer>,
     settings: AssertionSettings,
-    cache: Option<moka::sync::Cache<AssertionKey, HeaderValue>>,
+    cache: Option<moka::sync::Cache<AssertionKey, Arc<Minted>>>,
+}
+
+/// What the app receives for one state of a session, ready to insert: the signed assertion and the
+/// plain claim headers. Built once per cache entry, so a request pays a lookup and a few header
+/// insertions instead of percent-encoding and allocating ten values (~8% of a proxied request).
+struct Minted {
+    assertion: HeaderValue,
+    /// The plain headers of the claims, `None` when the claim is absent (the header is removed).
+    claims: [(HeaderName, Option<HeaderValue>); 9],
 }
 
 impl std::fmt::Debug for Assertions {
@@ -463,6 +472,17 @@ impl Assertions {
     /// The `X-Trousseau-Jwt-Assertion` value for `session`, from the cache when one with at least half
     /// its life left exists.
     pub fn assertion_for(&self, session: &Session) -> HeaderValue {
+        self.minted(session).assertion.clone()
+    }
+
+    /// Sets the identity headers of `session` exactly as [`insert_identity_headers`] does with
+    /// [`Assertions::assertion_for`], the claim headers coming from the same cache entry.
+    pub fn insert_identity_headers(&self, headers: &mut HeaderMap, session: &Session, pass_access_token: bool) {
+        let minted = self.minted(session);
+        set_identity_headers(headers, &minted.claims, session, minted.assertion.clone(), pass_access_token);
+    }
+
+    fn minted(&self, session: &Session) -> Arc<Minted> {
         match &self.cache {
             Some(cache) => {
                 let key = (
@@ -476,7 +496,11 @@ impl Assertions {
         }
     }
 
-    fn mint(&self, session: &Session) -> HeaderValue {
+    fn mint(&self, session: &Session) -> Arc<Minted> {
+        Arc::new(Minted { assertion: self.sign(session), claims: claim_headers(session) })
+    }
+
+    fn sign(&self, session: &Session) -> HeaderValue {
         let identity = &session.identity;
         let iat = unix_now();
         let claims = AssertionClaims {
@@ -512,34 +536,51 @@ pub fn insert_identity_headers(
     assertion: HeaderValue,
     pass_access_token: bool,
 ) {
+    set_identity_headers(headers, &claim_headers(session), session, assertion, pass_access_token);
+}
+
+/// The plain claim headers of `session` (all but the access token), percent-encoded.
+fn claim_headers(session: &Session) -> [(HeaderName, Option<HeaderValue>); 9] {
     let identity = &session.identity;
     let org = session.selected_organization();
-    let sub = Some(identity.sub.as_str()).filter(|s| !s.is_empty());
-    let access_token = if pass_access_token {
-        present(&session.access_token)
-    } else {
-        None
-    };
-    let plain: [(HeaderName, Option<&str>); 10] = [
-        (X_TROUSSEAU_SUB, sub),
-        (X_TROUSSEAU_EMAIL, present(&identity.email)),
-        (X_TROUSSEAU_NAME, present(&identity.name)),
-        (X_TROUSSEAU_USER_ID, present(&identity.trousseau_user_id)),
-        (X_TROUSSEAU_LOCALE, present(&identity.locale)),
-        (X_TROUSSEAU_ORG_ID, org.map(|o| o.id.as_str())),
-        (X_TROUSSEAU_ORG_SLUG, org.map(|o| o.slug.as_str())),
-        (X_TROUSSEAU_ORG_NAME, org.map(|o| o.name.as_str())),
-        (X_TROUSSEAU_ORG_ROLE, org.map(|o| o.role.as_str())),
-        (X_TROUSSEAU_ACCESS_TOKEN, access_token),
-    ];
-    for (name, value) in plain {
-        match value.filter(|v| !v.is_empty()) {
+    let value = |claim: Option<&str>| claim.filter(|v| !v.is_empty()).map(header_value);
+    [
+        (X_TROUSSEAU_SUB, value(Some(identity.sub.as_str()))),
+        (X_TROUSSEAU_EMAIL, value(present(&identity.email))),
+        (X_TROUSSEAU_NAME, value(present(&identity.name))),
+        (X_TROUSSEAU_USER_ID, value(present(&identity.trousseau_user_id))),
+        (X_TROUSSEAU_LOCALE, value(present(&identity.locale))),
+        (X_TROUSSEAU_ORG_ID, value(org.map(|o| o.id.as_str()))),
+        (X_TROUSSEAU_ORG_SLUG, value(org.map(|o| o.slug.as_str()))),
+        (X_TROUSSEAU_ORG_NAME, value(org.map(|o| o.name.as_str()))),
+        (X_TROUSSEAU_ORG_ROLE, value(org.map(|o| o.role.as_str()))),
+    ]
+}
+
+/// Inserts `claims` (removing the absent ones), the access token when passed, then the assertion.
+fn set_identity_headers(
+    headers: &mut HeaderMap,
+    claims: &[(HeaderName, Option<HeaderValue>)],
+    session: &Session,
+    assertion: HeaderValue,
+    pass_access_token: bool,
+) {
+    for (name, value) in claims {
+        match value {
             Some(value) => {
-                headers.insert(name, header_value(value));
+                headers.insert(name.clone(), value.clone());
             }
             None => {
                 headers.remove(name);
             }
+        }
+    }
+    match present(&session.access_token).filter(|_| pass_access_token) {
+        Some(token) => {
+            headers.insert(X_TROUSSEAU_ACCESS_TOKEN, header_value(token));
+        }
+        None => {
+            headers.remove(X_TROUSSEAU_ACCESS_TOKEN);
         }
     }
     headers.insert(X_TROUSSEAU_JWT_ASSERTION, assertion);

@@ -3,8 +3,9 @@
 //!
 //! What the crate does not do we do here: keep our own JWKS and re-fetch it (rate-limited) when an
 //! ID token names an unknown `kid`; accept refreshed ID tokens without a `nonce` while requiring
-//! the same `sub`; read `end_session_endpoint` and back-channel support from discovery; talk to the
-//! IdP through a hyper client that never follows redirects.
+//! the same `sub`; read `end_session_endpoint`, back-channel support and `introspection_endpoint`
+//! from discovery; ask userinfo and introspection about opaque access tokens; talk to the IdP
+//! through a hyper client that never follows redirects.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -53,22 +54,25 @@ pub struct TrousseauClaims {
 
 impl AdditionalClaims for TrousseauClaims {}
 
-/// Discovery fields the core metadata type lacks (logout).
+/// Discovery fields the core metadata type lacks (logout, token introspection).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct LogoutMetadata {
+pub struct ExtraMetadata {
     /// RP-initiated logout endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_session_endpoint: Option<String>,
     /// Whether the IdP sends back-channel logout tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backchannel_logout_supported: Option<bool>,
+    /// Token introspection endpoint (RFC 7662, advertised as in RFC 8414).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub introspection_endpoint: Option<String>,
 }
 
-impl AdditionalProviderMetadata for LogoutMetadata {}
+impl AdditionalProviderMetadata for ExtraMetadata {}
 
 /// Trousseau's discovery document.
 pub type TrousseauMetadata = ProviderMetadata<
-    LogoutMetadata,
+    ExtraMetadata,
     CoreAuthDisplay,
     CoreClientAuthMethod,
     CoreClaimName,
@@ -371,6 +375,12 @@ impl Oidc {
     /// The end-session endpoint from discovery, if Trousseau published one.
     pub fn end_session_endpoint(&self) -> Option<String> {
         self.provider().ok()?.metadata.additional_metadata().end_session_endpoint.clone()
+    }
+
+    /// The token introspection endpoint from discovery, if Trousseau advertises one (`None` too
+    /// while discovery has not succeeded).
+    pub fn introspection_endpoint(&self) -> Option<String> {
+        self.provider().ok()?.metadata.additional_metadata().introspection_endpoint.clone()
     }
 
     /// The issuer as discovered.
@@ -781,5 +791,92 @@ impl Oidc {
             }
         }
         Ok(identity)
+    }
+}
+
+/// What token introspection (RFC 7662) says about an access token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Introspection {
+    /// The token is live (issued, unexpired, not revoked).
+    pub active: bool,
+    /// It was issued to us: its `client_id` is ours, or its `aud` names our client id.
+    pub for_us: bool,
+    /// The user it speaks for, when the answer says.
+    pub sub: Option<String>,
+}
+
+/// The members of an introspection answer we read; the rest is ignored. A member of the wrong
+/// type makes the whole answer a protocol error.
+#[derive(Deserialize)]
+struct IntrospectionAnswer {
+    active: bool,
+    #[serde(default)]
+    client_id: Option<String>,
+    /// A string or an array of strings (RFC 7662 §2.2).
+    #[serde(default)]
+    aud: Option<serde_json::Value>,
+    #[serde(default)]
+    sub: Option<String>,
+}
+
+impl Oidc {
+    /// Asks Trousseau's introspection endpoint (RFC 7662) about an access token, authenticating
+    /// with `client_secret_post`. A refused client is `Rejected { error: "invalid_client" }`; an
+    /// unreachable IdP or a 5xx is `Unreachable`. Neither the token nor the secret ever appears in
+    /// an error.
+    pub async fn introspect(&self, token: &str) -> Result<Introspection, OidcError> {
+        let provider = self.provider()?;
+        let endpoint = provider
+            .metadata
+            .additional_metadata()
+            .introspection_endpoint
+            .as_deref()
+            .ok_or_else(|| OidcError::Protocol("Trousseau advertises no introspection endpoint".into()))?;
+        let url = url::Url::parse(endpoint).map_err(|e| OidcError::Protocol(format!("introspection_endpoint: {e}")))?;
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("token", token)
+            .append_pair("token_type_hint", "access_token")
+            .append_pair("client_id", &self.settings.client_id)
+            .append_pair("client_secret", &self.settings.client_secret)
+            .finish();
+        let request = http::Request::post(url.as_str())
+            .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(http::header::ACCEPT, "application/json")
+            .body(body.into_bytes())
+            .map_err(|_| OidcError::Protocol("the introspection request could not be built".into()))?;
+        let response = (self.http_client())(request).await.map_err(|e| OidcError::Unreachable(e.to_string()))?;
+        let status = response.status();
+        if status == http::StatusCode::UNAUTHORIZED || status == http::StatusCode::FORBIDDEN {
+            return Err(OidcError::Rejected {
+                error: "invalid_client".into(),
+                description: Some(format!("the introspection endpoint answered {status}")),
+            });
+        }
+        if status.is_server_error() {
+            return Err(OidcError::Unreachable(format!("introspection answered {status}")));
+        }
+        if !status.is_success() {
+            return Err(OidcError::Protocol(format!("introspection answered {status}")));
+        }
+        // The parser's position only: its message may quote the answer.
+        let answer: IntrospectionAnswer = serde_json::from_slice(response.body()).map_err(|e| {
+            OidcError::Protocol(format!(
+                "introspection answer is malformed ({:?} error at line {}, column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })?;
+        let ours = self.settings.client_id.as_str();
+        let aud_ok = match &answer.aud {
+            Some(serde_json::Value::String(a)) => a == ours,
+            Some(serde_json::Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(ours)),
+            _ => false,
+        };
+        Ok(Introspection {
+            active: answer.active,
+            for_us: answer.client_id.as_deref() == Some(ours) || aud_ok,
+            sub: answer.sub,
+        })
     }
 }

@@ -486,14 +486,17 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
 /// it claimed about earlier hops is dropped, along with the other forgeable forwarding headers.
 fn set_forwarded(headers: &mut HeaderMap, ctx: &ForwardContext) {
     // A dual-stack listener reports IPv4 peers as `::ffff:a.b.c.d`; apps expect `a.b.c.d`.
-    let client_ip = ctx.client_ip.to_canonical().to_string();
+    let client_ip = ip_text(ctx.client_ip.to_canonical());
     let forwarded_for = if ctx.trust_forwarded {
         append_forwarded_for(headers, &client_ip)
     } else {
-        for name in &FORGEABLE_FORWARDING {
-            headers.remove(name);
+        // Performance: a scan of the names first; requests rarely carry any of these.
+        if headers.keys().any(|name| FORGEABLE_FORWARDING.contains(name)) {
+            for name in &FORGEABLE_FORWARDING {
+                headers.remove(name);
+            }
         }
-        HeaderValue::try_from(client_ip).ok()
+        HeaderValue::from_str(&client_ip).ok()
     };
     match forwarded_for {
         Some(value) => headers.insert(X_FORWARDED_FOR, value),
@@ -504,6 +507,29 @@ fn set_forwarded(headers: &mut HeaderMap, ctx: &ForwardContext) {
         Some(host) => headers.insert(X_FORWARDED_HOST, host.clone()),
         None => headers.remove(X_FORWARDED_HOST),
     };
+}
+
+/// An address as text; IPv4 without the formatting machinery (this runs on every request).
+fn ip_text(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut text = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    text.push('.');
+                }
+                if octet >= 100 {
+                    text.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    text.push(char::from(b'0' + octet / 10 % 10));
+                }
+                text.push(char::from(b'0' + octet % 10));
+            }
+            text
+        }
+        std::net::IpAddr::V6(v6) => v6.to_string(),
+    }
 }
 
 /// The trusted peer's `X-Forwarded-For` list (all its fields, in order) followed by `client_ip`.
@@ -627,6 +653,14 @@ mod tests {
 
     const PUBLIC_HOST: &str = "app.example.com:4180";
     const MIB: usize = 1024 * 1024;
+
+    #[test]
+    fn client_addresses_are_written_as_std_writes_them() {
+        for ip in ["0.0.0.0", "127.0.0.1", "10.20.30.40", "100.9.255.199", "255.255.255.255", "::1", "2001:db8::7"] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+    }
 
     // ----- the app -----
 

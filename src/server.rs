@@ -174,9 +174,10 @@ impl App {
         }
         let bearer = settings.bearer_userinfo.then(|| BearerAuth::new(oidc.clone()));
         if bearer.is_some() {
-            tracing::warn!(
-                "api.bearer: userinfo accepts any access token Trousseau's userinfo endpoint accepts, \
-                 including tokens issued to other applications of the same Trousseau"
+            tracing::info!(
+                "api.bearer: userinfo: bearer tokens must be issued to this client (checked by token introspection); \
+                 if Trousseau does not advertise introspection, a warning follows once its configuration is loaded and \
+                 userinfo alone decides, which also accepts tokens issued to other applications of the same Trousseau"
             );
         }
         Ok(Arc::new(App {
@@ -383,8 +384,7 @@ impl App {
         let lang = self.lang(&req, session);
         let (mut parts, incoming) = req.into_parts();
         if let Some(session) = session {
-            let assertion = self.assertions.assertion_for(session);
-            identity::insert_identity_headers(&mut parts.headers, session, assertion, self.settings.identity.pass_access_token);
+            self.assertions.insert_identity_headers(&mut parts.headers, session, self.settings.identity.pass_access_token);
             self.settings.identity.extra_headers.insert(&mut parts.headers, session);
         }
         parts.headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
@@ -559,8 +559,7 @@ impl App {
         match self.policy.authorize(&session, &method, &path) {
             Decision::Allow => {
                 let mut r = answer::text(StatusCode::OK, "");
-                let assertion = self.assertions.assertion_for(&session);
-                identity::insert_identity_headers(r.headers_mut(), &session, assertion, self.settings.identity.pass_access_token);
+                self.assertions.insert_identity_headers(r.headers_mut(), &session, self.settings.identity.pass_access_token);
                 self.settings.identity.extra_headers.insert(r.headers_mut(), &session);
                 r
             }

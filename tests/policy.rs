@@ -142,6 +142,17 @@ async fn route_rules_check_roles_methods_and_emails() {
     assert_eq!(anon.api_get("/assets/../admin/users").await.status, StatusCode::UNAUTHORIZED);
 }
 
+async fn bearer_get(api: &mut Browser, token: &str) -> Answer {
+    let auth = format!("Bearer {token}");
+    api.request(Method::GET, "/api/me", &[("authorization", auth.as_str()), ("accept", "application/json")], Bytes::new()).await
+}
+
+fn assert_invalid_token(r: &Answer) {
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+    assert!(r.headers["www-authenticate"].to_str().unwrap().contains("invalid_token"));
+    assert_eq!(r.json()["error"], "invalid_token");
+}
+
 #[tokio::test]
 async fn api_clients_can_use_a_trousseau_access_token() {
     let env = Env::start_with(EnvOptions {
@@ -156,21 +167,81 @@ async fn api_clients_can_use_a_trousseau_access_token() {
     let mut b = env.browser();
     let page = b.sign_in("/", JEAN).await;
     let token = page.json()["headers"]["x-trousseau-access-token"][0].as_str().unwrap().to_string();
-    let calls_before = env.trousseau().stats().userinfo_calls;
+    let before = env.trousseau().stats();
 
     let mut api = env.browser();
-    let auth = format!("Bearer {token}");
     for _ in 0..5 {
-        let r = api.request(Method::GET, "/api/me", &[("authorization", auth.as_str()), ("accept", "application/json")], Bytes::new()).await;
+        let r = bearer_get(&mut api, &token).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
         assert_eq!(r.json()["headers"]["x-trousseau-sub"][0], JEAN);
         assert!(r.json()["headers"]["x-trousseau-jwt-assertion"][0].is_string());
     }
-    assert_eq!(env.trousseau().stats().userinfo_calls, calls_before + 1, "userinfo answers are cached");
-    let bad = api.request(Method::GET, "/api/me", &[("authorization", "Bearer not-a-token"), ("accept", "application/json")], Bytes::new()).await;
-    assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
-    assert!(bad.headers["www-authenticate"].to_str().unwrap().contains("invalid_token"));
-    assert_eq!(bad.json()["error"], "invalid_token");
+    let after = env.trousseau().stats();
+    assert_eq!(after.introspection_calls, before.introspection_calls + 1, "introspection answers are cached");
+    assert_eq!(after.userinfo_calls, before.userinfo_calls + 1, "userinfo answers are cached");
+
+    // Concurrent first requests with a new token share one check.
+    let mut b2 = env.browser();
+    let token2 = b2.sign_in("/", JEAN).await.json()["headers"]["x-trousseau-access-token"][0].as_str().unwrap().to_string();
+    assert_ne!(token2, token);
+    let before = env.trousseau().stats();
+    let (mut c1, mut c2, mut c3) = (env.browser(), env.browser(), env.browser());
+    let (r1, r2, r3) = tokio::join!(bearer_get(&mut c1, &token2), bearer_get(&mut c2, &token2), bearer_get(&mut c3, &token2));
+    for r in [r1, r2, r3] {
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    let after = env.trousseau().stats();
+    assert_eq!(after.introspection_calls, before.introspection_calls + 1, "single-flight");
+    assert_eq!(after.userinfo_calls, before.userinfo_calls + 1, "single-flight");
+
+    let bad = bearer_get(&mut api, "not-a-token").await;
+    assert_invalid_token(&bad);
+}
+
+#[tokio::test]
+async fn a_token_trousseau_issued_to_another_application_is_refused() {
+    let env = Env::start_with(EnvOptions {
+        configure: Box::new(|c| c.api.bearer = "userinfo".into()),
+        ..Default::default()
+    })
+    .await;
+    // Trousseau's userinfo endpoint, shared by all its applications, accepts the foreign token...
+    let foreign = env.trousseau().issue_foreign_access_token(JEAN);
+    let userinfo_url = format!("http://{}/application/o/userinfo/", env.idp.addr());
+    let mut idp_client = Browser::new(&userinfo_url);
+    let at_idp = idp_client.request(Method::GET, &userinfo_url, &[("authorization", &format!("Bearer {foreign}"))], Bytes::new()).await;
+    assert_eq!(at_idp.status, StatusCode::OK, "{}", at_idp.text());
+    assert_eq!(at_idp.json()["sub"], JEAN);
+
+    // ...but introspection says it is not ours: 401, without asking userinfo, and the refusal is cached.
+    let before = env.trousseau().stats();
+    let mut api = env.browser();
+    for _ in 0..3 {
+        assert_invalid_token(&bearer_get(&mut api, &foreign).await);
+    }
+    let after = env.trousseau().stats();
+    assert_eq!(after.introspection_calls, before.introspection_calls + 1);
+    assert_eq!(after.userinfo_calls, before.userinfo_calls);
+    assert_eq!(env.upstream.hits(), 0);
+
+    // Garbage is refused the same way.
+    assert_invalid_token(&bearer_get(&mut api, "garbage").await);
+}
+
+#[tokio::test]
+async fn bearer_tokens_cannot_be_checked_when_trousseau_refuses_our_client() {
+    let env = Env::start_with(EnvOptions {
+        configure: Box::new(|c| {
+            c.api.bearer = "userinfo".into();
+            c.oidc.client_secret = Some("not-the-registered-secret".into());
+        }),
+        ..Default::default()
+    })
+    .await;
+    let foreign = env.trousseau().issue_foreign_access_token(JEAN);
+    let r = bearer_get(&mut env.browser(), &foreign).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "our misconfiguration is not the client's invalid token: {}", r.text());
+    assert_eq!(env.upstream.hits(), 0);
 }
 
 #[tokio::test]

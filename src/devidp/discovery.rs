@@ -1,5 +1,5 @@
 //! Discovery (`.well-known/openid-configuration`) and the JWKS, laid out as Authentik lays them
-//! out: per-slug issuer, JWKS and end-session; shared authorize, token and userinfo.
+//! out: per-slug issuer, JWKS and end-session; shared authorize, token, userinfo and introspection.
 
 use http::{Response, StatusCode};
 use serde_json::json;
@@ -42,6 +42,7 @@ pub(super) fn configuration(idp: &DevIdp) -> Response<Body> {
         "authorization_endpoint": format!("{base}/application/o/authorize/"),
         "token_endpoint": format!("{base}/application/o/token/"),
         "userinfo_endpoint": format!("{base}/application/o/userinfo/"),
+        "introspection_endpoint": format!("{base}/application/o/introspect/"),
         "jwks_uri": format!("{base}/application/o/{slug}/jwks/"),
         "end_session_endpoint": format!("{base}/application/o/{slug}/end-session/"),
         "response_types_supported": ["code"],
@@ -53,6 +54,7 @@ pub(super) fn configuration(idp: &DevIdp) -> Response<Body> {
         "claims_supported": CLAIMS,
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["client_secret_post"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_post"],
         "acr_values_supported": ["goauthentik.io/providers/oauth2/default"],
         "request_parameter_supported": false,
         "request_uri_parameter_supported": false,

@@ -36,6 +36,20 @@ pub(super) struct Grant {
     pub(super) sid: String,
 }
 
+/// What introspection tells about a live token.
+#[derive(Clone, Debug)]
+pub(super) struct TokenInfo {
+    /// The client the token was issued to.
+    pub(super) client_id: String,
+    pub(super) sub: String,
+    pub(super) scopes: Vec<String>,
+    pub(super) auth_time: i64,
+    /// Expiry, Unix seconds.
+    pub(super) exp: i64,
+    /// `true` for an access token, `false` for a refresh token.
+    pub(super) access: bool,
+}
+
 /// A fresh token pair and what it grants.
 #[derive(Debug)]
 pub(super) struct Issued {
@@ -334,6 +348,59 @@ impl Grants {
         })
     }
 
+    /// What a live token (access or refresh; unexpired, family not revoked, refresh token not
+    /// rotated away) grants and to which client, for introspection.
+    pub(super) fn introspect(&self, token: &str) -> Option<TokenInfo> {
+        let now = Instant::now();
+        let inner = self.lock();
+        let (family, scopes, expires, access) = if let Some(entry) = inner.access.get(token) {
+            (entry.family, Some(entry.scopes.clone()), entry.expires, true)
+        } else {
+            let entry = inner.refresh.get(token).filter(|r| !r.rotated)?;
+            (entry.family, None, entry.expires, false)
+        };
+        if expires <= now {
+            return None;
+        }
+        let family = inner.families.get(&family).filter(|f| !f.revoked)?;
+        Some(TokenInfo {
+            client_id: family.client_id.clone(),
+            sub: family.sub.clone(),
+            scopes: scopes.unwrap_or_else(|| family.scopes.clone()),
+            auth_time: family.auth_time,
+            exp: unix_secs_at(expires, now),
+            access,
+        })
+    }
+
+    /// A new grant family for `client_id` without any authorization step (a test control: a
+    /// token as another application of the same IdP would have it). Returns its access token.
+    pub(super) fn issue_for_client(
+        &self,
+        client_id: &str,
+        sub: &str,
+        scopes: &[String],
+        sid: String,
+        life: Lifetimes,
+    ) -> String {
+        let mut inner = self.lock();
+        let family = inner.next_family;
+        inner.next_family += 1;
+        inner.families.insert(
+            family,
+            Family {
+                client_id: client_id.to_owned(),
+                sub: sub.to_owned(),
+                scopes: scopes.to_vec(),
+                auth_time: super::now_unix(),
+                sid,
+                revoked: false,
+                expires: Instant::now(),
+            },
+        );
+        inner.issue(family, scopes, life, None).0
+    }
+
     /// Revokes every family of the IdP session `sid` (the session ended).
     pub(super) fn revoke_sid(&self, sid: &str) {
         let mut inner = self.lock();
@@ -409,6 +476,12 @@ impl Inner {
         self.refresh.retain(|_, r| r.expires > now);
         self.families.retain(|_, f| f.expires > now);
     }
+}
+
+/// `at` as Unix seconds, given that `now` is the present.
+fn unix_secs_at(at: Instant, now: Instant) -> i64 {
+    let ahead = i64::try_from(at.saturating_duration_since(now).as_secs()).unwrap_or(i64::MAX);
+    super::now_unix().saturating_add(ahead)
 }
 
 /// Why `verifier` does not prove possession of `challenge` (RFC 7636 §4.1, §4.6), if it doesn't.

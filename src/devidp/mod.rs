@@ -10,6 +10,7 @@
 //! | `/application/o/authorize/` (GET: sign-in page, POST: the choice) | `authorize` |
 //! | `/application/o/token/` (authorization_code, refresh_token) | `token` |
 //! | `/application/o/userinfo/` | `userinfo` |
+//! | `/application/o/introspect/` (RFC 7662) | `introspect` |
 //! | `/application/o/{slug}/end-session/` (+ back-channel logout) | `logout` |
 //!
 //! It is strict where Trousseau is strict, so a relying-party bug shows up here rather than in
@@ -18,12 +19,14 @@
 //! revokes its whole grant. Instead of passwords, the sign-in page lists demo users as buttons.
 //!
 //! Tests drive it over a real socket ([`serve`] or [`LocalDevIdp`]) and steer it with the control
-//! methods on [`DevIdp`] (disable a user, change organizations, slow down or take down the IdP).
+//! methods on [`DevIdp`] (disable a user, change organizations, slow down or take down the IdP,
+//! mint a token as another application of the same IdP would hold it).
 
 mod authorize;
 mod claims;
 mod discovery;
 mod grants;
+mod introspect;
 mod keys;
 mod logout;
 mod pages;
@@ -156,6 +159,10 @@ pub enum DevIdpError {
     Io(#[from] std::io::Error),
 }
 
+/// The client id of [`DevIdp::issue_foreign_access_token`]'s tokens: another application of the
+/// same IdP.
+pub const FOREIGN_CLIENT_ID: &str = "another-application";
+
 /// What the IdP has done so far, for tests to assert on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DevIdpStats {
@@ -169,6 +176,8 @@ pub struct DevIdpStats {
     pub refresh_reuse_detected: u64,
     /// Userinfo requests, answered or refused.
     pub userinfo_calls: u64,
+    /// Introspection requests, answered or refused.
+    pub introspection_calls: u64,
     /// Requests to the end-session endpoint.
     pub end_sessions: u64,
     /// Logout tokens delivered to `backchannel_logout_uri` and answered with 2xx.
@@ -184,6 +193,7 @@ struct Counters {
     refresh_grants_failed: AtomicU64,
     refresh_reuse_detected: AtomicU64,
     userinfo_calls: AtomicU64,
+    introspection_calls: AtomicU64,
     end_sessions: AtomicU64,
     backchannel_sent: AtomicU64,
     backchannel_failed: AtomicU64,
@@ -355,6 +365,7 @@ impl DevIdp {
             }
             (Route::Authorize, &Method::POST) => authorize::choose(self, req, lang).await,
             (Route::Token, &Method::POST) => token::token(self, req).await,
+            (Route::Introspect, &Method::POST) => introspect::introspect(self, req).await,
             (Route::Userinfo, &Method::GET | &Method::HEAD | &Method::POST) => {
                 userinfo::userinfo(self, req.headers())
             }
@@ -398,6 +409,7 @@ impl DevIdp {
             refresh_grants_failed: get(&c.refresh_grants_failed),
             refresh_reuse_detected: get(&c.refresh_reuse_detected),
             userinfo_calls: get(&c.userinfo_calls),
+            introspection_calls: get(&c.introspection_calls),
             end_sessions: get(&c.end_sessions),
             backchannel_sent: get(&c.backchannel_sent),
             backchannel_failed: get(&c.backchannel_failed),
@@ -416,6 +428,20 @@ impl DevIdp {
             .expect("RSA signing with the IdP's own key does not fail")
     }
 
+    /// An access token for `sub` as if Trousseau had issued it to another application (client
+    /// [`FOREIGN_CLIENT_ID`]) with every allowed scope: userinfo accepts it like any other live
+    /// token (Trousseau's userinfo is shared by all its applications), and introspection answers it
+    /// `active` with that other `client_id`. `sub` should be a configured user.
+    pub fn issue_foreign_access_token(&self, sub: &str) -> String {
+        self.grants.issue_for_client(
+            FOREIGN_CLIENT_ID,
+            sub,
+            &self.config.allowed_scopes,
+            web::random_token(16),
+            token::lifetimes(self),
+        )
+    }
+
     /// A valid back-channel logout token for the configured client (`typ: logout+jwt`, fresh
     /// `jti`, two-minute `exp`), naming `sub` and/or `sid` as given.
     pub fn logout_token(&self, sub: Option<&str>, sid: Option<&str>) -> String {
@@ -432,6 +458,7 @@ enum Route {
     Authorize,
     Token,
     Userinfo,
+    Introspect,
     EndSession,
     NotFound,
 }
@@ -443,6 +470,7 @@ impl Route {
             "/application/o/authorize/" => return Route::Authorize,
             "/application/o/token/" => return Route::Token,
             "/application/o/userinfo/" => return Route::Userinfo,
+            "/application/o/introspect/" => return Route::Introspect,
             _ => {}
         }
         let Some(tail) = rest
@@ -463,7 +491,12 @@ impl Route {
     fn is_api(self) -> bool {
         matches!(
             self,
-            Route::Discovery | Route::Jwks | Route::Token | Route::Userinfo | Route::NotFound
+            Route::Discovery
+                | Route::Jwks
+                | Route::Token
+                | Route::Userinfo
+                | Route::Introspect
+                | Route::NotFound
         )
     }
 
@@ -471,7 +504,7 @@ impl Route {
         match self {
             Route::Index | Route::Discovery | Route::Jwks => "GET, HEAD",
             Route::Authorize | Route::Userinfo | Route::EndSession => "GET, HEAD, POST",
-            Route::Token => "POST",
+            Route::Token | Route::Introspect => "POST",
             Route::NotFound => "",
         }
     }

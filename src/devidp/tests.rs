@@ -252,6 +252,29 @@ impl Rp {
         .await
     }
 
+    async fn introspect(&self, pairs: &[(&str, &str)], headers: &[(&str, &str)]) -> Answer {
+        self.post_form(&self.endpoint("/application/o/introspect/"), pairs, headers)
+            .await
+    }
+
+    /// Introspects `token` as the configured client: the answer JSON (200 expected).
+    async fn introspection(&self, token: &str) -> Value {
+        let answer = self
+            .introspect(
+                &[
+                    ("token", token),
+                    ("token_type_hint", "access_token"),
+                    ("client_id", CLIENT_ID),
+                    ("client_secret", CLIENT_SECRET),
+                ],
+                &[],
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        assert_eq!(answer.headers[header::CACHE_CONTROL], "no-store");
+        answer.json()
+    }
+
     async fn jwks(&self) -> Value {
         self.get(
             &self.endpoint(&format!("/application/o/{}/jwks/", self.idp().config.slug)),
@@ -344,6 +367,10 @@ async fn discovery_names_a_trailing_slash_issuer_and_trousseau_endpoints() {
         format!("{base}/application/o/userinfo/")
     );
     assert_eq!(doc["jwks_uri"], format!("{base}/application/o/dev/jwks/"));
+    assert_eq!(
+        doc["introspection_endpoint"],
+        format!("{base}/application/o/introspect/")
+    );
     assert_eq!(
         doc["end_session_endpoint"],
         format!("{base}/application/o/dev/end-session/")
@@ -846,6 +873,124 @@ async fn userinfo_answers_the_granted_claims_for_a_live_access_token() {
     assert!(challenge.starts_with("Bearer"));
     assert!(challenge.contains(r#"error="invalid_token""#));
     assert_eq!(rp.idp().stats().userinfo_calls, 2);
+}
+
+#[tokio::test]
+async fn introspection_says_whose_a_live_token_is_and_nothing_else() {
+    let rp = Rp::start(config()).await;
+    let tokens = rp.tokens(JEAN, ALL).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let info = rp.introspection(access).await;
+    assert_eq!(info["active"], true);
+    assert_eq!(info["client_id"], CLIENT_ID);
+    assert_eq!(info["aud"], CLIENT_ID);
+    assert_eq!(info["sub"], JEAN);
+    assert_eq!(info["iss"], rp.idp().issuer());
+    assert_eq!(info["scope"], ALL);
+    assert_eq!(info["token_type"], "Bearer");
+    let exp = info["exp"].as_i64().unwrap();
+    assert!((now_unix() + 290..=now_unix() + 300).contains(&exp), "{exp}");
+
+    // A refresh token is live too (no token_type: it is not a bearer access token).
+    let refresh = rp
+        .introspection(tokens["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(refresh["active"], true);
+    assert_eq!(refresh["client_id"], CLIENT_ID);
+    assert!(refresh.get("token_type").is_none());
+
+    // Unknown, and a disabled user's: just inactive, nothing more.
+    assert_eq!(rp.introspection("not-a-token").await, json!({ "active": false }));
+    rp.idp().set_user_disabled(JEAN, true);
+    assert_eq!(rp.introspection(access).await, json!({ "active": false }));
+    rp.idp().set_user_disabled(JEAN, false);
+    assert_eq!(rp.introspection(access).await["active"], true);
+
+    // Rotated away and revoked by reuse: inactive.
+    let r1 = tokens["refresh_token"].as_str().unwrap();
+    assert_eq!(rp.refresh(r1).await.status, StatusCode::OK);
+    assert_eq!(rp.introspection(r1).await, json!({ "active": false }));
+    let _ = rp.refresh(r1).await;
+    assert_eq!(rp.introspection(access).await, json!({ "active": false }));
+    assert_eq!(rp.idp().stats().introspection_calls, 7);
+}
+
+#[tokio::test]
+async fn an_expired_access_token_is_inactive_at_introspection() {
+    let rp = Rp::start(DevIdpConfig {
+        access_token_ttl: Duration::ZERO,
+        ..config()
+    })
+    .await;
+    let tokens = rp.tokens(JEAN, ALL).await;
+    let info = rp
+        .introspection(tokens["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(info, json!({ "active": false }));
+}
+
+#[tokio::test]
+async fn a_foreign_token_passes_userinfo_but_introspects_as_another_clients() {
+    let rp = Rp::start(config()).await;
+    let foreign = rp.idp().issue_foreign_access_token(JEAN);
+    let userinfo = rp.userinfo(&foreign).await;
+    assert_eq!(userinfo.status, StatusCode::OK, "{}", userinfo.body);
+    assert_eq!(userinfo.json()["sub"], JEAN);
+    let info = rp.introspection(&foreign).await;
+    assert_eq!(info["active"], true);
+    assert_eq!(info["client_id"], FOREIGN_CLIENT_ID);
+    assert_eq!(info["aud"], FOREIGN_CLIENT_ID);
+    assert_ne!(info["client_id"], CLIENT_ID);
+    assert_eq!(info["sub"], JEAN);
+}
+
+#[tokio::test]
+async fn introspection_authenticates_the_client_like_the_token_endpoint() {
+    let rp = Rp::start(config()).await;
+    let tokens = rp.tokens(JEAN, "openid").await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
+    );
+    let refusals = [
+        rp.introspect(&[("token", access)], &[("authorization", &basic)])
+            .await,
+        rp.introspect(
+            &[("token", access), ("client_id", CLIENT_ID), ("client_secret", "guess")],
+            &[],
+        )
+        .await,
+        rp.introspect(
+            &[("token", access), ("client_id", FOREIGN_CLIENT_ID), ("client_secret", CLIENT_SECRET)],
+            &[],
+        )
+        .await,
+        rp.introspect(&[("token", access)], &[]).await,
+    ];
+    for refusal in refusals {
+        assert_eq!(refusal.status, StatusCode::UNAUTHORIZED, "{}", refusal.body);
+        assert_eq!(refusal.json()["error"], "invalid_client");
+        assert!(!refusal.body.contains(access));
+    }
+    let no_token = rp
+        .introspect(&[("client_id", CLIENT_ID), ("client_secret", CLIENT_SECRET)], &[])
+        .await;
+    assert_eq!(no_token.status, StatusCode::BAD_REQUEST);
+    assert_eq!(no_token.json()["error"], "invalid_request");
+    let repeated = rp
+        .introspect(
+            &[("token", access), ("token", "x"), ("client_id", CLIENT_ID), ("client_secret", CLIENT_SECRET)],
+            &[],
+        )
+        .await;
+    assert_eq!(repeated.status, StatusCode::BAD_REQUEST);
+    let get = rp.get(&rp.endpoint("/application/o/introspect/"), &[]).await;
+    assert_eq!(get.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(get.headers[header::ALLOW], "POST");
+    assert_eq!(rp.idp().stats().introspection_calls, 6);
+    // Still live after all that.
+    assert_eq!(rp.introspection(access).await["active"], true);
 }
 
 #[tokio::test]

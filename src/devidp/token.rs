@@ -27,33 +27,10 @@ where
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
-    let (parts, body) = req.into_parts();
-    if parts.headers.contains_key(header::AUTHORIZATION) {
-        return invalid_client(
-            "Client authentication must use client_secret_post (credentials in the request body)",
-        );
-    }
-    let params = match web::read_form(&parts.headers, body).await {
+    let params = match authenticated_form(idp, req).await {
         Ok(params) => params,
-        Err(FormError::ContentType) => {
-            return bad_request(
-                "invalid_request",
-                "The body must be application/x-www-form-urlencoded",
-            )
-        }
-        Err(FormError::Body) => {
-            return bad_request("invalid_request", "The request body could not be read")
-        }
+        Err(refusal) => return refusal,
     };
-    if let Some(name) = params.first_repeated() {
-        return bad_request(
-            "invalid_request",
-            &format!("The parameter {name} was sent more than once"),
-        );
-    }
-    if !client_authenticated(idp, &params) {
-        return invalid_client("Unknown client or wrong client secret");
-    }
     match params.get("grant_type") {
         Some("authorization_code") => authorization_code(idp, &params),
         Some("refresh_token") => refresh_token(idp, &params),
@@ -63,6 +40,45 @@ where
             "Only authorization_code and refresh_token are supported",
         ),
     }
+}
+
+/// Reads the form of a client request (token, introspection) and authenticates the client the
+/// one way Trousseau allows, `client_secret_post`: credentials in an `Authorization` header, an
+/// unknown client or a wrong secret are `invalid_client` (401); a body that is not a form or
+/// repeats a parameter is `invalid_request` (400).
+pub(super) async fn authenticated_form<B>(idp: &DevIdp, req: Request<B>) -> Result<Params, Response<Body>>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let (parts, body) = req.into_parts();
+    if parts.headers.contains_key(header::AUTHORIZATION) {
+        return Err(invalid_client(
+            "Client authentication must use client_secret_post (credentials in the request body)",
+        ));
+    }
+    let params = match web::read_form(&parts.headers, body).await {
+        Ok(params) => params,
+        Err(FormError::ContentType) => {
+            return Err(bad_request(
+                "invalid_request",
+                "The body must be application/x-www-form-urlencoded",
+            ))
+        }
+        Err(FormError::Body) => {
+            return Err(bad_request("invalid_request", "The request body could not be read"))
+        }
+    };
+    if let Some(name) = params.first_repeated() {
+        return Err(bad_request(
+            "invalid_request",
+            &format!("The parameter {name} was sent more than once"),
+        ));
+    }
+    if !client_authenticated(idp, &params) {
+        return Err(invalid_client("Unknown client or wrong client secret"));
+    }
+    Ok(params)
 }
 
 /// `client_id` and `client_secret` from the body; the secret compared in constant time.
@@ -77,7 +93,7 @@ fn client_authenticated(idp: &DevIdp, params: &Params) -> bool {
     id == idp.config.client_id && secret_ok
 }
 
-fn lifetimes(idp: &DevIdp) -> Lifetimes {
+pub(super) fn lifetimes(idp: &DevIdp) -> Lifetimes {
     Lifetimes {
         access: idp.config.access_token_ttl,
         refresh: idp.config.refresh_token_ttl,
@@ -200,7 +216,7 @@ fn grant_error(error: GrantError) -> Response<Body> {
     }
 }
 
-fn bad_request(error: &str, description: &str) -> Response<Body> {
+pub(super) fn bad_request(error: &str, description: &str) -> Response<Body> {
     web::oauth_error(StatusCode::BAD_REQUEST, error, description)
 }
 
