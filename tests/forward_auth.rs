@@ -30,6 +30,7 @@ fn nginx_config(dir: &std::path::Path, port: u16, proxy: &str, app: &str) -> Str
     format!(
         r#"worker_processes 1;
 daemon off;
+master_process off;
 error_log {d}/error.log warn;
 pid {d}/nginx.pid;
 events {{ worker_connections 256; }}
