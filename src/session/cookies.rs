@@ -22,7 +22,7 @@
 //! chunk means "no session". A value of exactly k × `chunk_size` bytes is k chunks, never k + 1 with an
 //! empty last one (an empty cookie value looks like a deletion to browsers and to us).
 
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -402,7 +402,7 @@ pub struct SessionCodec {
 /// opens to the same session (the keys are fixed for the process's life), so this is invisible;
 /// revocation and lifetime checks still run on every request, after [`SessionCodec::load`].
 #[derive(Clone)]
-struct OpenedSessions(moka::sync::Cache<SealedKey, Arc<Session>>);
+struct OpenedSessions(moka::sync::Cache<Arc<str>, Arc<Session>, TailHash>);
 
 impl std::fmt::Debug for OpenedSessions {
     // Never prints the sessions: they hold refresh tokens.
@@ -411,17 +411,28 @@ impl std::fmt::Debug for OpenedSessions {
     }
 }
 
-/// A sealed cookie value as a cache key. Equality compares every byte; the hash reads only the
-/// tail — the AES-GCM tag, which nobody can choose without the key — so hashing a 2 KB cookie
-/// costs what hashing 24 bytes does. Only values that opened are inserted, so nobody can plant
-/// colliding keys.
-#[derive(Clone, PartialEq, Eq)]
-struct SealedKey(Arc<str>);
+/// The hash of [`OpenedSessions`], keyed by whole sealed values: equality compares every byte,
+/// the hash reads only the last 24 bytes — the AES-GCM tag, which nobody can choose without the
+/// key — so hashing a 2 KB cookie costs what hashing 24 bytes does. Only values that opened are
+/// inserted, so nobody can plant colliding keys.
+#[derive(Clone, Default)]
+struct TailHash(std::collections::hash_map::RandomState);
 
-impl Hash for SealedKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        let bytes = self.0.as_bytes();
-        bytes[bytes.len().saturating_sub(24)..].hash(state);
+impl BuildHasher for TailHash {
+    type Hasher = TailHasher;
+    fn build_hasher(&self) -> TailHasher {
+        TailHasher(self.0.build_hasher())
+    }
+}
+
+struct TailHasher(std::collections::hash_map::DefaultHasher);
+
+impl Hasher for TailHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.write(&bytes[bytes.len().saturating_sub(24)..]);
+    }
+    fn finish(&self) -> u64 {
+        self.0.finish()
     }
 }
 
@@ -429,10 +440,10 @@ impl SessionCodec {
     /// A codec sealing with `sealer` into the cookie described by `cookie`.
     pub fn new(sealer: Arc<Sealer>, cookie: CookieSettings) -> SessionCodec {
         let opened = moka::sync::Cache::builder()
-            .weigher(|key: &SealedKey, _: &Arc<Session>| u32::try_from(key.0.len() * 2).unwrap_or(u32::MAX))
+            .weigher(|key: &Arc<str>, _: &Arc<Session>| u32::try_from(key.len() * 2).unwrap_or(u32::MAX))
             .max_capacity(OPENED_CACHE_BYTES)
             .time_to_idle(OPENED_CACHE_IDLE)
-            .build();
+            .build_with_hasher(TailHash::default());
         SessionCodec { sealer, cookie, opened: OpenedSessions(opened) }
     }
 
@@ -444,13 +455,13 @@ impl SessionCodec {
     /// The session the request carries; `None` when absent, incomplete, tampered, sealed by an unknown
     /// key or not a session. Never panics.
     pub fn load(&self, cookies: &RequestCookies) -> Option<Session> {
-        let sealed = SealedKey(self.cookie.read_chunked(cookies)?.into());
-        if let Some(session) = self.opened.0.get(&sealed) {
+        let sealed = self.cookie.read_chunked(cookies)?;
+        if let Some(session) = self.opened.0.get(sealed.as_str()) {
             return Some(Session::clone(&session));
         }
-        let json = self.sealer.open(SESSION_PURPOSE, &sealed.0)?;
+        let json = self.sealer.open(SESSION_PURPOSE, &sealed)?;
         let session: Session = serde_json::from_slice(&json).ok()?;
-        self.opened.0.insert(sealed, Arc::new(session.clone()));
+        self.opened.0.insert(sealed.into(), Arc::new(session.clone()));
         Some(session)
     }
 

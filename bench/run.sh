@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# trousseau-proxy next to a plain nginx proxy_pass, on this machine, measured side by side.
+#
+#   bench/run.sh                       # build release, run everything (~4 minutes), print the table
+#   ROUNDS=9 DURATION=20s bench/run.sh
+#
+# What runs, all on 127.0.0.1 and stopped at exit:
+#   upstream  nginx answering a small text body (the app), one worker
+#   floor     nginx proxy_pass with upstream keep-alive, no auth: the floor we compare against
+#   proxy     trousseau-proxy dev --upstream <upstream>: the embedded dev IdP, a real session cookie
+#   refresh   the same with --access-token-ttl 10s: every access token is already due for refresh
+# Both front ends write an access log line per request (nginx's default `combined` log, the proxy's
+# default `info` log), both to a file: that is how they run in production.
+#
+# Rows: authenticated GET (wrk, alternating floor and proxy for ROUNDS rounds: medians, and the
+# median of each round's proxy/nginx ratio, which resists other load on the machine best), 401 for an API client without a session, refreshes (each request of a session due for
+# refresh, measured by the helper, and wrk with a cookie jar so refreshes are shared by in-flight
+# requests), cold sign-ins (whole flow, callback latency), then the proxy's peak RSS.
+#
+# Environment: ROUNDS (5), DURATION (10s), CONNECTIONS (64), THREADS (2), BENCH_PORT (18080: uses
+# 18080-18083), SKIP_BUILD=1 to reuse target/release, PROXY_BIN to measure another build of the
+# proxy (before/after comparisons), KEEP=1 to keep the work directory (logs).
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+BASE=${BENCH_PORT:-18080}
+UP_PORT=$BASE FLOOR_PORT=$((BASE + 1)) PROXY_PORT=$((BASE + 2)) REFRESH_PORT=$((BASE + 3))
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PROXY_BIN=${PROXY_BIN:-$ROOT/target/release/trousseau-proxy}
+SIGNIN_BIN=$ROOT/target/release/examples/bench_signin
+
+say() { printf '%s\n' "$*" >&2; }
+
+# --- tools ------------------------------------------------------------------------------------
+need_packages=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_packages+=(nginx)
+command -v wrk >/dev/null || need_packages+=(wrk)
+command -v curl >/dev/null || need_packages+=(curl)
+if [ ${#need_packages[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    say "installing ${need_packages[*]} (Debian packages)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_packages[@]}" >/dev/null
+  else
+    say "missing: ${need_packages[*]} — install them (sudo apt-get install ${need_packages[*]}) and run again"
+    exit 1
+  fi
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+for port in $UP_PORT $FLOOR_PORT $PROXY_PORT $REFRESH_PORT; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    say "port $port is in use on 127.0.0.1; set BENCH_PORT to another base port"
+    exit 1
+  fi
+done
+
+if [ "${SKIP_BUILD:-}" != 1 ]; then
+  say "building release (trousseau-proxy and the bench_signin helper)…"
+  (cd "$ROOT" && cargo build --release --quiet --bin trousseau-proxy --example bench_signin)
+fi
+
+# --- processes --------------------------------------------------------------------------------
+WORK=$(mktemp -d /tmp/trousseau-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ "${KEEP:-}" = 1 ]; then say "logs kept in $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT INT TERM
+
+nginx_conf() { # name workers server-block
+  cat >"$WORK/$1.conf" <<EOF
+worker_processes $2;
+pid $WORK/$1.pid;
+error_log $WORK/$1-error.log warn;
+daemon off;
+events { worker_connections 4096; }
+http {
+  client_body_temp_path $WORK/$1-body; proxy_temp_path $WORK/$1-proxy;
+  fastcgi_temp_path $WORK/$1-fastcgi; uwsgi_temp_path $WORK/$1-uwsgi; scgi_temp_path $WORK/$1-scgi;
+  keepalive_requests 1000000;
+  $3
+}
+EOF
+  "$NGINX" -p "$WORK" -c "$WORK/$1.conf" &
+  PIDS+=($!)
+}
+
+nginx_conf upstream 1 "access_log off;
+  server { listen 127.0.0.1:$UP_PORT; location / { default_type text/plain; return 200 'hello from the app\n'; } }"
+nginx_conf floor auto "access_log $WORK/floor-access.log;
+  upstream app { server 127.0.0.1:$UP_PORT; keepalive 128; keepalive_requests 1000000; }
+  server { listen 127.0.0.1:$FLOOR_PORT; location / {
+    proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+
+"$PROXY_BIN" dev --upstream "http://127.0.0.1:$UP_PORT" --listen "127.0.0.1:$PROXY_PORT" 2>"$WORK/proxy.log" &
+PROXY_PID=$!
+PIDS+=($PROXY_PID)
+"$PROXY_BIN" dev --upstream "http://127.0.0.1:$UP_PORT" --listen "127.0.0.1:$REFRESH_PORT" --access-token-ttl 10s 2>"$WORK/refresh.log" &
+PIDS+=($!)
+
+wait_for() { # url
+  for _ in $(seq 1 100); do
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  say "not answering: $1"
+  exit 1
+}
+wait_for "http://127.0.0.1:$UP_PORT/"
+wait_for "http://127.0.0.1:$FLOOR_PORT/"
+wait_for "http://127.0.0.1:$PROXY_PORT/.trousseau/readyz"
+wait_for "http://127.0.0.1:$REFRESH_PORT/.trousseau/readyz"
+
+# A real session, signed in through the dev IdP like a browser.
+COOKIE=$("$SIGNIN_BIN" cookie --proxy "http://127.0.0.1:$PROXY_PORT")
+REFRESH_COOKIE=$("$SIGNIN_BIN" cookie --proxy "http://127.0.0.1:$REFRESH_PORT")
+
+# --- wrk --------------------------------------------------------------------------------------
+cat >"$WORK/report.lua" <<'EOF'
+done = function(summary, latency, requests)
+  local errors = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
+  io.write(string.format("RESULT requests=%d rps=%.1f p50_us=%d p99_us=%d non2xx=%d errors=%d\n",
+    summary.requests, summary.requests / (summary.duration / 1e6),
+    latency:percentile(50), latency:percentile(99), summary.errors.status, errors))
+end
+EOF
+# A cookie jar per wrk thread: every Set-Cookie replaces the session cookie the thread sends.
+cat >"$WORK/jar.lua" <<'EOF'
+local cookie = os.getenv("BENCH_COOKIE")
+request = function()
+  return wrk.format("GET", "/bench", { ["Cookie"] = cookie, ["Accept"] = "application/json" })
+end
+response = function(status, headers, body)
+  local set = headers["Set-Cookie"] or headers["set-cookie"]
+  if set then cookie = set:match("^([^;]+)") end
+end
+EOF
+cat "$WORK/report.lua" >>"$WORK/jar.lua"
+
+run_wrk() { # url [wrk args…] — prints "rps p50_us p99_us non2xx errors requests"
+  local url=$1
+  shift
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -s "$WORK/report.lua" "$@" "$url" >"$WORK/wrk.out"
+  awk '/^RESULT/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+       print v["rps"], v["p50_us"], v["p99_us"], v["non2xx"], v["errors"], v["requests"] }' "$WORK/wrk.out"
+}
+
+AUTH_HEADERS=(-H "Cookie: $COOKIE" -H "Accept: */*")
+say "warming up…"
+DURATION=2s run_wrk "http://127.0.0.1:$FLOOR_PORT/bench" "${AUTH_HEADERS[@]}" >/dev/null
+DURATION=2s run_wrk "http://127.0.0.1:$PROXY_PORT/bench" "${AUTH_HEADERS[@]}" >/dev/null
+
+: >"$WORK/floor.rows"
+: >"$WORK/proxy.rows"
+: >"$WORK/ratio.rows"
+for round in $(seq 1 "$ROUNDS"); do
+  floor=$(run_wrk "http://127.0.0.1:$FLOOR_PORT/bench" "${AUTH_HEADERS[@]}")
+  proxy=$(run_wrk "http://127.0.0.1:$PROXY_PORT/bench" "${AUTH_HEADERS[@]}")
+  echo "$floor" >>"$WORK/floor.rows"
+  echo "$proxy" >>"$WORK/proxy.rows"
+  read -r frps fp50 fp99 fbad ferr _ <<<"$floor"
+  read -r prps pp50 pp99 pbad perr _ <<<"$proxy"
+  # Each round's pair runs back to back: their ratio is steadier than a ratio of medians when the
+  # machine's other load drifts.
+  awk -v a="$prps" -v b="$frps" -v c="$pp99" -v d="$fp99" 'BEGIN { print a / b, c / d }' >>"$WORK/ratio.rows"
+  say "round $round: nginx $frps req/s (p99 ${fp99}us) · trousseau-proxy $prps req/s (p99 ${pp99}us) · $(tail -1 "$WORK/ratio.rows" | awk '{ printf "%.2f× req/s, %.2f× p99", $1, $2 }')"
+  if [ "$fbad" != 0 ] || [ "$pbad" != 0 ] || [ "$ferr" != 0 ] || [ "$perr" != 0 ]; then
+    say "unexpected answers: nginx non-2xx $fbad errors $ferr, proxy non-2xx $pbad errors $perr"
+    exit 1
+  fi
+done
+
+say "401 for an API client without a session…"
+unauth=$(run_wrk "http://127.0.0.1:$PROXY_PORT/api/items" -H "Accept: application/json")
+read -r _ _ _ ubad _ ureq <<<"$unauth"
+[ "$ubad" = "$ureq" ] || { say "expected only 401s, got $ubad non-2xx of $ureq"; exit 1; }
+
+say "refreshes…"
+refreshes_before=$(grep -c "session refreshed" "$WORK/refresh.log" || true)
+jar=$(BENCH_COOKIE="$REFRESH_COOKIE" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -s "$WORK/jar.lua" \
+  "http://127.0.0.1:$REFRESH_PORT/bench" | awk '/^RESULT/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+       print v["rps"], v["p50_us"], v["p99_us"], v["non2xx"], v["errors"], v["requests"] }')
+refreshes=$(($(grep -c "session refreshed" "$WORK/refresh.log" || true) - refreshes_before))
+per_request=$("$SIGNIN_BIN" refresh --proxy "http://127.0.0.1:$REFRESH_PORT" --count 400 --concurrency 4)
+
+say "cold sign-ins…"
+cold=$("$SIGNIN_BIN" cold --proxy "http://127.0.0.1:$PROXY_PORT" --count 300 --concurrency 4)
+
+rss_kb=$(awk '/VmHWM/ { print $2 }' "/proc/$PROXY_PID/status")
+
+# --- table ------------------------------------------------------------------------------------
+median() { # column file
+  sort -n -k"$1","$1" "$2" | awk -v c="$1" '{ v[NR] = $c } END { print v[int((NR + 1) / 2)] }'
+}
+helper_field() { # key line
+  tr ' ' '\n' <<<"$2" | awk -F= -v k="$1" '$1 == k { print $2 }'
+}
+f_rps=$(median 1 "$WORK/floor.rows") f_p50=$(median 2 "$WORK/floor.rows") f_p99=$(median 3 "$WORK/floor.rows")
+p_rps=$(median 1 "$WORK/proxy.rows") p_p50=$(median 2 "$WORK/proxy.rows") p_p99=$(median 3 "$WORK/proxy.rows")
+
+row() { # label rps p50_us p99_us note
+  awk -v l="$1" -v r="$2" -v a="$3" -v b="$4" -v n="$5" 'BEGIN {
+    printf "| %-50s | %8.0f | %8.2f ms | %8.2f ms | %s |\n", l, r, a / 1000, b / 1000, n }'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f×", a / b }'; }
+
+echo
+echo "trousseau-proxy next to nginx proxy_pass: $(nproc) cores ($(uname -m)), wrk -t$THREADS -c$CONNECTIONS -d$DURATION, median of $ROUNDS alternating rounds"
+echo
+echo "| scenario                                           |    req/s |         p50 |         p99 | compared with nginx |"
+echo "|----------------------------------------------------|----------|-------------|-------------|---------------------|"
+row "nginx proxy_pass, upstream keep-alive (the floor)" "$f_rps" "$f_p50" "$f_p99" "1.00×"
+row "trousseau-proxy, authenticated GET" "$p_rps" "$p_p50" "$p_p99" \
+  "$(median 1 "$WORK/ratio.rows" | awk '{ printf "%.2f×", $1 }') req/s, $(median 2 "$WORK/ratio.rows" | awk '{ printf "%.2f×", $1 }') p99 (median of the rounds' ratios)"
+read -r u_rps u_p50 u_p99 _ <<<"$unauth"
+row "trousseau-proxy, 401 to an API client (no session)" "$u_rps" "$u_p50" "$u_p99" "$(ratio "$u_rps" "$f_rps") req/s"
+read -r j_rps j_p50 j_p99 _ _ j_req <<<"$jar"
+row "token due: one refresh shared by in-flight requests" "$j_rps" "$j_p50" "$j_p99" \
+  "$refreshes refreshes in $j_req requests"
+row "refresh on every request (4 sessions, helper)" "$(helper_field rate "$per_request")" \
+  "$(helper_field p50_us "$per_request")" "$(helper_field p99_us "$per_request")" "each request waits for its refresh"
+row "cold sign-in, whole flow (4 at a time, helper)" "$(helper_field rate "$cold")" \
+  "$(helper_field p50_us "$cold")" "$(helper_field p99_us "$cold")" "sign-ins/s; latency: the callback alone"
+echo
+awk -v p="$rss_kb" 'BEGIN { printf "peak RSS of trousseau-proxy (VmHWM, dev mode: the embedded IdP included): %.1f MB\n", p / 1024 }'
