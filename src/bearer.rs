@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use crate::identity::Identity;
 use crate::oidc::{now_secs, Oidc, OidcError};
+use crate::session::refresh::sha256;
 use crate::session::Session;
 
 /// How long a token Trousseau accepted is trusted without asking again.
@@ -167,13 +168,6 @@ fn warn_without_introspection(oidc: &Arc<Oidc>) {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     });
-}
-
-fn sha256(data: &[u8]) -> [u8; 32] {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest.as_ref());
-    out
 }
 
 fn hex(bytes: &[u8]) -> String {

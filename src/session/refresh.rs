@@ -259,7 +259,8 @@ fn apply(old: &Session, refreshed: crate::oidc::Refreshed) -> Session {
     s
 }
 
-fn sha256(data: &[u8]) -> TokenKey {
+/// SHA-256 of `data`: the cache key of a token (tokens themselves are never kept as keys).
+pub(crate) fn sha256(data: &[u8]) -> TokenKey {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
     let mut out = [0u8; 32];
     out.copy_from_slice(digest.as_ref());
