@@ -317,30 +317,36 @@ impl App {
         ctx.sub = Some(session.identity.sub.clone());
 
         // 5. Refresh when the access token is due.
-        let session = match self.refresher.refresh_if_due(session).await {
-            RefreshOutcome::Fresh(session) => session,
-            RefreshOutcome::Refreshed(mut session) => {
-                if session.org.is_none() {
-                    session.org = self.policy.auto_select(&session);
-                }
-                if let Err(e) = self.save_session(&session, ctx).await {
-                    return self.store_unavailable(&req, &e);
-                }
-                session
-            }
-            RefreshOutcome::Stale(session) => session,
-            RefreshOutcome::Ended => {
-                self.end_session(None, ctx).await;
-                return self.unauthenticated(&req, ctx, browser);
-            }
-            RefreshOutcome::Unavailable => {
-                return answer::unavailable(browser, self.lang(&req, None));
-            }
-            RefreshOutcome::StoreUnavailable(e) => return self.store_unavailable(&req, &e),
+        let session = match self.refresh_step(session, ctx).await {
+            Ok(session) => session,
+            Err(NotServed::Ended) => return self.unauthenticated(&req, ctx, browser),
+            Err(NotServed::IdpUnavailable) => return answer::unavailable(browser, self.lang(&req, None)),
+            Err(NotServed::Store(e)) => return self.store_unavailable(&req, &e),
         };
 
         // 6–8. Policy, identity headers, the app.
         self.authorize_and_forward(req, ctx, session, browser).await
+    }
+
+    /// The refresh step shared by the request path and forward-auth: refreshes when due, re-selects
+    /// the organization and re-issues the cookie after a refresh, and forgets an ended session.
+    async fn refresh_step(&self, session: Session, ctx: &mut RequestCtx) -> Result<Session, NotServed> {
+        match self.refresher.refresh_if_due(session).await {
+            RefreshOutcome::Fresh(session) | RefreshOutcome::Stale(session) => Ok(session),
+            RefreshOutcome::Refreshed(mut session) => {
+                if session.org.is_none() {
+                    session.org = self.policy.auto_select(&session);
+                }
+                self.save_session(&session, ctx).await.map_err(NotServed::Store)?;
+                Ok(session)
+            }
+            RefreshOutcome::Ended => {
+                self.end_session(None, ctx).await;
+                Err(NotServed::Ended)
+            }
+            RefreshOutcome::Unavailable => Err(NotServed::IdpUnavailable),
+            RefreshOutcome::StoreUnavailable(e) => Err(NotServed::Store(e)),
+        }
     }
 
     /// Applies the route policy to a signed-in request, then forwards it with the identity.
@@ -533,27 +539,12 @@ impl App {
             Err(e) => return self.store_unavailable(&req, &e),
         };
         ctx.sub = Some(session.identity.sub.clone());
-        let session = match self.refresher.refresh_if_due(session).await {
-            RefreshOutcome::Fresh(s) | RefreshOutcome::Stale(s) => s,
-            RefreshOutcome::Refreshed(mut s) => {
-                if s.org.is_none() {
-                    s.org = self.policy.auto_select(&s);
-                }
-                if let Err(e) = self.save_session(&s, ctx).await {
-                    return self.store_unavailable(&req, &e);
-                }
-                s
-            }
-            RefreshOutcome::Ended => {
-                self.end_session(None, ctx).await;
-                return if wants_redirect {
-                    self.start_login(ctx, return_to, lang)
-                } else {
-                    answer::unauthenticated_json(&self.login_url(&return_to))
-                };
-            }
-            RefreshOutcome::Unavailable => return answer::unavailable(false, lang),
-            RefreshOutcome::StoreUnavailable(e) => return self.store_unavailable(&req, &e),
+        let session = match self.refresh_step(session, ctx).await {
+            Ok(session) => session,
+            Err(NotServed::Ended) if wants_redirect => return self.start_login(ctx, return_to, lang),
+            Err(NotServed::Ended) => return answer::unauthenticated_json(&self.login_url(&return_to)),
+            Err(NotServed::IdpUnavailable) => return answer::unavailable(false, lang),
+            Err(NotServed::Store(e)) => return self.store_unavailable(&req, &e),
         };
         let lang = self.lang(&req, Some(&session));
         match self.policy.authorize(&session, &method, &path) {
@@ -952,6 +943,16 @@ impl App {
             None => Lang::from_accept_language(req.headers().get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok())),
         }
     }
+}
+
+/// Why the refresh step left no session to serve with.
+enum NotServed {
+    /// The grant is over (`invalid_grant`, or expired without a refresh token): sign in again.
+    Ended,
+    /// Trousseau is unreachable and the grace period is over.
+    IdpUnavailable,
+    /// The session store could not save the refreshed session or coordinate the refresh.
+    Store(StoreError),
 }
 
 /// What one request accumulates on its way through [`App::handle`].
