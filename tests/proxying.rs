@@ -15,10 +15,9 @@ async fn signed_in_cookie(env: &Env) -> String {
     b.cookie_header()
 }
 
-#[tokio::test]
-async fn server_sent_events_stream_through_without_buffering() {
-    let env = Env::start().await;
-    let cookie = signed_in_cookie(&env).await;
+/// Signs in and opens the app's `/stream` (it sends one event, then waits for `release_stream`).
+async fn open_event_stream(env: &Env) -> hyper::body::Incoming {
+    let cookie = signed_in_cookie(env).await;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Empty<Bytes>>();
     let req = http::Request::get(format!("{}/stream", env.origin))
@@ -28,7 +27,13 @@ async fn server_sent_events_stream_through_without_buffering() {
         .unwrap();
     let resp = client.request(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    let mut body = resp.into_body();
+    resp.into_body()
+}
+
+#[tokio::test]
+async fn server_sent_events_stream_through_without_buffering() {
+    let env = Env::start().await;
+    let mut body = open_event_stream(&env).await;
     // The first event arrives while the app is still holding the second one back:
     // the proxy does not wait for the whole body.
     let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
@@ -121,15 +126,7 @@ async fn a_down_app_is_a_502_page_or_json() {
 #[tokio::test]
 async fn graceful_shutdown_finishes_in_flight_requests_and_refuses_new_ones() {
     let env = Env::start().await;
-    let cookie = signed_in_cookie(&env).await;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<Bytes>>();
-    let req = http::Request::get(format!("{}/stream", env.origin))
-        .header("cookie", cookie)
-        .body(http_body_util::Empty::new())
-        .unwrap();
-    let resp = client.request(req).await.unwrap();
-    let mut body = resp.into_body();
+    let mut body = open_event_stream(&env).await;
     let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
     assert_eq!(&first[..], b"data: first\n\n");
 
