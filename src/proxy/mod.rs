@@ -15,11 +15,13 @@
 //! polls and multi-gigabyte uploads run in constant memory. The time to stream a body is not
 //! limited (an SSE stream may last for hours).
 //!
-//! Connections are pooled with HTTP/1.1 keep-alive. An `https` app that offers HTTP/2 through ALPN
-//! gets multiplexed HTTP/2 — unless `preserve_host` is on: HTTP/2 carries the host in `:authority`,
-//! which hyper's pooled client takes from the address it dials, so the app would see its own
-//! address instead of the browser's `Host`. With `preserve_host` we therefore offer HTTP/1.1 only.
-//! Upgrades exist only in HTTP/1.1, so they always go through an HTTP/1.1-only client.
+//! Connections are pooled per server worker ([`pool`]) with HTTP/1.1 keep-alive. An `https` app
+//! that offers HTTP/2 through ALPN gets multiplexed HTTP/2 — unless `preserve_host` is on: HTTP/2
+//! carries the host in `:authority`, which comes from the address we dial, so the app would see its
+//! own address instead of the browser's `Host`. With `preserve_host` we therefore offer HTTP/1.1
+//! only. Upgrades exist only in HTTP/1.1, so each gets an HTTP/1.1 connection of its own.
+
+mod pool;
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -37,12 +39,8 @@ use http::uri::{self, Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{self, Client};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use crate::body::{self, Body, BoxError};
@@ -81,8 +79,6 @@ const VOUCHED_PREFIX: &str = "x-trousseau-";
 
 const UPGRADE_TOKEN: HeaderValue = HeaderValue::from_static("upgrade");
 const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
-
-type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 
 /// Where the app is and how to talk to it; turned into an [`Upstream`] once, at startup.
 #[derive(Debug, Clone)]
@@ -146,25 +142,24 @@ pub enum ProxyError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     /// No connection to the app: refused, DNS failure, connect timeout, TLS handshake failure.
-    #[error("the app cannot be reached: {}", root_cause(.0))]
-    Unreachable(#[source] legacy::Error),
+    #[error("the app cannot be reached: {}", root_cause(&**.0))]
+    Unreachable(#[source] BoxError),
     /// The app sent no response headers within `response_timeout`.
     #[error("the app did not answer in time")]
     Timeout,
     /// The connection to the app failed during the exchange, or the app's answer is not valid HTTP.
-    #[error("the exchange with the app failed: {}", root_cause(.0))]
-    Protocol(#[source] legacy::Error),
+    #[error("the exchange with the app failed: {}", root_cause(&**.0))]
+    Protocol(#[source] BoxError),
     /// The request has no origin-form target to forward (`CONNECT`, `OPTIONS *`).
     #[error("the request cannot be forwarded: {0}")]
     InvalidRequest(&'static str),
 }
 
-impl ProxyError {
-    fn from_client(err: legacy::Error) -> Self {
-        if err.is_connect() {
-            ProxyError::Unreachable(err)
-        } else {
-            ProxyError::Protocol(err)
+impl From<pool::SendError> for ProxyError {
+    fn from(err: pool::SendError) -> Self {
+        match err {
+            pool::SendError::Connect(e) => ProxyError::Unreachable(e),
+            pool::SendError::Exchange(e) => ProxyError::Protocol(e),
         }
     }
 }
@@ -187,13 +182,11 @@ pub struct Upstream {
 }
 
 struct Inner {
-    /// Pooled clients for ordinary requests, one per server worker thread (see [`set_worker`]);
-    /// they may negotiate HTTP/2 (see the module doc). A pooled connection is driven by a task on
-    /// the runtime that opened it, so each worker keeps its own connections: handing a request to
-    /// the app and getting its answer back never wakes another thread.
-    clients: Box<[HttpClient]>,
-    /// HTTP/1.1-only client for upgrade requests (rare, long-lived: one pool is enough).
-    upgrade_client: HttpClient,
+    /// Connection pools for ordinary requests, one per server worker thread (see [`set_worker`]);
+    /// they may negotiate HTTP/2 (see the module doc).
+    pools: Box<[Arc<pool::Pool>]>,
+    /// HTTP/1.1 connections for upgrade requests, one each.
+    upgrades: Arc<pool::Pool>,
     scheme: Scheme,
     authority: Authority,
     /// The URL's path without its trailing `/`; empty when the app is at the root.
@@ -245,22 +238,36 @@ impl Upstream {
         }
 
         let tls = tls::client_config(settings.ca_file.as_deref())?;
-        let upgrade_client = build_client(&settings, http1_tls_for(&tls));
+        let address = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|_| ProxyError::InvalidUpstream("has no valid host"))?;
+        let own_host = own_host(&scheme, &authority)?;
+        let new_pool = |tls: rustls::ClientConfig, purpose| {
+            Arc::new(pool::Pool::new(
+                tls::https_connector(tls, settings.connect_timeout),
+                address.clone(),
+                own_host.clone(),
+                purpose,
+                settings.pool_max_idle_per_host,
+                settings.pool_idle_timeout,
+            ))
+        };
+        let upgrades = new_pool(http1_tls_for(&tls), pool::Purpose::Upgrades);
         let workers = std::thread::available_parallelism().map_or(1, usize::from);
-        let clients = (0..workers)
+        let pools = (0..workers)
             .map(|_| {
-                if scheme == Scheme::HTTPS && !settings.preserve_host {
-                    build_client(&settings, tls.clone())
-                } else {
-                    build_client(&settings, http1_tls_for(&tls))
-                }
+                let tls = if scheme == Scheme::HTTPS && !settings.preserve_host { tls.clone() } else { http1_tls_for(&tls) };
+                new_pool(tls, pool::Purpose::Requests)
             })
             .collect();
 
         Ok(Upstream {
             inner: Arc::new(Inner {
-                clients,
-                upgrade_client,
+                pools,
+                upgrades,
                 scheme,
                 authority,
                 path_prefix: url.path().trim_end_matches('/').into(),
@@ -301,12 +308,8 @@ impl Upstream {
 
         // 3. Send.
         let (body, upload) = watch_upload(body);
-        let client = if upgrade {
-            &inner.upgrade_client
-        } else {
-            &inner.clients[WORKER.get() % inner.clients.len()]
-        };
-        let sending = client.request(Request::from_parts(parts, body));
+        let pool = if upgrade { &inner.upgrades } else { &inner.pools[WORKER.get() % inner.pools.len()] };
+        let sending = pool.send(Request::from_parts(parts, body));
         let mut response = inner.response_head(sending, upload.as_deref()).await?;
 
         // 4. Response headers.
@@ -318,7 +321,7 @@ impl Upstream {
             splice(client_upgrade, hyper::upgrade::on(&mut response));
             return Ok(response.map(|_| body::empty()));
         }
-        Ok(response.map(body::stream))
+        Ok(response)
     }
 }
 
@@ -368,15 +371,15 @@ impl Inner {
     /// start and the last movement of the request body.
     async fn response_head(
         &self,
-        sending: impl Future<Output = Result<Response<Incoming>, legacy::Error>>,
+        sending: impl Future<Output = Result<Response<Body>, pool::SendError>>,
         upload: Option<&UploadWatch>,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<Body>, ProxyError> {
         let timeout = self.response_timeout;
         let mut sending = pin!(sending);
         let mut sleep = pin!(tokio::time::sleep(timeout));
         loop {
             tokio::select! {
-                result = &mut sending => return result.map_err(ProxyError::from_client),
+                result = &mut sending => return result.map_err(ProxyError::from),
                 () = &mut sleep => match upload.map(|watch| watch.last_moved() + timeout) {
                     Some(deadline) if deadline > Instant::now() => sleep.as_mut().reset(deadline),
                     _ => return Err(ProxyError::Timeout),
@@ -404,15 +407,15 @@ pub fn set_worker(index: usize) {
     WORKER.set(index);
 }
 
-fn build_client(settings: &UpstreamSettings, tls: rustls::ClientConfig) -> HttpClient {
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(settings.pool_idle_timeout)
-        .pool_max_idle_per_host(settings.pool_max_idle_per_host)
-        // Fills `Host` from the target URI on HTTP/1.1 when `set_host` left it out on purpose.
-        .set_host(true)
-        .build(tls::https_connector(tls, settings.connect_timeout))
+/// The `Host` an HTTP/1.1 request gets when it does not carry the browser's: the app's host, with
+/// the port unless it is the scheme's default.
+fn own_host(scheme: &Scheme, authority: &Authority) -> Result<HeaderValue, ProxyError> {
+    let default_port = if *scheme == Scheme::HTTPS { 443 } else { 80 };
+    let host = match authority.port_u16() {
+        Some(port) if port != default_port => format!("{}:{port}", authority.host()),
+        _ => authority.host().to_owned(),
+    };
+    HeaderValue::try_from(host).map_err(|_| ProxyError::InvalidUpstream("has no valid host"))
 }
 
 /// Removes the hop-by-hop fields of RFC 9110 §7.6.1: `Connection` and every field it names,
@@ -642,7 +645,9 @@ mod tests {
 
     use futures_util::{SinkExt, StreamExt};
     use http_body_util::StreamBody;
+    use hyper::body::Incoming;
     use hyper::service::service_fn;
+    use hyper_util::rt::TokioExecutor;
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     use tokio::net::{TcpListener, TcpStream};
@@ -1441,6 +1446,127 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(app.connections.load(Ordering::SeqCst), 1);
+    }
+
+    /// An app speaking raw HTTP/1.1: answers each request with `hello` and keep-alive, then closes
+    /// the connection `close_after` later, as an app's keep-alive timeout does.
+    async fn spawn_closing_app(close_after: Duration) -> App {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&connections);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let answer = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: keep-alive\r\n\r\nhello";
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                    tokio::time::sleep(close_after).await;
+                });
+            }
+        });
+        App { addr, connections }
+    }
+
+    async fn get_text(upstream: &Upstream) -> String {
+        let response = upstream
+            .forward(get("/").body(body::empty()).unwrap(), &browser_context())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        text_of(response).await
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_app_closed_while_idle_costs_no_request() {
+        let app = spawn_closing_app(Duration::from_millis(30)).await;
+        let upstream = upstream(&format!("http://{}", app.addr));
+        for _ in 0..3 {
+            assert_eq!(get_text(&upstream).await, "hello");
+            // The app closes the connection meanwhile; the next request must not see it.
+            tokio::time::sleep(Duration::from_millis(120)).await;
+        }
+        assert_eq!(app.connections.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_older_than_the_idle_timeout_are_not_reused() {
+        let (app, _heads) = spawn_recording_app(false).await;
+        let mut settings = settings(&format!("http://{}", app.addr));
+        settings.pool_idle_timeout = Duration::from_millis(50);
+        let upstream = Upstream::new(settings).unwrap();
+        assert_eq!(get_text(&upstream).await, "hello");
+        assert_eq!(get_text(&upstream).await, "hello");
+        assert_eq!(app.connections.load(Ordering::SeqCst), 1, "reused while fresh");
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(get_text(&upstream).await, "hello");
+        assert_eq!(app.connections.load(Ordering::SeqCst), 2, "a new connection after the idle timeout");
+    }
+
+    #[tokio::test]
+    async fn a_body_left_unread_closes_its_connection_and_the_next_request_is_served() {
+        const SIZE: usize = 4 * 1024 * 1024;
+        let app = spawn_app(false, |req: Request<Incoming>| async move {
+            if req.uri().path() == "/big" {
+                Response::new(body::full(vec![b'x'; SIZE]))
+            } else {
+                Response::new(body::full("small"))
+            }
+        })
+        .await;
+        let upstream = upstream(&format!("http://{}", app.addr));
+
+        let response = upstream
+            .forward(get("/big").body(body::empty()).unwrap(), &browser_context())
+            .await
+            .unwrap();
+        let mut body = response.into_body();
+        let first = body.frame().await.unwrap().unwrap();
+        assert!(first.data_ref().is_some_and(|d| !d.is_empty() && d.len() < SIZE));
+        drop(body); // the browser went away mid-body
+
+        for _ in 0..2 {
+            let response = upstream
+                .forward(get("/small").body(body::empty()).unwrap(), &browser_context())
+                .await
+                .unwrap();
+            assert_eq!(text_of(response).await, "small");
+        }
+        assert_eq!(app.connections.load(Ordering::SeqCst), 2, "the half-read connection is not reused; the next one is");
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_get_connections_of_their_own_and_return_them() {
+        let app = spawn_app(false, |_req: Request<Incoming>| async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Response::new(body::full("slow"))
+        })
+        .await;
+        let upstream = upstream(&format!("http://{}", app.addr));
+        for _ in 0..2 {
+            let answers = futures_util::future::join_all((0..8).map(|_| {
+                let upstream = upstream.clone();
+                async move {
+                    let response = upstream
+                        .forward(get("/").body(body::empty()).unwrap(), &browser_context())
+                        .await
+                        .unwrap();
+                    text_of(response).await
+                }
+            }))
+            .await;
+            assert!(answers.iter().all(|a| a == "slow"), "{answers:?}");
+        }
+        assert_eq!(app.connections.load(Ordering::SeqCst), 8, "eight at once, then the same eight again");
     }
 
     async fn text_of(response: Response<Body>) -> String {
