@@ -5,7 +5,7 @@
 //! [`config`] (typed, validated once), [`oidc`] (Trousseau discovery, sign-in, tokens),
 //! [`session`] (the encrypted cookie), [`identity`] (who the user is, signed for the app),
 //! [`policy`] (who may go where), [`proxy`] (forwarding to the app), [`pages`] (what people see),
-//! [`metrics`] (what is counted, served to Prometheus),
+//! [`metrics`] (what is counted, served to Prometheus), [`logging`] (lines on standard error),
 //! [`devidp`] (the embedded Trousseau twin used by `dev` and by the tests).
 //! Beside the request path, [`inject`] is the Kubernetes webhook that adds the proxy to pods.
 
@@ -16,6 +16,7 @@ pub mod dev;
 pub mod devidp;
 pub mod identity;
 pub mod inject;
+pub mod logging;
 pub mod metrics;
 pub mod oidc;
 pub mod pages;

@@ -157,80 +157,8 @@ fn check_config(args: RunArgs) -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TROUSSEAU_PROXY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hyper=warn,rustls=warn,h2=warn"));
-    // Colors only on a terminal: escape codes in a log file are noise, and formatting them was ~5% of
-    // a proxied request's instructions.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    match format {
-        // On a terminal, tracing's own format with colors; otherwise the same line written directly.
-        LogFormat::Text if ansi => builder.init(),
-        LogFormat::Text => builder.event_format(PlainText).init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
-}
-
-/// The text log line exactly as tracing-subscriber's default format writes it without colors
-/// (`2026-01-02T03:04:05.123456Z  INFO target: message key=value …`), written directly.
-/// Performance: the generic formatter styles every piece even with colors off, and the access log
-/// line was ~15% of a proxied request's instructions; this writes it with about half of that.
-struct PlainText;
-
-impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for PlainText
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        _ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
-        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
-        event: &tracing::Event<'_>,
-    ) -> std::fmt::Result {
-        use tracing_subscriber::fmt::time::FormatTime;
-        tracing_subscriber::fmt::time::SystemTime.format_time(&mut writer)?;
-        let meta = event.metadata();
-        write!(writer, " {:>5} {}: ", meta.level().as_str(), meta.target())?;
-        let mut fields = PlainFields { writer: &mut writer, first: true, result: Ok(()) };
-        event.record(&mut fields);
-        fields.result?;
-        writeln!(writer)
-    }
-}
-
-/// Writes an event's fields like tracing-subscriber's default visitor: the message as is, then
-/// ` name=value` with values in their `Debug` form (strings quoted, `%`-fields as displayed).
-struct PlainFields<'a, 'w> {
-    writer: &'a mut tracing_subscriber::fmt::format::Writer<'w>,
-    first: bool,
-    result: std::fmt::Result,
-}
-
-impl tracing::field::Visit for PlainFields<'_, '_> {
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        if field.name() == "message" {
-            self.record_debug(field, &format_args!("{value}"));
-        } else {
-            self.record_debug(field, &value);
-        }
-    }
-
-    fn record_error(&mut self, field: &tracing::field::Field, value: &(dyn std::error::Error + 'static)) {
-        self.record_debug(field, &format_args!("{value}"));
-    }
-
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        let name = field.name();
-        if self.result.is_err() || name.starts_with("log.") {
-            return;
-        }
-        let separator = if self.first { "" } else { " " };
-        self.first = false;
-        self.result = if name == "message" {
-            write!(self.writer, "{separator}{value:?}")
-        } else {
-            write!(self.writer, "{separator}{}={value:?}", name.strip_prefix("r#").unwrap_or(name))
-        };
-    }
+    trousseau_proxy::logging::init(match format {
+        LogFormat::Text => trousseau_proxy::logging::Format::Text,
+        LogFormat::Json => trousseau_proxy::logging::Format::Json,
+    });
 }
