@@ -259,16 +259,14 @@ impl App {
             response.headers_mut().append(header::SET_COOKIE, value);
         }
         response.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
-        tracing::info!(
-            target: "trousseau_proxy::access",
-            method = %method,
-            path = %path,
-            status = response.status().as_u16(),
-            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-            sub = ctx.sub.as_deref().unwrap_or("-"),
-            request_id = request_id.to_str().unwrap_or("-"),
-            "request"
-        );
+        crate::logging::access(&crate::logging::Access {
+            method: method.as_str(),
+            path: &path,
+            status: response.status().as_u16(),
+            latency: started.elapsed(),
+            sub: ctx.sub.as_deref().unwrap_or("-"),
+            request_id: request_id.to_str().unwrap_or("-"),
+        });
         response
     }
 
@@ -290,7 +288,8 @@ impl App {
 
         // 3. Public routes: proxied without a session (spoofed headers already gone).
         if self.policy.is_public(path) {
-            return self.forward(req, ctx, None).await;
+            let browser = is_browser_navigation(&req);
+            return self.forward(req, ctx, None, browser).await;
         }
 
         // 4. The session, if any (or, for API clients, a Trousseau access token).
@@ -304,7 +303,7 @@ impl App {
                     if !self.settings.identity.pass_access_token {
                         req.headers_mut().remove(header::AUTHORIZATION);
                     }
-                    self.authorize_and_forward(req, ctx, session, browser).await
+                    self.authorize_and_forward(req, ctx, &session, browser).await
                 }
                 Err(response) => response,
             };
@@ -325,17 +324,17 @@ impl App {
         };
 
         // 6–8. Policy, identity headers, the app.
-        self.authorize_and_forward(req, ctx, session, browser).await
+        self.authorize_and_forward(req, ctx, &session, browser).await
     }
 
     /// The refresh step shared by the request path and forward-auth: refreshes when due, re-selects
     /// the organization and re-issues the cookie after a refresh, and forgets an ended session.
-    async fn refresh_step(&self, session: Session, ctx: &mut RequestCtx) -> Result<Session, NotServed> {
+    async fn refresh_step(&self, session: Arc<Session>, ctx: &mut RequestCtx) -> Result<Arc<Session>, NotServed> {
         match self.refresher.refresh_if_due(session).await {
             RefreshOutcome::Fresh(session) | RefreshOutcome::Stale(session) => Ok(session),
             RefreshOutcome::Refreshed(mut session) => {
                 if session.org.is_none() {
-                    session.org = self.policy.auto_select(&session);
+                    Arc::make_mut(&mut session).org = self.policy.auto_select(&session);
                 }
                 self.save_session(&session, ctx).await.map_err(NotServed::Store)?;
                 Ok(session)
@@ -350,19 +349,19 @@ impl App {
     }
 
     /// Applies the route policy to a signed-in request, then forwards it with the identity.
-    async fn authorize_and_forward(&self, req: Request<Incoming>, ctx: &mut RequestCtx, session: Session, browser: bool) -> Response<Body> {
-        match self.policy.authorize(&session, req.method(), req.uri().path()) {
+    async fn authorize_and_forward(&self, req: Request<Incoming>, ctx: &mut RequestCtx, session: &Session, browser: bool) -> Response<Body> {
+        match self.policy.authorize(session, req.method(), req.uri().path()) {
             Decision::Allow => {}
             Decision::ChooseOrganization => {
-                let lang = self.lang(&req, Some(&session));
+                let lang = self.lang(&req, Some(session));
                 return answer::choose_organization(browser, lang, &return_to_of(&req));
             }
             Decision::Deny(denial) => {
-                let lang = self.lang(&req, Some(&session));
-                return answer::forbidden(browser, lang, &denial, &session);
+                let lang = self.lang(&req, Some(session));
+                return answer::forbidden(browser, lang, &denial, session);
             }
         }
-        self.forward(req, ctx, Some(&session)).await
+        self.forward(req, ctx, Some(session), browser).await
     }
 
     /// `Authorization: Bearer <Trousseau access token>` from an API client, when `api.bearer:
@@ -384,11 +383,12 @@ impl App {
         })
     }
 
-    /// Forwards to the upstream, with identity headers when there is a session.
-    async fn forward(&self, req: Request<Incoming>, ctx: &mut RequestCtx, session: Option<&Session>) -> Response<Body> {
-        let browser = is_browser_navigation(&req);
-        let lang = self.lang(&req, session);
+    /// Forwards to the upstream, with identity headers when there is a session. `browser` chooses
+    /// the form of the error answer when the app cannot be reached.
+    async fn forward(&self, req: Request<Incoming>, ctx: &mut RequestCtx, session: Option<&Session>, browser: bool) -> Response<Body> {
         let (mut parts, incoming) = req.into_parts();
+        // For the error page only: its language is worked out if it is needed.
+        let accept_language = parts.headers.get(header::ACCEPT_LANGUAGE).cloned();
         if let Some(session) = session {
             self.assertions.insert_identity_headers(&mut parts.headers, session, self.settings.identity.pass_access_token);
             self.settings.identity.extra_headers.insert(&mut parts.headers, session);
@@ -414,7 +414,7 @@ impl App {
             }
             Err(e) => {
                 tracing::warn!(error = %e, request_id = ctx.request_id.to_str().unwrap_or("-"), "upstream request failed");
-                answer::upstream_failed(browser, lang, &e)
+                answer::upstream_failed(browser, self.lang_of(accept_language.as_ref(), session), &e)
             }
         }
     }
@@ -656,9 +656,10 @@ impl App {
             let lang = self.lang_for(Some(&session), lang);
             return answer::forbidden(true, lang, &crate::policy::Denial::OrganizationNotAllowed, &session);
         }
+        let session = Arc::make_mut(&mut session);
         session.org = Some(org);
         session.updated_at_ms = now_millis();
-        match self.save_session(&session, ctx).await {
+        match self.save_session(session, ctx).await {
             Ok(true) => {}
             Ok(false) => return answer::session_too_large(lang),
             Err(e) => {
@@ -801,7 +802,7 @@ impl App {
     async fn logout(&self, req: &Request<Incoming>, ctx: &mut RequestCtx) -> Response<Body> {
         // Sign-out works even when the store is down: the cookies go regardless.
         let session = self.load_session(&ctx.cookies).await.ok().flatten();
-        self.end_session(session.as_ref(), ctx).await;
+        self.end_session(session.as_deref(), ctx).await;
         let login_cookies: Vec<String> = ctx
             .cookies
             .iter()
@@ -849,11 +850,11 @@ impl App {
     /// The session of this request: opened from the cookie (or, with a server-side store, looked up
     /// by the handle sealed in the cookie). Anything wrong, revoked or past `max_lifetime` is no
     /// session; a store that cannot answer is an error (the caller fails closed with 503).
-    async fn load_session(&self, cookies: &RequestCookies) -> Result<Option<Session>, StoreError> {
+    async fn load_session(&self, cookies: &RequestCookies) -> Result<Option<Arc<Session>>, StoreError> {
         let session = match &self.store {
             None => self.codec.load(cookies),
             Some(store) => match self.session_handle(cookies) {
-                Some(handle) => store.load(&handle).await?,
+                Some(handle) => store.load(&handle).await?.map(Arc::new),
                 None => None,
             },
         };
@@ -938,9 +939,14 @@ impl App {
     }
 
     fn lang(&self, req: &Request<Incoming>, session: Option<&Session>) -> Lang {
+        self.lang_of(req.headers().get(header::ACCEPT_LANGUAGE), session)
+    }
+
+    /// The session's locale, else the browser's `Accept-Language`.
+    fn lang_of(&self, accept_language: Option<&HeaderValue>, session: Option<&Session>) -> Lang {
         match session.and_then(|s| s.identity.locale.as_deref()) {
             Some(locale) => Lang::from_locale(Some(locale)),
-            None => Lang::from_accept_language(req.headers().get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok())),
+            None => Lang::from_accept_language(accept_language.and_then(|v| v.to_str().ok())),
         }
     }
 }
@@ -1417,7 +1423,12 @@ async fn serve_on_workers(listener: std::net::TcpListener, app: Arc<App>, drain:
         let listener = listener.try_clone()?;
         let (app, mut stopped) = (app.clone(), stopped.clone());
         let thread = std::thread::Builder::new().name(format!("trousseau-worker-{index}")).spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            crate::logging::buffer_this_thread();
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .on_thread_park(crate::logging::flush_this_thread)
+                .build()
+            {
                 Ok(runtime) => runtime,
                 Err(e) => return tracing::error!(error = %e, worker = index, "cannot start a worker runtime"),
             };
@@ -1430,6 +1441,7 @@ async fn serve_on_workers(listener: std::net::TcpListener, app: Arc<App>, drain:
                 let shutdown = async move {
                     let _ = stopped.wait_for(|stop| *stop).await;
                 };
+                tokio::spawn(timer_heartbeat());
                 serve(listener, app, shutdown, drain).await;
             });
         })?;
@@ -1447,6 +1459,27 @@ async fn serve_on_workers(listener: std::net::TcpListener, app: Arc<App>, drain:
     .ok();
     Ok(())
 }
+
+/// Keeps a deadline at most [`HEARTBEAT`] away in a worker's timer wheel, forever.
+///
+/// Every request arms timers (hyper's header-read timeout, our response timeout). When tokio's
+/// timer driver went to sleep knowing no deadline at all — every connection idle between two
+/// requests — the first new timer made it wake its own thread: an eventfd write, then an extra
+/// `epoll_wait` round, for about one request in four under load. With a near deadline always known,
+/// a new 30-second timer is never the earliest and the driver is left alone. Costs ten wake-ups a
+/// second per worker. It also writes the worker's buffered log lines ([`crate::logging`]).
+async fn timer_heartbeat() {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // A worker that never runs out of work never parks: its access lines go out from here.
+        crate::logging::flush_this_thread();
+    }
+}
+
+/// See [`timer_heartbeat`].
+const HEARTBEAT: Duration = Duration::from_millis(100);
 
 #[cfg(test)]
 mod tests {

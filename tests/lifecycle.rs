@@ -280,7 +280,7 @@ fn open_session(cookie: &str) -> trousseau_proxy::session::Session {
     let codec = SessionCodec::new(Arc::new(sealer), CookieSettings::new("trousseau_session", false));
     let mut headers = http::HeaderMap::new();
     headers.insert("cookie", cookie.parse().unwrap());
-    codec.load(&RequestCookies::from_headers(&headers)).expect("a valid session cookie")
+    trousseau_proxy::session::Session::clone(&codec.load(&RequestCookies::from_headers(&headers)).expect("a valid session cookie"))
 }
 
 fn rand_suffix() -> u64 {

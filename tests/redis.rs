@@ -417,7 +417,7 @@ async fn fifty_expired_cookies_across_two_replicas_refresh_once() {
                 trousseau_proxy::session::cookies::CookieSettings::new("trousseau_session", false),
             );
             let cookies = trousseau_proxy::session::cookies::RequestCookies::from_headers(&headers);
-            codec.load(&cookies).expect("a session cookie").refresh_token.expect("a refresh token")
+            codec.load(&cookies).expect("a session cookie").refresh_token.clone().expect("a refresh token")
         })
         .collect();
     assert_eq!(tokens.len(), 1, "both replicas hand out the same refreshed session");

@@ -71,57 +71,106 @@ pub enum CookieError {
 /// The cookies of one request, in the order the client sent them. Parsing never fails: pairs that are
 /// not `name=value`, not UTF-8, or beyond [`MAX_REQUEST_COOKIES`] / [`MAX_REQUEST_COOKIE_BYTES`] are
 /// skipped.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Performance: the pairs point into the request's own `Cookie:` values (shared, not copied: a
+/// session cookie is kilobytes long), and a value is checked for UTF-8 only when it is read.
+#[derive(Clone, Debug, Default)]
 pub struct RequestCookies {
-    pairs: Vec<(String, String)>,
+    values: Vec<HeaderValue>,
+    pairs: Vec<Pair>,
+}
+
+/// One `name=value`: which `Cookie:` value it is in, and where (trimmed).
+#[derive(Clone, Debug)]
+struct Pair {
+    header: usize,
+    name: std::ops::Range<usize>,
+    value: std::ops::Range<usize>,
 }
 
 impl RequestCookies {
     /// Reads all `Cookie:` headers (HTTP/2 clients send one per cookie).
     pub fn from_headers(headers: &HeaderMap) -> RequestCookies {
-        let mut pairs = Vec::new();
+        let mut cookies = RequestCookies::default();
         let mut budget = MAX_REQUEST_COOKIE_BYTES;
         'headers: for value in headers.get_all(COOKIE) {
-            for segment in segments(value.as_bytes()) {
-                if pairs.len() >= MAX_REQUEST_COOKIES {
-                    break 'headers;
-                }
-                if segment.len() > budget {
-                    break 'headers;
+            let bytes = value.as_bytes();
+            let header = cookies.values.len();
+            let mut used = false;
+            let mut full = false;
+            for segment in segments(bytes) {
+                if cookies.pairs.len() >= MAX_REQUEST_COOKIES || segment.len() > budget {
+                    full = true;
+                    break;
                 }
                 budget -= segment.len();
-                if let Some((name, value)) = parse_pair(segment) {
-                    pairs.push((name.to_owned(), value.to_owned()));
+                if let Some((name, value)) = split_pair(segment) {
+                    let offset = |part: &[u8]| part.as_ptr() as usize - bytes.as_ptr() as usize;
+                    let (name_at, value_at) = (offset(name), offset(value));
+                    cookies.pairs.push(Pair { header, name: name_at..name_at + name.len(), value: value_at..value_at + value.len() });
+                    used = true;
                 }
             }
+            if used {
+                cookies.values.push(value.clone());
+            }
+            if full {
+                break 'headers;
+            }
         }
-        RequestCookies { pairs }
+        cookies
     }
 
     /// The value of the first cookie with this name (browsers send the most specific path first).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
     /// All `(name, value)` pairs, in request order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.pairs.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.pairs.iter().filter_map(|pair| {
+            let bytes = self.values[pair.header].as_bytes();
+            let name = std::str::from_utf8(&bytes[pair.name.clone()]).ok()?;
+            let value = std::str::from_utf8(&bytes[pair.value.clone()]).ok()?;
+            Some((name, value))
+        })
     }
 }
 
-/// Splits one `;`-separated segment into a trimmed name and value. `None` for anything that is not a
-/// UTF-8 `name=value` with a non-empty name.
-fn parse_pair(segment: &[u8]) -> Option<(&str, &str)> {
-    let segment = std::str::from_utf8(trim_ows(segment)).ok()?;
-    let (name, value) = segment.split_once('=')?;
-    let name = name.trim_matches([' ', '\t']);
+#[cfg(test)]
+impl RequestCookies {
+    /// The cookies of a request sending these pairs in one `Cookie:` header.
+    pub(crate) fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> RequestCookies {
+        let value = pairs.into_iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join("; ");
+        let mut headers = HeaderMap::new();
+        headers.insert(COOKIE, HeaderValue::from_str(&value).unwrap());
+        RequestCookies::from_headers(&headers)
+    }
+
+    /// The pairs, owned.
+    pub(crate) fn to_pairs(&self) -> Vec<(String, String)> {
+        self.iter().map(|(n, v)| (n.to_owned(), v.to_owned())).collect()
+    }
+}
+
+impl PartialEq for RequestCookies {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for RequestCookies {}
+
+/// Splits one `;`-separated segment into a trimmed name and value, still bytes. `None` for anything
+/// that is not `name=value` with a non-empty name.
+fn split_pair(segment: &[u8]) -> Option<(&[u8], &[u8])> {
+    let segment = trim_ows(segment);
+    let eq = memchr::memchr(b'=', segment)?;
+    let name = trim_ows(&segment[..eq]);
     if name.is_empty() {
         return None;
     }
-    Some((name, value.trim_matches([' ', '\t'])))
+    Some((name, trim_ows(&segment[eq + 1..])))
 }
 
 /// Removes the spaces and tabs around a segment.
@@ -454,14 +503,14 @@ impl SessionCodec {
 
     /// The session the request carries; `None` when absent, incomplete, tampered, sealed by an unknown
     /// key or not a session. Never panics.
-    pub fn load(&self, cookies: &RequestCookies) -> Option<Session> {
+    pub fn load(&self, cookies: &RequestCookies) -> Option<Arc<Session>> {
         let sealed = self.cookie.read_chunked(cookies)?;
         if let Some(session) = self.opened.0.get(sealed.as_str()) {
-            return Some(Session::clone(&session));
+            return Some(session);
         }
         let json = self.sealer.open(SESSION_PURPOSE, &sealed)?;
-        let session: Session = serde_json::from_slice(&json).ok()?;
-        self.opened.0.insert(sealed.into(), Arc::new(session.clone()));
+        let session: Arc<Session> = Arc::new(serde_json::from_slice(&json).ok()?);
+        self.opened.0.insert(sealed.into(), Arc::clone(&session));
         Some(session)
     }
 
@@ -516,7 +565,7 @@ mod tests {
                 pairs.push((c.name().to_owned(), c.value().to_owned()));
             }
         }
-        RequestCookies { pairs }
+        RequestCookies::from_pairs(pairs)
     }
 
     fn settings(chunk_size: usize, max_chunks: usize) -> CookieSettings {
@@ -669,12 +718,13 @@ mod tests {
         assert_eq!(removed, ["__Host-s_2", "__Host-s_3", "__Host-s_4"]);
 
         // Even before the browser applies the removals, the count in the first cookie decides.
-        let mut mixed = jar.clone();
+        let mut mixed = jar.to_pairs();
         let fresh = browser_jar(&small[..2]);
         for (name, value) in fresh.iter() {
-            mixed.pairs.retain(|(n, _)| n != name);
-            mixed.pairs.push((name.to_owned(), value.to_owned()));
+            mixed.retain(|(n, _)| n != name);
+            mixed.push((name.to_owned(), value.to_owned()));
         }
+        let mixed = RequestCookies::from_pairs(mixed);
         assert_eq!(s.read_chunked(&mixed), Some("s".repeat(15)));
         assert_eq!(s.read_chunked(&browser_jar(&small)), Some("s".repeat(15)));
     }
@@ -686,19 +736,13 @@ mod tests {
             &s.write_chunked(&"v".repeat(25), DAY, &RequestCookies::default())
                 .unwrap(),
         );
-        let without = |name: &str| RequestCookies {
-            pairs: jar
-                .pairs
-                .iter()
-                .filter(|(n, _)| n != name)
-                .cloned()
-                .collect(),
-        };
+        let without = |name: &str| RequestCookies::from_pairs(jar.to_pairs().into_iter().filter(|(n, _)| n != name));
         assert_eq!(s.read_chunked(&without("__Host-s_1")), None);
         assert_eq!(s.read_chunked(&without("__Host-s_2")), None);
         assert_eq!(s.read_chunked(&without("__Host-s")), None);
-        let mut emptied = jar.clone();
-        emptied.pairs[1].1.clear();
+        let mut emptied = jar.to_pairs();
+        emptied[1].1.clear();
+        let emptied = RequestCookies::from_pairs(emptied);
         assert_eq!(s.read_chunked(&emptied), None);
     }
 
@@ -708,9 +752,7 @@ mod tests {
         for first in [
             "", "abc", ".abc", "0.abc", "9.abc", "1.", "x.abc", "99999.a", "-1.a", "+1.a",
         ] {
-            let jar = RequestCookies {
-                pairs: vec![("__Host-s".into(), first.into())],
-            };
+            let jar = RequestCookies::from_pairs([("__Host-s".into(), first.into())]);
             assert_eq!(s.read_chunked(&jar), None, "{first:?}");
         }
     }
@@ -743,9 +785,11 @@ mod tests {
         let mut jar = browser_jar(
             &s.write_chunked(&"v".repeat(25), DAY, &RequestCookies::default())
                 .unwrap(),
-        );
-        jar.pairs.push(("__Host-s_7".into(), "stale".into()));
-        jar.pairs.push(("other".into(), "keep".into()));
+        )
+        .to_pairs();
+        jar.push(("__Host-s_7".into(), "stale".into()));
+        jar.push(("other".into(), "keep".into()));
+        let jar = RequestCookies::from_pairs(jar);
         let cleared = s.clear(&jar);
         assert_eq!(cleared.len(), 4);
         assert_eq!(browser_jar(&cleared).iter().count(), 0);
@@ -878,7 +922,7 @@ mod tests {
             .unwrap();
         assert_eq!(set.len(), codec.sealed_len(&session).div_ceil(100));
         let jar = browser_jar(&set);
-        assert_eq!(codec.load(&jar), Some(session));
+        assert_eq!(codec.load(&jar).as_deref(), Some(&session));
         assert_eq!(codec.clear(&jar).len(), set.len());
     }
 
@@ -887,8 +931,8 @@ mod tests {
         let codec = codec(3800);
         let session = sample_session();
         let jar = browser_jar(&codec.store(&session, DAY, &RequestCookies::default()).unwrap());
-        assert_eq!(codec.load(&jar), Some(session.clone()));
-        assert_eq!(codec.load(&jar), Some(session), "served again, from memory");
+        assert_eq!(codec.load(&jar).as_deref(), Some(&session));
+        assert_eq!(codec.load(&jar).as_deref(), Some(&session), "served again, from memory");
         codec.opened.0.run_pending_tasks();
         assert_eq!(codec.opened.0.entry_count(), 1);
 
@@ -897,7 +941,7 @@ mod tests {
         for i in [2, value.len() / 2, value.len() - 30] {
             let mut bytes = value.clone().into_bytes();
             bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
-            let forged = RequestCookies { pairs: vec![("__Host-s".into(), String::from_utf8(bytes).unwrap())] };
+            let forged = RequestCookies::from_pairs([("__Host-s".into(), String::from_utf8(bytes).unwrap())]);
             assert_eq!(codec.load(&forged), None, "byte {i} changed");
         }
         assert!(!format!("{codec:?}").contains("refresh"), "Debug never shows sessions");
@@ -914,9 +958,7 @@ mod tests {
         for i in 2..value.len() {
             let mut bytes = value.clone().into_bytes();
             bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
-            let forged = RequestCookies {
-                pairs: vec![("__Host-s".into(), String::from_utf8(bytes).unwrap())],
-            };
+            let forged = RequestCookies::from_pairs([("__Host-s".into(), String::from_utf8(bytes).unwrap())]);
             assert_eq!(codec.load(&forged), None);
         }
         // A value sealed for another purpose does not load as a session.
@@ -924,9 +966,7 @@ mod tests {
         let json = serde_json::to_vec(&sample_session()).unwrap();
         let state = format!("1.{}", sealer.seal("state", &json));
         assert_eq!(
-            codec.load(&RequestCookies {
-                pairs: vec![("__Host-s".into(), state)]
-            }),
+            codec.load(&RequestCookies::from_pairs([("__Host-s".into(), state)])),
             None
         );
         // Valid seal, not a session.
@@ -935,9 +975,7 @@ mod tests {
             sealer.seal(SESSION_PURPOSE, b"{\"not\":\"a session\"}")
         );
         assert_eq!(
-            codec.load(&RequestCookies {
-                pairs: vec![("__Host-s".into(), junk)]
-            }),
+            codec.load(&RequestCookies::from_pairs([("__Host-s".into(), junk)])),
             None
         );
     }
@@ -1079,7 +1117,7 @@ mod tests {
                 ..session.clone()
             });
             eprintln!("    (sealed without the raw ID token: {without_id_token} B)");
-            assert_eq!(codec.load(&browser_jar(&set)), Some(session));
+            assert_eq!(codec.load(&browser_jar(&set)).as_deref(), Some(&session));
         }
     }
 }
