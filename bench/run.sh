@@ -13,7 +13,9 @@
 # default `info` log), both to a file: that is how they run in production.
 #
 # Rows: authenticated GET (wrk, alternating floor and proxy for ROUNDS rounds: medians, and the
-# median of each round's proxy/nginx ratio, which resists other load on the machine best), 401 for an API client without a session, refreshes (each request of a session due for
+# median of each round's proxy/nginx ratio, which resists other load on the machine best; plus the
+# CPU time each front end spent per request — user + system, all its threads or worker processes —
+# which other load on the machine moves far less than req/s), 401 for an API client without a session, refreshes (each request of a session due for
 # refresh, measured by the helper, and wrk with a cookie jar so refreshes are shared by in-flight
 # requests), cold sign-ins (whole flow, callback latency), then the proxy's peak RSS.
 #
@@ -150,6 +152,18 @@ run_wrk() { # url [wrk args…] — prints "rps p50_us p99_us non2xx errors requ
        print v["rps"], v["p50_us"], v["p99_us"], v["non2xx"], v["errors"], v["requests"] }' "$WORK/wrk.out"
 }
 
+# CPU time (user + system) of processes, in microseconds: all threads of each process count.
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+cpu_us() { # pid…
+  local total=0 pid
+  for pid in "$@"; do
+    total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+  done
+  echo $((total * TICK_US))
+}
+FLOOR_MASTER=$(cat "$WORK/floor.pid")
+FLOOR_WORKERS=$(pgrep -P "$FLOOR_MASTER" | tr '\n' ' ')
+
 AUTH_HEADERS=(-H "Cookie: $COOKIE" -H "Accept: */*")
 say "warming up…"
 DURATION=2s run_wrk "http://127.0.0.1:$FLOOR_PORT/bench" "${AUTH_HEADERS[@]}" >/dev/null
@@ -159,16 +173,23 @@ DURATION=2s run_wrk "http://127.0.0.1:$PROXY_PORT/bench" "${AUTH_HEADERS[@]}" >/
 : >"$WORK/proxy.rows"
 : >"$WORK/ratio.rows"
 for round in $(seq 1 "$ROUNDS"); do
+  # shellcheck disable=SC2086 # a list of pids
+  before=$(cpu_us $FLOOR_WORKERS)
   floor=$(run_wrk "http://127.0.0.1:$FLOOR_PORT/bench" "${AUTH_HEADERS[@]}")
+  # shellcheck disable=SC2086
+  floor_cpu=$(($(cpu_us $FLOOR_WORKERS) - before))
+  before=$(cpu_us "$PROXY_PID")
   proxy=$(run_wrk "http://127.0.0.1:$PROXY_PORT/bench" "${AUTH_HEADERS[@]}")
-  echo "$floor" >>"$WORK/floor.rows"
-  echo "$proxy" >>"$WORK/proxy.rows"
-  read -r frps fp50 fp99 fbad ferr _ <<<"$floor"
-  read -r prps pp50 pp99 pbad perr _ <<<"$proxy"
+  proxy_cpu=$(($(cpu_us "$PROXY_PID") - before))
+  read -r frps fp50 fp99 fbad ferr freq <<<"$floor"
+  read -r prps pp50 pp99 pbad perr preq <<<"$proxy"
+  # Rows: rps p50 p99 non2xx errors requests cpu_us_per_request
+  echo "$floor $(awk -v c="$floor_cpu" -v n="$freq" 'BEGIN { printf "%.1f", c / n }')" >>"$WORK/floor.rows"
+  echo "$proxy $(awk -v c="$proxy_cpu" -v n="$preq" 'BEGIN { printf "%.1f", c / n }')" >>"$WORK/proxy.rows"
   # Each round's pair runs back to back: their ratio is steadier than a ratio of medians when the
   # machine's other load drifts.
   awk -v a="$prps" -v b="$frps" -v c="$pp99" -v d="$fp99" 'BEGIN { print a / b, c / d }' >>"$WORK/ratio.rows"
-  say "round $round: nginx $frps req/s (p99 ${fp99}us) · trousseau-proxy $prps req/s (p99 ${pp99}us) · $(tail -1 "$WORK/ratio.rows" | awk '{ printf "%.2f× req/s, %.2f× p99", $1, $2 }')"
+  say "round $round: nginx $frps req/s (p99 ${fp99}us, $(tail -1 "$WORK/floor.rows" | awk '{ print $7 }') µs CPU/req) · trousseau-proxy $prps req/s (p99 ${pp99}us, $(tail -1 "$WORK/proxy.rows" | awk '{ print $7 }') µs CPU/req) · $(tail -1 "$WORK/ratio.rows" | awk '{ printf "%.2f× req/s, %.2f× p99", $1, $2 }')"
   if [ "$fbad" != 0 ] || [ "$pbad" != 0 ] || [ "$ferr" != 0 ] || [ "$perr" != 0 ]; then
     say "unexpected answers: nginx non-2xx $fbad errors $ferr, proxy non-2xx $pbad errors $perr"
     exit 1
@@ -214,9 +235,10 @@ echo "trousseau-proxy next to nginx proxy_pass: $(nproc) cores ($(uname -m)), wr
 echo
 echo "| scenario                                           |    req/s |         p50 |         p99 | compared with nginx |"
 echo "|----------------------------------------------------|----------|-------------|-------------|---------------------|"
-row "nginx proxy_pass, upstream keep-alive (the floor)" "$f_rps" "$f_p50" "$f_p99" "1.00×"
+f_cpu=$(median 7 "$WORK/floor.rows") p_cpu=$(median 7 "$WORK/proxy.rows")
+row "nginx proxy_pass, upstream keep-alive (the floor)" "$f_rps" "$f_p50" "$f_p99" "1.00×; CPU ${f_cpu} µs/request"
 row "trousseau-proxy, authenticated GET" "$p_rps" "$p_p50" "$p_p99" \
-  "$(median 1 "$WORK/ratio.rows" | awk '{ printf "%.2f×", $1 }') req/s, $(median 2 "$WORK/ratio.rows" | awk '{ printf "%.2f×", $1 }') p99 (median of the rounds' ratios)"
+  "$(median 1 "$WORK/ratio.rows" | awk '{ printf "%.2f×", $1 }') req/s, $(median 2 "$WORK/ratio.rows" | awk '{ printf "%.2f×", $1 }') p99 (median of the rounds' ratios); CPU ${p_cpu} µs/request ($(ratio "$p_cpu" "$f_cpu"))"
 read -r u_rps u_p50 u_p99 _ <<<"$unauth"
 row "trousseau-proxy, 401 to an API client (no session)" "$u_rps" "$u_p50" "$u_p99" "$(ratio "$u_rps" "$f_rps") req/s"
 read -r j_rps j_p50 j_p99 _ _ j_req <<<"$jar"
