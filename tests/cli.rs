@@ -142,3 +142,62 @@ async fn the_example_config_runs_as_is_against_the_dev_idp() {
     assert_eq!(page.status, StatusCode::OK, "{}", page.text());
     assert_eq!(page.headers["x-demo-assertion-verified"], "true");
 }
+
+#[tokio::test]
+async fn every_access_line_reaches_the_log_by_graceful_shutdown() {
+    // Worker threads batch their access lines (src/logging.rs); a SIGTERM must lose none of them.
+    let dir = std::env::temp_dir().join(format!("tp-cli-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log_path = dir.join("stderr.log");
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let mut dev = Running(
+        Command::new(BIN)
+            .args(["dev", "--log-format", "json", "--listen", &format!("127.0.0.1:{port}")])
+            .env_remove("RUST_LOG")
+            .env_remove("TROUSSEAU_PROXY_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .expect("start trousseau-proxy"),
+    );
+    wait_ready(&origin).await;
+    let mut b = Browser::new(&origin);
+    assert_eq!(b.sign_in("/", JEAN).await.status, StatusCode::OK);
+    const COUNT: usize = 300;
+    for i in 0..COUNT {
+        let answer = b.navigate(&format!("{origin}/counted/{i}?secret=query-{i}")).await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+
+    let terminated = Command::new("kill").args(["-TERM", &dev.0.id().to_string()]).status().unwrap();
+    assert!(terminated.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while dev.0.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "no exit within 30 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut seen = vec![false; COUNT];
+    for line in log.lines().filter(|l| l.starts_with('{')) {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        if entry["target"] != "trousseau_proxy::access" {
+            continue;
+        }
+        let path = entry["path"].as_str().unwrap();
+        if let Some(i) = path.strip_prefix("/counted/") {
+            let i: usize = i.parse().unwrap();
+            assert!(!seen[i], "{path} logged twice");
+            seen[i] = true;
+            assert_eq!(entry["status"], 200, "{line}");
+            assert_eq!(entry["sub"], JEAN, "{line}");
+            assert!(entry["request_id"].as_str().is_some_and(|id| !id.is_empty()), "{line}");
+        }
+    }
+    let missing: Vec<usize> = (0..COUNT).filter(|&i| !seen[i]).collect();
+    assert!(missing.is_empty(), "access lines missing after SIGTERM: {missing:?}");
+    assert!(!log.contains("query-"), "a query string reached the log");
+}
