@@ -6,7 +6,7 @@
 //! request the worker threads queued on it (a futex wait and wake for about every other request
 //! under load). Here the line goes to a duplicate of the descriptor through `&File`, which takes no
 //! lock: the kernel keeps each `write` whole (a log file's position moves atomically; a pipe keeps
-//! writes of up to 4 KiB together).
+//! writes of up to 4 KiB together). Batches, longer than that, are written under a lock.
 //!
 //! A worker thread ([`buffer_this_thread`]) goes further, as Envoy and nginx's `access_log …
 //! buffer=` do: its `INFO` and `DEBUG` lines (the access log) collect in a per-thread buffer written
@@ -236,9 +236,16 @@ struct Pending {
     out: Arc<Output>,
 }
 
+/// Held while a batch is written. A pipe keeps a `write` whole only up to 4 KiB (a socket, such as
+/// journald's, not even that), and a full pipe makes `write_all` go in pieces: two workers writing
+/// batches at once could cut each other's lines. One lock per batch — not per line — costs nothing
+/// measurable.
+static BATCH_WRITE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl Pending {
     fn flush(&mut self) {
         if !self.lines.is_empty() {
+            let _writing = BATCH_WRITE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             // Nothing sensible to do when standard error fails: drop the lines rather than grow.
             let _ = self.out.write_now(&self.lines);
             self.lines.clear();
@@ -369,7 +376,9 @@ where
     ) -> std::fmt::Result {
         use tracing_subscriber::fmt::time::FormatTime;
         tracing_subscriber::fmt::time::SystemTime.format_time(&mut writer)?;
-        let meta = event.metadata();
+        // Records of the `log` crate (rustls logs through it) keep their own target and level.
+        let normalized = tracing_log::NormalizeEvent::normalized_metadata(event);
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         write!(writer, " {:>5} {}: ", meta.level().as_str(), meta.target())?;
         let mut fields = PlainFields { writer: &mut writer, first: true, result: Ok(()) };
         event.record(&mut fields);

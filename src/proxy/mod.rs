@@ -1568,6 +1568,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connection_still_uploading_is_not_handed_to_the_next_request() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // An app that answers every request head at once and keeps reading whatever comes.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&connections);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    loop {
+                        let n = match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if buf[..n].starts_with(b"GET") || buf[..n].starts_with(b"POST") {
+                            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                        }
+                    }
+                });
+            }
+        });
+        let mut settings = settings(&format!("http://{addr}"));
+        settings.response_timeout = Duration::from_secs(2);
+        let upstream = Upstream::new(settings).unwrap();
+
+        // The browser sends a first chunk of a large upload, then nothing yet: the app has answered.
+        let (chunks, mut pending) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+        chunks.send(Ok(Frame::data(Bytes::from_static(b"abc")))).await.unwrap();
+        let upload = http_body_util::StreamBody::new(futures_util::stream::poll_fn(move |cx| pending.poll_recv(cx)));
+        let request = Request::post("/upload").header(header::CONTENT_LENGTH, "1000000").body(upload.boxed_unsync()).unwrap();
+        let response = upstream.forward(request, &browser_context()).await.unwrap();
+        assert_eq!(text_of(response).await, "ok");
+
+        // The next request must not wait for that upload to finish.
+        let response = upstream.forward(get("/next").body(body::empty()).unwrap(), &browser_context()).await.unwrap();
+        assert_eq!(text_of(response).await, "ok");
+        assert_eq!(connections.load(Ordering::SeqCst), 2, "the uploading connection was not reused");
+        drop(chunks);
+    }
+
+    #[tokio::test]
     async fn concurrent_requests_get_connections_of_their_own_and_return_them() {
         let app = spawn_app(false, |_req: Request<Incoming>| async move {
             tokio::time::sleep(Duration::from_millis(50)).await;

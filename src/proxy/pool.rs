@@ -116,13 +116,8 @@ impl Pool {
                     },
                 },
                 Conn::Http1(mut sender) => {
-                    if sender.ready().await.is_err() {
-                        // Closed while idle (the app's keep-alive timeout): try the next one.
-                        if fresh {
-                            return Err(SendError::Exchange("the app closed the new connection".into()));
-                        }
-                        continue;
-                    }
+                    // A pooled connection was checked ready; a new one takes its first request
+                    // before its task has run (hyper buffers one).
                     origin_form(&mut req, &self.own_host);
                     match sender.try_send_request(req).await {
                         Ok(response) => return Ok(self.pooled(sender, response)),
@@ -139,7 +134,12 @@ impl Pool {
     }
 
     /// An idle connection, if one is usable: the shared HTTP/2 one, or the most recently used
-    /// HTTP/1.1 one that has not been idle too long. Connections found closed are dropped.
+    /// HTTP/1.1 one that has not been idle too long and is ready for a request now.
+    ///
+    /// A connection is never waited for. One found closed (the app's keep-alive timeout) is
+    /// dropped; so is one not ready yet: its response ended while the browser was still uploading
+    /// the request body (the app answered without reading it all), and it is ready only when that
+    /// upload is over — hyper closes it after the upload instead of it holding up this request.
     fn checkout(&self) -> Option<Conn> {
         if self.purpose == Purpose::Upgrades {
             return None;
@@ -157,7 +157,7 @@ impl Pool {
                 idle.http1.clear();
                 return None;
             }
-            if !sender.is_closed() {
+            if sender.is_ready() {
                 return Some(Conn::Http1(sender));
             }
         }
