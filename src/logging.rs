@@ -91,10 +91,17 @@ pub fn access(line: &Access<'_>) {
     match ACCESS_FORMAT.get() {
         Some(format) => {
             if tracing::enabled!(target: ACCESS_TARGET, Level::INFO) {
-                emit(|out| match format {
+                let write = |out: &mut Vec<u8>| match format {
                     Format::Text => write_access_text(out, line),
                     Format::Json => write_access_json(out, line),
-                });
+                };
+                if with_pending(|pending| pending.push(false, write)).is_none() {
+                    if let Some(out) = OUTPUT.get() {
+                        let mut one = Vec::with_capacity(256);
+                        write(&mut one);
+                        let _ = out.write_now(&one);
+                    }
+                }
             }
         }
         None => tracing::info!(
@@ -198,29 +205,6 @@ fn timestamp(out: &mut Vec<u8>) {
     });
 }
 
-/// Hands `write` the buffer a line goes into: the thread's pending lines when it buffers them,
-/// else a line of its own written at once.
-fn emit(write: impl FnOnce(&mut Vec<u8>)) {
-    let mut write = Some(write);
-    let buffered = PENDING
-        .try_with(|pending| {
-            let Ok(mut pending) = pending.try_borrow_mut() else { return false };
-            let Some(pending) = pending.as_mut() else { return false };
-            if let Some(write) = write.take() {
-                write(&mut pending.lines);
-            }
-            if pending.lines.len() >= FLUSH_AT {
-                pending.flush();
-            }
-            true
-        })
-        .unwrap_or(false);
-    if let (false, Some(write), Some(out)) = (buffered, write, OUTPUT.get()) {
-        let mut line = Vec::with_capacity(256);
-        write(&mut line);
-        let _ = out.write_now(&line);
-    }
-}
 
 /// Buffer size at which a worker writes its lines without waiting to go idle.
 const FLUSH_AT: usize = 32 * 1024;
@@ -243,6 +227,14 @@ struct Pending {
 static BATCH_WRITE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Pending {
+    /// Appends a line written by `write`; writes the lines when `urgent` or at [`FLUSH_AT`].
+    fn push(&mut self, urgent: bool, write: impl FnOnce(&mut Vec<u8>)) {
+        write(&mut self.lines);
+        if urgent || self.lines.len() >= FLUSH_AT {
+            self.flush();
+        }
+    }
+
     fn flush(&mut self) {
         if !self.lines.is_empty() {
             let _writing = BATCH_WRITE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -271,14 +263,13 @@ pub fn buffer_this_thread() {
 
 /// Writes this thread's buffered lines, if any, with one `write`.
 pub fn flush_this_thread() {
-    // `try_with`: a line logged while thread-locals are being torn down must not panic.
-    let _ = PENDING.try_with(|pending| {
-        if let Ok(mut pending) = pending.try_borrow_mut() {
-            if let Some(pending) = pending.as_mut() {
-                pending.flush();
-            }
-        }
-    });
+    with_pending(Pending::flush);
+}
+
+/// Runs `f` on this thread's pending lines. `None` on a thread that writes each line — and while
+/// they are in use or being torn down (a line logged then is written directly, never a panic).
+fn with_pending<R>(f: impl FnOnce(&mut Pending) -> R) -> Option<R> {
+    PENDING.try_with(|pending| pending.try_borrow_mut().ok()?.as_mut().map(f)).ok().flatten()
 }
 
 /// The output installed by [`init`], for [`buffer_this_thread`].
@@ -334,21 +325,9 @@ impl Write for LineWriter<'_> {
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        let buffered = PENDING
-            .try_with(|pending| {
-                let Ok(mut pending) = pending.try_borrow_mut() else { return false };
-                let Some(pending) = pending.as_mut() else { return false };
-                pending.lines.extend_from_slice(buf);
-                if self.urgent || pending.lines.len() >= FLUSH_AT {
-                    pending.flush();
-                }
-                true
-            })
-            .unwrap_or(false);
-        if buffered {
-            Ok(())
-        } else {
-            self.out.write_now(buf)
+        match with_pending(|pending| pending.push(self.urgent, |lines| lines.extend_from_slice(buf))) {
+            Some(()) => Ok(()),
+            None => self.out.write_now(buf),
         }
     }
 

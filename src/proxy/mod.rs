@@ -1471,9 +1471,10 @@ mod tests {
         assert_eq!(app.connections.load(Ordering::SeqCst), 1);
     }
 
-    /// An app speaking raw HTTP/1.1: answers each request with `hello` and keep-alive, then closes
-    /// the connection `close_after` later, as an app's keep-alive timeout does.
-    async fn spawn_closing_app(close_after: Duration) -> App {
+    /// An app speaking raw HTTP/1.1 that answers the first request head of each connection with
+    /// `hello` (keep-alive) at once, whatever body follows, then keeps reading what comes — until
+    /// `close_after` the answer, when given (an app's keep-alive timeout).
+    async fn spawn_one_answer_app(close_after: Option<Duration>) -> App {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -1484,7 +1485,7 @@ mod tests {
                 counter.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let mut head = Vec::new();
-                    let mut buf = [0u8; 4096];
+                    let mut buf = vec![0u8; 65536];
                     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
                         match stream.read(&mut buf).await {
                             Ok(0) | Err(_) => return,
@@ -1493,7 +1494,13 @@ mod tests {
                     }
                     let answer = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: keep-alive\r\n\r\nhello";
                     let _ = stream.write_all(answer.as_bytes()).await;
-                    tokio::time::sleep(close_after).await;
+                    let drain = async { while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {} };
+                    match close_after {
+                        Some(after) => {
+                            let _ = tokio::time::timeout(after, drain).await;
+                        }
+                        None => drain.await,
+                    }
                 });
             }
         });
@@ -1511,7 +1518,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_the_app_closed_while_idle_costs_no_request() {
-        let app = spawn_closing_app(Duration::from_millis(30)).await;
+        let app = spawn_one_answer_app(Some(Duration::from_millis(30))).await;
         let upstream = upstream(&format!("http://{}", app.addr));
         for _ in 0..3 {
             assert_eq!(get_text(&upstream).await, "hello");
@@ -1569,30 +1576,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_still_uploading_is_not_handed_to_the_next_request() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        // An app that answers every request head at once and keeps reading whatever comes.
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let connections = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&connections);
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 65536];
-                    loop {
-                        let n = match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        };
-                        if buf[..n].starts_with(b"GET") || buf[..n].starts_with(b"POST") {
-                            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
-                        }
-                    }
-                });
-            }
-        });
-        let mut settings = settings(&format!("http://{addr}"));
+        let app = spawn_one_answer_app(None).await;
+        let mut settings = settings(&format!("http://{}", app.addr));
         settings.response_timeout = Duration::from_secs(2);
         let upstream = Upstream::new(settings).unwrap();
 
@@ -1602,12 +1587,12 @@ mod tests {
         let upload = http_body_util::StreamBody::new(futures_util::stream::poll_fn(move |cx| pending.poll_recv(cx)));
         let request = Request::post("/upload").header(header::CONTENT_LENGTH, "1000000").body(upload.boxed_unsync()).unwrap();
         let response = upstream.forward(request, &browser_context()).await.unwrap();
-        assert_eq!(text_of(response).await, "ok");
+        assert_eq!(text_of(response).await, "hello");
 
         // The next request must not wait for that upload to finish.
         let response = upstream.forward(get("/next").body(body::empty()).unwrap(), &browser_context()).await.unwrap();
-        assert_eq!(text_of(response).await, "ok");
-        assert_eq!(connections.load(Ordering::SeqCst), 2, "the uploading connection was not reused");
+        assert_eq!(text_of(response).await, "hello");
+        assert_eq!(app.connections.load(Ordering::SeqCst), 2, "the uploading connection was not reused");
         drop(chunks);
     }
 

@@ -96,34 +96,32 @@ impl RequestCookies {
         'headers: for value in headers.get_all(COOKIE) {
             let bytes = value.as_bytes();
             let header = cookies.values.len();
-            let mut used = false;
-            let mut full = false;
+            cookies.values.push(value.clone());
             for segment in segments(bytes) {
                 if cookies.pairs.len() >= MAX_REQUEST_COOKIES || segment.len() > budget {
-                    full = true;
-                    break;
+                    break 'headers;
                 }
                 budget -= segment.len();
                 if let Some((name, value)) = split_pair(segment) {
                     let offset = |part: &[u8]| part.as_ptr() as usize - bytes.as_ptr() as usize;
                     let (name_at, value_at) = (offset(name), offset(value));
                     cookies.pairs.push(Pair { header, name: name_at..name_at + name.len(), value: value_at..value_at + value.len() });
-                    used = true;
                 }
-            }
-            if used {
-                cookies.values.push(value.clone());
-            }
-            if full {
-                break 'headers;
             }
         }
         cookies
     }
 
     /// The value of the first cookie with this name (browsers send the most specific path first).
+    /// Only that value is checked for UTF-8: the others are compared by name, never read.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+        self.pairs.iter().find_map(|pair| {
+            let bytes = self.values[pair.header].as_bytes();
+            if &bytes[pair.name.clone()] != name.as_bytes() {
+                return None;
+            }
+            std::str::from_utf8(&bytes[pair.value.clone()]).ok()
+        })
     }
 
     /// All `(name, value)` pairs, in request order.
