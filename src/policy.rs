@@ -6,10 +6,18 @@
 //! rule. A public route only matches when the raw path already is in that form: an ambiguous path
 //! is never let through without a session.
 //!
-//! Some apps read more separators than RFC 3986 does: `%2F` decoded to `/` (WSGI, PHP, Python's
-//! `http.server`), `\` as `/` (IIS and other Windows-hosted servers). A path holding one of those is
-//! therefore never public, and a rule applies to it when it applies under either reading
-//! (`/admin%2Fusers` and `/admin\users` meet the `/admin/*` rule).
+//! App servers read paths in more ways than RFC 3986 does, and a rule must hold under every reading
+//! the app behind us might apply, so rules judge the strictest of them:
+//! - `%2F` decoded to `/` (WSGI, PHP, Python's `http.server`) and `\` read as `/` (IIS and other
+//!   Windows-hosted servers): `/admin%2Fusers` and `/admin\users` meet the `/admin/*` rule;
+//! - path parameters dropped from each segment before dot segments are resolved (servlet
+//!   containers: Jetty routes `/admin;x/x` to `/admin/x`, Tomcat reads `/public/..;/admin` as
+//!   `/admin`);
+//! - case folded (Express by default, ASP.NET, IIS): `/ADMIN/x` and `/%41dmin/x` meet `/admin/*`.
+//!
+//! A path that any of these readings could change — anything not already in normalized form, or
+//! holding `\`, `%2F`, `%5C`, `;` or `%3B` — is never public. Methods are compared without regard
+//! to case (`delete` is `DELETE`), and a rule for `GET` also covers `HEAD`.
 
 use std::borrow::Cow;
 
@@ -23,6 +31,9 @@ use crate::session::Session;
 pub struct PathPattern {
     parts: Vec<Part>,
     text: String,
+    /// A pattern ending in `/*` also matches the path without that ending (`/admin/*` matches
+    /// `/admin`): set for rules, so a rule about a folder covers its index too.
+    covers_bare_prefix: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -47,7 +58,13 @@ impl PathPattern {
                 parts.push(if i + 2 == pieces.len() && pieces[i + 1].is_empty() { Part::Rest } else { Part::Segment });
             }
         }
-        PathPattern { parts, text: pattern.to_string() }
+        PathPattern { parts, text: pattern.to_string(), covers_bare_prefix: false }
+    }
+
+    /// Compiles a rule's pattern: like [`PathPattern::new`], and a trailing `/*` also matches the
+    /// bare prefix (`/admin/*` covers `/admin`, the folder's index, as well as `/admin/x`).
+    pub fn for_rule(pattern: &str) -> PathPattern {
+        PathPattern { covers_bare_prefix: pattern.ends_with("/*"), ..PathPattern::new(pattern) }
     }
 
     /// The pattern as written.
@@ -57,19 +74,21 @@ impl PathPattern {
 
     /// Whether `path` (without query) matches.
     pub fn matches(&self, path: &str) -> bool {
-        fn go(parts: &[Part], path: &str) -> bool {
+        fn go(parts: &[Part], path: &str, bare: bool) -> bool {
             match parts.split_first() {
                 None => path.is_empty(),
-                Some((Part::Literal(lit), rest)) => path.strip_prefix(lit.as_str()).is_some_and(|p| go(rest, p)),
+                // `/admin/*` against `/admin`: the literal's final `/` is all that is missing.
+                Some((Part::Literal(lit), [Part::Rest])) if bare && lit.ends_with('/') && path == &lit[..lit.len() - 1] => true,
+                Some((Part::Literal(lit), rest)) => path.strip_prefix(lit.as_str()).is_some_and(|p| go(rest, p, bare)),
                 Some((Part::Rest, _)) => true,
                 Some((Part::Segment, rest)) => {
                     let end = path.find('/').unwrap_or(path.len());
                     // Only at character boundaries: a path may hold any UTF-8.
-                    (0..=end).rev().filter(|&i| path.is_char_boundary(i)).any(|i| go(rest, &path[i..]))
+                    (0..=end).rev().filter(|&i| path.is_char_boundary(i)).any(|i| go(rest, &path[i..], bare))
                 }
             }
         }
-        go(&self.parts, path)
+        go(&self.parts, path, self.covers_bare_prefix)
     }
 }
 
@@ -146,8 +165,25 @@ fn has_hidden_separator(path: &str) -> bool {
         })
 }
 
+/// Whether a segment of this path carries parameters (`;…`, or `%3B…` for servers that decode
+/// before they split).
+fn has_path_parameter(path: &str) -> bool {
+    path.contains(';') || path.as_bytes().windows(3).any(|w| w[0] == b'%' && w[1] == b'3' && w[2].eq_ignore_ascii_case(&b'b'))
+}
+
+/// Whether an app server could read `path` as another path than the one it shows: anything not in
+/// normalized form, or holding a hidden separator or a path parameter. Such a path is never public.
+pub fn is_ambiguous(path: &str) -> bool {
+    normalize_path(path) != path || has_hidden_separator(path) || has_path_parameter(path)
+}
+
 /// The path as an app that reads `\`, `%2F` and `%5C` as `/` sees it, normalized.
 fn separators_read_as_slashes(path: &str) -> String {
+    normalize_path(&separators_replaced(path)).into_owned()
+}
+
+/// `\`, `%2F` and `%5C` replaced by `/`, nothing else changed.
+fn separators_replaced(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     let mut rest = path;
     while let Some(c) = rest.chars().next() {
@@ -160,14 +196,76 @@ fn separators_read_as_slashes(path: &str) -> String {
             rest = &rest[c.len_utf8()..];
         }
     }
+    out
+}
+
+/// Whether some reading of `path` climbs above the root: a `..` segment with nothing left to
+/// remove, once unreserved escapes are decoded (`%2e%2e`), hidden separators read as `/` (`..%2F`,
+/// `..\`) and path parameters dropped (`..;`). The normalized forms cannot tell (they stop at the
+/// root), but an app mounted under a path prefix would be left by such a path.
+pub fn climbs_above_root(path: &str) -> bool {
+    let mut depth = 0usize;
+    for segment in separators_replaced(&decode_unreserved(path)).split('/') {
+        match without_parameter(segment) {
+            "" | "." => {}
+            ".." => match depth.checked_sub(1) {
+                Some(up) => depth = up,
+                None => return true,
+            },
+            _ => depth += 1,
+        }
+    }
+    false
+}
+
+/// A path segment without its parameters: up to the first `;` or `%3B`.
+fn without_parameter(segment: &str) -> &str {
+    let end = segment
+        .char_indices()
+        .find(|&(j, c)| c == ';' || (c == '%' && segment.get(j..j + 3).is_some_and(|e| e.eq_ignore_ascii_case("%3b"))))
+        .map_or(segment.len(), |(j, _)| j);
+    &segment[..end]
+}
+
+/// The path as a servlet container routes it: each segment's parameters (from `;`, or an encoded
+/// `%3B`, to the end of the segment) dropped *before* dot segments are resolved, so
+/// `/public/..;/admin/x` is `/admin/x` and `/admin;x/x` is `/admin/x`. Normalized.
+fn parameters_removed(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(without_parameter(segment));
+    }
     normalize_path(&out).into_owned()
+}
+
+/// The readings of `path` an app server might route by besides its normalized form (module doc):
+/// with path parameters removed, and with hidden separators read as `/` (of both). Empty for most
+/// paths, which hold neither.
+fn other_readings(path: &str, normalized: &str) -> Vec<String> {
+    let mut readings = Vec::new();
+    if has_path_parameter(path) {
+        readings.push(parameters_removed(path));
+    }
+    let with_slashes: Vec<String> = std::iter::once(normalized)
+        .chain(readings.iter().map(String::as_str))
+        .filter(|reading| has_hidden_separator(reading))
+        .map(separators_read_as_slashes)
+        .collect();
+    readings.extend(with_slashes);
+    readings
 }
 
 /// One compiled route rule.
 #[derive(Clone, Debug)]
 pub struct Rule {
     path: PathPattern,
-    methods: Vec<http::Method>,
+    /// The pattern with ASCII letters lower-cased, for the case-folded reading of a path.
+    folded_path: PathPattern,
+    /// Upper-cased method names; empty = every method.
+    methods: Vec<String>,
     roles: Vec<String>,
     organizations: Vec<String>,
     emails: Vec<String>,
@@ -220,6 +318,9 @@ pub enum Decision {
 pub struct Policy {
     public: Vec<PathPattern>,
     rules: Vec<Rule>,
+    /// Some rule's pattern has an upper-case ASCII letter, so every path needs its case-folded
+    /// reading judged (not only paths with upper-case letters).
+    rules_have_upper_case: bool,
     organization: OrganizationConfig,
 }
 
@@ -231,8 +332,9 @@ impl Policy {
             .rules
             .iter()
             .map(|r| Rule {
-                path: PathPattern::new(&r.path),
-                methods: r.methods.iter().filter_map(|m| m.to_ascii_uppercase().parse().ok()).collect(),
+                path: PathPattern::for_rule(&r.path),
+                folded_path: PathPattern::for_rule(&r.path.to_ascii_lowercase()),
+                methods: r.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
                 roles: r.roles.clone(),
                 organizations: r.organizations.clone(),
                 emails: r.emails.iter().map(|e| e.to_ascii_lowercase()).collect(),
@@ -243,17 +345,14 @@ impl Policy {
                     .collect(),
             })
             .collect();
-        Policy { public, rules, organization: organization.clone() }
+        let rules_have_upper_case = routes.rules.iter().any(|r| r.path.bytes().any(|b| b.is_ascii_uppercase()));
+        Policy { public, rules, rules_have_upper_case, organization: organization.clone() }
     }
 
-    /// Whether the path is proxied without a session. Only an unambiguous (already normalized)
-    /// path can be public.
+    /// Whether the path is proxied without a session. Only an unambiguous path (see
+    /// [`is_ambiguous`]) can be public; public patterns match exactly, case included.
     pub fn is_public(&self, path: &str) -> bool {
-        if self.public.is_empty() {
-            return false;
-        }
-        let normalized = normalize_path(path);
-        if normalized != path || has_hidden_separator(path) {
+        if self.public.is_empty() || is_ambiguous(path) {
             return false;
         }
         self.public.iter().any(|p| p.matches(path))
@@ -302,22 +401,41 @@ impl Policy {
             };
         }
 
+        if self.rules.is_empty() {
+            return Decision::Allow;
+        }
+        // The strictest of the readings an app server might apply (module doc): the first that is
+        // not allowed decides.
         let normalized = normalize_path(path);
-        let decision = self.apply_rules(session, org, method, &normalized);
-        if decision != Decision::Allow || !has_hidden_separator(&normalized) {
+        let decision = self.judge_reading(session, org, method, &normalized);
+        if decision != Decision::Allow {
             return decision;
         }
-        // The strictest of both readings: the app may see `/` where the path shows `%2F` or `\`.
-        self.apply_rules(session, org, method, &separators_read_as_slashes(&normalized))
+        for reading in other_readings(path, &normalized) {
+            let decision = self.judge_reading(session, org, method, &reading);
+            if decision != Decision::Allow {
+                return decision;
+            }
+        }
+        Decision::Allow
     }
 
-    /// The first rule matching this normalized path decides (no rule: allowed).
-    fn apply_rules(&self, session: &Session, org: Option<&Organization>, method: &http::Method, normalized: &str) -> Decision {
-        let Some(rule) = self
-            .rules
-            .iter()
-            .find(|r| (r.methods.is_empty() || r.methods.contains(method)) && r.path.matches(normalized))
-        else {
+    /// The rules' decision for one reading of the path, and for its case-folded form when case
+    /// could make a difference.
+    fn judge_reading(&self, session: &Session, org: Option<&Organization>, method: &http::Method, reading: &str) -> Decision {
+        let decision = self.apply_rules(session, org, method, reading, false);
+        if decision != Decision::Allow || !(self.rules_have_upper_case || reading.bytes().any(|b| b.is_ascii_uppercase())) {
+            return decision;
+        }
+        self.apply_rules(session, org, method, &reading.to_ascii_lowercase(), true)
+    }
+
+    /// The first rule matching this reading of the path decides (no rule: allowed). `folded`: the
+    /// reading is lower-cased and is matched against the lower-cased patterns.
+    fn apply_rules(&self, session: &Session, org: Option<&Organization>, method: &http::Method, reading: &str, folded: bool) -> Decision {
+        let Some(rule) = self.rules.iter().find(|r| {
+            r.covers_method(method) && if folded { r.folded_path.matches(reading) } else { r.path.matches(reading) }
+        }) else {
             return Decision::Allow;
         };
         if !rule.organizations.is_empty() || !rule.roles.is_empty() {
@@ -335,15 +453,40 @@ impl Policy {
             }
         }
         if !rule.emails.is_empty() || !rule.email_domains.is_empty() {
+            // Only a verified, plain `local@domain` address counts: `a@evil.com@corp.com` is not
+            // at corp.com (oauth2-proxy CVE-2026-40574), nor is `a@corp.com.`.
+            let verified = session.identity.email_verified == Some(true);
             let email = session.identity.email.as_deref().unwrap_or("");
-            let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-            let ok = rule.emails.iter().any(|e| e.eq_ignore_ascii_case(email))
-                || rule.email_domains.iter().any(|d| d.eq_ignore_ascii_case(domain));
-            if email.is_empty() || !ok {
+            let ok = verified
+                && plain_email_domain(email).is_some_and(|domain| {
+                    rule.emails.iter().any(|e| e.eq_ignore_ascii_case(email))
+                        || rule.email_domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+                });
+            if !ok {
                 return Decision::Deny(Denial::EmailNotAllowed);
             }
         }
         Decision::Allow
+    }
+}
+
+/// The domain of a plain `local@domain` address: exactly one `@`, both sides non-empty, no
+/// trailing dot. `None` for anything else, which no email rule accepts. Domains compare as ASCII
+/// without regard to case, so a look-alike (`cоrp.com` with a Cyrillic `о`) never matches.
+fn plain_email_domain(email: &str) -> Option<&str> {
+    let (local, domain) = email.split_once('@')?;
+    let plain = !local.is_empty() && !domain.is_empty() && !domain.contains('@') && !domain.ends_with('.');
+    plain.then_some(domain)
+}
+
+impl Rule {
+    /// Whether the rule applies to this method: names compare without regard to case (`delete` is
+    /// `DELETE`: some servers route it so), and `GET` covers `HEAD`, which servers answer with the
+    /// `GET` handler.
+    fn covers_method(&self, method: &http::Method) -> bool {
+        let method = method.as_str();
+        self.methods.is_empty()
+            || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method) || (m == "GET" && method.eq_ignore_ascii_case("HEAD")))
     }
 }
 
@@ -368,6 +511,7 @@ mod tests {
             identity: Identity {
                 sub: "u".into(),
                 email: Some("jean@hotel.com".into()),
+                email_verified: Some(true),
                 organizations: Some(orgs),
                 ..Default::default()
             },
@@ -449,6 +593,111 @@ mod tests {
         let mut outsider = member.clone();
         outsider.identity.email = Some("x@evil.com".into());
         assert_eq!(p.authorize(&outsider, &http::Method::POST, "/other"), Decision::Deny(Denial::EmailNotAllowed));
+    }
+
+    fn admin_rule_policy(public: &[&str]) -> Policy {
+        let routes = RoutesConfig {
+            public: public.iter().map(|p| p.to_string()).collect(),
+            rules: vec![
+                RuleConfig { path: "/admin/*".into(), roles: vec!["admin".into()], ..Default::default() },
+                RuleConfig { path: "/reports/*".into(), methods: vec!["DELETE".into(), "GET".into()], roles: vec!["admin".into()], ..Default::default() },
+            ],
+        };
+        Policy::new(&routes, &OrganizationConfig::default())
+    }
+
+    #[test]
+    fn path_parameters_are_judged_as_servlet_containers_read_them() {
+        let p = admin_rule_policy(&["/public/*"]);
+        let member = session(vec![org("1", "a", "member")], Some("1"));
+        for path in ["/admin;x/x", "/admin;jsessionid=1/x", "/public/..;/admin/x", "/public/..;x=1/admin/", "/admin%3bx/x", "/x/..;/admin"] {
+            assert!(matches!(p.authorize(&member, &http::Method::GET, path), Decision::Deny(_)), "{path}");
+            assert!(!p.is_public(path), "{path} must not be public");
+        }
+        assert!(p.is_public("/public/app.js"));
+        assert!(!p.is_public("/public/app.js;v=2"));
+        assert_eq!(p.authorize(&member, &http::Method::GET, "/other;x/y"), Decision::Allow);
+    }
+
+    #[test]
+    fn a_folder_rule_covers_the_folder_index() {
+        let p = admin_rule_policy(&[]);
+        let member = session(vec![org("1", "a", "member")], Some("1"));
+        for path in ["/admin", "/admin/", "/admin/x", "//admin", "/admin/."] {
+            assert!(matches!(p.authorize(&member, &http::Method::GET, path), Decision::Deny(_)), "{path}");
+        }
+        assert_eq!(p.authorize(&member, &http::Method::GET, "/administration"), Decision::Allow);
+        // Public routes keep their exact meaning: `/assets/*` is not `/assets`.
+        let p = admin_rule_policy(&["/assets/*"]);
+        assert!(p.is_public("/assets/a.css") && !p.is_public("/assets"));
+    }
+
+    #[test]
+    fn rules_judge_the_case_folded_path_too() {
+        let p = admin_rule_policy(&[]);
+        let member = session(vec![org("1", "a", "member")], Some("1"));
+        for path in ["/ADMIN/x", "/Admin/x", "/%41dmin/x", "/aDmIn", "/ADMIN;x/y", "/Admin%2Fx"] {
+            assert!(matches!(p.authorize(&member, &http::Method::GET, path), Decision::Deny(_)), "{path}");
+        }
+        // A rule written with capitals covers every spelling as well.
+        let routes = RoutesConfig { public: vec![], rules: vec![RuleConfig { path: "/Admin/*".into(), roles: vec!["admin".into()], ..Default::default() }] };
+        let capital = Policy::new(&routes, &OrganizationConfig::default());
+        for path in ["/admin/x", "/ADMIN/x", "/Admin"] {
+            assert!(matches!(capital.authorize(&member, &http::Method::GET, path), Decision::Deny(_)), "{path}");
+        }
+    }
+
+    #[test]
+    fn methods_compare_without_case_and_get_covers_head() {
+        let p = admin_rule_policy(&[]);
+        let member = session(vec![org("1", "a", "member")], Some("1"));
+        for method in ["DELETE", "delete", "Delete", "GET", "get", "HEAD", "head"] {
+            let m = http::Method::from_bytes(method.as_bytes()).unwrap();
+            assert!(matches!(p.authorize(&member, &m, "/reports/1"), Decision::Deny(_)), "{method}");
+        }
+        assert_eq!(p.authorize(&member, &http::Method::POST, "/reports/1"), Decision::Allow);
+        assert_eq!(p.authorize(&member, &http::Method::from_bytes(b"post").unwrap(), "/reports/1"), Decision::Allow);
+    }
+
+    #[test]
+    fn paths_climbing_above_the_root_are_recognized_in_every_spelling() {
+        for path in ["/../x", "/a/../../x", "/%2e%2e/x", "/%2E./x", "/..;/x", "/..%3Bx/x", "/..%2Fx", "/..\\x", "/a/%2e%2e%5c..%5cx", "/./../x"] {
+            assert!(climbs_above_root(path), "{path}");
+        }
+        for path in ["/", "/a/../x", "/a/b/../../x", "/..a/x", "/a..b", "/%2e%2ex/y", "/a;b/../c"] {
+            assert!(!climbs_above_root(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn email_rules_accept_only_verified_plain_addresses() {
+        let routes = RoutesConfig {
+            public: vec![],
+            rules: vec![RuleConfig { path: "/corp/*".into(), email_domains: vec!["corp.com".into()], emails: vec!["boss@partner.com".into()], ..Default::default() }],
+        };
+        let p = Policy::new(&routes, &OrganizationConfig::default());
+        let with = |email: &str, verified: Option<bool>| {
+            let mut s = session(vec![], None);
+            s.identity.email = Some(email.into());
+            s.identity.email_verified = verified;
+            p.authorize(&s, &http::Method::GET, "/corp/x")
+        };
+        assert_eq!(with("ann@corp.com", Some(true)), Decision::Allow);
+        assert_eq!(with("Ann@CORP.com", Some(true)), Decision::Allow);
+        assert_eq!(with("BOSS@partner.com", Some(true)), Decision::Allow);
+        for (email, verified) in [
+            ("a@evil.com@corp.com", Some(true)),
+            ("a@corp.com.", Some(true)),
+            ("a@c\u{043e}rp.com", Some(true)),
+            ("@corp.com", Some(true)),
+            ("corp.com", Some(true)),
+            ("a@corp.com", Some(false)),
+            ("a@corp.com", None),
+            ("boss@partner.com", Some(false)),
+            ("", Some(true)),
+        ] {
+            assert_eq!(with(email, verified), Decision::Deny(Denial::EmailNotAllowed), "{email} {verified:?}");
+        }
     }
 
     #[test]
