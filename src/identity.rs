@@ -586,6 +586,35 @@ fn set_identity_headers(
     headers.insert(X_TROUSSEAU_JWT_ASSERTION, assertion);
 }
 
+/// Gives every identity header `headers` lacks an empty value: the claim headers, the assertion,
+/// the extra headers and, when passed, the access token. A forward-auth answer must name each of
+/// them, because gateways that copy headers from it replace only the ones it names and would
+/// otherwise forward the client's own copy.
+pub fn name_absent_headers(headers: &mut HeaderMap, extra: &ExtraHeaders, pass_access_token: bool) {
+    let mut name_it = |name: &HeaderName| {
+        if !headers.contains_key(name) {
+            headers.insert(name.clone(), HeaderValue::from_static(""));
+        }
+    };
+    let claims = [
+        X_TROUSSEAU_SUB,
+        X_TROUSSEAU_EMAIL,
+        X_TROUSSEAU_NAME,
+        X_TROUSSEAU_USER_ID,
+        X_TROUSSEAU_LOCALE,
+        X_TROUSSEAU_ORG_ID,
+        X_TROUSSEAU_ORG_SLUG,
+        X_TROUSSEAU_ORG_NAME,
+        X_TROUSSEAU_ORG_ROLE,
+        X_TROUSSEAU_JWT_ASSERTION,
+    ];
+    claims.iter().for_each(&mut name_it);
+    if pass_access_token {
+        name_it(&X_TROUSSEAU_ACCESS_TOKEN);
+    }
+    extra.names().for_each(name_it);
+}
+
 /// A claim an extra header carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Claim {
@@ -728,6 +757,11 @@ impl ExtraHeaders {
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.headers.is_empty()
+    }
+
+    /// The header names, in configuration order.
+    pub fn names(&self) -> impl Iterator<Item = &HeaderName> {
+        self.headers.iter().map(|(name, _)| name)
     }
 
     /// Removes client-sent copies (also spelled with `_`).

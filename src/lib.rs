@@ -4,7 +4,7 @@
 //! The life of a request is in [`server`]; each step has its own module named after the domain:
 //! [`config`] (typed, validated once), [`oidc`] (Trousseau discovery, sign-in, tokens),
 //! [`session`] (the encrypted cookie), [`identity`] (who the user is, signed for the app),
-//! [`policy`] (who may go where), [`proxy`] (forwarding to the app), [`pages`] (what people see),
+//! [`policy`] (who may go where), [`forward_auth`] (the request a gateway asks about), [`proxy`] (forwarding to the app), [`pages`] (what people see),
 //! [`metrics`] (what is counted, served to Prometheus), [`logging`] (lines on standard error),
 //! [`devidp`] (the embedded Trousseau twin used by `dev` and by the tests).
 //! Beside the request path, [`inject`] is the Kubernetes webhook that adds the proxy to pods.
@@ -14,6 +14,7 @@ pub mod body;
 pub mod config;
 pub mod dev;
 pub mod devidp;
+pub mod forward_auth;
 pub mod identity;
 pub mod inject;
 pub mod logging;

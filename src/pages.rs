@@ -452,7 +452,10 @@ pub fn idp_error(lang: Lang, error: &str, description: Option<&str>) -> String {
 }
 
 /// The callback matched no sign-in attempt of this browser.
-pub fn login_expired(lang: Lang) -> String {
+///
+/// `start_again` is the sign-in link the page offers (`/.trousseau/login?rd=…`): back to where the
+/// user was when the attempt is known.
+pub fn login_expired(lang: Lang, start_again: &str) -> String {
     message(
         lang,
         (Icon::Clock, ""),
@@ -462,7 +465,7 @@ pub fn login_expired(lang: Lang) -> String {
             "La connexion a été commencée il y a trop longtemps, dans un autre navigateur, ou a déjà été utilisée. Recommencez : cela ne prend qu'un instant.",
         ))],
         None,
-        &[("/.trousseau/login?rd=/", lang.pick("Sign in again", "Se reconnecter"), true)],
+        &[(start_again, lang.pick("Sign in again", "Se reconnecter"), true)],
     )
 }
 

@@ -408,8 +408,9 @@ impl App {
         let result = self.upstream.forward(req, &fctx).await;
         self.metrics.upstream_latency(sent.elapsed());
         match result {
-            Ok(response) => {
+            Ok(mut response) => {
                 ctx.answered_by = AnsweredBy::Upstream;
+                self.drop_app_cookies_of_ours(response.headers_mut());
                 response
             }
             Err(e) => {
@@ -469,57 +470,20 @@ impl App {
     async fn forward_auth(&self, req: Request<Incoming>, ctx: &mut RequestCtx) -> Response<Body> {
         let h = req.headers();
         let header_str = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
-        // nginx sets X-Original-*, Traefik and Caddy X-Forwarded-*, and each passes the client's
-        // other headers on: a client can add the family its proxy does not set. So the request is
-        // described by whichever is present, and refused when the two disagree, when one is given
-        // twice, or when it is unreadable — never replaced by another path (or by `/`). 403, not
-        // 400: nginx turns anything but 2xx/401/403 from an auth subrequest into a 500.
-        let described = |a: &str, b: &str| -> Result<Option<&str>, ()> {
-            let read = |name: &str| -> Result<Option<&str>, ()> {
-                let mut values = h.get_all(name).iter();
-                match (values.next(), values.next()) {
-                    (None, _) => Ok(None),
-                    (Some(_), Some(_)) => Err(()),
-                    (Some(v), None) if v.is_empty() => Ok(None),
-                    (Some(v), None) => v.to_str().map(Some).map_err(|_| ()),
-                }
-            };
-            match (read(a)?, read(b)?) {
-                (Some(x), Some(y)) if x != y => Err(()),
-                (x, y) => Ok(x.or(y)),
+        let original = match crate::forward_auth::describe(req.method(), req.uri(), h) {
+            Ok(original) => original,
+            Err(e) => {
+                return answer::json(
+                    StatusCode::FORBIDDEN,
+                    &serde_json::json!({"error": "forbidden", "reason": "ambiguous_request", "error_description": format!("{e}: X-Forwarded-Uri/X-Original-URI, X-Forwarded-Method/X-Original-Method and the path after /.trousseau/auth must agree.")}),
+                )
             }
         };
-        let ambiguous = || {
-            answer::json(
-                StatusCode::FORBIDDEN,
-                &serde_json::json!({"error": "forbidden", "reason": "ambiguous_request", "error_description": "The original request is described by conflicting, repeated or unreadable X-Forwarded-Uri/X-Original-URI or X-Forwarded-Method/X-Original-Method headers."}),
-            )
-        };
-        let (Ok(method_header), Ok(uri_header)) =
-            (described("x-forwarded-method", "x-original-method"), described("x-forwarded-uri", "x-original-uri"))
-        else {
-            return ambiguous();
-        };
-        let method: Method = match method_header.map(str::parse) {
-            Some(Ok(m)) => m,
-            Some(Err(_)) => return ambiguous(),
-            None => req.method().clone(),
-        };
-        let envoy_path = req.uri().path().strip_prefix("/.trousseau/auth").filter(|p| p.starts_with('/'));
-        let original: String = uri_header
-            .map(String::from)
-            .or_else(|| envoy_path.map(|p| match req.uri().query() {
-                Some(q) => format!("{p}?{q}"),
-                None => p.to_string(),
-            }))
-            .unwrap_or_else(|| "/".into());
-        // The rules judge the path that will be served, as given (policy normalizes it, and an
-        // ambiguous one is never public); the sanitized return path is only where to come back to.
-        let path = original.split(['?', '#']).next().unwrap_or_default().to_string();
-        if !path.starts_with('/') {
-            return ambiguous();
-        }
-        let return_to = safe_return_to(&original);
+        // The rules judge the path that will be served, as given (policy reads it every way an app
+        // might, and an ambiguous one is never public); the sanitized return path is only where to
+        // come back to.
+        let return_to = safe_return_to(&original.uri);
+        let (method, path) = (original.method, original.path);
         let accept_html = header_str("accept").is_some_and(|a| a.contains("text/html") || a.contains("*/*"));
         let navigation = matches!(method, Method::GET | Method::HEAD)
             && accept_html
@@ -550,8 +514,14 @@ impl App {
         match self.policy.authorize(&session, &method, &path) {
             Decision::Allow => {
                 let mut r = answer::text(StatusCode::OK, "");
-                self.assertions.insert_identity_headers(r.headers_mut(), &session, self.settings.identity.pass_access_token);
-                self.settings.identity.extra_headers.insert(r.headers_mut(), &session);
+                let pass_access_token = self.settings.identity.pass_access_token;
+                let extra = &self.settings.identity.extra_headers;
+                self.assertions.insert_identity_headers(r.headers_mut(), &session, pass_access_token);
+                extra.insert(r.headers_mut(), &session);
+                // Gateways that copy headers from this answer keep the client's own copy of one
+                // the answer lacks (Caddy's copy_headers, Envoy's allowed_upstream_headers): every
+                // identity header is named, empty when the user has no such claim.
+                identity::name_absent_headers(r.headers_mut(), extra, pass_access_token);
                 r
             }
             Decision::ChooseOrganization => answer::choose_organization(wants_redirect, lang, &return_to),
@@ -691,8 +661,10 @@ impl App {
     }
 
     /// Starts a sign-in: one sealed state cookie for this attempt, then 302 to Trousseau.
+    /// `return_to` is made safe here ([`safe_return_to`]: same origin, and short enough for the
+    /// state cookie to stay under the browsers' 4 KB).
     fn start_login(&self, ctx: &mut RequestCtx, return_to: String, lang: Lang) -> Response<Body> {
-        let (url, login) = match self.oidc.begin_login(return_to) {
+        let (url, login) = match self.oidc.begin_login(safe_return_to(&return_to)) {
             Ok(started) => started,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start sign-in");
@@ -749,7 +721,7 @@ impl App {
             // Only an answer to a sign-in attempt of this browser is Trousseau speaking; anything
             // else is someone else's link, and its text is not shown (content spoofing).
             let Some(_) = login else {
-                return answer::login_expired(lang);
+                return answer::login_expired(lang, &self.login_url("/"));
             };
             let error: String = error.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect();
             let description = query_param(query, "error_description").map(|d| d.chars().take(500).collect::<String>());
@@ -757,16 +729,27 @@ impl App {
             return answer::idp_error(lang, &error, description.as_deref());
         }
         let Some(login) = login else {
-            return answer::login_expired(lang);
+            return answer::login_expired(lang, &self.login_url("/"));
         };
         let Some(code) = query_param(query, "code") else {
-            return answer::login_expired(lang);
+            return answer::login_expired(lang, &self.login_url("/"));
         };
         let tokens = match self.oidc.exchange_code(&code, &login).await {
             Ok(tokens) => tokens,
             Err(e @ (OidcError::Unreachable(_) | OidcError::NotReady)) => {
                 tracing::warn!(error = %e, "code exchange failed: identity provider unavailable");
                 return answer::unavailable(true, lang);
+            }
+            Err(e) if e.is_invalid_grant() => {
+                // The code was used already — the callback reloaded, or opened twice by a double
+                // click while the first was under way — or it expired. Nothing is broken: a
+                // browser already signed in goes on, any other starts again.
+                tracing::info!("code exchange refused (invalid_grant): a used or expired sign-in code");
+                let return_to = safe_return_to(&login.return_to);
+                if let Ok(Some(_)) = self.load_session(&ctx.cookies).await {
+                    return answer::redirect(&format!("{}{}", self.settings.public_origin, return_to));
+                }
+                return answer::login_expired(lang, &self.login_url(&return_to));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "code exchange failed");
@@ -923,6 +906,34 @@ impl App {
         self.codec.cookie().is_ours(name) || name.starts_with(&self.login_cookie_prefix)
     }
 
+    /// Removes the app's `Set-Cookie` fields that would write one of our cookies: the app must not
+    /// plant a session (fixation), clear one, or fill the browser with fake sign-in attempts. Any
+    /// case and either `__Host-`/`__Secure-` prefix count, as browsers apply prefixes without
+    /// regard to case.
+    fn drop_app_cookies_of_ours(&self, headers: &mut http::HeaderMap) {
+        if !headers.contains_key(header::SET_COOKIE) {
+            return;
+        }
+        let base = self.settings.session.cookie_name.as_bytes();
+        let ours = |value: &HeaderValue| {
+            let name = value.as_bytes().split(|&b| b == b'=').next().unwrap_or_default().trim_ascii();
+            let name = [b"__host-".as_slice(), b"__secure-"]
+                .iter()
+                .find(|prefix| name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix))
+                .map_or(name, |prefix| &name[prefix.len()..]);
+            name.len() >= base.len() && name[..base.len()].eq_ignore_ascii_case(base)
+        };
+        if !headers.get_all(header::SET_COOKIE).iter().any(ours) {
+            return;
+        }
+        let kept: Vec<HeaderValue> = headers.get_all(header::SET_COOKIE).iter().filter(|v| !ours(v)).cloned().collect();
+        tracing::warn!("the app tried to set a cookie named like the proxy's own: dropped");
+        headers.remove(header::SET_COOKIE);
+        for value in kept {
+            headers.append(header::SET_COOKIE, value);
+        }
+    }
+
     fn cookie_header(&self, name: &str, value: &str, max_age: Duration) -> HeaderValue {
         let mut c = cookie::Cookie::build((name.to_string(), value.to_string()))
             .path("/")
@@ -1046,10 +1057,14 @@ fn return_to_of<B>(req: &Request<B>) -> String {
 /// anything with a backslash, a control character or whitespace is refused outright, the rest is
 /// resolved as a URL against a dummy origin exactly like a browser would, and the result must stay
 /// on that origin with a path that does not start with `//`.
+///
+/// A return path longer than [`MAX_RETURN_TO`] loses its query, and becomes `/` if even its path is
+/// that long: it travels in the sign-in state cookie, which must stay under the browsers' 4 KB.
 pub fn safe_return_to(rd: &str) -> String {
     const BASE: &str = "https://return-to.invalid/";
     if !rd.starts_with('/')
         || rd.starts_with("//")
+        || rd.len() > 4 * MAX_RETURN_TO
         || rd.bytes().any(|b| b == b'\\' || b.is_ascii_control() || b == b' ' || b >= 0x80)
     {
         return "/".into();
@@ -1060,12 +1075,18 @@ pub fn safe_return_to(rd: &str) -> String {
         return "/".into();
     }
     let mut out = resolved.path().to_string();
-    if let Some(q) = resolved.query() {
+    if out.len() > MAX_RETURN_TO {
+        return "/".into();
+    }
+    if let Some(q) = resolved.query().filter(|q| out.len() + 1 + q.len() <= MAX_RETURN_TO) {
         out.push('?');
         out.push_str(q);
     }
     out
 }
+
+/// The longest return path kept through sign-in, in bytes (see [`safe_return_to`]).
+pub const MAX_RETURN_TO: usize = 1024;
 
 /// One query parameter, percent-decoded. A parameter given twice is refused (None).
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
@@ -1356,8 +1377,8 @@ pub mod answer {
     }
 
     /// The callback has no matching sign-in attempt (expired, other browser, replayed).
-    pub fn login_expired(lang: Lang) -> Response<Body> {
-        page(StatusCode::BAD_REQUEST, pages::login_expired(lang))
+    pub fn login_expired(lang: Lang, start_again: &str) -> Response<Body> {
+        page(StatusCode::BAD_REQUEST, pages::login_expired(lang, start_again))
     }
 
     /// The code exchange or the ID token failed.

@@ -8,8 +8,13 @@
 //! 3. **send**, waiting at most `response_timeout` for the response head — counted from the last
 //!    moment the request body moved, so a long upload is not mistaken for a silent app;
 //! 4. **response headers**: hop-by-hop fields removed;
-//! 5. **body** streamed back untouched — or, for `101 Switching Protocols`, the browser's and the
-//!    app's connections spliced together in a task of their own (websockets).
+//! 5. **body** streamed back untouched — or, for `101 Switching Protocols` to a websocket upgrade,
+//!    the browser's and the app's connections spliced together in a task of their own.
+//!
+//! Only websocket upgrades pass ([`wants_upgrade`]). Any other `Upgrade` — `h2c` above all, which
+//! would turn the connection into an HTTP/2 connection straight to the app, every later request on
+//! it unseen by the proxy — is removed with `HTTP2-Settings`, and a `101` is only spliced when it
+//! switches to the protocol that was asked for.
 //!
 //! Bodies are never buffered: frames pass as they come, with backpressure both ways, so SSE, long
 //! polls and multi-gigabyte uploads run in constant memory. The time to stream a body is not
@@ -51,13 +56,16 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1) besides `Connection`, the fields it names and `Upgrade`,
 /// which [`remove_hop_by_hop`] handles itself. `TE` comes back as `TE: trailers` when it asked
-/// for trailers.
-const HOP_BY_HOP: [HeaderName; 7] = [
+/// for trailers. `HTTP2-Settings` belongs to an `h2c` upgrade, which never passes (RFC 7540 §3.2.1
+/// makes it connection-specific).
+const HOP_BY_HOP: [HeaderName; 8] = [
     KEEP_ALIVE,
     PROXY_CONNECTION,
+    HTTP2_SETTINGS,
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
@@ -66,18 +74,24 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 ];
 
 /// Forwarding headers we do not set ourselves. A browser can forge them, so unless the peer is a
-/// trusted proxy they are removed: the app must only ever learn who connected from us.
-const FORGEABLE_FORWARDING: [HeaderName; 4] = [
+/// trusted proxy they are removed: the app must only ever learn who connected from us. The
+/// URL-rewrite headers go with them: some frameworks (Symfony, Laminas, IIS modules) route by
+/// `X-Original-URL`/`X-Rewrite-URL` instead of the path the proxy judged.
+const FORGEABLE_FORWARDING: [HeaderName; 6] = [
     header::FORWARDED,
     HeaderName::from_static("x-real-ip"),
     HeaderName::from_static("x-forwarded-port"),
     HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
 ];
 
 /// Prefix of the headers the proxy vouches for; `Connection` may never name them for removal.
 const VOUCHED_PREFIX: &str = "x-trousseau-";
 
 const UPGRADE_TOKEN: HeaderValue = HeaderValue::from_static("upgrade");
+/// The one protocol an upgrade may switch to.
+const WEBSOCKET: &str = "websocket";
 const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
 
 /// Where the app is and how to talk to it; turned into an [`Upstream`] once, at startup.
@@ -150,9 +164,14 @@ pub enum ProxyError {
     /// The connection to the app failed during the exchange, or the app's answer is not valid HTTP.
     #[error("the exchange with the app failed: {}", root_cause(&**.0))]
     Protocol(#[source] BoxError),
-    /// The request has no origin-form target to forward (`CONNECT`, `OPTIONS *`).
+    /// The request has no origin-form target to forward (`CONNECT`, `OPTIONS *`), or its path
+    /// would leave the app's path prefix.
     #[error("the request cannot be forwarded: {0}")]
     InvalidRequest(&'static str),
+    /// The app answered `101 Switching Protocols` to something other than the websocket upgrade
+    /// the request asked for.
+    #[error("the app switched protocols without being asked for a websocket")]
+    UnexpectedSwitch,
 }
 
 impl From<pool::SendError> for ProxyError {
@@ -312,9 +331,14 @@ impl Upstream {
         let sending = pool.send(Request::from_parts(parts, body));
         let mut response = inner.response_head(sending, upload.as_deref()).await?;
 
-        // 4. Response headers.
+        // 4. Response headers. A `101` is only good as the answer to our websocket upgrade: to
+        //    anything else (a switch nobody asked for, or to `h2c`) it would leave the browser
+        //    talking to the app past the proxy.
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-        remove_hop_by_hop(response.headers_mut(), switching && upgrade);
+        if switching && !(upgrade && switches_to_websocket(response.headers())) {
+            return Err(ProxyError::UnexpectedSwitch);
+        }
+        remove_hop_by_hop(response.headers_mut(), switching);
 
         // 5. Body, or tunnel.
         if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
@@ -337,6 +361,9 @@ impl Inner {
         };
         let path_and_query = if self.path_prefix.is_empty() {
             request_target
+        } else if crate::policy::climbs_above_root(request_target.path()) {
+            // `/../internal` would reach `<prefix>/../internal`: outside the app we front.
+            return Err(ProxyError::InvalidRequest("the path climbs above the app's path prefix"));
         } else {
             let mut joined =
                 String::with_capacity(self.path_prefix.len() + request_target.as_str().len());
@@ -473,6 +500,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         2 => name == "te",
         7 => name == "trailer" || name == "upgrade",
         10 => name == "connection" || name == "keep-alive",
+        14 => name == "http2-settings",
         16 => name == "proxy-connection",
         17 => name == "transfer-encoding",
         18 => name == "proxy-authenticate",
@@ -492,10 +520,18 @@ fn comma_tokens<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<
         .filter(|token| !token.is_empty())
 }
 
-/// A request asks to switch protocols: `Connection: upgrade` and an `Upgrade` field.
+/// A request asks to switch to a websocket: `Connection: upgrade` and exactly one `Upgrade` field
+/// naming `websocket` alone (any case). Anything else — `h2c`, a list of protocols, another
+/// protocol — is not an upgrade: [`remove_hop_by_hop`] then removes `Upgrade`.
 pub fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && comma_tokens(headers, &header::CONNECTION).any(|t| t.eq_ignore_ascii_case("upgrade"))
+    switches_to_websocket(headers) && comma_tokens(headers, &header::CONNECTION).any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+/// The message has exactly one `Upgrade` field, naming `websocket` alone: for a `101`, the switch
+/// our websocket upgrade asked for.
+fn switches_to_websocket(headers: &HeaderMap) -> bool {
+    let mut upgrades = headers.get_all(header::UPGRADE).iter();
+    matches!((upgrades.next(), upgrades.next()), (Some(value), None) if value.to_str().is_ok_and(|v| v.trim().eq_ignore_ascii_case(WEBSOCKET)))
 }
 
 /// `X-Forwarded-For`, `-Proto` and `-Host` as we saw the request. From an untrusted peer, whatever

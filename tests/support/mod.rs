@@ -309,6 +309,13 @@ impl Browser {
 
     /// At the IdP's authorize URL: picks the user on the sign-in page and returns the callback's answer.
     pub async fn sign_in_at_idp(&mut self, authorize_url: &str, sub: &str) -> Answer {
+        let to_callback = self.callback_url_from_idp(authorize_url, sub).await;
+        self.navigate(&to_callback).await
+    }
+
+    /// At the IdP's authorize URL: picks the user on the sign-in page and returns the callback URL
+    /// the IdP sends the browser to, without visiting it.
+    pub async fn callback_url_from_idp(&mut self, authorize_url: &str, sub: &str) -> String {
         let page = self.navigate(authorize_url).await;
         assert_eq!(page.status, StatusCode::OK, "sign-in page: {}", page.text());
         let html = page.text();
@@ -326,8 +333,7 @@ impl Browser {
             )
             .await;
         assert_eq!(redirect.status, StatusCode::FOUND, "IdP sign-in answer: {}", redirect.text());
-        let to_callback = redirect.location();
-        self.navigate(&to_callback).await
+        redirect.location()
     }
 
     /// Signs in as `sub` starting at `path` and returns the app's final answer.

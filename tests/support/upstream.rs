@@ -1,5 +1,6 @@
 //! The app behind the proxy in tests: a real HTTP server on a loopback port that echoes what it
-//! received, streams on `/stream`, counts uploads on `/upload`, and echoes websockets on `/ws`.
+//! received, streams on `/stream`, counts uploads on `/upload`, echoes websockets on `/ws`, and sets
+//! the cookies it is told to on `/set-cookies?c=name%3Dvalue&c=…`.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -157,6 +158,15 @@ async fn handle(mut req: Request<Incoming>, s: Shared) -> Response<Body> {
             r.headers_mut().insert("connection", "upgrade".parse().unwrap());
             r.headers_mut().insert("upgrade", "websocket".parse().unwrap());
             r.headers_mut().insert("sec-websocket-accept", accept.parse().unwrap());
+            r
+        }
+        "/set-cookies" => {
+            let mut r = Response::new(full("cookies set"));
+            for (k, v) in url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+                if k == "c" {
+                    r.headers_mut().append("set-cookie", v.parse().unwrap());
+                }
+            }
             r
         }
         _ => {
