@@ -479,6 +479,9 @@ impl Oidc {
         .map_err(|e| OidcError::InvalidIdToken(e.to_string()))?;
 
         let sub = claims.subject().as_str().to_string();
+        if sub.is_empty() {
+            return Err(OidcError::InvalidIdToken("the ID token names no user (empty sub)".into()));
+        }
         if let Some(expected) = expected_sub {
             if expected != sub {
                 return Err(OidcError::InvalidIdToken("the refreshed ID token names another user".into()));
@@ -486,10 +489,12 @@ impl Oidc {
         }
         let extra = claims.additional_claims();
         let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty());
+        // `email_verified` speaks about the address: without one (absent or empty) it is left out.
+        let email = nonempty(claims.email().map(|e| e.as_str().to_string()));
         let identity = Identity {
             sub,
-            email: nonempty(claims.email().map(|e| e.as_str().to_string())),
-            email_verified: claims.email().and(claims.email_verified()),
+            email_verified: email.as_ref().and(claims.email_verified()),
+            email,
             name: nonempty(claims.name().and_then(|n| n.get(None)).map(|n| n.as_str().to_string())),
             given_name: nonempty(claims.given_name().and_then(|n| n.get(None)).map(|n| n.as_str().to_string())),
             family_name: nonempty(claims.family_name().and_then(|n| n.get(None)).map(|n| n.as_str().to_string())),
@@ -789,6 +794,9 @@ impl Oidc {
             if field.as_deref() == Some("") {
                 *field = None;
             }
+        }
+        if identity.email.is_none() {
+            identity.email_verified = None;
         }
         Ok(identity)
     }
