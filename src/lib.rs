@@ -7,13 +7,16 @@
 //! [`policy`] (who may go where), [`proxy`] (forwarding to the app), [`pages`] (what people see),
 //! [`metrics`] (what is counted, served to Prometheus), [`logging`] (lines on standard error),
 //! [`devidp`] (the embedded Trousseau twin used by `dev` and by the tests).
-//! Beside the request path, [`inject`] is the Kubernetes webhook that adds the proxy to pods.
+//! Beside the request path, [`inject`] is the Kubernetes webhook that adds the proxy to pods, and
+//! `fuzz` holds the fuzz targets of every decoder of network and IdP input (see `fuzz/README.md`).
 
 pub mod bearer;
 pub mod body;
 pub mod config;
 pub mod dev;
 pub mod devidp;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod identity;
 pub mod inject;
 pub mod logging;
