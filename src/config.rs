@@ -441,6 +441,13 @@ pub fn env_name(path: &str) -> String {
     format!("{ENV_PREFIX}{}", path.replace('.', "_").to_ascii_uppercase())
 }
 
+/// Every key path, and the ones holding secrets: for the fuzz targets ([`crate::fuzz`]), which
+/// check that errors name a real key and that `check-config` never shows a secret.
+#[doc(hidden)]
+pub fn key_paths() -> (&'static [&'static str], &'static [&'static str]) {
+    (KEY_PATHS, SECRET_KEYS)
+}
+
 /// Reads the file (if any), applies environment overrides, and returns the raw config plus the
 /// file text (used to point errors at lines).
 pub fn load_file_config(
@@ -454,7 +461,15 @@ pub fn load_file_config(
         ),
         None => (String::new(), "(no config file)".to_string()),
     };
-    let source = SourceText { name, text };
+    parse_file_config(SourceText { name, text }, env)
+}
+
+/// [`load_file_config`] once the file is read: parses `source` and applies the environment
+/// overrides of `env`.
+pub fn parse_file_config(
+    source: SourceText,
+    env: &[(String, String)],
+) -> Result<(FileConfig, SourceText), ConfigError> {
     let overrides: Vec<(&str, &str, &str)> = env
         .iter()
         .filter_map(|(k, v)| {

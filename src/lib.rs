@@ -7,7 +7,8 @@
 //! [`policy`] (who may go where), [`forward_auth`] (the request a gateway asks about), [`proxy`] (forwarding to the app), [`pages`] (what people see),
 //! [`metrics`] (what is counted, served to Prometheus), [`logging`] (lines on standard error),
 //! [`devidp`] (the embedded Trousseau twin used by `dev` and by the tests).
-//! Beside the request path, [`inject`] is the Kubernetes webhook that adds the proxy to pods.
+//! Beside the request path, [`inject`] is the Kubernetes webhook that adds the proxy to pods, and
+//! `fuzz` holds the fuzz targets of every decoder of network and IdP input (see `fuzz/README.md`).
 
 pub mod bearer;
 pub mod body;
@@ -15,6 +16,8 @@ pub mod config;
 pub mod dev;
 pub mod devidp;
 pub mod forward_auth;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod identity;
 pub mod inject;
 pub mod logging;

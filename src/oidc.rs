@@ -328,6 +328,12 @@ impl Oidc {
                 _ => OidcError::Protocol(text),
             }
         })?;
+        self.install(metadata, Instant::now())
+    }
+
+    /// Builds the client from a discovery document and makes it current. `jwks_fetched_at` is
+    /// when its key set was fetched (forced re-fetches are rate-limited from there).
+    fn install(&self, metadata: TrousseauMetadata, jwks_fetched_at: Instant) -> Result<(), OidcError> {
         let redirect = RedirectUrl::new(self.settings.redirect_uri.clone())
             .map_err(|e| OidcError::Protocol(format!("redirect_uri: {e}")))?;
         // client_secret_post, as Trousseau wants; basic only when discovery says post is not supported.
@@ -343,7 +349,7 @@ impl Oidc {
         .set_redirect_uri(redirect)
         .set_auth_type(auth_type);
         let jwks = metadata.jwks().clone();
-        let provider = Provider { metadata, client, jwks: RwLock::new((jwks, Instant::now())) };
+        let provider = Provider { metadata, client, jwks: RwLock::new((jwks, jwks_fetched_at)) };
         *self.provider.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(provider));
         self.ready.store(true, Ordering::Release);
         Ok(())
@@ -479,6 +485,9 @@ impl Oidc {
         .map_err(|e| OidcError::InvalidIdToken(e.to_string()))?;
 
         let sub = claims.subject().as_str().to_string();
+        if sub.is_empty() {
+            return Err(OidcError::InvalidIdToken("the ID token names no user (empty sub)".into()));
+        }
         if let Some(expected) = expected_sub {
             if expected != sub {
                 return Err(OidcError::InvalidIdToken("the refreshed ID token names another user".into()));
@@ -486,10 +495,12 @@ impl Oidc {
         }
         let extra = claims.additional_claims();
         let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty());
+        // `email_verified` speaks about the address: without one (absent or empty) it is left out.
+        let email = nonempty(claims.email().map(|e| e.as_str().to_string()));
         let identity = Identity {
             sub,
-            email: nonempty(claims.email().map(|e| e.as_str().to_string())),
-            email_verified: claims.email().and(claims.email_verified()),
+            email_verified: email.as_ref().and(claims.email_verified()),
+            email,
             name: nonempty(claims.name().and_then(|n| n.get(None)).map(|n| n.as_str().to_string())),
             given_name: nonempty(claims.given_name().and_then(|n| n.get(None)).map(|n| n.as_str().to_string())),
             family_name: nonempty(claims.family_name().and_then(|n| n.get(None)).map(|n| n.as_str().to_string())),
@@ -790,6 +801,9 @@ impl Oidc {
                 *field = None;
             }
         }
+        if identity.email.is_none() {
+            identity.email_verified = None;
+        }
         Ok(identity)
     }
 }
@@ -878,5 +892,39 @@ impl Oidc {
             for_us: answer.client_id.as_deref() == Some(ours) || aud_ok,
             sub: answer.sub,
         })
+    }
+}
+
+/// Entry points for the fuzz targets ([`crate::fuzz`]): the decoders above, without the network.
+impl Oidc {
+    /// A relying party loaded from a discovery document (with its key set) instead of fetching
+    /// one, whose key set is never re-fetched: an unknown `kid` is refused at once. Nothing it
+    /// does touches the network.
+    #[doc(hidden)]
+    pub fn offline(settings: OidcSettings, metadata: TrousseauMetadata) -> Result<Oidc, OidcError> {
+        let oidc = Oidc::new(settings).map_err(|e| OidcError::Protocol(format!("offline relying party: {e}")))?;
+        // "Fetched" a century from now: the re-fetch rate limit then always says no.
+        let never = Instant::now().checked_add(Duration::from_secs(100 * 365 * 86_400)).unwrap_or_else(Instant::now);
+        oidc.install(metadata, never)?;
+        Ok(oidc)
+    }
+
+    /// Validates a token endpoint answer (`body`, the JSON Trousseau sends) the way
+    /// [`Oidc::exchange_code`] does with `nonce`, or the way [`Oidc::refresh`] does (no nonce
+    /// needed, same `sub`) with `expected_sub`.
+    #[doc(hidden)]
+    pub async fn validate_token_response(
+        &self,
+        body: &[u8],
+        nonce: Option<&str>,
+        expected_sub: Option<&str>,
+    ) -> Result<Tokens, OidcError> {
+        let response: TrousseauTokenResponse =
+            serde_json::from_slice(body).map_err(|e| OidcError::Protocol(format!("token response: {e}")))?;
+        let provider = self.provider()?;
+        match nonce {
+            Some(nonce) => self.validated_tokens(&provider, &response, &Nonce::new(nonce.to_string()), expected_sub).await,
+            None => self.validated_tokens(&provider, &response, &NoNonceRequired, expected_sub).await,
+        }
     }
 }

@@ -42,7 +42,8 @@ use crate::session::Session;
 pub const RESERVED_PREFIX: &str = "/.trousseau/";
 
 /// Sealing purpose of login-state cookies (never interchangeable with a session).
-const LOGIN_STATE_PURPOSE: &str = "login-state";
+#[doc(hidden)]
+pub const LOGIN_STATE_PURPOSE: &str = "login-state";
 
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -697,9 +698,7 @@ impl App {
     }
 
     fn open_login_state(&self, value: &str) -> Option<LoginState> {
-        let plain = self.sealer.open(LOGIN_STATE_PURPOSE, value)?;
-        let state: LoginState = serde_json::from_slice(&plain).ok()?;
-        (state.started_at + LOGIN_STATE_TTL.as_secs() >= now_secs()).then_some(state)
+        open_login_state(&self.sealer, value, now_secs())
     }
 
     /// `/.trousseau/callback`: Trousseau sends the browser back with `code` (or `error`).
@@ -1088,8 +1087,19 @@ pub fn safe_return_to(rd: &str) -> String {
 /// The longest return path kept through sign-in, in bytes (see [`safe_return_to`]).
 pub const MAX_RETURN_TO: usize = 1024;
 
-/// One query parameter, percent-decoded. A parameter given twice is refused (None).
-fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+/// The sign-in attempt a state cookie value holds, if it opens and has not expired at `now`.
+/// Public for the fuzz targets ([`crate::fuzz`]).
+#[doc(hidden)]
+pub fn open_login_state(sealer: &Sealer, value: &str, now: u64) -> Option<LoginState> {
+    let plain = sealer.open(LOGIN_STATE_PURPOSE, value)?;
+    let state: LoginState = serde_json::from_slice(&plain).ok()?;
+    (state.started_at + LOGIN_STATE_TTL.as_secs() >= now).then_some(state)
+}
+
+/// One query parameter, percent-decoded. A parameter given twice is refused (None). Public for
+/// the fuzz targets ([`crate::fuzz`]).
+#[doc(hidden)]
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     let mut found = None;
     for (k, v) in url::form_urlencoded::parse(query?.as_bytes()) {
         if k == name {

@@ -199,3 +199,44 @@ async fn a_forged_error_callback_shows_no_attacker_text() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(!r.text().contains("SCAM"), "text from someone else's link is not shown");
 }
+
+/// A Trousseau user with an empty `email` (found by the `id_token_claims` fuzz target): the
+/// assertion then says nothing about email, rather than `email_verified: true` about no address,
+/// whether the identity comes from the ID token (cookie session) or from userinfo (bearer token).
+#[tokio::test]
+async fn an_empty_email_claim_leaves_no_email_claims_in_the_assertion() {
+    const NO_EMAIL: &str = "5e0c1a2b-0000-4000-8000-00000000e0e0";
+    let env = Env::start_with(EnvOptions {
+        configure: Box::new(|c| {
+            c.api.bearer = "userinfo".into();
+            c.identity.pass_access_token = true;
+        }),
+        idp: Box::new(|idp| {
+            let mut user = idp.users[0].clone();
+            user.sub = NO_EMAIL.into();
+            user.email = String::new();
+            idp.users.push(user);
+        }),
+    })
+    .await;
+    let verifier = trousseau_proxy::dev::JwksVerifier::new(format!("{}/.trousseau/jwks.json", env.origin));
+    let mut browser = env.browser();
+    let answer = browser.sign_in("/reports", NO_EMAIL).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let h = &answer.json()["headers"];
+    let token = h["x-trousseau-access-token"][0].as_str().expect("access token passed").to_string();
+
+    let mut api = env.browser();
+    let auth = format!("Bearer {token}");
+    let bearer = api.request(http::Method::GET, "/api/me", &[("authorization", auth.as_str()), ("accept", "application/json")], bytes::Bytes::new()).await;
+    assert_eq!(bearer.status, StatusCode::OK, "{}", bearer.text());
+
+    for (how, h) in [("cookie session", h.clone()), ("bearer token", bearer.json()["headers"].clone())] {
+        assert!(h["x-trousseau-email"].is_null(), "{how}");
+        let jws = h["x-trousseau-jwt-assertion"][0].as_str().expect("assertion header");
+        let (_, claims) = verifier.verify(jws).await.expect("assertion verifies");
+        assert_eq!(claims["sub"], NO_EMAIL, "{how}");
+        assert!(claims.get("email").is_none(), "{how}: {claims}");
+        assert!(claims.get("email_verified").is_none(), "{how}: email_verified about no email: {claims}");
+    }
+}

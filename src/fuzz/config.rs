@@ -1,0 +1,143 @@
+//! Target for configuration loading: the YAML file, environment overrides, validation, and what
+//! `check-config` prints.
+
+use serde_yaml::Value;
+
+use super::fixtures::split_ff;
+use crate::config::{self, ConfigError, FileConfig, SourceText, ENV_PREFIX};
+
+/// The input is the YAML file, then optionally `0xFF` and environment overrides, one `NAME=value`
+/// per line (`TROUSSEAU_PROXY_` is added to names without it). Keys that name files are blanked
+/// before validation, and inputs naming `/dev/`, `/proc/` or `/sys/` are skipped, so no file is
+/// ever read. Properties: every error names a real key (and a line of the file when it gives one);
+/// a valid configuration has the invariants the request path relies on; neither an error, the
+/// `Debug` form of the settings, nor the redacted YAML `check-config` prints ever contains a secret.
+pub fn config(data: &[u8]) {
+    if [&b"/dev/"[..], b"/proc/", b"/sys/"].iter().any(|p| data.windows(p.len()).any(|w| w == *p)) {
+        return;
+    }
+    let (yaml, env) = split_ff(data);
+    let Ok(text) = std::str::from_utf8(yaml) else { return };
+    let env: Vec<(String, String)> = String::from_utf8_lossy(env.unwrap_or_default())
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(name, value)| {
+            let name = if name.starts_with(ENV_PREFIX) { name.to_string() } else { format!("{ENV_PREFIX}{name}") };
+            (name, value.to_string())
+        })
+        .collect();
+    let source = SourceText { name: "fuzz.yaml".into(), text: text.to_string() };
+    let (key_paths, secret_keys) = config::key_paths();
+    // Each lookup reads the whole text; the loader does one per error, this loop 40-odd.
+    for key in key_paths.iter().filter(|_| text.len() <= 16 * 1024) {
+        if let Some(line) = source.line_of(key) {
+            assert!(line >= 1 && line <= text.lines().count(), "{key}: line {line} is not in the file");
+        }
+    }
+
+    let (mut file, source) = match config::parse_file_config(source, &env) {
+        Ok(parsed) => parsed,
+        Err(e) => return check_error(&e, text, &[]),
+    };
+    file.oidc.client_secret_file = None;
+    file.session.secrets_file = None;
+    file.session.redis_url_file = None;
+    file.identity.signing_key_file = None;
+
+    let secrets = checkable_secrets(&file, text, &env);
+    let printed = config::redacted_yaml(&file);
+    for secret in &secrets {
+        assert!(!printed.contains(secret.as_str()), "check-config prints a secret");
+    }
+    if let Ok(tree) = serde_yaml::from_str::<Value>(&printed) {
+        for key in secret_keys {
+            let mut node = &tree;
+            for part in key.split('.') {
+                node = node.get(part).unwrap_or(&Value::Null);
+            }
+            assert!(node.is_null() || node.as_str() == Some("<redacted>"), "{key} is printed");
+        }
+    }
+
+    match config::validate(&file, &source) {
+        Err(e) => check_error(&e, text, &secrets),
+        Ok(settings) => {
+            let debug = format!("{settings:?}");
+            for secret in &secrets {
+                assert!(!debug.contains(secret.as_str()), "Settings' Debug shows a secret");
+            }
+            assert!(!settings.public_origin.ends_with('/'));
+            assert_eq!(settings.oidc.redirect_uri, format!("{}/.trousseau/callback", settings.public_origin));
+            assert_eq!(settings.oidc.scopes.first().map(String::as_str), Some("openid"));
+            assert!(settings.session.secrets.iter().all(|s| s.len() >= crate::session::seal::MIN_SECRET_LEN));
+            crate::session::seal::Sealer::new(&settings.session.secrets).expect("validated secrets make a sealer");
+            let cookie = crate::session::cookies::CookieSettings::new(&settings.session.cookie_name, settings.secure_cookies);
+            assert!(http::HeaderValue::from_str(&format!("{}=1.x", cookie.name)).is_ok());
+            let policy = crate::policy::Policy::new(&settings.routes, &settings.organization);
+            for path in ["/", "/healthz", "/assets/a.css", "/admin/x"] {
+                let _ = policy.is_public(path);
+            }
+        }
+    }
+}
+
+/// Errors name a key of the configuration, and a line of the file when they give one, and never
+/// quote a secret.
+fn check_error(e: &ConfigError, text: &str, secrets: &[String]) {
+    let (key_paths, _) = config::key_paths();
+    match e {
+        ConfigError::Read { .. } => panic!("a file was read"),
+        ConfigError::Syntax { origin, message } => assert!(!origin.is_empty() && !message.is_empty()),
+        ConfigError::Invalid { key, line, message } => {
+            let known = key_paths.iter().any(|k| key == k || *key == format!("{k}_file"));
+            assert!(known, "error names `{key}`, not a configuration key");
+            assert!(!message.is_empty());
+            if let Some(line) = line {
+                assert!(*line >= 1 && *line <= text.lines().count(), "{key}: line {line} is not in the file");
+            }
+        }
+    }
+    let shown = e.to_string();
+    for secret in secrets {
+        assert!(!shown.contains(secret.as_str()), "a configuration error quotes a secret");
+    }
+}
+
+/// The secrets a leak check can look for: at least 8 characters, and not also written somewhere
+/// that is not secret (another value may legitimately be shown, and contain it).
+fn checkable_secrets(file: &FileConfig, text: &str, env: &[(String, String)]) -> Vec<String> {
+    let mut secrets: Vec<String> = file.session.secrets.clone();
+    secrets.extend(file.oidc.client_secret.clone());
+    if let Some(password) = file.session.redis_url.as_deref().and_then(|u| url::Url::parse(u).ok()).and_then(|u| u.password().map(String::from)) {
+        let decoded = percent_encoding::percent_decode_str(&password).decode_utf8_lossy().into_owned();
+        secrets.push(password);
+        secrets.push(decoded);
+    }
+    let mut scalars: Vec<String> = env.iter().flat_map(|(k, v)| [k.clone(), v.clone()]).collect();
+    if let Ok(tree) = serde_yaml::from_str::<Value>(text) {
+        collect_scalars(&tree, &mut scalars);
+    }
+    secrets
+        .into_iter()
+        .filter(|s| s.chars().count() >= 8)
+        .filter(|s| scalars.iter().filter(|x| x.contains(s.as_str())).count() <= 1)
+        .filter(|s| !["<redacted>", "trousseau_session", "(unparsable Redis URL)"].iter().any(|fixed| fixed.contains(s.as_str())))
+        .collect()
+}
+
+fn collect_scalars(node: &Value, out: &mut Vec<String>) {
+    match node {
+        Value::String(s) => out.push(s.clone()),
+        Value::Number(n) => out.push(n.to_string()),
+        Value::Bool(b) => out.push(b.to_string()),
+        Value::Sequence(items) => items.iter().for_each(|v| collect_scalars(v, out)),
+        Value::Mapping(map) => {
+            for (k, v) in map {
+                collect_scalars(k, out);
+                collect_scalars(v, out);
+            }
+        }
+        Value::Tagged(tagged) => collect_scalars(&tagged.value, out),
+        Value::Null => {}
+    }
+}
