@@ -46,6 +46,16 @@ pub enum ConfigError {
         /// What is wrong and what to do.
         message: String,
     },
+    /// A key set from the environment or a flag has a value that is not acceptable.
+    #[error("{key} ({origin}): {message}")]
+    InvalidOverride {
+        /// Dotted path of the key, e.g. `listen`.
+        key: String,
+        /// Where the value came from: `environment variable TROUSSEAU_PROXY_LISTEN`, `flag --listen`.
+        origin: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
 }
 
 /// A duration written as `90s`, `5m`, `12h`, `30d` (or a bare number of seconds).
@@ -454,7 +464,7 @@ pub fn load_file_config(
         ),
         None => (String::new(), "(no config file)".to_string()),
     };
-    let source = SourceText { name, text };
+    let mut source = SourceText { name, text, overrides: Vec::new() };
     let overrides: Vec<(&str, &str, &str)> = env
         .iter()
         .filter_map(|(k, v)| {
@@ -490,21 +500,46 @@ pub fn load_file_config(
     if tree.is_null() {
         tree = serde_yaml::Value::Mapping(Default::default());
     }
+    // One variable at a time, so a value that does not fit is reported against its variable
+    // (serde's message then has no key path of its own); the file alone already fitted.
+    let mut merged = file;
     for (path, var, value) in &overrides {
+        let origin = format!("environment variable {var}");
         let value = env_value(path, value).map_err(|message| ConfigError::Syntax {
-            origin: format!("environment variable {var}"),
-            message,
+            origin: origin.clone(),
+            message: if is_secret_path(path) { format!("{path}: is not valid YAML (value redacted)") } else { message },
         })?;
         set_path(&mut tree, path, value);
+        merged = serde_yaml::from_value(tree.clone()).map_err(|e| {
+            let message = e.to_string();
+            let message = if is_secret_path(path) { without_value(&message) } else { message };
+            ConfigError::Syntax { origin: origin.clone(), message: format!("{path}: {message}") }
+        })?;
+        source.overrides.push(((*path).to_string(), origin));
     }
-    let merged: FileConfig = serde_yaml::from_value(tree).map_err(|e| ConfigError::Syntax {
-        origin: format!(
-            "environment overrides ({})",
-            overrides.iter().map(|o| o.1).collect::<Vec<_>>().join(", ")
-        ),
-        message: e.to_string(),
-    })?;
     Ok((merged, source))
+}
+
+/// Whether a key path (`session.secrets`, `session.secrets[0]`) is or lies inside a secret key.
+fn is_secret_path(path: &str) -> bool {
+    SECRET_KEYS.iter().any(|key| {
+        path.strip_prefix(key).is_some_and(|rest| rest.is_empty() || rest.starts_with('[') || rest.starts_with('.'))
+    })
+}
+
+/// serde's message without the value it quotes: `invalid type: string "…", expected a sequence`
+/// becomes `invalid type: string (value redacted), expected a sequence`. Any other message is
+/// replaced whole, since it could quote the value in a way not known here.
+fn without_value(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        let Some(rest) = message.strip_prefix(prefix) else { continue };
+        // The value is quoted before serde's own `, expected …`, so the last one is serde's.
+        let Some((unexpected, expected)) = rest.rsplit_once(", expected ") else { continue };
+        let kind = unexpected.split(['"', '`', '\'']).next().unwrap_or("").trim();
+        let kind = if !kind.is_empty() && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b' ') { kind } else { "value" };
+        return format!("{prefix}{kind} (value redacted), expected {expected}");
+    }
+    "this value does not fit the key (value redacted)".into()
 }
 
 fn yaml_error(source: &SourceText, e: serde_yaml::Error) -> ConfigError {
@@ -512,11 +547,17 @@ fn yaml_error(source: &SourceText, e: serde_yaml::Error) -> ConfigError {
         Some(loc) => format!("{} line {} column {}", source.name, loc.line(), loc.column()),
         None => source.name.clone(),
     };
-    // serde_yaml appends "at line N column M" itself; keep the message focused on the key.
+    // serde_yaml appends "at line N column M" itself (last, after any quoted value); keep the
+    // message focused on the key.
     let message = e.to_string();
-    let message = match message.find(" at line ") {
+    let message = match message.rfind(" at line ") {
         Some(i) => message[..i].to_string(),
         None => message,
+    };
+    // `session.secrets: invalid type: string "<the secret>", …`: name the key, never the value.
+    let message = match message.split_once(": ") {
+        Some((path, rest)) if is_secret_path(path) => format!("{path}: {}", without_value(rest)),
+        _ => message,
     };
     ConfigError::Syntax { origin, message }
 }
@@ -566,16 +607,32 @@ fn set_path(tree: &mut serde_yaml::Value, path: &str, value: serde_yaml::Value) 
     }
 }
 
-/// The text of the configuration file, kept to point validation errors at lines.
+/// The text of the configuration file, kept to point validation errors at lines, and which keys
+/// the environment or a flag set instead (an error about those names the variable, not a line).
 #[derive(Clone, Debug, Default)]
 pub struct SourceText {
     /// File name for messages.
     pub name: String,
     /// Whole text.
     pub text: String,
+    /// Key paths set by an environment variable or a flag, with where: `("listen", "environment
+    /// variable TROUSSEAU_PROXY_LISTEN")`. A later entry for the same key wins (flags come last).
+    pub overrides: Vec<(String, String)>,
 }
 
 impl SourceText {
+    /// The error for `key`, pointing at where its value came from: the environment variable or
+    /// flag that set it, else its line in the file.
+    pub fn invalid(&self, key: &str, message: String) -> ConfigError {
+        let set_by = self.overrides.iter().rev().find(|(path, _)| {
+            key == path || key.strip_prefix(path.as_str()).is_some_and(|rest| rest.starts_with('.'))
+        });
+        match set_by {
+            Some((_, origin)) => ConfigError::InvalidOverride { key: key.to_string(), origin: origin.clone(), message },
+            None => ConfigError::Invalid { key: key.to_string(), line: self.line_of(key), message },
+        }
+    }
+
     /// The 1-based line where a dotted key path is written, if it is in the file.
     pub fn line_of(&self, path: &str) -> Option<usize> {
         let mut want = path.split('.').peekable();
@@ -763,12 +820,14 @@ pub fn load(
     env: &[(String, String)],
     flags: &Flags,
 ) -> Result<(Settings, FileConfig), ConfigError> {
-    let (mut file, source) = load_file_config(path, env)?;
+    let (mut file, mut source) = load_file_config(path, env)?;
     if let Some(listen) = &flags.listen {
         file.listen = Some(listen.clone());
+        source.overrides.push(("listen".into(), "flag --listen".into()));
     }
     if let Some(upstream) = &flags.upstream {
         file.upstream = Some(upstream.clone());
+        source.overrides.push(("upstream".into(), "flag --upstream".into()));
     }
     let settings = validate(&file, &source)?;
     Ok((settings, file))
@@ -776,11 +835,7 @@ pub fn load(
 
 /// Turns the raw config into [`Settings`], checking every key.
 pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, ConfigError> {
-    let invalid = |key: &str, message: String| ConfigError::Invalid {
-        key: key.to_string(),
-        line: source.line_of(key),
-        message,
-    };
+    let invalid = |key: &str, message: String| source.invalid(key, message);
     let listen_text = file.listen.as_deref().unwrap_or("127.0.0.1:4180");
     let listen: SocketAddr = listen_text
         .parse()
@@ -840,6 +895,10 @@ pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, Conf
         source,
     )?
     .ok_or_else(|| invalid("oidc.client_secret", "is required (or oidc.client_secret_file)".into()))?;
+    if client_secret.trim().is_empty() {
+        let key = if file.oidc.client_secret_file.is_some() { "oidc.client_secret_file" } else { "oidc.client_secret" };
+        return Err(invalid(key, "is empty: Trousseau needs the client secret of the application".into()));
+    }
     if !file.oidc.scopes.iter().any(|s| s == "openid") {
         return Err(invalid("oidc.scopes", "must include `openid`".into()));
     }
@@ -1043,18 +1102,11 @@ fn secret_value(
     source: &SourceText,
 ) -> Result<Option<String>, ConfigError> {
     match (inline, file) {
-        (Some(_), Some(_)) => Err(ConfigError::Invalid {
-            key: key.into(),
-            line: source.line_of(key),
-            message: format!("set either {key} or {key}_file, not both"),
-        }),
+        (Some(_), Some(_)) => Err(source.invalid(key, format!("set either {key} or {key}_file, not both"))),
         (Some(v), None) => Ok(Some(v.to_string())),
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
-                key: format!("{key}_file"),
-                line: source.line_of(&format!("{key}_file")),
-                message: format!("cannot read `{path}`: {e}"),
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| source.invalid(&format!("{key}_file"), format!("cannot read `{path}`: {e}")))?;
             Ok(Some(text.trim_end_matches(['\r', '\n']).to_string()))
         }
         (None, None) => Ok(None),
@@ -1231,6 +1283,80 @@ mod tests {
         // From the environment too.
         let s = load_text(&minimal(), &[("TROUSSEAU_PROXY_SESSION_REDIS_URL", "redis://127.0.0.1:6379"), ("TROUSSEAU_PROXY_SESSION_REVOCATION_STALENESS", "250ms")]).unwrap();
         assert_eq!(s.session.revocation_staleness, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn a_secret_of_the_wrong_type_is_named_never_quoted() {
+        const LEAK: &str = "c3VwZXItc2VjcmV0LXZhbHVlLXRoYXQtbXVzdC1ub3QtbGVhaw";
+        let string_for_list = minimal().replace(&format!("[\"{SECRET}\"]"), &format!("\"{LEAK}\""));
+        let number_for_list = minimal().replace(&format!("[\"{SECRET}\"]"), "987654321987");
+        let list_for_string = minimal().replace("client_secret: s3cr3t", &format!("client_secret: [{LEAK}]"));
+        let tricky = minimal().replace(&format!("[\"{SECRET}\"]"), &format!("\"{LEAK}, expected x at line 3\""));
+        for (text, key, leak) in [
+            (string_for_list, "session.secrets", LEAK),
+            (number_for_list, "session.secrets", "987654321987"),
+            (list_for_string, "oidc.client_secret", LEAK),
+            (tricky, "session.secrets", LEAK),
+        ] {
+            let err = load_text(&text, &[]).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains("line") && err.contains("redacted"), "{err}");
+            assert!(!err.contains(leak) && !err.contains(&leak[..12]), "{err}");
+        }
+        // From the environment: the variable is named, the value is not.
+        for (var, value) in [
+            ("TROUSSEAU_PROXY_SESSION_SECRETS", "[1234567.25]"),
+            ("TROUSSEAU_PROXY_SESSION_SECRETS", "[{k: 1234567.25}]"),
+        ] {
+            let err = load_text(&minimal(), &[(var, value)]).unwrap_err().to_string();
+            assert!(err.contains(var) && err.contains("redacted"), "{err}");
+            assert!(!err.contains("1234567"), "{err}");
+        }
+        let err = load_text(&minimal(), &[("TROUSSEAU_PROXY_SESSION_REDIS_URL", "[1234567.25]")]).unwrap_err().to_string();
+        assert!(err.contains("TROUSSEAU_PROXY_SESSION_REDIS_URL") && !err.contains("1234567"), "{err}");
+        // Other keys keep their value in the message: it helps, and it is not secret.
+        let err = load_text(&minimal(), &[("TROUSSEAU_PROXY_ROUTES_PUBLIC", "[{a: b}]")]).unwrap_err().to_string();
+        assert!(err.contains("TROUSSEAU_PROXY_ROUTES_PUBLIC") && err.contains("routes.public"), "{err}");
+    }
+
+    #[test]
+    fn a_secret_that_looks_like_a_number_stays_as_written() {
+        for secret in ["123456789", "0x1F", "1e3", "1_000", "-0"] {
+            let s = load_text(&minimal().replace("client_secret: s3cr3t", &format!("client_secret: {secret}")), &[]).unwrap();
+            assert_eq!(s.oidc.client_secret, secret);
+        }
+    }
+
+    #[test]
+    fn an_empty_client_secret_is_refused() {
+        for text in [minimal().replace("client_secret: s3cr3t", "client_secret: \"\""), minimal().replace("client_secret: s3cr3t", "client_secret: \"  \"")] {
+            let err = load_text(&text, &[]).unwrap_err().to_string();
+            assert!(err.starts_with("oidc.client_secret (line 6)") && err.contains("empty"), "{err}");
+        }
+        let err = load_text(&minimal(), &[("TROUSSEAU_PROXY_OIDC_CLIENT_SECRET", "")]).unwrap_err().to_string();
+        assert!(err.starts_with("oidc.client_secret (environment variable TROUSSEAU_PROXY_OIDC_CLIENT_SECRET)"), "{err}");
+        let path = std::env::temp_dir().join(format!("tp-empty-secret-{}", std::process::id()));
+        std::fs::write(&path, "\n").unwrap();
+        let text = minimal().replace("client_secret: s3cr3t", &format!("client_secret_file: {}", path.display()));
+        let err = load_text(&text, &[]).unwrap_err().to_string();
+        let _ = std::fs::remove_file(path);
+        assert!(err.starts_with("oidc.client_secret_file (line 6)") && err.contains("empty"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_value_from_the_environment_or_a_flag_names_it_not_the_file_line() {
+        let err = load_text(&minimal(), &[("TROUSSEAU_PROXY_LISTEN", "nonsense")]).unwrap_err().to_string();
+        assert!(err.starts_with("listen (environment variable TROUSSEAU_PROXY_LISTEN)"), "{err}");
+        let err = load_text(&minimal(), &[("TROUSSEAU_PROXY_UPSTREAM", "ftp://x")]).unwrap_err().to_string();
+        assert!(err.starts_with("upstream (environment variable TROUSSEAU_PROXY_UPSTREAM)") && !err.contains("line 2"), "{err}");
+        let path = std::env::temp_dir().join(format!("tp-flag-{}", std::process::id()));
+        std::fs::write(&path, minimal()).unwrap();
+        let flags = Flags { listen: Some("nowhere".into()), upstream: None };
+        let err = load(Some(&path), &[("TROUSSEAU_PROXY_LISTEN".into(), "0.0.0.0:1".into())], &flags).unwrap_err().to_string();
+        let _ = std::fs::remove_file(path);
+        assert!(err.starts_with("listen (flag --listen)"), "{err}");
+        // A key of the file still gets its line.
+        let err = load_text(&minimal().replace("upstream: http://127.0.0.1:8080", "upstream: ftp://x"), &[("TROUSSEAU_PROXY_LISTEN", "0.0.0.0:1")]).unwrap_err().to_string();
+        assert!(err.starts_with("upstream (line 2)"), "{err}");
     }
 
     #[test]
