@@ -239,6 +239,9 @@ pub struct OidcConfig {
     pub ca_file: Option<String>,
     /// Timeout of one call to Trousseau.
     pub timeout: HumanDuration,
+    /// At most one forced re-fetch of Trousseau's keys (JWKS) per this interval, when a token
+    /// names an unknown key id; counted from the last attempt, failed ones included.
+    pub jwks_refetch_interval: HumanDuration,
 }
 
 impl Default for OidcConfig {
@@ -252,6 +255,7 @@ impl Default for OidcConfig {
             post_logout_redirect_uri: None,
             ca_file: None,
             timeout: HumanDuration(Duration::from_secs(10)),
+            jwks_refetch_interval: HumanDuration(Duration::from_secs(60)),
         }
     }
 }
@@ -406,6 +410,7 @@ const KEY_PATHS: &[&str] = &[
     "oidc.post_logout_redirect_uri",
     "oidc.ca_file",
     "oidc.timeout",
+    "oidc.jwks_refetch_interval",
     "session.secrets",
     "session.secrets_file",
     "session.cookie_name",
@@ -717,6 +722,8 @@ pub struct OidcSettings {
     pub ca_file: Option<PathBuf>,
     /// Timeout of one IdP call.
     pub timeout: Duration,
+    /// Least time between two forced JWKS fetches (unknown `kid`).
+    pub jwks_refetch_interval: Duration,
 }
 
 impl fmt::Debug for OidcSettings {
@@ -915,6 +922,10 @@ pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, Conf
         }
         None => format!("{public_origin}/"),
     };
+    let jwks_refetch_interval = file.oidc.jwks_refetch_interval.0;
+    if jwks_refetch_interval < Duration::from_secs(1) || jwks_refetch_interval > Duration::from_secs(3600) {
+        return Err(invalid("oidc.jwks_refetch_interval", "must be between 1s and 1h (default 1m)".into()));
+    }
     let oidc = OidcSettings {
         issuer,
         client_id: client_id.clone(),
@@ -924,6 +935,7 @@ pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, Conf
         post_logout_redirect_uri,
         ca_file: file.oidc.ca_file.as_ref().map(PathBuf::from),
         timeout: file.oidc.timeout.0,
+        jwks_refetch_interval,
     };
 
     // Session

@@ -444,7 +444,7 @@ impl App {
             (&Method::GET | &Method::POST, "logout") => self.logout(&req, ctx).await,
             (_, "auth") => self.forward_auth(req, ctx).await,
             (_, e) if e.starts_with("auth/") => self.forward_auth(req, ctx).await,
-            (&Method::POST, "backchannel-logout") => self.backchannel_logout(req).await,
+            (&Method::POST, "backchannel-logout") => self.backchannel_logout(req, ctx).await,
             (&Method::GET | &Method::HEAD, "organizations") => self.organizations_page(&req, ctx).await,
             (&Method::POST, "organizations") => self.choose_organization(req, ctx).await,
             (&Method::GET | &Method::HEAD, "userinfo") => match self.load_session(&ctx.cookies).await {
@@ -561,9 +561,11 @@ impl App {
 
     /// `POST /.trousseau/backchannel-logout`: Trousseau ends a session server-to-server. The
     /// logout token is verified, its `jti` may be used once, and every session of that `sid`
-    /// (or `sub`) is no session from its next request on — cookie sessions included.
-    async fn backchannel_logout(&self, req: Request<Incoming>) -> Response<Body> {
+    /// (or `sub`) is no session from its next request on — cookie sessions included. A refusal
+    /// is the sender's fault: 400, and a rate-limited WARN line naming the sender's address.
+    async fn backchannel_logout(&self, req: Request<Incoming>, ctx: &RequestCtx) -> Response<Body> {
         let bad = |description: &str| {
+            self.oidc.logout_refusals().refused(ctx.peer.ip(), &description);
             answer::json(StatusCode::BAD_REQUEST, &serde_json::json!({"error": "invalid_request", "error_description": description}))
         };
         let form = match http_body_util::BodyExt::collect(http_body_util::Limited::new(req.into_body(), 64 * 1024)).await {
@@ -577,17 +579,16 @@ impl App {
         };
         let logout = match self.oidc.verify_logout_token(&token).await {
             Ok(logout) => logout,
-            Err(e) => {
-                tracing::warn!(error = %e, "back-channel logout refused");
-                return bad(&e.to_string());
+            Err(crate::oidc::LogoutTokenError::Oidc(e)) => {
+                // Trousseau's configuration is not loaded yet: ours to fix, and Trousseau may retry.
+                tracing::warn!(error = %e, "back-channel logout cannot be verified yet: answering 503");
+                return answer::unavailable(false, Lang::En);
             }
+            Err(e) => return bad(&e.to_string()),
         };
         match self.revocations.revoke(&logout.jti, logout.sid.as_deref(), logout.sub.as_deref(), now_secs()).await {
             Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!("back-channel logout refused: replayed jti");
-                return bad("logout token already used");
-            }
+            Ok(false) => return bad("logout token already used"),
             Err(e) => {
                 // Not recorded, so not accepted: Trousseau may send it again.
                 tracing::error!(error = %e, "back-channel logout could not be recorded: answering 503");

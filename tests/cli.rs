@@ -271,3 +271,51 @@ fn an_empty_client_secret_and_a_bad_listen_variable_are_named_where_they_come_fr
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("listen (flag --listen)"), "{out}");
 }
+
+#[tokio::test]
+async fn refused_logout_tokens_are_logged_once_per_interval_naming_the_sender() {
+    let dir = std::env::temp_dir().join(format!("tp-cli-refusals-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log_path = dir.join("stderr.log");
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let mut dev = Running(
+        Command::new(BIN)
+            .args(["dev", "--log-format", "json", "--listen", &format!("127.0.0.1:{port}")])
+            .env_remove("RUST_LOG")
+            .env_remove("TROUSSEAU_PROXY_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .expect("start trousseau-proxy"),
+    );
+    wait_ready(&origin).await;
+    // Anyone can POST logout tokens: 40 forgeries, each refused with 400.
+    let mut b = Browser::new(&origin);
+    for i in 0..40 {
+        let body = bytes::Bytes::from(format!("logout_token=forged.{i}.token"));
+        let r = b.request(http::Method::POST, "/.trousseau/backchannel-logout", &[("content-type", "application/x-www-form-urlencoded")], body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    }
+    let terminated = Command::new("kill").args(["-TERM", &dev.0.id().to_string()]).status().unwrap();
+    assert!(terminated.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while dev.0.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "no exit within 30 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let refusals: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| l.starts_with('{') && l.contains("back-channel logout refused"))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(refusals.len(), 1, "one line for a burst of refusals, not one each:\n{log}");
+    let line = &refusals[0];
+    assert_eq!(line["level"], "WARN", "{line}");
+    assert_eq!(line["client"], "127.0.0.1", "the sender is named: {line}");
+    assert!(line["reason"].as_str().is_some_and(|r| r.contains("malformed")), "{line}");
+    assert!(!log.contains("forged."), "the token itself never reaches the log");
+}
