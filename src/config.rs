@@ -180,11 +180,16 @@ pub struct ApiConfig {
     /// `off` (default) or `userinfo`: accept `Authorization: Bearer <access token>`, resolved
     /// through Trousseau's userinfo endpoint (cached).
     pub bearer: String,
+    /// New (uncached) bearer tokens this replica may check with Trousseau per second, in bursts of
+    /// as many; beyond, 503 with `Retry-After`. Cached tokens never count.
+    pub introspections_per_second: u32,
+    /// Bearer token checks this replica may have in progress at Trousseau at once.
+    pub introspections_in_flight: u32,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { bearer: "off".into() }
+        ApiConfig { bearer: "off".into(), introspections_per_second: 10, introspections_in_flight: 10 }
     }
 }
 
@@ -435,6 +440,8 @@ const KEY_PATHS: &[&str] = &[
     "routes.public",
     "routes.rules",
     "api.bearer",
+    "api.introspections_per_second",
+    "api.introspections_in_flight",
 ];
 
 /// Keys whose value is a list: from the environment they take YAML flow syntax (`[a, b]`) or a
@@ -447,6 +454,9 @@ const LIST_KEYS: &[&str] = &[
     "routes.public",
     "identity.signing_key_file",
 ];
+
+/// Keys whose value is a number: from the environment, `20` is that number, not the text "20".
+const NUMBER_KEYS: &[&str] = &["api.introspections_per_second", "api.introspections_in_flight"];
 
 /// Environment variables with our prefix that are not configuration keys.
 const NON_KEY_VARS: &[&str] = &["TROUSSEAU_PROXY_CONFIG", "TROUSSEAU_PROXY_LOG"];
@@ -587,7 +597,8 @@ fn env_value(path: &str, value: &str) -> Result<serde_yaml::Value, String> {
             if path.ends_with("preserve_host")
                 || path.ends_with("trust_forwarded_headers")
                 || path.ends_with("pass_access_token")
-                || path.ends_with("required") =>
+                || path.ends_with("required")
+                || NUMBER_KEYS.contains(&path) =>
         {
             Ok(v)
         }
@@ -701,6 +712,17 @@ pub struct Settings {
     pub routes: RoutesConfig,
     /// Accept `Authorization: Bearer` access tokens (resolved via userinfo).
     pub bearer_userinfo: bool,
+    /// How many bearer token checks Trousseau gets from this replica.
+    pub bearer_limits: BearerLimits,
+}
+
+/// Validated `api.introspections_*`: the cap on bearer token checks sent to Trousseau.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BearerLimits {
+    /// Checks per second (the bucket refills at this rate and holds as many).
+    pub per_second: u32,
+    /// Checks in progress at once.
+    pub in_flight: u32,
 }
 
 /// Validated `oidc:`.
@@ -1058,6 +1080,13 @@ pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, Conf
         "userinfo" => true,
         other => return Err(invalid("api.bearer", format!("`{other}`: use off or userinfo"))),
     };
+    let bearer_limits = BearerLimits { per_second: file.api.introspections_per_second, in_flight: file.api.introspections_in_flight };
+    if !(1..=10_000).contains(&bearer_limits.per_second) {
+        return Err(invalid("api.introspections_per_second", "must be between 1 and 10000 (default 10)".into()));
+    }
+    if !(1..=1_000).contains(&bearer_limits.in_flight) {
+        return Err(invalid("api.introspections_in_flight", "must be between 1 and 1000 (default 10)".into()));
+    }
 
     for (i, p) in file.routes.public.iter().enumerate() {
         if !p.starts_with('/') {
@@ -1084,6 +1113,7 @@ pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, Conf
         organization: file.organization.clone(),
         routes: file.routes.clone(),
         bearer_userinfo,
+        bearer_limits,
     })
 }
 
@@ -1369,6 +1399,20 @@ mod tests {
         // A key of the file still gets its line.
         let err = load_text(&minimal().replace("upstream: http://127.0.0.1:8080", "upstream: ftp://x"), &[("TROUSSEAU_PROXY_LISTEN", "0.0.0.0:1")]).unwrap_err().to_string();
         assert!(err.starts_with("upstream (line 2)"), "{err}");
+    }
+
+    #[test]
+    fn bearer_check_limits_default_to_ten_and_are_bounded() {
+        let s = load_text(&minimal(), &[]).unwrap();
+        assert_eq!(s.bearer_limits, BearerLimits { per_second: 10, in_flight: 10 });
+        let s = load_text(&(minimal() + "api:\n  introspections_per_second: 50\n"), &[("TROUSSEAU_PROXY_API_INTROSPECTIONS_IN_FLIGHT", "4")]).unwrap();
+        assert_eq!(s.bearer_limits, BearerLimits { per_second: 50, in_flight: 4 });
+        let err = load_text(&(minimal() + "api:\n  introspections_per_second: 0\n"), &[]).unwrap_err().to_string();
+        assert!(err.starts_with("api.introspections_per_second (line 10)"), "{err}");
+        let err = load_text(&minimal(), &[("TROUSSEAU_PROXY_API_INTROSPECTIONS_IN_FLIGHT", "0")]).unwrap_err().to_string();
+        assert!(err.starts_with("api.introspections_in_flight (environment variable"), "{err}");
+        let err = load_text(&minimal(), &[("TROUSSEAU_PROXY_OIDC_JWKS_REFETCH_INTERVAL", "0s")]).unwrap_err().to_string();
+        assert!(err.contains("oidc.jwks_refetch_interval"), "{err}");
     }
 
     #[test]

@@ -895,6 +895,12 @@ pub struct Introspection {
     pub for_us: bool,
     /// The user it speaks for, when the answer says.
     pub sub: Option<String>,
+    /// Trousseau's session the token belongs to (Authentik answers with the ID token's claims,
+    /// `sid` among them), matched by back-channel logout.
+    pub sid: Option<String>,
+    /// When the user authenticated (`auth_time`), else when the token was issued (`iat`), in unix
+    /// seconds: a back-channel logout by `sub` ends what began before it.
+    pub since: Option<u64>,
 }
 
 /// The members of an introspection answer we read; the rest is ignored. A member of the wrong
@@ -909,6 +915,13 @@ struct IntrospectionAnswer {
     aud: Option<serde_json::Value>,
     #[serde(default)]
     sub: Option<String>,
+    /// Read leniently (any type, ignored when not what we expect): they only ever narrow access.
+    #[serde(default)]
+    sid: Option<serde_json::Value>,
+    #[serde(default)]
+    auth_time: Option<serde_json::Value>,
+    #[serde(default)]
+    iat: Option<serde_json::Value>,
 }
 
 impl Oidc {
@@ -965,10 +978,14 @@ impl Oidc {
             Some(serde_json::Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(ours)),
             _ => false,
         };
+        let sid = answer.sid.as_ref().and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(String::from);
+        let since = [&answer.auth_time, &answer.iat].into_iter().find_map(|v| v.as_ref().and_then(serde_json::Value::as_u64));
         Ok(Introspection {
             active: answer.active,
             for_us: answer.client_id.as_deref() == Some(ours) || aud_ok,
             sub: answer.sub,
+            sid,
+            since,
         })
     }
 }

@@ -172,7 +172,7 @@ impl App {
         if let Some(redis) = &redis {
             tracing::info!(redis = %redis.display(), store = ?settings.session.store, revocations = ?settings.session.revocations, "sharing state with the other replicas through Redis");
         }
-        let bearer = settings.bearer_userinfo.then(|| BearerAuth::new(oidc.clone()));
+        let bearer = settings.bearer_userinfo.then(|| BearerAuth::new(oidc.clone(), settings.bearer_limits));
         if bearer.is_some() {
             tracing::info!(
                 "api.bearer: userinfo: bearer tokens must be issued to this client (checked by token introspection); \
@@ -365,7 +365,10 @@ impl App {
     }
 
     /// `Authorization: Bearer <Trousseau access token>` from an API client, when `api.bearer:
-    /// userinfo` is on and no session cookie came along. `None`: not a bearer request.
+    /// userinfo` is on and no session cookie came along. `None`: not a bearer request. A token
+    /// whose Trousseau session (`sid`) or user (`sub`, session begun before) was ended by a
+    /// back-channel logout is refused like a session cookie would be — on every replica with
+    /// `session.revocations: redis`.
     async fn bearer_request(&self, req: &Request<Incoming>, ctx: &mut RequestCtx) -> Option<Result<Session, Response<Body>>> {
         let bearer = self.bearer.as_ref()?;
         if self.codec.cookie().read_chunked(&ctx.cookies).is_some() {
@@ -374,12 +377,28 @@ impl App {
         let token = BearerAuth::token(req.headers().get(header::AUTHORIZATION)?)?;
         Some(match bearer.resolve(token).await {
             BearerOutcome::Valid(mut session) => {
+                match self.revocations.is_revoked(&session).await {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        bearer.forget(token).await;
+                        return Some(Err(answer::invalid_bearer()));
+                    }
+                    Err(e) => return Some(Err(self.store_unavailable(req, &e))),
+                }
                 session.org = self.policy.auto_select(&session);
                 ctx.sub = Some(session.identity.sub.clone());
                 Ok(*session)
             }
             BearerOutcome::Invalid => Err(answer::invalid_bearer()),
             BearerOutcome::Unavailable => Err(answer::unavailable(false, self.lang(req, None))),
+            BearerOutcome::Throttled(retry_after) => {
+                let mut r = answer::json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({"error": "token_checks_throttled", "error_description": "Too many new access tokens to check with Trousseau right now; retry shortly."}),
+                );
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs()));
+                Err(r)
+            }
         })
     }
 
@@ -594,6 +613,10 @@ impl App {
                 tracing::error!(error = %e, "back-channel logout could not be recorded: answering 503");
                 return answer::store_unavailable(false, Lang::En);
             }
+        }
+        if let Some(bearer) = &self.bearer {
+            // Also checked on every bearer request; dropping them now frees them at once.
+            bearer.forget_sessions(logout.sid.as_deref(), logout.sub.as_deref(), now_secs());
         }
         self.metrics.backchannel_revocation();
         tracing::info!(sid = logout.sid.as_deref().unwrap_or("-"), sub = logout.sub.as_deref().unwrap_or("-"), "back-channel logout: sessions ended");
