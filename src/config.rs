@@ -46,6 +46,16 @@ pub enum ConfigError {
         /// What is wrong and what to do.
         message: String,
     },
+    /// A key set from the environment or a flag has a value that is not acceptable.
+    #[error("{key} ({origin}): {message}")]
+    InvalidOverride {
+        /// Dotted path of the key, e.g. `listen`.
+        key: String,
+        /// Where the value came from: `environment variable TROUSSEAU_PROXY_LISTEN`, `flag --listen`.
+        origin: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
 }
 
 /// A duration written as `90s`, `5m`, `12h`, `30d` (or a bare number of seconds).
@@ -170,11 +180,16 @@ pub struct ApiConfig {
     /// `off` (default) or `userinfo`: accept `Authorization: Bearer <access token>`, resolved
     /// through Trousseau's userinfo endpoint (cached).
     pub bearer: String,
+    /// New (uncached) bearer tokens this replica may check with Trousseau per second, in bursts of
+    /// as many; beyond, 503 with `Retry-After`. Cached tokens never count.
+    pub introspections_per_second: u32,
+    /// Bearer token checks this replica may have in progress at Trousseau at once.
+    pub introspections_in_flight: u32,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { bearer: "off".into() }
+        ApiConfig { bearer: "off".into(), introspections_per_second: 10, introspections_in_flight: 10 }
     }
 }
 
@@ -229,6 +244,9 @@ pub struct OidcConfig {
     pub ca_file: Option<String>,
     /// Timeout of one call to Trousseau.
     pub timeout: HumanDuration,
+    /// At most one forced re-fetch of Trousseau's keys (JWKS) per this interval, when a token
+    /// names an unknown key id; counted from the last attempt, failed ones included.
+    pub jwks_refetch_interval: HumanDuration,
 }
 
 impl Default for OidcConfig {
@@ -242,6 +260,7 @@ impl Default for OidcConfig {
             post_logout_redirect_uri: None,
             ca_file: None,
             timeout: HumanDuration(Duration::from_secs(10)),
+            jwks_refetch_interval: HumanDuration(Duration::from_secs(60)),
         }
     }
 }
@@ -396,6 +415,7 @@ const KEY_PATHS: &[&str] = &[
     "oidc.post_logout_redirect_uri",
     "oidc.ca_file",
     "oidc.timeout",
+    "oidc.jwks_refetch_interval",
     "session.secrets",
     "session.secrets_file",
     "session.cookie_name",
@@ -420,6 +440,8 @@ const KEY_PATHS: &[&str] = &[
     "routes.public",
     "routes.rules",
     "api.bearer",
+    "api.introspections_per_second",
+    "api.introspections_in_flight",
 ];
 
 /// Keys whose value is a list: from the environment they take YAML flow syntax (`[a, b]`) or a
@@ -432,6 +454,9 @@ const LIST_KEYS: &[&str] = &[
     "routes.public",
     "identity.signing_key_file",
 ];
+
+/// Keys whose value is a number: from the environment, `20` is that number, not the text "20".
+const NUMBER_KEYS: &[&str] = &["api.introspections_per_second", "api.introspections_in_flight"];
 
 /// Environment variables with our prefix that are not configuration keys.
 const NON_KEY_VARS: &[&str] = &["TROUSSEAU_PROXY_CONFIG", "TROUSSEAU_PROXY_LOG"];
@@ -461,13 +486,13 @@ pub fn load_file_config(
         ),
         None => (String::new(), "(no config file)".to_string()),
     };
-    parse_file_config(SourceText { name, text }, env)
+    parse_file_config(SourceText { name, text, overrides: Vec::new() }, env)
 }
 
 /// [`load_file_config`] once the file is read: parses `source` and applies the environment
 /// overrides of `env`.
 pub fn parse_file_config(
-    source: SourceText,
+    mut source: SourceText,
     env: &[(String, String)],
 ) -> Result<(FileConfig, SourceText), ConfigError> {
     let overrides: Vec<(&str, &str, &str)> = env
@@ -505,21 +530,46 @@ pub fn parse_file_config(
     if tree.is_null() {
         tree = serde_yaml::Value::Mapping(Default::default());
     }
+    // One variable at a time, so a value that does not fit is reported against its variable
+    // (serde's message then has no key path of its own); the file alone already fitted.
+    let mut merged = file;
     for (path, var, value) in &overrides {
+        let origin = format!("environment variable {var}");
         let value = env_value(path, value).map_err(|message| ConfigError::Syntax {
-            origin: format!("environment variable {var}"),
-            message,
+            origin: origin.clone(),
+            message: if is_secret_path(path) { format!("{path}: is not valid YAML (value redacted)") } else { message },
         })?;
         set_path(&mut tree, path, value);
+        merged = serde_yaml::from_value(tree.clone()).map_err(|e| {
+            let message = e.to_string();
+            let message = if is_secret_path(path) { without_value(&message) } else { message };
+            ConfigError::Syntax { origin: origin.clone(), message: format!("{path}: {message}") }
+        })?;
+        source.overrides.push(((*path).to_string(), origin));
     }
-    let merged: FileConfig = serde_yaml::from_value(tree).map_err(|e| ConfigError::Syntax {
-        origin: format!(
-            "environment overrides ({})",
-            overrides.iter().map(|o| o.1).collect::<Vec<_>>().join(", ")
-        ),
-        message: e.to_string(),
-    })?;
     Ok((merged, source))
+}
+
+/// Whether a key path (`session.secrets`, `session.secrets[0]`) is or lies inside a secret key.
+fn is_secret_path(path: &str) -> bool {
+    SECRET_KEYS.iter().any(|key| {
+        path.strip_prefix(key).is_some_and(|rest| rest.is_empty() || rest.starts_with('[') || rest.starts_with('.'))
+    })
+}
+
+/// serde's message without the value it quotes: `invalid type: string "…", expected a sequence`
+/// becomes `invalid type: string (value redacted), expected a sequence`. Any other message is
+/// replaced whole, since it could quote the value in a way not known here.
+fn without_value(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        let Some(rest) = message.strip_prefix(prefix) else { continue };
+        // The value is quoted before serde's own `, expected …`, so the last one is serde's.
+        let Some((unexpected, expected)) = rest.rsplit_once(", expected ") else { continue };
+        let kind = unexpected.split(['"', '`', '\'']).next().unwrap_or("").trim();
+        let kind = if !kind.is_empty() && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b' ') { kind } else { "value" };
+        return format!("{prefix}{kind} (value redacted), expected {expected}");
+    }
+    "this value does not fit the key (value redacted)".into()
 }
 
 fn yaml_error(source: &SourceText, e: serde_yaml::Error) -> ConfigError {
@@ -527,11 +577,17 @@ fn yaml_error(source: &SourceText, e: serde_yaml::Error) -> ConfigError {
         Some(loc) => format!("{} line {} column {}", source.name, loc.line(), loc.column()),
         None => source.name.clone(),
     };
-    // serde_yaml appends "at line N column M" itself; keep the message focused on the key.
+    // serde_yaml appends "at line N column M" itself (last, after any quoted value); keep the
+    // message focused on the key.
     let message = e.to_string();
-    let message = match message.find(" at line ") {
+    let message = match message.rfind(" at line ") {
         Some(i) => message[..i].to_string(),
         None => message,
+    };
+    // `session.secrets: invalid type: string "<the secret>", …`: name the key, never the value.
+    let message = match message.split_once(": ") {
+        Some((path, rest)) if is_secret_path(path) => format!("{path}: {}", without_value(rest)),
+        _ => message,
     };
     ConfigError::Syntax { origin, message }
 }
@@ -556,7 +612,8 @@ fn env_value(path: &str, value: &str) -> Result<serde_yaml::Value, String> {
             if path.ends_with("preserve_host")
                 || path.ends_with("trust_forwarded_headers")
                 || path.ends_with("pass_access_token")
-                || path.ends_with("required") =>
+                || path.ends_with("required")
+                || NUMBER_KEYS.contains(&path) =>
         {
             Ok(v)
         }
@@ -581,16 +638,32 @@ fn set_path(tree: &mut serde_yaml::Value, path: &str, value: serde_yaml::Value) 
     }
 }
 
-/// The text of the configuration file, kept to point validation errors at lines.
+/// The text of the configuration file, kept to point validation errors at lines, and which keys
+/// the environment or a flag set instead (an error about those names the variable, not a line).
 #[derive(Clone, Debug, Default)]
 pub struct SourceText {
     /// File name for messages.
     pub name: String,
     /// Whole text.
     pub text: String,
+    /// Key paths set by an environment variable or a flag, with where: `("listen", "environment
+    /// variable TROUSSEAU_PROXY_LISTEN")`. A later entry for the same key wins (flags come last).
+    pub overrides: Vec<(String, String)>,
 }
 
 impl SourceText {
+    /// The error for `key`, pointing at where its value came from: the environment variable or
+    /// flag that set it, else its line in the file.
+    pub fn invalid(&self, key: &str, message: String) -> ConfigError {
+        let set_by = self.overrides.iter().rev().find(|(path, _)| {
+            key == path || key.strip_prefix(path.as_str()).is_some_and(|rest| rest.starts_with('.'))
+        });
+        match set_by {
+            Some((_, origin)) => ConfigError::InvalidOverride { key: key.to_string(), origin: origin.clone(), message },
+            None => ConfigError::Invalid { key: key.to_string(), line: self.line_of(key), message },
+        }
+    }
+
     /// The 1-based line where a dotted key path is written, if it is in the file.
     pub fn line_of(&self, path: &str) -> Option<usize> {
         let mut want = path.split('.').peekable();
@@ -654,6 +727,17 @@ pub struct Settings {
     pub routes: RoutesConfig,
     /// Accept `Authorization: Bearer` access tokens (resolved via userinfo).
     pub bearer_userinfo: bool,
+    /// How many bearer token checks Trousseau gets from this replica.
+    pub bearer_limits: BearerLimits,
+}
+
+/// Validated `api.introspections_*`: the cap on bearer token checks sent to Trousseau.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BearerLimits {
+    /// Checks per second (the bucket refills at this rate and holds as many).
+    pub per_second: u32,
+    /// Checks in progress at once.
+    pub in_flight: u32,
 }
 
 /// Validated `oidc:`.
@@ -675,6 +759,8 @@ pub struct OidcSettings {
     pub ca_file: Option<PathBuf>,
     /// Timeout of one IdP call.
     pub timeout: Duration,
+    /// Least time between two forced JWKS fetches (unknown `kid`).
+    pub jwks_refetch_interval: Duration,
 }
 
 impl fmt::Debug for OidcSettings {
@@ -778,12 +864,14 @@ pub fn load(
     env: &[(String, String)],
     flags: &Flags,
 ) -> Result<(Settings, FileConfig), ConfigError> {
-    let (mut file, source) = load_file_config(path, env)?;
+    let (mut file, mut source) = load_file_config(path, env)?;
     if let Some(listen) = &flags.listen {
         file.listen = Some(listen.clone());
+        source.overrides.push(("listen".into(), "flag --listen".into()));
     }
     if let Some(upstream) = &flags.upstream {
         file.upstream = Some(upstream.clone());
+        source.overrides.push(("upstream".into(), "flag --upstream".into()));
     }
     let settings = validate(&file, &source)?;
     Ok((settings, file))
@@ -791,11 +879,7 @@ pub fn load(
 
 /// Turns the raw config into [`Settings`], checking every key.
 pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, ConfigError> {
-    let invalid = |key: &str, message: String| ConfigError::Invalid {
-        key: key.to_string(),
-        line: source.line_of(key),
-        message,
-    };
+    let invalid = |key: &str, message: String| source.invalid(key, message);
     let listen_text = file.listen.as_deref().unwrap_or("127.0.0.1:4180");
     let listen: SocketAddr = listen_text
         .parse()
@@ -855,6 +939,10 @@ pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, Conf
         source,
     )?
     .ok_or_else(|| invalid("oidc.client_secret", "is required (or oidc.client_secret_file)".into()))?;
+    if client_secret.trim().is_empty() {
+        let key = if file.oidc.client_secret_file.is_some() { "oidc.client_secret_file" } else { "oidc.client_secret" };
+        return Err(invalid(key, "is empty: Trousseau needs the client secret of the application".into()));
+    }
     if !file.oidc.scopes.iter().any(|s| s == "openid") {
         return Err(invalid("oidc.scopes", "must include `openid`".into()));
     }
@@ -871,6 +959,10 @@ pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, Conf
         }
         None => format!("{public_origin}/"),
     };
+    let jwks_refetch_interval = file.oidc.jwks_refetch_interval.0;
+    if jwks_refetch_interval < Duration::from_secs(1) || jwks_refetch_interval > Duration::from_secs(3600) {
+        return Err(invalid("oidc.jwks_refetch_interval", "must be between 1s and 1h (default 1m)".into()));
+    }
     let oidc = OidcSettings {
         issuer,
         client_id: client_id.clone(),
@@ -880,6 +972,7 @@ pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, Conf
         post_logout_redirect_uri,
         ca_file: file.oidc.ca_file.as_ref().map(PathBuf::from),
         timeout: file.oidc.timeout.0,
+        jwks_refetch_interval,
     };
 
     // Session
@@ -1002,6 +1095,13 @@ pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, Conf
         "userinfo" => true,
         other => return Err(invalid("api.bearer", format!("`{other}`: use off or userinfo"))),
     };
+    let bearer_limits = BearerLimits { per_second: file.api.introspections_per_second, in_flight: file.api.introspections_in_flight };
+    if !(1..=10_000).contains(&bearer_limits.per_second) {
+        return Err(invalid("api.introspections_per_second", "must be between 1 and 10000 (default 10)".into()));
+    }
+    if !(1..=1_000).contains(&bearer_limits.in_flight) {
+        return Err(invalid("api.introspections_in_flight", "must be between 1 and 1000 (default 10)".into()));
+    }
 
     for (i, p) in file.routes.public.iter().enumerate() {
         if !p.starts_with('/') {
@@ -1028,6 +1128,7 @@ pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, Conf
         organization: file.organization.clone(),
         routes: file.routes.clone(),
         bearer_userinfo,
+        bearer_limits,
     })
 }
 
@@ -1058,18 +1159,11 @@ fn secret_value(
     source: &SourceText,
 ) -> Result<Option<String>, ConfigError> {
     match (inline, file) {
-        (Some(_), Some(_)) => Err(ConfigError::Invalid {
-            key: key.into(),
-            line: source.line_of(key),
-            message: format!("set either {key} or {key}_file, not both"),
-        }),
+        (Some(_), Some(_)) => Err(source.invalid(key, format!("set either {key} or {key}_file, not both"))),
         (Some(v), None) => Ok(Some(v.to_string())),
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
-                key: format!("{key}_file"),
-                line: source.line_of(&format!("{key}_file")),
-                message: format!("cannot read `{path}`: {e}"),
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| source.invalid(&format!("{key}_file"), format!("cannot read `{path}`: {e}")))?;
             Ok(Some(text.trim_end_matches(['\r', '\n']).to_string()))
         }
         (None, None) => Ok(None),
@@ -1246,6 +1340,94 @@ mod tests {
         // From the environment too.
         let s = load_text(&minimal(), &[("TROUSSEAU_PROXY_SESSION_REDIS_URL", "redis://127.0.0.1:6379"), ("TROUSSEAU_PROXY_SESSION_REVOCATION_STALENESS", "250ms")]).unwrap();
         assert_eq!(s.session.revocation_staleness, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn a_secret_of_the_wrong_type_is_named_never_quoted() {
+        const LEAK: &str = "c3VwZXItc2VjcmV0LXZhbHVlLXRoYXQtbXVzdC1ub3QtbGVhaw";
+        let string_for_list = minimal().replace(&format!("[\"{SECRET}\"]"), &format!("\"{LEAK}\""));
+        let number_for_list = minimal().replace(&format!("[\"{SECRET}\"]"), "987654321987");
+        let list_for_string = minimal().replace("client_secret: s3cr3t", &format!("client_secret: [{LEAK}]"));
+        let tricky = minimal().replace(&format!("[\"{SECRET}\"]"), &format!("\"{LEAK}, expected x at line 3\""));
+        for (text, key, leak) in [
+            (string_for_list, "session.secrets", LEAK),
+            (number_for_list, "session.secrets", "987654321987"),
+            (list_for_string, "oidc.client_secret", LEAK),
+            (tricky, "session.secrets", LEAK),
+        ] {
+            let err = load_text(&text, &[]).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains("line") && err.contains("redacted"), "{err}");
+            assert!(!err.contains(leak) && !err.contains(&leak[..12]), "{err}");
+        }
+        // From the environment: the variable is named, the value is not.
+        for (var, value) in [
+            ("TROUSSEAU_PROXY_SESSION_SECRETS", "[1234567.25]"),
+            ("TROUSSEAU_PROXY_SESSION_SECRETS", "[{k: 1234567.25}]"),
+        ] {
+            let err = load_text(&minimal(), &[(var, value)]).unwrap_err().to_string();
+            assert!(err.contains(var) && err.contains("redacted"), "{err}");
+            assert!(!err.contains("1234567"), "{err}");
+        }
+        let err = load_text(&minimal(), &[("TROUSSEAU_PROXY_SESSION_REDIS_URL", "[1234567.25]")]).unwrap_err().to_string();
+        assert!(err.contains("TROUSSEAU_PROXY_SESSION_REDIS_URL") && !err.contains("1234567"), "{err}");
+        // Other keys keep their value in the message: it helps, and it is not secret.
+        let err = load_text(&minimal(), &[("TROUSSEAU_PROXY_ROUTES_PUBLIC", "[{a: b}]")]).unwrap_err().to_string();
+        assert!(err.contains("TROUSSEAU_PROXY_ROUTES_PUBLIC") && err.contains("routes.public"), "{err}");
+    }
+
+    #[test]
+    fn a_secret_that_looks_like_a_number_stays_as_written() {
+        for secret in ["123456789", "0x1F", "1e3", "1_000", "-0"] {
+            let s = load_text(&minimal().replace("client_secret: s3cr3t", &format!("client_secret: {secret}")), &[]).unwrap();
+            assert_eq!(s.oidc.client_secret, secret);
+        }
+    }
+
+    #[test]
+    fn an_empty_client_secret_is_refused() {
+        for text in [minimal().replace("client_secret: s3cr3t", "client_secret: \"\""), minimal().replace("client_secret: s3cr3t", "client_secret: \"  \"")] {
+            let err = load_text(&text, &[]).unwrap_err().to_string();
+            assert!(err.starts_with("oidc.client_secret (line 6)") && err.contains("empty"), "{err}");
+        }
+        let err = load_text(&minimal(), &[("TROUSSEAU_PROXY_OIDC_CLIENT_SECRET", "")]).unwrap_err().to_string();
+        assert!(err.starts_with("oidc.client_secret (environment variable TROUSSEAU_PROXY_OIDC_CLIENT_SECRET)"), "{err}");
+        let path = std::env::temp_dir().join(format!("tp-empty-secret-{}", std::process::id()));
+        std::fs::write(&path, "\n").unwrap();
+        let text = minimal().replace("client_secret: s3cr3t", &format!("client_secret_file: {}", path.display()));
+        let err = load_text(&text, &[]).unwrap_err().to_string();
+        let _ = std::fs::remove_file(path);
+        assert!(err.starts_with("oidc.client_secret_file (line 6)") && err.contains("empty"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_value_from_the_environment_or_a_flag_names_it_not_the_file_line() {
+        let err = load_text(&minimal(), &[("TROUSSEAU_PROXY_LISTEN", "nonsense")]).unwrap_err().to_string();
+        assert!(err.starts_with("listen (environment variable TROUSSEAU_PROXY_LISTEN)"), "{err}");
+        let err = load_text(&minimal(), &[("TROUSSEAU_PROXY_UPSTREAM", "ftp://x")]).unwrap_err().to_string();
+        assert!(err.starts_with("upstream (environment variable TROUSSEAU_PROXY_UPSTREAM)") && !err.contains("line 2"), "{err}");
+        let path = std::env::temp_dir().join(format!("tp-flag-{}", std::process::id()));
+        std::fs::write(&path, minimal()).unwrap();
+        let flags = Flags { listen: Some("nowhere".into()), upstream: None };
+        let err = load(Some(&path), &[("TROUSSEAU_PROXY_LISTEN".into(), "0.0.0.0:1".into())], &flags).unwrap_err().to_string();
+        let _ = std::fs::remove_file(path);
+        assert!(err.starts_with("listen (flag --listen)"), "{err}");
+        // A key of the file still gets its line.
+        let err = load_text(&minimal().replace("upstream: http://127.0.0.1:8080", "upstream: ftp://x"), &[("TROUSSEAU_PROXY_LISTEN", "0.0.0.0:1")]).unwrap_err().to_string();
+        assert!(err.starts_with("upstream (line 2)"), "{err}");
+    }
+
+    #[test]
+    fn bearer_check_limits_default_to_ten_and_are_bounded() {
+        let s = load_text(&minimal(), &[]).unwrap();
+        assert_eq!(s.bearer_limits, BearerLimits { per_second: 10, in_flight: 10 });
+        let s = load_text(&(minimal() + "api:\n  introspections_per_second: 50\n"), &[("TROUSSEAU_PROXY_API_INTROSPECTIONS_IN_FLIGHT", "4")]).unwrap();
+        assert_eq!(s.bearer_limits, BearerLimits { per_second: 50, in_flight: 4 });
+        let err = load_text(&(minimal() + "api:\n  introspections_per_second: 0\n"), &[]).unwrap_err().to_string();
+        assert!(err.starts_with("api.introspections_per_second (line 10)"), "{err}");
+        let err = load_text(&minimal(), &[("TROUSSEAU_PROXY_API_INTROSPECTIONS_IN_FLIGHT", "0")]).unwrap_err().to_string();
+        assert!(err.starts_with("api.introspections_in_flight (environment variable"), "{err}");
+        let err = load_text(&minimal(), &[("TROUSSEAU_PROXY_OIDC_JWKS_REFETCH_INTERVAL", "0s")]).unwrap_err().to_string();
+        assert!(err.contains("oidc.jwks_refetch_interval"), "{err}");
     }
 
     #[test]

@@ -121,7 +121,7 @@ pub fn dev_settings(listen: &str, public_origin: &str, upstream: &str, issuer: &
     file.oidc.client_secret = Some(DEV_CLIENT_SECRET.into());
     file.oidc.scopes = ["openid", "email", "profile", "trousseau:context", "trousseau:organization"].map(String::from).to_vec();
     file.session.secrets = vec![crate::session::seal::generate_secret()];
-    config::validate(&file, &SourceText { name: "dev mode".into(), text: String::new() }).map_err(|e| e.to_string())
+    config::validate(&file, &SourceText { name: "dev mode".into(), ..SourceText::default() }).map_err(|e| e.to_string())
 }
 
 async fn run_idp_only(listen: SocketAddr, public_origin: &str, users: Vec<DevUser>, access_ttl: Duration) -> Result<(), String> {

@@ -128,10 +128,6 @@ const ALLOWED_ALGS: [CoreJwsSigningAlgorithm; 6] = [
     CoreJwsSigningAlgorithm::EcdsaP384Sha384,
 ];
 
-/// At most one forced JWKS re-fetch per this interval (an unknown `kid` must not let anyone make
-/// us hammer the IdP).
-const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
-
 /// How far in the future an `iat` may be (clock skew).
 const CLOCK_SKEW: Duration = Duration::from_secs(60);
 
@@ -249,7 +245,19 @@ pub struct Refreshed {
 struct Provider {
     metadata: TrousseauMetadata,
     client: TrousseauClient,
-    jwks: RwLock<(CoreJsonWebKeySet, Instant)>,
+    jwks: RwLock<CoreJsonWebKeySet>,
+    /// The last JWKS fetch attempt. Held across a forced re-fetch, so concurrent callers wait for
+    /// that one fetch and share its outcome instead of each starting their own.
+    last_fetch: tokio::sync::Mutex<JwksFetch>,
+}
+
+/// One JWKS fetch attempt: when it started and, if it failed, why. Forced re-fetches (an unknown
+/// `kid`) are limited on this attempt, failed ones included, so a token naming a made-up `kid`
+/// cannot make us call Trousseau more than once per `oidc.jwks_refetch_interval` — least of all
+/// while Trousseau is down, when every attempt fails and nothing else would slow them.
+struct JwksFetch {
+    started: Instant,
+    failure: Option<String>,
 }
 
 /// The Trousseau relying party. Cheap to share (`Arc`).
@@ -260,6 +268,8 @@ pub struct Oidc {
     ready: AtomicBool,
     /// Duration of every HTTP call to Trousseau, for `/metrics`.
     call_latency: Arc<crate::metrics::Histogram>,
+    /// Refused back-channel logouts, logged without flooding.
+    logout_refusals: RefusalLog,
 }
 
 /// Current unix time in seconds.
@@ -277,12 +287,24 @@ impl Oidc {
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
         let call_latency = Arc::new(crate::metrics::Histogram::new(crate::metrics::IDP_BUCKETS));
-        Ok(Oidc { settings, http, provider: RwLock::new(None), ready: AtomicBool::new(false), call_latency })
+        Ok(Oidc {
+            settings,
+            http,
+            provider: RwLock::new(None),
+            ready: AtomicBool::new(false),
+            call_latency,
+            logout_refusals: RefusalLog::new(LOGOUT_REFUSAL_LOG_INTERVAL),
+        })
     }
 
     /// The settings this relying party uses.
     pub fn settings(&self) -> &OidcSettings {
         &self.settings
+    }
+
+    /// Where refused back-channel logouts are logged (rate-limited).
+    pub fn logout_refusals(&self) -> &RefusalLog {
+        &self.logout_refusals
     }
 
     /// How long calls to Trousseau take (discovery, JWKS, token endpoint), failed ones included.
@@ -349,7 +371,12 @@ impl Oidc {
         .set_redirect_uri(redirect)
         .set_auth_type(auth_type);
         let jwks = metadata.jwks().clone();
-        let provider = Provider { metadata, client, jwks: RwLock::new((jwks, jwks_fetched_at)) };
+        let provider = Provider {
+            metadata,
+            client,
+            jwks: RwLock::new(jwks),
+            last_fetch: tokio::sync::Mutex::new(JwksFetch { started: jwks_fetched_at, failure: None }),
+        };
         *self.provider.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(provider));
         self.ready.store(true, Ordering::Release);
         Ok(())
@@ -529,7 +556,7 @@ impl Oidc {
     where
         for<'n> &'n N: openidconnect::NonceVerifier,
     {
-        let jwks = provider.jwks.read().unwrap_or_else(|p| p.into_inner()).0.clone();
+        let jwks = provider.jwks.read().unwrap_or_else(|p| p.into_inner()).clone();
         let verifier: IdTokenVerifier<CoreJsonWebKey> = IdTokenVerifier::new_confidential_client(
             ClientId::new(self.settings.client_id.clone()),
             ClientSecret::new(self.settings.client_secret.clone()),
@@ -548,27 +575,41 @@ impl Oidc {
         id_token.claims(&verifier, nonce)
     }
 
+    /// Re-fetches the JWKS after an unknown `kid`: at most one attempt per
+    /// `oidc.jwks_refetch_interval`, counted from when the last attempt *started* (success or
+    /// not), and one at a time. Within the interval the last attempt's outcome is the answer: `Ok`
+    /// (the key set is as fresh as it may be; the `kid` is simply unknown) or its failure.
     async fn refetch_jwks(&self, provider: &Provider) -> Result<(), OidcError> {
-        {
-            let guard = provider.jwks.read().unwrap_or_else(|p| p.into_inner());
-            if guard.1.elapsed() < JWKS_REFETCH_INTERVAL {
-                return Err(OidcError::InvalidIdToken(
-                    "signed with an unknown key (the key set was refreshed less than a minute ago)".into(),
-                ));
+        let mut last = provider.last_fetch.lock().await;
+        if last.started.elapsed() < self.settings.jwks_refetch_interval {
+            return match &last.failure {
+                None => Ok(()),
+                Some(reason) => Err(OidcError::Unreachable(format!(
+                    "fetching the key set failed less than {:?} ago ({reason}); not retried yet",
+                    self.settings.jwks_refetch_interval
+                ))),
+            };
+        }
+        last.started = Instant::now();
+        let http = self.http_client();
+        match CoreJsonWebKeySet::fetch_async(provider.metadata.jwks_uri(), &http).await {
+            Ok(jwks) => {
+                tracing::info!("identity provider key set re-fetched after an unknown key id");
+                *provider.jwks.write().unwrap_or_else(|p| p.into_inner()) = jwks;
+                last.failure = None;
+                Ok(())
+            }
+            Err(e) => {
+                let reason = error_chain(&e);
+                last.failure = Some(reason.clone());
+                Err(OidcError::Unreachable(format!("fetching the key set: {reason}")))
             }
         }
-        let http = self.http_client();
-        let jwks = CoreJsonWebKeySet::fetch_async(provider.metadata.jwks_uri(), &http)
-            .await
-            .map_err(|e| OidcError::Unreachable(format!("fetching the key set: {}", error_chain(&e))))?;
-        tracing::info!("identity provider key set re-fetched after an unknown key id");
-        *provider.jwks.write().unwrap_or_else(|p| p.into_inner()) = (jwks, Instant::now());
-        Ok(())
     }
 
     /// The current JWKS (for verifying logout tokens).
     pub fn jwks(&self) -> Result<CoreJsonWebKeySet, OidcError> {
-        Ok(self.provider()?.jwks.read().unwrap_or_else(|p| p.into_inner()).0.clone())
+        Ok(self.provider()?.jwks.read().unwrap_or_else(|p| p.into_inner()).clone())
     }
 }
 
@@ -625,6 +666,49 @@ const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-log
 /// How old a logout token's `iat` may be.
 const LOGOUT_TOKEN_MAX_AGE: u64 = 600;
 
+/// How often a refused back-channel logout is written to the log, at most.
+const LOGOUT_REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The log of refused back-channel logouts: one WARN line at once, then at most one per
+/// [`LOGOUT_REFUSAL_LOG_INTERVAL`], saying how many more were refused meanwhile. A refusal is the
+/// sender's fault (a 400 for it), and anyone can POST tokens, so they must not flood the log.
+pub struct RefusalLog {
+    interval: Duration,
+    state: std::sync::Mutex<RefusalLogState>,
+}
+
+struct RefusalLogState {
+    last_line: Option<Instant>,
+    refused_meanwhile: u64,
+}
+
+impl RefusalLog {
+    /// A log writing at most one line per `interval`.
+    pub fn new(interval: Duration) -> RefusalLog {
+        RefusalLog { interval, state: std::sync::Mutex::new(RefusalLogState { last_line: None, refused_meanwhile: 0 }) }
+    }
+
+    /// Records one refused logout from `client` (its address), writing the line if it is time.
+    pub fn refused(&self, client: std::net::IpAddr, reason: &dyn std::fmt::Display) {
+        let now = Instant::now();
+        let meanwhile = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if state.last_line.is_some_and(|at| now.duration_since(at) < self.interval) {
+                state.refused_meanwhile += 1;
+                return;
+            }
+            state.last_line = Some(now);
+            std::mem::take(&mut state.refused_meanwhile)
+        };
+        tracing::warn!(
+            client = %client,
+            reason = %reason,
+            refused_meanwhile = meanwhile,
+            "back-channel logout refused (answered 400): the sender's logout token is not acceptable"
+        );
+    }
+}
+
 /// What a verified back-channel logout token asks to end.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogoutRequest {
@@ -648,6 +732,9 @@ pub enum LogoutTokenError {
     /// A claim is missing or wrong.
     #[error("logout token claims: {0}")]
     Claims(&'static str),
+    /// The header asks for something we do not do (`crit`, RFC 7515 §4.1.11).
+    #[error("logout token header: {0}")]
+    Header(&'static str),
     /// The provider is not loaded.
     #[error(transparent)]
     Oidc(#[from] OidcError),
@@ -677,6 +764,11 @@ impl Oidc {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or(LogoutTokenError::Malformed("payload"))?;
         let signature = b64.decode(s).map_err(|_| LogoutTokenError::Malformed("signature"))?;
+        // RFC 7515 §4.1.11: every extension `crit` lists must be understood, and we understand
+        // none; refused before any key is looked up (or fetched).
+        if header.get("crit").is_some() {
+            return Err(LogoutTokenError::Header("crit names extensions this relying party does not support"));
+        }
         if let Some(typ) = header.get("typ").and_then(|t| t.as_str()) {
             if !typ.eq_ignore_ascii_case("logout+jwt") && !typ.eq_ignore_ascii_case("JWT") {
                 return Err(LogoutTokenError::Claims("typ is neither logout+jwt nor JWT"));
@@ -705,12 +797,12 @@ impl Oidc {
                 Err("does not verify".into())
             }
         };
-        let jwks = provider.jwks.read().unwrap_or_else(|p| p.into_inner()).0.clone();
+        let jwks = provider.jwks.read().unwrap_or_else(|p| p.into_inner()).clone();
         let found = match verify(&jwks).map_err(LogoutTokenError::Signature)? {
             true => true,
             false => {
                 self.refetch_jwks(&provider).await.map_err(|e| LogoutTokenError::Signature(e.to_string()))?;
-                let jwks = provider.jwks.read().unwrap_or_else(|p| p.into_inner()).0.clone();
+                let jwks = provider.jwks.read().unwrap_or_else(|p| p.into_inner()).clone();
                 verify(&jwks).map_err(LogoutTokenError::Signature)?
             }
         };
@@ -817,6 +909,12 @@ pub struct Introspection {
     pub for_us: bool,
     /// The user it speaks for, when the answer says.
     pub sub: Option<String>,
+    /// Trousseau's session the token belongs to (Authentik answers with the ID token's claims,
+    /// `sid` among them), matched by back-channel logout.
+    pub sid: Option<String>,
+    /// When the user authenticated (`auth_time`), else when the token was issued (`iat`), in unix
+    /// seconds: a back-channel logout by `sub` ends what began before it.
+    pub since: Option<u64>,
 }
 
 /// The members of an introspection answer we read; the rest is ignored. A member of the wrong
@@ -831,6 +929,13 @@ struct IntrospectionAnswer {
     aud: Option<serde_json::Value>,
     #[serde(default)]
     sub: Option<String>,
+    /// Read leniently (any type, ignored when not what we expect): they only ever narrow access.
+    #[serde(default)]
+    sid: Option<serde_json::Value>,
+    #[serde(default)]
+    auth_time: Option<serde_json::Value>,
+    #[serde(default)]
+    iat: Option<serde_json::Value>,
 }
 
 impl Oidc {
@@ -887,10 +992,14 @@ impl Oidc {
             Some(serde_json::Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(ours)),
             _ => false,
         };
+        let sid = answer.sid.as_ref().and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(String::from);
+        let since = [&answer.auth_time, &answer.iat].into_iter().find_map(|v| v.as_ref().and_then(serde_json::Value::as_u64));
         Ok(Introspection {
             active: answer.active,
             for_us: answer.client_id.as_deref() == Some(ours) || aud_ok,
             sub: answer.sub,
+            sid,
+            since,
         })
     }
 }

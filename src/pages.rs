@@ -11,10 +11,11 @@ pub enum Lang {
 }
 
 impl Lang {
-    /// Picks French for any `fr*` locale tag, English otherwise.
+    /// Picks French for any `fr*` locale tag, English otherwise. The tag is the `locale` claim,
+    /// any text at all (`中文`, empty, one byte): it is compared as bytes, never cut.
     pub fn from_locale(locale: Option<&str>) -> Lang {
         match locale {
-            Some(l) if l.len() >= 2 && l[..2].eq_ignore_ascii_case("fr") => Lang::Fr,
+            Some(l) if has_prefix_ignore_case(l, "fr") => Lang::Fr,
             _ => Lang::En,
         }
     }
@@ -24,10 +25,10 @@ impl Lang {
         let Some(header) = header else { return Lang::En };
         for part in header.split(',') {
             let tag = part.split(';').next().unwrap_or("").trim();
-            if tag.len() >= 2 && tag[..2].eq_ignore_ascii_case("fr") {
+            if has_prefix_ignore_case(tag, "fr") {
                 return Lang::Fr;
             }
-            if tag.len() >= 2 && tag[..2].eq_ignore_ascii_case("en") {
+            if has_prefix_ignore_case(tag, "en") {
                 return Lang::En;
             }
         }
@@ -49,6 +50,12 @@ impl Lang {
             Lang::Fr => fr,
         }
     }
+}
+
+/// Whether `text` starts with the ASCII `prefix`, ignoring ASCII case. Byte-wise, so text of any
+/// length or script is fine (slicing a `str` at a byte index panics inside a multi-byte character).
+fn has_prefix_ignore_case(text: &str, prefix: &str) -> bool {
+    text.as_bytes().get(..prefix.len()).is_some_and(|start| start.eq_ignore_ascii_case(prefix.as_bytes()))
 }
 
 /// Escapes text for HTML element content and double-quoted attribute values.
@@ -565,5 +572,30 @@ pub fn role_label(lang: Lang, role: &str) -> String {
         (Lang::En, "member") => "Member".into(),
         (Lang::Fr, "member") => "Membre".into(),
         (_, other) => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_locale_text_picks_a_language_without_panicking() {
+        for (locale, lang) in [
+            ("fr", Lang::Fr),
+            ("FR-ca", Lang::Fr),
+            ("fr_BE", Lang::Fr),
+            ("en-GB", Lang::En),
+            ("中文", Lang::En),
+            ("中", Lang::En),
+            ("f中", Lang::En),
+            ("é", Lang::En),
+            ("f", Lang::En),
+            ("", Lang::En),
+        ] {
+            assert_eq!(Lang::from_locale(Some(locale)), lang, "{locale:?}");
+        }
+        assert_eq!(Lang::from_accept_language(Some("中文, fr;q=0.8")), Lang::Fr);
+        assert_eq!(Lang::from_accept_language(Some("f, 中, en")), Lang::En);
     }
 }

@@ -173,7 +173,7 @@ impl App {
         if let Some(redis) = &redis {
             tracing::info!(redis = %redis.display(), store = ?settings.session.store, revocations = ?settings.session.revocations, "sharing state with the other replicas through Redis");
         }
-        let bearer = settings.bearer_userinfo.then(|| BearerAuth::new(oidc.clone()));
+        let bearer = settings.bearer_userinfo.then(|| BearerAuth::new(oidc.clone(), settings.bearer_limits));
         if bearer.is_some() {
             tracing::info!(
                 "api.bearer: userinfo: bearer tokens must be issued to this client (checked by token introspection); \
@@ -366,7 +366,10 @@ impl App {
     }
 
     /// `Authorization: Bearer <Trousseau access token>` from an API client, when `api.bearer:
-    /// userinfo` is on and no session cookie came along. `None`: not a bearer request.
+    /// userinfo` is on and no session cookie came along. `None`: not a bearer request. A token
+    /// whose Trousseau session (`sid`) or user (`sub`, session begun before) was ended by a
+    /// back-channel logout is refused like a session cookie would be — on every replica with
+    /// `session.revocations: redis`.
     async fn bearer_request(&self, req: &Request<Incoming>, ctx: &mut RequestCtx) -> Option<Result<Session, Response<Body>>> {
         let bearer = self.bearer.as_ref()?;
         if self.codec.cookie().read_chunked(&ctx.cookies).is_some() {
@@ -375,12 +378,28 @@ impl App {
         let token = BearerAuth::token(req.headers().get(header::AUTHORIZATION)?)?;
         Some(match bearer.resolve(token).await {
             BearerOutcome::Valid(mut session) => {
+                match self.revocations.is_revoked(&session).await {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        bearer.forget(token).await;
+                        return Some(Err(answer::invalid_bearer()));
+                    }
+                    Err(e) => return Some(Err(self.store_unavailable(req, &e))),
+                }
                 session.org = self.policy.auto_select(&session);
                 ctx.sub = Some(session.identity.sub.clone());
                 Ok(*session)
             }
             BearerOutcome::Invalid => Err(answer::invalid_bearer()),
             BearerOutcome::Unavailable => Err(answer::unavailable(false, self.lang(req, None))),
+            BearerOutcome::Throttled(retry_after) => {
+                let mut r = answer::json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({"error": "token_checks_throttled", "error_description": "Too many new access tokens to check with Trousseau right now; retry shortly."}),
+                );
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs()));
+                Err(r)
+            }
         })
     }
 
@@ -446,7 +465,7 @@ impl App {
             (&Method::GET | &Method::POST, "logout") => self.logout(&req, ctx).await,
             (_, "auth") => self.forward_auth(req, ctx).await,
             (_, e) if e.starts_with("auth/") => self.forward_auth(req, ctx).await,
-            (&Method::POST, "backchannel-logout") => self.backchannel_logout(req).await,
+            (&Method::POST, "backchannel-logout") => self.backchannel_logout(req, ctx).await,
             (&Method::GET | &Method::HEAD, "organizations") => self.organizations_page(&req, ctx).await,
             (&Method::POST, "organizations") => self.choose_organization(req, ctx).await,
             (&Method::GET | &Method::HEAD, "userinfo") => match self.load_session(&ctx.cookies).await {
@@ -532,9 +551,11 @@ impl App {
 
     /// `POST /.trousseau/backchannel-logout`: Trousseau ends a session server-to-server. The
     /// logout token is verified, its `jti` may be used once, and every session of that `sid`
-    /// (or `sub`) is no session from its next request on — cookie sessions included.
-    async fn backchannel_logout(&self, req: Request<Incoming>) -> Response<Body> {
+    /// (or `sub`) is no session from its next request on — cookie sessions included. A refusal
+    /// is the sender's fault: 400, and a rate-limited WARN line naming the sender's address.
+    async fn backchannel_logout(&self, req: Request<Incoming>, ctx: &RequestCtx) -> Response<Body> {
         let bad = |description: &str| {
+            self.oidc.logout_refusals().refused(ctx.peer.ip(), &description);
             answer::json(StatusCode::BAD_REQUEST, &serde_json::json!({"error": "invalid_request", "error_description": description}))
         };
         let form = match http_body_util::BodyExt::collect(http_body_util::Limited::new(req.into_body(), 64 * 1024)).await {
@@ -548,22 +569,25 @@ impl App {
         };
         let logout = match self.oidc.verify_logout_token(&token).await {
             Ok(logout) => logout,
-            Err(e) => {
-                tracing::warn!(error = %e, "back-channel logout refused");
-                return bad(&e.to_string());
+            Err(crate::oidc::LogoutTokenError::Oidc(e)) => {
+                // Trousseau's configuration is not loaded yet: ours to fix, and Trousseau may retry.
+                tracing::warn!(error = %e, "back-channel logout cannot be verified yet: answering 503");
+                return answer::unavailable(false, Lang::En);
             }
+            Err(e) => return bad(&e.to_string()),
         };
         match self.revocations.revoke(&logout.jti, logout.sid.as_deref(), logout.sub.as_deref(), now_secs()).await {
             Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!("back-channel logout refused: replayed jti");
-                return bad("logout token already used");
-            }
+            Ok(false) => return bad("logout token already used"),
             Err(e) => {
                 // Not recorded, so not accepted: Trousseau may send it again.
                 tracing::error!(error = %e, "back-channel logout could not be recorded: answering 503");
                 return answer::store_unavailable(false, Lang::En);
             }
+        }
+        if let Some(bearer) = &self.bearer {
+            // Also checked on every bearer request; dropping them now frees them at once.
+            bearer.forget_sessions(logout.sid.as_deref(), logout.sub.as_deref(), now_secs());
         }
         self.metrics.backchannel_revocation();
         tracing::info!(sid = logout.sid.as_deref().unwrap_or("-"), sub = logout.sub.as_deref().unwrap_or("-"), "back-channel logout: sessions ended");

@@ -201,3 +201,121 @@ async fn every_access_line_reaches_the_log_by_graceful_shutdown() {
     assert!(missing.is_empty(), "access lines missing after SIGTERM: {missing:?}");
     assert!(!log.contains("query-"), "a query string reached the log");
 }
+
+/// Runs the binary with `args` and extra environment variables; returns (exit code, stdout + stderr).
+fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut command = Command::new(BIN);
+    command.args(args).env_remove("RUST_LOG").stdin(Stdio::null());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().unwrap();
+    (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn a_secret_of_the_wrong_type_is_named_but_never_printed() {
+    const LEAK: &str = "c3VwZXItc2VjcmV0LXZhbHVlLXRoYXQtbXVzdC1ub3QtbGVhaw==";
+    let dir = std::env::temp_dir().join(format!("tp-cli-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let example = std::fs::read_to_string("config.example.yaml").unwrap();
+    let secrets_line = example.lines().position(|l| l.starts_with("  secrets:")).unwrap() + 1;
+    let client_secret_line = example.lines().position(|l| l.starts_with("  client_secret:")).unwrap() + 1;
+    let with_line = |prefix: &str, replacement: &str| {
+        example.lines().map(|l| if l.starts_with(prefix) { replacement.to_string() } else { l.to_string() }).collect::<Vec<_>>().join("\n")
+    };
+    let cases = [
+        // A string where the list of secrets is expected (the pasted-secret mistake).
+        ("string-for-list.yaml", with_line("  secrets:", &format!("  secrets: \"{LEAK}\"")), "session.secrets", secrets_line, LEAK),
+        // A number where the list is expected.
+        ("number-for-list.yaml", with_line("  secrets:", "  secrets: 98765432109876"), "session.secrets", secrets_line, "98765432109876"),
+        // A list where the client secret is expected.
+        ("list-for-string.yaml", with_line("  client_secret:", &format!("  client_secret: [{LEAK}, 98765432109876]")), "oidc.client_secret", client_secret_line, LEAK),
+    ];
+    for (name, text, key, line, leak) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        for command in ["check-config", "run"] {
+            let (code, out) = run_binary(&[command, "--config", path.to_str().unwrap()], &[]);
+            assert_eq!(code, Some(2), "{command} {name}: {out}");
+            assert!(out.contains(key) && out.contains(&format!("line {line}")) && out.contains("redacted"), "{command} {name}: {out}");
+            assert!(!out.contains(leak) && !out.contains(&leak[..10]), "{command} {name} printed the secret: {out}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // From the environment: the variable is named, its value never printed.
+    for command in ["check-config", "run"] {
+        let (code, out) = run_binary(&[command, "--config", "config.example.yaml"], &[("TROUSSEAU_PROXY_SESSION_SECRETS", "[98765432109876.5]")]);
+        assert_eq!(code, Some(2), "{out}");
+        assert!(out.contains("TROUSSEAU_PROXY_SESSION_SECRETS") && out.contains("redacted"), "{out}");
+        assert!(!out.contains("98765432109876"), "{command} printed the secret: {out}");
+    }
+}
+
+#[test]
+fn an_empty_client_secret_and_a_bad_listen_variable_are_named_where_they_come_from() {
+    let (code, out) = run_binary(&["check-config", "--config", "config.example.yaml"], &[("TROUSSEAU_PROXY_OIDC_CLIENT_SECRET", "")]);
+    assert_eq!(code, Some(2), "an empty client secret is refused: {out}");
+    assert!(out.contains("oidc.client_secret (environment variable TROUSSEAU_PROXY_OIDC_CLIENT_SECRET)") && out.contains("empty"), "{out}");
+
+    let example = std::fs::read_to_string("config.example.yaml").unwrap();
+    let listen_line = example.lines().position(|l| l.starts_with("listen:")).unwrap() + 1;
+    for command in ["check-config", "run"] {
+        let (code, out) = run_binary(&[command, "--config", "config.example.yaml"], &[("TROUSSEAU_PROXY_LISTEN", "nowhere")]);
+        assert_eq!(code, Some(2), "{out}");
+        assert!(out.contains("listen (environment variable TROUSSEAU_PROXY_LISTEN)"), "{out}");
+        assert!(!out.contains(&format!("line {listen_line}")), "the file's line is not where the value came from: {out}");
+    }
+    let (code, out) = run_binary(&["check-config", "--config", "config.example.yaml", "--listen", "nowhere"], &[]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("listen (flag --listen)"), "{out}");
+}
+
+#[tokio::test]
+async fn refused_logout_tokens_are_logged_once_per_interval_naming_the_sender() {
+    let dir = std::env::temp_dir().join(format!("tp-cli-refusals-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log_path = dir.join("stderr.log");
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let mut dev = Running(
+        Command::new(BIN)
+            .args(["dev", "--log-format", "json", "--listen", &format!("127.0.0.1:{port}")])
+            .env_remove("RUST_LOG")
+            .env_remove("TROUSSEAU_PROXY_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .expect("start trousseau-proxy"),
+    );
+    wait_ready(&origin).await;
+    // Anyone can POST logout tokens: 40 forgeries, each refused with 400.
+    let mut b = Browser::new(&origin);
+    for i in 0..40 {
+        let body = bytes::Bytes::from(format!("logout_token=forged.{i}.token"));
+        let r = b.request(http::Method::POST, "/.trousseau/backchannel-logout", &[("content-type", "application/x-www-form-urlencoded")], body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    }
+    let terminated = Command::new("kill").args(["-TERM", &dev.0.id().to_string()]).status().unwrap();
+    assert!(terminated.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while dev.0.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "no exit within 30 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let refusals: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| l.starts_with('{') && l.contains("back-channel logout refused"))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(refusals.len(), 1, "one line for a burst of refusals, not one each:\n{log}");
+    let line = &refusals[0];
+    assert_eq!(line["level"], "WARN", "{line}");
+    assert_eq!(line["client"], "127.0.0.1", "the sender is named: {line}");
+    assert!(line["reason"].as_str().is_some_and(|r| r.contains("malformed")), "{line}");
+    assert!(!log.contains("forged."), "the token itself never reaches the log");
+}

@@ -249,6 +249,11 @@ async fn forged_logout_tokens_are_refused() {
         ("old iat", idp.sign_jwt(&with(&|c| c["iat"] = (c["iat"].as_u64().unwrap() - 3600).into()), "logout+jwt")),
         ("no sid nor sub", idp.sign_jwt(&with(&|c| { let o = c.as_object_mut().unwrap(); o.remove("sub"); o.remove("sid"); }), "logout+jwt")),
         ("no jti", idp.sign_jwt(&with(&|c| { c.as_object_mut().unwrap().remove("jti"); }), "logout+jwt")),
+        // RFC 7515 §4.1.11: a `crit` extension we do not understand makes the token invalid.
+        (
+            "crit header",
+            idp.sign_jwt_with_header(&serde_json::json!({"alg": "RS256", "kid": idp.key_id(), "typ": "logout+jwt", "crit": ["exp"]}), &with(&|_| {})),
+        ),
         ("alg none", format!("eyJhbGciOiJub25lIn0.{}.", base64_url(&serde_json::to_vec(&with(&|_| {})).unwrap()))),
         ("garbage", "not.a.token".into()),
     ];
@@ -391,4 +396,54 @@ async fn memory_store_refresh_is_seen_by_every_tab_at_once() {
     }
     assert_eq!(env.trousseau().stats().refresh_grants_ok, base + 1);
     assert_eq!(env.trousseau().stats().refresh_reuse_detected, 0);
+}
+
+/// POSTs every token at once; returns the statuses.
+async fn post_logout_tokens_at_once(env: &Env, tokens: Vec<String>) -> Vec<StatusCode> {
+    let posts = tokens.iter().map(|t| post_logout_token(env, t));
+    futures_util::future::join_all(posts).await.into_iter().map(|a| a.status).collect()
+}
+
+#[tokio::test]
+async fn forged_logout_tokens_with_made_up_key_ids_cost_trousseau_one_key_fetch_per_interval() {
+    let interval = Duration::from_secs(2);
+    let env = Env::start_with(EnvOptions {
+        configure: Box::new(move |c| c.oidc.jwks_refetch_interval = trousseau_proxy::config::HumanDuration(interval)),
+        ..Default::default()
+    })
+    .await;
+    let idp = env.trousseau().clone();
+    let claims = jws_parts(&idp.logout_token(Some(JEAN), None)).1;
+    let forged = |n: usize| {
+        let mut c = claims.clone();
+        c["jti"] = serde_json::json!(format!("forged-{n}-{}", rand_suffix()));
+        idp.sign_jwt_with_header(&serde_json::json!({"alg": "RS256", "kid": format!("made-up-{n}"), "typ": "logout+jwt"}), &c)
+    };
+    // The key set loaded at discovery is older than the interval from here on.
+    tokio::time::sleep(interval + Duration::from_millis(100)).await;
+
+    // Trousseau is down: the first forged token costs one fetch attempt, which fails; every later
+    // one within the interval shares that failure instead of trying again.
+    idp.set_unavailable(true);
+    let before = idp.stats().jwks_calls;
+    for n in 0..10 {
+        assert_eq!(post_logout_token(&env, &forged(n)).await.status, StatusCode::BAD_REQUEST);
+    }
+    let statuses = post_logout_tokens_at_once(&env, (10..30).map(forged).collect()).await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::BAD_REQUEST), "{statuses:?}");
+    assert_eq!(idp.stats().jwks_calls - before, 1, "one key fetch attempt while Trousseau is down");
+
+    // Trousseau is back and the interval has passed: a burst of forged tokens shares one fetch.
+    idp.set_unavailable(false);
+    tokio::time::sleep(interval + Duration::from_millis(100)).await;
+    let before = idp.stats().jwks_calls;
+    let statuses = post_logout_tokens_at_once(&env, (30..60).map(forged).collect()).await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::BAD_REQUEST), "{statuses:?}");
+    assert_eq!(idp.stats().jwks_calls - before, 1, "concurrent unknown key ids share one fetch");
+
+    // Genuine logouts (and sign-ins) are unaffected.
+    let mut b = env.browser();
+    b.sign_in("/", JEAN).await;
+    assert_eq!(post_logout_token(&env, &idp.logout_token(Some(JEAN), None)).await.status, StatusCode::OK);
+    assert_eq!(b.api_get("/x").await.status, StatusCode::UNAUTHORIZED);
 }

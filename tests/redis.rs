@@ -602,3 +602,27 @@ async fn rediss_with_a_private_ca_works_and_is_verified() {
     assert_eq!(callback.status, StatusCode::SERVICE_UNAVAILABLE, "{}", callback.text());
     assert!(untrusting.app.metrics_text().contains("trousseau_proxy_redis_up 0"));
 }
+
+#[tokio::test]
+async fn a_back_channel_logout_on_one_replica_ends_bearer_tokens_on_the_other() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let env = Env::start_with(with_redis(&redis, "cookie", |c| {
+        c.api.bearer = "userinfo".into();
+        c.identity.pass_access_token = true;
+    }))
+    .await;
+    let b_replica = env.start_replica().await;
+    let mut b = env.browser();
+    let token = b.sign_in("/", JEAN).await.json()["headers"]["x-trousseau-access-token"][0].as_str().unwrap().to_string();
+    let bearer_on_b = || {
+        let (origin, auth) = (b_replica.origin.clone(), format!("Bearer {token}"));
+        async move { Browser::new(&origin).request(Method::GET, "/api", &[("authorization", auth.as_str()), ("accept", "application/json")], Bytes::new()).await }
+    };
+    assert_eq!(bearer_on_b().await.status, StatusCode::OK, "replica B knows (and caches) the token");
+
+    // Trousseau tells replica A that Jean is logged out everywhere.
+    let r = post_logout_token(&env.origin, &env.trousseau().logout_token(Some(JEAN), None)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let took = until_status(Duration::from_secs(3), StatusCode::UNAUTHORIZED, bearer_on_b).await;
+    assert!(took <= Duration::from_millis(1500), "replica B within revocation_staleness (1 s): took {took:?}");
+}

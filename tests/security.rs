@@ -207,3 +207,55 @@ async fn same_origin_return_paths_are_kept() {
         assert_eq!(location, format!("{}{}", env.origin, expected), "rd={rd:?}");
     }
 }
+
+/// Mei's Trousseau `locale` is `中文` (not a BCP-47 tag, and multi-byte from its first byte).
+const MEI: &str = "5e0c7a31-9b2d-4f6e-8a1c-3d4b5e6f7a80";
+
+/// A demo user like Jean (two organizations) whose `locale` claim is `中文`.
+fn mei() -> trousseau_proxy::devidp::DevUser {
+    let mut u = trousseau_proxy::devidp::default_users().into_iter().find(|u| u.sub == JEAN).unwrap();
+    u.sub = MEI.into();
+    u.email = "mei@hotel.example".into();
+    u.name = "王美".into();
+    u.locale = "中文".into();
+    u
+}
+
+#[tokio::test]
+async fn a_user_whose_locale_is_chinese_gets_every_page_and_forward_auth_answers() {
+    let env = Env::start_with(EnvOptions {
+        configure: Box::new(|c| {
+            c.routes.rules = vec![trousseau_proxy::config::RuleConfig {
+                path: "/admin/*".into(),
+                emails: vec!["nobody@example.com".into()],
+                ..Default::default()
+            }]
+        }),
+        idp: Box::new(|c| c.users.push(mei())),
+    })
+    .await;
+    let mut b = env.browser();
+    assert_eq!(b.sign_in("/", MEI).await.status, StatusCode::OK);
+
+    // Forward-auth (nginx auth_request, Traefik, Caddy): allowed, and the locale travels encoded.
+    let json = [("accept", "application/json")];
+    let allowed = b.request(Method::GET, "/.trousseau/auth", &[&json[..], &[("x-forwarded-uri", "/reports")]].concat(), Bytes::new()).await;
+    assert_eq!(allowed.status, StatusCode::OK, "{}", allowed.text());
+    assert_eq!(allowed.headers["x-trousseau-sub"], MEI);
+    assert_eq!(allowed.headers["x-trousseau-locale"], "%E4%B8%AD%E6%96%87");
+    let denied = b.request(Method::GET, "/.trousseau/auth", &[&json[..], &[("x-original-uri", "/admin/users")]].concat(), Bytes::new()).await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN, "{}", denied.text());
+
+    // The organization selector and the error page, in English (the locale is neither fr nor en).
+    let selector = b.navigate("/.trousseau/organizations").await;
+    assert_eq!(selector.status, StatusCode::OK, "{}", selector.text());
+    assert!(selector.text().contains("<html lang=\"en\">") && selector.text().contains("王美"), "{}", selector.text());
+    let page = b.navigate("/admin/users").await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert!(page.text().contains("<html lang=\"en\">") && page.text().contains("email_not_allowed"), "{}", page.text());
+    let api = b.api_get("/admin/users").await;
+    assert_eq!(api.json()["reason"], "email_not_allowed");
+    // The app itself still gets the user, and the userinfo endpoint answers.
+    assert_eq!(b.api_get("/x").await.json()["headers"]["x-trousseau-locale"][0], "%E4%B8%AD%E6%96%87");
+    assert_eq!(b.api_get("/.trousseau/userinfo").await.json()["locale"], "中文");
+}

@@ -44,6 +44,8 @@ pub(super) struct TokenInfo {
     pub(super) sub: String,
     pub(super) scopes: Vec<String>,
     pub(super) auth_time: i64,
+    /// The IdP session the grant belongs to (Authentik's introspection carries the ID token's claims).
+    pub(super) sid: String,
     /// Expiry, Unix seconds.
     pub(super) exp: i64,
     /// `true` for an access token, `false` for a refresh token.
@@ -368,6 +370,7 @@ impl Grants {
             sub: family.sub.clone(),
             scopes: scopes.unwrap_or_else(|| family.scopes.clone()),
             auth_time: family.auth_time,
+            sid: family.sid.clone(),
             exp: unix_secs_at(expires, now),
             access,
         })

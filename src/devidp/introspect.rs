@@ -2,7 +2,8 @@
 //! application, the client authenticating exactly as at the token endpoint (`client_secret_post`).
 //!
 //! A live token (access or refresh) is `active` with the client it was issued to (`client_id`,
-//! `aud`), its user, scope and expiry; anything else — unknown, expired, revoked, rotated away, a
+//! `aud`), its user, scope, expiry, `auth_time` and session `sid` (Authentik answers with the ID
+//! token's claims); anything else — unknown, expired, revoked, rotated away, a
 //! disabled user's — is just `{"active": false}`. Authentik answers `{"active": false}` for a token
 //! of another application; the twin answers it `active` with that application's `client_id`,
 //! the harder case for a relying party, which must check that the token is its own.
@@ -46,6 +47,7 @@ where
         "scope": info.scopes.join(" "),
         "exp": info.exp,
         "auth_time": info.auth_time,
+        "sid": info.sid,
     });
     if info.access {
         body["token_type"] = Value::String("Bearer".to_owned());

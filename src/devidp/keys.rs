@@ -47,6 +47,16 @@ impl SigningKey {
         } else {
             json!({ "alg": "RS256", "kid": self.kid, "typ": typ })
         };
+        self.sign_with_header(&header, claims)
+    }
+
+    /// A compact JWS over `claims` with exactly this `header` (its `alg` should say RS256): tests
+    /// forge tokens with headers the IdP would never write (`crit`, an unknown `kid`).
+    pub(super) fn sign_with_header(
+        &self,
+        header: &Value,
+        claims: &Value,
+    ) -> Result<String, aws_lc_rs::error::Unspecified> {
         let signing_input = format!(
             "{}.{}",
             B64.encode(header.to_string()),

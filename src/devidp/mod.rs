@@ -178,6 +178,8 @@ pub struct DevIdpStats {
     pub userinfo_calls: u64,
     /// Introspection requests, answered or refused.
     pub introspection_calls: u64,
+    /// Key set (JWKS) requests, answered or not (counted while unavailable too).
+    pub jwks_calls: u64,
     /// Requests to the end-session endpoint.
     pub end_sessions: u64,
     /// Logout tokens delivered to `backchannel_logout_uri` and answered with 2xx.
@@ -194,6 +196,7 @@ struct Counters {
     refresh_reuse_detected: AtomicU64,
     userinfo_calls: AtomicU64,
     introspection_calls: AtomicU64,
+    jwks_calls: AtomicU64,
     end_sessions: AtomicU64,
     backchannel_sent: AtomicU64,
     backchannel_failed: AtomicU64,
@@ -350,6 +353,9 @@ impl DevIdp {
         };
         let lang = web::lang(req.headers());
         let route = Route::of(rest, &self.config.slug);
+        if route == Route::Jwks {
+            Counters::bump(&self.counters.jwks_calls);
+        }
         if self.unavailable.load(Ordering::Relaxed) {
             return web::unavailable(route.is_api(), lang);
         }
@@ -410,6 +416,7 @@ impl DevIdp {
             refresh_reuse_detected: get(&c.refresh_reuse_detected),
             userinfo_calls: get(&c.userinfo_calls),
             introspection_calls: get(&c.introspection_calls),
+            jwks_calls: get(&c.jwks_calls),
             end_sessions: get(&c.end_sessions),
             backchannel_sent: get(&c.backchannel_sent),
             backchannel_failed: get(&c.backchannel_failed),
@@ -426,6 +433,23 @@ impl DevIdp {
         self.key
             .sign(claims, typ)
             .expect("RSA signing with the IdP's own key does not fail")
+    }
+
+    /// Signs `claims` with the IdP's key under exactly `header` (which should say `"alg":
+    /// "RS256"`): for tests that forge tokens with headers Trousseau never writes, such as `crit`
+    /// or a `kid` it does not publish.
+    ///
+    /// # Panics
+    /// As [`DevIdp::sign_jwt`].
+    pub fn sign_jwt_with_header(&self, header: &serde_json::Value, claims: &serde_json::Value) -> String {
+        self.key
+            .sign_with_header(header, claims)
+            .expect("RSA signing with the IdP's own key does not fail")
+    }
+
+    /// The `kid` of the IdP's signing key, as published in its JWKS.
+    pub fn key_id(&self) -> String {
+        self.key.jwk()["kid"].as_str().unwrap_or_default().to_owned()
     }
 
     /// An access token for `sub` as if Trousseau had issued it to another application (client

@@ -26,7 +26,7 @@ pub fn config(data: &[u8]) {
             (name, value.to_string())
         })
         .collect();
-    let source = SourceText { name: "fuzz.yaml".into(), text: text.to_string() };
+    let source = SourceText { name: "fuzz.yaml".into(), text: text.to_string(), ..SourceText::default() };
     let (key_paths, secret_keys) = config::key_paths();
     // Each lookup reads the whole text; the loader does one per error, this loop 40-odd.
     for key in key_paths.iter().filter(|_| text.len() <= 16 * 1024) {
@@ -88,6 +88,12 @@ fn check_error(e: &ConfigError, text: &str, secrets: &[String]) {
     match e {
         ConfigError::Read { .. } => panic!("a file was read"),
         ConfigError::Syntax { origin, message } => assert!(!origin.is_empty() && !message.is_empty()),
+        ConfigError::InvalidOverride { key, origin, message } => {
+            let known = key_paths.iter().any(|k| key == k || *key == format!("{k}_file"));
+            assert!(known, "error names `{key}`, not a configuration key");
+            assert!(origin.starts_with("environment variable ") || origin.starts_with("flag --"), "{key}: origin {origin:?}");
+            assert!(!message.is_empty());
+        }
         ConfigError::Invalid { key, line, message } => {
             let known = key_paths.iter().any(|k| key == k || *key == format!("{k}_file"));
             assert!(known, "error names `{key}`, not a configuration key");

@@ -129,6 +129,7 @@ pub fn oidc() -> &'static Oidc {
             post_logout_redirect_uri: "https://app.fuzz.invalid/".into(),
             ca_file: None,
             timeout: Duration::from_secs(1),
+            jwks_refetch_interval: Duration::from_secs(60),
         };
         let discovery = json!({
             "issuer": ISSUER,
