@@ -88,6 +88,7 @@ impl BearerAuth {
                     created_at: now,
                     updated_at_ms: 0,
                     expires_at: now + VALID_TTL.as_secs(),
+                    token_lifetime: 0,
                     refresh_token: None,
                     access_token: Some(token.to_string()),
                     id_token: None,

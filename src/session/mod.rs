@@ -39,6 +39,11 @@ pub struct Session {
     /// When the access token expires (unix seconds): refresh is due shortly before.
     #[serde(rename = "e")]
     pub expires_at: u64,
+    /// How long that access token was issued for (seconds): the refresh skew is at most half of it,
+    /// so tokens shorter than `session.refresh_skew` are not refreshed on every request. 0 when
+    /// unknown (a session sealed before this field existed): the skew applies as configured.
+    #[serde(rename = "l", default, skip_serializing_if = "is_zero")]
+    pub token_lifetime: u64,
     /// Trousseau refresh token, when one was issued.
     #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
@@ -48,6 +53,10 @@ pub struct Session {
     /// The raw ID token, kept for the logout `id_token_hint` when it fits.
     #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Session {

@@ -152,6 +152,17 @@ impl Env {
         Replica { addr, origin: format!("http://{addr}"), app, task }
     }
 
+    /// A sealer like this proxy's: the test secret, bound to this application (issuer, client id,
+    /// public URL), to open what the proxy sealed.
+    pub fn sealer(&self) -> trousseau_proxy::session::seal::Sealer {
+        use trousseau_proxy::session::seal::{parse_secret, AppBinding, Sealer};
+        let issuer = self.file.oidc.issuer.clone().unwrap_or_default();
+        let client_id = self.file.oidc.client_id.clone().unwrap_or_default();
+        let public_url = self.file.public_url.clone().unwrap_or_default();
+        let secrets: Vec<Vec<u8>> = self.file.session.secrets.iter().map(|s| parse_secret(s).unwrap()).collect();
+        Sealer::new(&secrets, AppBinding { issuer: &issuer, client_id: &client_id, public_url: public_url.trim_end_matches('/') }).unwrap()
+    }
+
     /// The IdP's controls.
     pub fn trousseau(&self) -> &Arc<DevIdp> {
         self.idp.idp()
