@@ -65,3 +65,19 @@ impl Session {
         self.identity.organization(self.org.as_deref()?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_sealed_before_the_token_lifetime_existed_still_opens() {
+        let json = r#"{"i":"id","u":{"sub":"s"},"c":1,"m":2,"e":3,"r":"rt"}"#;
+        let session: Session = serde_json::from_str(json).unwrap();
+        assert_eq!(session.token_lifetime, 0, "unknown: the configured skew applies");
+        // Written only when known, so sessions stay as small as they were.
+        assert!(!serde_json::to_string(&session).unwrap().contains("\"l\""));
+        let known = Session { token_lifetime: 300, ..session };
+        assert!(serde_json::to_string(&known).unwrap().contains("\"l\":300"));
+    }
+}

@@ -144,9 +144,17 @@ impl Env {
 
     /// Starts a second proxy replica with the same configuration, IdP and upstream.
     pub async fn start_replica(&self) -> Replica {
+        self.start_replica_with(|_| {}).await
+    }
+
+    /// Starts another replica of the same application (same `public_url`, IdP and client) with its
+    /// configuration changed by `configure`: a redeployment (rotated secrets, another store).
+    pub async fn start_replica_with(&self, configure: impl FnOnce(&mut FileConfig)) -> Replica {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = App::new(settings(&self.file), None).unwrap();
+        let mut file = self.file.clone();
+        configure(&mut file);
+        let app = App::new(settings(&file), None).unwrap();
         app.oidc().discover().await.expect("discovery against the test IdP");
         let task = tokio::spawn(server::serve(listener, app.clone(), std::future::pending(), Duration::from_secs(5)));
         Replica { addr, origin: format!("http://{addr}"), app, task }
