@@ -8,7 +8,7 @@
 #   upstream  nginx answering a small text body (the app), one worker
 #   floor     nginx proxy_pass with upstream keep-alive, no auth: the floor we compare against
 #   proxy     trousseau-proxy dev --upstream <upstream>: the embedded dev IdP, a real session cookie
-#   refresh   the same with --access-token-ttl 10s: every access token is already due for refresh
+#   refresh   the same with --access-token-ttl 0s: every access token is already due for refresh
 # Both front ends write an access log line per request (nginx's default `combined` log, the proxy's
 # default `info` log), both to a file: that is how they run in production.
 #
@@ -102,7 +102,7 @@ nginx_conf floor auto "access_log $WORK/floor-access.log;
 "$PROXY_BIN" dev --upstream "http://127.0.0.1:$UP_PORT" --listen "127.0.0.1:$PROXY_PORT" 2>"$WORK/proxy.log" &
 PROXY_PID=$!
 PIDS+=($PROXY_PID)
-"$PROXY_BIN" dev --upstream "http://127.0.0.1:$UP_PORT" --listen "127.0.0.1:$REFRESH_PORT" --access-token-ttl 10s 2>"$WORK/refresh.log" &
+"$PROXY_BIN" dev --upstream "http://127.0.0.1:$UP_PORT" --listen "127.0.0.1:$REFRESH_PORT" --access-token-ttl 0s 2>"$WORK/refresh.log" &
 PIDS+=($!)
 
 wait_for() { # url

@@ -244,9 +244,9 @@ async fn run() -> Result<(), String> {
             report("cold_sign_in", options.count, elapsed, latencies);
         }
         "refresh" => {
-            // Each worker signs in once; the dev proxy's access tokens are shorter than the
-            // refresh skew, so every request is due: one refresh per request, and the rotated
-            // cookie is sent with the next one.
+            // Each worker signs in once; the dev proxy's access tokens expire as they are issued
+            // (`--access-token-ttl 0s`), so every request is due: one refresh per request, and the
+            // rotated cookie is sent with the next one.
             let mut browsers = Vec::new();
             for _ in 0..options.concurrency.max(1) {
                 let mut browser = Browser::new(http.clone(), &options.proxy);
@@ -263,7 +263,7 @@ async fn run() -> Result<(), String> {
                     let latency = started.elapsed();
                     expect(&answer, StatusCode::OK, "a request due for refresh")?;
                     if answer.set_cookies.is_empty() {
-                        return Err("the request was not refreshed (no new cookie): is --access-token-ttl below 30s?".into());
+                        return Err("the request was not refreshed (no new cookie): is the dev proxy run with --access-token-ttl 0s?".into());
                     }
                     Ok(latency)
                 }

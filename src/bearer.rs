@@ -202,6 +202,7 @@ fn session_of(key: &[u8; 32], checked: &Checked, token: &str) -> Session {
         created_at: checked.since,
         updated_at_ms: 0,
         expires_at: now + VALID_TTL.as_secs(),
+        token_lifetime: 0,
         refresh_token: None,
         access_token: Some(token.to_string()),
         id_token: None,

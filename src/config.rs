@@ -297,6 +297,29 @@ pub struct SessionConfig {
     pub refresh_skew: HumanDuration,
     /// When Trousseau is unreachable, keep serving the last identity this long past expiry.
     pub refresh_grace: HumanDuration,
+    /// With `store: memory` or `redis`: most sessions one user (`sub`) may have at once; a new
+    /// sign-in beyond it ends that user's oldest session.
+    #[serde(deserialize_with = "count")]
+    pub max_sessions_per_user: u32,
+    /// With `store: memory`: most memory (MiB) the stored sessions may take; beyond it the least
+    /// recently used sessions end.
+    #[serde(deserialize_with = "count")]
+    pub memory_store_max_mib: u32,
+}
+
+/// A whole number, written as a YAML number or (from the environment, where every value is text)
+/// as digits.
+fn count<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Count {
+        Number(u32),
+        Text(String),
+    }
+    match Count::deserialize(deserializer)? {
+        Count::Number(n) => Ok(n),
+        Count::Text(text) => text.trim().parse().map_err(|_| serde::de::Error::custom(format!("`{text}` is not a whole number"))),
+    }
 }
 
 impl Default for SessionConfig {
@@ -314,6 +337,8 @@ impl Default for SessionConfig {
             revocation_staleness: HumanDuration(Duration::from_secs(1)),
             refresh_skew: HumanDuration(Duration::from_secs(30)),
             refresh_grace: HumanDuration(Duration::from_secs(300)),
+            max_sessions_per_user: 10,
+            memory_store_max_mib: 256,
         }
     }
 }
@@ -428,6 +453,8 @@ const KEY_PATHS: &[&str] = &[
     "session.revocation_staleness",
     "session.refresh_skew",
     "session.refresh_grace",
+    "session.max_sessions_per_user",
+    "session.memory_store_max_mib",
     "identity.signing_key_file",
     "identity.audience",
     "identity.assertion_ttl",
@@ -799,6 +826,10 @@ pub struct SessionSettings {
     pub refresh_skew: Duration,
     /// Grace when the IdP is unreachable.
     pub refresh_grace: Duration,
+    /// Most sessions per user in a server-side store (the oldest end first).
+    pub max_sessions_per_user: u32,
+    /// Most bytes the memory store holds (least recently used sessions end first).
+    pub memory_store_max_bytes: u64,
 }
 
 impl fmt::Debug for SessionSettings {
@@ -1055,6 +1086,14 @@ pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, Conf
             "must be at most 30s: a back-channel logout reaches every replica only within it (default 1s)".into(),
         ));
     }
+    let max_sessions_per_user = file.session.max_sessions_per_user;
+    if !(1..=1000).contains(&max_sessions_per_user) {
+        return Err(invalid("session.max_sessions_per_user", format!("{max_sessions_per_user}: must be between 1 and 1000")));
+    }
+    let memory_store_max_mib = file.session.memory_store_max_mib;
+    if !(1..=1_048_576).contains(&memory_store_max_mib) {
+        return Err(invalid("session.memory_store_max_mib", format!("{memory_store_max_mib}: must be between 1 and 1048576 (1 TiB)")));
+    }
     let session = SessionSettings {
         secrets,
         cookie_name,
@@ -1066,6 +1105,8 @@ pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, Conf
         revocation_staleness,
         refresh_skew: file.session.refresh_skew.0,
         refresh_grace: file.session.refresh_grace.0,
+        max_sessions_per_user,
+        memory_store_max_bytes: u64::from(memory_store_max_mib) * 1024 * 1024,
     };
 
     // Identity
@@ -1428,6 +1469,25 @@ mod tests {
         assert!(err.starts_with("api.introspections_in_flight (environment variable"), "{err}");
         let err = load_text(&minimal(), &[("TROUSSEAU_PROXY_OIDC_JWKS_REFETCH_INTERVAL", "0s")]).unwrap_err().to_string();
         assert!(err.contains("oidc.jwks_refetch_interval"), "{err}");
+    }
+
+    #[test]
+    fn session_store_bounds_have_safe_defaults_and_named_errors() {
+        let s = load_text(&minimal(), &[]).unwrap();
+        assert_eq!(s.session.max_sessions_per_user, 10);
+        assert_eq!(s.session.memory_store_max_bytes, 256 * 1024 * 1024);
+        let s = load_text(&(minimal() + "  max_sessions_per_user: 3\n  memory_store_max_mib: 64\n"), &[]).unwrap();
+        assert_eq!((s.session.max_sessions_per_user, s.session.memory_store_max_bytes), (3, 64 * 1024 * 1024));
+        let s = load_text(&minimal(), &[("TROUSSEAU_PROXY_SESSION_MAX_SESSIONS_PER_USER", "5"), ("TROUSSEAU_PROXY_SESSION_MEMORY_STORE_MAX_MIB", "32")]).unwrap();
+        assert_eq!((s.session.max_sessions_per_user, s.session.memory_store_max_bytes), (5, 32 * 1024 * 1024));
+        for (text, key) in [
+            (minimal() + "  max_sessions_per_user: 0\n", "session.max_sessions_per_user"),
+            (minimal() + "  max_sessions_per_user: 1001\n", "session.max_sessions_per_user"),
+            (minimal() + "  memory_store_max_mib: 0\n", "session.memory_store_max_mib"),
+        ] {
+            let err = load_text(&text, &[]).unwrap_err().to_string();
+            assert!(err.starts_with(key), "{key}: {err}");
+        }
     }
 
     #[test]

@@ -89,7 +89,7 @@ pub async fn run(args: DevArgs) -> Result<(), String> {
         post_logout_redirect_uris: vec![format!("{public_origin}/")],
         backchannel_logout_uri: Some(format!("{public_origin}/.trousseau/backchannel-logout")),
         access_token_ttl: access_ttl,
-        id_token_ttl: access_ttl,
+        id_token_ttl: id_token_ttl(access_ttl),
         users,
         ..DevIdpConfig::default()
     };
@@ -124,6 +124,12 @@ pub fn dev_settings(listen: &str, public_origin: &str, upstream: &str, issuer: &
     config::validate(&file, &SourceText { name: "dev mode".into(), ..SourceText::default() }).map_err(|e| e.to_string())
 }
 
+/// ID tokens live at least a minute: `--access-token-ttl 0s` (every request due for a refresh, as
+/// the bench's refresh row wants) must still let the sign-in's ID token validate.
+fn id_token_ttl(access_ttl: Duration) -> Duration {
+    access_ttl.max(Duration::from_secs(60))
+}
+
 async fn run_idp_only(listen: SocketAddr, public_origin: &str, users: Vec<DevUser>, access_ttl: Duration) -> Result<(), String> {
     let config = DevIdpConfig {
         base_url: url::Url::parse(public_origin).map_err(|e| e.to_string())?,
@@ -134,7 +140,7 @@ async fn run_idp_only(listen: SocketAddr, public_origin: &str, users: Vec<DevUse
         post_logout_redirect_uris: vec!["http://127.0.0.1:4180/".into(), "http://localhost:4180/".into()],
         backchannel_logout_uri: Some("http://127.0.0.1:4180/.trousseau/backchannel-logout".into()),
         access_token_ttl: access_ttl,
-        id_token_ttl: access_ttl,
+        id_token_ttl: id_token_ttl(access_ttl),
         users,
         ..DevIdpConfig::default()
     };

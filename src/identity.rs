@@ -832,6 +832,7 @@ mod tests {
             created_at: 1_712_399_700,
             updated_at_ms: 1_712_399_700_000,
             expires_at: 1_712_400_000,
+            token_lifetime: 0,
             refresh_token: Some("r".repeat(128)),
             access_token: Some("opaque-access-token".into()),
             id_token: None,

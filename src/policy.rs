@@ -520,6 +520,7 @@ mod tests {
             created_at: 0,
             updated_at_ms: 0,
             expires_at: 0,
+            token_lifetime: 0,
             refresh_token: None,
             access_token: None,
             id_token: None,

@@ -34,7 +34,7 @@ use crate::session::cookies::{strip_cookies, CookieSettings, RequestCookies, Ses
 use crate::session::refresh::{RefreshOutcome, Refresher};
 use crate::session::redis::{Redis, RedisRevocations, RedisStore, RefreshCoordinator};
 use crate::session::revocation::{RevocationSet, Revocations};
-use crate::session::seal::Sealer;
+use crate::session::seal::{AppBinding, Sealer};
 use crate::session::store::{MemoryStore, SessionStore, StoreError};
 use crate::session::Session;
 
@@ -100,9 +100,17 @@ impl App {
     /// prefix (dev mode).
     pub fn new(settings: Settings, devidp: Option<Arc<DevIdp>>) -> Result<Arc<App>, StartError> {
         let oidc = Arc::new(Oidc::new(settings.oidc.clone()).map_err(|e| StartError::Setup(format!("oidc.ca_file: {e}")))?);
+        // Everything sealed is bound to this application: another proxy given the same secret
+        // cannot open (nor be handed) our cookies, handles, login states or Redis records.
+        let app_binding = AppBinding {
+            issuer: &settings.oidc.issuer,
+            client_id: &settings.oidc.client_id,
+            public_url: &settings.public_origin,
+        };
         let sealer = Arc::new(
-            Sealer::new(&settings.session.secrets).map_err(|e| StartError::Setup(format!("session.secrets: {e}")))?,
+            Sealer::new(&settings.session.secrets, app_binding).map_err(|e| StartError::Setup(format!("session.secrets: {e}")))?,
         );
+        let app_tag = app_binding.tag();
         let cookie = CookieSettings::new(&settings.session.cookie_name, settings.secure_cookies);
         let codec = SessionCodec::new(sealer.clone(), cookie);
         let login_cookie_prefix = format!(
@@ -161,13 +169,23 @@ impl App {
                 redis.clone(),
                 settings.session.max_lifetime,
                 settings.session.revocation_staleness,
+                app_tag.clone(),
             )),
             _ => RevocationSet::Memory(Revocations::new(settings.session.max_lifetime)),
         };
         let store: Option<Arc<dyn SessionStore>> = match (settings.session.store, &redis) {
             (StoreKind::Cookie, _) => None,
-            (StoreKind::Memory, _) => Some(Arc::new(MemoryStore::new(1_000_000))),
-            (StoreKind::Redis, Some(redis)) => Some(Arc::new(RedisStore::new(redis.clone(), sealer.clone()))),
+            (StoreKind::Memory, _) => Some(Arc::new(MemoryStore::new(
+                settings.session.memory_store_max_bytes,
+                settings.session.max_sessions_per_user as usize,
+            ))),
+            (StoreKind::Redis, Some(redis)) => Some(Arc::new(RedisStore::new(
+                redis.clone(),
+                sealer.clone(),
+                app_tag,
+                settings.session.max_sessions_per_user,
+                settings.session.max_lifetime,
+            ))),
             (StoreKind::Redis, None) => return Err(StartError::Setup("session.store: redis needs session.redis_url".into())),
         };
         if let Some(redis) = &redis {
@@ -658,7 +676,7 @@ impl App {
             Ok(true) => {}
             Ok(false) => return answer::session_too_large(lang),
             Err(e) => {
-                tracing::warn!(error = %e, "session store unavailable: answering 503");
+                tracing::debug!(error = %e, "session store unavailable: answering 503");
                 return answer::store_unavailable(true, lang);
             }
         }
@@ -788,6 +806,7 @@ impl App {
             created_at: now,
             updated_at_ms: now_millis(),
             expires_at: tokens.expires_at,
+            token_lifetime: tokens.expires_at.saturating_sub(now),
             refresh_token: tokens.refresh_token,
             access_token: self.settings.identity.pass_access_token.then_some(tokens.access_token),
             id_token: Some(tokens.id_token),
@@ -843,13 +862,29 @@ impl App {
     }
 
     /// Forgets the session: its cookies (every chunk) and, with a server-side store, its record.
+    /// A cookie session cannot be taken back from the browser (or from whoever copied the cookie),
+    /// so its id goes into the revocation set for what remains of its lifetime: a copy is no
+    /// session afterwards, here at once and on the other replicas (Redis) within
+    /// `session.revocation_staleness`.
     async fn end_session(&self, session: Option<&Session>, ctx: &mut RequestCtx) {
-        if let (Some(store), Some(handle)) = (&self.store, self.session_handle(&ctx.cookies)) {
-            if let Err(e) = store.remove(&handle).await {
-                tracing::warn!(error = %e, "could not remove the session record; it expires on its own");
+        match (&self.store, session) {
+            (Some(store), _) => {
+                if let Some(handle) = self.session_handle(&ctx.cookies) {
+                    if let Err(e) = store.remove(&handle).await {
+                        tracing::warn!(error = %e, "could not remove the session record; it expires on its own");
+                    }
+                }
             }
+            (None, Some(session)) => {
+                let deadline = session.created_at.saturating_add(self.settings.session.max_lifetime.as_secs());
+                let ttl = Duration::from_secs(deadline.saturating_sub(now_secs()).max(1));
+                if let Err(e) = self.revocations.end_session(session, ttl).await {
+                    // The cookies still go; only a copy taken before would keep working.
+                    tracing::warn!(sub = %session.identity.sub, error = %e, "could not record the sign-out in the revocation set: a copy of this cookie stays valid until it expires");
+                }
+            }
+            (None, None) => {}
         }
-        let _ = session;
         ctx.set_cookies.extend(self.codec.clear(&ctx.cookies));
     }
 
@@ -866,6 +901,11 @@ impl App {
         };
         let Some(session) = session else { return Ok(None) };
         if self.revocations.is_revoked(&session).await? {
+            // A revoked record goes too (best effort): the revocation entry is then not all that
+            // keeps it ended.
+            if let (Some(store), Some(handle)) = (&self.store, self.session_handle(cookies)) {
+                let _ = store.remove(&handle).await;
+            }
             return Ok(None);
         }
         let now = now_secs();
@@ -888,7 +928,15 @@ impl App {
         let deadline = session.created_at.saturating_add(self.settings.session.max_lifetime.as_secs());
         let max_age = Duration::from_secs(deadline.saturating_sub(now));
         if let Some(store) = &self.store {
-            store.save(&session.id, session, max_age).await?;
+            // The handle is the session id: a request carrying it is updating its session; any
+            // other save is a sign-in, which counts against the user's cap.
+            if self.session_handle(&ctx.cookies).as_deref() == Some(session.id.as_str()) {
+                if !store.replace(&session.id, session, max_age).await? {
+                    tracing::debug!(sub = %session.identity.sub, "the session ended while this request updated it: not stored again");
+                }
+            } else {
+                store.create(&session.id, session, max_age).await?;
+            }
             let sealed = self.sealer.seal(SESSION_HANDLE_PURPOSE, session.id.as_bytes());
             return match self.codec.cookie().write_chunked(&sealed, max_age, &ctx.cookies) {
                 Ok(values) => {
@@ -919,9 +967,10 @@ impl App {
         }
     }
 
-    /// 503 when the session store cannot answer: never let a request through unchecked.
+    /// 503 when the session store cannot answer: never let a request through unchecked. Not
+    /// logged per request: the store logs once when it goes down and once when it is back.
     fn store_unavailable(&self, req: &Request<Incoming>, e: &StoreError) -> Response<Body> {
-        tracing::warn!(error = %e, "session store unavailable: answering 503");
+        tracing::debug!(error = %e, "session store unavailable: answering 503");
         answer::store_unavailable(is_browser_navigation(req), self.lang(req, None))
     }
 

@@ -37,10 +37,9 @@ async fn real_access_token(env: &Env, sub: &str) -> (String, String) {
 }
 
 /// The Trousseau `sid` inside a session cookie.
-fn sid_of(cookie: &str) -> String {
-    use trousseau_proxy::session::{cookies::*, seal::*};
-    let sealer = Sealer::new(&[parse_secret(SECRET).unwrap()]).unwrap();
-    let codec = SessionCodec::new(Arc::new(sealer), CookieSettings::new("trousseau_session", false));
+fn sid_of(env: &Env, cookie: &str) -> String {
+    use trousseau_proxy::session::cookies::*;
+    let codec = SessionCodec::new(Arc::new(env.sealer()), CookieSettings::new("trousseau_session", false));
     let mut headers = http::HeaderMap::new();
     headers.insert("cookie", format!("trousseau_session={cookie}").parse().unwrap());
     codec.load(&RequestCookies::from_headers(&headers)).expect("a valid session cookie").sid.clone().expect("a sid")
@@ -133,7 +132,7 @@ async fn a_back_channel_logout_ends_bearer_tokens_by_sid_and_by_sub() {
     let (other_token, _) = real_access_token(&env, JEAN).await;
     assert_eq!(bearer_get(&env.origin, &token).await.status, StatusCode::OK);
     assert_eq!(bearer_get(&env.origin, &other_token).await.status, StatusCode::OK);
-    let r = post_logout_token(&env, &env.trousseau().logout_token(None, Some(&sid_of(&cookie)))).await;
+    let r = post_logout_token(&env, &env.trousseau().logout_token(None, Some(&sid_of(&env, &cookie)))).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     // Trousseau itself still calls the token active (it was only told through the logout token):
     // the proxy refuses it on its own, cached or asked again.

@@ -50,13 +50,13 @@ impl Scrape {
 async fn an_operator_sees_sign_ins_outcomes_refreshes_and_back_channel_logouts() {
     let env = Env::start_with(EnvOptions {
         configure: Box::new(|c| {
-            // Every request with a fresh cookie is due for a refresh (10 s tokens, 30 s skew).
+            // Every request is due for a refresh (access tokens that expire as they are issued).
             c.session.refresh_skew = HumanDuration(Duration::from_secs(30));
             c.routes.rules =
                 vec![RuleConfig { path: "/admin/*".into(), emails: vec!["nobody@example.com".into()], ..Default::default() }];
         }),
         idp: Box::new(|i| {
-            i.access_token_ttl = Duration::from_secs(10);
+            i.access_token_ttl = Duration::ZERO;
             i.id_token_ttl = Duration::from_secs(10);
         }),
     })

@@ -18,7 +18,6 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use support::*;
 use trousseau_proxy::config::HumanDuration;
-use trousseau_proxy::session::seal::{parse_secret, Sealer};
 use trousseau_proxy::session::Session;
 
 const REDIS_SERVER: &str = "/usr/bin/redis-server";
@@ -198,15 +197,11 @@ fn with_redis(redis: &RedisServer, store: &'static str, tweak: impl FnOnce(&mut 
     }
 }
 
-fn sealer() -> Sealer {
-    Sealer::new(&[parse_secret(SECRET).unwrap()]).unwrap()
-}
-
 /// The store handle inside a browser's session cookie (`<count>.<sealed handle>`).
-fn handle_of(b: &Browser) -> String {
+fn handle_of(env: &Env, b: &Browser) -> String {
     let value = &b.jar["trousseau_session"];
     let (_, sealed) = value.split_once('.').expect("a chunked session cookie");
-    String::from_utf8(sealer().open("session-handle", sealed).expect("a sealed handle")).unwrap()
+    String::from_utf8(env.sealer().open("session-handle", sealed).expect("a sealed handle")).unwrap()
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -215,8 +210,8 @@ fn sha256_hex(data: &[u8]) -> String {
 }
 
 /// Opens a session record read from Redis, as the proxy does.
-fn open_record(sealed: &str) -> Session {
-    let plain = sealer().open("session-record", sealed).expect("the record opens with the session secret");
+fn open_record(env: &Env, sealed: &str) -> Session {
+    let plain = env.sealer().open("session-record", sealed).expect("the record opens with the session secret");
     let record: serde_json::Value = serde_json::from_slice(&plain).unwrap();
     serde_json::from_value(record["s"].clone()).unwrap()
 }
@@ -265,8 +260,8 @@ async fn backchannel_logout_on_one_replica_ends_the_session_on_the_other() {
     let other_on_b = b_replica.browser_like(&other);
 
     // Trousseau tells replica A that Jean's session (sid) ended.
-    let stored = redis.get(&format!("trousseau-proxy:session:{}", sha256_hex(handle_of(&on_a).as_bytes()))).await.unwrap();
-    let sid = open_record(&stored).sid.expect("the session has a sid");
+    let stored = redis.get(&format!("trousseau-proxy:session:{}", sha256_hex(handle_of(&env, &on_a).as_bytes()))).await.unwrap();
+    let sid = open_record(&env, &stored).sid.expect("the session has a sid");
     let token = env.trousseau().logout_token(None, Some(&sid));
     let r = post_logout_token(&env.origin, &token).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
@@ -334,8 +329,8 @@ async fn fifty_across(origins: [&str; 2], cookie: &str) -> Vec<Answer> {
 #[tokio::test]
 async fn fifty_expired_sessions_across_two_replicas_refresh_once() {
     let Some(redis) = RedisServer::start().await else { return };
-    // Access tokens of 8 s, refreshed 5 s before expiry: due 3 s after sign-in, and fresh again
-    // for 3 s after the refresh.
+    // Access tokens of 8 s, refreshed 5 s before expiry — capped at half the token's life, 4 s: due
+    // at most 4 s after sign-in, and fresh again for at least 3 s after the refresh.
     let mut options = with_redis(&redis, "redis", |c| c.session.refresh_skew = HumanDuration(Duration::from_secs(5)));
     options.idp = Box::new(|i| {
         i.access_token_ttl = Duration::from_secs(8);
@@ -346,7 +341,7 @@ async fn fifty_expired_sessions_across_two_replicas_refresh_once() {
     let mut browser = env.browser();
     browser.sign_in("/", JEAN).await;
     let cookie = browser.cookie_header();
-    tokio::time::sleep(Duration::from_millis(3200)).await;
+    tokio::time::sleep(Duration::from_millis(4100)).await;
 
     let base = env.trousseau().stats();
     env.trousseau().set_token_endpoint_delay(Duration::from_millis(300));
@@ -382,11 +377,11 @@ async fn fifty_expired_sessions_across_two_replicas_refresh_once() {
 #[tokio::test]
 async fn fifty_expired_cookies_across_two_replicas_refresh_once() {
     let Some(redis) = RedisServer::start().await else { return };
-    // Cookie sessions, Redis for revocations and refresh coordination only. Tokens of 10 s with a
-    // 30 s skew: every request is due for a refresh.
-    let mut options = with_redis(&redis, "cookie", |c| c.session.refresh_skew = HumanDuration(Duration::from_secs(30)));
+    // Cookie sessions, Redis for revocations and refresh coordination only. Access tokens that
+    // expire as they are issued: every request is due for a refresh.
+    let mut options = with_redis(&redis, "cookie", |_| {});
     options.idp = Box::new(|i| {
-        i.access_token_ttl = Duration::from_secs(10);
+        i.access_token_ttl = Duration::ZERO;
         i.id_token_ttl = Duration::from_secs(10);
     });
     let env = Env::start_with(options).await;
@@ -413,7 +408,7 @@ async fn fifty_expired_cookies_across_two_replicas_refresh_once() {
             let mut headers = http::HeaderMap::new();
             headers.insert("cookie", c.parse().unwrap());
             let codec = trousseau_proxy::session::cookies::SessionCodec::new(
-                Arc::new(sealer()),
+                Arc::new(env.sealer()),
                 trousseau_proxy::session::cookies::CookieSettings::new("trousseau_session", false),
             );
             let cookies = trousseau_proxy::session::cookies::RequestCookies::from_headers(&headers);
@@ -538,7 +533,7 @@ async fn redis_holds_only_sealed_records_under_namespaced_expiring_keys() {
     let forwarded = b.api_get("/x").await.json();
     let access_token = forwarded["headers"]["x-trousseau-access-token"][0].as_str().expect("the access token is forwarded").to_string();
 
-    let handle = handle_of(&b);
+    let handle = handle_of(&env, &b);
     let keys = redis.keys().await;
     assert!(keys.iter().all(|k| k.starts_with("trousseau-proxy:")), "{keys:?}");
     let key = format!("trousseau-proxy:session:{}", sha256_hex(handle.as_bytes()));
@@ -546,7 +541,7 @@ async fn redis_holds_only_sealed_records_under_namespaced_expiring_keys() {
     assert!(!keys.iter().any(|k| k.contains(&handle)), "no key names the handle itself");
 
     let raw = redis.get(&key).await.unwrap();
-    let session = open_record(&raw);
+    let session = open_record(&env, &raw);
     eprintln!("sealed session record for Jean (2 organizations, tokens kept): {} bytes", raw.len());
     let refresh_token = session.refresh_token.clone().expect("a refresh token");
     let secrets = [
@@ -574,7 +569,7 @@ async fn redis_holds_only_sealed_records_under_namespaced_expiring_keys() {
     let mut c = redis.connection().await;
     let mut thief = env.browser();
     thief.sign_in("/", SAM).await;
-    let thief_key = format!("trousseau-proxy:session:{}", sha256_hex(handle_of(&thief).as_bytes()));
+    let thief_key = format!("trousseau-proxy:session:{}", sha256_hex(handle_of(&env, &thief).as_bytes()));
     redis::cmd("SET").arg(&thief_key).arg(&raw).query_async::<()>(&mut c).await.unwrap();
     assert_eq!(thief.api_get("/x").await.status, StatusCode::UNAUTHORIZED, "a copied record is no session");
 
@@ -592,8 +587,8 @@ async fn rediss_with_a_private_ca_works_and_is_verified() {
     let mut b = env.browser();
     assert_eq!(b.sign_in("/", JEAN).await.json()["headers"]["x-trousseau-sub"][0], JEAN);
     assert_eq!(b_replica.browser_like(&b).api_get("/x").await.status, StatusCode::OK);
-    let key = format!("trousseau-proxy:session:{}", sha256_hex(handle_of(&b).as_bytes()));
-    assert_eq!(open_record(&redis.get(&key).await.unwrap()).identity.sub, JEAN, "the record went over TLS");
+    let key = format!("trousseau-proxy:session:{}", sha256_hex(handle_of(&env, &b).as_bytes()));
+    assert_eq!(open_record(&env, &redis.get(&key).await.unwrap()).identity.sub, JEAN, "the record went over TLS");
 
     // Without the CA, the certificate is not trusted: no connection, and sign-in fails closed.
     let untrusting = Env::start_with(with_redis(&redis, "redis", |_| {})).await;
@@ -625,4 +620,327 @@ async fn a_back_channel_logout_on_one_replica_ends_bearer_tokens_on_the_other() 
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let took = until_status(Duration::from_secs(3), StatusCode::UNAUTHORIZED, bearer_on_b).await;
     assert!(took <= Duration::from_millis(1500), "replica B within revocation_staleness (1 s): took {took:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hardening (issue 14): application binding, final sign-out, per-user cap, short tokens, and what
+// someone with write access to Redis can (not) do.
+// ---------------------------------------------------------------------------------------------
+
+/// Every WARN and ERROR line logged on this thread while the guard lives (the proxies of a
+/// `#[tokio::test]` run on the test's own thread).
+struct LogCapture {
+    lines: Arc<std::sync::Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+#[derive(Clone)]
+struct CaptureWriter(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CaptureWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    fn warnings() -> LogCapture {
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = CaptureWriter(lines.clone());
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        LogCapture { lines, _guard: tracing::subscriber::set_default(subscriber) }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.lines.lock().unwrap()).lines().map(String::from).collect()
+    }
+}
+
+/// The `trousseau_proxy_redis_up` line of an app's metrics.
+fn redis_up(app: &trousseau_proxy::server::App) -> String {
+    app.metrics_text().lines().find(|l| l.starts_with("trousseau_proxy_redis_up")).unwrap_or("").to_string()
+}
+
+/// The record key of a browser's `store: redis` session.
+fn record_key(env: &Env, b: &Browser) -> String {
+    format!("trousseau-proxy:session:{}", sha256_hex(handle_of(env, b).as_bytes()))
+}
+
+async fn redis_cmd<T: redis::FromRedisValue>(redis: &RedisServer, cmd: &mut redis::Cmd) -> T {
+    cmd.query_async(&mut redis.connection().await).await.unwrap()
+}
+
+#[tokio::test]
+async fn an_application_sharing_redis_and_secrets_cannot_use_another_applications_sessions() {
+    let Some(redis) = RedisServer::start().await else { return };
+    // Two applications on one Redis (against the advice, but it happens), with the same secret.
+    let app_a = Env::start_with(with_redis(&redis, "redis", |_| {})).await;
+    let app_b = Env::start_with(with_redis(&redis, "redis", |_| {})).await;
+    let mut at_a = app_a.browser();
+    at_a.sign_in("/", JEAN).await;
+    assert!(redis.get(&record_key(&app_a, &at_a)).await.is_some());
+
+    let mut at_b = app_b.browser();
+    at_b.jar = at_a.jar.clone();
+    assert_eq!(at_b.api_get("/x").await.status, StatusCode::UNAUTHORIZED, "A's handle is nothing at B");
+    let auth = at_b.request(Method::GET, "/.trousseau/auth", &[("accept", "application/json"), ("x-forwarded-uri", "/x")], Bytes::new()).await;
+    assert_eq!(auth.status, StatusCode::UNAUTHORIZED);
+    assert!(!auth.headers.contains_key("x-trousseau-jwt-assertion"));
+    // Even A's record itself, planted under a handle B issued, does not open at B.
+    let mut own_b = app_b.browser();
+    own_b.sign_in("/", SAM).await;
+    let raw = redis.get(&record_key(&app_a, &at_a)).await.unwrap();
+    redis_cmd::<()>(&redis, redis::cmd("SET").arg(record_key(&app_b, &own_b)).arg(&raw)).await;
+    assert_eq!(own_b.api_get("/x").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(at_a.api_get("/x").await.status, StatusCode::OK, "A still serves its own session");
+}
+
+#[tokio::test]
+async fn one_account_keeps_at_most_the_cap_of_sessions_across_replicas() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let env = Env::start_with(with_redis(&redis, "redis", |c| c.session.max_sessions_per_user = 3)).await;
+    let b_replica = env.start_replica().await;
+    let mut browsers = Vec::new();
+    for i in 0..5 {
+        let mut b = if i % 2 == 0 { env.browser() } else { Browser::new(&b_replica.origin) };
+        assert_eq!(b.sign_in("/", JEAN).await.status, StatusCode::OK);
+        browsers.push(b);
+    }
+    let mut sam = env.browser();
+    sam.sign_in("/", SAM).await;
+    for (i, b) in browsers.iter().enumerate() {
+        let want = if i < 2 { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
+        for origin in [&env.origin, &b_replica.origin] {
+            let mut on = Browser::new(origin);
+            on.jar = b.jar.clone();
+            assert_eq!(on.api_get("/x").await.status, want, "Jean's sign-in #{i} at {origin}");
+        }
+        let present = redis.get(&record_key(&env, b)).await.is_some();
+        assert_eq!(present, i >= 2, "record of sign-in #{i}");
+    }
+    assert_eq!(sam.api_get("/x").await.status, StatusCode::OK, "another user is not affected");
+    // Two per-user indexes (Jean, Sam), bounded, expiring; nothing names the user in clear.
+    let keys = redis.keys().await;
+    let users: Vec<&String> = keys.iter().filter(|k| k.starts_with("trousseau-proxy:user:")).collect();
+    assert_eq!(users.len(), 2, "{keys:?}");
+    assert!(!keys.iter().any(|k| k.contains(JEAN)), "{keys:?}");
+    let sizes: Vec<i64> = futures_util::future::join_all(users.iter().map(|k| async { redis_cmd::<i64>(&redis, redis::cmd("ZCARD").arg(*k)).await })).await;
+    assert!(sizes.contains(&3) && sizes.contains(&1), "{sizes:?}");
+    for k in users {
+        assert!(redis.pttl(k).await > 29 * 86_400_000);
+    }
+}
+
+#[tokio::test]
+async fn a_copied_cookie_is_dead_after_logout_on_every_replica() {
+    let Some(redis) = RedisServer::start().await else { return };
+    // Cookie sessions with Redis revocations; access tokens always due for a refresh.
+    let mut options = with_redis(&redis, "cookie", |_| {});
+    options.idp = Box::new(|i| i.access_token_ttl = Duration::ZERO);
+    let env = Env::start_with(options).await;
+    let b_replica = env.start_replica().await;
+    let on = |origin: &str, cookies: &Browser| {
+        let mut b = Browser::new(origin);
+        b.jar = cookies.jar.clone();
+        b
+    };
+    let mut owner = env.browser();
+    owner.sign_in("/", JEAN).await;
+    assert_eq!(owner.api_get("/x").await.status, StatusCode::OK);
+    // B serves (and refreshes) the session too, and caches "not revoked" for revocation_staleness.
+    let mut owner_on_b = on(&b_replica.origin, &owner);
+    assert_eq!(owner_on_b.api_get("/x").await.status, StatusCode::OK);
+    let mut owner = on(&env.origin, &owner_on_b);
+    // Copied now, with the latest refresh token.
+    let copy = owner.clone();
+    let refreshes = env.trousseau().stats().refresh_grants_ok;
+
+    let out = owner.request(Method::POST, "/.trousseau/logout", &[("accept", "text/html")], Bytes::new()).await;
+    assert_eq!(out.status, StatusCode::FOUND);
+    for _ in 0..3 {
+        assert_eq!(on(&env.origin, &copy).api_get("/x").await.status, StatusCode::UNAUTHORIZED, "at once on the replica that signed out");
+    }
+    assert_eq!(env.trousseau().stats().refresh_grants_ok, refreshes, "the copy never refreshed");
+    let took = until_status(Duration::from_secs(3), StatusCode::UNAUTHORIZED, || {
+        let mut b = on(&b_replica.origin, &copy);
+        async move { b.api_get("/x").await }
+    })
+    .await;
+    assert!(took <= Duration::from_millis(1500), "on the other replica within revocation_staleness (1 s): {took:?}");
+    eprintln!("a sign-out on A reached B after {took:?}");
+
+    // The sign-out is kept for what remains of the session's life (30 days by default).
+    let keys = redis.keys().await;
+    let key = keys.iter().find(|k| k.starts_with("trousseau-proxy:revoked:session:")).expect("the sign-out is in Redis");
+    let ttl = redis.pttl(key).await;
+    assert!(ttl > 29 * 86_400_000 && ttl <= 30 * 86_400_000, "TTL {ttl} ms");
+}
+
+#[tokio::test]
+async fn access_tokens_of_three_seconds_over_two_replicas_refresh_once() {
+    let Some(redis) = RedisServer::start().await else { return };
+    // 3 s access tokens with rotation, the default 30 s skew, sessions in Redis.
+    let mut options = with_redis(&redis, "redis", |_| {});
+    options.idp = Box::new(|i| {
+        i.access_token_ttl = Duration::from_secs(3);
+        i.rotate_refresh_tokens = true;
+    });
+    let env = Env::start_with(options).await;
+    let b_replica = env.start_replica().await;
+    let mut browser = env.browser();
+    browser.sign_in("/", JEAN).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await; // past half the token's life: due
+    let base = env.trousseau().stats();
+
+    // 48 requests, 8 waves of 6 at once, alternating replicas, each wave with the latest cookies.
+    for _ in 0..8 {
+        let mut tasks = Vec::new();
+        for i in 0..6 {
+            let mut client = Browser::new(if i % 2 == 0 { &env.origin } else { &b_replica.origin });
+            client.jar = browser.jar.clone();
+            tasks.push(tokio::spawn(async move { client.api_get("/api").await }));
+        }
+        for t in tasks {
+            let a = t.await.unwrap();
+            assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+        }
+    }
+    let stats = env.trousseau().stats();
+    assert_eq!(stats.refresh_grants_ok, base.refresh_grants_ok + 1, "one refresh for 48 requests on 2 replicas");
+    assert_eq!(stats.refresh_reuse_detected, 0);
+    assert_eq!(stats.refresh_grants_failed, base.refresh_grants_failed);
+}
+
+#[tokio::test]
+async fn deleting_a_revocation_key_in_redis_does_not_revive_a_signed_out_session() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let env = Env::start_with(with_redis(&redis, "redis", |c| c.session.revocation_staleness = HumanDuration(Duration::ZERO))).await;
+    let mut jean = env.browser();
+    jean.sign_in("/", JEAN).await;
+    let mut sam = env.browser();
+    sam.sign_in("/", SAM).await;
+    let jean_record = record_key(&env, &jean);
+    let sam_record = record_key(&env, &sam);
+    let sid = open_record(&env, &redis.get(&jean_record).await.unwrap()).sid.expect("a sid");
+
+    // Jean's Trousseau session ends (by sid), Sam is signed out everywhere (by sub).
+    assert_eq!(post_logout_token(&env.origin, &env.trousseau().logout_token(None, Some(&sid))).await.status, StatusCode::OK);
+    assert_eq!(post_logout_token(&env.origin, &env.trousseau().logout_token(Some(SAM), None)).await.status, StatusCode::OK);
+    assert_eq!(redis.get(&jean_record).await, None, "the record itself is gone");
+    assert_eq!(redis.get(&sam_record).await, None, "the record itself is gone");
+
+    // Someone with write access to Redis deletes the revocations: nothing comes back.
+    let mut c = redis.connection().await;
+    let deleted: i64 = redis::cmd("DEL")
+        .arg(format!("trousseau-proxy:revoked:sid:{sid}"))
+        .arg(format!("trousseau-proxy:revoked:sub:{SAM}"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 2);
+    assert_eq!(jean.api_get("/x").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(sam.api_get("/x").await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn an_unreadable_revocation_entry_counts_as_revoked() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let env = Env::start_with(with_redis(&redis, "cookie", |c| c.session.revocation_staleness = HumanDuration(Duration::ZERO))).await;
+    let mut b = env.browser();
+    b.sign_in("/", JEAN).await;
+    assert_eq!(b.api_get("/x").await.status, StatusCode::OK);
+    let key = format!("trousseau-proxy:revoked:sub:{JEAN}");
+    let garbage: [(&str, redis::Cmd); 4] = [
+        ("a string that is not a time", redis::cmd("SET").arg(&key).arg("garbage").clone()),
+        ("bytes that are not UTF-8", redis::cmd("SET").arg(&key).arg(&b"\xff\xfe\x00"[..]).clone()),
+        ("a long value", redis::cmd("SET").arg(&key).arg("9".repeat(100)).clone()),
+        ("another type", redis::cmd("HSET").arg(&key).arg("at").arg("1").clone()),
+    ];
+    for (what, mut cmd) in garbage {
+        redis_cmd::<()>(&redis, redis::cmd("DEL").arg(&key)).await;
+        redis_cmd::<()>(&redis, &mut cmd).await;
+        let r = b.api_get("/x").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{what}: {}", r.text());
+        assert_eq!(redis_up(&env.app), "trousseau_proxy_redis_up 1", "{what}");
+    }
+    redis_cmd::<()>(&redis, redis::cmd("DEL").arg(&key)).await;
+    assert_eq!(b.api_get("/x").await.status, StatusCode::OK, "the entry, and only it, revoked the session");
+}
+
+/// Peak resident memory of this process, in KiB.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_huge_or_malformed_session_record_is_no_session_not_an_outage() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let env = Env::start_with(with_redis(&redis, "redis", |_| {})).await;
+    let mut b = env.browser();
+    b.sign_in("/", JEAN).await;
+    let key = record_key(&env, &b);
+    let logs = LogCapture::warnings();
+
+    // 50 MB under the session's key (made inside Redis, zero-filled: the test never holds it).
+    redis_cmd::<()>(&redis, redis::cmd("SETRANGE").arg(&key).arg(50 * 1024 * 1024 - 1).arg("A")).await;
+    let peak_before = peak_rss_kib();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let mut client = b.clone();
+        tasks.push(async move { client.api_get("/x").await.status });
+    }
+    let statuses = futures_util::future::join_all(tasks).await;
+    let grew_mib = peak_rss_kib().saturating_sub(peak_before) / 1024;
+    eprintln!("8 concurrent requests over a 50 MB record: {statuses:?}, peak RSS grew {grew_mib} MiB");
+    assert!(grew_mib < 32, "a 50 MB value is never read whole: peak RSS grew {grew_mib} MiB");
+    assert!(statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED), "no session, not an outage: {statuses:?}");
+
+    // Another type, or bytes that are not UTF-8: that session is over; Redis is fine.
+    for (what, value) in [("a hash", None), ("not UTF-8", Some(&b"\xff\xfe\xfd"[..]))] {
+        redis_cmd::<()>(&redis, redis::cmd("DEL").arg(&key)).await;
+        match value {
+            None => redis_cmd::<()>(&redis, redis::cmd("HSET").arg(&key).arg("s").arg("x")).await,
+            Some(bytes) => redis_cmd::<()>(&redis, redis::cmd("SET").arg(&key).arg(bytes)).await,
+        }
+        let r = b.clone().api_get("/x").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{what}: {}", r.text());
+    }
+    assert_eq!(redis_up(&env.app), "trousseau_proxy_redis_up 1");
+    assert!(logs.lines().is_empty(), "nothing to warn about: {:?}", logs.lines());
+    // Other sessions are served as usual.
+    let mut other = env.browser();
+    assert_eq!(other.sign_in("/", SAM).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_redis_outage_is_logged_once_not_once_per_request() {
+    let Some(mut redis) = RedisServer::start().await else { return };
+    let env = Env::start_with(with_redis(&redis, "redis", |_| {})).await;
+    let mut b = env.browser();
+    b.sign_in("/", JEAN).await;
+    let logs = LogCapture::warnings();
+    redis.stop(true).await;
+    for _ in 0..10 {
+        assert_eq!(b.api_get("/x").await.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(b.navigate("/x").await.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let lines = logs.lines();
+    assert_eq!(lines.len(), 1, "one line for the outage, not one per 503: {lines:#?}");
+    assert!(lines[0].contains("Redis is unavailable"), "{}", lines[0]);
+    redis.restart().await;
+    until_status(Duration::from_secs(10), StatusCode::OK, || {
+        let mut b = b.clone();
+        async move { b.api_get("/x").await }
+    })
+    .await;
 }

@@ -116,7 +116,8 @@ impl Rng {
 const DAY: Duration = Duration::from_secs(86_400);
 
 fn sealer() -> Arc<Sealer> {
-    Arc::new(Sealer::new(&[b"0123456789abcdef0123456789abcdef".to_vec()]).unwrap())
+    let app = trousseau_proxy::session::seal::AppBinding { issuer: "https://auth.example/application/o/app/", client_id: "app", public_url: "https://app.example" };
+    Arc::new(Sealer::new(&[b"0123456789abcdef0123456789abcdef".to_vec()], app).unwrap())
 }
 
 fn session() -> Session {
@@ -140,6 +141,7 @@ fn session() -> Session {
         created_at: 1_712_399_700,
         updated_at_ms: 1_712_399_700_000,
         expires_at: 1_712_400_000,
+        token_lifetime: 0,
         refresh_token: Some("r".repeat(128)),
         access_token: None,
         id_token: None,

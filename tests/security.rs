@@ -115,30 +115,34 @@ async fn session_secret_rotation_keeps_users_signed_in() {
     browser.sign_in("/", JEAN).await;
     let old_cookie = browser.jar["trousseau_session"].clone();
 
-    // Same deployment restarted with [NEW, OLD]: the old cookie still opens.
-    let rotated = Env::start_with(EnvOptions {
-        configure: Box::new(|c| c.session.secrets = vec![NEW.into(), OLD.into()]),
-        ..Default::default()
-    })
-    .await;
-    let mut b = rotated.browser();
+    // Same deployment restarted with [NEW, OLD]: the old cookie still opens. (A replica of the same
+    // application: what is sealed is bound to the application, so another one would refuse it.)
+    let rotated = before.start_replica_with(|c| c.session.secrets = vec![NEW.into(), OLD.into()]).await;
+    let mut b = Browser::new(&rotated.origin);
     b.jar.insert("trousseau_session".into(), old_cookie.clone());
     assert_eq!(b.api_get("/x").await.status, StatusCode::OK);
 
-    // New sessions are sealed with NEW, which a NEW-only deployment opens...
-    let mut fresh = rotated.browser();
-    fresh.sign_in("/", JEAN).await;
-    let new_cookie = fresh.jar["trousseau_session"].clone();
-    let new_only = Env::start_with(EnvOptions {
-        configure: Box::new(|c| c.session.secrets = vec![NEW.into()]),
-        ..Default::default()
-    })
-    .await;
-    let mut n = new_only.browser();
+    // Sessions it writes are sealed with NEW (here: choosing an organization re-seals it)...
+    let orgs = b.api_get("/.trousseau/organizations").await.json();
+    let org = orgs["organizations"][0]["id"].as_str().unwrap().to_string();
+    let chosen = b
+        .request(
+            Method::POST,
+            "/.trousseau/organizations",
+            &[("content-type", "application/x-www-form-urlencoded"), ("sec-fetch-site", "same-origin")],
+            Bytes::from(format!("org={org}&rd=/")),
+        )
+        .await;
+    assert_eq!(chosen.status, StatusCode::SEE_OTHER, "{}", chosen.text());
+    let new_cookie = b.jar["trousseau_session"].clone();
+    assert_ne!(new_cookie, old_cookie);
+    // ...which a NEW-only deployment opens...
+    let new_only = before.start_replica_with(|c| c.session.secrets = vec![NEW.into()]).await;
+    let mut n = Browser::new(&new_only.origin);
     n.jar.insert("trousseau_session".into(), new_cookie);
     assert_eq!(n.api_get("/x").await.status, StatusCode::OK);
     // ...and once OLD is retired, old cookies are no session.
-    let mut o = new_only.browser();
+    let mut o = Browser::new(&new_only.origin);
     o.jar.insert("trousseau_session".into(), old_cookie);
     assert_eq!(o.api_get("/x").await.status, StatusCode::UNAUTHORIZED);
 }

@@ -70,7 +70,12 @@ pub fn config(data: &[u8]) {
             assert_eq!(settings.oidc.redirect_uri, format!("{}/.trousseau/callback", settings.public_origin));
             assert_eq!(settings.oidc.scopes.first().map(String::as_str), Some("openid"));
             assert!(settings.session.secrets.iter().all(|s| s.len() >= crate::session::seal::MIN_SECRET_LEN));
-            crate::session::seal::Sealer::new(&settings.session.secrets).expect("validated secrets make a sealer");
+            let binding = crate::session::seal::AppBinding {
+                issuer: &settings.oidc.issuer,
+                client_id: &settings.oidc.client_id,
+                public_url: &settings.public_origin,
+            };
+            crate::session::seal::Sealer::new(&settings.session.secrets, binding).expect("validated secrets make a sealer");
             let cookie = crate::session::cookies::CookieSettings::new(&settings.session.cookie_name, settings.secure_cookies);
             assert!(http::HeaderValue::from_str(&format!("{}=1.x", cookie.name)).is_ok());
             let policy = crate::policy::Policy::new(&settings.routes, &settings.organization);

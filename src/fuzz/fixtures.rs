@@ -21,7 +21,7 @@ use crate::config::OidcSettings;
 use crate::identity::{AssertionSettings, Assertions, Identity, Organization, Signer};
 use crate::oidc::{now_secs, LoginState, Oidc, TrousseauMetadata};
 use crate::session::cookies::{CookieSettings, RequestCookies, SessionCodec, SESSION_PURPOSE};
-use crate::session::seal::Sealer;
+use crate::session::seal::{AppBinding, Sealer};
 use crate::session::Session;
 
 /// The session secret every target seals and opens with (32 bytes).
@@ -50,10 +50,14 @@ pub const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel
 /// Numeric time claims below this are read as offsets: `now - 2^23 + value` (see [`relative_times`]).
 pub const RELATIVE_TIME_LIMIT: u64 = 1 << 24;
 
-/// The sealer of [`SECRET`].
+/// The application's `public_url` (the assertion's `iss`, and part of what sealed values are bound to).
+pub const PUBLIC_URL: &str = "https://app.fuzz.invalid";
+
+/// The sealer of [`SECRET`], bound to this application ([`ISSUER`], [`CLIENT_ID`], [`PUBLIC_URL`]).
 pub fn sealer() -> &'static Arc<Sealer> {
     static SEALER: OnceLock<Arc<Sealer>> = OnceLock::new();
-    SEALER.get_or_init(|| Arc::new(Sealer::new(&[SECRET.to_vec()]).expect("a 32-byte secret")))
+    let binding = AppBinding { issuer: ISSUER, client_id: CLIENT_ID, public_url: PUBLIC_URL };
+    SEALER.get_or_init(|| Arc::new(Sealer::new(&[SECRET.to_vec()], binding).expect("a 32-byte secret")))
 }
 
 /// The session cookie settings: `__Host-trousseau_session`, default chunking (8 × 3800).
@@ -91,7 +95,7 @@ pub fn assertions() -> &'static Assertions {
         Assertions::new(
             signer().clone(),
             AssertionSettings {
-                issuer: "https://app.fuzz.invalid".into(),
+                issuer: PUBLIC_URL.into(),
                 audience: CLIENT_ID.into(),
                 ttl: Duration::from_secs(1),
             },
@@ -229,6 +233,7 @@ pub fn session(now: u64, organizations: usize) -> Session {
         sid: Some(SID.into()),
         created_at: now,
         updated_at_ms: now * 1000,
+        token_lifetime: 300,
         expires_at: now + 300,
         refresh_token: Some("fuzz-refresh-token".into()),
         access_token: None,

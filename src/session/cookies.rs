@@ -900,14 +900,21 @@ mod tests {
             created_at: 1_712_399_700,
             updated_at_ms: 1_712_399_700_000,
             expires_at: 1_712_400_000,
+            token_lifetime: 0,
             refresh_token: Some("r".repeat(128)),
             access_token: None,
             id_token: None,
         }
     }
 
+    const TEST_APP: crate::session::seal::AppBinding<'static> = crate::session::seal::AppBinding {
+        issuer: "https://auth.keysuite.app/application/o/app/",
+        client_id: "app-oidc",
+        public_url: "https://app.example.com",
+    };
+
     fn codec(chunk_size: usize) -> SessionCodec {
-        let sealer = Sealer::new(&[b"0123456789abcdef0123456789abcdef".to_vec()]).unwrap();
+        let sealer = Sealer::new(&[b"0123456789abcdef0123456789abcdef".to_vec()], TEST_APP).unwrap();
         SessionCodec::new(Arc::new(sealer), settings(chunk_size, 8))
     }
 
@@ -960,7 +967,7 @@ mod tests {
             assert_eq!(codec.load(&forged), None);
         }
         // A value sealed for another purpose does not load as a session.
-        let sealer = Sealer::new(&[b"0123456789abcdef0123456789abcdef".to_vec()]).unwrap();
+        let sealer = Sealer::new(&[b"0123456789abcdef0123456789abcdef".to_vec()], TEST_APP).unwrap();
         let json = serde_json::to_vec(&sample_session()).unwrap();
         let state = format!("1.{}", sealer.seal("state", &json));
         assert_eq!(
@@ -1079,6 +1086,7 @@ mod tests {
             created_at: 1_712_399_700,
             updated_at_ms: 1_712_399_700_000,
             expires_at: 1_712_400_000,
+            token_lifetime: 0,
             refresh_token: Some(noise.b64(96)), // 128 characters
             access_token,
             id_token: Some(id_token),
@@ -1088,7 +1096,7 @@ mod tests {
     #[test]
     fn sealed_session_size_report() {
         let codec = SessionCodec::new(
-            Arc::new(Sealer::new(&[b"0123456789abcdef0123456789abcdef".to_vec()]).unwrap()),
+            Arc::new(Sealer::new(&[b"0123456789abcdef0123456789abcdef".to_vec()], TEST_APP).unwrap()),
             CookieSettings::new("trousseau_session", true),
         );
         for (orgs, with_access_token) in [(2, false), (20, false), (2, true), (20, true)] {

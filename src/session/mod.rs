@@ -39,6 +39,11 @@ pub struct Session {
     /// When the access token expires (unix seconds): refresh is due shortly before.
     #[serde(rename = "e")]
     pub expires_at: u64,
+    /// How long that access token was issued for (seconds): the refresh skew is at most half of it,
+    /// so tokens shorter than `session.refresh_skew` are not refreshed on every request. 0 when
+    /// unknown (a session sealed before this field existed): the skew applies as configured.
+    #[serde(rename = "l", default, skip_serializing_if = "is_zero")]
+    pub token_lifetime: u64,
     /// Trousseau refresh token, when one was issued.
     #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
@@ -50,9 +55,29 @@ pub struct Session {
     pub id_token: Option<String>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 impl Session {
     /// The selected organization's membership, if one is selected and the user still has it.
     pub fn selected_organization(&self) -> Option<&crate::identity::Organization> {
         self.identity.organization(self.org.as_deref()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_sealed_before_the_token_lifetime_existed_still_opens() {
+        let json = r#"{"i":"id","u":{"sub":"s"},"c":1,"m":2,"e":3,"r":"rt"}"#;
+        let session: Session = serde_json::from_str(json).unwrap();
+        assert_eq!(session.token_lifetime, 0, "unknown: the configured skew applies");
+        // Written only when known, so sessions stay as small as they were.
+        assert!(!serde_json::to_string(&session).unwrap().contains("\"l\""));
+        let known = Session { token_lifetime: 300, ..session };
+        assert!(serde_json::to_string(&known).unwrap().contains("\"l\":300"));
     }
 }

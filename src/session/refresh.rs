@@ -127,7 +127,7 @@ impl Refresher {
     /// cookie, shared rather than copied (a copy was ~17 allocations a request).
     pub async fn refresh_if_due(&self, session: Arc<Session>) -> RefreshOutcome {
         let now = now_secs();
-        if session.expires_at > now + self.skew.as_secs() {
+        if session.expires_at > now + self.skew_for(&session) {
             return RefreshOutcome::Fresh(session);
         }
         let Some(refresh_token) = session.refresh_token.clone() else {
@@ -220,6 +220,16 @@ impl Refresher {
         }
     }
 
+    /// How long before expiry this session's refresh is due: `session.refresh_skew`, but at most
+    /// half the access token's lifetime. Otherwise a token shorter than the skew would be "due" from
+    /// the moment it is issued, and every request would refresh it.
+    fn skew_for(&self, session: &Session) -> u64 {
+        match session.token_lifetime {
+            0 => self.skew.as_secs(),
+            lifetime => self.skew.as_secs().min(lifetime / 2),
+        }
+    }
+
     fn within_grace(&self, session: Arc<Session>, now: u64) -> RefreshOutcome {
         if now < session.expires_at.saturating_add(self.grace.as_secs()) {
             RefreshOutcome::Stale(session)
@@ -238,6 +248,7 @@ fn is_dead(e: &OidcError) -> bool {
 fn apply(old: &Session, refreshed: crate::oidc::Refreshed) -> Session {
     let mut s = old.clone();
     s.expires_at = refreshed.expires_at;
+    s.token_lifetime = refreshed.expires_at.saturating_sub(now_secs());
     if let Some(rt) = refreshed.refresh_token {
         s.refresh_token = Some(rt);
     }

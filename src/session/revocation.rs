@@ -1,8 +1,9 @@
 //! Sessions ended elsewhere: back-channel logout cannot reach a cookie, so every ended Trousseau
 //! session (`sid`) or user (`sub`) is remembered here for as long as a session can live, and
-//! sessions that match are "no session" on their next request.
+//! sessions that match are "no session" on their next request. A sign-out of a cookie session is
+//! remembered the same way, by the session's own id: a copy of the cookie is refused afterwards.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::session::redis::RedisRevocations;
 use crate::session::store::StoreError;
@@ -27,7 +28,19 @@ impl RevocationSet {
         }
     }
 
-    /// Whether this session was ended by a back-channel logout. An error when Redis cannot say:
+    /// Records the sign-out of this one session for `ttl` (what remains of its lifetime). An
+    /// error when Redis cannot record it.
+    pub async fn end_session(&self, session: &Session, ttl: Duration) -> Result<(), StoreError> {
+        match self {
+            RevocationSet::Memory(set) => {
+                set.end_session(&session.id, ttl);
+                Ok(())
+            }
+            RevocationSet::Redis(set) => set.end_session(session, ttl).await,
+        }
+    }
+
+    /// Whether this session was ended by a logout. An error when Redis cannot say:
     /// the caller fails closed.
     pub async fn is_revoked(&self, session: &Session) -> Result<bool, StoreError> {
         match self {
@@ -58,6 +71,17 @@ pub struct Revocations {
     subs: moka::sync::Cache<String, u64>,
     /// Logout token ids already used (replay protection).
     jtis: moka::sync::Cache<String, ()>,
+    /// Ids of sessions signed out here → until when they could have lived.
+    sessions: moka::sync::Cache<String, Instant>,
+}
+
+/// Per-entry expiry: a signed-out session is remembered as long as it could have lived.
+struct UntilDeadline;
+
+impl moka::Expiry<String, Instant> for UntilDeadline {
+    fn expire_after_create(&self, _key: &String, deadline: &Instant, created_at: Instant) -> Option<Duration> {
+        Some(deadline.saturating_duration_since(created_at))
+    }
 }
 
 impl Revocations {
@@ -68,6 +92,7 @@ impl Revocations {
             sids: build(),
             subs: build(),
             jtis: moka::sync::Cache::builder().max_capacity(1_000_000).time_to_live(Duration::from_secs(3600)).build(),
+            sessions: moka::sync::Cache::builder().max_capacity(1_000_000).expire_after(UntilDeadline).build(),
         }
     }
 
@@ -86,8 +111,16 @@ impl Revocations {
         true
     }
 
-    /// Whether this session was ended by a back-channel logout.
+    /// Records the sign-out of the session `id`, for `ttl`.
+    pub fn end_session(&self, id: &str, ttl: Duration) {
+        self.sessions.insert(id.to_string(), Instant::now() + ttl);
+    }
+
+    /// Whether this session was ended by a logout.
     pub fn is_revoked(&self, session: &Session) -> bool {
+        if self.sessions.contains_key(&session.id) {
+            return true;
+        }
         if let Some(sid) = &session.sid {
             if self.sids.contains_key(sid) {
                 return true;
@@ -98,7 +131,7 @@ impl Revocations {
 
     /// How many entries are held (for metrics).
     pub fn len(&self) -> u64 {
-        self.sids.entry_count() + self.subs.entry_count()
+        self.sids.entry_count() + self.subs.entry_count() + self.sessions.entry_count()
     }
 
     /// Whether nothing is revoked.

@@ -8,6 +8,10 @@
 //! Rotation follows the usual add → swap → remove dance: the first configured secret seals, every
 //! secret opens. The key id byte lets [`Sealer::open`] go straight to the right key instead of trying
 //! them all.
+//!
+//! Every key is bound to one application ([`AppBinding`]: issuer, `client_id`, `public_url`, in the
+//! HKDF info): two proxies given the same secret by mistake still derive different keys, so a
+//! cookie, handle, login state or Redis record of one never opens at the other.
 
 use aws_lc_rs::aead::{Aad, Nonce, RandomizedNonceKey, AES_256_GCM, NONCE_LEN};
 use aws_lc_rs::{digest, hkdf};
@@ -19,10 +23,12 @@ use base64::engine::{DecodePaddingMode, Engine as _};
 pub const MIN_SECRET_LEN: usize = 32;
 
 /// Format version, first byte of every sealed value. Bumped if the layout or derivation changes.
-const VERSION: u8 = 1;
-/// HKDF salt and info: fixed, so the same secret always derives the same key (in every replica).
+/// Version 1 keys were not bound to the application: its values are refused (no session).
+const VERSION: u8 = 2;
+/// HKDF salt and the start of the info: fixed, so the same secret and application always derive the
+/// same key (in every replica). The [`AppBinding`] completes the info.
 const HKDF_SALT: &[u8] = b"trousseau-proxy";
-const HKDF_INFO: &[u8] = b"session-seal-v1";
+const HKDF_INFO: &[u8] = b"session-seal-v2";
 /// AES-GCM tag length.
 const TAG_LEN: usize = 16;
 /// version + key id + nonce + tag: the smallest blob that can possibly open.
@@ -55,6 +61,38 @@ pub enum SealError {
     },
 }
 
+/// The application every sealed value belongs to: what tells two proxies apart even when they
+/// were given the same secret. Every replica of one application has the same three values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppBinding<'a> {
+    /// `oidc.issuer`, exactly as configured.
+    pub issuer: &'a str,
+    /// `oidc.client_id`.
+    pub client_id: &'a str,
+    /// `public_url` (its origin, without trailing slash).
+    pub public_url: &'a str,
+}
+
+impl AppBinding<'_> {
+    /// The three values, each length-prefixed so no two bindings encode alike.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HKDF_INFO.len() + self.issuer.len() + self.client_id.len() + self.public_url.len() + 24);
+        out.extend_from_slice(HKDF_INFO);
+        for part in [self.issuer, self.client_id, self.public_url] {
+            out.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            out.extend_from_slice(part.as_bytes());
+        }
+        out
+    }
+
+    /// A short, stable, non-secret name of this application (hex), for namespacing shared state
+    /// such as Redis index keys.
+    pub fn tag(&self) -> String {
+        let digest = digest::digest(&digest::SHA256, &self.encode());
+        digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
 /// One derived key and its id byte.
 struct Key {
     id: u8,
@@ -76,11 +114,13 @@ impl std::fmt::Debug for Sealer {
 }
 
 impl Sealer {
-    /// Derives one AES-256-GCM key per secret (HKDF-SHA256). The first secret seals; all open.
-    pub fn new(secrets: &[Vec<u8>]) -> Result<Sealer, SealError> {
+    /// Derives one AES-256-GCM key per secret (HKDF-SHA256), bound to `app`. The first secret
+    /// seals; all open.
+    pub fn new(secrets: &[Vec<u8>], app: AppBinding<'_>) -> Result<Sealer, SealError> {
         if secrets.is_empty() {
             return Err(SealError::NoSecrets);
         }
+        let info = app.encode();
         let mut keys = Vec::with_capacity(secrets.len());
         for (index, secret) in secrets.iter().enumerate() {
             if secret.len() < MIN_SECRET_LEN {
@@ -89,7 +129,7 @@ impl Sealer {
                     len: secret.len(),
                 });
             }
-            keys.push(derive_key(secret));
+            keys.push(derive_key(secret, &info));
         }
         Ok(Sealer { keys })
     }
@@ -151,12 +191,13 @@ impl Sealer {
     }
 }
 
-/// HKDF-SHA256(secret) → AES-256-GCM key, plus its id: the first byte of SHA-256(key).
-fn derive_key(secret: &[u8]) -> Key {
+/// HKDF-SHA256(secret, info = version label + application) → AES-256-GCM key, plus its id: the
+/// first byte of SHA-256(key).
+fn derive_key(secret: &[u8], info: &[u8]) -> Key {
     let mut key_bytes = [0u8; 32];
     hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT)
         .extract(secret)
-        .expand(&[HKDF_INFO], hkdf::HKDF_SHA256)
+        .expand(&[info], hkdf::HKDF_SHA256)
         .and_then(|okm| okm.fill(&mut key_bytes))
         // 32 bytes is the hash length, always a valid HKDF output length.
         .expect("HKDF-SHA256 expanding to 32 bytes cannot fail");
@@ -195,8 +236,18 @@ pub fn generate_secret() -> String {
 mod tests {
     use super::*;
 
+    const APP: AppBinding<'static> = AppBinding {
+        issuer: "https://auth.keysuite.app/application/o/app/",
+        client_id: "app-oidc",
+        public_url: "https://app.example.com",
+    };
+
     fn sealer(secrets: &[&[u8]]) -> Sealer {
-        Sealer::new(&secrets.iter().map(|s| s.to_vec()).collect::<Vec<_>>()).unwrap()
+        bound_sealer(secrets, APP)
+    }
+
+    fn bound_sealer(secrets: &[&[u8]], app: AppBinding<'_>) -> Sealer {
+        Sealer::new(&secrets.iter().map(|s| s.to_vec()).collect::<Vec<_>>(), app).unwrap()
     }
 
     const A: &[u8] = b"0123456789abcdef0123456789abcdef";
@@ -318,7 +369,7 @@ mod tests {
         assert_eq!(s.open("session", &format!("{sealed}==")), None);
         // Another version byte.
         let mut other_version = blob.clone();
-        other_version[0] = 2;
+        other_version[0] = VERSION + 1;
         assert_eq!(
             s.open("session", &URL_SAFE_NO_PAD.encode(&other_version)),
             None
@@ -326,9 +377,34 @@ mod tests {
     }
 
     #[test]
+    fn a_value_sealed_for_one_application_does_not_open_at_another_with_the_same_secret() {
+        let sealed = sealer(&[A]).seal("session", b"v");
+        for other in [
+            AppBinding { issuer: "https://auth.keysuite.app/application/o/other/", ..APP },
+            AppBinding { client_id: "other-oidc", ..APP },
+            AppBinding { public_url: "https://other.example.com", ..APP },
+            // Length prefixes: moving a character from one value to the next is another binding.
+            AppBinding { client_id: "app-oid", public_url: "chttps://app.example.com", ..APP },
+        ] {
+            assert_eq!(bound_sealer(&[A], other).open("session", &sealed), None, "{other:?}");
+            assert_ne!(other.tag(), APP.tag());
+        }
+        assert_eq!(bound_sealer(&[A], APP).open("session", &sealed).as_deref(), Some(&b"v"[..]));
+        assert_eq!(APP.tag().len(), 16);
+    }
+
+    #[test]
+    fn values_of_the_unbound_format_do_not_open() {
+        // Version 1 (keys not bound to the application): the version byte alone refuses it.
+        let mut blob = URL_SAFE_NO_PAD.decode(sealer(&[A]).seal("session", b"v")).unwrap();
+        blob[0] = 1;
+        assert_eq!(sealer(&[A]).open("session", &URL_SAFE_NO_PAD.encode(blob)), None);
+    }
+
+    #[test]
     fn short_secrets_are_refused_by_position() {
-        assert_eq!(Sealer::new(&[]).unwrap_err(), SealError::NoSecrets);
-        let err = Sealer::new(&[A.to_vec(), b"short".to_vec()]).unwrap_err();
+        assert_eq!(Sealer::new(&[], APP).unwrap_err(), SealError::NoSecrets);
+        let err = Sealer::new(&[A.to_vec(), b"short".to_vec()], APP).unwrap_err();
         assert_eq!(err, SealError::ShortSecretAt { index: 1, len: 5 });
         assert!(err.to_string().contains("#1"));
     }

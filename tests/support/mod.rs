@@ -144,12 +144,31 @@ impl Env {
 
     /// Starts a second proxy replica with the same configuration, IdP and upstream.
     pub async fn start_replica(&self) -> Replica {
+        self.start_replica_with(|_| {}).await
+    }
+
+    /// Starts another replica of the same application (same `public_url`, IdP and client) with its
+    /// configuration changed by `configure`: a redeployment (rotated secrets, another store).
+    pub async fn start_replica_with(&self, configure: impl FnOnce(&mut FileConfig)) -> Replica {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = App::new(settings(&self.file), None).unwrap();
+        let mut file = self.file.clone();
+        configure(&mut file);
+        let app = App::new(settings(&file), None).unwrap();
         app.oidc().discover().await.expect("discovery against the test IdP");
         let task = tokio::spawn(server::serve(listener, app.clone(), std::future::pending(), Duration::from_secs(5)));
         Replica { addr, origin: format!("http://{addr}"), app, task }
+    }
+
+    /// A sealer like this proxy's: the test secret, bound to this application (issuer, client id,
+    /// public URL), to open what the proxy sealed.
+    pub fn sealer(&self) -> trousseau_proxy::session::seal::Sealer {
+        use trousseau_proxy::session::seal::{parse_secret, AppBinding, Sealer};
+        let issuer = self.file.oidc.issuer.clone().unwrap_or_default();
+        let client_id = self.file.oidc.client_id.clone().unwrap_or_default();
+        let public_url = self.file.public_url.clone().unwrap_or_default();
+        let secrets: Vec<Vec<u8>> = self.file.session.secrets.iter().map(|s| parse_secret(s).unwrap()).collect();
+        Sealer::new(&secrets, AppBinding { issuer: &issuer, client_id: &client_id, public_url: public_url.trim_end_matches('/') }).unwrap()
     }
 
     /// The IdP's controls.

@@ -167,6 +167,22 @@ fn sha256_hex(data: &[u8]) -> String {
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// `trousseau-proxy:session:`: the prefix of session records, followed by the handle's SHA-256.
+const RECORD_PREFIX: &str = "trousseau-proxy:session:";
+
+/// The index of one user's session records in this application (`store: redis`): a sorted set of
+/// record hashes scored by creation time, for the per-user cap and for back-channel logout by
+/// `sub`. Named by a hash of the application tag and the `sub`, so no claim shows in key names.
+fn user_index_key(app_tag: &str, sub: &str) -> String {
+    format!("{KEY_PREFIX}user:{}", sha256_hex(format!("{app_tag}\n{sub}").as_bytes()))
+}
+
+/// The index of the session records of one Trousseau session (`sid`) in this application, for
+/// back-channel logout by `sid`. Same shape as [`user_index_key`].
+fn sid_index_key(app_tag: &str, sid: &str) -> String {
+    format!("{KEY_PREFIX}sid:{}", sha256_hex(format!("{app_tag}\n{sid}").as_bytes()))
+}
+
 /// `PX` milliseconds for a TTL: at least 1 ms (Redis refuses 0).
 fn ttl_millis(ttl: Duration) -> u64 {
     (ttl.as_millis() as u64).max(1)
