@@ -23,6 +23,9 @@ pub const DEFAULT_CONFIG: &str = "trousseau-proxy";
 pub const DEFAULT_SECRET: &str = "trousseau-proxy";
 /// Default proxy port.
 pub const DEFAULT_PROXY_PORT: u16 = 4180;
+/// The longest annotation value read: Kubernetes refuses a pod whose annotations add up to more
+/// (but only after the webhook ran, so the injector checks it first rather than expand it).
+pub const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
 
 /// `kubectl`'s annotation naming the pod's main container: the app, unless `port` says otherwise.
 pub const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
@@ -65,8 +68,9 @@ pub struct Options {
     pub secret: String,
     /// The app's port; `None`: the first declared one.
     pub app_port: Option<PortRef>,
-    /// Public paths, already checked to start with `/`.
-    pub public_paths: Vec<String>,
+    /// Public paths, each checked to start with `/`, comma-separated (as
+    /// `TROUSSEAU_PROXY_ROUTES_PUBLIC` takes them); empty: none given.
+    pub public_paths: String,
     /// The proxy's port inside the pod.
     pub proxy_port: u16,
     /// Annotations under our prefix that we do not know (likely typos), for a warning: the first
@@ -96,6 +100,9 @@ pub enum OptionsError {
         /// Its value.
         value: String,
     },
+    /// An annotation longer than Kubernetes allows for all annotations together.
+    #[error("annotation {0}: longer than {MAX_ANNOTATION_BYTES} bytes, Kubernetes' limit for all annotations together")]
+    TooLong(&'static str),
     /// A public path that does not start with `/`.
     #[error("annotation {PUBLIC_PATHS_ANNOTATION}: `{0}` is not a path starting with `/` (separate paths with commas)")]
     BadPublicPath(String),
@@ -128,19 +135,22 @@ impl Options {
             })?,
         };
         let public_paths = match annotations.get(PUBLIC_PATHS_ANNOTATION) {
-            None => Vec::new(),
-            Some(text) => text
-                .split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(|p| {
-                    if p.starts_with('/') && !p.chars().any(char::is_whitespace) {
-                        Ok(p.to_string())
-                    } else {
-                        Err(OptionsError::BadPublicPath(p.to_string()))
+            None => String::new(),
+            Some(text) if text.len() > MAX_ANNOTATION_BYTES => return Err(OptionsError::TooLong(PUBLIC_PATHS_ANNOTATION)),
+            Some(text) => {
+                // One string, not one allocation per path: the annotation may hold many.
+                let mut joined = String::with_capacity(text.len());
+                for path in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    if !path.starts_with('/') || path.chars().any(char::is_whitespace) {
+                        return Err(OptionsError::BadPublicPath(path.to_string()));
                     }
-                })
-                .collect::<Result<_, _>>()?,
+                    if !joined.is_empty() {
+                        joined.push(',');
+                    }
+                    joined.push_str(path);
+                }
+                joined
+            }
         };
         let unknown_annotations = annotations.unknown.iter().map(|a| a.to_string()).collect();
         Ok(Options {
@@ -230,7 +240,7 @@ mod tests {
         assert_eq!(read.config_map, "shop-auth");
         assert_eq!(read.secret, "shop-auth-secrets");
         assert_eq!(read.app_port, Some(PortRef::Name("http".into())));
-        assert_eq!(read.public_paths, ["/healthz", "/assets/*"]);
+        assert_eq!(read.public_paths, "/healthz,/assets/*");
         assert_eq!(read.proxy_port, 9000);
         assert_eq!(read.unknown_annotations, ["trousseau.keysuite.app/confg"]);
 
@@ -241,6 +251,8 @@ mod tests {
         assert!(options(json!({CONFIG_ANNOTATION: "Not_A_Name"})).is_err());
         assert!(options(json!({PUBLIC_PATHS_ANNOTATION: "healthz"})).is_err());
         assert!(options(json!({PROXY_PORT_ANNOTATION: "http"})).is_err());
+        let huge = "/,".repeat(MAX_ANNOTATION_BYTES / 2 + 1);
+        assert_eq!(options(json!({PUBLIC_PATHS_ANNOTATION: huge})), Err(OptionsError::TooLong(PUBLIC_PATHS_ANNOTATION)));
     }
 
     #[test]

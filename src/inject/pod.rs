@@ -228,8 +228,9 @@ fn warnings(options: &Options, app: &AppPort<'_>, locate: &Locate<'_, '_>, shape
         if locate.privileged_count > locate.privileged.len() {
             names.push_str(&format!(" and {} more", locate.privileged_count - locate.privileged.len()));
         }
+        let (noun, verb) = if locate.privileged_count == 1 { ("container", "is") } else { ("containers", "are") };
         warnings.push(format!(
-            "trousseau-proxy: container {names} is privileged: it can reach the node and other pods' traffic \
+            "trousseau-proxy: {noun} {names} {verb} privileged: able to reach the node and other pods' traffic \
              around the proxy; drop privileged unless it is needed"
         ));
     }
