@@ -499,6 +499,33 @@ fn the_injector_fails_closed_scoped_to_opted_in_pods_and_stays_available() {
     assert!(args.contains("--image=registry.example/trousseau-proxy:0.1.0-sidecar"), "{args}");
 }
 
+/// One opt-in value in both places: the chart's `objectSelector` sends the webhook exactly the
+/// pods it injects. A pod labelled `True` is neither sent nor injected (before, the webhook took
+/// `True` while the selector never sent it: such pods ran without the proxy, silently).
+#[test]
+fn the_webhook_injects_exactly_the_pods_the_chart_selects() {
+    use trousseau_proxy::inject::{self, InjectorSettings, INJECT_LABEL, INJECT_VALUE};
+    let Some(tools) = tools() else { return };
+    let manifest = Render::with(INJECTOR).objects(&tools);
+    let selector = &manifest.one("MutatingWebhookConfiguration")["webhooks"][0]["objectSelector"];
+    assert_eq!(selector, &json!({"matchLabels": {INJECT_LABEL: INJECT_VALUE}}), "one exact value, no expressions");
+    let (label, value) = selector["matchLabels"].as_object().unwrap().iter().next().unwrap();
+
+    let review = std::fs::read_to_string(root().join("tests/data/admission/plain-pod.json")).unwrap();
+    let mut review: Value = serde_json::from_str(&review).unwrap();
+    let settings = InjectorSettings { image: "trousseau-proxy:test".into(), native_sidecar: true };
+    let mut patched_with = |label_value: &Value| {
+        review["request"]["object"]["metadata"]["labels"][label] = label_value.clone();
+        let answer = inject::review(&serde_json::to_vec(&review).unwrap(), &settings).unwrap();
+        assert!(answer.response.allowed);
+        answer.response.patch.is_some()
+    };
+    assert!(patched_with(value), "the selected value is injected");
+    for other in ["True", "TRUE", "yes", "1"] {
+        assert!(!patched_with(&json!(other)), "{other} is not selected, so it must not be injected either");
+    }
+}
+
 #[test]
 fn every_pod_runs_under_the_restricted_pod_security_standard() {
     let Some(tools) = tools() else { return };

@@ -641,3 +641,552 @@ fn the_webhook_refuses_to_start_without_its_certificate() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("--kube-version"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hardening (issue 14): reviews sent over real HTTPS to a webhook serving on a loopback port.
+
+/// A webhook with a fresh test CA, and a client trusting it: every review goes over HTTPS, as the
+/// API server sends it.
+struct HttpsWebhook {
+    webhook: Webhook,
+    ca: TestCa,
+    client: Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>>,
+    _dir: TempDir,
+}
+
+impl HttpsWebhook {
+    async fn start() -> HttpsWebhook {
+        let dir = TempDir::new("hardening");
+        let ca = TestCa::new();
+        let (cert_pem, key_pem) = ca.server_pair("served-first");
+        let (cert, key) = (dir.0.join("tls.crt"), dir.0.join("tls.key"));
+        std::fs::write(&cert, cert_pem).unwrap();
+        std::fs::write(&key, key_pem).unwrap();
+        let webhook = Webhook::start(&cert, &key, Duration::from_secs(60)).await;
+        let client = https_client(&ca);
+        HttpsWebhook { webhook, ca, client, _dir: dir }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.webhook.addr.port())
+    }
+
+    /// Posts `body` to `/mutate`: the status and the body of the answer.
+    async fn post(&self, body: Vec<u8>) -> (StatusCode, Bytes) {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(self.url("/mutate"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let response = self.client.request(request).await.expect("the webhook answers");
+        let status = response.status();
+        (status, response.into_body().collect().await.unwrap().to_bytes())
+    }
+
+    /// Sends `review` and applies the answer as the API server does.
+    async fn admit(&self, review: &Value) -> Outcome {
+        let (status, body) = self.post(serde_json::to_vec(review).unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        apply(review, serde_json::from_slice(&body).expect("an AdmissionReview"))
+    }
+
+    /// A raw TLS connection to the webhook (for requests no well-behaved client sends).
+    async fn connect(&self) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        tls_connect(self.webhook.addr, &self.ca.roots()).await
+    }
+}
+
+async fn tls_connect(
+    addr: std::net::SocketAddr,
+    roots: &rustls::RootCertStore,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let config = rustls::ClientConfig::builder_with_provider(trousseau_proxy::tls::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await
+}
+
+fn https_client(
+    ca: &TestCa,
+) -> Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>> {
+    let config = rustls::ClientConfig::builder_with_provider(trousseau_proxy::tls::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(ca.roots())
+        .with_no_client_auth();
+    Client::builder(TokioExecutor::new()).build(trousseau_proxy::tls::https_connector(config, Duration::from_secs(5)))
+}
+
+/// Every port of the pod (containers and init containers): (container, port name).
+fn port_names(pod: &Value) -> Vec<(String, String)> {
+    ["containers", "initContainers"]
+        .iter()
+        .filter_map(|list| pod["spec"][list].as_array())
+        .flatten()
+        .flat_map(|c| {
+            let container = c["name"].as_str().unwrap_or_default().to_string();
+            c["ports"].as_array().into_iter().flatten().filter_map(move |p| {
+                p["name"].as_str().map(|n| (container.clone(), n.to_string()))
+            })
+        })
+        .collect()
+}
+
+fn refusal(out: &Outcome) -> String {
+    assert_eq!(out.response["allowed"], false, "expected a refusal: {}", out.response);
+    assert!(!out.patched);
+    assert_eq!(out.response["status"]["code"], 422);
+    out.response["status"]["message"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_port_name_another_container_shares_is_refused_rather_than_handed_to_the_proxy() {
+    let webhook = HttpsWebhook::start().await;
+
+    // `side` also names a port `http`: a Service's targetPort `http` resolves to a regular
+    // container before a native sidecar, so the proxy would never see the traffic.
+    let mut review = fixture("plain-pod");
+    review["request"]["object"]["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "side", "image": "side:1", "ports": [{"name": "http", "containerPort": 9000}]}));
+    let message = refusal(&webhook.admit(&review).await);
+    assert!(message.contains("`http`") && message.contains("side"), "{message}");
+
+    // The same when an existing native sidecar declares the name.
+    let mut review = fixture("plain-pod");
+    review["request"]["object"]["spec"]["initContainers"] = json!([{
+        "name": "mesh", "image": "mesh:1", "restartPolicy": "Always",
+        "ports": [{"name": "http", "containerPort": 15001}],
+    }]);
+    for native in [true, false] {
+        let out = admit(&review, &settings(native));
+        let message = refusal(&out);
+        assert!(message.contains("`http`") && message.contains("mesh"), "{message}");
+    }
+    let message = refusal(&webhook.admit(&review).await);
+    assert!(message.contains("mesh"), "{message}");
+
+    // The fallback name too, when the app's port has no name.
+    let mut review = fixture("unnamed-port");
+    review["request"]["object"]["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "exporter", "image": "exporter:1", "ports": [{"name": "trousseau", "containerPort": 9100}]}));
+    let message = refusal(&webhook.admit(&review).await);
+    assert!(message.contains("`trousseau`") && message.contains("exporter"), "{message}");
+
+    // A pod whose names are distinct is injected, and the proxy's port name is then unique.
+    let mut review = fixture("plain-pod");
+    review["request"]["object"]["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "side", "image": "side:1", "ports": [{"name": "metrics", "containerPort": 9000}]}));
+    let out = webhook.admit(&review).await;
+    assert!(out.patched, "{}", out.response);
+    let names = port_names(&out.pod);
+    let holders: Vec<&String> = names.iter().filter(|(_, n)| n == "http").map(|(c, _)| c).collect();
+    assert_eq!(holders, ["trousseau-proxy"], "{names:?}");
+    webhook.webhook.stop().await;
+}
+
+#[test]
+fn after_injection_the_proxys_port_name_is_unique_in_every_golden_pod() {
+    for name in ["plain-pod", "no-annotations", "named-port-probes", "existing-init-containers", "unnamed-port"] {
+        for native in [true, false] {
+            let out = admit(&fixture(name), &settings(native));
+            let proxy_list = if native { "initContainers" } else { "containers" };
+            let proxy = container(&out.pod, proxy_list, "trousseau-proxy");
+            let proxy_name = proxy["ports"][0]["name"].as_str().unwrap();
+            let names = port_names(&out.pod);
+            assert_eq!(names.iter().filter(|(_, n)| n == proxy_name).count(), 1, "{name}: {names:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn only_the_exact_label_value_the_chart_selects_opts_in() {
+    let webhook = HttpsWebhook::start().await;
+    // The chart's objectSelector matches exactly "true": the webhook decides on the same value,
+    // so a pod is never injected by one and skipped by the other.
+    for value in ["True", "TRUE", "yes", "1", " true"] {
+        let mut review = fixture("plain-pod");
+        review["request"]["object"]["metadata"]["labels"]["trousseau.keysuite.app/inject"] = json!(value);
+        let out = webhook.admit(&review).await;
+        assert_eq!(out.response["allowed"], true, "{value}");
+        assert!(!out.patched, "{value:?} is not the opt-in value");
+    }
+    assert!(webhook.admit(&fixture("plain-pod")).await.patched);
+    webhook.webhook.stop().await;
+}
+
+#[tokio::test]
+async fn a_host_port_on_the_proxied_port_is_refused() {
+    let webhook = HttpsWebhook::start().await;
+    // The node's port 80 would reach the app directly, around the proxy.
+    let mut review = fixture("plain-pod");
+    review["request"]["object"]["spec"]["containers"][0]["ports"][0]["hostPort"] = json!(80);
+    let message = refusal(&webhook.admit(&review).await);
+    assert!(message.contains("hostPort") && message.contains("8080"), "{message}");
+
+    // A hostPort on another port is that port's business.
+    let mut review = fixture("named-port-probes");
+    let ports = review["request"]["object"]["spec"]["containers"][0]["ports"].as_array_mut().unwrap();
+    let metrics = ports.iter_mut().find(|p| p["name"] == "metrics").unwrap();
+    metrics["hostPort"] = json!(9090);
+    assert!(webhook.admit(&review).await.patched);
+    webhook.webhook.stop().await;
+}
+
+#[tokio::test]
+async fn host_network_and_privileged_apps_are_injected_with_a_warning() {
+    let webhook = HttpsWebhook::start().await;
+    // hostNetwork: the API server has already defaulted hostPort to containerPort.
+    let mut review = fixture("plain-pod");
+    review["request"]["object"]["spec"]["hostNetwork"] = json!(true);
+    review["request"]["object"]["spec"]["containers"][0]["ports"][0]["hostPort"] = json!(8080);
+    let out = webhook.admit(&review).await;
+    assert!(out.patched, "{}", out.response);
+    let warnings = out.warnings();
+    assert!(warnings.iter().any(|w| w.contains("hostNetwork") && w.contains("8080")), "{warnings:?}");
+
+    let mut review = fixture("plain-pod");
+    review["request"]["object"]["spec"]["containers"][0]["securityContext"] = json!({"privileged": true});
+    let out = webhook.admit(&review).await;
+    assert!(out.patched, "{}", out.response);
+    let warnings = out.warnings();
+    assert!(warnings.iter().any(|w| w.contains("privileged") && w.contains("shop")), "{warnings:?}");
+
+    // An ordinary pod gets no such warning.
+    assert!(webhook.admit(&fixture("plain-pod")).await.warnings().is_empty());
+    webhook.webhook.stop().await;
+}
+
+/// `review` padded with an annotation to about `size` bytes.
+fn padded_review(size: usize) -> Vec<u8> {
+    let mut review = fixture("plain-pod");
+    let base = serde_json::to_vec(&review).unwrap().len();
+    review["request"]["object"]["metadata"]["annotations"]["example.com/padding"] = json!("x".repeat(size - base - 40));
+    serde_json::to_vec(&review).unwrap()
+}
+
+#[tokio::test]
+async fn a_review_larger_than_the_api_server_sends_is_refused() {
+    let webhook = HttpsWebhook::start().await;
+    // Just under the API server's 3 MiB: answered.
+    let body = padded_review(3 * 1024 * 1024 - 64 * 1024);
+    let (status, _) = webhook.post(body).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Over it: refused, whole or announced.
+    let body = padded_review(3 * 1024 * 1024 + 64 * 1024);
+    let (status, answer) = webhook.post(body).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{}", String::from_utf8_lossy(&answer));
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = webhook.connect().await.unwrap();
+    tls.write_all(
+        b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 104857600\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "an announced 100 MiB body is refused before it is sent");
+    assert!(answer.starts_with(b"HTTP/1.1 413"), "{}", String::from_utf8_lossy(&answer));
+    webhook.webhook.stop().await;
+}
+
+#[tokio::test]
+async fn a_stalled_review_body_is_cut_at_its_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let webhook = HttpsWebhook::start().await;
+    let mut tls = webhook.connect().await.unwrap();
+    let started = Instant::now();
+    tls.write_all(
+        b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 2000000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    tls.write_all(&vec![b' '; 1_000_000]).await.unwrap();
+    tls.flush().await.unwrap();
+    // ... and nothing more.
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(25), tls.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the webhook still waits for the body after {:?}", started.elapsed());
+    assert!(answer.starts_with(b"HTTP/1.1 408"), "{}", String::from_utf8_lossy(&answer));
+    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+
+    // Meanwhile and afterwards, the webhook answers.
+    assert!(webhook.admit(&fixture("plain-pod")).await.patched);
+    webhook.webhook.stop().await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_are_closed_and_the_webhook_recovers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let webhook = HttpsWebhook::start().await;
+    let mut held = Vec::new();
+    for _ in 0..inject::webhook::MAX_CONNECTIONS {
+        held.push(webhook.connect().await.expect("a connection under the cap"));
+    }
+    // One more: closed at once, before any request is read.
+    let refused = match webhook.connect().await {
+        Err(_) => true,
+        Ok(mut tls) => {
+            let _ = tls
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .await;
+            let mut answer = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await;
+            answer.is_empty()
+        }
+    };
+    assert!(refused, "a connection over the cap was served");
+
+    // Freed connections make room again.
+    held.truncate(held.len() - 2);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let client = https_client(&webhook.ca);
+        let health = client.get(webhook.url("/healthz").parse().unwrap()).await;
+        if health.is_ok_and(|r| r.status() == StatusCode::OK) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the webhook did not recover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(held);
+    webhook.webhook.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory: a real `trousseau-proxy inject-webhook` process, fed the worst reviews we can build
+// under the API server's 3 MiB request limit; its peak resident set (VmHWM) must stay far below
+// the chart's 128 MiB limit.
+
+/// The largest review body these tests build: under the webhook's bound.
+const WORST_REVIEW: usize = 3 * 1024 * 1024 - 128 * 1024;
+
+/// A review of `plain-pod` whose list at `pointer` is extended with `item` until the body is
+/// about `WORST_REVIEW` bytes.
+fn worst_review(pointer: &str, item: Value) -> Vec<u8> {
+    let mut review = fixture("plain-pod");
+    let (parent, key) = pointer.rsplit_once('/').unwrap();
+    let parent = review["request"]["object"].pointer_mut(parent).unwrap_or_else(|| panic!("{pointer}"));
+    let list = parent[key].take();
+    let mut list = if list.is_null() { Vec::new() } else { list.as_array().unwrap().clone() };
+    let base = serde_json::to_vec(&review).unwrap().len() + serde_json::to_vec(&list).unwrap().len();
+    let item_len = serde_json::to_vec(&item).unwrap().len() + 1;
+    list.extend(std::iter::repeat_n(item, (WORST_REVIEW - base) / item_len));
+    review["request"]["object"].pointer_mut(pointer.rsplit_once('/').unwrap().0).unwrap()[key] = Value::Array(list);
+    serde_json::to_vec(&review).unwrap()
+}
+
+/// The worst reviews we found, by name.
+fn worst_reviews() -> Vec<(&'static str, Vec<u8>)> {
+    let mut annotations = fixture("plain-pod");
+    let map = annotations["request"]["object"]["metadata"]["annotations"].as_object_mut().unwrap();
+    let mut i = 0;
+    while serde_json::to_vec(&map).unwrap().len() < WORST_REVIEW - 8 * 1024 {
+        for _ in 0..1000 {
+            map.insert(format!("trousseau.keysuite.app/x{i}"), json!(""));
+            i += 1;
+        }
+    }
+    vec![
+        ("1M empty volumes", worst_review("/spec/volumes", json!({}))),
+        ("1M empty containers", worst_review("/spec/containers", json!({}))),
+        ("1M empty init containers", {
+            let mut review: Value = serde_json::from_slice(&worst_review("/spec/containers", json!({}))).unwrap();
+            let spec = review["request"]["object"]["spec"].as_object_mut().unwrap();
+            let mut containers = spec["containers"].as_array().unwrap().clone();
+            let app = containers.remove(0);
+            spec.insert("initContainers".into(), Value::Array(containers));
+            spec.insert("containers".into(), json!([app]));
+            serde_json::to_vec(&review).unwrap()
+        }),
+        ("1M empty ports", worst_review("/spec/containers/0/ports", json!({}))),
+        ("distinct named ports", {
+            let mut review = fixture("plain-pod");
+            let ports = review["request"]["object"]["spec"]["containers"][0]["ports"].as_array_mut().unwrap();
+            let (mut i, mut size) = (0u32, 4 * 1024);
+            while size < WORST_REVIEW - 4 * 1024 {
+                let port = json!({"name": format!("p{i:x}"), "containerPort": 1 + i % 60000});
+                size += serde_json::to_vec(&port).unwrap().len() + 1;
+                ports.push(port);
+                i += 1;
+            }
+            serde_json::to_vec(&review).unwrap()
+        }),
+        ("deep env list", worst_review("/spec/containers/0/env", json!({"name": "A", "value": "b"}))),
+        ("unknown annotations", serde_json::to_vec(&annotations).unwrap()),
+        ("128K public paths (the annotation limit)", {
+            let mut review = fixture("plain-pod");
+            let paths = "/,".repeat(128 * 1024 - 1);
+            review["request"]["object"]["metadata"]["annotations"]["trousseau.keysuite.app/public-paths"] = json!(paths);
+            serde_json::to_vec(&review).unwrap()
+        }),
+        ("1M public paths", {
+            let mut review = fixture("plain-pod");
+            let paths = "/,".repeat((WORST_REVIEW - 8 * 1024) / 2);
+            review["request"]["object"]["metadata"]["annotations"]["trousseau.keysuite.app/public-paths"] = json!(paths);
+            serde_json::to_vec(&review).unwrap()
+        }),
+    ]
+    .into_iter()
+    .inspect(|(name, body)| assert!(body.len() < 3 * 1024 * 1024, "{name}: {}", body.len()))
+    .collect()
+}
+
+/// `VmHWM` (peak resident set) of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A real `trousseau-proxy inject-webhook` process on a loopback port.
+struct InjectorProcess {
+    child: std::process::Child,
+    port: u16,
+    client: Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>>,
+}
+
+impl InjectorProcess {
+    /// Starts `binary` with the certificate in `dir` (signed by `ca`) and waits until it answers.
+    async fn start(binary: &str, dir: &Path, ca: &TestCa) -> InjectorProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new(binary)
+            .args(["inject-webhook", "--listen", &format!("127.0.0.1:{port}"), "--image", IMAGE])
+            .arg("--tls-cert")
+            .arg(dir.join("tls.crt"))
+            .arg("--tls-key")
+            .arg(dir.join("tls.key"))
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let injector = InjectorProcess { child, port, client: https_client(ca) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while injector.client.get(injector.url("/healthz").parse().unwrap()).await.map(|r| r.status()).ok()
+            != Some(StatusCode::OK)
+        {
+            assert!(Instant::now() < deadline, "the injector did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        injector
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.port)
+    }
+
+    fn peak_kib(&self) -> u64 {
+        peak_rss_kib(self.child.id()).expect("VmHWM")
+    }
+}
+
+impl Drop for InjectorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends 30 connections' worth of near-3 MiB bodies that stall; what became of each.
+async fn stall_thirty_bodies(port: u16, ca: &TestCa) -> std::collections::BTreeMap<String, usize> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let stalled: Vec<_> = (0..30)
+        .map(|_| {
+            let roots = ca.roots();
+            tokio::spawn(async move {
+                let Ok(mut tls) = tls_connect(addr, &roots).await else { return String::from("refused") };
+                let headers = format!(
+                    "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    3 * 1024 * 1024 - 1024
+                );
+                let send = async {
+                    tls.write_all(headers.as_bytes()).await?;
+                    tls.write_all(&vec![b' '; WORST_REVIEW]).await?;
+                    tls.flush().await?;
+                    let mut answer = Vec::new();
+                    tls.read_to_end(&mut answer).await?;
+                    Ok::<_, std::io::Error>(answer)
+                };
+                match tokio::time::timeout(Duration::from_secs(20), send).await {
+                    Ok(Ok(answer)) => String::from_utf8_lossy(&answer).lines().next().unwrap_or("closed").to_string(),
+                    Ok(Err(e)) => format!("closed ({})", e.kind()),
+                    Err(_) => "still held after 20 s".into(),
+                }
+            })
+        })
+        .collect();
+    let mut outcomes = std::collections::BTreeMap::new();
+    for task in stalled {
+        *outcomes.entry(task.await.unwrap()).or_default() += 1;
+    }
+    outcomes
+}
+
+#[tokio::test]
+async fn the_worst_reviews_keep_the_injector_process_small() {
+    if peak_rss_kib(std::process::id()).is_none() {
+        eprintln!("SKIPPED: no /proc/<pid>/status VmHWM on this system");
+        return;
+    }
+    // Built first: an idle pooled connection would not outlive the webhook's header deadline.
+    let reviews = worst_reviews();
+    let dir = TempDir::new("rss");
+    let ca = TestCa::new();
+    let (cert_pem, key_pem) = ca.server_pair("served-first");
+    std::fs::write(dir.0.join("tls.crt"), cert_pem).unwrap();
+    std::fs::write(dir.0.join("tls.key"), key_pem).unwrap();
+    // TROUSSEAU_INJECTOR_BIN measures another build (the release figures in the README).
+    let binary = std::env::var("TROUSSEAU_INJECTOR_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_trousseau-proxy").into());
+
+    // Each scenario in a fresh process: VmHWM is the peak since start.
+    let mut report = Vec::new();
+    let mut worst_single = 0;
+    for (name, body) in reviews {
+        let injector = InjectorProcess::start(&binary, &dir.0, &ca).await;
+        let baseline = injector.peak_kib();
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(injector.url("/mutate"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body.clone())))
+            .unwrap();
+        let response = injector.client.request(request).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let status = response.status();
+        let answer = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(status, StatusCode::OK, "{name}");
+        let answer: Value = serde_json::from_slice(&answer).unwrap();
+        assert!(answer["response"]["uid"].is_string(), "{name}");
+        let grown = injector.peak_kib() - baseline;
+        worst_single = worst_single.max(grown);
+        report.push(format!("{name} ({} KiB body): {baseline} KiB at start, peak +{grown} KiB", body.len() / 1024));
+    }
+
+    // Then 30 connections that each send most of a 3 MiB body, and stall.
+    let injector = InjectorProcess::start(&binary, &dir.0, &ca).await;
+    let baseline = injector.peak_kib();
+    let outcomes = stall_thirty_bodies(injector.port, &ca).await;
+    let stalled = injector.peak_kib() - baseline;
+    report.push(format!("30 stalled near-3 MiB bodies {outcomes:?}: {baseline} KiB at start, peak +{stalled} KiB"));
+
+    eprintln!("injector peak RSS ({binary}):\n  {}", report.join("\n  "));
+    // Each review costs its body (< 3 MiB) and a little more: nothing like a copy of the pod.
+    assert!(worst_single < 24 * 1024, "{report:#?}");
+    // Stalled bodies are cut at their deadline, and only a few are held at once.
+    assert!(!outcomes.contains_key("still held after 20 s"), "{outcomes:?}");
+    assert!(stalled < 32 * 1024, "{report:#?}");
+}

@@ -9,9 +9,10 @@
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::pod::{self, Decision};
+use super::scan::{self, PodMeta, Text};
 use super::InjectorSettings;
 
 /// The only AdmissionReview version served.
@@ -19,40 +20,54 @@ pub const API_VERSION: &str = "admission.k8s.io/v1";
 /// The kind of both the request and the response.
 pub const KIND: &str = "AdmissionReview";
 
-/// The request envelope as the API server sends it.
+/// The request envelope as the API server sends it; `request` is read in place, later.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ReviewRequestEnvelope {
-    api_version: Option<String>,
-    kind: Option<String>,
-    request: Option<Value>,
+struct ReviewRequestEnvelope<'a> {
+    #[serde(default, borrow)]
+    api_version: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    kind: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    request: Option<&'a RawValue>,
 }
 
-/// `request` of an AdmissionReview: the fields we read.
+/// `request.uid`, read first: with it, any other problem is an answer rather than an HTTP error.
+#[derive(Debug, Deserialize)]
+struct RequestUid<'a> {
+    #[serde(default, borrow)]
+    uid: Option<Text<'a>>,
+}
+
+/// `request` of an AdmissionReview: the fields we read; the pod stays text.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct AdmissionRequest {
-    kind: GroupVersionKind,
-    #[serde(default)]
-    sub_resource: Option<String>,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    namespace: Option<String>,
-    operation: String,
+struct AdmissionRequest<'a> {
+    #[serde(borrow)]
+    kind: GroupVersionKind<'a>,
+    #[serde(default, borrow)]
+    sub_resource: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    name: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    namespace: Option<Text<'a>>,
+    #[serde(borrow)]
+    operation: Text<'a>,
     #[serde(default)]
     dry_run: Option<bool>,
-    #[serde(default)]
-    object: Option<Value>,
+    #[serde(default, borrow)]
+    object: Option<&'a RawValue>,
 }
 
 /// `group`/`version`/`kind` of the object under review.
 #[derive(Debug, Deserialize)]
-struct GroupVersionKind {
-    #[serde(default)]
-    group: String,
-    version: String,
-    kind: String,
+struct GroupVersionKind<'a> {
+    #[serde(default, borrow)]
+    group: Option<Text<'a>>,
+    #[serde(borrow)]
+    version: Text<'a>,
+    #[serde(borrow)]
+    kind: Text<'a>,
 }
 
 /// The answer: an AdmissionReview with `response` set.
@@ -103,14 +118,16 @@ pub struct Status {
 #[error("not an AdmissionReview {API_VERSION} request: {0}")]
 pub struct MalformedReview(pub String);
 
-/// Answers one AdmissionReview request body.
+/// Answers one AdmissionReview request body. The body is read in place: the pod is never
+/// copied into a JSON tree (see [`scan`]).
 pub fn review(body: &[u8], settings: &InjectorSettings) -> Result<AdmissionReviewResponse, MalformedReview> {
-    let envelope: ReviewRequestEnvelope =
+    let envelope: ReviewRequestEnvelope<'_> =
         serde_json::from_slice(body).map_err(|e| MalformedReview(format!("invalid JSON: {e}")))?;
     let request = envelope.request.ok_or_else(|| MalformedReview("`request` is missing".into()))?;
-    let uid = request
-        .get("uid")
-        .and_then(Value::as_str)
+    let uid: RequestUid<'_> =
+        serde_json::from_str(request.get()).map_err(|e| MalformedReview(format!("`request` is not an object: {e}")))?;
+    let uid = uid
+        .uid
         .filter(|u| !u.is_empty())
         .ok_or_else(|| MalformedReview("`request.uid` is missing".into()))?
         .to_string();
@@ -126,11 +143,13 @@ pub fn review(body: &[u8], settings: &InjectorSettings) -> Result<AdmissionRevie
             ),
         ));
     }
-    let request: AdmissionRequest = match serde_json::from_value(request) {
+    let request: AdmissionRequest<'_> = match serde_json::from_str(request.get()) {
         Ok(r) => r,
         Err(e) => return Ok(answer.deny(400, format!("malformed AdmissionReview request: {e}"))),
     };
-    let is_pod = request.kind.group.is_empty() && request.kind.version == "v1" && request.kind.kind == "Pod";
+    let is_pod = request.kind.group.as_deref().unwrap_or("").is_empty()
+        && &*request.kind.version == "v1"
+        && &*request.kind.kind == "Pod";
     if !is_pod || request.sub_resource.as_deref().is_some_and(|s| !s.is_empty()) {
         return Ok(answer.allow(vec![format!(
             "trousseau-proxy injector: ignored a {} (only pods are injected; check the webhook's rules)",
@@ -138,17 +157,21 @@ pub fn review(body: &[u8], settings: &InjectorSettings) -> Result<AdmissionRevie
         )]));
     }
     // Containers are immutable after creation: only CREATE can be injected.
-    if request.operation != "CREATE" {
+    if &*request.operation != "CREATE" {
         return Ok(answer.allow(Vec::new()));
     }
-    let Some(object) = request.object.as_ref().filter(|o| o.is_object()) else {
+    let Some(object) = request.object.map(RawValue::get).filter(|o| o.starts_with('{')) else {
         return Ok(answer.deny(400, "malformed AdmissionReview request: `request.object` is not a pod".into()));
     };
+    let meta = match scan::metadata(object) {
+        Ok(meta) => meta,
+        Err(e) => return Ok(answer.deny(400, format!("malformed AdmissionReview request: `request.object`: {e}"))),
+    };
 
-    let who = pod_name(object, request.name.as_deref());
+    let who = pod_name(&meta, request.name.as_deref());
     let namespace = request.namespace.as_deref().unwrap_or("-");
     let dry_run = request.dry_run.unwrap_or(false);
-    match pod::decide(object, settings) {
+    match pod::decide(object, &meta, settings) {
         Ok(Decision::NotOptedIn) => Ok(answer.allow(Vec::new())),
         Ok(Decision::AlreadyInjected) => {
             tracing::info!(uid = %answer.uid, namespace, pod = %who, dry_run, "already injected: skipped");
@@ -157,8 +180,7 @@ pub fn review(body: &[u8], settings: &InjectorSettings) -> Result<AdmissionRevie
                 super::INJECTED_ANNOTATION
             )]))
         }
-        Ok(Decision::Inject { pod: changed, warnings }) => {
-            let patch = json_patch::diff(object, &changed);
+        Ok(Decision::Inject { patch, warnings }) => {
             let patch = match serde_json::to_vec(&patch) {
                 Ok(p) => p,
                 Err(e) => return Ok(answer.deny(500, format!("cannot encode the patch: {e}"))),
@@ -188,8 +210,9 @@ pub fn review(body: &[u8], settings: &InjectorSettings) -> Result<AdmissionRevie
             Ok(answer.deny(
                 422,
                 format!(
-                    "trousseau-proxy cannot protect pod {who} ({} is true): {e}",
-                    super::INJECT_LABEL
+                    "trousseau-proxy cannot protect pod {who} ({}: {}): {e}",
+                    super::INJECT_LABEL,
+                    super::INJECT_VALUE
                 ),
             ))
         }
@@ -236,9 +259,9 @@ fn fit_warning(mut warning: String) -> String {
 
 /// The pod's name for messages: its name, else `generateName` + `*` (pods of a ReplicaSet are
 /// named by the API server after admission).
-fn pod_name(pod: &Value, request_name: Option<&str>) -> String {
-    let meta = |key: &str| pod.pointer(&format!("/metadata/{key}")).and_then(Value::as_str).filter(|s| !s.is_empty());
-    match (meta("name").or(request_name.filter(|n| !n.is_empty())), meta("generateName")) {
+fn pod_name(meta: &PodMeta<'_>, request_name: Option<&str>) -> String {
+    let name = meta.name.as_deref().filter(|n| !n.is_empty()).or(request_name.filter(|n| !n.is_empty()));
+    match (name, meta.generate_name.as_deref().filter(|n| !n.is_empty())) {
         (Some(name), _) => name.to_string(),
         (None, Some(prefix)) => format!("{prefix}*"),
         (None, None) => "(unnamed)".to_string(),

@@ -6,10 +6,10 @@
 //!    answers one (allowed, with or without a patch; denied only when the request is malformed or
 //!    the pod asked for protection we cannot give it).
 //! 2. [`options`] reads the pod's opt-in label and `trousseau.keysuite.app/*` annotations.
-//! 3. [`pod`] plans and applies the change to the pod: named-port takeover, probes rewritten to
-//!    numbers, the proxy container from [`sidecar`], the config and secret volumes.
-//! 4. The JSON patch is the difference between the pod as received and the pod as changed
-//!    (`json_patch::diff`), so it can only touch what the mutation changed.
+//! 3. [`pod`] decides the change: named-port takeover, probes rewritten to numbers, the proxy
+//!    container from [`sidecar`], the config and secret volumes, and writes it as a JSON patch of
+//!    the few operations it needs. It reads the pod through [`scan`], straight from the request
+//!    body, so a review costs its body and little more, however large the pod.
 //!
 //! [`webhook`] is the HTTPS listener around it; [`certs`] reloads its certificate when the files
 //! change (cert-manager renews it in place).
@@ -18,6 +18,7 @@ pub mod admission;
 pub mod certs;
 pub mod options;
 pub mod pod;
+pub mod scan;
 pub mod sidecar;
 pub mod webhook;
 
@@ -28,6 +29,9 @@ pub use webhook::{run, WebhookError};
 
 /// The label that opts a pod in.
 pub const INJECT_LABEL: &str = "trousseau.keysuite.app/inject";
+/// The one value of [`INJECT_LABEL`] that opts in, exactly as the chart's `objectSelector`
+/// matches it.
+pub const INJECT_VALUE: &str = "true";
 /// Prefix of every annotation the injector reads or writes.
 pub const ANNOTATION_PREFIX: &str = "trousseau.keysuite.app/";
 /// The marker the injector leaves on a pod it changed; its value is how the proxy was injected

@@ -1,9 +1,8 @@
 //! What a pod asks for: the opt-in label and the `trousseau.keysuite.app/*` annotations, read and
 //! checked before anything is changed, so a typo is a clear answer and never a half-injected pod.
 
-use serde_json::Value;
-
-use super::{ANNOTATION_PREFIX, INJECTED_ANNOTATION, INJECT_LABEL};
+use super::scan::{Annotations, PodMeta};
+use super::{INJECTED_ANNOTATION, INJECT_VALUE};
 
 /// Annotation: the ConfigMap holding `config.yaml` (default [`DEFAULT_CONFIG`]).
 pub const CONFIG_ANNOTATION: &str = "trousseau.keysuite.app/config";
@@ -24,10 +23,16 @@ pub const DEFAULT_CONFIG: &str = "trousseau-proxy";
 pub const DEFAULT_SECRET: &str = "trousseau-proxy";
 /// Default proxy port.
 pub const DEFAULT_PROXY_PORT: u16 = 4180;
+/// The longest annotation value read: Kubernetes refuses a pod whose annotations add up to more
+/// (but only after the webhook ran, so the injector checks it first rather than expand it).
+pub const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
+
+/// `kubectl`'s annotation naming the pod's main container: the app, unless `port` says otherwise.
+pub const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
 
 /// Every annotation the injector understands; any other under the prefix is reported as a
 /// likely typo.
-const KNOWN_ANNOTATIONS: &[&str] = &[
+pub(crate) const KNOWN_ANNOTATIONS: &[&str] = &[
     CONFIG_ANNOTATION,
     SECRET_ANNOTATION,
     PORT_ANNOTATION,
@@ -63,12 +68,16 @@ pub struct Options {
     pub secret: String,
     /// The app's port; `None`: the first declared one.
     pub app_port: Option<PortRef>,
-    /// Public paths, already checked to start with `/`.
-    pub public_paths: Vec<String>,
+    /// Public paths, each checked to start with `/`, comma-separated (as
+    /// `TROUSSEAU_PROXY_ROUTES_PUBLIC` takes them); empty: none given.
+    pub public_paths: String,
     /// The proxy's port inside the pod.
     pub proxy_port: u16,
-    /// Annotations under our prefix that we do not know (likely typos), for a warning.
+    /// Annotations under our prefix that we do not know (likely typos), for a warning: the first
+    /// few of them.
     pub unknown_annotations: Vec<String>,
+    /// How many unknown annotations there are in all.
+    pub unknown_annotation_count: usize,
 }
 
 /// Why a pod's annotations cannot be used. Each message names the annotation and says what is
@@ -91,74 +100,73 @@ pub enum OptionsError {
         /// Its value.
         value: String,
     },
+    /// An annotation longer than Kubernetes allows for all annotations together.
+    #[error("annotation {0}: longer than {MAX_ANNOTATION_BYTES} bytes, Kubernetes' limit for all annotations together")]
+    TooLong(&'static str),
     /// A public path that does not start with `/`.
     #[error("annotation {PUBLIC_PATHS_ANNOTATION}: `{0}` is not a path starting with `/` (separate paths with commas)")]
     BadPublicPath(String),
 }
 
-/// Whether the pod opted in (`trousseau.keysuite.app/inject: "true"`).
-pub fn opted_in(pod: &Value) -> bool {
-    pod.pointer("/metadata/labels")
-        .and_then(|labels| labels.get(INJECT_LABEL))
-        .and_then(Value::as_str)
-        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
-}
-
-/// The value of one annotation, if the pod has an annotations map holding it as a string.
-pub fn annotation<'a>(pod: &'a Value, name: &str) -> Option<&'a str> {
-    pod.pointer("/metadata/annotations")?.get(name)?.as_str()
+/// Whether the pod opted in: the label is exactly [`INJECT_VALUE`], the one value the chart's
+/// `objectSelector` sends to the webhook (`True` or `yes` would be injected by one and skipped by
+/// the other).
+pub fn opted_in(meta: &PodMeta<'_>) -> bool {
+    meta.inject_label.as_deref() == Some(INJECT_VALUE)
 }
 
 impl Options {
     /// Reads the options from the pod's annotations (an absent annotations map means defaults).
-    pub fn from_pod(pod: &Value) -> Result<Options, OptionsError> {
-        let config_map = object_name(pod, CONFIG_ANNOTATION, DEFAULT_CONFIG)?;
-        let secret = object_name(pod, SECRET_ANNOTATION, DEFAULT_SECRET)?;
-        let app_port = match annotation(pod, PORT_ANNOTATION).map(str::trim) {
+    pub fn from_annotations(annotations: &Annotations<'_>) -> Result<Options, OptionsError> {
+        let config_map = object_name(annotations, CONFIG_ANNOTATION, DEFAULT_CONFIG)?;
+        let secret = object_name(annotations, SECRET_ANNOTATION, DEFAULT_SECRET)?;
+        let app_port = match annotations.get(PORT_ANNOTATION).map(str::trim) {
             None | Some("") => None,
             Some(text) => Some(parse_port_ref(text).ok_or_else(|| OptionsError::BadPort {
                 annotation: PORT_ANNOTATION,
                 value: text.to_string(),
             })?),
         };
-        let proxy_port = match annotation(pod, PROXY_PORT_ANNOTATION).map(str::trim) {
+        let proxy_port = match annotations.get(PROXY_PORT_ANNOTATION).map(str::trim) {
             None | Some("") => DEFAULT_PROXY_PORT,
             Some(text) => text.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| OptionsError::BadPort {
                 annotation: PROXY_PORT_ANNOTATION,
                 value: text.to_string(),
             })?,
         };
-        let public_paths = match annotation(pod, PUBLIC_PATHS_ANNOTATION) {
-            None => Vec::new(),
-            Some(text) => text
-                .split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(|p| {
-                    if p.starts_with('/') && !p.chars().any(char::is_whitespace) {
-                        Ok(p.to_string())
-                    } else {
-                        Err(OptionsError::BadPublicPath(p.to_string()))
+        let public_paths = match annotations.get(PUBLIC_PATHS_ANNOTATION) {
+            None => String::new(),
+            Some(text) if text.len() > MAX_ANNOTATION_BYTES => return Err(OptionsError::TooLong(PUBLIC_PATHS_ANNOTATION)),
+            Some(text) => {
+                // One string, not one allocation per path: the annotation may hold many.
+                let mut joined = String::with_capacity(text.len());
+                for path in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    if !path.starts_with('/') || path.chars().any(char::is_whitespace) {
+                        return Err(OptionsError::BadPublicPath(path.to_string()));
                     }
-                })
-                .collect::<Result<_, _>>()?,
+                    if !joined.is_empty() {
+                        joined.push(',');
+                    }
+                    joined.push_str(path);
+                }
+                joined
+            }
         };
-        let unknown_annotations = pod
-            .pointer("/metadata/annotations")
-            .and_then(Value::as_object)
-            .map(|map| {
-                map.keys()
-                    .filter(|k| k.starts_with(ANNOTATION_PREFIX) && !KNOWN_ANNOTATIONS.contains(&k.as_str()))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(Options { config_map, secret, app_port, public_paths, proxy_port, unknown_annotations })
+        let unknown_annotations = annotations.unknown.iter().map(|a| a.to_string()).collect();
+        Ok(Options {
+            config_map,
+            secret,
+            app_port,
+            public_paths,
+            proxy_port,
+            unknown_annotations,
+            unknown_annotation_count: annotations.unknown_count,
+        })
     }
 }
 
-fn object_name(pod: &Value, annotation_name: &'static str, default: &str) -> Result<String, OptionsError> {
-    match annotation(pod, annotation_name).map(str::trim) {
+fn object_name(annotations: &Annotations<'_>, annotation_name: &'static str, default: &str) -> Result<String, OptionsError> {
+    match annotations.get(annotation_name).map(str::trim) {
         None | Some("") => Ok(default.to_string()),
         Some(name) if is_dns_subdomain(name) => Ok(name.to_string()),
         Some(name) => Err(OptionsError::BadName { annotation: annotation_name, value: name.to_string() }),
@@ -199,15 +207,18 @@ fn is_dns_subdomain(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::inject::scan;
+    use crate::inject::INJECT_LABEL;
+    use serde_json::{json, Value};
 
-    fn pod(annotations: Value) -> Value {
-        json!({"metadata": {"annotations": annotations}})
+    fn options(annotations: Value) -> Result<Options, OptionsError> {
+        let pod = json!({"metadata": {"annotations": annotations}}).to_string();
+        Options::from_annotations(&scan::metadata(&pod).unwrap().annotations)
     }
 
     #[test]
     fn a_pod_without_annotations_gets_the_defaults() {
-        let options = Options::from_pod(&json!({"metadata": {}})).unwrap();
+        let options = Options::from_annotations(&scan::metadata(r#"{"metadata": {}}"#).unwrap().annotations).unwrap();
         assert_eq!(options.config_map, DEFAULT_CONFIG);
         assert_eq!(options.secret, DEFAULT_SECRET);
         assert_eq!(options.app_port, None);
@@ -217,38 +228,52 @@ mod tests {
 
     #[test]
     fn annotations_are_read_and_checked() {
-        let options = Options::from_pod(&pod(json!({
+        let read = options(json!({
             CONFIG_ANNOTATION: "shop-auth",
             SECRET_ANNOTATION: "shop-auth-secrets",
             PORT_ANNOTATION: "http",
             PUBLIC_PATHS_ANNOTATION: " /healthz, /assets/* ,",
             PROXY_PORT_ANNOTATION: "9000",
             "trousseau.keysuite.app/confg": "typo",
-        })))
+        }))
         .unwrap();
-        assert_eq!(options.config_map, "shop-auth");
-        assert_eq!(options.secret, "shop-auth-secrets");
-        assert_eq!(options.app_port, Some(PortRef::Name("http".into())));
-        assert_eq!(options.public_paths, ["/healthz", "/assets/*"]);
-        assert_eq!(options.proxy_port, 9000);
-        assert_eq!(options.unknown_annotations, ["trousseau.keysuite.app/confg"]);
+        assert_eq!(read.config_map, "shop-auth");
+        assert_eq!(read.secret, "shop-auth-secrets");
+        assert_eq!(read.app_port, Some(PortRef::Name("http".into())));
+        assert_eq!(read.public_paths, "/healthz,/assets/*");
+        assert_eq!(read.proxy_port, 9000);
+        assert_eq!(read.unknown_annotations, ["trousseau.keysuite.app/confg"]);
 
-        assert_eq!(
-            Options::from_pod(&pod(json!({PORT_ANNOTATION: "8080"}))).unwrap().app_port,
-            Some(PortRef::Number(8080))
-        );
+        assert_eq!(options(json!({PORT_ANNOTATION: "8080"})).unwrap().app_port, Some(PortRef::Number(8080)));
         for bad in ["0", "70000", "HTTP", "a--b", "-http", "way-too-long-port-name"] {
-            assert!(Options::from_pod(&pod(json!({PORT_ANNOTATION: bad}))).is_err(), "{bad}");
+            assert!(options(json!({PORT_ANNOTATION: bad})).is_err(), "{bad}");
         }
-        assert!(Options::from_pod(&pod(json!({CONFIG_ANNOTATION: "Not_A_Name"}))).is_err());
-        assert!(Options::from_pod(&pod(json!({PUBLIC_PATHS_ANNOTATION: "healthz"}))).is_err());
-        assert!(Options::from_pod(&pod(json!({PROXY_PORT_ANNOTATION: "http"}))).is_err());
+        assert!(options(json!({CONFIG_ANNOTATION: "Not_A_Name"})).is_err());
+        assert!(options(json!({PUBLIC_PATHS_ANNOTATION: "healthz"})).is_err());
+        assert!(options(json!({PROXY_PORT_ANNOTATION: "http"})).is_err());
+        let huge = "/,".repeat(MAX_ANNOTATION_BYTES / 2 + 1);
+        assert_eq!(options(json!({PUBLIC_PATHS_ANNOTATION: huge})), Err(OptionsError::TooLong(PUBLIC_PATHS_ANNOTATION)));
+    }
+
+    #[test]
+    fn many_unknown_annotations_are_named_a_few_and_counted() {
+        let many: serde_json::Map<String, Value> =
+            (0..100).map(|i| (format!("trousseau.keysuite.app/x{i}"), json!(""))).collect();
+        let read = options(Value::Object(many)).unwrap();
+        assert_eq!(read.unknown_annotations.len(), scan::MAX_NAMED_UNKNOWN);
+        assert_eq!(read.unknown_annotation_count, 100);
     }
 
     #[test]
     fn only_the_exact_label_opts_in() {
-        assert!(opted_in(&json!({"metadata": {"labels": {INJECT_LABEL: "true"}}})));
-        assert!(!opted_in(&json!({"metadata": {"labels": {INJECT_LABEL: "false"}}})));
-        assert!(!opted_in(&json!({"metadata": {}})));
+        let label = |value: Value| {
+            let pod = json!({"metadata": {"labels": {INJECT_LABEL: value}}}).to_string();
+            opted_in(&scan::metadata(&pod).unwrap())
+        };
+        assert!(label(json!("true")));
+        for other in ["True", "TRUE", "false", "yes", "1", " true", ""] {
+            assert!(!label(json!(other)), "{other:?}");
+        }
+        assert!(!opted_in(&scan::metadata(r#"{"metadata": {}}"#).unwrap()));
     }
 }

@@ -43,8 +43,8 @@ pub struct Sidecar<'a> {
     pub proxy_port: u16,
     /// The app's port on loopback.
     pub app_port: u16,
-    /// `routes.public` from the annotation (empty: the ConfigMap's own).
-    pub public_paths: &'a [String],
+    /// `routes.public` from the annotation, comma-separated (empty: the ConfigMap's own).
+    pub public_paths: &'a str,
     /// An `initContainers` entry with `restartPolicy: Always` (true) or a regular container.
     pub native: bool,
 }
@@ -61,7 +61,7 @@ impl Sidecar<'_> {
             env.push(self::env(var, &format!("{SECRETS_DIR}/{key}")));
         }
         if !self.public_paths.is_empty() {
-            env.push(self::env("TROUSSEAU_PROXY_ROUTES_PUBLIC", &self.public_paths.join(",")));
+            env.push(self::env("TROUSSEAU_PROXY_ROUTES_PUBLIC", self.public_paths));
         }
         let probe = |path: &str, period: u32, failures: u32| {
             json!({

@@ -1,9 +1,14 @@
 //! The webhook's HTTPS listener: `POST /mutate` (AdmissionReview v1) and `GET /healthz`.
 //!
 //! The API server is the only client that matters, and it gives up after the webhook's
-//! `timeoutSeconds`: so every connection has a TLS-handshake and header deadline, bodies are
-//! capped, and on SIGTERM the listener stops accepting and finishes in-flight reviews for a few
-//! seconds (the chart's other replica keeps answering meanwhile).
+//! `timeoutSeconds`. The webhook fails closed (`failurePolicy: Fail`), so an injector that runs
+//! out of memory blocks every labelled pod in the cluster: what one client can make it hold is
+//! bounded. Connections are capped ([`MAX_CONNECTIONS`]; more are closed on arrival) and have a
+//! TLS-handshake and header deadline; a review's body is capped at what the API server sends
+//! ([`MAX_REVIEW_BYTES`]) and must arrive within [`REVIEW_DEADLINE`]; at most
+//! [`MAX_CONCURRENT_REVIEWS`] bodies are held at once, and reading one costs little more than
+//! the body (see [`super::scan`]). On SIGTERM the listener stops accepting and finishes
+//! in-flight reviews for a few seconds (the chart's other replica keeps answering meanwhile).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -12,20 +17,39 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use super::certs::{CertError, ReloadingCert};
 use super::{default_image, review, InjectorSettings, WebhookArgs};
 
-/// The largest AdmissionReview accepted (the API server's own request limit is 3 MiB; a review
-/// carries the object once, plus envelope).
-const MAX_BODY: usize = 6 * 1024 * 1024;
+/// The largest AdmissionReview accepted: the API server's own limit on a request body. A pod it
+/// can store is smaller still (etcd keeps objects under 1.5 MiB), and a CREATE review carries
+/// the pod once.
+pub const MAX_REVIEW_BYTES: usize = 3 * 1024 * 1024;
+/// Time for a review's body to arrive, waiting for a turn included, from its headers on. The
+/// API server sends the body at once and gives up after `timeoutSeconds` (10 in the chart).
+pub const REVIEW_DEADLINE: Duration = Duration::from_secs(10);
+/// Connections served at once; more are closed on arrival. The API server multiplexes its
+/// reviews over a few HTTP/2 connections, and the kubelet probes open one at a time.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Reviews whose bodies are read and answered at once; the others wait for a turn (within
+/// their deadline) with their bodies unread.
+pub const MAX_CONCURRENT_REVIEWS: usize = 4;
+/// HTTP/2 streams per connection.
+const MAX_STREAMS: u32 = 16;
+/// HTTP/2 receive windows: what a client may send ahead of the reader, per stream and per
+/// connection (the default, 1 MiB, times [`MAX_CONNECTIONS`] would be 64 MiB of waiting data).
+const H2_WINDOW: u32 = 256 * 1024;
+/// HTTP/1 read buffer (headers must fit; bodies stream through it).
+const H1_MAX_BUF: usize = 64 * 1024;
 /// Time for a client to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time for a client to send its request headers.
@@ -87,9 +111,19 @@ pub async fn serve(
     let acceptor = TlsAcceptor::from(Arc::new(certs.server_config()?));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).max_buf_size(H1_MAX_BUF);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS)
+        .initial_stream_window_size(H2_WINDOW)
+        .initial_connection_window_size(H2_WINDOW)
+        .max_header_list_size(H1_MAX_BUF as u32);
     let builder = Arc::new(builder);
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let reviews = Arc::new(Semaphore::new(MAX_CONCURRENT_REVIEWS));
+    // Warn once when the cap is reached, not once per refused connection.
+    let mut at_cap = false;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -102,12 +136,23 @@ pub async fn serve(
                         continue;
                     }
                 };
+                let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    if !at_cap {
+                        tracing::warn!(%peer, max = MAX_CONNECTIONS, "connection limit reached: closing new connections");
+                        at_cap = true;
+                    }
+                    continue;
+                };
+                at_cap = false;
                 let _ = stream.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let builder = builder.clone();
                 let settings = settings.clone();
+                let reviews = reviews.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
+                    // Held for the life of the connection.
+                    let _permit = permit;
                     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => tls,
                         Ok(Err(e)) => {
@@ -120,8 +165,8 @@ pub async fn serve(
                         }
                     };
                     let service = hyper::service::service_fn(move |req| {
-                        let settings = settings.clone();
-                        async move { Ok::<_, Infallible>(handle(req, &settings).await) }
+                        let (settings, reviews) = (settings.clone(), reviews.clone());
+                        async move { Ok::<_, Infallible>(handle(req, &settings, &reviews).await) }
                     });
                     let conn = builder.serve_connection(TokioIo::new(tls), service);
                     let _ = watcher.watch(conn.into_owned()).await;
@@ -139,16 +184,18 @@ pub async fn serve(
 }
 
 /// Routes one request.
-async fn handle(req: Request<Incoming>, settings: &InjectorSettings) -> Response<Full<Bytes>> {
+async fn handle(req: Request<Incoming>, settings: &InjectorSettings, reviews: &Semaphore) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
-        (&Method::POST, "/mutate") => mutate(req, settings).await,
+        (&Method::POST, "/mutate") => mutate(req, settings, reviews).await,
         (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n".into()),
         (_, "/mutate" | "/healthz") => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n".into()),
         _ => text(StatusCode::NOT_FOUND, "not found: the injector serves POST /mutate and GET /healthz\n".into()),
     }
 }
 
-async fn mutate(req: Request<Incoming>, settings: &InjectorSettings) -> Response<Full<Bytes>> {
+async fn mutate(req: Request<Incoming>, settings: &InjectorSettings, reviews: &Semaphore) -> Response<Full<Bytes>> {
+    let deadline = Instant::now() + REVIEW_DEADLINE;
+    let version = req.version();
     let is_json = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -157,10 +204,26 @@ async fn mutate(req: Request<Incoming>, settings: &InjectorSettings) -> Response
     if !is_json {
         return text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected Content-Type: application/json\n".into());
     }
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return text(StatusCode::PAYLOAD_TOO_LARGE, format!("cannot read the AdmissionReview: {e}\n"));
+    let announced = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_REVIEW_BYTES as u64) {
+        return closing(version, too_large());
+    }
+    // A turn first, then the body: waiting reviews hold nothing but their connection.
+    let Ok(Ok(_turn)) = tokio::time::timeout_at(deadline, reviews.acquire()).await else {
+        tracing::warn!("review not read within its deadline: the injector is busy");
+        return closing(version, text(StatusCode::SERVICE_UNAVAILABLE, "the injector is busy: try again\n".into()));
+    };
+    let capacity = announced.map_or(0, |n| n as usize);
+    let body = match tokio::time::timeout_at(deadline, read_body(req.into_body(), capacity)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(BodyError::TooLarge)) => return closing(version, too_large()),
+        Ok(Err(BodyError::Read(e))) => {
+            return closing(version, text(StatusCode::BAD_REQUEST, format!("cannot read the AdmissionReview: {e}\n")));
+        }
+        Err(_) => {
+            tracing::warn!(deadline = ?REVIEW_DEADLINE, "review body not received within its deadline: cut");
+            let late = text(StatusCode::REQUEST_TIMEOUT, "the AdmissionReview did not arrive in time\n".into());
+            return closing(version, late);
         }
     };
     match review(&body, settings) {
@@ -177,6 +240,44 @@ async fn mutate(req: Request<Incoming>, settings: &InjectorSettings) -> Response
             text(StatusCode::BAD_REQUEST, format!("{e}\n"))
         }
     }
+}
+
+/// Why a review's body could not be read.
+#[derive(Debug)]
+enum BodyError {
+    /// Over [`MAX_REVIEW_BYTES`].
+    TooLarge,
+    /// The connection failed.
+    Read(hyper::Error),
+}
+
+/// Reads a body of at most [`MAX_REVIEW_BYTES`] into one buffer (sized from `Content-Length`
+/// when given, so the body is never held twice).
+async fn read_body(mut body: Incoming, capacity: usize) -> Result<Vec<u8>, BodyError> {
+    let mut out = Vec::with_capacity(capacity.min(MAX_REVIEW_BYTES));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Read)?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > MAX_REVIEW_BYTES {
+                return Err(BodyError::TooLarge);
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out)
+}
+
+fn too_large() -> Response<Full<Bytes>> {
+    text(StatusCode::PAYLOAD_TOO_LARGE, format!("an AdmissionReview is at most {MAX_REVIEW_BYTES} bytes\n"))
+}
+
+/// `response`, closing an HTTP/1 connection whose request body was left unread (HTTP/2 resets
+/// only the stream).
+fn closing(version: Version, mut response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    if version <= Version::HTTP_11 {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 fn text(status: StatusCode, message: String) -> Response<Full<Bytes>> {
