@@ -615,3 +615,49 @@ async fn through_real_nginx_a_client_identity_header_never_reaches_the_app() {
     let Some(_nginx) = start_nginx(port, &env.addr.to_string(), &env.upstream.addr.to_string()).await else { return };
     forged_identity_headers_never_reach_the_app(&env, &origin, "nginx").await;
 }
+
+/// Envoy's `allowed_upstream_headers` (and Caddy 2.9.0–2.11.1's `copy_headers`) keep the client's
+/// copy of a header the auth answer lacks: a public route's 2xx names every identity header too,
+/// empty, so a client's `X-Trousseau-Sub` is replaced there as well (caddy GHSA-7r4p-vjf4-gxv4).
+#[tokio::test]
+async fn forward_auth_names_every_identity_header_on_a_public_route_too() {
+    let env = Env::start_with(EnvOptions {
+        configure: Box::new(|c| {
+            c.routes.public = vec!["/assets/*".into()];
+            c.identity.headers_preset = "oauth2-proxy".into();
+            c.identity.pass_access_token = true;
+        }),
+        ..Default::default()
+    })
+    .await;
+    let ask = [("x-forwarded-uri", "/assets/app.css"), ("x-forwarded-method", "GET"), ("x-trousseau-sub", FORGED)];
+    let r = env.browser().request(Method::GET, "/.trousseau/auth", &ask, Bytes::new()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    for name in [
+        "x-trousseau-sub", "x-trousseau-email", "x-trousseau-name", "x-trousseau-user-id", "x-trousseau-locale", "x-trousseau-org-id",
+        "x-trousseau-org-slug", "x-trousseau-org-name", "x-trousseau-org-role", "x-trousseau-jwt-assertion", "x-trousseau-access-token",
+        "x-forwarded-user", "x-forwarded-email", "x-forwarded-groups",
+    ] {
+        let values: Vec<_> = r.headers.get_all(name).iter().collect();
+        assert_eq!(values.len(), 1, "{name} is not named by the public route's answer: {:?}", r.headers);
+        assert!(values[0].is_empty(), "{name}: {:?}", values[0]);
+    }
+}
+
+/// ingress-nginx CVE-2026-24513: a custom error backend for 401/403 served the request it was
+/// meant to deny. The recipes deny by the auth answer itself; nginx's `error_page` only turns a
+/// 401 into the redirect to sign in, and no recipe hands a denied request to anything else.
+#[test]
+fn recipes_never_rely_on_an_error_page_to_deny() {
+    let nginx = readme_recipe("### nginx `auth_request`", "nginx");
+    let error_pages: Vec<&str> = nginx.lines().map(str::trim).filter(|l| l.starts_with("error_page")).collect();
+    assert_eq!(error_pages, ["error_page 401 = @trousseau_sign_in;"], "{nginx}");
+    let named = nginx.split_once("location @trousseau_sign_in {").expect("the sign-in location").1;
+    let body = named.split_once('}').unwrap().0.trim();
+    assert_eq!(body, "return 302 /.trousseau/login?rd=$request_uri;", "the 401 handler only redirects");
+    assert!(!nginx.contains("error_page 403") && !nginx.contains("proxy_intercept_errors"), "{nginx}");
+    let traefik = readme_recipe("### Traefik `ForwardAuth`", "yaml");
+    assert!(!traefik.contains("errors:"), "no Traefik errors middleware: {traefik}");
+    let caddy = readme_recipe("### Caddy `forward_auth`", "caddy");
+    assert!(!caddy.contains("handle_errors") && !caddy.contains("handle_response"), "{caddy}");
+}
