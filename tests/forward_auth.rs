@@ -553,6 +553,10 @@ async fn forged_identity_headers_never_reach_the_app(env: &Env, origin: &str, ga
     assert_no_forged_identity(&echo, gateway, "Jean");
     assert_eq!(echo["headers"]["x-trousseau-sub"], serde_json::json!([JEAN]), "{gateway}");
     assert!(echo["headers"]["x-trousseau-jwt-assertion"][0].as_str().is_some_and(|a| a.starts_with("eyJ")), "{gateway}: {echo}");
+    // Nor did any other request the app received on the way (sign-in landings included).
+    for headers in env.upstream.seen.lock().unwrap().iter() {
+        assert_no_forged_identity(&serde_json::json!({ "headers": headers }), gateway, "any request");
+    }
 }
 
 /// Sam Taylor: no organization.
