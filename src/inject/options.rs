@@ -103,8 +103,9 @@ pub enum OptionsError {
     /// An annotation longer than Kubernetes allows for all annotations together.
     #[error("annotation {0}: longer than {MAX_ANNOTATION_BYTES} bytes, Kubernetes' limit for all annotations together")]
     TooLong(&'static str),
-    /// A public path that does not start with `/`.
-    #[error("annotation {PUBLIC_PATHS_ANNOTATION}: `{0}` is not a path starting with `/` (separate paths with commas)")]
+    /// A public path that does not start with `/`, or holds a character that could turn it into
+    /// something else on the way to the proxy.
+    #[error("annotation {PUBLIC_PATHS_ANNOTATION}: `{0}` is not a plain path: it must start with `/` and hold only letters, digits and /-._~*%+@!= (separate paths with commas)")]
     BadPublicPath(String),
 }
 
@@ -141,7 +142,7 @@ impl Options {
                 // One string, not one allocation per path: the annotation may hold many.
                 let mut joined = String::with_capacity(text.len());
                 for path in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                    if !path.starts_with('/') || path.chars().any(char::is_whitespace) {
+                    if !is_plain_public_path(path) {
                         return Err(OptionsError::BadPublicPath(path.to_string()));
                     }
                     if !joined.is_empty() {
@@ -163,6 +164,14 @@ impl Options {
             unknown_annotation_count: annotations.unknown_count,
         })
     }
+}
+
+/// A public path the sidecar can be given as written: it starts with `/` and holds only letters,
+/// digits and `/-._~*%+@!=`. Anything else could turn into something else on the way: the value
+/// travels in an environment variable, where the kubelet expands `$(VAR)`, and the proxy reads
+/// YAML syntax (`[`, `{`, `:`, quotes, `#`) there.
+fn is_plain_public_path(path: &str) -> bool {
+    path.starts_with('/') && path.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-._~*%+@!=".contains(&b))
 }
 
 fn object_name(annotations: &Annotations<'_>, annotation_name: &'static str, default: &str) -> Result<String, OptionsError> {
