@@ -83,6 +83,16 @@ fn config_loading_survives_its_corpus_and_mutations() {
     smoke("config");
 }
 
+#[test]
+fn forward_auth_descriptions_are_exactly_what_the_gateway_said_or_ambiguous() {
+    smoke("forward_auth_headers");
+}
+
+#[test]
+fn route_decisions_are_at_least_as_strict_as_any_app_servers_reading_of_the_path() {
+    smoke("path_rules");
+}
+
 /// Every target has a seed corpus, a cargo-fuzz binary and a dictionary, and every cargo-fuzz
 /// binary is a target: a target added in one place only is caught here.
 #[test]

@@ -19,6 +19,7 @@ pub mod cookies;
 pub mod fixtures;
 pub mod mutate;
 pub mod organizations;
+pub mod request;
 pub mod seeds;
 pub mod tokens;
 
@@ -45,6 +46,8 @@ pub const TARGETS: &[Target] = &[
     Target { name: "id_token_claims", run: tokens::id_token_claims },
     Target { name: "organizations_claim", run: organizations::organizations_claim },
     Target { name: "config", run: config::config },
+    Target { name: "forward_auth_headers", run: request::forward_auth_headers },
+    Target { name: "path_rules", run: request::path_rules },
 ];
 
 /// The target called `name`.

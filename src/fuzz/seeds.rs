@@ -31,6 +31,8 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     id_token_claims(&mut add);
     organizations_claim(&mut add);
     config(&mut add);
+    forward_auth_headers(&mut add);
+    path_rules(&mut add);
     all
 }
 
@@ -331,4 +333,60 @@ fn config(add: &mut Add) {
 
 fn b64(bytes: &[u8]) -> String {
     base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes)
+}
+
+fn forward_auth_headers(add: &mut Add) {
+    let t = "forward_auth_headers";
+    add(t, "nginx", b"GET /.trousseau/auth\nx-original-uri: /admin/users?page=2\nx-original-method: DELETE\naccept: application/json".to_vec());
+    add(t, "traefik", b"GET /.trousseau/auth\nX-Forwarded-Method: POST\nX-Forwarded-Uri: /reports/2026\nX-Forwarded-Proto: https".to_vec());
+    add(t, "envoy", b"PUT /.trousseau/auth/admin/x?y=1\ncookie: a=b".to_vec());
+    add(t, "bare", b"GET /.trousseau/auth".to_vec());
+    add(t, "envoy-with-a-client-uri", b"GET /.trousseau/auth/admin/x\nx-forwarded-uri: /public/x".to_vec());
+    add(t, "envoy-with-a-client-method", b"DELETE /.trousseau/auth/reports/1\nx-original-method: GET".to_vec());
+    add(t, "two-families", b"GET /.trousseau/auth\nx-original-uri: /admin\nx-forwarded-uri: /public/x".to_vec());
+    add(t, "repeated", b"GET /.trousseau/auth\nx-original-uri: /admin\nx-original-uri: /public/x".to_vec());
+    add(t, "fragment", b"GET /.trousseau/auth\nx-original-uri: /public#/../admin".to_vec());
+    add(t, "not-a-path", b"GET /.trousseau/auth\nx-forwarded-uri: admin/x".to_vec());
+    add(t, "obs-text", b"GET /.trousseau/auth\nx-original-uri: /admin/\xc3\xa9t\xc3\xa9".to_vec());
+    add(t, "empty-values", b"GET /.trousseau/auth\nx-original-uri: \nx-forwarded-uri: /x\nx-forwarded-method: ".to_vec());
+}
+
+fn path_rules(add: &mut Add) {
+    let t = "path_rules";
+    // The first byte picks the method: 0 GET, 1 get, 2 HEAD, 3 head, 4 DELETE, 5 delete, 6 Delete, 7 POST.
+    let paths: &[(&str, u8, &str)] = &[
+        ("admin-index", 0, "/admin"),
+        ("admin-page", 0, "/admin/users"),
+        ("servlet-parameter", 0, "/admin;x/x"),
+        ("tomcat-dotdot-parameter", 0, "/public/..;/admin/x"),
+        ("encoded-parameter", 0, "/admin%3Bx/x"),
+        ("case", 0, "/ADMIN/x"),
+        ("encoded-letter", 0, "/%41dmin/x"),
+        ("encoded-dots", 0, "/public/%2e%2e/admin"),
+        ("encoded-slash", 0, "/public%2F..%2Fadmin/x"),
+        ("backslash-escape", 0, "/public/..%5Cadmin"),
+        ("double-slash", 0, "//admin//x"),
+        ("dot-segment", 0, "/./admin/./x"),
+        ("upper-case-rule", 0, "/api/v1/secret"),
+        ("upper-case-rule-exact", 0, "/Api/v1/secret"),
+        ("email-rule", 7, "/mail/inbox"),
+        ("delete-lower", 5, "/reports/1"),
+        ("delete-mixed", 6, "/reports/1"),
+        ("head", 2, "/reports/1"),
+        ("post", 7, "/reports/1"),
+        ("public", 0, "/public/app.js"),
+        ("public-css", 0, "/assets/site.css"),
+        ("public-css-deeper", 0, "/assets/x/site.css"),
+        ("healthz", 0, "/healthz"),
+        ("healthz-slash", 0, "/healthz/"),
+        ("public-with-query", 0, "/admin?x=/public/a"),
+        ("encoded-question-mark", 0, "/admin%3F/public/a"),
+        ("double-encoding", 0, "/%2561dmin/x"),
+        ("non-ascii", 0, "/admin/%C3%A9t%C3%A9"),
+    ];
+    for (name, method, path) in paths {
+        let mut bytes = vec![*method];
+        bytes.extend_from_slice(path.as_bytes());
+        add(t, name, bytes);
+    }
 }
