@@ -9,6 +9,10 @@
 #   -t SECONDS   libFuzzer's per-input timeout (default 10): slower inputs are hangs
 #   target ...   default: every [[bin]] of fuzz/Cargo.toml
 #
+# CARGO_FUZZ_FLAGS is passed to `cargo fuzz build` and `cargo fuzz run`: `-s none` drops
+# AddressSanitizer (our code has no `unsafe`; about 3x faster), debug assertions and overflow
+# checks stay on (cargo-fuzz's default).
+#
 # Needs nightly Rust and cargo-fuzz (`cargo install cargo-fuzz`). New corpus entries go to
 # fuzz/work/<target>/ (git-ignored); the committed seeds in fuzz/corpus/<target>/ are read, never
 # written. Findings land in fuzz/artifacts/<target>/; the exit status is non-zero if there is any.
@@ -40,7 +44,9 @@ max_len() {
   esac
 }
 
-if ! cargo +nightly fuzz build 2>&1 | tail -3; then
+read -r -a fuzz_flags <<<"${CARGO_FUZZ_FLAGS:-}"
+export CARGO_FUZZ_FLAGS="${CARGO_FUZZ_FLAGS:-}"
+if ! cargo +nightly fuzz build "${fuzz_flags[@]}" 2>&1 | tail -3; then
   echo "run-all: build failed" >&2
   exit 1
 fi
@@ -52,7 +58,9 @@ run_one() {
   local before
   before=$(find "artifacts/$t" -type f | wc -l)
   local started=$SECONDS
-  cargo +nightly fuzz run "$t" "work/$t" "corpus/$t" -- \
+  local flags
+  read -r -a flags <<<"$CARGO_FUZZ_FLAGS"
+  cargo +nightly fuzz run "${flags[@]}" "$t" "work/$t" "corpus/$t" -- \
     -runs="$runs" -max_len="$(max_len "$t")" -timeout="$timeout" -rss_limit_mb=2048 \
     -dict="dicts/$t.dict" -print_final_stats=1 \
     >"logs/$t.log" 2>&1
