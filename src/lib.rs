@@ -16,6 +16,7 @@ pub mod dev;
 pub mod devidp;
 pub mod identity;
 pub mod inject;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod oidc;
