@@ -1346,6 +1346,40 @@ mod tests {
     }
 
     #[test]
+    fn limits_default_safely_and_every_mistake_names_its_key() {
+        let s = load_text(&minimal(), &[]).unwrap();
+        assert_eq!(s.limits, crate::limits::LimitSettings::default());
+        assert_eq!(s.limits.header_timeout, Duration::from_secs(30));
+        assert!(s.limits.idle_timeout <= Duration::from_secs(60) && s.limits.max_requests_per_client > 0);
+
+        let text = minimal() + "limits:\n  max_requests_per_client: 0\n  send_timeout: 2m\nproxy:\n  trust_forwarded_headers: true\n";
+        let s = load_text(&text, &[]).unwrap();
+        assert_eq!((s.limits.max_requests_per_client, s.limits.send_timeout), (0, Duration::from_secs(120)));
+        assert!(s.limits.client_from_forwarded, "behind a trusted proxy, the client is the forwarded address");
+
+        for (line, key) in [
+            ("  max_connections: 0", "limits.max_connections (line 10)"),
+            ("  max_requests_in_flight: 0", "limits.max_requests_in_flight"),
+            ("  http2_max_concurrent_streams: 0", "limits.http2_max_concurrent_streams"),
+            ("  header_timeout: 2h", "limits.header_timeout"),
+            ("  idle_timeout: 0s", "limits.idle_timeout"),
+        ] {
+            let err = load_text(&(minimal() + "limits:\n" + line + "\n"), &[]).unwrap_err().to_string();
+            assert!(err.starts_with(key), "{line}: {err}");
+        }
+        let err = load_text(&(minimal() + "limits:\n  max_conections: 5\n"), &[]).unwrap_err().to_string();
+        assert!(err.contains("max_conections"), "{err}");
+
+        // Numbers and durations from the environment.
+        let s = load_text(
+            &minimal(),
+            &[("TROUSSEAU_PROXY_LIMITS_MAX_CONNECTIONS", "500"), ("TROUSSEAU_PROXY_LIMITS_IDLE_TIMEOUT", "5m"), ("TROUSSEAU_PROXY_LIMITS_REQUEST_BODY_MIN_RATE", "0")],
+        )
+        .unwrap();
+        assert_eq!((s.limits.max_connections, s.limits.idle_timeout, s.limits.request_body_min_rate), (500, Duration::from_secs(300), 0));
+    }
+
+    #[test]
     fn redacted_yaml_hides_secrets() {
         let (file, _) = {
             let path = std::env::temp_dir().join(format!("tp-redact-{}", std::process::id()));

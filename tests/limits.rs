@@ -279,11 +279,12 @@ async fn beyond_the_global_cap_everyone_gets_503_but_health_probes_are_answered(
         streams.push(conn);
     }
     let mut browser = env.browser();
-    let api = browser.api_get("/stream").await;
+    let at_once = Duration::from_secs(5);
+    let api = tokio::time::timeout(at_once, browser.api_get("/stream")).await.expect("answered at once, not queued");
     assert_eq!(api.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(api.headers["retry-after"], "5");
     assert_eq!(api.json()["error"], "overloaded");
-    let page = browser.navigate("/stream").await;
+    let page = tokio::time::timeout(at_once, browser.navigate("/stream")).await.expect("answered at once, not queued");
     assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(page.headers["content-type"].to_str().unwrap().starts_with("text/html"));
     assert_eq!(browser.api_get("/.trousseau/healthz").await.status, StatusCode::OK);

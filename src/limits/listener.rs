@@ -62,6 +62,9 @@ const NOTHING: u8 = 0;
 const DRAIN: u8 = 1;
 const CLOSE: u8 = 2;
 
+/// How often each worker gives the memory it freed back to the system ([`super::release_memory`]).
+const RELEASE_MEMORY_EVERY: Duration = Duration::from_secs(5);
+
 /// `requests`: requests begun in the high half, in flight in the low half.
 pub(super) const BEGUN: u64 = 1 << 32;
 const IN_FLIGHT_MASK: u64 = BEGUN - 1;
@@ -126,6 +129,8 @@ impl Drop for Connection {
 struct Entry {
     conn: Arc<Connection>,
     accepted: u64,
+    /// A request head has come (the count of requests begun wraps after 2^32).
+    served: bool,
     seen_requests: u64,
     quiet_since: u64,
     seen_progress: u64,
@@ -175,7 +180,7 @@ impl Registry {
     fn insert(&self, conn: Arc<Connection>) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let now = self.now.load(Ordering::Relaxed);
-        let entry = Entry { conn, accepted: now, seen_requests: 0, quiet_since: now, seen_progress: 0, stalled_since: now, ordered: None };
+        let entry = Entry { conn, accepted: now, served: false, seen_requests: 0, quiet_since: now, seen_progress: 0, stalled_since: now, ordered: None };
         self.entries.lock().unwrap_or_else(PoisonError::into_inner).insert(id, entry);
         id
     }
@@ -188,9 +193,15 @@ impl Registry {
         }
     }
 
+    /// Orders every connection to drain or close (server shutdown); the sweeper then treats them
+    /// as it treats the ones it ordered itself.
     fn order_all(&self, command: u8) {
-        for entry in self.entries.lock().unwrap_or_else(PoisonError::into_inner).values() {
+        let now = self.now.load(Ordering::Relaxed);
+        for entry in self.entries.lock().unwrap_or_else(PoisonError::into_inner).values_mut() {
             entry.conn.order(command);
+            if entry.ordered.is_none_or(|(_, ordered)| ordered < command) {
+                entry.ordered = Some((now, command));
+            }
         }
     }
 
@@ -250,11 +261,14 @@ impl Registry {
                 }
                 _ => {}
             }
-            if requests >> 32 == 0 {
-                if now - entry.accepted >= t.header {
-                    close(entry, CloseReason::HeaderTimeout);
+            if !entry.served {
+                if requests >> 32 == 0 {
+                    if now - entry.accepted >= t.header {
+                        close(entry, CloseReason::HeaderTimeout);
+                    }
+                    continue;
                 }
-                continue;
+                entry.served = true;
             }
             if requests != entry.seen_requests || in_flight != 0 {
                 entry.seen_requests = requests;
@@ -364,17 +378,21 @@ pub(crate) async fn serve_connections<H, Fut>(
         emptied: Notify::new(),
         ticks: Ticks::new(settings),
     });
-    let sweeper = tokio::spawn({
+    let _sweeper = AbortOnDrop(tokio::spawn({
         let registry = Arc::clone(&registry);
         async move {
             let mut tick = tokio::time::interval(registry.ticks.period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let release_every = (RELEASE_MEMORY_EVERY.as_nanos() / registry.ticks.period.as_nanos()).max(1) as u64;
             loop {
                 tick.tick().await;
                 registry.sweep();
+                if registry.now.load(Ordering::Relaxed).is_multiple_of(release_every) {
+                    super::release_memory();
+                }
             }
         }
-    });
+    }));
     let stats = limits.listener(kind);
     tokio::pin!(shutdown);
     loop {
@@ -456,7 +474,16 @@ pub(crate) async fn serve_connections<H, Fut>(
         registry.order_all(CLOSE);
         let _ = tokio::time::timeout(Duration::from_secs(1), registry.wait_empty()).await;
     }
-    sweeper.abort();
+}
+
+/// Stops the worker's sweeper with its listener, however the serving future ends (a test may
+/// drop it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The HTTP/1 and HTTP/2 server settings of both listeners.

@@ -352,6 +352,25 @@ impl LogBudget {
     }
 }
 
+/// How the allocator gives freed memory back to the system, when the binary has one to offer.
+static RELEASE_MEMORY: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets what [`release_memory`] calls. The binary uses mimalloc, which gives pages freed by a
+/// thread back to the system only later, from that thread's next allocations in the same place:
+/// after a burst of connections ends, an idle worker would keep its peak memory for good.
+pub fn on_release_memory(release: fn()) {
+    let _ = RELEASE_MEMORY.set(release);
+}
+
+/// Gives the calling thread's freed memory back to the system (see [`on_release_memory`]). Each
+/// worker's sweeper calls it every few seconds: its cost (a walk over the thread's heap pages) is
+/// nothing at that pace.
+pub(crate) fn release_memory() {
+    if let Some(release) = RELEASE_MEMORY.get() {
+        release();
+    }
+}
+
 /// Descriptors the process keeps besides its connections: listeners, log output, Redis, the
 /// IdP client, the runtime's own (epoll, eventfd), and some slack.
 const RESERVED_DESCRIPTORS: u64 = 128;
