@@ -171,6 +171,64 @@ pub struct FileConfig {
     pub routes: RoutesConfig,
     /// API clients.
     pub api: ApiConfig,
+    /// Connection and request resource limits.
+    pub limits: LimitsConfig,
+}
+
+/// `limits:` — what one client, one connection and everyone together may hold at once, and how
+/// long the proxy waits for a client. Enforced by [`crate::limits`]; nginx's equivalent directive
+/// is named where there is one.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Client connections open at once on `listen`, all worker threads together (nginx
+    /// `worker_connections`). Lowered at start to fit the open-file limit. Beyond it, a new
+    /// connection takes the place of this worker's longest-idle one, or is closed at once.
+    pub max_connections: usize,
+    /// Connections open at once on `metrics_listen` (counted apart from `max_connections`).
+    pub metrics_max_connections: usize,
+    /// Requests being served at once (each may hold a connection to the app); beyond it, 503 with
+    /// `Retry-After` (Envoy's circuit breaker `max_requests`).
+    pub max_requests_in_flight: usize,
+    /// Requests being served at once for one client address (IPv6: per /64; the address the
+    /// trusted proxy saw with `proxy.trust_forwarded_headers`); beyond it, 429. `0`: no limit.
+    pub max_requests_per_client: usize,
+    /// Requests one HTTP/2 connection may have in flight (`SETTINGS_MAX_CONCURRENT_STREAMS`;
+    /// nginx `http2_max_concurrent_streams`). Clients queue beyond it by themselves.
+    pub http2_max_concurrent_streams: u32,
+    /// From a new connection to its first complete request head; also the longest a request head
+    /// may take (nginx `client_header_timeout`).
+    pub header_timeout: HumanDuration,
+    /// A connection with nothing in flight is closed after this (nginx `keepalive_timeout`).
+    pub idle_timeout: HumanDuration,
+    /// How long the proxy waits for a request body's bytes in all, plus one second per
+    /// `request_body_min_rate` bytes received (Apache `RequestReadTimeout body=…,MinRate=…`). A
+    /// body that falls behind is cut: 408 to the client, the app's request aborted.
+    pub request_body_timeout: HumanDuration,
+    /// Bytes per second a request body must average, beyond `request_body_timeout`. `0`: the
+    /// whole body must arrive within `request_body_timeout` of waiting.
+    pub request_body_min_rate: u64,
+    /// A response the client stops reading for this long loses its connection to the app; its
+    /// stream is reset (HTTP/2) or its connection closed (nginx `send_timeout`). Time the app
+    /// takes to send (a quiet event stream) does not count.
+    pub send_timeout: HumanDuration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 10_000,
+            metrics_max_connections: 64,
+            max_requests_in_flight: 4096,
+            max_requests_per_client: 256,
+            http2_max_concurrent_streams: 100,
+            header_timeout: HumanDuration(Duration::from_secs(30)),
+            idle_timeout: HumanDuration(Duration::from_secs(60)),
+            request_body_timeout: HumanDuration(Duration::from_secs(30)),
+            request_body_min_rate: 500,
+            send_timeout: HumanDuration(Duration::from_secs(60)),
+        }
+    }
 }
 
 /// `api:` — API clients that send a Trousseau access token instead of a cookie.
@@ -469,6 +527,16 @@ const KEY_PATHS: &[&str] = &[
     "api.bearer",
     "api.introspections_per_second",
     "api.introspections_in_flight",
+    "limits.max_connections",
+    "limits.metrics_max_connections",
+    "limits.max_requests_in_flight",
+    "limits.max_requests_per_client",
+    "limits.http2_max_concurrent_streams",
+    "limits.header_timeout",
+    "limits.idle_timeout",
+    "limits.request_body_timeout",
+    "limits.request_body_min_rate",
+    "limits.send_timeout",
 ];
 
 /// Keys whose value is a list: from the environment they take YAML flow syntax (`[a, b]`) or a
@@ -483,7 +551,16 @@ const LIST_KEYS: &[&str] = &[
 ];
 
 /// Keys whose value is a number: from the environment, `20` is that number, not the text "20".
-const NUMBER_KEYS: &[&str] = &["api.introspections_per_second", "api.introspections_in_flight"];
+const NUMBER_KEYS: &[&str] = &[
+    "api.introspections_per_second",
+    "api.introspections_in_flight",
+    "limits.max_connections",
+    "limits.metrics_max_connections",
+    "limits.max_requests_in_flight",
+    "limits.max_requests_per_client",
+    "limits.http2_max_concurrent_streams",
+    "limits.request_body_min_rate",
+];
 
 /// Environment variables with our prefix that are not configuration keys.
 const NON_KEY_VARS: &[&str] = &["TROUSSEAU_PROXY_CONFIG", "TROUSSEAU_PROXY_LOG"];
@@ -754,6 +831,8 @@ pub struct Settings {
     pub routes: RoutesConfig,
     /// Accept `Authorization: Bearer` access tokens (resolved via userinfo).
     pub bearer_userinfo: bool,
+    /// Connection and request limits.
+    pub limits: crate::limits::LimitSettings,
     /// How many bearer token checks Trousseau gets from this replica.
     pub bearer_limits: BearerLimits,
 }
@@ -1155,6 +1234,8 @@ pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, Conf
         }
     }
 
+    let limits = validate_limits(&file.limits, file.proxy.trust_forwarded_headers).map_err(|(key, message)| invalid(key, message))?;
+
     Ok(Settings {
         listen,
         public_url,
@@ -1170,6 +1251,35 @@ pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, Conf
         routes: file.routes.clone(),
         bearer_userinfo,
         bearer_limits,
+        limits,
+    })
+}
+
+/// `limits:`, checked; an error names its key.
+fn validate_limits(l: &LimitsConfig, trust_forwarded: bool) -> Result<crate::limits::LimitSettings, (&'static str, String)> {
+    let positive = |key: &'static str, n: usize| if n == 0 { Err((key, "must be at least 1".to_string())) } else { Ok(n) };
+    let timeout = |key: &'static str, d: HumanDuration| {
+        if d.0 < Duration::from_millis(10) || d.0 > Duration::from_secs(3600) {
+            Err((key, format!("`{d}` must be between 10ms and 1h")))
+        } else {
+            Ok(d.0)
+        }
+    };
+    if !(1..=10_000).contains(&l.http2_max_concurrent_streams) {
+        return Err(("limits.http2_max_concurrent_streams", "must be between 1 and 10000 (default 100)".into()));
+    }
+    Ok(crate::limits::LimitSettings {
+        max_connections: positive("limits.max_connections", l.max_connections)?,
+        metrics_max_connections: positive("limits.metrics_max_connections", l.metrics_max_connections)?,
+        max_requests_in_flight: positive("limits.max_requests_in_flight", l.max_requests_in_flight)?,
+        max_requests_per_client: l.max_requests_per_client,
+        http2_max_concurrent_streams: l.http2_max_concurrent_streams,
+        header_timeout: timeout("limits.header_timeout", l.header_timeout)?,
+        idle_timeout: timeout("limits.idle_timeout", l.idle_timeout)?,
+        request_body_timeout: timeout("limits.request_body_timeout", l.request_body_timeout)?,
+        request_body_min_rate: l.request_body_min_rate,
+        send_timeout: timeout("limits.send_timeout", l.send_timeout)?,
+        client_from_forwarded: trust_forwarded,
     })
 }
 
@@ -1488,6 +1598,40 @@ mod tests {
             let err = load_text(&text, &[]).unwrap_err().to_string();
             assert!(err.starts_with(key), "{key}: {err}");
         }
+    }
+
+    #[test]
+        fn limits_default_safely_and_every_mistake_names_its_key() {
+        let s = load_text(&minimal(), &[]).unwrap();
+        assert_eq!(s.limits, crate::limits::LimitSettings::default());
+        assert_eq!(s.limits.header_timeout, Duration::from_secs(30));
+        assert!(s.limits.idle_timeout <= Duration::from_secs(60) && s.limits.max_requests_per_client > 0);
+
+        let text = minimal() + "limits:\n  max_requests_per_client: 0\n  send_timeout: 2m\nproxy:\n  trust_forwarded_headers: true\n";
+        let s = load_text(&text, &[]).unwrap();
+        assert_eq!((s.limits.max_requests_per_client, s.limits.send_timeout), (0, Duration::from_secs(120)));
+        assert!(s.limits.client_from_forwarded, "behind a trusted proxy, the client is the forwarded address");
+
+        for (line, key) in [
+            ("  max_connections: 0", "limits.max_connections (line 10)"),
+            ("  max_requests_in_flight: 0", "limits.max_requests_in_flight"),
+            ("  http2_max_concurrent_streams: 0", "limits.http2_max_concurrent_streams"),
+            ("  header_timeout: 2h", "limits.header_timeout"),
+            ("  idle_timeout: 0s", "limits.idle_timeout"),
+        ] {
+            let err = load_text(&(minimal() + "limits:\n" + line + "\n"), &[]).unwrap_err().to_string();
+            assert!(err.starts_with(key), "{line}: {err}");
+        }
+        let err = load_text(&(minimal() + "limits:\n  max_conections: 5\n"), &[]).unwrap_err().to_string();
+        assert!(err.contains("max_conections"), "{err}");
+
+        // Numbers and durations from the environment.
+        let s = load_text(
+            &minimal(),
+            &[("TROUSSEAU_PROXY_LIMITS_MAX_CONNECTIONS", "500"), ("TROUSSEAU_PROXY_LIMITS_IDLE_TIMEOUT", "5m"), ("TROUSSEAU_PROXY_LIMITS_REQUEST_BODY_MIN_RATE", "0")],
+        )
+        .unwrap();
+        assert_eq!((s.limits.max_connections, s.limits.idle_timeout, s.limits.request_body_min_rate), (500, Duration::from_secs(300), 0));
     }
 
     #[test]

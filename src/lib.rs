@@ -20,6 +20,7 @@ pub mod forward_auth;
 pub mod fuzz;
 pub mod identity;
 pub mod inject;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod oidc;

@@ -10,9 +10,11 @@
 //! The exposed series, all prefixed `trousseau_proxy_`:
 //! `requests_total{outcome}`, `upstream_duration_seconds` (histogram), `refreshes_total{result}`,
 //! `idp_request_duration_seconds` (histogram), `backchannel_revocations_total`,
-//! `revocations_held`, `sign_ins_total{stage}`, `sign_in_flows_active` and `build_info{version}`.
+//! `revocations_held`, `sign_ins_total{stage}`, `sign_in_flows_active`, `build_info{version}`, and
+//! the limits' `connections_open{listener}`, `connections_refused_total{listener}`,
+//! `connections_closed_total{reason}`, `requests_in_flight`, `requests_refused_total{limit}`,
+//! `responses_abandoned_total` and `client_faults_total{kind}`.
 
-use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,10 +22,12 @@ use std::time::{Duration, Instant};
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 use crate::body::{self, Body};
+use crate::limits::inflight::InFlight;
+use crate::limits::listener::{serve_connections, Connection, ListenerKind};
+use crate::limits::{ClientFault, CloseReason, Limits, Refusal};
 use crate::session::refresh::RefreshStats;
 
 /// `Content-Type` of the Prometheus text exposition format.
@@ -68,6 +72,11 @@ pub enum Outcome {
     Upstream5xx,
     /// 503: Trousseau was needed and could not be reached.
     Unavailable503,
+    /// Refused by a limit: 429 (too many requests from one client) or 503 (from everyone).
+    Limited,
+    /// The client's fault: 400 (malformed or broken request body, unforwardable request) or 408
+    /// (a request body too slow).
+    ClientError,
     /// A `/.trousseau/` endpoint (sign-in callback, logout, forward-auth, health…).
     Reserved,
     /// Anything else the proxy answered on an app path (not expected; counted so totals add up).
@@ -76,13 +85,15 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, in exposition order.
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 10] = [
         Outcome::Proxied,
         Outcome::RedirectedToSignIn,
         Outcome::Unauthenticated401,
         Outcome::Forbidden403,
         Outcome::Upstream5xx,
         Outcome::Unavailable503,
+        Outcome::Limited,
+        Outcome::ClientError,
         Outcome::Reserved,
         Outcome::Other,
     ];
@@ -96,6 +107,8 @@ impl Outcome {
             Outcome::Forbidden403 => "forbidden_403",
             Outcome::Upstream5xx => "upstream_5xx",
             Outcome::Unavailable503 => "unavailable_503",
+            Outcome::Limited => "limited",
+            Outcome::ClientError => "client_error",
             Outcome::Reserved => "reserved",
             Outcome::Other => "other",
         }
@@ -112,6 +125,8 @@ impl Outcome {
                 StatusCode::FORBIDDEN => Outcome::Forbidden403,
                 StatusCode::SERVICE_UNAVAILABLE => Outcome::Unavailable503,
                 StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => Outcome::Upstream5xx,
+                StatusCode::TOO_MANY_REQUESTS => Outcome::Limited,
+                StatusCode::BAD_REQUEST | StatusCode::REQUEST_TIMEOUT => Outcome::ClientError,
                 s if s.is_redirection() => Outcome::RedirectedToSignIn,
                 _ => Outcome::Other,
             },
@@ -227,6 +242,8 @@ pub struct Sources<'a> {
     pub revocations_held: u64,
     /// The shared Redis, when replicas use one.
     pub redis: Option<&'a crate::session::redis::Redis>,
+    /// Connection and request limits, with what they refused.
+    pub limits: &'a Limits,
 }
 
 impl Metrics {
@@ -343,6 +360,7 @@ impl Metrics {
             "Sign-ins started in the last 10 minutes and not completed (yet).",
             self.flows.active(self.flows.minute()),
         );
+        limit_families(&mut out, sources.limits);
         out.labelled(
             "trousseau_proxy_build_info",
             "gauge",
@@ -352,6 +370,62 @@ impl Metrics {
         );
         out.text
     }
+}
+
+/// What the limits counted ([`crate::limits`]).
+fn limit_families(out: &mut Exposition, limits: &Limits) {
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let listeners = [ListenerKind::Main, ListenerKind::Metrics];
+    let open: Vec<(&str, u64)> = listeners.iter().map(|&k| (k.label(), limits.listener(k).open.load(Ordering::Relaxed) as u64)).collect();
+    out.labelled(
+        "trousseau_proxy_connections_open",
+        "gauge",
+        "Client connections open now, by listener (a websocket counts until its tunnel closes).",
+        "listener",
+        &open,
+    );
+    let refused: Vec<(&str, u64)> = listeners.iter().map(|&k| (k.label(), load(&limits.listener(k).refused))).collect();
+    out.labelled(
+        "trousseau_proxy_connections_refused_total",
+        "counter",
+        "Connections closed on arrival because the listener was full (limits.max_connections) and no idle connection could make room.",
+        "listener",
+        &refused,
+    );
+    let closed: Vec<(&str, u64)> = CloseReason::ALL.iter().map(|&r| (r.label(), limits.closed(r))).collect();
+    out.labelled(
+        "trousseau_proxy_connections_closed_total",
+        "counter",
+        "Connections the proxy closed: no request head in time, idle too long, a response not read, or evicted to make room for a new one.",
+        "reason",
+        &closed,
+    );
+    out.single(
+        "trousseau_proxy_requests_in_flight",
+        "gauge",
+        "Requests being served now, response bodies included (limits.max_requests_in_flight).",
+        limits.in_flight() as u64,
+    );
+    out.labelled(
+        "trousseau_proxy_requests_refused_total",
+        "counter",
+        "Requests refused by a limit: everyone's in flight (503) or one client's (429).",
+        "limit",
+        &[(Refusal::InFlight.label(), limits.refused(Refusal::InFlight)), (Refusal::PerClient.label(), limits.refused(Refusal::PerClient))],
+    );
+    out.single(
+        "trousseau_proxy_responses_abandoned_total",
+        "counter",
+        "Responses the client stopped reading for limits.send_timeout: their connection to the app was dropped.",
+        limits.abandoned(),
+    );
+    out.labelled(
+        "trousseau_proxy_client_faults_total",
+        "counter",
+        "Requests that failed through the client's fault: a request body broken off or malformed (400), or too slow (408).",
+        "kind",
+        &[(ClientFault::BrokenBody.label(), limits.faults(ClientFault::BrokenBody)), (ClientFault::SlowBody.label(), limits.faults(ClientFault::SlowBody))],
+    );
 }
 
 /// Writes the text exposition format, one metric family at a time.
@@ -410,36 +484,21 @@ fn escape_label(text: &str) -> String {
 }
 
 /// Serves `GET /metrics` (and `/`, for a quick look) on `listener` with whatever `render` returns,
-/// until `shutdown` completes. Anything else is 404; the admin listener serves nothing else.
-pub async fn serve_metrics<F>(listener: TcpListener, render: F, shutdown: impl std::future::Future<Output = ()>)
+/// until `shutdown` completes. Anything else is 404; the admin listener serves nothing else. Its
+/// connections are held to the same header and idle timeouts as the main listener's, under a cap
+/// of their own (`limits.metrics_max_connections`), so a flood here cannot take descriptors from
+/// the main listener.
+pub async fn serve_metrics<F>(listener: TcpListener, render: F, limits: Arc<Limits>, shutdown: impl std::future::Future<Output = ()>)
 where
     F: Fn() -> String + Send + Sync + 'static,
 {
     let render = Arc::new(render);
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => return,
-        };
-        let render = render.clone();
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let render = render.clone();
-            async move { Ok::<_, Infallible>(metrics_answer(&req, render.as_ref())) }
-        });
-        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-    }
+    let handler = move |req: Request<Incoming>, conn: &Arc<Connection>| {
+        let flight = InFlight::begin(conn, &req);
+        let response = metrics_answer(&req, render.as_ref()).map(|body| flight.respond(body));
+        std::future::ready(response)
+    };
+    serve_connections(listener, limits, ListenerKind::Metrics, handler, shutdown, Duration::from_secs(1)).await;
 }
 
 fn metrics_answer(req: &Request<Incoming>, render: &(dyn Fn() -> String + Send + Sync)) -> Response<Body> {
@@ -461,7 +520,8 @@ mod tests {
     use super::*;
 
     fn render(metrics: &Metrics, refresh: &RefreshStats, idp: &Histogram) -> String {
-        metrics.render(&Sources { refresh, idp_latency: idp, revocations_held: 2, redis: None })
+        let limits = Limits::new(crate::limits::LimitSettings::default());
+        metrics.render(&Sources { refresh, idp_latency: idp, revocations_held: 2, redis: None, limits: &limits })
     }
 
     /// The value of the sample line `series` (name and labels exactly as written).
@@ -598,6 +658,10 @@ mod tests {
             (Proxy, 504, Outcome::Upstream5xx),
             (Proxy, 503, Outcome::Unavailable503),
             (Proxy, 500, Outcome::Other),
+            (Proxy, 429, Outcome::Limited),
+            (Proxy, 400, Outcome::ClientError),
+            (Proxy, 408, Outcome::ClientError),
+            (Upstream, 400, Outcome::Proxied),
             (Reserved, 200, Outcome::Reserved),
             (Reserved, 401, Outcome::Reserved),
         ];

@@ -5,7 +5,6 @@
 //! authorize → add identity headers → forward upstream → set cookies → log. Each step is a plain
 //! function below; answers the proxy makes itself come from [`crate::pages`] and [`answer`].
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::net::SocketAddr;
@@ -16,8 +15,6 @@ use base64::Engine as _;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 use crate::bearer::{BearerAuth, BearerOutcome};
@@ -25,6 +22,8 @@ use crate::body::{self, Body};
 use crate::config::{RevocationKind, Settings, StoreKind};
 use crate::devidp::DevIdp;
 use crate::identity::{self, AssertionSettings, Assertions, Signer};
+use crate::limits::listener::{serve_connections, Connection, ListenerKind};
+use crate::limits::{inflight::InFlight, Limits, Refusal};
 use crate::metrics::{AnsweredBy, Metrics, Outcome};
 use crate::oidc::{now_secs, LoginState, Oidc, OidcError};
 use crate::pages::Lang;
@@ -45,8 +44,8 @@ pub const RESERVED_PREFIX: &str = "/.trousseau/";
 #[doc(hidden)]
 pub const LOGIN_STATE_PURPOSE: &str = "login-state";
 
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle connections each worker keeps to the app (counted in the open-file budget).
+const POOL_MAX_IDLE_PER_WORKER: usize = 256;
 
 /// Sealing purpose of the handle a server-side store's cookie carries.
 const SESSION_HANDLE_PURPOSE: &str = "session-handle";
@@ -93,6 +92,8 @@ pub struct App {
     bearer: Option<BearerAuth>,
     devidp: Option<Arc<DevIdp>>,
     metrics: Metrics,
+    /// Connection and request limits, shared by the workers and the metrics listener.
+    limits: Arc<Limits>,
 }
 
 impl App {
@@ -143,7 +144,9 @@ impl App {
             connect_timeout: settings.proxy.connect_timeout.0,
             response_timeout: settings.proxy.response_timeout.0,
             pool_idle_timeout: Duration::from_secs(90),
-            pool_max_idle_per_host: 256,
+            pool_max_idle_per_host: POOL_MAX_IDLE_PER_WORKER,
+            request_body_timeout: settings.limits.request_body_timeout,
+            request_body_min_rate: settings.limits.request_body_min_rate,
         })
         .map_err(|e| StartError::Setup(format!("upstream: {e}")))?;
         let policy = Policy::new(&settings.routes, &settings.organization);
@@ -200,6 +203,7 @@ impl App {
             );
         }
         Ok(Arc::new(App {
+            limits: Arc::new(Limits::new(settings.limits.clone())),
             revocations,
             store,
             redis,
@@ -233,6 +237,11 @@ impl App {
         &self.metrics
     }
 
+    /// The connection and request limits in force, with their counters.
+    pub fn limits(&self) -> &Arc<Limits> {
+        &self.limits
+    }
+
     /// `/metrics` as served on `metrics_listen` (Prometheus text format 0.0.4).
     pub fn metrics_text(&self) -> String {
         self.metrics.render(&crate::metrics::Sources {
@@ -240,7 +249,35 @@ impl App {
             idp_latency: self.oidc.call_latency(),
             revocations_held: self.revocations.len(),
             redis: self.redis.as_deref(),
+            limits: &self.limits,
         })
+    }
+
+    /// The answer to a request refused by a limit (429 for one client, 503 for everyone), counted
+    /// and logged like any other; a warning at most once a second says who is being refused.
+    fn refuse(&self, req: &Request<Incoming>, peer: SocketAddr, refusal: Refusal) -> Response<Body> {
+        let started = Instant::now();
+        self.metrics.request(Outcome::Limited);
+        static WARNING: crate::limits::LogBudget = crate::limits::LogBudget::new();
+        if let Some(unlogged) = WARNING.take() {
+            let (limit, value) = match refusal {
+                Refusal::PerClient => ("limits.max_requests_per_client", self.limits.settings().max_requests_per_client),
+                Refusal::InFlight => ("limits.max_requests_in_flight", self.limits.settings().max_requests_in_flight),
+            };
+            tracing::warn!(client = %peer.ip(), limit, value, unlogged, "request refused: too many requests in flight");
+        }
+        let mut response = answer::over_limit(is_browser_navigation(req), self.lang(req, None), refusal);
+        let request_id = new_request_id();
+        response.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
+        crate::logging::access(&crate::logging::Access {
+            method: req.method().as_str(),
+            path: req.uri().path(),
+            status: response.status().as_u16(),
+            latency: started.elapsed(),
+            sub: "-",
+            request_id: request_id.to_str().unwrap_or("-"),
+        });
+        response
     }
 
     /// Serves one request. Never fails: every problem becomes an answer.
@@ -452,7 +489,13 @@ impl App {
                 response
             }
             Err(e) => {
-                tracing::warn!(error = %e, request_id = ctx.request_id.to_str().unwrap_or("-"), "upstream request failed");
+                let request_id = ctx.request_id.to_str().unwrap_or("-");
+                match e.client_fault() {
+                    // The client's doing (its body broke off, was malformed, or trickled): not an
+                    // app failure, and not worth more than a line a second.
+                    Some(fault) => self.limits.client_fault(fault, ctx.peer.ip(), request_id, &e),
+                    None => tracing::warn!(error = %e, request_id, "upstream request failed"),
+                }
                 answer::upstream_failed(browser, self.lang_of(accept_language.as_ref(), session), &e)
             }
         }
@@ -1216,50 +1259,43 @@ fn now_millis() -> u64 {
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting and lets
-/// in-flight requests finish for at most `drain`.
+/// in-flight requests finish for at most `drain`. Connections and requests are held to
+/// `limits:` ([`crate::limits`]): a request beyond a cap is answered at once (429/503), never
+/// queued — except the health probes, which an overloaded proxy still answers.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // A client gets this long to send its request headers (slowloris).
-    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-    builder.http2().timer(hyper_util::rt::TokioTimer::new());
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let app = app.clone();
-                let service = hyper::service::service_fn(move |req| {
-                    let app = app.clone();
-                    async move { Ok::<_, Infallible>(app.handle(req, peer).await) }
-                });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn.into_owned());
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
-            _ = &mut shutdown => break,
+    let limits = Arc::clone(&app.limits);
+    let handler = move |mut req: Request<Incoming>, conn: &Arc<Connection>| {
+        let app = Arc::clone(&app);
+        let peer = conn.peer();
+        let mut flight = InFlight::begin(conn, &req);
+        let admitted = if is_health_probe(&req) { Ok(()) } else { flight.admit(&req) };
+        if req.headers().contains_key(header::UPGRADE) {
+            req.extensions_mut().insert(flight.upgrade_hold());
         }
-    }
-    drop(listener);
-    tracing::info!(drain = ?drain, "shutting down: no new connections, finishing in-flight requests");
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
-        tracing::warn!("drain time over: closing the remaining connections");
-    }
+        async move {
+            let response = match admitted {
+                Err(refusal) => app.refuse(&req, peer, refusal),
+                // Boxed: the request path's future is large (~19 KB in a debug build). Inline, every
+                // HTTP/2 stream's task and every connection's task would keep that much for as long
+                // as it lives, long after the response head went out (1,744 HTTP/2 streams left
+                // unread held ~80 MB); boxed, it is freed as soon as the response exists.
+                Ok(()) => Box::pin(app.handle(req, peer)).await,
+            };
+            response.map(|body| flight.respond(body))
+        }
+    };
+    serve_connections(listener, limits, ListenerKind::Main, handler, shutdown, drain).await;
+}
+
+/// `/.trousseau/healthz` and `/.trousseau/readyz`: outside the request caps (answered at once, they
+/// hold nothing), so a kubelet does not restart a proxy that is only busy.
+fn is_health_probe<B>(req: &Request<B>) -> bool {
+    matches!(req.uri().path(), "/.trousseau/healthz" | "/.trousseau/readyz")
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -1415,12 +1451,60 @@ pub mod answer {
         r
     }
 
-    /// 502/504: the app behind the proxy did not answer.
+    /// 429 (this client) or 503 (everyone): too many requests in flight. Never queued: the
+    /// client retries after `Retry-After`.
+    pub fn over_limit(browser: bool, lang: Lang, refusal: Refusal) -> Response<Body> {
+        let (status, error, retry_after, title, text) = match refusal {
+            Refusal::PerClient => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "2",
+                ("Too many requests at once", "Trop de requêtes à la fois"),
+                (
+                    "Your address has too many requests in progress with this application. Wait a moment, then try again.",
+                    "Votre adresse a trop de requêtes en cours avec cette application. Patientez un instant, puis réessayez.",
+                ),
+            ),
+            Refusal::InFlight => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "5",
+                ("The application is very busy", "L'application est très sollicitée"),
+                (
+                    "Too many requests are in progress right now. Nothing is lost: try again in a few seconds.",
+                    "Trop de requêtes sont en cours pour le moment. Rien n'est perdu : réessayez dans quelques secondes.",
+                ),
+            ),
+        };
+        let mut r = if browser {
+            let (title, text) = (lang.pick(title.0, title.1), lang.pick(text.0, text.1));
+            let html = format!(
+                "<h1>{}</h1><p>{}</p><div class=\"actions\"><a class=\"button\" href=\"/\">{}</a></div>",
+                pages::escape(title),
+                pages::escape(text),
+                pages::escape(lang.pick("Try again", "Réessayer"))
+            );
+            page(status, pages::layout(lang, title, &html))
+        } else {
+            json(status, &serde_json::json!({"error": error, "error_description": text.0}))
+        };
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(retry_after));
+        r
+    }
+
+    /// 502/504: the app behind the proxy did not answer; 400/408 when the client's request body
+    /// was at fault.
     pub fn upstream_failed(browser: bool, lang: Lang, e: &ProxyError) -> Response<Body> {
         let status = match e {
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::InvalidRequest(_) => {
                 return json(StatusCode::BAD_REQUEST, &serde_json::json!({"error": "bad_request", "error_description": "This request cannot be forwarded (e.g. an asterisk-form or CONNECT request)."}));
+            }
+            ProxyError::ClientBody(_) => {
+                return json(StatusCode::BAD_REQUEST, &serde_json::json!({"error": "bad_request", "error_description": "The request body could not be read: it was malformed or cut off."}));
+            }
+            ProxyError::SlowClientBody => {
+                return json(StatusCode::REQUEST_TIMEOUT, &serde_json::json!({"error": "request_timeout", "error_description": "The request body arrived too slowly."}));
             }
             _ => StatusCode::BAD_GATEWAY,
         };
@@ -1492,7 +1576,9 @@ pub mod answer {
 
 /// Binds the listener and serves until SIGTERM/SIGINT; discovery runs in the background and
 /// readiness follows it.
-pub async fn run(settings: Settings, devidp: Option<Arc<DevIdp>>) -> Result<(), StartError> {
+pub async fn run(mut settings: Settings, devidp: Option<Arc<DevIdp>>) -> Result<(), StartError> {
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    crate::limits::fit_open_file_limit(&mut settings.limits, workers, POOL_MAX_IDLE_PER_WORKER);
     let addr = settings.listen;
     let drain = settings.proxy.drain_timeout.0;
     let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
@@ -1511,7 +1597,8 @@ pub async fn run(settings: Settings, devidp: Option<Arc<DevIdp>>) -> Result<(), 
     if let Some(listener) = metrics_listener {
         let metrics_app = app.clone();
         tracing::info!(listen = ?listener.local_addr().ok(), "metrics at /metrics");
-        tokio::spawn(crate::metrics::serve_metrics(listener, move || metrics_app.metrics_text(), std::future::pending()));
+        let limits = Arc::clone(&app.limits);
+        tokio::spawn(crate::metrics::serve_metrics(listener, move || metrics_app.metrics_text(), limits, std::future::pending()));
     }
     tracing::info!(listen = %addr, public_url = %app.settings().public_origin, upstream = %app.settings().upstream, "trousseau-proxy listening");
     serve_on_workers(listener, app, drain).await.map_err(|source| StartError::Bind { addr, source })

@@ -16,7 +16,8 @@ async fn metrics_listener(env: &Env) -> Browser {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = format!("http://{}", listener.local_addr().unwrap());
     let app = env.app.clone();
-    tokio::spawn(trousseau_proxy::metrics::serve_metrics(listener, move || app.metrics_text(), std::future::pending()));
+    let limits = app.limits().clone();
+    tokio::spawn(trousseau_proxy::metrics::serve_metrics(listener, move || app.metrics_text(), limits, std::future::pending()));
     Browser::new(&origin)
 }
 

@@ -33,7 +33,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -49,6 +49,7 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use crate::body::{self, Body, BoxError};
+use crate::limits::rate::{BodyClock, BodyRate};
 use crate::tls::{self, TlsError};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -113,6 +114,12 @@ pub struct UpstreamSettings {
     pub pool_idle_timeout: Duration,
     /// Idle connections kept per app (default 64).
     pub pool_max_idle_per_host: usize,
+    /// How long a request body may keep us waiting in all before its bytes earn more time
+    /// (`limits.request_body_timeout`, default 30 s); see [`crate::limits::rate`].
+    pub request_body_timeout: Duration,
+    /// Bytes of request body that earn one more second of waiting (`limits.request_body_min_rate`,
+    /// default 500; 0: none).
+    pub request_body_min_rate: u64,
 }
 
 impl UpstreamSettings {
@@ -126,6 +133,8 @@ impl UpstreamSettings {
             response_timeout: Duration::from_secs(60),
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 64,
+            request_body_timeout: Duration::from_secs(30),
+            request_body_min_rate: 500,
         }
     }
 }
@@ -172,6 +181,24 @@ pub enum ProxyError {
     /// the request asked for.
     #[error("the app switched protocols without being asked for a websocket")]
     UnexpectedSwitch,
+    /// The client's request body broke off or was malformed (bad chunked encoding): the client's
+    /// fault, answered 400.
+    #[error("the request body could not be read: {}", root_cause(&**.0))]
+    ClientBody(#[source] BoxError),
+    /// The client's request body fell behind `limits.request_body_min_rate`: answered 408.
+    #[error("the request body arrived too slowly (limits.request_body_timeout, limits.request_body_min_rate)")]
+    SlowClientBody,
+}
+
+impl ProxyError {
+    /// The client's fault rather than the app's, when it is.
+    pub fn client_fault(&self) -> Option<crate::limits::ClientFault> {
+        match self {
+            ProxyError::ClientBody(_) => Some(crate::limits::ClientFault::BrokenBody),
+            ProxyError::SlowClientBody => Some(crate::limits::ClientFault::SlowBody),
+            _ => None,
+        }
+    }
 }
 
 impl From<pool::SendError> for ProxyError {
@@ -212,6 +239,7 @@ struct Inner {
     path_prefix: Box<str>,
     preserve_host: bool,
     response_timeout: Duration,
+    body_rate: BodyRate,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -292,6 +320,7 @@ impl Upstream {
                 path_prefix: url.path().trim_end_matches('/').into(),
                 preserve_host: settings.preserve_host,
                 response_timeout: settings.response_timeout,
+                body_rate: BodyRate { timeout: settings.request_body_timeout, min_rate: settings.request_body_min_rate },
             }),
         })
     }
@@ -313,6 +342,8 @@ impl Upstream {
         let upgrade = wants_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
+        // Keeps the browser's connection counted as open while a tunnel replaces it.
+        let hold = parts.extensions.remove::<crate::limits::UpgradeHold>();
 
         // 1. Target. Whatever the browser spoke, we speak HTTP/1.1 (or HTTP/2 through ALPN); the
         //    server's extensions (connection info, upgrade handle) stay on this side.
@@ -326,7 +357,7 @@ impl Upstream {
         inner.set_host(&mut parts.headers, ctx);
 
         // 3. Send.
-        let (body, upload) = watch_upload(body);
+        let (body, upload) = watch_upload(body, inner.body_rate);
         let pool = if upgrade { &inner.upgrades } else { &inner.pools[WORKER.get() % inner.pools.len()] };
         let sending = pool.send(Request::from_parts(parts, body));
         let mut response = inner.response_head(sending, upload.as_deref()).await?;
@@ -342,7 +373,7 @@ impl Upstream {
 
         // 5. Body, or tunnel.
         if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
-            splice(client_upgrade, hyper::upgrade::on(&mut response));
+            splice(client_upgrade, hyper::upgrade::on(&mut response), hold);
             return Ok(response.map(|_| body::empty()));
         }
         Ok(response)
@@ -395,7 +426,9 @@ impl Inner {
     }
 
     /// Waits for the response head. The deadline is `response_timeout` after the later of the
-    /// start and the last movement of the request body.
+    /// start and the last movement of the request body. A failure caused by the client's body
+    /// (broken off, malformed, too slow) is the client's fault, whatever the exchange with the app
+    /// made of it.
     async fn response_head(
         &self,
         sending: impl Future<Output = Result<Response<Body>, pool::SendError>>,
@@ -406,7 +439,12 @@ impl Inner {
         let mut sleep = pin!(tokio::time::sleep(timeout));
         loop {
             tokio::select! {
-                result = &mut sending => return result.map_err(ProxyError::from),
+                result = &mut sending => {
+                    return result.map_err(|e| match upload.and_then(UploadWatch::fault) {
+                        Some(fault) => fault,
+                        None => ProxyError::from(e),
+                    })
+                }
                 () = &mut sleep => match upload.map(|watch| watch.last_moved() + timeout) {
                     Some(deadline) if deadline > Instant::now() => sleep.as_mut().reset(deadline),
                     _ => return Err(ProxyError::Timeout),
@@ -600,8 +638,9 @@ fn append_forwarded_for(headers: &HeaderMap, client_ip: &str) -> Option<HeaderVa
 
 /// Copies bytes both ways between the browser's and the app's upgraded connections until either
 /// side closes. The browser's side completes once the `101` has been written to it.
-fn splice(client: OnUpgrade, app: OnUpgrade) {
+fn splice(client: OnUpgrade, app: OnUpgrade, hold: Option<crate::limits::UpgradeHold>) {
     tokio::spawn(async move {
+        let _hold = hold;
         let (client, app) = match tokio::try_join!(client, app) {
             Ok(both) => both,
             Err(err) => {
@@ -620,12 +659,21 @@ fn splice(client: OnUpgrade, app: OnUpgrade) {
 }
 
 /// When the request body last moved, so that the response timeout counts only the time the app
-/// keeps us waiting, not the time a large upload takes to arrive.
+/// keeps us waiting, not the time a large upload takes to arrive; and whether the body failed
+/// through the client's fault.
 struct UploadWatch {
     started: Instant,
     /// Nanoseconds from `started` to the last frame (or end) of the body.
     last_moved: AtomicU64,
+    /// [`FAULT_NONE`], [`FAULT_BROKEN`] or [`FAULT_SLOW`].
+    fault: AtomicU8,
+    /// The client's error when the body broke off or was malformed.
+    broken: std::sync::Mutex<Option<BoxError>>,
 }
+
+const FAULT_NONE: u8 = 0;
+const FAULT_BROKEN: u8 = 1;
+const FAULT_SLOW: u8 = 2;
 
 impl UploadWatch {
     fn moved(&self) {
@@ -636,13 +684,35 @@ impl UploadWatch {
     fn last_moved(&self) -> Instant {
         self.started + Duration::from_nanos(self.last_moved.load(Ordering::Relaxed))
     }
+
+    /// What the client did wrong, if the body failed through its fault.
+    fn fault(&self) -> Option<ProxyError> {
+        match self.fault.load(Ordering::Relaxed) {
+            FAULT_BROKEN => {
+                let error = self.broken.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+                Some(ProxyError::ClientBody(error.unwrap_or_else(|| "the request body broke off".into())))
+            }
+            FAULT_SLOW => Some(ProxyError::SlowClientBody),
+            _ => None,
+        }
+    }
 }
 
-/// A request body that reports its progress to an [`UploadWatch`].
+/// A request body that reports its progress to an [`UploadWatch`] and is cut, as the client's
+/// fault, when it falls behind its [`BodyRate`] (see [`crate::limits::rate`]).
 struct WatchedBody {
     inner: Body,
     watch: Arc<UploadWatch>,
+    rate: BodyRate,
+    clock: BodyClock,
+    /// Armed while the body waits for the client, to end the wait at its deadline; kept once made.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
+
+/// The error a body cut for its rate ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body arrived too slowly")]
+struct TooSlow;
 
 impl http_body::Body for WatchedBody {
     type Data = Bytes;
@@ -652,9 +722,41 @@ impl http_body::Body for WatchedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if polled.is_ready() {
-            self.watch.moved();
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let now = Instant::now();
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.clock.received(now, frame.data_ref().map_or(0, Bytes::len));
+                this.watch.moved();
+            }
+            Poll::Ready(Some(Err(e))) => {
+                // The client's connection broke or its chunked encoding is malformed: its fault.
+                *this.watch.broken.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.to_string().into());
+                this.watch.fault.store(FAULT_BROKEN, Ordering::Relaxed);
+                this.watch.moved();
+            }
+            Poll::Ready(None) => this.watch.moved(),
+            Poll::Pending => {
+                this.clock.waiting(now);
+                let Some(deadline) = this.clock.deadline(this.rate) else { return Poll::Pending };
+                if deadline <= now {
+                    this.watch.fault.store(FAULT_SLOW, Ordering::Relaxed);
+                    return Poll::Ready(Some(Err(TooSlow.into())));
+                }
+                // Deadlines only move later, so an armed one is never late: it is left alone until
+                // it passes, then moved to the real deadline (one timer operation per deadline
+                // reached, not one per frame).
+                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.deadline() <= now {
+                    timer.as_mut().reset(deadline);
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    // It passed between `now` and here: look again at once.
+                    cx.waker().wake_by_ref();
+                }
+                return Poll::Pending;
+            }
         }
         polled
     }
@@ -670,17 +772,22 @@ impl http_body::Body for WatchedBody {
 
 /// Wraps a request body that has something to send in a [`WatchedBody`]; an empty one (most
 /// requests) goes as it is.
-fn watch_upload(body: Body) -> (Body, Option<Arc<UploadWatch>>) {
+fn watch_upload(body: Body, rate: BodyRate) -> (Body, Option<Arc<UploadWatch>>) {
     if http_body::Body::is_end_stream(&body) {
         return (body, None);
     }
     let watch = Arc::new(UploadWatch {
         started: Instant::now(),
         last_moved: AtomicU64::new(0),
+        fault: AtomicU8::new(FAULT_NONE),
+        broken: std::sync::Mutex::new(None),
     });
     let body = WatchedBody {
         inner: body,
         watch: Arc::clone(&watch),
+        rate,
+        clock: BodyClock::default(),
+        timer: None,
     };
     (body.boxed_unsync(), Some(watch))
 }

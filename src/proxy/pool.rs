@@ -36,6 +36,9 @@ use tower_service::Service;
 
 use crate::body::{self, Body, BoxError};
 
+/// The most an HTTP/1.1 connection to the app reads ahead of what the browser takes.
+const MAX_READ_AHEAD: usize = 64 * 1024;
+
 /// Why [`Pool::send`] failed.
 #[derive(Debug)]
 pub(super) enum SendError {
@@ -184,6 +187,10 @@ impl Pool {
             return Ok(Conn::Http2(sender));
         }
         let (sender, connection) = http1::Builder::new()
+            // What one connection may read ahead of the browser: hyper's default (~400 KB) let
+            // each response a client was slow to take hold that much (a hundred streams never
+            // read: 100 MB); 64 KB still fills a fast link with few reads.
+            .max_buf_size(MAX_READ_AHEAD)
             .handshake(io)
             .await
             .map_err(|e| SendError::Connect(e.into()))?;

@@ -1,6 +1,7 @@
 //! The app behind the proxy in tests: a real HTTP server on a loopback port that echoes what it
-//! received, streams on `/stream`, counts uploads on `/upload`, echoes websockets on `/ws`, and sets
-//! the cookies it is told to on `/set-cookies?c=name%3Dvalue&c=…`.
+//! received, streams on `/stream`, counts uploads on `/upload`, sends `?bytes=N` (default 4 MiB)
+//! on `/big`, echoes websockets on `/ws`, and sets the cookies it is told to on
+//! `/set-cookies?c=name%3Dvalue&c=…`. It counts the connections open to it.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -32,6 +33,8 @@ pub struct Upstream {
     pub seen: SeenHeaders,
     /// Bytes received on `/upload` so far.
     pub uploaded: Arc<AtomicU64>,
+    /// Connections open to the app now.
+    pub open_connections: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -58,12 +61,23 @@ impl Upstream {
             seen: Arc::new(Mutex::new(Vec::new())),
             uploaded: Arc::new(AtomicU64::new(0)),
         };
+        let open_connections = Arc::new(AtomicU64::new(0));
+        let open = open_connections.clone();
         let s = shared.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
                 let s = s.clone();
+                let open = open.clone();
+                open.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
+                    struct Closed(Arc<AtomicU64>);
+                    impl Drop for Closed {
+                        fn drop(&mut self) {
+                            self.0.fetch_sub(1, Ordering::SeqCst);
+                        }
+                    }
+                    let _closed = Closed(open);
                     let service = hyper::service::service_fn(move |req| {
                         let s = s.clone();
                         async move { Ok::<_, Infallible>(handle(req, s).await) }
@@ -79,6 +93,7 @@ impl Upstream {
             release_stream: shared.release_stream,
             seen: shared.seen,
             uploaded: shared.uploaded,
+            open_connections,
             task,
         }
     }
@@ -117,6 +132,16 @@ async fn handle(mut req: Request<Incoming>, s: Shared) -> Response<Body> {
             let stream = tokio_stream_from(rx);
             let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
             r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+            r
+        }
+        "/big" => {
+            let bytes: usize = req.uri().query().and_then(|q| q.strip_prefix("bytes=")).and_then(|n| n.parse().ok()).unwrap_or(4 << 20);
+            // Made as the proxy asks for it: backpressure reaches this app as it would a real one.
+            let chunks = futures_util::stream::iter((0..bytes).step_by(16 * 1024).map(move |start| {
+                Ok::<_, Infallible>(Frame::data(Bytes::from(vec![b'x'; (bytes - start).min(16 * 1024)])))
+            }));
+            let mut r = Response::new(BodyExt::boxed(StreamBody::new(chunks)));
+            r.headers_mut().insert("content-length", bytes.to_string().parse().unwrap());
             r
         }
         "/upload" => {

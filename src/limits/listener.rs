@@ -1,0 +1,548 @@
+//! Accepting connections and keeping watch over them: the one accept loop of the main listener and
+//! of `metrics_listen`.
+//!
+//! [`serve_connections`] accepts while the listener has room (`max_connections`, counted across
+//! the worker threads), serves each connection in a task of its own, and registers it with the
+//! worker's [`Registry`]. No timer is armed per connection or per request: the connection and its
+//! responses only bump counters ([`Connection`]), and one sweeper task per worker looks at every
+//! connection a few times per timeout and decides:
+//!
+//! - no complete request head `header_timeout` after accept (a silent socket, a slowloris head, an
+//!   HTTP/2 preface with no request): closed;
+//! - nothing in flight for `idle_timeout` (HTTP/1 keep-alive, an idle HTTP/2 connection): drained —
+//!   HTTP/1 closes at once, HTTP/2 sends `GOAWAY` — and closed if it has not ended soon after;
+//! - a response whose body the client has not taken for `send_timeout` while the proxy had data
+//!   for it: on HTTP/1 the connection is closed (that socket is stuck anyway); on HTTP/2 the app's
+//!   side of the stream is dropped at once (its connection to the app closes, its buffers are
+//!   freed) and the stream ends with an error the next time the client reads it — and if it still
+//!   has not, `send_timeout` later, the whole connection is closed.
+//!
+//! A response waiting for the app (an event stream quiet for an hour) is never stalled: the clock
+//! runs only while the proxy holds data that the client is not taking.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use super::inflight::{Stream, Tracked};
+use super::{CloseReason, Limits};
+
+/// Which listener a connection came in on; each has its own connection cap and counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// `listen`: the proxy itself.
+    Main,
+    /// `metrics_listen`: the admin listener.
+    Metrics,
+}
+
+impl ListenerKind {
+    /// The `listener` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            ListenerKind::Main => "main",
+            ListenerKind::Metrics => "metrics",
+        }
+    }
+}
+
+/// What the sweeper asks of a connection's task.
+const NOTHING: u8 = 0;
+const DRAIN: u8 = 1;
+const CLOSE: u8 = 2;
+
+/// How often each worker gives the memory it freed back to the system ([`super::release_memory`]).
+const RELEASE_MEMORY_EVERY: Duration = Duration::from_secs(5);
+
+/// `requests`: requests begun in the high half, in flight in the low half.
+pub(super) const BEGUN: u64 = 1 << 32;
+const IN_FLIGHT_MASK: u64 = BEGUN - 1;
+
+/// Low bit of a response's progress word: the proxy is waiting for the app (1), or the client has
+/// data to take (0). The other bits count the polls, so a word that did not change means a body
+/// that was not asked for anything since.
+pub(super) const APP_TURN: u64 = 1;
+
+/// The next progress word after `word`: one more poll, now in `app`'s turn or the client's.
+pub(super) fn next_progress(word: u64, app: bool) -> u64 {
+    ((word >> 1).wrapping_add(1) << 1) | u64::from(app)
+}
+
+/// One client connection as the limits see it: its requests and responses in flight, and the
+/// sweeper's orders. Shared by the connection's task, its requests and the sweeper; a websocket
+/// tunnel keeps it too, so the connection counts as open until the tunnel closes.
+pub(crate) struct Connection {
+    pub(super) limits: Arc<Limits>,
+    pub(super) kind: ListenerKind,
+    peer: SocketAddr,
+    /// Requests begun (high half) and in flight (low half): see [`BEGUN`].
+    pub(super) requests: AtomicU64,
+    /// Whether requests came over HTTP/2 (set by the first one).
+    pub(super) http2: AtomicBool,
+    /// HTTP/1: the progress word ([`APP_TURN`]) of the response being sent.
+    pub(super) progress: AtomicU64,
+    /// HTTP/2: the responses being sent.
+    pub(super) streams: Mutex<Vec<Arc<Stream>>>,
+    /// [`NOTHING`], [`DRAIN`] or [`CLOSE`]; only ever raised.
+    command: AtomicU8,
+    wake: Notify,
+    /// Counted in its listener's open connections (false once its place went to a newcomer).
+    counted: AtomicBool,
+}
+
+impl Connection {
+    /// The client's address (the TCP peer).
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    fn order(&self, command: u8) {
+        self.command.fetch_max(command, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+
+    fn in_flight(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed) & IN_FLIGHT_MASK
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if self.counted.load(Ordering::Relaxed) {
+            self.limits.listener(self.kind).open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The sweeper's notes on one connection, in ticks of its clock.
+struct Entry {
+    conn: Arc<Connection>,
+    accepted: u64,
+    /// A request head has come (the count of requests begun wraps after 2^32).
+    served: bool,
+    seen_requests: u64,
+    quiet_since: u64,
+    seen_progress: u64,
+    stalled_since: u64,
+    /// When it was told to drain (idle) or close.
+    ordered: Option<(u64, u8)>,
+}
+
+/// One worker's connections, for its sweeper and for eviction.
+struct Registry {
+    entries: Mutex<HashMap<u64, Entry>>,
+    next_id: AtomicU64,
+    /// The sweeper's clock, in ticks.
+    now: AtomicU64,
+    emptied: Notify,
+    ticks: Ticks,
+}
+
+/// The timeouts in sweeper ticks.
+#[derive(Clone, Copy, Debug)]
+struct Ticks {
+    period: Duration,
+    header: u64,
+    idle: u64,
+    send: u64,
+    /// How long a drained connection may take to end before it is closed.
+    drain_grace: u64,
+}
+
+impl Ticks {
+    fn new(limits: &super::LimitSettings) -> Ticks {
+        let shortest = limits.header_timeout.min(limits.idle_timeout).min(limits.send_timeout);
+        // A few looks per timeout: a connection is closed at most an eighth late.
+        let period = (shortest / 8).clamp(Duration::from_millis(5), Duration::from_secs(1));
+        let ticks = |d: Duration| d.as_nanos().div_ceil(period.as_nanos()).max(1) as u64;
+        Ticks {
+            period,
+            header: ticks(limits.header_timeout),
+            idle: ticks(limits.idle_timeout),
+            send: ticks(limits.send_timeout),
+            drain_grace: ticks(Duration::from_secs(5).min(limits.idle_timeout)),
+        }
+    }
+}
+
+impl Registry {
+    fn insert(&self, conn: Arc<Connection>) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let now = self.now.load(Ordering::Relaxed);
+        let entry = Entry { conn, accepted: now, served: false, seen_requests: 0, quiet_since: now, seen_progress: 0, stalled_since: now, ordered: None };
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).insert(id, entry);
+        id
+    }
+
+    fn remove(&self, id: u64) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.remove(&id);
+        if entries.is_empty() {
+            self.emptied.notify_waiters();
+        }
+    }
+
+    /// Orders every connection to drain or close (server shutdown); the sweeper then treats them
+    /// as it treats the ones it ordered itself.
+    fn order_all(&self, command: u8) {
+        let now = self.now.load(Ordering::Relaxed);
+        for entry in self.entries.lock().unwrap_or_else(PoisonError::into_inner).values_mut() {
+            entry.conn.order(command);
+            if entry.ordered.is_none_or(|(_, ordered)| ordered < command) {
+                entry.ordered = Some((now, command));
+            }
+        }
+    }
+
+    async fn wait_empty(&self) {
+        loop {
+            let emptied = self.emptied.notified();
+            tokio::pin!(emptied);
+            emptied.as_mut().enable();
+            if self.entries.lock().unwrap_or_else(PoisonError::into_inner).is_empty() {
+                return;
+            }
+            emptied.await;
+        }
+    }
+
+    /// Closes this worker's longest-idle connection (nothing in flight, or no request yet) and
+    /// hands its place in the listener's count to a newcomer; false when none is idle. nginx does
+    /// the same when it runs out of connections (`ngx_drain_connections`).
+    fn evict_one(&self) -> bool {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let idlest = entries
+            .values_mut()
+            .filter(|e| e.ordered.is_none() && e.conn.in_flight() == 0 && e.conn.counted.load(Ordering::Relaxed))
+            .min_by_key(|e| e.quiet_since);
+        let Some(entry) = idlest else { return false };
+        entry.conn.counted.store(false, Ordering::Relaxed);
+        entry.conn.order(CLOSE);
+        entry.ordered = Some((self.now.load(Ordering::Relaxed), CLOSE));
+        entry.conn.limits.count_closed(CloseReason::Evicted);
+        true
+    }
+
+    /// One look at every connection; see the module doc for the rules.
+    fn sweep(&self) {
+        let now = self.now.fetch_add(1, Ordering::Relaxed) + 1;
+        let t = self.ticks;
+        // Bodies dropped after the lock is released: dropping one closes a connection to the app.
+        let mut abandoned = Vec::new();
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        for entry in entries.values_mut() {
+            let conn = &*entry.conn;
+            let close = |entry: &mut Entry, reason: CloseReason| {
+                entry.conn.order(CLOSE);
+                entry.ordered = Some((now, CLOSE));
+                entry.conn.limits.count_closed(reason);
+            };
+            let requests = conn.requests.load(Ordering::Relaxed);
+            let in_flight = requests & IN_FLIGHT_MASK;
+            match entry.ordered {
+                Some((_, CLOSE)) => continue,
+                Some((since, _)) if in_flight == 0 => {
+                    if now - since >= t.drain_grace {
+                        entry.conn.order(CLOSE);
+                        entry.ordered = Some((now, CLOSE));
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            if !entry.served {
+                if requests >> 32 == 0 {
+                    if now - entry.accepted >= t.header {
+                        close(entry, CloseReason::HeaderTimeout);
+                    }
+                    continue;
+                }
+                entry.served = true;
+            }
+            if requests != entry.seen_requests || in_flight != 0 {
+                entry.seen_requests = requests;
+                entry.quiet_since = now;
+            }
+            if in_flight == 0 {
+                if now - entry.quiet_since >= t.idle && entry.ordered.is_none() {
+                    entry.conn.order(DRAIN);
+                    entry.ordered = Some((now, DRAIN));
+                    conn.limits.count_closed(CloseReason::IdleTimeout);
+                }
+                continue;
+            }
+            if !conn.http2.load(Ordering::Relaxed) {
+                let progress = conn.progress.load(Ordering::Relaxed);
+                if progress & APP_TURN != 0 || progress != entry.seen_progress {
+                    entry.seen_progress = progress;
+                    entry.stalled_since = now;
+                } else if now - entry.stalled_since >= t.send {
+                    conn.limits.abandoned.fetch_add(1, Ordering::Relaxed);
+                    close(entry, CloseReason::SendTimeout);
+                }
+                continue;
+            }
+            let mut give_up = false;
+            for stream in conn.streams.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+                match stream.check(now, t.send) {
+                    StreamVerdict::Fine => {}
+                    StreamVerdict::Abandon => {
+                        conn.limits.abandoned.fetch_add(1, Ordering::Relaxed);
+                        abandoned.push(stream.take_body());
+                    }
+                    StreamVerdict::GiveUp => give_up = true,
+                }
+            }
+            if give_up {
+                close(entry, CloseReason::SendTimeout);
+            }
+        }
+        drop(entries);
+        drop(abandoned);
+    }
+}
+
+/// What the sweeper makes of one HTTP/2 response.
+pub(super) enum StreamVerdict {
+    /// Moving, or waiting for the app.
+    Fine,
+    /// Not taken for `send_timeout`: drop the app's side.
+    Abandon,
+    /// Abandoned `send_timeout` ago and still not taken: close the connection.
+    GiveUp,
+}
+
+/// The sweeper's notes on one HTTP/2 response.
+#[derive(Debug, Default)]
+pub(super) struct StreamMark {
+    seen: u64,
+    since: u64,
+    abandoned: Option<u64>,
+}
+
+impl StreamMark {
+    /// Updates the notes with the response's `progress` word at tick `now`.
+    pub(super) fn check(&mut self, progress: u64, now: u64, send: u64) -> StreamVerdict {
+        if let Some(at) = self.abandoned {
+            return if now - at >= send { StreamVerdict::GiveUp } else { StreamVerdict::Fine };
+        }
+        if progress & APP_TURN != 0 || progress != self.seen {
+            self.seen = progress;
+            self.since = now;
+            StreamVerdict::Fine
+        } else if now - self.since >= send {
+            self.abandoned = Some(now);
+            StreamVerdict::Abandon
+        } else {
+            StreamVerdict::Fine
+        }
+    }
+}
+
+/// Serves `listener` until `shutdown` completes, then lets in-flight requests finish for at most
+/// `drain`: each connection in a task of its own, `handler` called for each request with the
+/// connection it came on. Connections beyond the listener's cap take the place of an idle one of
+/// this worker, or are closed at once; see the module doc for the timeouts.
+pub(crate) async fn serve_connections<H, Fut>(
+    listener: TcpListener,
+    limits: Arc<Limits>,
+    kind: ListenerKind,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) where
+    H: Fn(Request<Incoming>, &Arc<Connection>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Tracked>> + Send + 'static,
+{
+    let settings = limits.settings();
+    let cap = match kind {
+        ListenerKind::Main => settings.max_connections,
+        ListenerKind::Metrics => settings.metrics_max_connections,
+    };
+    let builder = builder(settings);
+    let registry = Arc::new(Registry {
+        entries: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(0),
+        now: AtomicU64::new(0),
+        emptied: Notify::new(),
+        ticks: Ticks::new(settings),
+    });
+    let _sweeper = AbortOnDrop(tokio::spawn({
+        let registry = Arc::clone(&registry);
+        async move {
+            let mut tick = tokio::time::interval(registry.ticks.period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let release_every = (RELEASE_MEMORY_EVERY.as_nanos() / registry.ticks.period.as_nanos()).max(1) as u64;
+            loop {
+                tick.tick().await;
+                registry.sweep();
+                if registry.now.load(Ordering::Relaxed).is_multiple_of(release_every) {
+                    super::release_memory();
+                }
+            }
+        }
+    }));
+    let stats = limits.listener(kind);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors (EMFILE) or memory: wait instead of spinning on a listener
+                    // that stays readable.
+                    tracing::warn!(error = %e, listener = kind.label(), "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        if stats.open.fetch_add(1, Ordering::Relaxed) >= cap {
+            stats.open.fetch_sub(1, Ordering::Relaxed);
+            // The evicted connection's place is handed over: the count stays at the cap.
+            if !registry.evict_one() {
+                stats.refused.fetch_add(1, Ordering::Relaxed);
+                static FULL: super::LogBudget = super::LogBudget::new();
+                if let Some(unlogged) = FULL.take() {
+                    tracing::warn!(listener = kind.label(), cap, unlogged, "connection refused: the listener is full (limits.max_connections)");
+                }
+                drop(stream);
+                continue;
+            }
+        }
+        let _ = stream.set_nodelay(true);
+        let conn = Arc::new(Connection {
+            limits: Arc::clone(&limits),
+            kind,
+            peer,
+            requests: AtomicU64::new(0),
+            http2: AtomicBool::new(false),
+            progress: AtomicU64::new(0),
+            streams: Mutex::new(Vec::new()),
+            command: AtomicU8::new(NOTHING),
+            wake: Notify::new(),
+            counted: AtomicBool::new(true),
+        });
+        let id = registry.insert(Arc::clone(&conn));
+        let service = {
+            let (conn, handler) = (Arc::clone(&conn), handler.clone());
+            hyper::service::service_fn(move |req| {
+                let answer = handler(req, &conn);
+                async move { Ok::<_, Infallible>(answer.await) }
+            })
+        };
+        let serving = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let registry = Arc::clone(&registry);
+        tokio::spawn(async move {
+            tokio::pin!(serving);
+            let mut draining = false;
+            loop {
+                let ordered = conn.wake.notified();
+                tokio::select! {
+                    biased;
+                    _ = serving.as_mut() => break,
+                    () = ordered => match conn.command.load(Ordering::Relaxed) {
+                        CLOSE => break,
+                        DRAIN if !draining => {
+                            draining = true;
+                            serving.as_mut().graceful_shutdown();
+                        }
+                        _ => {}
+                    },
+                }
+            }
+            registry.remove(id);
+        });
+    }
+    drop(listener);
+    tracing::info!(drain = ?drain, listener = kind.label(), "shutting down: no new connections, finishing in-flight requests");
+    registry.order_all(DRAIN);
+    if tokio::time::timeout(drain, registry.wait_empty()).await.is_err() {
+        tracing::warn!(listener = kind.label(), "drain time over: closing the remaining connections");
+        registry.order_all(CLOSE);
+        let _ = tokio::time::timeout(Duration::from_secs(1), registry.wait_empty()).await;
+    }
+}
+
+/// Stops the worker's sweeper with its listener, however the serving future ends (a test may
+/// drop it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The HTTP/1 and HTTP/2 server settings of both listeners.
+fn builder(settings: &super::LimitSettings) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's own timer on request heads: a backstop behind the sweeper's header and idle timeouts
+    // (it also runs between two requests of a kept-alive connection).
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.header_timeout.max(settings.idle_timeout));
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(settings.http2_max_concurrent_streams);
+    builder
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_words_change_on_every_poll_and_say_whose_turn_it_is() {
+        let a = next_progress(0, false);
+        let b = next_progress(a, false);
+        assert_ne!(a, b);
+        assert_eq!(next_progress(b, true) & APP_TURN, APP_TURN);
+        assert_eq!(b & APP_TURN, 0);
+    }
+
+    #[test]
+    fn a_response_is_abandoned_only_while_the_client_has_data_it_does_not_take() {
+        let send = 4;
+        let mut mark = StreamMark::default();
+        let client_turn = next_progress(0, false);
+        // The app is quiet for a long time: never abandoned.
+        let app_turn = next_progress(client_turn, true);
+        for now in 1..100 {
+            assert!(matches!(mark.check(app_turn, now, send), StreamVerdict::Fine));
+        }
+        // The app sent a chunk (the client's turn now) that is not taken.
+        let waiting = next_progress(app_turn, false);
+        for now in 100..104 {
+            assert!(matches!(mark.check(waiting, now, send), StreamVerdict::Fine), "tick {now}");
+        }
+        assert!(matches!(mark.check(waiting, 104, send), StreamVerdict::Abandon));
+        assert!(matches!(mark.check(waiting, 107, send), StreamVerdict::Fine));
+        assert!(matches!(mark.check(waiting, 108, send), StreamVerdict::GiveUp));
+    }
+
+    #[test]
+    fn timeouts_are_counted_in_ticks_of_at_most_an_eighth_of_the_shortest() {
+        let settings = super::super::LimitSettings {
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(8),
+            ..Default::default()
+        };
+        let t = Ticks::new(&settings);
+        assert_eq!(t.period, Duration::from_secs(1));
+        assert_eq!((t.header, t.idle, t.send, t.drain_grace), (30, 60, 8, 5));
+        let short = super::super::LimitSettings { header_timeout: Duration::from_millis(200), ..settings };
+        let t = Ticks::new(&short);
+        assert_eq!(t.period, Duration::from_millis(25));
+        assert_eq!(t.header, 8);
+    }
+}

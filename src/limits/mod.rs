@@ -1,0 +1,464 @@
+//! Resource limits: what one client, one connection and everyone together may hold at once, and
+//! how long the proxy waits for a client.
+//!
+//! An attacker's cheapest weapons against a proxy are things that cost it more than they cost the
+//! attacker: sockets that never send a byte, request heads or bodies sent a byte at a time, HTTP/2
+//! streams opened by the hundred whose answers are never read — each pinning a connection to the
+//! app and its buffers. Every one of them is bounded here:
+//!
+//! | what | bound | answer |
+//! |---|---|---|
+//! | open connections, per listener, all workers together | `max_connections` | a new connection takes the place of the worker's longest-idle one, or is closed |
+//! | a connection that has not sent a complete request head | `header_timeout` from accept | closed |
+//! | a connection with nothing in flight | `idle_timeout` | closed (HTTP/2: `GOAWAY` first) |
+//! | requests in flight, everyone | `max_requests_in_flight` | 503 + `Retry-After` |
+//! | requests in flight, one client address | `max_requests_per_client` | 429 + `Retry-After` |
+//! | requests in flight, one HTTP/2 connection | `http2_max_concurrent_streams` | the client waits (`REFUSED_STREAM` beyond) |
+//! | a request body the client trickles | `request_body_timeout` + 1 s per `request_body_min_rate` bytes of waiting | 408, the app's request aborted |
+//! | a response the client does not read | `send_timeout` without progress | the app's connection dropped; the stream reset or the connection closed |
+//!
+//! Where the work is: [`listener`] accepts, counts and watches connections (one sweeper task per
+//! worker looks at every connection a few times per timeout); [`inflight`] admits requests and
+//! follows their response bodies; [`rate`] is the request-body rule, used by [`crate::proxy`].
+//! On the request path, admitting a request is a handful of atomic operations and no allocation.
+
+pub mod inflight;
+pub mod listener;
+pub mod rate;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+pub use inflight::{Tracked, UpgradeHold};
+pub use listener::ListenerKind;
+
+/// `limits:`, validated (see [`crate::config::LimitsConfig`] for each value's meaning).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitSettings {
+    /// Client connections open at once on `listen`.
+    pub max_connections: usize,
+    /// Connections open at once on `metrics_listen`.
+    pub metrics_max_connections: usize,
+    /// Requests being served at once.
+    pub max_requests_in_flight: usize,
+    /// Requests being served at once for one client address; 0: no limit.
+    pub max_requests_per_client: usize,
+    /// HTTP/2 streams one connection may have open.
+    pub http2_max_concurrent_streams: u32,
+    /// Accept → first complete request head.
+    pub header_timeout: Duration,
+    /// A connection with nothing in flight is closed after this.
+    pub idle_timeout: Duration,
+    /// Waiting allowed for a request body, before the rate extension.
+    pub request_body_timeout: Duration,
+    /// Bytes per second that extend the wait by one second; 0: none.
+    pub request_body_min_rate: u64,
+    /// A response the client does not read for this long is abandoned.
+    pub send_timeout: Duration,
+    /// The client address is the one a trusted proxy put last in `X-Forwarded-For`
+    /// (`proxy.trust_forwarded_headers`).
+    pub client_from_forwarded: bool,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        let file = crate::config::LimitsConfig::default();
+        LimitSettings {
+            max_connections: file.max_connections,
+            metrics_max_connections: file.metrics_max_connections,
+            max_requests_in_flight: file.max_requests_in_flight,
+            max_requests_per_client: file.max_requests_per_client,
+            http2_max_concurrent_streams: file.http2_max_concurrent_streams,
+            header_timeout: file.header_timeout.0,
+            idle_timeout: file.idle_timeout.0,
+            request_body_timeout: file.request_body_timeout.0,
+            request_body_min_rate: file.request_body_min_rate,
+            send_timeout: file.send_timeout.0,
+            client_from_forwarded: false,
+        }
+    }
+}
+
+/// Why a connection was closed by the proxy rather than by its client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// No complete request head within `header_timeout`.
+    HeaderTimeout,
+    /// Nothing in flight for `idle_timeout`.
+    IdleTimeout,
+    /// A response not read for `send_timeout` (twice, on HTTP/2: once to drop the app's
+    /// connection, once more to give up on the client's).
+    SendTimeout,
+    /// Made room for a new connection at `max_connections`.
+    Evicted,
+}
+
+impl CloseReason {
+    /// Every reason, in exposition order.
+    pub const ALL: [CloseReason; 4] =
+        [CloseReason::HeaderTimeout, CloseReason::IdleTimeout, CloseReason::SendTimeout, CloseReason::Evicted];
+
+    /// The `reason` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::HeaderTimeout => "header_timeout",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::SendTimeout => "send_timeout",
+            CloseReason::Evicted => "evicted",
+        }
+    }
+}
+
+/// A request the proxy refused because of a limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// `max_requests_in_flight`: 503.
+    InFlight,
+    /// `max_requests_per_client`: 429.
+    PerClient,
+}
+
+impl Refusal {
+    /// The `limit` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::InFlight => "in_flight",
+            Refusal::PerClient => "per_client",
+        }
+    }
+}
+
+/// A fault of the client's, not the app's: counted apart and answered 4xx.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientFault {
+    /// The request body was malformed (bad chunked encoding) or cut off.
+    BrokenBody,
+    /// The request body fell behind `request_body_min_rate`.
+    SlowBody,
+}
+
+impl ClientFault {
+    /// The `kind` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            ClientFault::BrokenBody => "broken_body",
+            ClientFault::SlowBody => "slow_body",
+        }
+    }
+}
+
+/// Counters of one listener.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Connections open now (a websocket counts until its tunnel closes).
+    pub open: AtomicUsize,
+    /// Connections closed at once because the listener was full.
+    pub refused: AtomicU64,
+}
+
+/// The limits shared by every worker of the server: the settings, the counts they are checked
+/// against, and what they refused (for `/metrics`). One per [`crate::server::App`].
+#[derive(Debug)]
+pub struct Limits {
+    settings: LimitSettings,
+    main: ListenerStats,
+    metrics: ListenerStats,
+    in_flight: AtomicUsize,
+    clients: ClientTable,
+    refused: [AtomicU64; 2],
+    closed: [AtomicU64; CloseReason::ALL.len()],
+    abandoned: AtomicU64,
+    faults: [AtomicU64; 2],
+}
+
+impl Limits {
+    /// Limits with nothing counted yet.
+    pub fn new(settings: LimitSettings) -> Limits {
+        Limits {
+            settings,
+            main: ListenerStats::default(),
+            metrics: ListenerStats::default(),
+            in_flight: AtomicUsize::new(0),
+            clients: ClientTable::new(),
+            refused: Default::default(),
+            closed: Default::default(),
+            abandoned: AtomicU64::new(0),
+            faults: Default::default(),
+        }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &LimitSettings {
+        &self.settings
+    }
+
+    /// One listener's counters.
+    pub fn listener(&self, kind: ListenerKind) -> &ListenerStats {
+        match kind {
+            ListenerKind::Main => &self.main,
+            ListenerKind::Metrics => &self.metrics,
+        }
+    }
+
+    /// Requests in flight now (admitted and not finished, response body included).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused by `limit` so far.
+    pub fn refused(&self, limit: Refusal) -> u64 {
+        self.refused[limit as usize].load(Ordering::Relaxed)
+    }
+
+    /// Connections the proxy closed for `reason` so far.
+    pub fn closed(&self, reason: CloseReason) -> u64 {
+        self.closed[reason as usize].load(Ordering::Relaxed)
+    }
+
+    /// Responses abandoned because their client did not read them (`send_timeout`).
+    pub fn abandoned(&self) -> u64 {
+        self.abandoned.load(Ordering::Relaxed)
+    }
+
+    /// Client faults of `kind` so far.
+    pub fn faults(&self, kind: ClientFault) -> u64 {
+        self.faults[kind as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts a client fault and logs it — at most one line a second, saying how many were not
+    /// logged: a client sending garbage must not be able to flood the log.
+    pub fn client_fault(&self, kind: ClientFault, peer: IpAddr, request_id: &str, error: &dyn std::fmt::Display) {
+        self.faults[kind as usize].fetch_add(1, Ordering::Relaxed);
+        static BUDGET: LogBudget = LogBudget::new();
+        if let Some(unlogged) = BUDGET.take() {
+            tracing::info!(client = %peer, request_id, kind = kind.label(), error = %error, unlogged, "request refused: client fault");
+        }
+    }
+
+    fn count_closed(&self, reason: CloseReason) {
+        self.closed[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes a place for one request of `client`, or says which limit is reached.
+    fn admit(&self, client: ClientSlot) -> Result<(), Refusal> {
+        let per_client = self.settings.max_requests_per_client;
+        if per_client != 0 && !self.clients.acquire(client, per_client) {
+            return Err(self.refuse(Refusal::PerClient));
+        }
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= self.settings.max_requests_in_flight {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            if per_client != 0 {
+                self.clients.release(client);
+            }
+            return Err(self.refuse(Refusal::InFlight));
+        }
+        Ok(())
+    }
+
+    /// Gives back the place [`Limits::admit`] took.
+    fn release(&self, client: ClientSlot) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.settings.max_requests_per_client != 0 {
+            self.clients.release(client);
+        }
+    }
+
+    fn refuse(&self, limit: Refusal) -> Refusal {
+        self.refused[limit as usize].fetch_add(1, Ordering::Relaxed);
+        limit
+    }
+}
+
+/// Where a client's requests are counted in [`ClientTable`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ClientSlot(u16);
+
+/// Requests in flight per client address, in a fixed table of counters indexed by a keyed hash
+/// of the address (a counting Bloom filter with one hash): no lock, no allocation, no map that
+/// grows with the number of clients, at the price of two clients sharing a counter once in 65,536
+/// pairs. The key is drawn at start, so a client cannot aim at another's counter. IPv6 clients
+/// are counted per /64: one host usually holds a whole /64.
+struct ClientTable {
+    key: u64,
+    counts: Box<[AtomicU32]>,
+}
+
+impl std::fmt::Debug for ClientTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTable").field("slots", &self.counts.len()).finish_non_exhaustive()
+    }
+}
+
+impl ClientTable {
+    fn new() -> ClientTable {
+        let mut key = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut key).expect("system randomness");
+        ClientTable { key: u64::from_le_bytes(key), counts: (0..=u16::MAX).map(|_| AtomicU32::new(0)).collect() }
+    }
+
+    fn slot(&self, ip: IpAddr) -> ClientSlot {
+        let bits = match ip.to_canonical() {
+            IpAddr::V4(v4) => u64::from(u32::from(v4)) | 1 << 63,
+            IpAddr::V6(v6) => (u128::from(v6) >> 64) as u64,
+        };
+        ClientSlot((mix(bits ^ self.key) >> 48) as u16)
+    }
+
+    fn acquire(&self, slot: ClientSlot, max: usize) -> bool {
+        let count = &self.counts[usize::from(slot.0)];
+        if count.fetch_add(1, Ordering::Relaxed) as usize >= max {
+            count.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    fn release(&self, slot: ClientSlot) {
+        self.counts[usize::from(slot.0)].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// splitmix64's finalizer: every input bit moves every output bit.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// At most one log line a second from one call site; the lines not written are counted and
+/// reported by the next one.
+pub(crate) struct LogBudget {
+    next_ms: AtomicU64,
+    skipped: AtomicU64,
+}
+
+impl LogBudget {
+    /// A budget that allows a line now.
+    pub(crate) const fn new() -> LogBudget {
+        LogBudget { next_ms: AtomicU64::new(0), skipped: AtomicU64::new(0) }
+    }
+
+    /// `Some(lines skipped since the last one)` when a line may be written now.
+    pub(crate) fn take(&self) -> Option<u64> {
+        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let now = EPOCH.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64;
+        let next = self.next_ms.load(Ordering::Relaxed);
+        if now < next || self.next_ms.compare_exchange(next, now + 1000, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.skipped.swap(0, Ordering::Relaxed))
+    }
+}
+
+/// How the allocator gives freed memory back to the system, when the binary has one to offer.
+static RELEASE_MEMORY: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets what [`release_memory`] calls. The binary uses mimalloc, which gives pages freed by a
+/// thread back to the system only later, from that thread's next allocations in the same place:
+/// after a burst of connections ends, an idle worker would keep its peak memory for good.
+pub fn on_release_memory(release: fn()) {
+    let _ = RELEASE_MEMORY.set(release);
+}
+
+/// Gives the calling thread's freed memory back to the system (see [`on_release_memory`]). Each
+/// worker's sweeper calls it every few seconds: its cost (a walk over the thread's heap pages) is
+/// nothing at that pace.
+pub(crate) fn release_memory() {
+    if let Some(release) = RELEASE_MEMORY.get() {
+        release();
+    }
+}
+
+/// Descriptors the process keeps besides its connections: listeners, log output, Redis, the
+/// IdP client, the runtime's own (epoll, eventfd), and some slack.
+const RESERVED_DESCRIPTORS: u64 = 128;
+
+/// Raises the soft open-file limit to the hard one (as Go's runtime does at start: the soft limit
+/// is often 1,024, a few hundred connections for a proxy) and lowers the connection and request
+/// caps until they fit in it: every client connection is a descriptor, every request in flight
+/// may hold one more to the app, and each worker keeps up to `pool_idle_per_worker` idle ones.
+/// Says what it did in the log; a cap lowered below its configured value is a warning.
+pub fn fit_open_file_limit(settings: &mut LimitSettings, workers: usize, pool_idle_per_worker: usize) {
+    let limit = raise_open_file_limit();
+    let Some(limit) = limit else { return };
+    let fixed = RESERVED_DESCRIPTORS + (workers * pool_idle_per_worker) as u64 + settings.metrics_max_connections as u64;
+    let wanted = fixed + settings.max_connections as u64 + settings.max_requests_in_flight as u64;
+    if wanted <= limit {
+        return;
+    }
+    // Half of what is left for client connections, half for the app's side.
+    let share = (limit.saturating_sub(fixed) / 2).max(16) as usize;
+    let (connections, requests) = (settings.max_connections.min(share), settings.max_requests_in_flight.min(share));
+    tracing::warn!(
+        open_file_limit = limit,
+        max_connections = connections,
+        max_requests_in_flight = requests,
+        "limits.max_connections and limits.max_requests_in_flight lowered to fit the open-file limit \
+         (raise it with `ulimit -n` or LimitNOFILE= to keep the configured values)"
+    );
+    settings.max_connections = connections;
+    settings.max_requests_in_flight = requests;
+}
+
+/// The soft `RLIMIT_NOFILE` after raising it to the hard limit; `None` when it is unlimited or
+/// cannot be read.
+fn raise_open_file_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    let soft = limit.current?;
+    if let Some(hard) = limit.maximum {
+        if hard > soft {
+            limit.current = Some(hard);
+            match setrlimit(Resource::Nofile, limit) {
+                Ok(()) => {
+                    tracing::info!(from = soft, to = hard, "open-file limit raised to the hard limit");
+                    return Some(hard);
+                }
+                Err(e) => tracing::warn!(error = %e, soft, hard, "cannot raise the open-file limit"),
+            }
+        }
+    }
+    Some(soft)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_are_counted_per_ipv4_address_and_per_ipv6_64() {
+        let table = ClientTable::new();
+        let slot = |s: &str| table.slot(s.parse().unwrap());
+        assert_eq!(slot("192.0.2.7"), slot("::ffff:192.0.2.7"), "an IPv4-mapped peer is the IPv4 client");
+        assert_eq!(slot("2001:db8:1:2::1"), slot("2001:db8:1:2:ffff::9"), "one /64, one client");
+        let distinct: std::collections::HashSet<_> = (0..200u8).map(|i| slot(&format!("198.51.100.{i}"))).collect();
+        assert!(distinct.len() >= 199, "neighbouring addresses spread over the table");
+    }
+
+    #[test]
+    fn a_client_gets_its_places_and_no_more_and_gets_them_back() {
+        let limits = Limits::new(LimitSettings { max_requests_per_client: 2, max_requests_in_flight: 3, ..LimitSettings::default() });
+        let (a, b) = (limits.clients.slot("192.0.2.1".parse().unwrap()), limits.clients.slot("192.0.2.2".parse().unwrap()));
+        assert_eq!(limits.admit(a), Ok(()));
+        assert_eq!(limits.admit(a), Ok(()));
+        assert_eq!(limits.admit(a), Err(Refusal::PerClient));
+        assert_eq!(limits.admit(b), Ok(()));
+        assert_eq!(limits.admit(b), Err(Refusal::InFlight), "three in flight in all");
+        limits.release(a);
+        assert_eq!(limits.admit(b), Ok(()));
+        assert_eq!((limits.refused(Refusal::PerClient), limits.refused(Refusal::InFlight)), (1, 1));
+        assert_eq!(limits.in_flight(), 3);
+    }
+
+    #[test]
+    fn a_log_budget_allows_one_line_a_second_and_counts_the_rest() {
+        let budget = LogBudget::new();
+        assert_eq!(budget.take(), Some(0));
+        assert_eq!(budget.take(), None);
+        assert_eq!(budget.take(), None);
+        budget.next_ms.store(0, Ordering::Relaxed);
+        assert_eq!(budget.take(), Some(2));
+    }
+}
