@@ -512,6 +512,9 @@ impl Oidc {
         .map_err(|e| OidcError::InvalidIdToken(e.to_string()))?;
 
         let sub = claims.subject().as_str().to_string();
+        if !plainly_names(&id_token.to_string(), &sub) {
+            return Err(OidcError::InvalidIdToken("the ID token's claim names are not plain (an empty `#` language tag, or no plain `sub`)".into()));
+        }
         if sub.is_empty() {
             return Err(OidcError::InvalidIdToken("the ID token names no user (empty sub)".into()));
         }
@@ -611,6 +614,18 @@ impl Oidc {
     pub fn jwks(&self) -> Result<CoreJsonWebKeySet, OidcError> {
         Ok(self.provider()?.jwks.read().unwrap_or_else(|p| p.into_inner()).clone())
     }
+}
+
+/// Whether the (verified) ID token's payload, read as plain JSON, has `sub` as `sub` and no claim
+/// name with an empty language tag. The openidconnect crate reads `"sub#"` as `sub` and `"email#"`
+/// as `email` (OpenID Connect's `name#fr` form, with an empty tag), which no other JSON reader does:
+/// the user the proxy names must be the one any reader of the same token would name.
+fn plainly_names(jwt: &str, sub: &str) -> bool {
+    use base64::Engine as _;
+    let Some(payload) = jwt.split('.').nth(1) else { return false };
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload) else { return false };
+    let Ok(claims) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes) else { return false };
+    claims.get("sub").and_then(serde_json::Value::as_str) == Some(sub) && !claims.keys().any(|k| k.ends_with('#'))
 }
 
 fn chrono_now() -> chrono::DateTime<chrono::Utc> {

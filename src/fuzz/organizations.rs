@@ -109,14 +109,46 @@ fn check_identity(identity: Identity, now: u64) {
         session.org = policy.auto_select(&session);
         let choices: Vec<&Organization> = acceptable.iter().collect();
         let page = crate::pages::organization_selector(Lang::Fr, &session, &choices, "/reports?a=1&b=2");
-        for o in &acceptable {
-            for field in [&o.id, &o.name, &o.slug, &o.role] {
-                if field.contains(['<', '>', '"', '\'']) {
-                    assert!(!page.contains(field.as_str()), "unescaped organization field in the selector page");
-                }
+        // The same page with every markup character of the claim's text swapped for a harmless
+        // look-alike: if escaping holds, the page's markup characters do not depend on the claim.
+        let markup = ['<', '>', '"', '\''];
+        let texts = acceptable.iter().flat_map(|o| [&o.id, &o.name, &o.slug, &o.role]);
+        let who = [session.identity.name.as_deref(), session.identity.email.as_deref(), Some(session.identity.sub.as_str())];
+        if !texts.map(String::as_str).chain(who.into_iter().flatten()).any(|t| t.contains(LOOK_ALIKES)) {
+            let plain_orgs: Vec<Organization> = acceptable.iter().map(defang_organization).collect();
+            let mut plain_session = session.clone();
+            plain_session.org = session.org.as_deref().map(defang);
+            plain_session.identity.sub = defang(&session.identity.sub);
+            plain_session.identity.name = session.identity.name.as_deref().map(defang);
+            plain_session.identity.email = session.identity.email.as_deref().map(defang);
+            let plain_choices: Vec<&Organization> = plain_orgs.iter().collect();
+            let plain = crate::pages::organization_selector(Lang::Fr, &plain_session, &plain_choices, "/reports?a=1&b=2");
+            for c in markup {
+                assert_eq!(page.matches(c).count(), plain.matches(c).count(), "claim text reaches the selector page unescaped ({c:?})");
             }
         }
     }
     session.org = organizations.first().map(|o| o.id.clone());
     super::cookies::check_identity_headers(&session);
+}
+
+/// Stand-ins for `<`, `>`, `"` and `'`, one each (private-use characters).
+const LOOK_ALIKES: [char; 4] = ['\u{E000}', '\u{E001}', '\u{E002}', '\u{E003}'];
+
+/// `text` with each markup character swapped for its look-alike: one to one, so equal texts stay
+/// equal and different ones different.
+fn defang(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '<' => LOOK_ALIKES[0],
+            '>' => LOOK_ALIKES[1],
+            '"' => LOOK_ALIKES[2],
+            '\'' => LOOK_ALIKES[3],
+            c => c,
+        })
+        .collect()
+}
+
+fn defang_organization(o: &Organization) -> Organization {
+    Organization { id: defang(&o.id), name: defang(&o.name), slug: defang(&o.slug), role: defang(&o.role) }
 }

@@ -126,6 +126,9 @@ fn check_id_token(body: &[u8]) {
             assert!(value.as_deref() != Some(""), "{name}: empty string instead of absent");
         }
         assert!(identity.email_verified.is_none() || identity.email.is_some(), "email_verified without email");
+        if let Some(email) = &identity.email {
+            assert_eq!(claims["email"].as_str(), Some(email.as_str()), "email read from another claim");
+        }
         let organizations: Option<Vec<Organization>> =
             claims.get("organizations").and_then(|o| serde_json::from_value(o.clone()).ok());
         assert_eq!(identity.organizations, organizations);
