@@ -357,27 +357,10 @@ pub struct SessionConfig {
     pub refresh_grace: HumanDuration,
     /// With `store: memory` or `redis`: most sessions one user (`sub`) may have at once; a new
     /// sign-in beyond it ends that user's oldest session.
-    #[serde(deserialize_with = "count")]
     pub max_sessions_per_user: u32,
     /// With `store: memory`: most memory (MiB) the stored sessions may take; beyond it the least
     /// recently used sessions end.
-    #[serde(deserialize_with = "count")]
     pub memory_store_max_mib: u32,
-}
-
-/// A whole number, written as a YAML number or (from the environment, where every value is text)
-/// as digits.
-fn count<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Count {
-        Number(u32),
-        Text(String),
-    }
-    match Count::deserialize(deserializer)? {
-        Count::Number(n) => Ok(n),
-        Count::Text(text) => text.trim().parse().map_err(|_| serde::de::Error::custom(format!("`{text}` is not a whole number"))),
-    }
 }
 
 impl Default for SessionConfig {
@@ -552,6 +535,8 @@ const LIST_KEYS: &[&str] = &[
 
 /// Keys whose value is a number: from the environment, `20` is that number, not the text "20".
 const NUMBER_KEYS: &[&str] = &[
+    "session.max_sessions_per_user",
+    "session.memory_store_max_mib",
     "api.introspections_per_second",
     "api.introspections_in_flight",
     "limits.max_connections",
