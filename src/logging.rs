@@ -19,6 +19,7 @@
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tracing::Level;
@@ -425,12 +426,58 @@ impl tracing::field::Visit for PlainFields<'_, '_> {
     }
 }
 
+/// At most one log line per interval from one call site (or one owner); the lines not written are
+/// counted and reported by the next one. For lines a client can cause at will: refusals, client
+/// faults, a full listener.
+pub(crate) struct LogBudget {
+    interval_ms: u64,
+    next_ms: AtomicU64,
+    skipped: AtomicU64,
+}
+
+impl LogBudget {
+    /// A budget of one line per `interval`, allowing a line now.
+    pub(crate) const fn every(interval: std::time::Duration) -> LogBudget {
+        LogBudget { interval_ms: interval.as_millis() as u64, next_ms: AtomicU64::new(0), skipped: AtomicU64::new(0) }
+    }
+
+    /// A budget of one line a second.
+    pub(crate) const fn every_second() -> LogBudget {
+        LogBudget::every(std::time::Duration::from_secs(1))
+    }
+
+    /// `Some(lines skipped since the last one)` when a line may be written now.
+    pub(crate) fn take(&self) -> Option<u64> {
+        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let now = EPOCH.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64;
+        let next = self.next_ms.load(Ordering::Relaxed);
+        if now < next || self.next_ms.compare_exchange(next, now + self.interval_ms, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.skipped.swap(0, Ordering::Relaxed))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn line<'a>(path: &'a str, sub: &'a str) -> Access<'a> {
         Access { method: "GET", path, status: 200, latency: std::time::Duration::from_micros(1408), sub, request_id: "rid-1" }
+    }
+
+    #[test]
+    fn a_log_budget_allows_one_line_per_interval_and_counts_the_rest() {
+        let budget = LogBudget::every_second();
+        assert_eq!(budget.take(), Some(0));
+        assert_eq!(budget.take(), None);
+        assert_eq!(budget.take(), None);
+        budget.next_ms.store(0, Ordering::Relaxed);
+        assert_eq!(budget.take(), Some(2));
+        let slow = LogBudget::every(std::time::Duration::from_secs(10));
+        assert_eq!(slow.take(), Some(0));
+        assert!(slow.next_ms.load(Ordering::Relaxed) >= 10_000);
     }
 
     #[test]

@@ -688,39 +688,25 @@ const LOGOUT_REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// [`LOGOUT_REFUSAL_LOG_INTERVAL`], saying how many more were refused meanwhile. A refusal is the
 /// sender's fault (a 400 for it), and anyone can POST tokens, so they must not flood the log.
 pub struct RefusalLog {
-    interval: Duration,
-    state: std::sync::Mutex<RefusalLogState>,
-}
-
-struct RefusalLogState {
-    last_line: Option<Instant>,
-    refused_meanwhile: u64,
+    budget: crate::logging::LogBudget,
 }
 
 impl RefusalLog {
     /// A log writing at most one line per `interval`.
     pub fn new(interval: Duration) -> RefusalLog {
-        RefusalLog { interval, state: std::sync::Mutex::new(RefusalLogState { last_line: None, refused_meanwhile: 0 }) }
+        RefusalLog { budget: crate::logging::LogBudget::every(interval) }
     }
 
     /// Records one refused logout from `client` (its address), writing the line if it is time.
     pub fn refused(&self, client: std::net::IpAddr, reason: &dyn std::fmt::Display) {
-        let now = Instant::now();
-        let meanwhile = {
-            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            if state.last_line.is_some_and(|at| now.duration_since(at) < self.interval) {
-                state.refused_meanwhile += 1;
-                return;
-            }
-            state.last_line = Some(now);
-            std::mem::take(&mut state.refused_meanwhile)
-        };
-        tracing::warn!(
-            client = %client,
-            reason = %reason,
-            refused_meanwhile = meanwhile,
-            "back-channel logout refused (answered 400): the sender's logout token is not acceptable"
-        );
+        if let Some(meanwhile) = self.budget.take() {
+            tracing::warn!(
+                client = %client,
+                reason = %reason,
+                refused_meanwhile = meanwhile,
+                "back-channel logout refused (answered 400): the sender's logout token is not acceptable"
+            );
+        }
     }
 }
 

@@ -258,7 +258,7 @@ impl App {
     fn refuse(&self, req: &Request<Incoming>, peer: SocketAddr, refusal: Refusal) -> Response<Body> {
         let started = Instant::now();
         self.metrics.request(Outcome::Limited);
-        static WARNING: crate::limits::LogBudget = crate::limits::LogBudget::new();
+        static WARNING: crate::logging::LogBudget = crate::logging::LogBudget::every_second();
         if let Some(unlogged) = WARNING.take() {
             let (limit, value) = match refusal {
                 Refusal::PerClient => ("limits.max_requests_per_client", self.limits.settings().max_requests_per_client),

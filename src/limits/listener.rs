@@ -414,7 +414,7 @@ pub(crate) async fn serve_connections<H, Fut>(
             // The evicted connection's place is handed over: the count stays at the cap.
             if !registry.evict_one() {
                 stats.refused.fetch_add(1, Ordering::Relaxed);
-                static FULL: super::LogBudget = super::LogBudget::new();
+                static FULL: crate::logging::LogBudget = crate::logging::LogBudget::every_second();
                 if let Some(unlogged) = FULL.take() {
                     tracing::warn!(listener = kind.label(), cap, unlogged, "connection refused: the listener is full (limits.max_connections)");
                 }

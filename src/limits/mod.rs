@@ -28,6 +28,8 @@ pub mod rate;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use crate::logging::LogBudget;
 use std::time::Duration;
 
 pub use inflight::{Tracked, UpgradeHold};
@@ -230,7 +232,7 @@ impl Limits {
     /// logged: a client sending garbage must not be able to flood the log.
     pub fn client_fault(&self, kind: ClientFault, peer: IpAddr, request_id: &str, error: &dyn std::fmt::Display) {
         self.faults[kind as usize].fetch_add(1, Ordering::Relaxed);
-        static BUDGET: LogBudget = LogBudget::new();
+        static BUDGET: LogBudget = LogBudget::every_second();
         if let Some(unlogged) = BUDGET.take() {
             tracing::info!(client = %peer, request_id, kind = kind.label(), error = %error, unlogged, "request refused: client fault");
         }
@@ -324,32 +326,6 @@ fn mix(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
-}
-
-/// At most one log line a second from one call site; the lines not written are counted and
-/// reported by the next one.
-pub(crate) struct LogBudget {
-    next_ms: AtomicU64,
-    skipped: AtomicU64,
-}
-
-impl LogBudget {
-    /// A budget that allows a line now.
-    pub(crate) const fn new() -> LogBudget {
-        LogBudget { next_ms: AtomicU64::new(0), skipped: AtomicU64::new(0) }
-    }
-
-    /// `Some(lines skipped since the last one)` when a line may be written now.
-    pub(crate) fn take(&self) -> Option<u64> {
-        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-        let now = EPOCH.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64;
-        let next = self.next_ms.load(Ordering::Relaxed);
-        if now < next || self.next_ms.compare_exchange(next, now + 1000, Ordering::Relaxed, Ordering::Relaxed).is_err() {
-            self.skipped.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(self.skipped.swap(0, Ordering::Relaxed))
-    }
 }
 
 /// How the allocator gives freed memory back to the system, when the binary has one to offer.
@@ -450,15 +426,5 @@ mod tests {
         assert_eq!(limits.admit(b), Ok(()));
         assert_eq!((limits.refused(Refusal::PerClient), limits.refused(Refusal::InFlight)), (1, 1));
         assert_eq!(limits.in_flight(), 3);
-    }
-
-    #[test]
-    fn a_log_budget_allows_one_line_a_second_and_counts_the_rest() {
-        let budget = LogBudget::new();
-        assert_eq!(budget.take(), Some(0));
-        assert_eq!(budget.take(), None);
-        assert_eq!(budget.take(), None);
-        budget.next_ms.store(0, Ordering::Relaxed);
-        assert_eq!(budget.take(), Some(2));
     }
 }
