@@ -196,8 +196,9 @@ pub struct LimitsConfig {
     /// Requests one HTTP/2 connection may have in flight (`SETTINGS_MAX_CONCURRENT_STREAMS`;
     /// nginx `http2_max_concurrent_streams`). Clients queue beyond it by themselves.
     pub http2_max_concurrent_streams: u32,
-    /// From a new connection to its first complete request head; also the longest a request head
-    /// may take (nginx `client_header_timeout`).
+    /// From a new connection to its first complete request head (nginx
+    /// `client_header_timeout`). A later request head on a kept-alive connection is bounded by
+    /// `idle_timeout` instead.
     pub header_timeout: HumanDuration,
     /// A connection with nothing in flight is closed after this (nginx `keepalive_timeout`).
     pub idle_timeout: HumanDuration,
@@ -208,9 +209,11 @@ pub struct LimitsConfig {
     /// Bytes per second a request body must average, beyond `request_body_timeout`. `0`: the
     /// whole body must arrive within `request_body_timeout` of waiting.
     pub request_body_min_rate: u64,
-    /// A response the client stops reading for this long loses its connection to the app; its
-    /// stream is reset (HTTP/2) or its connection closed (nginx `send_timeout`). Time the app
-    /// takes to send (a quiet event stream) does not count.
+    /// A response the client stops reading for this long loses its connection to the app
+    /// (nginx `send_timeout`). HTTP/1: the client's connection is closed; HTTP/2: the stream
+    /// ends when the client reads again, and the connection is closed only if the client does
+    /// nothing else on it for another `send_timeout`. Time the app takes to send (a quiet event
+    /// stream) does not count.
     pub send_timeout: HumanDuration,
 }
 

@@ -321,6 +321,42 @@ async fn streams_a_client_does_not_read_lose_their_app_connections_after_the_sen
 }
 
 #[tokio::test]
+async fn one_stream_left_unread_loses_its_app_connection_but_the_clients_other_requests_go_on() {
+    let env = start(|l| l.send_timeout = ms(300)).await;
+    // Each stream gets 64 KiB of window, the connection 16 MiB: like a browser tab pausing one
+    // video while the page keeps fetching over the same connection.
+    let tcp = TcpStream::connect(env.addr).await.unwrap();
+    let (client, connection) = h2::client::Builder::new().initial_connection_window_size(16 << 20).handshake::<_, Bytes>(tcp).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let (response, _) = client.send_request(h2_request(Method::GET, "/big"), true).unwrap();
+    let paused = response.await.unwrap();
+    assert_eq!(paused.status(), StatusCode::OK);
+
+    // Eight send timeouts of other requests, one every 150 ms, each read to its end.
+    let until = Instant::now() + Duration::from_millis(2400);
+    let mut answered = 0;
+    while Instant::now() < until {
+        client = client.ready().await.expect("the connection was closed under the client");
+        let (response, _) = client.send_request(h2_request(Method::GET, "/big?bytes=2000"), true).unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(3), response).await.unwrap().expect("answered");
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut body = response.into_body();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.expect("the body arrives whole");
+            let _ = body.flow_control().release_capacity(chunk.len());
+        }
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert!(answered >= 8, "{answered} requests answered");
+    assert_eq!(metric(&env, "trousseau_proxy_responses_abandoned_total"), 1.0, "the paused stream lost its app connection");
+    assert_eq!(metric(&env, "trousseau_proxy_connections_closed_total{reason=\"send_timeout\"}"), 0.0);
+    assert!(!connection.is_finished(), "the client's connection was closed");
+    drop(paused);
+}
+
+#[tokio::test]
 async fn an_http1_client_that_stops_reading_is_disconnected_after_the_send_timeout() {
     let env = start(|l| l.send_timeout = ms(500)).await;
     let socket = tokio::net::TcpSocket::new_v4().unwrap();

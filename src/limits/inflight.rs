@@ -106,11 +106,22 @@ impl std::fmt::Debug for UpgradeHold {
     }
 }
 
-/// The address a trusted proxy saw: the last `X-Forwarded-For` entry.
+/// The address a trusted proxy saw: the last `X-Forwarded-For` entry, as `IP`, `IP:port`
+/// (Azure Application Gateway), `[IPv6]` or `[IPv6]:port`.
 fn last_forwarded_for<B>(req: &Request<B>) -> Option<IpAddr> {
     static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
     let last = req.headers().get_all(&X_FORWARDED_FOR).iter().next_back()?;
-    last.to_str().ok()?.rsplit(',').next()?.trim().parse().ok()
+    forwarded_address(last.to_str().ok()?.rsplit(',').next()?.trim())
+}
+
+fn forwarded_address(entry: &str) -> Option<IpAddr> {
+    if let Ok(ip) = entry.parse() {
+        return Some(ip);
+    }
+    if let Ok(addr) = entry.parse::<std::net::SocketAddr>() {
+        return Some(addr.ip());
+    }
+    entry.strip_prefix('[')?.strip_suffix(']')?.parse().ok()
 }
 
 /// An HTTP/2 response body, where the sweeper can reach it: hyper polls each stream's body from a
@@ -200,5 +211,24 @@ impl Drop for Tracked {
 impl std::fmt::Debug for Tracked {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tracked").field("http2", &self.flight.http2).finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_forwarded_address_may_carry_a_port_or_brackets() {
+        for (entry, ip) in [
+            ("192.0.2.7", "192.0.2.7"),
+            ("192.0.2.7:50132", "192.0.2.7"),
+            ("2001:db8::1", "2001:db8::1"),
+            ("[2001:db8::1]", "2001:db8::1"),
+            ("[2001:db8::1]:443", "2001:db8::1"),
+        ] {
+            assert_eq!(super::forwarded_address(entry), Some(ip.parse().unwrap()), "{entry}");
+        }
+        for entry in ["unknown", "_hidden", "", "192.0.2.7:x", "[192.0.2.7"] {
+            assert_eq!(super::forwarded_address(entry), None, "{entry}");
+        }
     }
 }

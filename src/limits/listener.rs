@@ -135,6 +135,8 @@ struct Entry {
     quiet_since: u64,
     seen_progress: u64,
     stalled_since: u64,
+    /// HTTP/2: when the client last did something (a request begun or ended, a response moving).
+    active_at: u64,
     /// When it was told to drain (idle) or close.
     ordered: Option<(u64, u8)>,
 }
@@ -180,7 +182,7 @@ impl Registry {
     fn insert(&self, conn: Arc<Connection>) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let now = self.now.load(Ordering::Relaxed);
-        let entry = Entry { conn, accepted: now, served: false, seen_requests: 0, quiet_since: now, seen_progress: 0, stalled_since: now, ordered: None };
+        let entry = Entry { conn, accepted: now, served: false, seen_requests: 0, quiet_since: now, seen_progress: 0, stalled_since: now, active_at: now, ordered: None };
         self.entries.lock().unwrap_or_else(PoisonError::into_inner).insert(id, entry);
         id
     }
@@ -270,6 +272,9 @@ impl Registry {
                 }
                 entry.served = true;
             }
+            if requests != entry.seen_requests {
+                entry.active_at = now;
+            }
             if requests != entry.seen_requests || in_flight != 0 {
                 entry.seen_requests = requests;
                 entry.quiet_since = now;
@@ -293,9 +298,13 @@ impl Registry {
                 }
                 continue;
             }
+            // One stream the client stopped reading (a paused video) loses its app connection;
+            // the whole connection (every tab of the origin) is closed only when the client has
+            // done nothing else on it for a send timeout either: it stopped reading altogether.
             let mut give_up = false;
             for stream in conn.streams.lock().unwrap_or_else(PoisonError::into_inner).iter() {
                 match stream.check(now, t.send) {
+                    StreamVerdict::Moving => entry.active_at = now,
                     StreamVerdict::Fine => {}
                     StreamVerdict::Abandon => {
                         conn.limits.abandoned.fetch_add(1, Ordering::Relaxed);
@@ -304,7 +313,7 @@ impl Registry {
                     StreamVerdict::GiveUp => give_up = true,
                 }
             }
-            if give_up {
+            if give_up && now - entry.active_at >= t.send {
                 close(entry, CloseReason::SendTimeout);
             }
         }
@@ -313,9 +322,24 @@ impl Registry {
     }
 }
 
+/// A connection's entry in its worker's registry, removed when this is dropped.
+struct Registered {
+    registry: Arc<Registry>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.registry.remove(self.id);
+    }
+}
+
 /// What the sweeper makes of one HTTP/2 response.
 pub(super) enum StreamVerdict {
-    /// Moving, or waiting for the app.
+    /// Moved since the last look (the app sent, or the client took, a part).
+    Moving,
+    /// Waiting for the app, or for the client not long enough to matter (or abandoned, not
+    /// long enough ago to give up).
     Fine,
     /// Not taken for `send_timeout`: drop the app's side.
     Abandon,
@@ -337,8 +361,11 @@ impl StreamMark {
         if let Some(at) = self.abandoned {
             return if now - at >= send { StreamVerdict::GiveUp } else { StreamVerdict::Fine };
         }
-        if progress & APP_TURN != 0 || progress != self.seen {
+        if progress != self.seen {
             self.seen = progress;
+            self.since = now;
+            StreamVerdict::Moving
+        } else if progress & APP_TURN != 0 {
             self.since = now;
             StreamVerdict::Fine
         } else if now - self.since >= send {
@@ -444,8 +471,11 @@ pub(crate) async fn serve_connections<H, Fut>(
             })
         };
         let serving = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-        let registry = Arc::clone(&registry);
+        let registered = Registered { registry: Arc::clone(&registry), id };
         tokio::spawn(async move {
+            // Dropped however the task ends: a panic in a request handler unwinds this task, and
+            // the connection must still leave the registry (its place, the drain's wait).
+            let _registered = registered;
             tokio::pin!(serving);
             let mut draining = false;
             loop {
@@ -463,7 +493,6 @@ pub(crate) async fn serve_connections<H, Fut>(
                     },
                 }
             }
-            registry.remove(id);
         });
     }
     drop(listener);
@@ -516,12 +545,14 @@ mod tests {
         let client_turn = next_progress(0, false);
         // The app is quiet for a long time: never abandoned.
         let app_turn = next_progress(client_turn, true);
-        for now in 1..100 {
+        assert!(matches!(mark.check(app_turn, 1, send), StreamVerdict::Moving));
+        for now in 2..100 {
             assert!(matches!(mark.check(app_turn, now, send), StreamVerdict::Fine));
         }
         // The app sent a chunk (the client's turn now) that is not taken.
         let waiting = next_progress(app_turn, false);
-        for now in 100..104 {
+        assert!(matches!(mark.check(waiting, 100, send), StreamVerdict::Moving), "the chunk was sent");
+        for now in 101..104 {
             assert!(matches!(mark.check(waiting, now, send), StreamVerdict::Fine), "tick {now}");
         }
         assert!(matches!(mark.check(waiting, 104, send), StreamVerdict::Abandon));
