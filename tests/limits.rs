@@ -404,6 +404,32 @@ async fn a_quiet_event_stream_outlives_every_timeout_over_http1_and_http2() {
     assert_eq!(metric(&env, "trousseau_proxy_responses_abandoned_total"), 0.0);
 }
 
+#[tokio::test]
+async fn websocket_tunnels_count_as_requests_in_flight_until_they_close() {
+    let env = start(|l| l.max_requests_per_client = 2).await;
+    let mut browser = env.browser();
+    browser.sign_in("/", JEAN).await;
+    let cookie = browser.cookie_header();
+    let open = || {
+        let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!("ws://{}/ws", env.addr)).unwrap();
+        req.headers_mut().insert("cookie", cookie.parse().unwrap());
+        tokio_tungstenite::connect_async(req)
+    };
+    let (first, _) = open().await.expect("a first tunnel");
+    let (second, _) = open().await.expect("a second tunnel");
+    // Two tunnels hold two connections to the app: the client's cap.
+    match open().await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS),
+        other => panic!("a third tunnel was not refused: {:?}", other.map(|(_, r)| r.status())),
+    }
+    assert_eq!(metric(&env, "trousseau_proxy_requests_in_flight"), 2.0);
+    drop(first);
+    assert!(eventually(Duration::from_secs(3), || metric(&env, "trousseau_proxy_requests_in_flight") == 1.0).await, "a closed tunnel keeps its place");
+    let (third, _) = open().await.expect("a place was given back");
+    drop((second, third));
+    assert!(eventually(Duration::from_secs(3), || metric(&env, "trousseau_proxy_requests_in_flight") == 0.0).await);
+}
+
 // ----- item 6: request bodies -----
 
 #[tokio::test]

@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
@@ -26,6 +26,8 @@ pub(crate) struct InFlight {
     conn: Arc<Connection>,
     admitted: Option<ClientSlot>,
     http2: bool,
+    /// The tunnel this request may become (an upgrade request).
+    tunnel: Option<Arc<Tunnel>>,
 }
 
 impl InFlight {
@@ -40,7 +42,7 @@ impl InFlight {
             let word = conn.progress.load(Ordering::Relaxed);
             conn.progress.store(next_progress(word, true), Ordering::Relaxed);
         }
-        InFlight { conn: Arc::clone(conn), admitted: None, http2 }
+        InFlight { conn: Arc::clone(conn), admitted: None, http2, tunnel: None }
     }
 
     /// Takes a place under `max_requests_per_client` and `max_requests_in_flight`, or says which is
@@ -77,27 +79,61 @@ impl InFlight {
         Tracked { watched, flight: self }
     }
 
-    /// A hold on the connection for a protocol upgrade: the connection counts as open while the
-    /// tunnel that replaces it lives.
-    pub(crate) fn upgrade_hold(&self) -> UpgradeHold {
-        UpgradeHold { _conn: Arc::clone(&self.conn) }
+    /// A hold for a protocol upgrade (a websocket): while the tunnel that replaces the request
+    /// lives, its connection counts as open and, once the upgrade happens
+    /// ([`UpgradeHold::adopt`]), the request's place under the request caps passes to the
+    /// tunnel — it holds a connection to the app like any request in flight, so a client cannot
+    /// open more tunnels than `max_requests_per_client`.
+    pub(crate) fn upgrade_hold(&mut self) -> UpgradeHold {
+        let tunnel = Arc::new(Tunnel { conn: Arc::clone(&self.conn), slot: self.admitted, state: AtomicU8::new(REQUEST) });
+        self.tunnel = Some(Arc::clone(&tunnel));
+        UpgradeHold { tunnel }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.conn.requests.fetch_sub(1, Ordering::Relaxed);
-        if let Some(slot) = self.admitted {
+        let adopted = self.tunnel.as_ref().is_some_and(|t| t.state.compare_exchange(REQUEST, ENDED, Ordering::AcqRel, Ordering::Acquire).is_err());
+        if let (Some(slot), false) = (self.admitted, adopted) {
             self.conn.limits.release(slot);
         }
     }
 }
 
-/// Keeps a connection counted as open while its upgraded tunnel (a websocket) lives; carried in
-/// the request's extensions to the tunnel.
+/// Keeps a connection counted as open, and its tunnel's place under the request caps, while its
+/// upgraded tunnel (a websocket) lives; carried in the request's extensions to the tunnel.
 #[derive(Clone)]
 pub struct UpgradeHold {
-    _conn: Arc<Connection>,
+    tunnel: Arc<Tunnel>,
+}
+
+impl UpgradeHold {
+    /// The upgrade happens: the request's place under the caps is the tunnel's from now on, given
+    /// back when the last copy of this hold is dropped.
+    pub fn adopt(&self) {
+        let _ = self.tunnel.state.compare_exchange(REQUEST, ADOPTED, Ordering::AcqRel, Ordering::Acquire);
+    }
+}
+
+/// Who gives back the place of an upgrade request: the request ([`REQUEST`], then [`ENDED`]) or,
+/// once adopted, its tunnel ([`ADOPTED`]). Exactly one of them does.
+struct Tunnel {
+    conn: Arc<Connection>,
+    slot: Option<ClientSlot>,
+    state: AtomicU8,
+}
+
+const REQUEST: u8 = 0;
+const ADOPTED: u8 = 1;
+const ENDED: u8 = 2;
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        if let (Some(slot), ADOPTED) = (self.slot, self.state.load(Ordering::Acquire)) {
+            self.conn.limits.release(slot);
+        }
+    }
 }
 
 impl std::fmt::Debug for UpgradeHold {

@@ -639,6 +639,9 @@ fn append_forwarded_for(headers: &HeaderMap, client_ip: &str) -> Option<HeaderVa
 /// Copies bytes both ways between the browser's and the app's upgraded connections until either
 /// side closes. The browser's side completes once the `101` has been written to it.
 fn splice(client: OnUpgrade, app: OnUpgrade, hold: Option<crate::limits::UpgradeHold>) {
+    if let Some(hold) = &hold {
+        hold.adopt();
+    }
     tokio::spawn(async move {
         let _hold = hold;
         let (client, app) = match tokio::try_join!(client, app) {
