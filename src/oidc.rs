@@ -513,7 +513,7 @@ impl Oidc {
 
         let sub = claims.subject().as_str().to_string();
         if !plainly_names(&id_token.to_string(), &sub) {
-            return Err(OidcError::InvalidIdToken("the ID token's claim names are not plain (an empty `#` language tag, or no plain `sub`)".into()));
+            return Err(OidcError::InvalidIdToken("the ID token does not read as plain JSON (a header or claims that are not UTF-8 JSON, an empty `#` language tag, or no plain `sub`)".into()));
         }
         if sub.is_empty() {
             return Err(OidcError::InvalidIdToken("the ID token names no user (empty sub)".into()));
@@ -616,15 +616,19 @@ impl Oidc {
     }
 }
 
-/// Whether the (verified) ID token's payload, read as plain JSON, has `sub` as `sub` and no claim
-/// name with an empty language tag. The openidconnect crate reads `"sub#"` as `sub` and `"email#"`
-/// as `email` (OpenID Connect's `name#fr` form, with an empty tag), which no other JSON reader does:
-/// the user the proxy names must be the one any reader of the same token would name.
+/// Whether the (verified) ID token reads the same to any JSON reader: its header and payload are
+/// JSON objects (UTF-8, RFC 7515 §4), the payload has `sub` as `sub`, and no claim name has an
+/// empty language tag. The openidconnect crate accepts a header with bytes that are not UTF-8 and
+/// reads `"sub#"` as `sub` and `"email#"` as `email` (OpenID Connect's `name#fr` form, with an
+/// empty tag): the user the proxy names must be the one any reader of the same token would name.
 fn plainly_names(jwt: &str, sub: &str) -> bool {
     use base64::Engine as _;
-    let Some(payload) = jwt.split('.').nth(1) else { return false };
-    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload) else { return false };
-    let Ok(claims) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes) else { return false };
+    let object = |part: Option<&str>| {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part?).ok()?;
+        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes).ok()
+    };
+    let mut parts = jwt.split('.');
+    let (Some(_header), Some(claims)) = (object(parts.next()), object(parts.next())) else { return false };
     claims.get("sub").and_then(serde_json::Value::as_str) == Some(sub) && !claims.keys().any(|k| k.ends_with('#'))
 }
 
