@@ -159,10 +159,14 @@ fn decode_unreserved(path: &str) -> String {
 /// Whether some apps would read a separator this path does not show: a backslash, or an encoded
 /// slash or backslash.
 fn has_hidden_separator(path: &str) -> bool {
-    path.contains('\\')
-        || path.as_bytes().windows(3).any(|w| {
-            w[0] == b'%' && (w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'f') || w[1] == b'5' && w[2].eq_ignore_ascii_case(&b'c'))
-        })
+    path.contains('\\') || has_encoded_separator(path)
+}
+
+/// Whether the path holds `%2F` or `%5C` (either case).
+fn has_encoded_separator(path: &str) -> bool {
+    path.as_bytes().windows(3).any(|w| {
+        w[0] == b'%' && (w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'f') || w[1] == b'5' && w[2].eq_ignore_ascii_case(&b'c'))
+    })
 }
 
 /// Whether a segment of this path carries parameters (`;…`, or `%3B…` for servers that decode
@@ -236,18 +240,40 @@ fn parameters_cut(path: &str) -> String {
     out
 }
 
+/// `%2F` decoded to `/` and `%5C` to `\`, nothing else changed: what WSGI and PHP apps (and servlet
+/// containers, after they drop parameters) route by.
+fn encoded_separators_decoded(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut rest = path;
+    while let Some(c) = rest.chars().next() {
+        match rest.get(..3) {
+            Some(e) if e.eq_ignore_ascii_case("%2f") => out.push('/'),
+            Some(e) if e.eq_ignore_ascii_case("%5c") => out.push('\\'),
+            _ => {
+                out.push(c);
+                rest = &rest[c.len_utf8()..];
+                continue;
+            }
+        }
+        rest = &rest[3..];
+    }
+    out
+}
+
 /// The readings of `path` an app server might route by besides its normalized form (module doc),
-/// normalized: path parameters dropped and hidden separators read as `/`, each alone and both in
-/// either order — a servlet container drops parameters before it decodes `%2F`, Spring decodes
-/// first (`/%41dmin;..;%2FF//..` is `/Admin` to it, `/` to Tomcat). Empty for most paths, which
-/// hold neither.
+/// normalized: every order of three steps, each taken or not — path parameters dropped, `%2F` and
+/// `%5C` decoded, `\` read as `/`. Servers differ in which they take and in what order: a servlet
+/// container drops parameters, then decodes (`%2F` is `/`, `\` a plain character); Spring decodes
+/// first (`/%41dmin;..;%2FF//..` is `/Admin` to it, `/` to Tomcat); IIS also reads `\` as `/`.
+/// Empty for most paths, which hold none of `;`, `%3B`, `%2F`, `%5C` or `\`.
 fn other_readings(path: &str, normalized: &str) -> Vec<String> {
-    // Neither step brings back what the other removes (cutting parameters forms no `%2F`, reading
-    // separators forms no `;`), so the raw forms are at most: P, S, S∘P and P∘S.
+    // No step brings back what it removes, so the forms are few (at most 15, all orders of up to
+    // three steps); the cap only bounds the work should that ever change.
     fn derive(form: &str, forms: &mut Vec<String>) {
         let cut = has_path_parameter(form).then(|| parameters_cut(form));
-        let separated = has_hidden_separator(form).then(|| separators_replaced(form));
-        for derived in [cut, separated].into_iter().flatten() {
+        let decoded = has_encoded_separator(form).then(|| encoded_separators_decoded(form));
+        let backslashes = form.contains('\\').then(|| form.replace('\\', "/"));
+        for derived in [cut, decoded, backslashes].into_iter().flatten() {
             if !forms.contains(&derived) {
                 forms.push(derived);
             }
@@ -256,7 +282,7 @@ fn other_readings(path: &str, normalized: &str) -> Vec<String> {
     let mut forms: Vec<String> = Vec::new();
     derive(path, &mut forms);
     let mut next = 0;
-    while next < forms.len() && forms.len() < 8 {
+    while next < forms.len() && forms.len() < 32 {
         let form = forms[next].clone();
         derive(&form, &mut forms);
         next += 1;
@@ -652,7 +678,7 @@ mod tests {
         let member = session(vec![org("1", "a", "member")], Some("1"));
         // The last two: only the readings in both orders show `/Admin` (Spring decodes `%2F`, then
         // drops parameters) — found by the path_rules fuzz target.
-        for path in ["/ADMIN/x", "/Admin/x", "/%41dmin/x", "/aDmIn", "/ADMIN;x/y", "/Admin%2Fx", "/%41dmin;%25..;%2FF//..;1", "/admin;..;%2Fx//..;"] {
+        for path in ["/ADMIN/x", "/Admin/x", "/%41dmin/x", "/aDmIn", "/ADMIN;x/y", "/Admin%2Fx", "/%41dmin;%25..;%2FF//..;1", "/admin;..;%2Fx//..;", "//picA\\ai-.;/..//admin%2f="] {
             assert!(matches!(p.authorize(&member, &http::Method::GET, path), Decision::Deny(_)), "{path}");
         }
         // A rule written with capitals covers every spelling as well.
