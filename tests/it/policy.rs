@@ -1,11 +1,10 @@
 //! Organizations and access policy: the selector, required/allowed organizations and roles, route
 //! rules, API bearer tokens and compatibility header presets.
 
-mod support;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use support::*;
+use crate::support::*;
 use trousseau_proxy::config::RuleConfig;
 
 fn jeans_hotels() -> Vec<trousseau_proxy::identity::Organization> {

@@ -1,16 +1,15 @@
 //! The security advisories that hit the peers in 2023–2026 (`shared/peer-advisories.md`; the
 //! README's "Peer advisories" lists every row with its tests), as regression tests for the classes
 //! not already guarded elsewhere: each names the advisory and fails if the class comes back.
-//! Gateways run for real in tests/forward_auth.rs, Redis in tests/redis.rs.
+//! Gateways run for real in tests/it/forward_auth.rs, Redis in tests/it/redis.rs.
 
-mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use support::*;
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use trousseau_proxy::config::{FileConfig, HumanDuration, RuleConfig};
 use trousseau_proxy::identity::Organization;
@@ -709,7 +708,7 @@ async fn post_logout_token(env: &Env, token: &str) -> Answer {
 
 /// Authentik CVE-2025-29928: a session deletion was not applied to one storage backend. A
 /// back-channel logout by `sid` or by `sub` ends the session in the cookie and memory stores
-/// (Redis: tests/redis.rs), copies of the cookie included, and spares other users.
+/// (Redis: tests/it/redis.rs), copies of the cookie included, and spares other users.
 #[tokio::test]
 async fn a_back_channel_logout_by_sid_or_sub_ends_the_session_in_every_store() {
     for store in ["cookie", "memory"] {
@@ -837,7 +836,7 @@ async fn redirects_are_built_from_public_url_only() {
 /// caddy-security: logout left the session alive. With the cookie store a copy of the cookie
 /// taken before logout must be dead after it even when Trousseau sends no back-channel logout
 /// (the memory store: `memory_store_keeps_the_cookie_small_and_logout_final` in
-/// tests/lifecycle.rs; Redis: tests/redis.rs).
+/// tests/it/lifecycle.rs; Redis: tests/it/redis.rs).
 #[tokio::test]
 async fn a_copied_cookie_is_dead_after_logout_even_without_a_back_channel() {
     let env = Env::start_with(EnvOptions { idp: Box::new(|i| i.backchannel_logout_uri = None), ..Default::default() }).await;

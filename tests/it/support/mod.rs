@@ -2,6 +2,9 @@
 //! against the embedded Trousseau twin, driven by a small cookie-keeping HTTP client.
 #![allow(dead_code)]
 
+pub mod chromium;
+pub mod heap;
+pub mod parts;
 pub mod upstream;
 
 use std::collections::BTreeMap;
@@ -423,15 +426,4 @@ pub fn jws_parts(jws: &str) -> (serde_json::Value, serde_json::Value) {
     (serde_json::from_slice(&h).unwrap(), serde_json::from_slice(&p).unwrap())
 }
 
-/// Whether a system program the test drives is installed. Under CI (`CI` set) a missing program
-/// fails the test — `.ci/run` installs it; on a developer machine the test says it is skipped.
-pub fn have_program(path: &str, install_hint: &str) -> bool {
-    if std::path::Path::new(path).exists() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{path} is required under CI ({install_hint})");
-    }
-    eprintln!("skipped: {path} is not installed ({install_hint})");
-    false
-}
+

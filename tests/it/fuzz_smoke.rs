@@ -144,7 +144,7 @@ fn a_megabyte_of_dots_or_a_huge_header_is_refused_in_bounded_time() {
 }
 
 /// Writes the seed corpus of `trousseau_proxy::fuzz::seeds` into `fuzz/corpus/` (existing files
-/// are kept). Run by hand: `cargo test --test fuzz_smoke -- --ignored write_seed_corpus`.
+/// are kept). Run by hand: `cargo test --test it -- --ignored write_seed_corpus`.
 #[test]
 #[ignore = "writes fuzz/corpus; run by hand when seeds change"]
 fn write_seed_corpus() {

@@ -1,13 +1,12 @@
 //! `metrics_listen`: an operator scrapes `/metrics` and sees what the proxy did — requests by
 //! outcome, upstream and Trousseau latency, refreshes, back-channel logouts and sign-ins.
 
-mod support;
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use support::*;
+use crate::support::*;
 use trousseau_proxy::config::{HumanDuration, RuleConfig};
 
 /// Starts the admin listener for `env`'s app on a loopback port, as `server::run` does for

@@ -1,9 +1,8 @@
 //! Signing in through Trousseau and reaching the app with a verified identity.
 
-mod support;
 
 use http::StatusCode;
-use support::*;
+use crate::support::*;
 
 #[tokio::test]
 async fn signed_in_user_reaches_the_app_with_verified_identity() {

@@ -1,10 +1,9 @@
 //! What the proxy must never let through: spoofed identity, foreign cookies, open redirects.
 
-mod support;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use support::*;
+use crate::support::*;
 
 #[tokio::test]
 async fn spoofed_identity_headers_never_reach_the_app() {
@@ -160,7 +159,7 @@ async fn land_after_sign_in(env: &Env, login_path: &str) -> String {
 #[tokio::test]
 async fn every_open_redirect_payload_lands_on_our_own_origin() {
     let env = std::sync::Arc::new(Env::start().await);
-    let payloads: Vec<String> = include_str!("data/open-redirect-payloads.txt")
+    let payloads: Vec<String> = include_str!("../data/open-redirect-payloads.txt")
         .lines()
         .filter(|l| !l.is_empty())
         .map(String::from)
