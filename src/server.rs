@@ -1215,7 +1215,10 @@ pub const MAX_RETURN_TO: usize = 1024;
 pub fn open_login_state(sealer: &Sealer, value: &str, now: u64) -> Option<LoginState> {
     let plain = sealer.open(LOGIN_STATE_PURPOSE, value)?;
     let state: LoginState = serde_json::from_slice(&plain).ok()?;
-    (state.started_at + LOGIN_STATE_TTL.as_secs() >= now).then_some(state)
+    // Unexpired, and not started later than now (a minute of clock skew between replicas).
+    let fresh = state.started_at.saturating_add(LOGIN_STATE_TTL.as_secs()) >= now
+        && state.started_at <= now.saturating_add(60);
+    fresh.then_some(state)
 }
 
 /// One query parameter, percent-decoded. A parameter given twice is refused (None). Public for

@@ -234,6 +234,7 @@ pub fn state_cookie(data: &[u8]) {
     let opened = crate::server::open_login_state(sealer(), &sealed, now);
     if let Some(login) = &opened {
         assert!(login.started_at.saturating_add(600) >= now, "an expired state opened");
+        assert!(login.started_at <= now + 60, "a state from the future opened");
         check_return_to(&crate::server::safe_return_to(&login.return_to));
     }
     if let Ok(rd) = std::str::from_utf8(data) {

@@ -126,6 +126,12 @@ fn state_cookie(add: &mut Add) {
     let mut v = login.clone();
     v["r"] = json!("//evil.example/");
     add(t, "plaintext-evil-return", v.to_string().into_bytes());
+    let mut v = login.clone();
+    v["t"] = json!(u64::MAX);
+    add(t, "regression-state-time-overflow", v.to_string().into_bytes());
+    let mut v = login.clone();
+    v["t"] = json!(NOW + 3600);
+    add(t, "plaintext-from-the-future", v.to_string().into_bytes());
     let stale = fixtures::sealer().seal(crate::server::LOGIN_STATE_PURPOSE, &serde_json::to_vec(&fixtures::login_state(PAST)).expect("JSON"));
     add(t, "literal-sealed-expired", stale.into_bytes());
     let session = fixtures::sealer().seal(SESSION_PURPOSE, b"{}");

@@ -95,6 +95,30 @@ async fn a_callback_with_a_foreign_state_is_refused() {
     assert!(replay.text().contains("expired"));
 }
 
+/// A state cookie that opens but claims to start at the end of time (found by the `state_cookie`
+/// fuzz target: the expiry check overflowed, a panic in debug builds) is an expired sign-in, not a
+/// crash and not a valid one.
+#[tokio::test]
+async fn a_state_cookie_from_the_far_future_is_an_expired_sign_in() {
+    let env = Env::start().await;
+    let sealer = env.sealer();
+    for started_at in [u64::MAX, u64::MAX - 599, trousseau_proxy::oidc::now_secs() + 3600] {
+        let login = trousseau_proxy::oidc::LoginState {
+            state: "c3RhdGVmcm9tdGhlZnV0dXJl".into(),
+            nonce: "n".into(),
+            pkce_verifier: "v".repeat(43),
+            return_to: "/reports".into(),
+            started_at,
+        };
+        let sealed = sealer.seal(trousseau_proxy::server::LOGIN_STATE_PURPOSE, &serde_json::to_vec(&login).unwrap());
+        let mut browser = env.browser();
+        browser.jar.insert("trousseau_session_login_c3RhdGVmcm9t".into(), sealed);
+        let callback = browser.navigate(&format!("/.trousseau/callback?code=x&state={}", login.state)).await;
+        assert_eq!(callback.status, StatusCode::BAD_REQUEST, "started at {started_at}: {}", callback.text());
+        assert!(callback.text().contains("expired"));
+    }
+}
+
 #[tokio::test]
 async fn two_tabs_signing_in_at_once_both_succeed() {
     let env = Env::start().await;
