@@ -226,54 +226,56 @@ fn without_parameter(segment: &str) -> &str {
     &segment[..end]
 }
 
-/// Each segment's path parameters (from `;`, or an encoded `%3B`, to the end of the segment)
-/// dropped, nothing else changed: servlet containers do this *before* dot segments are resolved,
-/// so `/public/..;/admin/x` is `/admin/x` and `/admin;x/x` is `/admin/x`.
+/// Each segment's path parameters (from a `;` to the end of the segment) dropped, nothing else
+/// changed: servlet containers do this *before* they decode and resolve dot segments, so
+/// `/public/..;/admin/x` is `/admin/x`, `/admin;x/x` is `/admin/x` — and `%3B` is no parameter to
+/// them (`/admin;/%3b./..` is `/admin/;./..`, which is `/admin`).
 fn parameters_cut(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     for (i, segment) in path.split('/').enumerate() {
         if i > 0 {
             out.push('/');
         }
-        out.push_str(without_parameter(segment));
+        out.push_str(segment.split(';').next().unwrap_or_default());
     }
     out
 }
 
-/// `%2F` decoded to `/` and `%5C` to `\`, nothing else changed: what WSGI and PHP apps (and servlet
-/// containers, after they drop parameters) route by.
-fn encoded_separators_decoded(path: &str) -> String {
+/// One escape (`%2F`, `%5C` or `%3B`, either case) decoded to its character, nothing else changed.
+fn escape_decoded(path: &str, escape: &str, to: char) -> String {
     let mut out = String::with_capacity(path.len());
     let mut rest = path;
     while let Some(c) = rest.chars().next() {
-        match rest.get(..3) {
-            Some(e) if e.eq_ignore_ascii_case("%2f") => out.push('/'),
-            Some(e) if e.eq_ignore_ascii_case("%5c") => out.push('\\'),
-            _ => {
-                out.push(c);
-                rest = &rest[c.len_utf8()..];
-                continue;
-            }
+        if rest.get(..3).is_some_and(|e| e.eq_ignore_ascii_case(escape)) {
+            out.push(to);
+            rest = &rest[3..];
+        } else {
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
         }
-        rest = &rest[3..];
     }
     out
 }
 
+/// The escapes some app server decodes before it routes, and what each becomes.
+const ROUTING_ESCAPES: [(&str, char); 3] = [("%2f", '/'), ("%5c", '\\'), ("%3b", ';')];
+
 /// The readings of `path` an app server might route by besides its normalized form (module doc),
-/// normalized: every order of three steps, each taken or not — path parameters dropped, `%2F` and
-/// `%5C` decoded, `\` read as `/`. Servers differ in which they take and in what order: a servlet
-/// container drops parameters, then decodes (`%2F` is `/`, `\` a plain character); Spring decodes
-/// first (`/%41dmin;..;%2FF//..` is `/Admin` to it, `/` to Tomcat); IIS also reads `\` as `/`.
-/// Empty for most paths, which hold none of `;`, `%3B`, `%2F`, `%5C` or `\`.
+/// normalized: every order of five steps, each taken or not — parameters cut at `;`; `%2F`, `%5C`
+/// and `%3B` each decoded; `\` read as `/`. Servers differ in which they take and in what order: a
+/// servlet container cuts parameters, then decodes (`%2F` is `/`, `%3B` a plain `;`, `\` a plain
+/// character); Spring decodes first (`/%41dmin;..;%2FF//..` is `/Admin` to it, `/` to Tomcat); IIS
+/// also reads `\` as `/`. Empty for most paths, which hold none of `;`, `%3B`, `%2F`, `%5C`, `\`.
 fn other_readings(path: &str, normalized: &str) -> Vec<String> {
-    // No step brings back what it removes, so the forms are few (at most 15, all orders of up to
-    // three steps); the cap only bounds the work should that ever change.
+    // No step brings back what another removed except `%3B` → `;` (which the cut then removes),
+    // so the forms are few; the cap bounds the work on a path crafted to hold everything.
     fn derive(form: &str, forms: &mut Vec<String>) {
-        let cut = has_path_parameter(form).then(|| parameters_cut(form));
-        let decoded = has_encoded_separator(form).then(|| encoded_separators_decoded(form));
+        let cut = form.contains(';').then(|| parameters_cut(form));
+        let decoded = ROUTING_ESCAPES.iter().map(|&(escape, to)| {
+            form.as_bytes().windows(3).any(|w| w.eq_ignore_ascii_case(escape.as_bytes())).then(|| escape_decoded(form, escape, to))
+        });
         let backslashes = form.contains('\\').then(|| form.replace('\\', "/"));
-        for derived in [cut, decoded, backslashes].into_iter().flatten() {
+        for derived in std::iter::once(cut).chain(decoded).chain(std::iter::once(backslashes)).flatten() {
             if !forms.contains(&derived) {
                 forms.push(derived);
             }
@@ -282,7 +284,7 @@ fn other_readings(path: &str, normalized: &str) -> Vec<String> {
     let mut forms: Vec<String> = Vec::new();
     derive(path, &mut forms);
     let mut next = 0;
-    while next < forms.len() && forms.len() < 32 {
+    while next < forms.len() && forms.len() < 64 {
         let form = forms[next].clone();
         derive(&form, &mut forms);
         next += 1;
@@ -678,7 +680,7 @@ mod tests {
         let member = session(vec![org("1", "a", "member")], Some("1"));
         // The last two: only the readings in both orders show `/Admin` (Spring decodes `%2F`, then
         // drops parameters) — found by the path_rules fuzz target.
-        for path in ["/ADMIN/x", "/Admin/x", "/%41dmin/x", "/aDmIn", "/ADMIN;x/y", "/Admin%2Fx", "/%41dmin;%25..;%2FF//..;1", "/admin;..;%2Fx//..;", "//picA\\ai-.;/..//admin%2f="] {
+        for path in ["/ADMIN/x", "/Admin/x", "/%41dmin/x", "/aDmIn", "/ADMIN;x/y", "/Admin%2Fx", "/%41dmin;%25..;%2FF//..;1", "/admin;..;%2Fx//..;", "//picA\\ai-.;/..//admin%2f=", "/admin;/%3b./.."] {
             assert!(matches!(p.authorize(&member, &http::Method::GET, path), Decision::Deny(_)), "{path}");
         }
         // A rule written with capitals covers every spelling as well.
