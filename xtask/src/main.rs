@@ -53,9 +53,13 @@ fn main() -> ExitCode {
         }
         "parts" => {
             let missing = missing_parts(&root);
+            let mut out = std::io::stdout().lock();
             for part in all_parts(&root) {
                 let here = !missing.contains(&part);
-                println!("{} {part}", if here { "here   " } else { "MISSING" });
+                // A closed pipe (`| head`) ends the listing, not the program with a panic.
+                if writeln!(out, "{} {part}", if here { "here   " } else { "MISSING" }).is_err() {
+                    break;
+                }
             }
             if missing.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
@@ -122,7 +126,8 @@ fn setup(root: &Path) -> SetupReport {
     let mut packages: Vec<&str> = DEBIAN_PARTS.iter().filter(|(_, file)| !Path::new(file).is_file()).map(|(p, _)| *p).collect();
     let helm_missing = !tools.join("helm").is_file();
     let python_missing = PYTHON_TOOLS.iter().any(|(dir, _, programs)| programs.iter().any(|p| !tools.join(dir).join("bin").join(p).is_file()));
-    if (helm_missing || python_missing) && !works("python3", &["-m", "venv", "--help"]) {
+    // Debian's python3 has the venv module without ensurepip (that is python3-venv): check both.
+    if (helm_missing || python_missing) && !works("python3", &["-c", "import venv, ensurepip"]) {
         packages.extend(["python3", "python3-venv"]);
     }
     if helm_missing && !works("npm", &["--version"]) {
