@@ -13,7 +13,8 @@
 //! `revocations_held`, `sign_ins_total{stage}`, `sign_in_flows_active`, `build_info{version}`, and
 //! the limits' `connections_open{listener}`, `connections_refused_total{listener}`,
 //! `connections_closed_total{reason}`, `requests_in_flight`, `requests_refused_total{limit}`,
-//! `responses_abandoned_total` and `client_faults_total{kind}`.
+//! `responses_abandoned_total` and `client_faults_total{kind}`; and, with the worker threads of
+//! `run`, `worker_connections_open{worker}` and `connections_handed_over_total`.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -384,6 +385,23 @@ fn limit_families(out: &mut Exposition, limits: &Limits) {
         "listener",
         &open,
     );
+    if let Some(balance) = limits.balance() {
+        let names: Vec<String> = (0..balance.open_by_worker().len()).map(|i| i.to_string()).collect();
+        let by_worker: Vec<(&str, u64)> = names.iter().map(String::as_str).zip(balance.open_by_worker().into_iter().map(|n| n as u64)).collect();
+        out.labelled(
+            "trousseau_proxy_worker_connections_open",
+            "gauge",
+            "Client connections of the main listener each worker thread holds now.",
+            "worker",
+            &by_worker,
+        );
+        out.single(
+            "trousseau_proxy_connections_handed_over_total",
+            "counter",
+            "Connections a worker accepted and handed to a less loaded one.",
+            balance.handed_over(),
+        );
+    }
     let refused: Vec<(&str, u64)> = listeners.iter().map(|&k| (k.label(), load(&limits.listener(k).refused))).collect();
     out.labelled(
         "trousseau_proxy_connections_refused_total",
@@ -498,7 +516,7 @@ where
         let response = metrics_answer(&req, render.as_ref()).map(|body| flight.respond(body));
         std::future::ready(response)
     };
-    serve_connections(listener, limits, ListenerKind::Metrics, handler, shutdown, Duration::from_secs(1)).await;
+    serve_connections(listener, limits, ListenerKind::Metrics, handler, shutdown, Duration::from_secs(1), None).await;
 }
 
 fn metrics_answer(req: &Request<Incoming>, render: &(dyn Fn() -> String + Send + Sync)) -> Response<Body> {

@@ -22,6 +22,7 @@ use crate::body::{self, Body};
 use crate::config::{RevocationKind, Settings, StoreKind};
 use crate::devidp::DevIdp;
 use crate::identity::{self, AssertionSettings, Assertions, Signer};
+use crate::limits::balance::{Balance, Worker};
 use crate::limits::listener::{serve_connections, Connection, ListenerKind};
 use crate::limits::{inflight::InFlight, Limits, Refusal};
 use crate::metrics::{AnsweredBy, Metrics, Outcome};
@@ -1271,6 +1272,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
+    serve_as_worker(listener, app, shutdown, drain, None).await;
+}
+
+/// [`serve`] as one of several workers sharing `listener`, which spread its connections evenly
+/// ([`crate::limits::balance`]).
+async fn serve_as_worker(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+    worker: Option<Worker>,
+) {
     let limits = Arc::clone(&app.limits);
     let handler = move |mut req: Request<Incoming>, conn: &Arc<Connection>| {
         let app = Arc::clone(&app);
@@ -1292,7 +1305,7 @@ pub async fn serve(
             response.map(|body| flight.respond(body))
         }
     };
-    serve_connections(listener, limits, ListenerKind::Main, handler, shutdown, drain).await;
+    serve_connections(listener, limits, ListenerKind::Main, handler, shutdown, drain, worker).await;
 }
 
 /// `/.trousseau/healthz` and `/.trousseau/readyz`: outside the request caps (answered at once, they
@@ -1610,7 +1623,8 @@ pub async fn run(mut settings: Settings, devidp: Option<Arc<DevIdp>>) -> Result<
 /// Serves `listener` with one single-threaded runtime per core until SIGTERM/SIGINT, then drains.
 ///
 /// Thread per core: every worker accepts on the same listening socket (whoever is free takes the
-/// next connection) and runs each connection, its requests and its upstream connections (one
+/// next connection; one that holds more than its share hands it to the least loaded, see
+/// [`crate::limits::balance`]) and runs each connection, its requests and its upstream connections (one
 /// pool per worker, [`crate::proxy::set_worker`]) on its own thread. A request never hops
 /// between threads, which a work-stealing runtime makes it do — and every hop is a futex wake
 /// and a context switch, more than the request's own work on a small machine. The runtime that
@@ -1619,7 +1633,9 @@ async fn serve_on_workers(listener: std::net::TcpListener, app: Arc<App>, drain:
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut threads = Vec::with_capacity(workers);
-    for index in 0..workers {
+    let (balance, worker_sides) = Balance::new(workers);
+    app.limits.set_balance(balance);
+    for (index, worker) in worker_sides.into_iter().enumerate() {
         let listener = listener.try_clone()?;
         let (app, mut stopped) = (app.clone(), stopped.clone());
         let thread = std::thread::Builder::new().name(format!("trousseau-worker-{index}")).spawn(move || {
@@ -1642,7 +1658,7 @@ async fn serve_on_workers(listener: std::net::TcpListener, app: Arc<App>, drain:
                     let _ = stopped.wait_for(|stop| *stop).await;
                 };
                 tokio::spawn(timer_heartbeat());
-                serve(listener, app, shutdown, drain).await;
+                serve_as_worker(listener, app, shutdown, drain, Some(worker)).await;
             });
         })?;
         threads.push(thread);

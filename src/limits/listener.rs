@@ -35,6 +35,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
+use super::balance::{Placed, Worker};
 use super::inflight::{Stream, Tracked};
 use super::{CloseReason, Limits};
 
@@ -388,6 +389,7 @@ pub(crate) async fn serve_connections<H, Fut>(
     handler: H,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
+    worker: Option<Worker>,
 ) where
     H: Fn(Request<Incoming>, &Arc<Connection>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Tracked>> + Send + 'static,
@@ -422,10 +424,20 @@ pub(crate) async fn serve_connections<H, Fut>(
     }));
     let stats = limits.listener(kind);
     tokio::pin!(shutdown);
+    let (placer, mut inbox) = match worker {
+        Some(Worker { placer, inbox }) => (Some(placer), Some(inbox)),
+        None => (None, None),
+    };
     loop {
-        let (stream, peer) = tokio::select! {
+        let (stream, peer, seat) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+                Ok((stream, peer)) => match &placer {
+                    None => (stream, peer, None),
+                    Some(placer) => match placer.place(stream, peer) {
+                        Placed::Here(stream, peer, seat) => (stream, peer, Some(seat)),
+                        Placed::Moved => continue,
+                    },
+                },
                 Err(e) => {
                     // Out of descriptors (EMFILE) or memory: wait instead of spinning on a listener
                     // that stays readable.
@@ -434,6 +446,12 @@ pub(crate) async fn serve_connections<H, Fut>(
                     continue;
                 }
             },
+            Some((stream, peer, seat)) = async {
+                match inbox.as_mut() {
+                    Some(inbox) => inbox.handed_over().await,
+                    None => std::future::pending().await,
+                }
+            } => (stream, peer, Some(seat)),
             () = &mut shutdown => break,
         };
         if stats.open.fetch_add(1, Ordering::Relaxed) >= cap {
@@ -474,8 +492,9 @@ pub(crate) async fn serve_connections<H, Fut>(
         let registered = Registered { registry: Arc::clone(&registry), id };
         tokio::spawn(async move {
             // Dropped however the task ends: a panic in a request handler unwinds this task, and
-            // the connection must still leave the registry (its place, the drain's wait).
-            let _registered = registered;
+            // the connection must still leave the registry (its place, the drain's wait) and its
+            // worker's count.
+            let _registered = (registered, seat);
             tokio::pin!(serving);
             let mut draining = false;
             loop {

@@ -22,12 +22,14 @@
 //! follows their response bodies; [`rate`] is the request-body rule, used by [`crate::proxy`].
 //! On the request path, admitting a request is a handful of atomic operations and no allocation.
 
+pub mod balance;
 pub mod inflight;
 pub mod listener;
 pub mod rate;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use crate::logging::LogBudget;
 use std::time::Duration;
@@ -172,6 +174,7 @@ pub struct Limits {
     closed: [AtomicU64; CloseReason::ALL.len()],
     abandoned: AtomicU64,
     faults: [AtomicU64; 2],
+    balance: OnceLock<Arc<balance::Balance>>,
 }
 
 impl Limits {
@@ -187,12 +190,24 @@ impl Limits {
             closed: Default::default(),
             abandoned: AtomicU64::new(0),
             faults: Default::default(),
+            balance: OnceLock::new(),
         }
     }
 
     /// The settings in force.
     pub fn settings(&self) -> &LimitSettings {
         &self.settings
+    }
+
+    /// The worker threads sharing the main listener, once [`crate::server::run`] started them
+    /// (for the metrics; a server run by [`crate::server::serve`] alone has none).
+    pub fn balance(&self) -> Option<&Arc<balance::Balance>> {
+        self.balance.get()
+    }
+
+    /// Records the workers' [`balance::Balance`]; the first call wins.
+    pub(crate) fn set_balance(&self, balance: Arc<balance::Balance>) {
+        let _ = self.balance.set(balance);
     }
 
     /// One listener's counters.

@@ -318,3 +318,54 @@ async fn refused_logout_tokens_are_logged_once_per_interval_naming_the_sender() 
     assert!(line["reason"].as_str().is_some_and(|r| r.contains("malformed")), "{line}");
     assert!(!log.contains("forged."), "the token itself never reaches the log");
 }
+
+#[tokio::test]
+async fn connections_opened_at_once_are_spread_evenly_over_the_workers() {
+    // Every worker accepts on one socket; the one awake when a burst arrives used to keep most of
+    // it (src/limits/balance.rs). The binary as run, its worker threads and its metrics.
+    let (port, metrics_port) = (free_port(), free_port());
+    let mut proxy = Command::new(BIN);
+    proxy
+        .args(["run", "--config", "config.example.yaml"])
+        .env_remove("RUST_LOG")
+        .env("TROUSSEAU_PROXY_LISTEN", format!("127.0.0.1:{port}"))
+        .env("TROUSSEAU_PROXY_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
+        .env("TROUSSEAU_PROXY_METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _proxy = Running(proxy.spawn().expect("start trousseau-proxy"));
+    let (addr, metrics) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{metrics_port}"));
+    wait_listening(&addr).await;
+    wait_listening(&metrics).await;
+
+    // 60 keep-alive connections opened together, each answered once and then held open.
+    const CONNECTIONS: usize = 60;
+    let opened = futures_util::future::join_all((0..CONNECTIONS).map(|_| async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        stream.write_all(b"GET /.trousseau/healthz HTTP/1.1\r\nHost: proxy\r\n\r\n").await.unwrap();
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+        stream
+    }))
+    .await;
+
+    let text = Browser::new(&format!("http://{metrics}")).api_get("/metrics").await.text();
+    let held: Vec<u64> = text
+        .lines()
+        .filter(|l| l.starts_with("trousseau_proxy_worker_connections_open{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    assert_eq!(held.len(), workers, "one gauge per worker:\n{text}");
+    assert_eq!(held.iter().sum::<u64>(), CONNECTIONS as u64, "{held:?}");
+    let (most, fewest) = (held.iter().max().unwrap(), held.iter().min().unwrap());
+    // A worker two ahead hands the next one over; two deciding at the same instant may each keep one.
+    assert!(most - fewest <= 3, "connections per worker {held:?}");
+    if workers > 1 {
+        assert!(text.contains("trousseau_proxy_connections_handed_over_total"), "{text}");
+    }
+    drop(opened);
+}
