@@ -12,24 +12,28 @@
 # Both front ends write an access log line per request (nginx's default `combined` log, the proxy's
 # default `info` log), both to a file: that is how they run in production.
 #
-# Rows: authenticated GET (wrk, alternating floor and proxy for ROUNDS rounds: medians, and the
+# Rows: authenticated GET three ways — HTTP/1.1 at CONNECTIONS and at MANY_CONNECTIONS keep-alive
+# connections (wrk), and HTTP/2 with prior knowledge (h2load, CONNECTIONS connections of
+# H2_STREAMS streams each) — each alternating floor and proxy for ROUNDS rounds: medians, and the
 # median of each round's proxy/nginx ratio, which resists other load on the machine best; plus the
 # CPU time each front end spent per request — user + system, all its threads or worker processes —
 # which other load on the machine moves far less than req/s), 401 for an API client without a session, refreshes (each request of a session due for
 # refresh, measured by the helper, and wrk with a cookie jar so refreshes are shared by in-flight
 # requests), cold sign-ins (whole flow, callback latency), then the proxy's peak RSS.
 #
-# Environment: ROUNDS (5), DURATION (10s), CONNECTIONS (64), THREADS (2), BENCH_PORT (18080: uses
-# 18080-18083), SKIP_BUILD=1 to reuse target/release, PROXY_BIN to measure another build of the
+# Environment: ROUNDS (5), DURATION (10s), CONNECTIONS (64), MANY_CONNECTIONS (1000), H2_STREAMS (1),
+# THREADS (2), BENCH_PORT (18080: uses 18080-18084), SKIP_BUILD=1 to reuse target/release, PROXY_BIN to measure another build of the
 # proxy (before/after comparisons), KEEP=1 to keep the work directory (logs).
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
+MANY_CONNECTIONS=${MANY_CONNECTIONS:-1000}
+H2_STREAMS=${H2_STREAMS:-1}
 THREADS=${THREADS:-2}
 BASE=${BENCH_PORT:-18080}
-UP_PORT=$BASE FLOOR_PORT=$((BASE + 1)) PROXY_PORT=$((BASE + 2)) REFRESH_PORT=$((BASE + 3))
+UP_PORT=$BASE FLOOR_PORT=$((BASE + 1)) PROXY_PORT=$((BASE + 2)) REFRESH_PORT=$((BASE + 3)) FLOOR_H2_PORT=$((BASE + 4))
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PROXY_BIN=${PROXY_BIN:-$ROOT/target/release/trousseau-proxy}
 SIGNIN_BIN=$ROOT/target/release/examples/bench_signin
@@ -40,6 +44,7 @@ say() { printf '%s\n' "$*" >&2; }
 need_packages=()
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_packages+=(nginx)
 command -v wrk >/dev/null || need_packages+=(wrk)
+command -v h2load >/dev/null || need_packages+=(nghttp2-client)
 command -v curl >/dev/null || need_packages+=(curl)
 if [ ${#need_packages[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
@@ -52,7 +57,7 @@ if [ ${#need_packages[@]} -gt 0 ]; then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-for port in $UP_PORT $FLOOR_PORT $PROXY_PORT $REFRESH_PORT; do
+for port in $UP_PORT $FLOOR_PORT $PROXY_PORT $REFRESH_PORT $FLOOR_H2_PORT; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     say "port $port is in use on 127.0.0.1; set BENCH_PORT to another base port"
     exit 1
@@ -93,10 +98,15 @@ EOF
 }
 
 nginx_conf upstream 1 "access_log off;
-  server { listen 127.0.0.1:$UP_PORT; location / { default_type text/plain; return 200 'hello from the app\n'; } }"
+  server { listen 127.0.0.1:$UP_PORT backlog=4096; location / { default_type text/plain; return 200 'hello from the app\n'; } }"
+# backlog=4096: nginx's default (511) drops SYNs when hundreds of connections open at once, and
+# the retransmission a second later becomes a p99 of one second. The proxy's listener queue is
+# 1,024 (tokio's). keepalive 256: idle app connections kept per worker, as the proxy keeps.
 nginx_conf floor auto "access_log $WORK/floor-access.log;
-  upstream app { server 127.0.0.1:$UP_PORT; keepalive 128; keepalive_requests 1000000; }
-  server { listen 127.0.0.1:$FLOOR_PORT; location / {
+  upstream app { server 127.0.0.1:$UP_PORT; keepalive 256; keepalive_requests 1000000; }
+  server { listen 127.0.0.1:$FLOOR_PORT backlog=4096; location / {
+    proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }
+  server { listen 127.0.0.1:$FLOOR_H2_PORT http2 backlog=4096; location / {
     proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
 
 "$PROXY_BIN" dev --upstream "http://127.0.0.1:$UP_PORT" --listen "127.0.0.1:$PROXY_PORT" 2>"$WORK/proxy.log" &
@@ -152,6 +162,19 @@ run_wrk() { # url [wrk args…] — prints "rps p50_us p99_us non2xx errors requ
        print v["rps"], v["p50_us"], v["p99_us"], v["non2xx"], v["errors"], v["requests"] }' "$WORK/wrk.out"
 }
 
+# HTTP/2 with prior knowledge: h2load's summary, and the percentiles from its per-request log.
+run_h2load() { # url [h2load args…] — the same fields as run_wrk
+  local url=$1
+  shift
+  h2load -t"$THREADS" -c"$CONNECTIONS" -m"$H2_STREAMS" -D "$DURATION" --log-file "$WORK/h2.log" "$@" "$url" >"$WORK/h2.out"
+  local rps total failed bad
+  rps=$(awk '/^finished in/ { print $4 }' "$WORK/h2.out")
+  read -r total failed <<<"$(awk '/^requests:/ { print $2, $10 + $12 + $14 }' "$WORK/h2.out")"
+  bad=$(awk '/^status codes:/ { print $5 + $7 + $9 }' "$WORK/h2.out")
+  sort -n -k3,3 "$WORK/h2.log" | awk -v rps="$rps" -v bad="$bad" -v err="$failed" -v n="$total" \
+    '{ v[NR] = $3 } END { print rps, v[int(NR * 0.50) + 1], v[int(NR * 0.99) + 1], bad, err, n }'
+}
+
 # CPU time (user + system) of processes, in microseconds: all threads of each process count.
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 cpu_us() { # pid…
@@ -169,32 +192,41 @@ say "warming up…"
 DURATION=2s run_wrk "http://127.0.0.1:$FLOOR_PORT/bench" "${AUTH_HEADERS[@]}" >/dev/null
 DURATION=2s run_wrk "http://127.0.0.1:$PROXY_PORT/bench" "${AUTH_HEADERS[@]}" >/dev/null
 
-: >"$WORK/floor.rows"
-: >"$WORK/proxy.rows"
-: >"$WORK/ratio.rows"
-for round in $(seq 1 "$ROUNDS"); do
-  # shellcheck disable=SC2086 # a list of pids
-  before=$(cpu_us $FLOOR_WORKERS)
-  floor=$(run_wrk "http://127.0.0.1:$FLOOR_PORT/bench" "${AUTH_HEADERS[@]}")
-  # shellcheck disable=SC2086
-  floor_cpu=$(($(cpu_us $FLOOR_WORKERS) - before))
-  before=$(cpu_us "$PROXY_PID")
-  proxy=$(run_wrk "http://127.0.0.1:$PROXY_PORT/bench" "${AUTH_HEADERS[@]}")
-  proxy_cpu=$(($(cpu_us "$PROXY_PID") - before))
-  read -r frps fp50 fp99 fbad ferr freq <<<"$floor"
-  read -r prps pp50 pp99 pbad perr preq <<<"$proxy"
-  # Rows: rps p50 p99 non2xx errors requests cpu_us_per_request
-  echo "$floor $(awk -v c="$floor_cpu" -v n="$freq" 'BEGIN { printf "%.1f", c / n }')" >>"$WORK/floor.rows"
-  echo "$proxy $(awk -v c="$proxy_cpu" -v n="$preq" 'BEGIN { printf "%.1f", c / n }')" >>"$WORK/proxy.rows"
-  # Each round's pair runs back to back: their ratio is steadier than a ratio of medians when the
-  # machine's other load drifts.
-  awk -v a="$prps" -v b="$frps" -v c="$pp99" -v d="$fp99" 'BEGIN { print a / b, c / d }' >>"$WORK/ratio.rows"
-  say "round $round: nginx $frps req/s (p99 ${fp99}us, $(tail -1 "$WORK/floor.rows" | awk '{ print $7 }') µs CPU/req) · trousseau-proxy $prps req/s (p99 ${pp99}us, $(tail -1 "$WORK/proxy.rows" | awk '{ print $7 }') µs CPU/req) · $(tail -1 "$WORK/ratio.rows" | awk '{ printf "%.2f× req/s, %.2f× p99", $1, $2 }')"
-  if [ "$fbad" != 0 ] || [ "$pbad" != 0 ] || [ "$ferr" != 0 ] || [ "$perr" != 0 ]; then
-    say "unexpected answers: nginx non-2xx $fbad errors $ferr, proxy non-2xx $pbad errors $perr"
-    exit 1
-  fi
-done
+# compare NAME CONNECTIONS RUNNER FLOOR_URL PROXY_URL: ROUNDS rounds, each nginx then the proxy
+# back to back. Rows (rps p50 p99 non2xx errors requests cpu_us_per_request) in $WORK/NAME.floor
+# and NAME.proxy, each round's proxy/nginx ratios of req/s and p99 in NAME.ratio.
+compare() {
+  local name=$1 conns=$2 runner=$3 floor_url=$4 proxy_url=$5 round before floor proxy floor_cpu proxy_cpu
+  local frps fp99 fbad ferr freq prps pp99 pbad perr preq
+  : >"$WORK/$name.floor"
+  : >"$WORK/$name.proxy"
+  : >"$WORK/$name.ratio"
+  for round in $(seq 1 "$ROUNDS"); do
+    # shellcheck disable=SC2086 # a list of pids
+    before=$(cpu_us $FLOOR_WORKERS)
+    floor=$(CONNECTIONS=$conns "$runner" "$floor_url" "${AUTH_HEADERS[@]}")
+    # shellcheck disable=SC2086
+    floor_cpu=$(($(cpu_us $FLOOR_WORKERS) - before))
+    before=$(cpu_us "$PROXY_PID")
+    proxy=$(CONNECTIONS=$conns "$runner" "$proxy_url" "${AUTH_HEADERS[@]}")
+    proxy_cpu=$(($(cpu_us "$PROXY_PID") - before))
+    read -r frps _ fp99 fbad ferr freq <<<"$floor"
+    read -r prps _ pp99 pbad perr preq <<<"$proxy"
+    echo "$floor $(awk -v c="$floor_cpu" -v n="$freq" 'BEGIN { printf "%.1f", c / n }')" >>"$WORK/$name.floor"
+    echo "$proxy $(awk -v c="$proxy_cpu" -v n="$preq" 'BEGIN { printf "%.1f", c / n }')" >>"$WORK/$name.proxy"
+    # Each round's pair runs back to back: their ratio is steadier than a ratio of medians when the
+    # machine's other load drifts.
+    awk -v a="$prps" -v b="$frps" -v c="$pp99" -v d="$fp99" 'BEGIN { print a / b, c / d }' >>"$WORK/$name.ratio"
+    say "$name round $round: nginx $frps req/s (p99 ${fp99}us, $(tail -1 "$WORK/$name.floor" | awk '{ print $7 }') µs CPU/req) · trousseau-proxy $prps req/s (p99 ${pp99}us, $(tail -1 "$WORK/$name.proxy" | awk '{ print $7 }') µs CPU/req) · $(tail -1 "$WORK/$name.ratio" | awk '{ printf "%.2f× req/s, %.2f× p99", $1, $2 }')"
+    if [ "$fbad" != 0 ] || [ "$pbad" != 0 ] || [ "$ferr" != 0 ] || [ "$perr" != 0 ]; then
+      say "unexpected answers: nginx non-2xx $fbad errors $ferr, proxy non-2xx $pbad errors $perr"
+      exit 1
+    fi
+  done
+}
+compare h1 "$CONNECTIONS" run_wrk "http://127.0.0.1:$FLOOR_PORT/bench" "http://127.0.0.1:$PROXY_PORT/bench"
+compare many "$MANY_CONNECTIONS" run_wrk "http://127.0.0.1:$FLOOR_PORT/bench" "http://127.0.0.1:$PROXY_PORT/bench"
+compare h2 "$CONNECTIONS" run_h2load "http://127.0.0.1:$FLOOR_H2_PORT/bench" "http://127.0.0.1:$PROXY_PORT/bench"
 
 say "401 for an API client without a session…"
 unauth=$(run_wrk "http://127.0.0.1:$PROXY_PORT/api/items" -H "Accept: application/json")
@@ -221,24 +253,28 @@ median() { # column file
 helper_field() { # key line
   tr ' ' '\n' <<<"$2" | awk -F= -v k="$1" '$1 == k { print $2 }'
 }
-f_rps=$(median 1 "$WORK/floor.rows") f_p50=$(median 2 "$WORK/floor.rows") f_p99=$(median 3 "$WORK/floor.rows")
-p_rps=$(median 1 "$WORK/proxy.rows") p_p50=$(median 2 "$WORK/proxy.rows") p_p99=$(median 3 "$WORK/proxy.rows")
-
 row() { # label rps p50_us p99_us note
   awk -v l="$1" -v r="$2" -v a="$3" -v b="$4" -v n="$5" 'BEGIN {
     printf "| %-50s | %8.0f | %8.2f ms | %8.2f ms | %s |\n", l, r, a / 1000, b / 1000, n }'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f×", a / b }'; }
+pair() { # name label — the floor's row and the proxy's, medians of the rounds
+  local f="$WORK/$1.floor" p="$WORK/$1.proxy" r="$WORK/$1.ratio" f_cpu p_cpu
+  f_cpu=$(median 7 "$f") p_cpu=$(median 7 "$p")
+  row "nginx proxy_pass, $2" "$(median 1 "$f")" "$(median 2 "$f")" "$(median 3 "$f")" "1.00×; CPU ${f_cpu} µs/request"
+  row "trousseau-proxy, $2" "$(median 1 "$p")" "$(median 2 "$p")" "$(median 3 "$p")" \
+    "$(median 1 "$r" | awk '{ printf "%.2f×", $1 }') req/s, $(median 2 "$r" | awk '{ printf "%.2f×", $1 }') p99 (median of the rounds' ratios); CPU ${p_cpu} µs/request ($(ratio "$p_cpu" "$f_cpu"))"
+}
+f_rps=$(median 1 "$WORK/h1.floor")
 
 echo
-echo "trousseau-proxy next to nginx proxy_pass: $(nproc) cores ($(uname -m)), wrk -t$THREADS -c$CONNECTIONS -d$DURATION, median of $ROUNDS alternating rounds"
+echo "trousseau-proxy next to nginx proxy_pass (upstream keep-alive: the floor): $(nproc) cores ($(uname -m)), $THREADS client threads, $DURATION per run, median of $ROUNDS alternating rounds"
 echo
 echo "| scenario                                           |    req/s |         p50 |         p99 | compared with nginx |"
 echo "|----------------------------------------------------|----------|-------------|-------------|---------------------|"
-f_cpu=$(median 7 "$WORK/floor.rows") p_cpu=$(median 7 "$WORK/proxy.rows")
-row "nginx proxy_pass, upstream keep-alive (the floor)" "$f_rps" "$f_p50" "$f_p99" "1.00×; CPU ${f_cpu} µs/request"
-row "trousseau-proxy, authenticated GET" "$p_rps" "$p_p50" "$p_p99" \
-  "$(median 1 "$WORK/ratio.rows" | awk '{ printf "%.2f×", $1 }') req/s, $(median 2 "$WORK/ratio.rows" | awk '{ printf "%.2f×", $1 }') p99 (median of the rounds' ratios); CPU ${p_cpu} µs/request ($(ratio "$p_cpu" "$f_cpu"))"
+pair h1 "authenticated GET, $CONNECTIONS conns"
+pair many "$MANY_CONNECTIONS keep-alive conns"
+pair h2 "HTTP/2 (h2c), $CONNECTIONS conns × $H2_STREAMS"
 read -r u_rps u_p50 u_p99 _ <<<"$unauth"
 row "trousseau-proxy, 401 to an API client (no session)" "$u_rps" "$u_p50" "$u_p99" "$(ratio "$u_rps" "$f_rps") req/s"
 read -r j_rps j_p50 j_p99 _ _ j_req <<<"$jar"
