@@ -146,9 +146,11 @@ async fn trousseau_outage_serves_within_grace_then_503() {
             c.session.refresh_skew = trousseau_proxy::config::HumanDuration(Duration::from_secs(0));
             c.session.refresh_grace = trousseau_proxy::config::HumanDuration(Duration::from_secs(0));
         }),
+        // The access token alone makes the session due (an ID token of a second can expire before
+        // a sign-in on a loaded machine reaches the callback).
         idp: Box::new(|i| {
             i.access_token_ttl = Duration::from_secs(1);
-            i.id_token_ttl = Duration::from_secs(1);
+            i.id_token_ttl = Duration::from_secs(60);
         }),
     })
     .await;
