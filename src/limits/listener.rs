@@ -514,7 +514,9 @@ pub(crate) async fn serve_connections<H, Fut>(
             }
         });
     }
-    drop(listener);
+    // No new connections, from the socket or handed over by another worker (a send to a closed
+    // inbox makes the sender keep its connection).
+    drop((listener, placer, inbox));
     tracing::info!(drain = ?drain, listener = kind.label(), "shutting down: no new connections, finishing in-flight requests");
     registry.order_all(DRAIN);
     if tokio::time::timeout(drain, registry.wait_empty()).await.is_err() {
