@@ -18,6 +18,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
+#[path = "support/dev_idp_form.rs"]
+mod dev_idp_form;
+use dev_idp_form::find_form;
+
 type Http = Client<HttpConnector, Full<Bytes>>;
 
 /// One answer, fully read.
@@ -113,27 +117,6 @@ fn expect(answer: &Answer, status: StatusCode, what: &str) -> Result<(), String>
     }
 }
 
-/// The dev IdP page's `<form>` holding the button `name="user" value="{user}"`: its action and
-/// hidden fields.
-fn find_form(html: &str, user: &str) -> Option<(String, Vec<(String, String)>)> {
-    let needle = format!("name=\"user\" value=\"{user}\"");
-    let chunk = html.split("<form").skip(1).map(|c| c.split("</form>").next().unwrap_or("")).find(|c| c.contains(&needle))?;
-    let fields = chunk
-        .split("<input")
-        .skip(1)
-        .map(|input| input.split('>').next().unwrap_or(""))
-        .filter(|tag| attr(tag, "type").as_deref() == Some("hidden"))
-        .filter_map(|tag| Some((attr(tag, "name")?, attr(tag, "value")?)))
-        .collect();
-    Some((attr(chunk, "action").unwrap_or_default(), fields))
-}
-
-fn attr(tag: &str, name: &str) -> Option<String> {
-    let key = format!("{name}=\"");
-    let start = tag.find(&key)? + key.len();
-    let end = tag[start..].find('"')? + start;
-    Some(tag[start..end].replace("&quot;", "\"").replace("&#39;", "'").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&"))
-}
 
 /// A demo user with exactly one organization: it is auto-selected, so every request carries the
 /// full identity (organization headers and `org` claim included).

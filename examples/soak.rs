@@ -65,6 +65,10 @@ use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, Message};
 use trousseau_proxy::config::HumanDuration;
 use trousseau_proxy::devidp::{default_users, DevIdp, DevIdpConfig, DevUser, LocalDevIdp};
 
+#[path = "support/dev_idp_form.rs"]
+mod dev_idp_form;
+use dev_idp_form::find_form;
+
 type Http = Client<HttpConnector, Full<Bytes>>;
 type AppBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
 
@@ -319,27 +323,6 @@ fn new_client() -> Http {
         .build(connector)
 }
 
-/// The dev IdP page's `<form>` holding the button `name="user" value="{user}"`: its action and
-/// hidden fields (as `examples/bench_signin.rs` reads it).
-fn find_form(html: &str, user: &str) -> Option<(String, Vec<(String, String)>)> {
-    let needle = format!("name=\"user\" value=\"{user}\"");
-    let chunk = html.split("<form").skip(1).map(|c| c.split("</form>").next().unwrap_or("")).find(|c| c.contains(&needle))?;
-    let fields = chunk
-        .split("<input")
-        .skip(1)
-        .map(|input| input.split('>').next().unwrap_or(""))
-        .filter(|tag| attr(tag, "type").as_deref() == Some("hidden"))
-        .filter_map(|tag| Some((attr(tag, "name")?, attr(tag, "value")?)))
-        .collect();
-    Some((attr(chunk, "action").unwrap_or_default(), fields))
-}
-
-fn attr(tag: &str, name: &str) -> Option<String> {
-    let key = format!("{name}=\"");
-    let start = tag.find(&key)? + key.len();
-    let end = tag[start..].find('"')? + start;
-    Some(tag[start..end].replace("&quot;", "\"").replace("&#39;", "'").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&"))
-}
 
 // ---------------------------------------------------------------------------------------------
 // What happened: counters, and the classification into expected and unexpected
