@@ -266,12 +266,13 @@ fn test(root: &Path, args: &[String]) -> ExitCode {
     let _ = std::fs::remove_file(&skips);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
-    command.current_dir(root).arg("test").arg("--package").arg("trousseau-proxy").args(cargo_args);
+    // --no-fail-fast: a failing unit test must not hide how the integration tests fared.
+    command.current_dir(root).arg("test").arg("--no-fail-fast").arg("--package").arg("trousseau-proxy").args(cargo_args);
     command.env("TROUSSEAU_TEST_SKIPS", &skips);
     if !allow_missing {
         command.env("TROUSSEAU_TEST_REQUIRE_ALL", "1");
     }
-    println!("xtask: cargo test{}{}", if cargo_args.is_empty() { "" } else { " " }, cargo_args.join(" "));
+    println!("xtask: cargo test --no-fail-fast{}{}", if cargo_args.is_empty() { "" } else { " " }, cargo_args.join(" "));
     let tests_started = Instant::now();
     let (status, output) = match tee(&mut command) {
         Ok(result) => result,
