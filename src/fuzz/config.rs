@@ -127,20 +127,46 @@ fn check_error(e: &ConfigError, text: &str, secrets: &[String], anyway: &dyn Fn(
 }
 
 /// What `check-config`, the settings' `Debug` and a validation error show for `file` with every
-/// secret replaced by a placeholder: text that is there whatever the secrets are.
+/// secret replaced by a placeholder: text that is there whatever the secrets are. Two sets of
+/// placeholders: well-formed stand-ins (so validation goes past the secrets), and stand-ins of the
+/// same shape — present where a secret is, absent where it is not, of the same length — so the
+/// error a missing or malformed secret yields is the one compared (a session secret spelled
+/// `required (or oidc.client_secr` copies the wording of the error for a missing client secret).
 fn placeholder_outputs(file: &FileConfig, source: &SourceText) -> String {
-    let mut plain = file.clone();
-    plain.session.secrets = vec!["cGxhY2Vob2xkZXItc2Vzc2lvbi1zZWNyZXQtMzItYnl0ZXM=".into()];
-    plain.oidc.client_secret = Some("placeholder-client-secret".into());
-    if let Some(mut url) = plain.session.redis_url.as_deref().and_then(|u| url::Url::parse(u).ok()) {
-        let _ = url.set_password(Some("placeholder-password"));
-        plain.session.redis_url = Some(url.to_string());
+    let mut stand_ins = file.clone();
+    stand_ins.session.secrets = vec!["cGxhY2Vob2xkZXItc2Vzc2lvbi1zZWNyZXQtMzItYnl0ZXM=".into()];
+    stand_ins.oidc.client_secret = Some("placeholder-client-secret".into());
+    replace_redis_password(&mut stand_ins, |_| Some("placeholder-password".into()));
+
+    let mut same_shape = file.clone();
+    same_shape.session.secrets = file.session.secrets.iter().map(|s| filler(s)).collect();
+    same_shape.oidc.client_secret = file.oidc.client_secret.as_deref().map(filler);
+    replace_redis_password(&mut same_shape, |password| password.map(filler));
+
+    let mut shown = String::new();
+    for plain in [stand_ins, same_shape] {
+        shown += &config::redacted_yaml(&plain);
+        match config::validate(&plain, source) {
+            Ok(settings) => shown += &format!("{settings:?}"),
+            Err(e) => shown += &e.to_string(),
+        }
     }
-    let shown = match config::validate(&plain, source) {
-        Ok(settings) => format!("{settings:?}"),
-        Err(e) => e.to_string(),
-    };
-    config::redacted_yaml(&plain) + &shown
+    shown
+}
+
+/// A stand-in as long as `secret`, of one letter the secret does not contain (so an output that
+/// quotes the stand-in never looks like one that quotes the secret).
+fn filler(secret: &str) -> String {
+    let letter = ('A'..='Z').chain('a'..='z').find(|c| !secret.contains(*c)).unwrap_or('_');
+    std::iter::repeat_n(letter, secret.chars().count()).collect()
+}
+
+/// The Redis URL with its password (`None` when it has none) replaced by `stand_in`'s answer.
+fn replace_redis_password(file: &mut FileConfig, stand_in: impl Fn(Option<&str>) -> Option<String>) {
+    if let Some(mut url) = file.session.redis_url.as_deref().and_then(|u| url::Url::parse(u).ok()) {
+        let _ = url.set_password(stand_in(url.password()).as_deref());
+        file.session.redis_url = Some(url.to_string());
+    }
 }
 
 /// The secrets a leak check can look for: at least 8 characters, and not also written somewhere
