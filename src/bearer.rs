@@ -31,8 +31,9 @@ use base64::Engine as _;
 
 use crate::config::BearerLimits;
 use crate::identity::Identity;
-use crate::oidc::{now_secs, Oidc, OidcError};
-use crate::session::refresh::sha256;
+use crate::oidc::{Oidc, OidcError};
+use crate::util::clock::now_secs;
+use crate::util::hash::sha256;
 use crate::session::Session;
 
 /// How long a token Trousseau accepted is trusted without asking again.

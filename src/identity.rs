@@ -67,7 +67,7 @@ impl Identity {
 // ---------------------------------------------------------------------------------------------------
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aws_lc_rs::digest;
 use aws_lc_rs::rand::SystemRandom;
@@ -439,12 +439,7 @@ fn present(claim: &Option<String>) -> Option<&str> {
     claim.as_deref().filter(|s| !s.is_empty())
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use crate::util::clock::now_secs as unix_now;
 
 impl Assertions {
     /// Assertions signed by `signer` with these settings.

@@ -11,7 +11,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use crate::util::clock::now_secs;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -272,10 +274,6 @@ pub struct Oidc {
     logout_refusals: RefusalLog,
 }
 
-/// Current unix time in seconds.
-pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
 
 impl Oidc {
     /// A relying party for these settings. Nothing is fetched until [`Oidc::discover`].

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use http::header::{self, HeaderName, HeaderValue};
@@ -26,7 +26,8 @@ use crate::limits::balance::{Balance, Worker};
 use crate::limits::listener::{serve_connections, Connection, ListenerKind};
 use crate::limits::{inflight::InFlight, Limits, Refusal};
 use crate::metrics::{AnsweredBy, Metrics, Outcome};
-use crate::oidc::{now_secs, LoginState, Oidc, OidcError};
+use crate::oidc::{LoginState, Oidc, OidcError};
+use crate::util::clock::{now_millis, now_secs};
 use crate::pages::Lang;
 use crate::policy::{Decision, Policy};
 use crate::proxy::{ForwardContext, ProxyError, Upstream, UpstreamSettings};
@@ -1123,11 +1124,7 @@ fn new_request_id() -> HeaderValue {
     use std::sync::atomic::{AtomicU64, Ordering};
     static PREFIX: std::sync::OnceLock<[u8; 8]> = std::sync::OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = PREFIX.get_or_init(|| {
-        let mut bytes = [0u8; 8];
-        aws_lc_rs::rand::fill(&mut bytes).expect("system randomness");
-        bytes
-    });
+    let prefix = PREFIX.get_or_init(crate::util::id::random_bytes::<8>);
     let mut id = [0u8; 16];
     id[..8].copy_from_slice(prefix);
     id[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes());
@@ -1246,21 +1243,8 @@ const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUM
     .remove(b'.')
     .remove(b'~');
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    use subtle::ConstantTimeEq;
-    a.len() == b.len() && bool::from(a.ct_eq(b))
-}
-
-/// 128 random bits, base64url.
-pub fn random_id() -> String {
-    let mut bytes = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut bytes).expect("system randomness");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn now_millis() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
+use crate::util::constant_time_eq;
+use crate::util::id::random_id;
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting and lets
 /// in-flight requests finish for at most `drain`. Connections and requests are held to

@@ -42,7 +42,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -542,10 +542,7 @@ fn strip_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
 
 /// Seconds since the Unix epoch.
 fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    i64::try_from(crate::util::clock::now_secs()).unwrap_or(i64::MAX)
 }
 
 /// `d` in whole seconds, for JSON.

@@ -241,32 +241,5 @@ pub(super) fn sso_cookie(prefix: &str, secure: bool, value: Option<&str>) -> Opt
     HeaderValue::from_str(&cookie).ok()
 }
 
-/// Random bytes from the system RNG, base64url without padding: codes, tokens, ids.
-pub(super) fn random_token(bytes: usize) -> String {
-    use base64::Engine as _;
-    let mut buf = vec![0u8; bytes];
-    // aws-lc's RNG only fails if the OS cannot give entropy at all; an all-zero token would then
-    // be guessable, so stop here rather than hand it out.
-    aws_lc_rs::rand::fill(&mut buf).expect("the system random number generator works");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
-}
-
-/// Lower-case hex of SHA-256 (Authentik's `sid` is the SHA-256 hex of its session key).
-pub(super) fn sha256_hex(input: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, input);
-    digest
-        .as_ref()
-        .iter()
-        .fold(String::with_capacity(64), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
-
-/// base64url (no padding) of SHA-256: PKCE S256 and `at_hash` building block.
-pub(super) fn sha256_b64(input: &[u8]) -> String {
-    use base64::Engine as _;
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, input);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
-}
+pub(super) use crate::util::hash::{sha256_b64url as sha256_b64, sha256_hex};
+pub(super) use crate::util::id::random_token;

@@ -5,7 +5,7 @@ use http::header::{HeaderMap, HeaderValue, COOKIE};
 
 use super::fixtures::{self, browser_jar, codec, cookie_headers, expand, sealer};
 use crate::identity::{X_TROUSSEAU_JWT_ASSERTION, X_TROUSSEAU_ORG_ID, X_TROUSSEAU_SUB};
-use crate::oidc::now_secs;
+use crate::util::clock::now_secs;
 use crate::session::cookies::{
     strip_cookies, RequestCookies, MAX_REQUEST_COOKIES, MAX_REQUEST_COOKIE_BYTES, SESSION_PURPOSE,
 };

@@ -19,7 +19,8 @@ use serde_json::{json, Value};
 
 use crate::config::OidcSettings;
 use crate::identity::{AssertionSettings, Assertions, Identity, Organization, Signer};
-use crate::oidc::{now_secs, LoginState, Oidc, TrousseauMetadata};
+use crate::oidc::{LoginState, Oidc, TrousseauMetadata};
+use crate::util::clock::now_secs;
 use crate::session::cookies::{CookieSettings, RequestCookies, SessionCodec, SESSION_PURPOSE};
 use crate::session::seal::{AppBinding, Sealer};
 use crate::session::Session;

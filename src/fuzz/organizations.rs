@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use super::fixtures::{self, oidc, CLIENT_ID, ISSUER, NONCE, SUB};
 use crate::config::{OrganizationConfig, RoutesConfig};
 use crate::identity::{Identity, Organization};
-use crate::oidc::now_secs;
+use crate::util::clock::now_secs;
 use crate::pages::Lang;
 use crate::policy::{Decision, Policy};
 use crate::session::Session;

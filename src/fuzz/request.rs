@@ -17,7 +17,7 @@ use super::fixtures;
 use crate::config::{OrganizationConfig, RoutesConfig};
 use crate::forward_auth::{self, Ambiguous, AUTH_PATH};
 use crate::identity::Organization;
-use crate::oidc::now_secs;
+use crate::util::clock::now_secs;
 use crate::policy::{self, Decision, PathPattern, Policy};
 use crate::session::Session;
 

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::fixtures::{self, expand, now_or_never, oidc, split_ff, CLIENT_ID, ISSUER, NONCE, SUB};
 use crate::bearer::BearerAuth;
 use crate::identity::Organization;
-use crate::oidc::now_secs;
+use crate::util::clock::now_secs;
 
 /// Time claims of logout tokens that [`fixtures::relative_times`] rewrites.
 const LOGOUT_TIMES: &[&str] = &["iat", "exp", "nbf"];

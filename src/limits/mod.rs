@@ -309,9 +309,7 @@ impl std::fmt::Debug for ClientTable {
 
 impl ClientTable {
     fn new() -> ClientTable {
-        let mut key = [0u8; 8];
-        aws_lc_rs::rand::fill(&mut key).expect("system randomness");
-        ClientTable::with_key(u64::from_le_bytes(key))
+        ClientTable::with_key(u64::from_le_bytes(crate::util::id::random_bytes::<8>()))
     }
 
     fn with_key(key: u64) -> ClientTable {

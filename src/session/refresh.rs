@@ -17,9 +17,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use crate::oidc::{now_secs, Oidc, OidcError};
+use crate::oidc::{Oidc, OidcError};
+use crate::util::clock::{now_millis, now_secs};
+use crate::util::hash::sha256;
 use crate::session::redis::{RefreshCoordinator, SharedRefresh, Turn};
 use crate::session::store::StoreError;
 use crate::session::Session;
@@ -268,14 +270,8 @@ fn apply(old: &Session, refreshed: crate::oidc::Refreshed) -> Session {
     if s.org.as_deref().is_some_and(|id| s.identity.organization(id).is_none()) {
         s.org = None;
     }
-    s.updated_at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    s.updated_at_ms = now_millis();
     s
 }
 
-/// SHA-256 of `data`: the cache key of a token (tokens themselves are never kept as keys).
-pub(crate) fn sha256(data: &[u8]) -> TokenKey {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest.as_ref());
-    out
-}
+

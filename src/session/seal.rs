@@ -227,9 +227,7 @@ pub fn parse_secret(text: &str) -> Result<Vec<u8>, SealError> {
 
 /// A fresh secret: 32 random bytes, standard base64 (what `keys generate` prints).
 pub fn generate_secret() -> String {
-    let mut bytes = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut bytes).expect("system random generator unavailable");
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+    base64::engine::general_purpose::STANDARD.encode(crate::util::id::random_bytes::<32>())
 }
 
 #[cfg(test)]

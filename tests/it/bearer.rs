@@ -92,7 +92,7 @@ async fn a_flood_of_random_tokens_costs_trousseau_at_most_the_cap_and_known_toke
         let mut tasks = Vec::new();
         for _ in 0..30 {
             let env = env.clone();
-            let random = format!("{}{}", trousseau_proxy::server::random_id(), trousseau_proxy::server::random_id());
+            let random = format!("{}{}", trousseau_proxy::util::id::random_id(), trousseau_proxy::util::id::random_id());
             tasks.push(tokio::spawn(async move { bearer_get(&env.origin, &random).await }));
         }
         let known_answer = bearer_get(&env.origin, &known).await;

@@ -731,7 +731,7 @@ async fn backchannel_logout_answers_garbage_with_400_never_500() {
     }
 
     // Signed by Trousseau's own key, with claims of every wrong type: still a plain 400.
-    let now = trousseau_proxy::oidc::now_secs();
+    let now = trousseau_proxy::util::clock::now_secs();
     let issuer = env.idp.issuer();
     let base = serde_json::json!({
         "iss": issuer, "aud": CLIENT_ID, "iat": now, "jti": "j", "sub": JEAN,

@@ -102,7 +102,7 @@ async fn a_callback_with_a_foreign_state_is_refused() {
 async fn a_state_cookie_from_the_far_future_is_an_expired_sign_in() {
     let env = Env::start().await;
     let sealer = env.sealer();
-    for started_at in [u64::MAX, u64::MAX - 599, trousseau_proxy::oidc::now_secs() + 3600] {
+    for started_at in [u64::MAX, u64::MAX - 599, trousseau_proxy::util::clock::now_secs() + 3600] {
         let login = trousseau_proxy::oidc::LoginState {
             state: "c3RhdGVmcm9tdGhlZnV0dXJl".into(),
             nonce: "n".into(),

@@ -162,10 +162,7 @@ pub fn redacted_url(url: &str) -> String {
 }
 
 /// SHA-256, lower-case hex: how handles and refresh tokens become key names.
-fn sha256_hex(data: &[u8]) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
+use crate::util::hash::sha256_hex;
 
 /// `trousseau-proxy:session:`: the prefix of session records, followed by the handle's SHA-256.
 const RECORD_PREFIX: &str = "trousseau-proxy:session:";

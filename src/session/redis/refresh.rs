@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{sha256_hex, ttl_millis, Redis, KEY_PREFIX};
+use super::{ttl_millis, Redis, KEY_PREFIX};
 use crate::session::seal::Sealer;
 use crate::session::store::StoreError;
 use crate::session::Session;
@@ -173,7 +173,5 @@ fn hex(bytes: &[u8; 32]) -> String {
 }
 
 fn random_owner() -> String {
-    let mut bytes = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut bytes).expect("system randomness");
-    sha256_hex(&bytes)[..32].to_string()
+    crate::util::hash::hex(&crate::util::id::random_bytes::<16>())
 }

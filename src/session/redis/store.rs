@@ -139,7 +139,7 @@ impl SessionStore for RedisStore {
         Box::pin(async move {
             let hash = sha256_hex(handle.as_bytes());
             let sealed = self.seal(&hash, session)?;
-            let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+            let now_ms = crate::util::clock::now_millis();
             let mut cmd = ::redis::cmd("EVAL");
             cmd.arg(CREATE_SCRIPT).arg(if session.sid.is_some() { 3 } else { 2 });
             cmd.arg(format!("{RECORD_PREFIX}{hash}")).arg(user_index_key(&self.app_tag, &session.identity.sub));

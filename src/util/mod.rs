@@ -1,0 +1,23 @@
+//! Small helpers every other module may use, with no dependency on any module of ours: the
+//! wall clock, random ids, SHA-256, and a constant-time comparison. One copy of each.
+
+pub mod clock;
+pub mod hash;
+pub mod id;
+
+/// Whether `a` and `b` are equal, in time that depends only on their lengths: for secrets and
+/// values an attacker tries to guess (state, client secret, PKCE verifier).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn constant_time_eq_compares_contents_and_lengths() {
+        assert!(super::constant_time_eq(b"abc", b"abc"));
+        assert!(!super::constant_time_eq(b"abc", b"abd"));
+        assert!(!super::constant_time_eq(b"abc", b"abcd"));
+    }
+}
