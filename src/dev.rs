@@ -105,7 +105,12 @@ pub async fn run(args: DevArgs) -> Result<(), String> {
     let settings = dev_settings(&listen.to_string(), &public_origin, &upstream, &idp.issuer())?;
 
     print_banner(&public_origin, args.upstream.as_deref());
-    crate::server::run(settings, Some(idp)).await.map_err(|e| e.to_string())
+    let prefix = idp.path_prefix().to_string();
+    let front = crate::server::Front::new(prefix, move |req| {
+        let idp = Arc::clone(&idp);
+        Box::pin(async move { idp.handle(req).await })
+    });
+    crate::server::run(settings, Some(front)).await.map_err(|e| e.to_string())
 }
 
 /// The settings of dev mode, validated like any configuration.

@@ -1,19 +1,30 @@
 //! trousseau-proxy: an authenticating reverse proxy that makes an unmodified web app a Trousseau
 //! single-sign-on app.
 //!
-//! The life of a request is in [`server`]; each step has its own module named after the domain:
+//! Start with `ARCHITECTURE.md` at the repository root. The life of a request is in [`pipeline`]
+//! (its phases in order, one file each, and the `/.trousseau/` endpoints), fed by [`server`] (the
+//! listener and its workers) with the [`app::App`] built at start. Each concept has its module:
 //! [`config`] (typed, validated once), [`oidc`] (Trousseau discovery, sign-in, tokens),
-//! [`session`] (the encrypted cookie), [`identity`] (who the user is, signed for the app),
-//! [`policy`] (who may go where), [`forward_auth`] (the request a gateway asks about), [`proxy`] (forwarding to the app), [`pages`] (what people see),
-//! [`metrics`] (what is counted, served to Prometheus), [`logging`] (lines on standard error),
-//! [`devidp`] (the embedded Trousseau twin used by `dev` and by the tests).
-//! Beside the request path, [`inject`] is the Kubernetes webhook that adds the proxy to pods, and
-//! `fuzz` holds the fuzz targets of every decoder of network and IdP input (see `fuzz/README.md`).
+//! [`session`] (the sealed cookie, the stores, refresh, revocations), [`bearer`] (API clients'
+//! access tokens), [`identity`] (who the user is, signed for the app), [`policy`] (who may go
+//! where), [`forward_auth`] (the request a gateway asks about), [`proxy`] (forwarding to the
+//! app), [`limits`] (connection and request caps), [`answer`] and [`pages`] (what the proxy says
+//! itself), [`request`] (what a request says about itself), [`metrics`], [`logging`], and
+//! [`util`] (clock, ids, hashing). `dev` and `devidp` (the embedded Trousseau twin used by the
+//! `dev` command and by the tests) exist only with the `dev` feature, on by default. Beside the
+//! request path, [`inject`] is the Kubernetes webhook that adds the proxy to pods, and `fuzz`
+//! holds the fuzz targets of every decoder of network and IdP input (see `fuzz/README.md`).
 
+#![warn(missing_docs)]
+
+pub mod answer;
+pub mod app;
 pub mod bearer;
 pub mod body;
 pub mod config;
+#[cfg(feature = "dev")]
 pub mod dev;
+#[cfg(feature = "dev")]
 pub mod devidp;
 pub mod forward_auth;
 #[doc(hidden)]
@@ -25,8 +36,10 @@ pub mod logging;
 pub mod metrics;
 pub mod oidc;
 pub mod pages;
+pub mod pipeline;
 pub mod policy;
 pub mod proxy;
+pub mod request;
 pub mod server;
 pub mod session;
 pub mod tls;

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use trousseau_proxy::config::{self, Flags};
-use trousseau_proxy::{dev, identity, inject, server, session};
+#[cfg(feature = "dev")]
+use trousseau_proxy::dev;
+use trousseau_proxy::{identity, inject, server, session};
 
 /// Authenticating reverse proxy that makes any web app a Trousseau single-sign-on app.
 #[derive(Parser, Debug)]
@@ -52,7 +54,14 @@ enum Command {
         command: KeysCommand,
     },
     /// Zero-config local run: the proxy plus an embedded Trousseau-compatible IdP with demo users.
+    #[cfg(feature = "dev")]
     Dev(dev::DevArgs),
+    /// Zero-config local run — not in this build (built without the `dev` feature).
+    #[cfg(not(feature = "dev"))]
+    Dev {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
+    },
     /// Kubernetes mutating admission webhook (AdmissionReview v1 at POST /mutate) that injects the
     /// proxy as a sidecar into pods labelled trousseau.keysuite.app/inject=true.
     InjectWebhook(inject::WebhookArgs),
@@ -110,6 +119,15 @@ fn main() -> ExitCode {
             print!("{}", identity::generate_pkcs8_pem());
             ExitCode::SUCCESS
         }
+        #[cfg(not(feature = "dev"))]
+        Some(Command::Dev { .. }) => {
+            eprintln!(
+                "trousseau-proxy dev: this build has no dev mode (built without the `dev` feature, as production \
+                 images are); build with the default features to use it"
+            );
+            ExitCode::from(2)
+        }
+        #[cfg(feature = "dev")]
         Some(Command::Dev(args)) => runtime.block_on(async move {
             match dev::run(args).await {
                 Ok(()) => ExitCode::SUCCESS,

@@ -20,19 +20,36 @@ impl Lang {
         }
     }
 
-    /// Picks the first of French or English named in an `Accept-Language` header.
+    /// Picks French or English from an `Accept-Language` header: the one with the higher quality
+    /// (`q=`), the earlier on a tie; a tag with `q=0` is refused. English when neither is named.
     pub fn from_accept_language(header: Option<&str>) -> Lang {
         let Some(header) = header else { return Lang::En };
+        let mut best: Option<(u16, Lang)> = None;
         for part in header.split(',') {
-            let tag = part.split(';').next().unwrap_or("").trim();
-            if has_prefix_ignore_case(tag, "fr") {
-                return Lang::Fr;
-            }
-            if has_prefix_ignore_case(tag, "en") {
-                return Lang::En;
+            let mut params = part.split(';');
+            let tag = params.next().unwrap_or("").trim();
+            let lang = if has_prefix_ignore_case(tag, "fr") {
+                Lang::Fr
+            } else if has_prefix_ignore_case(tag, "en") {
+                Lang::En
+            } else {
+                continue;
+            };
+            let quality = params.find_map(|p| p.trim().strip_prefix("q=").or_else(|| p.trim().strip_prefix("Q="))).map_or(1000, quality);
+            if quality > 0 && best.is_none_or(|(q, _)| quality > q) {
+                best = Some((quality, lang));
             }
         }
-        Lang::En
+        best.map_or(Lang::En, |(_, lang)| lang)
+    }
+
+    /// The language for a reader: the user's `locale` claim when the session has one, else the
+    /// browser's `Accept-Language`.
+    pub fn for_reader(locale: Option<&str>, accept_language: Option<&http::HeaderValue>) -> Lang {
+        match locale {
+            Some(locale) => Lang::from_locale(Some(locale)),
+            None => Lang::from_accept_language(accept_language.and_then(|v| v.to_str().ok())),
+        }
     }
 
     /// The BCP-47 tag for the `lang` attribute.
@@ -49,6 +66,20 @@ impl Lang {
             Lang::En => en,
             Lang::Fr => fr,
         }
+    }
+}
+
+/// An RFC 9110 `qvalue` in thousandths (`1`, `0.8`, `0.125`); anything unreadable counts as 0.
+fn quality(text: &str) -> u16 {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return 0;
+    }
+    let thousandths = format!("{fraction:0<3}").parse::<u16>().unwrap_or(0);
+    match whole {
+        "1" if thousandths == 0 => 1000,
+        "0" => thousandths,
+        _ => 0,
     }
 }
 
@@ -597,5 +628,10 @@ mod tests {
         }
         assert_eq!(Lang::from_accept_language(Some("中文, fr;q=0.8")), Lang::Fr);
         assert_eq!(Lang::from_accept_language(Some("f, 中, en")), Lang::En);
+        assert_eq!(Lang::from_accept_language(Some("en;q=0.5, fr;q=0.9")), Lang::Fr, "quality decides");
+        assert_eq!(Lang::from_accept_language(Some("fr;q=0, en;q=0.1")), Lang::En, "q=0 refuses");
+        assert_eq!(Lang::from_accept_language(Some("fr;q=0")), Lang::En);
+        assert_eq!(Lang::from_accept_language(Some("fr-CA;q=0.8, en;q=0.8")), Lang::Fr, "the earlier on a tie");
+        assert_eq!(Lang::from_accept_language(Some("en;q=2, fr;q=0.3")), Lang::Fr, "an invalid quality counts as 0");
     }
 }

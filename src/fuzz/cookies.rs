@@ -218,8 +218,8 @@ pub fn state_cookie(data: &[u8]) {
     let now = now_secs();
     let value = expand(data);
     if let Ok(value) = std::str::from_utf8(&value) {
-        if let Some(login) = crate::server::open_login_state(sealer(), value, now) {
-            check_return_to(&crate::server::safe_return_to(&login.return_to));
+        if let Some(login) = crate::session::sessions::open_login_state(sealer(), value, now) {
+            check_return_to(&crate::request::safe_return_to(&login.return_to));
         }
     }
     // A small `t` (start time) is an offset from now, so committed seeds stay unexpired.
@@ -230,24 +230,24 @@ pub fn state_cookie(data: &[u8]) {
         }
         _ => data.to_vec(),
     };
-    let sealed = sealer().seal(crate::server::LOGIN_STATE_PURPOSE, &plaintext);
-    let opened = crate::server::open_login_state(sealer(), &sealed, now);
+    let sealed = sealer().seal(crate::session::sessions::LOGIN_STATE_PURPOSE, &plaintext);
+    let opened = crate::session::sessions::open_login_state(sealer(), &sealed, now);
     if let Some(login) = &opened {
         assert!(login.started_at.saturating_add(600) >= now, "an expired state opened");
         assert!(login.started_at <= now + 60, "a state from the future opened");
-        check_return_to(&crate::server::safe_return_to(&login.return_to));
+        check_return_to(&crate::request::safe_return_to(&login.return_to));
     }
     if let Ok(rd) = std::str::from_utf8(data) {
-        check_return_to(&crate::server::safe_return_to(rd));
+        check_return_to(&crate::request::safe_return_to(rd));
     }
 }
 
-/// `rd` after [`crate::server::safe_return_to`]: a path on our origin however a browser reads it.
+/// `rd` after [`crate::request::safe_return_to`]: a path on our origin however a browser reads it.
 fn check_return_to(rd: &str) {
     assert!(rd.starts_with('/') && !rd.starts_with("//"), "{rd:?}: not a relative path");
     assert!(!rd.bytes().any(|b| b == b'\\' || b.is_ascii_control() || b == b' ' || b >= 0x80), "{rd:?}");
     let origin = url::Url::parse("https://app.fuzz.invalid/").expect("origin");
     let resolved = origin.join(rd).expect("a relative path resolves");
     assert_eq!(resolved.origin(), origin.origin(), "{rd:?} leaves the origin");
-    assert_eq!(crate::server::safe_return_to(rd), rd, "not stable: {rd:?}");
+    assert_eq!(crate::request::safe_return_to(rd), rd, "not stable: {rd:?}");
 }

@@ -309,7 +309,7 @@ fn fresh() -> Arc<Fresh> {
         session: seal(&session(now, 2)),
         big,
         login: sealer().seal(
-            crate::server::LOGIN_STATE_PURPOSE,
+            crate::session::sessions::LOGIN_STATE_PURPOSE,
             &serde_json::to_vec(&login_state(now)).expect("login state JSON"),
         ),
         logout_token: sign_jws(&default_header("logout+jwt"), logout_token_claims(now).to_string().as_bytes()),

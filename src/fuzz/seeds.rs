@@ -132,7 +132,7 @@ fn state_cookie(add: &mut Add) {
     let mut v = login.clone();
     v["t"] = json!(NOW + 3600);
     add(t, "plaintext-from-the-future", v.to_string().into_bytes());
-    let stale = fixtures::sealer().seal(crate::server::LOGIN_STATE_PURPOSE, &serde_json::to_vec(&fixtures::login_state(PAST)).expect("JSON"));
+    let stale = fixtures::sealer().seal(crate::session::sessions::LOGIN_STATE_PURPOSE, &serde_json::to_vec(&fixtures::login_state(PAST)).expect("JSON"));
     add(t, "literal-sealed-expired", stale.into_bytes());
     let session = fixtures::sealer().seal(SESSION_PURPOSE, b"{}");
     add(t, "session-purpose", session.into_bytes());

@@ -23,7 +23,7 @@ const ID_TOKEN_TIMES: &[&str] = &["iat", "exp", "nbf", "auth_time"];
 pub fn logout_token(data: &[u8]) {
     let data = expand(data);
     let form = String::from_utf8_lossy(&data);
-    if let Some(token) = crate::server::query_param(Some(&form), "logout_token") {
+    if let Some(token) = crate::request::query_param(Some(&form), "logout_token") {
         check_logout_token(&token);
     }
     if let Ok(token) = std::str::from_utf8(&data) {

@@ -1,10 +1,11 @@
 //! Forwarding a request the proxy has let through to the app, and streaming the app's answer back.
 //!
 //! [`Upstream::forward`] is the whole exchange, in this order:
-//! 1. **target**: the app's scheme and authority, its path prefix joined to the request's path and
-//!    query;
-//! 2. **request headers**: hop-by-hop fields removed ([`remove_hop_by_hop`]), `X-Forwarded-*` set,
-//!    `Host` decided;
+//! 1. **request headers** ([`Upstream::rewrite_headers`], which the request path calls from its
+//!    one phase that changes the outgoing request): hop-by-hop fields removed
+//!    ([`remove_hop_by_hop`]), `X-Forwarded-*` set, `Host` decided;
+//! 2. **target** ([`Upstream::send`] from here on): the app's scheme and authority, its path
+//!    prefix joined to the request's path and query;
 //! 3. **send**, waiting at most `response_timeout` for the response head — counted from the last
 //!    moment the request body moved, so a long upload is not mistaken for a silent app;
 //! 4. **response headers**: hop-by-hop fields removed;
@@ -326,18 +327,30 @@ impl Upstream {
     }
 
     /// Forwards `req` (already authorized, identity headers already added) to the app and returns
-    /// its response, whose body streams from the app as the caller sends it on. See the module doc
-    /// for the steps.
+    /// its response: [`Upstream::rewrite_headers`], then [`Upstream::send`]. The request path calls
+    /// the two from its phases (`crate::pipeline`); this is the one call for everything else.
+    pub async fn forward(&self, mut req: Request<Body>, ctx: &ForwardContext) -> Result<Response<Body>, ProxyError> {
+        self.rewrite_headers(req.headers_mut(), ctx);
+        self.send(req).await
+    }
+
+    /// The request headers' changes on the way to the app: hop-by-hop fields go (an `Upgrade` to
+    /// a websocket stays), `X-Forwarded-*` say who asked and how, and `Host` is the app's (or the
+    /// browser's, with `preserve_host`).
+    pub fn rewrite_headers(&self, headers: &mut HeaderMap, ctx: &ForwardContext) {
+        remove_hop_by_hop(headers, wants_upgrade(headers));
+        set_forwarded(headers, ctx);
+        self.inner.set_host(headers, ctx);
+    }
+
+    /// Sends `req`, its headers already rewritten, to the app and returns its response, whose body
+    /// streams from the app as the caller sends it on. See the module doc for the steps.
     ///
     /// `response_timeout` bounds the wait for the response head only, and restarts whenever the
     /// request body makes progress. A `Connection: Upgrade` request answered with `101` is tunneled:
     /// the returned `101` must be sent on a connection served with upgrades enabled
     /// (`serve_connection_with_upgrades`), after which the bytes flow in a spawned task.
-    pub async fn forward(
-        &self,
-        mut req: Request<Body>,
-        ctx: &ForwardContext,
-    ) -> Result<Response<Body>, ProxyError> {
+    pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Body>, ProxyError> {
         let inner = &*self.inner;
         let upgrade = wants_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -351,18 +364,13 @@ impl Upstream {
         parts.version = Version::HTTP_11;
         parts.extensions = http::Extensions::new();
 
-        // 2. Request headers.
-        remove_hop_by_hop(&mut parts.headers, upgrade);
-        set_forwarded(&mut parts.headers, ctx);
-        inner.set_host(&mut parts.headers, ctx);
-
-        // 3. Send.
+        // 2. Send.
         let (body, upload) = watch_upload(body, inner.body_rate);
         let pool = if upgrade { &inner.upgrades } else { &inner.pools[WORKER.get() % inner.pools.len()] };
         let sending = pool.send(Request::from_parts(parts, body));
         let mut response = inner.response_head(sending, upload.as_deref()).await?;
 
-        // 4. Response headers. A `101` is only good as the answer to our websocket upgrade: to
+        // 3. Response headers. A `101` is only good as the answer to our websocket upgrade: to
         //    anything else (a switch nobody asked for, or to `h2c`) it would leave the browser
         //    talking to the app past the proxy.
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -371,7 +379,7 @@ impl Upstream {
         }
         remove_hop_by_hop(response.headers_mut(), switching);
 
-        // 5. Body, or tunnel.
+        // 4. Body, or tunnel.
         if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
             splice(client_upgrade, hyper::upgrade::on(&mut response), hold);
             return Ok(response.map(|_| body::empty()));

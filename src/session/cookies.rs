@@ -362,6 +362,19 @@ impl CookieSettings {
         indexes
     }
 
+    /// A `Set-Cookie` value for one cookie with our attributes (`Path=/`, `HttpOnly`,
+    /// `SameSite=Lax`, `Secure` over https) under any name — a sign-in attempt's state cookie —
+    /// kept `max_age`, or expired at once when `max_age` is zero.
+    pub fn single(&self, name: &str, value: &str, max_age: Duration) -> HeaderValue {
+        let mut cookie = self.cookie(name.to_string(), value.to_string());
+        if max_age.is_zero() {
+            cookie.make_removal();
+        } else {
+            cookie.set_max_age(cookie::time::Duration::seconds(i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX)));
+        }
+        to_header(&cookie).unwrap_or_else(|_| HeaderValue::from_static("invalid=; Max-Age=0"))
+    }
+
     fn cookie(&self, name: String, value: String) -> Cookie<'static> {
         Cookie::build((name, value))
             .path("/")

@@ -9,6 +9,7 @@ pub mod redis;
 pub mod refresh;
 pub mod revocation;
 pub mod seal;
+pub mod sessions;
 pub mod store;
 
 use serde::{Deserialize, Serialize};

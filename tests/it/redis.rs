@@ -354,7 +354,7 @@ async fn fifty_expired_sessions_across_two_replicas_refresh_once() {
     assert_eq!(stats.refresh_grants_ok, base.refresh_grants_ok + 1, "one refresh for 50 requests on 2 replicas");
     assert_eq!(stats.refresh_reuse_detected, 0);
     assert_eq!(stats.refresh_grants_failed, base.refresh_grants_failed);
-    let coalesced = |app: &trousseau_proxy::server::App| {
+    let coalesced = |app: &trousseau_proxy::app::App| {
         app.metrics_text().lines().find(|l| l.starts_with("trousseau_proxy_refreshes_total{result=\"coalesced\"}")).unwrap().to_string()
     };
     eprintln!("50 requests over 2 replicas: {took:?}; A {}; B {}", coalesced(&env.app), coalesced(&b_replica.app));
@@ -663,7 +663,7 @@ impl LogCapture {
 }
 
 /// The `trousseau_proxy_redis_up` line of an app's metrics.
-fn redis_up(app: &trousseau_proxy::server::App) -> String {
+fn redis_up(app: &trousseau_proxy::app::App) -> String {
     app.metrics_text().lines().find(|l| l.starts_with("trousseau_proxy_redis_up")).unwrap_or("").to_string()
 }
 

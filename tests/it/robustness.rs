@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use trousseau_proxy::config::{OrganizationConfig, RoutesConfig, RuleConfig};
 use trousseau_proxy::identity::{self, ExtraHeaders, Identity, Organization};
 use trousseau_proxy::policy::{normalize_path, PathPattern, Policy};
-use trousseau_proxy::server::safe_return_to;
+use trousseau_proxy::request::safe_return_to;
 use trousseau_proxy::session::cookies::{strip_cookies, CookieSettings, RequestCookies, SessionCodec, MAX_REQUEST_COOKIES};
 use trousseau_proxy::session::seal::Sealer;
 use trousseau_proxy::session::Session;

@@ -110,7 +110,7 @@ async fn a_state_cookie_from_the_far_future_is_an_expired_sign_in() {
             return_to: "/reports".into(),
             started_at,
         };
-        let sealed = sealer.seal(trousseau_proxy::server::LOGIN_STATE_PURPOSE, &serde_json::to_vec(&login).unwrap());
+        let sealed = sealer.seal(trousseau_proxy::session::sessions::LOGIN_STATE_PURPOSE, &serde_json::to_vec(&login).unwrap());
         let mut browser = env.browser();
         browser.jar.insert("trousseau_session_login_c3RhdGVmcm9t".into(), sealed);
         let callback = browser.navigate(&format!("/.trousseau/callback?code=x&state={}", login.state)).await;
@@ -199,7 +199,7 @@ async fn readiness_waits_for_an_unreachable_trousseau() {
     file.oidc.client_id = Some("x".into());
     file.oidc.client_secret = Some("y".into());
     file.session.secrets = vec![SECRET.into()];
-    let app = trousseau_proxy::server::App::new(settings(&file), None).unwrap();
+    let app = trousseau_proxy::app::App::new(settings(&file)).unwrap();
     assert!(app.oidc().discover().await.is_err());
     assert!(!app.oidc().is_ready());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -21,7 +21,8 @@ use tokio::sync::oneshot;
 
 use trousseau_proxy::config::{FileConfig, Settings, SourceText};
 use trousseau_proxy::devidp::{DevIdp, DevIdpConfig, LocalDevIdp};
-use trousseau_proxy::server::{self, App};
+use trousseau_proxy::app::App;
+use trousseau_proxy::server;
 
 pub use upstream::Upstream;
 
@@ -138,7 +139,7 @@ impl Env {
         let settings = settings(&file);
         let saved_file = file.clone();
 
-        let app = App::new(settings, None).unwrap();
+        let app = App::new(settings).unwrap();
         app.oidc().discover().await.expect("discovery against the test IdP");
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server::serve(listener, app.clone(), async move { let _ = rx.await; }, Duration::from_secs(5)));
@@ -157,7 +158,7 @@ impl Env {
         let addr = listener.local_addr().unwrap();
         let mut file = self.file.clone();
         configure(&mut file);
-        let app = App::new(settings(&file), None).unwrap();
+        let app = App::new(settings(&file)).unwrap();
         app.oidc().discover().await.expect("discovery against the test IdP");
         let task = tokio::spawn(server::serve(listener, app.clone(), std::future::pending(), Duration::from_secs(5)));
         Replica { addr, origin: format!("http://{addr}"), app, task }

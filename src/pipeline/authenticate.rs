@@ -1,0 +1,88 @@
+//! Phase 3: who is asking. A Trousseau access token from an API client (`api.bearer: userinfo`,
+//! and no session cookie beside it), else the session cookie. Every endpoint that needs the
+//! session reads it through [`session`], so a store that cannot answer, a revoked session and
+//! the access line's `sub` are handled the same way everywhere.
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Request, StatusCode};
+
+use super::{lang, Answer, RequestCtx};
+use crate::answer;
+use crate::app::App;
+use crate::bearer::{BearerAuth, BearerOutcome};
+use crate::request::is_browser_navigation;
+use crate::session::store::StoreError;
+use crate::session::Session;
+
+/// The session of a request to a protected route, or the answer without one: sign in (browser
+/// navigation) or 401, 503 when the store cannot say. May change: `ctx` (`sub`, `via_bearer`).
+pub(super) async fn authenticate<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx, browser: bool) -> Result<Arc<Session>, Answer> {
+    if let Some(session) = bearer(app, req, ctx).await? {
+        ctx.via_bearer = true;
+        return Ok(Arc::new(session));
+    }
+    match session(app, req, ctx).await? {
+        Some(session) => Ok(session),
+        None => Err(super::endpoints::login::unauthenticated(app, req, ctx, browser)),
+    }
+}
+
+/// The session the request's cookie holds, if any; `Err` is the 503 for a store that cannot
+/// answer. Sets `ctx.sub`.
+pub(crate) async fn session<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx) -> Result<Option<Arc<Session>>, Answer> {
+    match app.sessions.load(&ctx.jar.incoming).await {
+        Ok(Some(session)) => {
+            ctx.sub = Some(session.identity.sub.clone());
+            Ok(Some(session))
+        }
+        Ok(None) => Ok(None),
+        Err(e) => Err(store_unavailable(req, &e)),
+    }
+}
+
+/// 503 when the session store cannot answer: never let a request through unchecked. Not
+/// logged per request: the store logs once when it goes down and once when it is back.
+pub(crate) fn store_unavailable<B>(req: &Request<B>, e: &StoreError) -> Answer {
+    tracing::debug!(error = %e, "session store unavailable: answering 503");
+    answer::store_unavailable(is_browser_navigation(req), lang(req.headers(), None))
+}
+
+/// `Authorization: Bearer <Trousseau access token>` from an API client, when `api.bearer:
+/// userinfo` is on and no session cookie came along. `Ok(None)`: not a bearer request. A token
+/// whose Trousseau session (`sid`) or user (`sub`, session begun before) was ended by a
+/// back-channel logout is refused like a session cookie would be — on every replica with
+/// `session.revocations: redis`.
+async fn bearer<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx) -> Result<Option<Session>, Answer> {
+    let Some(bearer) = app.bearer.as_ref() else { return Ok(None) };
+    if app.sessions.has_cookie(&ctx.jar.incoming) {
+        return Ok(None);
+    }
+    let Some(token) = req.headers().get(header::AUTHORIZATION).and_then(BearerAuth::token) else { return Ok(None) };
+    match bearer.resolve(token).await {
+        BearerOutcome::Valid(mut session) => {
+            match app.sessions.revocations().is_revoked(&session).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    bearer.forget(token).await;
+                    return Err(answer::invalid_bearer());
+                }
+                Err(e) => return Err(store_unavailable(req, &e)),
+            }
+            session.org = app.policy.auto_select(&session);
+            ctx.sub = Some(session.identity.sub.clone());
+            Ok(Some(*session))
+        }
+        BearerOutcome::Invalid => Err(answer::invalid_bearer()),
+        BearerOutcome::Unavailable => Err(answer::unavailable(false, lang(req.headers(), None))),
+        BearerOutcome::Throttled(retry_after) => {
+            let mut r = answer::json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({"error": "token_checks_throttled", "error_description": "Too many new access tokens to check with Trousseau right now; retry shortly."}),
+            );
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs()));
+            Err(r)
+        }
+    }
+}

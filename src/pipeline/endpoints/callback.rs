@@ -1,0 +1,85 @@
+//! `/.trousseau/callback`: Trousseau sends the browser back with `code` (or `error`). The attempt
+//! must be this browser's (its state cookie, constant-time match); the code is exchanged with
+//! PKCE and the client secret; the ID token is verified; the session is created and saved.
+
+use http::{Request, Response};
+
+use super::super::authenticate::store_unavailable;
+use super::super::{lang, Answer, RequestCtx};
+use crate::answer;
+use crate::app::App;
+use crate::body::Body;
+use crate::oidc::OidcError;
+use crate::request::{login_url, query_param, safe_return_to};
+use crate::session::Session;
+use crate::util::clock::{now_millis, now_secs};
+use crate::util::id::random_id;
+
+/// Completes a sign-in and redirects to where it started.
+pub(super) async fn callback<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx) -> Result<Response<Body>, Answer> {
+    let query = req.uri().query();
+    let lang = lang(req.headers(), None);
+    let state_param = query_param(query, "state").unwrap_or_default();
+    let login = app.sessions.take_login(&state_param, &mut ctx.jar);
+
+    if let Some(error) = query_param(query, "error") {
+        // Only an answer to a sign-in attempt of this browser is Trousseau speaking; anything
+        // else is someone else's link, and its text is not shown (content spoofing).
+        let Some(_) = login else {
+            return Err(answer::login_expired(lang, &login_url("/")));
+        };
+        let error: String = error.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect();
+        let description = query_param(query, "error_description").map(|d| d.chars().take(500).collect::<String>());
+        tracing::info!(error = %error, "Trousseau returned an error to the callback");
+        return Err(answer::idp_error(lang, &error, description.as_deref()));
+    }
+    let (Some(login), Some(code)) = (login, query_param(query, "code")) else {
+        return Err(answer::login_expired(lang, &login_url("/")));
+    };
+    let tokens = match app.oidc.exchange_code(&code, &login).await {
+        Ok(tokens) => tokens,
+        Err(e @ (OidcError::Unreachable(_) | OidcError::NotReady)) => {
+            tracing::warn!(error = %e, "code exchange failed: identity provider unavailable");
+            return Err(answer::unavailable(true, lang));
+        }
+        Err(e) if e.is_invalid_grant() => {
+            // The code was used already — the callback reloaded, or opened twice by a double
+            // click while the first was under way — or it expired. Nothing is broken: a
+            // browser already signed in goes on, any other starts again.
+            tracing::info!("code exchange refused (invalid_grant): a used or expired sign-in code");
+            let return_to = safe_return_to(&login.return_to);
+            if let Ok(Some(_)) = app.sessions.load(&ctx.jar.incoming).await {
+                return Ok(answer::redirect(&format!("{}{}", app.settings.public_origin, return_to)));
+            }
+            return Err(answer::login_expired(lang, &login_url(&return_to)));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "code exchange failed");
+            return Err(answer::sign_in_failed(lang, &e));
+        }
+    };
+    let now = now_secs();
+    let mut session = Session {
+        id: random_id(),
+        identity: tokens.identity,
+        org: None,
+        sid: tokens.sid,
+        created_at: now,
+        updated_at_ms: now_millis(),
+        expires_at: tokens.expires_at,
+        token_lifetime: tokens.expires_at.saturating_sub(now),
+        refresh_token: tokens.refresh_token,
+        access_token: app.settings.identity.pass_access_token.then_some(tokens.access_token),
+        id_token: Some(tokens.id_token),
+    };
+    session.org = app.policy.auto_select(&session);
+    ctx.sub = Some(session.identity.sub.clone());
+    tracing::info!(sub = %session.identity.sub, "signed in");
+    match app.sessions.save(&session, &mut ctx.jar).await {
+        Ok(true) => {}
+        Ok(false) => return Err(answer::session_too_large(lang)),
+        Err(e) => return Err(store_unavailable(req, &e)),
+    }
+    app.metrics.sign_in_completed();
+    Ok(answer::redirect(&format!("{}{}", app.settings.public_origin, safe_return_to(&login.return_to))))
+}

@@ -1,0 +1,79 @@
+//! `/.trousseau/auth`: the forward-auth check for nginx `auth_request`, Traefik `ForwardAuth`,
+//! Caddy `forward_auth` and Envoy `ext_authz`. Which request is asked about comes from
+//! [`crate::forward_auth::describe`]; the same session, refresh and route rules as the request path
+//! apply. The answer is 200 with the identity headers (and `Set-Cookie` after a refresh), 401/403,
+//! or — with `?rd=` or for a Traefik-style browser navigation — a 302 to sign in.
+
+use http::{Request, Response, StatusCode};
+
+use super::super::refresh::{refresh, NotServed};
+use super::super::{authenticate, lang, Answer, RequestCtx};
+use crate::answer;
+use crate::app::App;
+use crate::body::Body;
+use crate::identity;
+use crate::policy::Decision;
+use crate::request::{is_navigation, login_url, query_param, safe_return_to};
+
+/// Judges the request a gateway asks about.
+pub(super) async fn check<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx) -> Result<Response<Body>, Answer> {
+    let h = req.headers();
+    let original = crate::forward_auth::describe(req.method(), req.uri(), h).map_err(|e| {
+        answer::json(
+            StatusCode::FORBIDDEN,
+            &serde_json::json!({"error": "forbidden", "reason": "ambiguous_request", "error_description": format!("{e}: X-Forwarded-Uri/X-Original-URI, X-Forwarded-Method/X-Original-Method and the path after /.trousseau/auth must agree.")}),
+        )
+    })?;
+    // The rules judge the path that will be served, as given (policy reads it every way an app
+    // might, and an ambiguous one is never public); the sanitized return path is only where to
+    // come back to.
+    let return_to = safe_return_to(&original.uri);
+    let (method, path) = (original.method, original.path);
+    // The same browser rule as the request path, about the described method; a gateway that
+    // describes the request Traefik's way (`X-Forwarded-Uri`) also sends the browser on.
+    let navigation = is_navigation(&method, h) && h.get("x-forwarded-uri").is_some_and(|v| !v.is_empty());
+    let wants_redirect = query_param(req.uri().query(), "rd").is_some() || navigation;
+    let lang = lang(h, None);
+    let pass_access_token = app.settings.identity.pass_access_token;
+    let extra = &app.settings.identity.extra_headers;
+
+    if app.policy.is_public(&path) {
+        // Public routes carry no identity, but a gateway copying headers from this answer
+        // keeps the client's copy of any it lacks (Envoy's allowed_upstream_headers): name
+        // them all, empty, as for a signed-in user without such claims.
+        let mut r = answer::text(StatusCode::OK, "");
+        identity::name_absent_headers(r.headers_mut(), extra, pass_access_token);
+        return Ok(r);
+    }
+    let no_session = |ctx: &mut RequestCtx| {
+        if wants_redirect {
+            super::login::start(app, ctx, &return_to, lang)
+        } else {
+            answer::unauthenticated_json(&login_url(&return_to))
+        }
+    };
+    let Some(session) = authenticate::session(app, req, ctx).await? else {
+        return Err(no_session(ctx));
+    };
+    let session = match refresh(app, session, ctx).await {
+        Ok(session) => session,
+        Err(NotServed::Ended) => return Err(no_session(ctx)),
+        Err(NotServed::IdpUnavailable) => return Err(answer::unavailable(false, lang)),
+        Err(NotServed::Store(e)) => return Err(authenticate::store_unavailable(req, &e)),
+    };
+    let lang = super::super::lang(h, Some(&session));
+    match app.policy.authorize(&session, &method, &path) {
+        Decision::Allow => {
+            let mut r = answer::text(StatusCode::OK, "");
+            app.assertions.insert_identity_headers(r.headers_mut(), &session, pass_access_token);
+            extra.insert(r.headers_mut(), &session);
+            // Gateways that copy headers from this answer keep the client's own copy of one
+            // the answer lacks (Caddy's copy_headers, Envoy's allowed_upstream_headers): every
+            // identity header is named, empty when the user has no such claim.
+            identity::name_absent_headers(r.headers_mut(), extra, pass_access_token);
+            Ok(r)
+        }
+        Decision::ChooseOrganization => Err(answer::choose_organization(wants_redirect, lang, &return_to)),
+        Decision::Deny(denial) => Err(answer::forbidden(wants_redirect, lang, &denial, &session)),
+    }
+}

@@ -1,0 +1,44 @@
+//! `/.trousseau/login`, and every other way a sign-in starts: one sealed state cookie per attempt
+//! (PKCE verifier, nonce, return path), then a redirect to Trousseau. A request without a session
+//! is sent here when it is a browser navigation, and answered 401 otherwise.
+
+use http::{Request, Response};
+
+use super::super::{lang, RequestCtx};
+use crate::answer;
+use crate::app::App;
+use crate::body::Body;
+use crate::pages::Lang;
+use crate::request::{login_url, query_param, return_to_of, safe_return_to};
+
+/// `GET /.trousseau/login?rd=<path>`: starts a sign-in that comes back to `rd` (same origin only).
+pub(super) fn login<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx) -> Response<Body> {
+    let rd = query_param(req.uri().query(), "rd").unwrap_or_default();
+    start(app, ctx, &rd, lang(req.headers(), None))
+}
+
+/// No (valid) session: browsers are sent to sign in, everything else gets 401 with `login_url`.
+pub(crate) fn unauthenticated<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx, browser: bool) -> Response<Body> {
+    let return_to = return_to_of(req);
+    if browser {
+        start(app, ctx, &return_to, lang(req.headers(), None))
+    } else {
+        answer::unauthenticated_json(&login_url(&return_to))
+    }
+}
+
+/// Starts a sign-in: one sealed state cookie for this attempt, then 302 to Trousseau.
+/// `return_to` is made safe here ([`safe_return_to`]: same origin, and short enough for the
+/// state cookie to stay under the browsers' 4 KB).
+pub(crate) fn start(app: &App, ctx: &mut RequestCtx, return_to: &str, lang: Lang) -> Response<Body> {
+    let (url, login) = match app.oidc.begin_login(safe_return_to(return_to)) {
+        Ok(started) => started,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start sign-in");
+            return answer::unavailable(true, lang);
+        }
+    };
+    app.sessions.begin_login(&login, &mut ctx.jar);
+    app.metrics.sign_in_started();
+    answer::redirect(url.as_str())
+}

@@ -1,0 +1,77 @@
+//! Phase 7, for every request however it ended: the cookies decided along the way, the request
+//! id back to the client, one metrics outcome, one access line.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use http::header;
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+
+use super::{lang, RequestCtx, X_REQUEST_ID};
+use crate::answer;
+use crate::app::App;
+use crate::body::Body;
+use crate::limits::Refusal;
+use crate::logging::Access;
+use crate::metrics::Outcome;
+use crate::request::is_browser_navigation;
+
+/// What the access line says about the request, taken before the request is consumed.
+pub(super) struct Line {
+    method: Method,
+    path: String,
+}
+
+impl Line {
+    /// The request's method and path (never the query: it may carry secrets).
+    pub(super) fn of<B>(req: &Request<B>) -> Line {
+        Line { method: req.method().clone(), path: req.uri().path().to_string() }
+    }
+}
+
+/// Completes the answer. May change: the response's headers.
+pub(super) fn finish(app: &App, mut response: Response<Body>, mut ctx: RequestCtx, line: &Line, started: Instant) -> Response<Body> {
+    app.metrics.request(Outcome::classify(ctx.answered_by, response.status()));
+    for value in ctx.jar.outgoing.drain(..) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response.headers_mut().insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    crate::logging::access(&Access {
+        method: line.method.as_str(),
+        path: &line.path,
+        status: response.status().as_u16(),
+        latency: started.elapsed(),
+        sub: ctx.sub.as_deref().unwrap_or("-"),
+        request_id: ctx.request_id.to_str().unwrap_or("-"),
+    });
+    response
+}
+
+/// The answer to a request refused by a limit before it entered the pipeline (429 for one
+/// client, 503 for everyone), counted and logged like any other; a warning at most once a
+/// second says who is being refused.
+pub(crate) fn refused(app: &App, req: &Request<Incoming>, peer: SocketAddr, refusal: Refusal) -> Response<Body> {
+    let started = Instant::now();
+    app.metrics.request(Outcome::Limited);
+    static WARNING: crate::logging::LogBudget = crate::logging::LogBudget::every_second();
+    if let Some(unlogged) = WARNING.take() {
+        let (limit, value) = match refusal {
+            Refusal::PerClient => ("limits.max_requests_per_client", app.limits.settings().max_requests_per_client),
+            Refusal::InFlight => ("limits.max_requests_in_flight", app.limits.settings().max_requests_in_flight),
+        };
+        tracing::warn!(client = %peer.ip(), limit, value, unlogged, "request refused: too many requests in flight");
+    }
+    let mut response = answer::over_limit(is_browser_navigation(req), lang(req.headers(), None), refusal);
+    let request_id = super::sanitize::new_request_id();
+    response.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
+    crate::logging::access(&Access {
+        method: req.method().as_str(),
+        path: req.uri().path(),
+        status: response.status().as_u16(),
+        latency: started.elapsed(),
+        sub: "-",
+        request_id: request_id.to_str().unwrap_or("-"),
+    });
+    response
+}

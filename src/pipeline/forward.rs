@@ -1,0 +1,48 @@
+//! Phase 6b: the app's answer. The prepared request goes to the app ([`crate::proxy`]: pooled
+//! per worker, bodies streamed both ways, websockets spliced); what comes back loses any
+//! `Set-Cookie` that would write one of our cookies. When the app cannot be reached the proxy
+//! answers itself (502/504, or 400/408 when the client's body was at fault).
+
+use std::time::Instant;
+
+use http::header;
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use super::RequestCtx;
+use crate::answer;
+use crate::app::App;
+use crate::body::{self, Body};
+use crate::metrics::AnsweredBy;
+use crate::pages::Lang;
+use crate::session::Session;
+
+/// Forwards to the app, with the identity of `session` when there is one. `browser` chooses the
+/// form of the error answer when the app cannot be reached. May change: `ctx.answered_by`.
+pub(super) async fn forward(app: &App, req: Request<Incoming>, ctx: &mut RequestCtx, session: Option<&Session>, browser: bool) -> Response<Body> {
+    let (mut parts, incoming) = req.into_parts();
+    // For the error page only: its language is worked out if it is needed.
+    let accept_language = parts.headers.get(header::ACCEPT_LANGUAGE).cloned();
+    super::upstream_request::prepare(app, &mut parts, ctx, session);
+    let sent = Instant::now();
+    let result = app.upstream.send(Request::from_parts(parts, body::stream(incoming))).await;
+    app.metrics.upstream_latency(sent.elapsed());
+    match result {
+        Ok(mut response) => {
+            ctx.answered_by = AnsweredBy::Upstream;
+            app.sessions.drop_app_cookies_of_ours(response.headers_mut());
+            response
+        }
+        Err(e) => {
+            let request_id = ctx.request_id.to_str().unwrap_or("-");
+            match e.client_fault() {
+                // The client's doing (its body broke off, was malformed, or trickled): not an
+                // app failure, and not worth more than a line a second.
+                Some(fault) => app.limits.client_fault(fault, ctx.peer.ip(), request_id, &e),
+                None => tracing::warn!(error = %e, request_id, "upstream request failed"),
+            }
+            let locale = session.and_then(|s| s.identity.locale.as_deref());
+            answer::upstream_failed(browser, Lang::for_reader(locale, accept_language.as_ref()), &e)
+        }
+    }
+}

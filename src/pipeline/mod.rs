@@ -1,0 +1,106 @@
+//! The request path, top to bottom. [`App::handle`] runs the phases in this order, each a plain
+//! function in its own file:
+//!
+//! 1. [`sanitize`] — nothing the client sent may pose as our identity headers, name one of our
+//!    headers in `Connection:`, or reach the app as our cookie; the request gets its id.
+//! 2. route — `/.trousseau/…` goes to [`endpoints`]; a public route goes straight to step 6
+//!    without a session.
+//! 3. [`authenticate`] — the session cookie, or an API client's Trousseau access token.
+//! 4. [`refresh`] — a new access token when the one behind the session is due.
+//! 5. [`authorize`] — the route rules and the organization policy.
+//! 6. [`upstream_request`] then [`forward`] — the one place the outgoing request is changed
+//!    (identity headers, signed assertion, `X-Forwarded-*`), then the app's answer.
+//! 7. [`finish`] — cookies decided along the way, the request id, metrics, the access line.
+//!
+//! A phase that ends the request early returns the answer as the `Err` of a
+//! `Result<_, Response<Body>>`, so the steps chain with `?`. Nothing is a trait object or a
+//! middleware stack: what runs is what reads here.
+
+// The `Err` of every phase is the answer itself (a `Response`, 128 bytes): moved once, when a
+// request ends early. Boxing it would add an allocation to each of those answers for nothing.
+#![allow(clippy::result_large_err)]
+
+pub mod endpoints;
+
+mod authenticate;
+mod authorize;
+mod finish;
+mod forward;
+mod refresh;
+mod sanitize;
+mod upstream_request;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use crate::app::App;
+use crate::body::Body;
+use crate::metrics::AnsweredBy;
+use crate::pages::Lang;
+use crate::request::is_browser_navigation;
+use crate::session::sessions::Jar;
+use crate::session::Session;
+
+pub(crate) use finish::refused;
+
+/// Prefix of every path the proxy answers itself.
+pub const RESERVED_PREFIX: &str = "/.trousseau/";
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// An answer of the proxy's own that ends the request early: the `Err` of every phase.
+pub(crate) type Answer = Response<Body>;
+
+/// What one request accumulates on its way through [`App::handle`].
+pub(crate) struct RequestCtx {
+    /// Its cookies, and the `Set-Cookie` values its answer will carry.
+    pub(crate) jar: Jar,
+    /// The user's `sub`, once known: for the access line.
+    pub(crate) sub: Option<String>,
+    pub(crate) peer: SocketAddr,
+    pub(crate) request_id: HeaderValue,
+    /// Signed in with a Trousseau access token rather than a session cookie: nothing to refresh,
+    /// and the token is the app's only with `identity.pass_access_token`.
+    pub(crate) via_bearer: bool,
+    /// Who answered, for the request's metrics outcome.
+    pub(crate) answered_by: AnsweredBy,
+}
+
+impl App {
+    /// Serves one request. Never fails: every problem becomes an answer.
+    pub async fn handle(self: Arc<Self>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
+        let line = finish::Line::of(&req);
+        let mut ctx = sanitize::sanitize(&self, &mut req, peer);
+        let response = self.route(req, &mut ctx).await.unwrap_or_else(|answer| answer);
+        finish::finish(&self, response, ctx, &line, started)
+    }
+
+    async fn route(&self, req: Request<Incoming>, ctx: &mut RequestCtx) -> Result<Response<Body>, Answer> {
+        let path = req.uri().path();
+        if path.starts_with(RESERVED_PREFIX) || path == "/.trousseau" {
+            ctx.answered_by = AnsweredBy::Reserved;
+            return endpoints::serve(self, req, ctx).await;
+        }
+        let browser = is_browser_navigation(&req);
+        if self.policy.is_public(path) {
+            // Spoofed headers are already gone; no identity is added.
+            return Ok(forward::forward(self, req, ctx, None, browser).await);
+        }
+        let session = authenticate::authenticate(self, &req, ctx, browser).await?;
+        let session = refresh::refresh(self, session, ctx).await.map_err(|e| e.answer(self, &req, ctx, browser))?;
+        authorize::authorize(self, &req, &session, browser)?;
+        Ok(forward::forward(self, req, ctx, Some(&session), browser).await)
+    }
+}
+
+/// The language of an answer: the session's `locale` claim, else the request's
+/// `Accept-Language`.
+pub(crate) fn lang(headers: &HeaderMap, session: Option<&Session>) -> Lang {
+    Lang::for_reader(session.and_then(|s| s.identity.locale.as_deref()), headers.get(header::ACCEPT_LANGUAGE))
+}

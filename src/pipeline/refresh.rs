@@ -1,0 +1,60 @@
+//! Phase 4: a new access token when the one behind the session is due (single-flight per token,
+//! and across replicas through Redis). After a refresh the organization is re-selected when none
+//! is, and the session is saved (a new cookie, or the store's record). A grant Trousseau ends is
+//! the session's end. Sessions from a bearer token are not refreshed: their token is the client's.
+
+use std::sync::Arc;
+
+use http::Request;
+
+use super::{lang, Answer, RequestCtx};
+use crate::answer;
+use crate::app::App;
+use crate::session::refresh::RefreshOutcome;
+use crate::session::store::StoreError;
+use crate::session::Session;
+
+/// Why the refresh step left no session to serve with.
+pub(crate) enum NotServed {
+    /// The grant is over (`invalid_grant`, or expired without a refresh token): sign in again.
+    Ended,
+    /// Trousseau is unreachable and the grace period is over.
+    IdpUnavailable,
+    /// The session store could not save the refreshed session or coordinate the refresh.
+    Store(StoreError),
+}
+
+impl NotServed {
+    /// The answer on an app route: sign in again (browser) or 401, 503 otherwise.
+    pub(super) fn answer<B>(self, app: &App, req: &Request<B>, ctx: &mut RequestCtx, browser: bool) -> Answer {
+        match self {
+            NotServed::Ended => super::endpoints::login::unauthenticated(app, req, ctx, browser),
+            NotServed::IdpUnavailable => answer::unavailable(browser, lang(req.headers(), None)),
+            NotServed::Store(e) => super::authenticate::store_unavailable(req, &e),
+        }
+    }
+}
+
+/// Refreshes when due. May change: the session, and `ctx`'s outgoing cookies (the refreshed
+/// session, or the ended one's removal).
+pub(crate) async fn refresh(app: &App, session: Arc<Session>, ctx: &mut RequestCtx) -> Result<Arc<Session>, NotServed> {
+    if ctx.via_bearer {
+        return Ok(session);
+    }
+    match app.refresher.refresh_if_due(session).await {
+        RefreshOutcome::Fresh(session) | RefreshOutcome::Stale(session) => Ok(session),
+        RefreshOutcome::Refreshed(mut session) => {
+            if session.org.is_none() {
+                Arc::make_mut(&mut session).org = app.policy.auto_select(&session);
+            }
+            app.sessions.save(&session, &mut ctx.jar).await.map_err(NotServed::Store)?;
+            Ok(session)
+        }
+        RefreshOutcome::Ended => {
+            app.sessions.end(None, &mut ctx.jar).await;
+            Err(NotServed::Ended)
+        }
+        RefreshOutcome::Unavailable => Err(NotServed::IdpUnavailable),
+        RefreshOutcome::StoreUnavailable(e) => Err(NotServed::Store(e)),
+    }
+}

@@ -1,0 +1,178 @@
+//! What a request says about itself, read the same way wherever it is asked: whether it is a
+//! browser navigation, where to come back to after sign-in, its query parameters.
+//!
+//! A leaf: `http`, `url` and `percent-encoding`, nothing of ours.
+
+use http::header::{self, HeaderName};
+use http::{HeaderMap, Method, Request};
+
+/// mod_auth_openidc's rule: only a top-level browser navigation is sent to sign in; XHR, fetch,
+/// API clients and non-GET requests get a 401 instead of a redirect (no state-cookie pile-up).
+pub fn is_browser_navigation<B>(req: &Request<B>) -> bool {
+    is_navigation(req.method(), req.headers())
+}
+
+/// [`is_browser_navigation`] for a request described by its method and headers — the request
+/// itself, or the one a gateway asks about in forward-auth (its method from the trusted header
+/// family, the client's own headers passed on by the gateway).
+///
+/// A navigation is a `GET`/`HEAD` that accepts HTML (`text/html`, `application/xhtml+xml` or
+/// `*/*`) and says nothing to the contrary: no `X-Requested-With` (jQuery, Angular and others set
+/// it on script requests), and Fetch Metadata, when the browser sends it, saying `navigate` and
+/// `document` (an `<iframe>`, `fetch()` or `<img>` is not sent away to sign in).
+pub fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
+    if !matches!(*method, Method::GET | Method::HEAD) {
+        return false;
+    }
+    // Performance: header names as constants, not strings parsed on every lookup.
+    static X_REQUESTED_WITH: HeaderName = HeaderName::from_static("x-requested-with");
+    static SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
+    static SEC_FETCH_DEST: HeaderName = HeaderName::from_static("sec-fetch-dest");
+    let get = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    if headers.get(&X_REQUESTED_WITH).is_some_and(|v| !v.is_empty()) {
+        return false;
+    }
+    if get(&SEC_FETCH_MODE).is_some_and(|v| !v.eq_ignore_ascii_case("navigate")) {
+        return false;
+    }
+    if get(&SEC_FETCH_DEST).is_some_and(|v| !v.eq_ignore_ascii_case("document")) {
+        return false;
+    }
+    match get(&header::ACCEPT) {
+        Some(accept) => accept.split(',').any(|part| {
+            let media = part.split(';').next().unwrap_or("").trim();
+            media.eq_ignore_ascii_case("text/html") || media.eq_ignore_ascii_case("application/xhtml+xml") || media == "*/*"
+        }),
+        None => false,
+    }
+}
+
+/// The path and query of the request: where to come back to after sign-in (made safe by
+/// [`safe_return_to`] before use).
+pub fn return_to_of<B>(req: &Request<B>) -> String {
+    req.uri().path_and_query().map(|pq| pq.as_str().to_string()).unwrap_or_else(|| "/".into())
+}
+
+/// The longest return path kept through sign-in, in bytes (see [`safe_return_to`]).
+pub const MAX_RETURN_TO: usize = 1024;
+
+/// Keeps `rd` only if it is a same-origin relative path; anything else becomes `/`.
+///
+/// Browsers forgive a lot (`\` as `/`, tabs and newlines dropped, `//host` as another origin), so
+/// anything with a backslash, a control character or whitespace is refused outright, the rest is
+/// resolved as a URL against a dummy origin exactly like a browser would, and the result must stay
+/// on that origin with a path that does not start with `//`.
+///
+/// A return path longer than [`MAX_RETURN_TO`] loses its query, and becomes `/` if even its path is
+/// that long: it travels in the sign-in state cookie, which must stay under the browsers' 4 KB.
+pub fn safe_return_to(rd: &str) -> String {
+    const BASE: &str = "https://return-to.invalid/";
+    if !rd.starts_with('/')
+        || rd.starts_with("//")
+        || rd.len() > 4 * MAX_RETURN_TO
+        || rd.bytes().any(|b| b == b'\\' || b.is_ascii_control() || b == b' ' || b >= 0x80)
+    {
+        return "/".into();
+    }
+    let Ok(base) = url::Url::parse(BASE) else { return "/".into() };
+    let Ok(resolved) = base.join(rd) else { return "/".into() };
+    if resolved.origin() != base.origin() || resolved.path().starts_with("//") {
+        return "/".into();
+    }
+    let mut out = resolved.path().to_string();
+    if out.len() > MAX_RETURN_TO {
+        return "/".into();
+    }
+    if let Some(q) = resolved.query().filter(|q| out.len() + 1 + q.len() <= MAX_RETURN_TO) {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// One query parameter, percent-decoded. A parameter given twice is refused (None): two values
+/// are two readings, and the proxy never picks one.
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    let mut found = None;
+    for (k, v) in url::form_urlencoded::parse(query?.as_bytes()) {
+        if k == name {
+            if found.is_some() {
+                return None;
+            }
+            found = Some(v.into_owned());
+        }
+    }
+    found
+}
+
+/// `/.trousseau/login?rd=<return_to>`: where a client is told to sign in.
+pub fn login_url(return_to: &str) -> String {
+    format!("/.trousseau/login?rd={}", percent_encoding::utf8_percent_encode(return_to, QUERY_VALUE))
+}
+
+/// Characters escaped in a query value we build.
+pub const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_to_keeps_same_origin_paths_only() {
+        assert_eq!(safe_return_to("/a/b?c=d"), "/a/b?c=d");
+        for bad in [
+            "//evil.com", "/\\evil.com", "https://evil.com", "/\t/evil.com", "\\/evil.com", "/.//evil.com",
+            "evil.com", "", "/%0a/evil", "javascript:alert(1)", "/\u{3002}evil",
+        ] {
+            let out = safe_return_to(bad);
+            assert!(out.starts_with('/') && !out.starts_with("//"), "{bad:?} -> {out}");
+            assert!(!out.contains("evil.com") || out.starts_with("/%"), "{bad:?} -> {out}");
+        }
+    }
+
+    #[test]
+    fn browser_detection_follows_fetch_metadata() {
+        let req = |pairs: &[(&str, &str)], method: Method| {
+            let mut b = Request::builder().method(method).uri("/");
+            for (k, v) in pairs {
+                b = b.header(*k, *v);
+            }
+            b.body(()).unwrap()
+        };
+        assert!(is_browser_navigation(&req(&[("accept", "text/html,application/xhtml+xml")], Method::GET)));
+        assert!(!is_browser_navigation(&req(&[("accept", "text/html")], Method::POST)));
+        assert!(!is_browser_navigation(&req(&[("accept", "application/json")], Method::GET)));
+        assert!(!is_browser_navigation(&req(&[("accept", "*/*"), ("sec-fetch-mode", "cors")], Method::GET)));
+        assert!(!is_browser_navigation(&req(&[("accept", "text/html"), ("x-requested-with", "XMLHttpRequest")], Method::GET)));
+        assert!(!is_browser_navigation(&req(&[], Method::GET)));
+    }
+
+    #[test]
+    fn one_rule_for_requests_and_the_requests_a_gateway_asks_about() {
+        let headers = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            }
+            h
+        };
+        let html = [("accept", "text/html")];
+        assert!(is_navigation(&Method::GET, &headers(&html)));
+        assert!(is_navigation(&Method::HEAD, &headers(&[("accept", "*/*")])));
+        assert!(!is_navigation(&Method::POST, &headers(&html)), "the described method counts");
+        assert!(!is_navigation(&Method::GET, &headers(&[("accept", "text/html"), ("x-requested-with", "fetch")])), "any X-Requested-With");
+        assert!(!is_navigation(&Method::GET, &headers(&[("accept", "text/html"), ("sec-fetch-dest", "iframe")])));
+        assert!(!is_navigation(&Method::GET, &headers(&[("accept", "application/json, text/htmlx")])), "media types, not substrings");
+    }
+
+    #[test]
+    fn duplicated_query_parameters_are_refused() {
+        assert_eq!(query_param(Some("state=a&code=b"), "state").as_deref(), Some("a"));
+        assert_eq!(query_param(Some("state=a&state=b"), "state"), None);
+    }
+}

@@ -1,0 +1,298 @@
+//! [`Sessions`]: everything the request path does with a session, in one place — load it (cookie
+//! or server-side store), check it against the revocations and `max_lifetime`, save it, end it,
+//! and the sign-in attempts' state cookies that come before it.
+//!
+//! The endpoints and the pipeline call these methods; none of them touches a cookie, the store
+//! or the revocation set on its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::HeaderMap;
+
+use super::cookies::{CookieSettings, RequestCookies, SessionCodec};
+use super::revocation::RevocationSet;
+use super::seal::Sealer;
+use super::store::{SessionStore, StoreError};
+use super::Session;
+use crate::oidc::LoginState;
+use crate::util::clock::now_secs;
+use crate::util::constant_time_eq;
+
+/// Sealing purpose of login-state cookies (never interchangeable with a session).
+#[doc(hidden)]
+pub const LOGIN_STATE_PURPOSE: &str = "login-state";
+
+/// Sealing purpose of the handle a server-side store's cookie carries.
+const SESSION_HANDLE_PURPOSE: &str = "session-handle";
+
+/// How long one sign-in attempt may take.
+const LOGIN_STATE_TTL: Duration = Duration::from_secs(600);
+
+/// At most this many sign-in attempts (state cookies) at once; older ones are dropped first.
+const MAX_LOGIN_ATTEMPTS: usize = 4;
+
+/// The cookies of one request: those it came with, and the `Set-Cookie` values its answer will
+/// carry.
+#[derive(Debug, Default)]
+pub struct Jar {
+    /// The request's cookies (ours included; they are stripped from what the app receives).
+    pub incoming: RequestCookies,
+    /// `Set-Cookie` values decided along the way, added to the answer at the end.
+    pub outgoing: Vec<HeaderValue>,
+}
+
+/// The sessions of one application: see the module documentation.
+pub struct Sessions {
+    codec: SessionCodec,
+    sealer: Arc<Sealer>,
+    /// `None`: the session lives in its cookie (`session.store: cookie`).
+    store: Option<Arc<dyn SessionStore>>,
+    revocations: RevocationSet,
+    max_lifetime: Duration,
+    /// `session.cookie_name`, to recognise our cookies in what the app sets.
+    base_name: String,
+    login_cookie_prefix: String,
+}
+
+impl Sessions {
+    /// Sessions sealed by `sealer` into `cookie`, kept in `store` (or in the cookie itself when
+    /// `None`), ended early by `revocations`, and never older than `max_lifetime`.
+    pub fn new(
+        sealer: Arc<Sealer>,
+        cookie: CookieSettings,
+        base_name: &str,
+        store: Option<Arc<dyn SessionStore>>,
+        revocations: RevocationSet,
+        max_lifetime: Duration,
+    ) -> Sessions {
+        let login_cookie_prefix = format!("{}{base_name}_login_", if cookie.secure { "__Host-" } else { "" });
+        Sessions {
+            codec: SessionCodec::new(sealer.clone(), cookie),
+            sealer,
+            store,
+            revocations,
+            max_lifetime,
+            base_name: base_name.to_string(),
+            login_cookie_prefix,
+        }
+    }
+
+    /// The revocation set (back-channel logouts, bearer checks, metrics).
+    pub fn revocations(&self) -> &RevocationSet {
+        &self.revocations
+    }
+
+    /// Whether the request carries a session cookie at all (valid or not): such a request is
+    /// judged by it, never by a bearer token beside it.
+    pub fn has_cookie(&self, cookies: &RequestCookies) -> bool {
+        self.codec.cookie().read_chunked(cookies).is_some()
+    }
+
+    /// The session of this request: opened from the cookie (or, with a server-side store, looked up
+    /// by the handle sealed in the cookie). Anything wrong, revoked or past `max_lifetime` is no
+    /// session; a store that cannot answer is an error (the caller fails closed with 503).
+    pub async fn load(&self, cookies: &RequestCookies) -> Result<Option<Arc<Session>>, StoreError> {
+        let session = match &self.store {
+            None => self.codec.load(cookies),
+            Some(store) => match self.handle(cookies) {
+                Some(handle) => store.load(&handle).await?.map(Arc::new),
+                None => None,
+            },
+        };
+        let Some(session) = session else { return Ok(None) };
+        if self.revocations.is_revoked(&session).await? {
+            // A revoked record goes too (best effort): the revocation entry is then not all that
+            // keeps it ended.
+            if let (Some(store), Some(handle)) = (&self.store, self.handle(cookies)) {
+                let _ = store.remove(&handle).await;
+            }
+            return Ok(None);
+        }
+        let now = now_secs();
+        Ok((now < self.deadline(&session) && session.created_at <= now + 60).then_some(session))
+    }
+
+    /// Saves the session and sets its cookie on this response. In the cookie the ID token (kept only
+    /// for the logout hint) is dropped when the session would not fit in one cookie; `Ok(false)`
+    /// when even that does not fit in the cookie chunks.
+    pub async fn save(&self, session: &Session, jar: &mut Jar) -> Result<bool, StoreError> {
+        let max_age = Duration::from_secs(self.deadline(session).saturating_sub(now_secs()));
+        if let Some(store) = &self.store {
+            // The handle is the session id: a request carrying it is updating its session; any
+            // other save is a sign-in, which counts against the user's cap.
+            if self.handle(&jar.incoming).as_deref() == Some(session.id.as_str()) {
+                if !store.replace(&session.id, session, max_age).await? {
+                    tracing::debug!(sub = %session.identity.sub, "the session ended while this request updated it: not stored again");
+                }
+            } else {
+                store.create(&session.id, session, max_age).await?;
+            }
+            let sealed = self.sealer.seal(SESSION_HANDLE_PURPOSE, session.id.as_bytes());
+            return match self.codec.cookie().write_chunked(&sealed, max_age, &jar.incoming) {
+                Ok(values) => {
+                    jar.outgoing.extend(values);
+                    Ok(true)
+                }
+                Err(_) => Ok(false),
+            };
+        }
+        let one_cookie = self.codec.cookie().chunk_size;
+        let fits = |s: &Session| self.codec.sealed_len(s) <= one_cookie;
+        let trimmed;
+        let session = if session.id_token.is_some() && !fits(session) {
+            trimmed = Session { id_token: None, ..session.clone() };
+            &trimmed
+        } else {
+            session
+        };
+        match self.codec.store(session, max_age, &jar.incoming) {
+            Ok(values) => {
+                jar.outgoing.extend(values);
+                Ok(true)
+            }
+            Err(e) => {
+                tracing::error!(sub = %session.identity.sub, error = %e, "session does not fit in cookies; set session.store: memory");
+                Ok(false)
+            }
+        }
+    }
+
+    /// Forgets the session: its cookies (every chunk) and, with a server-side store, its record.
+    /// A cookie session cannot be taken back from the browser (or from whoever copied the cookie),
+    /// so its id goes into the revocation set for what remains of its lifetime: a copy is no
+    /// session afterwards, here at once and on the other replicas (Redis) within
+    /// `session.revocation_staleness`.
+    pub async fn end(&self, session: Option<&Session>, jar: &mut Jar) {
+        match (&self.store, session) {
+            (Some(store), _) => {
+                if let Some(handle) = self.handle(&jar.incoming) {
+                    if let Err(e) = store.remove(&handle).await {
+                        tracing::warn!(error = %e, "could not remove the session record; it expires on its own");
+                    }
+                }
+            }
+            (None, Some(session)) => {
+                let ttl = Duration::from_secs(self.deadline(session).saturating_sub(now_secs()).max(1));
+                if let Err(e) = self.revocations.end_session(session, ttl).await {
+                    // The cookies still go; only a copy taken before would keep working.
+                    tracing::warn!(sub = %session.identity.sub, error = %e, "could not record the sign-out in the revocation set: a copy of this cookie stays valid until it expires");
+                }
+            }
+            (None, None) => {}
+        }
+        jar.outgoing.extend(self.codec.clear(&jar.incoming));
+    }
+
+    /// When `session` ends whatever happens: `created_at` + `session.max_lifetime`.
+    fn deadline(&self, session: &Session) -> u64 {
+        session.created_at.saturating_add(self.max_lifetime.as_secs())
+    }
+
+    /// The store handle sealed in the session cookie (server-side stores only).
+    fn handle(&self, cookies: &RequestCookies) -> Option<String> {
+        let sealed = self.codec.cookie().read_chunked(cookies)?;
+        let handle = self.sealer.open(SESSION_HANDLE_PURPOSE, &sealed)?;
+        String::from_utf8(handle).ok().filter(|h| h.len() >= 16)
+    }
+
+    /// Whether a request cookie of this name is ours (session chunks, sign-in attempts): removed
+    /// before the request reaches the app.
+    pub fn is_our_cookie(&self, name: &str) -> bool {
+        self.codec.cookie().is_ours(name) || name.starts_with(&self.login_cookie_prefix)
+    }
+
+    /// Removes the app's `Set-Cookie` fields that would write one of our cookies: the app must not
+    /// plant a session (fixation), clear one, or fill the browser with fake sign-in attempts. Any
+    /// case and either `__Host-`/`__Secure-` prefix count, as browsers apply prefixes without
+    /// regard to case.
+    pub fn drop_app_cookies_of_ours(&self, headers: &mut HeaderMap) {
+        if !headers.contains_key(header::SET_COOKIE) {
+            return;
+        }
+        let base = self.base_name.as_bytes();
+        let ours = |value: &HeaderValue| {
+            let name = value.as_bytes().split(|&b| b == b'=').next().unwrap_or_default().trim_ascii();
+            let name = [b"__host-".as_slice(), b"__secure-"]
+                .iter()
+                .find(|prefix| name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix))
+                .map_or(name, |prefix| &name[prefix.len()..]);
+            name.len() >= base.len() && name[..base.len()].eq_ignore_ascii_case(base)
+        };
+        if !headers.get_all(header::SET_COOKIE).iter().any(ours) {
+            return;
+        }
+        let kept: Vec<HeaderValue> = headers.get_all(header::SET_COOKIE).iter().filter(|v| !ours(v)).cloned().collect();
+        tracing::warn!("the app tried to set a cookie named like the proxy's own: dropped");
+        headers.remove(header::SET_COOKIE);
+        for value in kept {
+            headers.append(header::SET_COOKIE, value);
+        }
+    }
+
+    /// Records a new sign-in attempt in its own sealed state cookie, keeping at most
+    /// [`MAX_LOGIN_ATTEMPTS`] (the oldest and unreadable ones are dropped first).
+    pub fn begin_login(&self, login: &LoginState, jar: &mut Jar) {
+        let mut attempts: Vec<(u64, String)> = jar
+            .incoming
+            .iter()
+            .filter(|(name, _)| name.starts_with(&self.login_cookie_prefix))
+            .map(|(name, value)| (self.open_login_state(value).map(|s| s.started_at).unwrap_or(0), name.to_string()))
+            .collect();
+        attempts.sort();
+        let excess = (attempts.len() + 1).saturating_sub(MAX_LOGIN_ATTEMPTS);
+        for (_, name) in attempts.into_iter().take(excess) {
+            jar.outgoing.push(self.codec.cookie().single(&name, "", Duration::ZERO));
+        }
+        let sealed = self.sealer.seal(LOGIN_STATE_PURPOSE, &serde_json::to_vec(login).unwrap_or_default());
+        let name = self.login_cookie_name(&login.state);
+        jar.outgoing.push(self.codec.cookie().single(&name, &sealed, LOGIN_STATE_TTL));
+    }
+
+    /// The sign-in attempt the callback's `state` parameter names, if this browser started it, it
+    /// has not expired, and the states match (constant time). Its cookie is expired either way:
+    /// a state serves once.
+    pub fn take_login(&self, state_param: &str, jar: &mut Jar) -> Option<LoginState> {
+        let cookie_name = self.login_cookie_name(state_param);
+        let value = jar.incoming.get(&cookie_name)?;
+        let login = self.open_login_state(value).filter(|l| constant_time_eq(l.state.as_bytes(), state_param.as_bytes()));
+        jar.outgoing.push(self.codec.cookie().single(&cookie_name, "", Duration::ZERO));
+        login
+    }
+
+    /// Expires every sign-in attempt's cookie the request carries (sign-out).
+    pub fn clear_logins(&self, jar: &mut Jar) {
+        let names: Vec<String> = jar
+            .incoming
+            .iter()
+            .filter(|(name, _)| name.starts_with(&self.login_cookie_prefix))
+            .map(|(name, _)| name.to_string())
+            .collect();
+        for name in names {
+            jar.outgoing.push(self.codec.cookie().single(&name, "", Duration::ZERO));
+        }
+    }
+
+    fn login_cookie_name(&self, state: &str) -> String {
+        // The state is random base64url; its first 12 characters name the attempt's cookie.
+        let id: String = state.chars().filter(|c| c.is_ascii_alphanumeric()).take(12).collect();
+        format!("{}{}", self.login_cookie_prefix, id)
+    }
+
+    fn open_login_state(&self, value: &str) -> Option<LoginState> {
+        open_login_state(&self.sealer, value, now_secs())
+    }
+}
+
+/// The sign-in attempt a state cookie value holds, if it opens and has not expired at `now`.
+/// Public for the fuzz targets ([`crate::fuzz`]).
+#[doc(hidden)]
+pub fn open_login_state(sealer: &Sealer, value: &str, now: u64) -> Option<LoginState> {
+    let plain = sealer.open(LOGIN_STATE_PURPOSE, value)?;
+    let state: LoginState = serde_json::from_slice(&plain).ok()?;
+    // Unexpired, and not started later than now (a minute of clock skew between replicas).
+    let fresh = state.started_at.saturating_add(LOGIN_STATE_TTL.as_secs()) >= now
+        && state.started_at <= now.saturating_add(60);
+    fresh.then_some(state)
+}
