@@ -219,17 +219,18 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
+        let d = crate::limits::LimitSettings::default();
         LimitsConfig {
-            max_connections: 10_000,
-            metrics_max_connections: 64,
-            max_requests_in_flight: 4096,
-            max_requests_per_client: 256,
-            http2_max_concurrent_streams: 100,
-            header_timeout: HumanDuration(Duration::from_secs(30)),
-            idle_timeout: HumanDuration(Duration::from_secs(60)),
-            request_body_timeout: HumanDuration(Duration::from_secs(30)),
-            request_body_min_rate: 500,
-            send_timeout: HumanDuration(Duration::from_secs(60)),
+            max_connections: d.max_connections,
+            metrics_max_connections: d.metrics_max_connections,
+            max_requests_in_flight: d.max_requests_in_flight,
+            max_requests_per_client: d.max_requests_per_client,
+            http2_max_concurrent_streams: d.http2_max_concurrent_streams,
+            header_timeout: HumanDuration(d.header_timeout),
+            idle_timeout: HumanDuration(d.idle_timeout),
+            request_body_timeout: HumanDuration(d.request_body_timeout),
+            request_body_min_rate: d.request_body_min_rate,
+            send_timeout: HumanDuration(d.send_timeout),
         }
     }
 }
@@ -834,40 +835,7 @@ pub struct BearerLimits {
     pub in_flight: u32,
 }
 
-/// Validated `oidc:`.
-#[derive(Clone)]
-pub struct OidcSettings {
-    /// Issuer exactly as Trousseau writes it (trailing slash kept).
-    pub issuer: String,
-    /// Client id.
-    pub client_id: String,
-    /// Client secret.
-    pub client_secret: String,
-    /// Scopes, `openid` first.
-    pub scopes: Vec<String>,
-    /// `public_url + "/.trousseau/callback"`.
-    pub redirect_uri: String,
-    /// Where to land after Trousseau's sign-out.
-    pub post_logout_redirect_uri: String,
-    /// Extra CA for the IdP.
-    pub ca_file: Option<PathBuf>,
-    /// Timeout of one IdP call.
-    pub timeout: Duration,
-    /// Least time between two forced JWKS fetches (unknown `kid`).
-    pub jwks_refetch_interval: Duration,
-}
-
-impl fmt::Debug for OidcSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OidcSettings")
-            .field("issuer", &self.issuer)
-            .field("client_id", &self.client_id)
-            .field("client_secret", &"<redacted>")
-            .field("scopes", &self.scopes)
-            .field("redirect_uri", &self.redirect_uri)
-            .finish_non_exhaustive()
-    }
-}
+pub use crate::oidc::OidcSettings;
 
 /// Validated `session:`.
 #[derive(Clone)]

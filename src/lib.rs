@@ -6,7 +6,7 @@
 //! listener and its workers) with the [`app::App`] built at start. Each concept has its module:
 //! [`config`] (typed, validated once), [`oidc`] (Trousseau discovery, sign-in, tokens),
 //! [`session`] (the sealed cookie, the stores, refresh, revocations), [`bearer`] (API clients'
-//! access tokens), [`identity`] (who the user is, signed for the app), [`policy`] (who may go
+//! access tokens), [`claims`] (who the user is), [`identity`] (that, signed for the app), [`policy`] (who may go
 //! where), [`forward_auth`] (the request a gateway asks about), [`proxy`] (forwarding to the
 //! app), [`limits`] (connection and request caps), [`answer`] and [`pages`] (what the proxy says
 //! itself), [`request`] (what a request says about itself), [`metrics`], [`logging`], and
@@ -21,6 +21,7 @@ pub mod answer;
 pub mod app;
 pub mod bearer;
 pub mod body;
+pub mod claims;
 pub mod config;
 #[cfg(feature = "dev")]
 pub mod dev;

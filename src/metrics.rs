@@ -39,9 +39,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub const UPSTREAM_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
-/// IdP call latency buckets (seconds): token and JWKS calls over the internet, up to the default
-/// `oidc.timeout` of 10s.
-pub const IDP_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub use crate::util::histogram::{Histogram, IDP_BUCKETS};
 
 /// How long a sign-in flow counts as active: the lifetime of its state cookie.
 const SIGN_IN_WINDOW_MINUTES: u64 = 10;
@@ -136,46 +134,6 @@ impl Outcome {
 
     fn index(self) -> usize {
         self as usize
-    }
-}
-
-/// A Prometheus histogram of durations with fixed buckets. Bucket counts are kept per bucket
-/// (not cumulative) so an observation is one increment; they are summed at render time, which
-/// also makes `+Inf` and `_count` always agree.
-#[derive(Debug)]
-pub struct Histogram {
-    /// Upper bounds in seconds, ascending; `+Inf` is implicit.
-    bounds: &'static [f64],
-    /// One counter per bound, then one for `+Inf`.
-    counts: Box<[AtomicU64]>,
-    /// Sum of all observations, in nanoseconds (584 years of latency before it wraps).
-    sum_nanos: AtomicU64,
-}
-
-impl Histogram {
-    /// An empty histogram with these upper bounds (seconds, ascending).
-    pub fn new(bounds: &'static [f64]) -> Histogram {
-        debug_assert!(bounds.windows(2).all(|w| w[0] < w[1]), "bucket bounds must ascend");
-        Histogram {
-            bounds,
-            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum_nanos: AtomicU64::new(0),
-        }
-    }
-
-    /// Records one duration.
-    pub fn observe(&self, duration: Duration) {
-        let seconds = duration.as_secs_f64();
-        // `le` is inclusive: the first bound at or above the value.
-        let bucket = self.bounds.iter().position(|&le| seconds <= le).unwrap_or(self.bounds.len());
-        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
-        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
-        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
-    }
-
-    /// How many durations were recorded.
-    pub fn count(&self) -> u64 {
-        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 }
 

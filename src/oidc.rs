@@ -37,8 +37,42 @@ use openidconnect::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::config::OidcSettings;
-use crate::identity::{Identity, Organization};
+use crate::claims::{Identity, Organization};
+
+/// Validated `oidc:`.
+#[derive(Clone)]
+pub struct OidcSettings {
+    /// Issuer exactly as Trousseau writes it (trailing slash kept).
+    pub issuer: String,
+    /// Client id.
+    pub client_id: String,
+    /// Client secret.
+    pub client_secret: String,
+    /// Scopes, `openid` first.
+    pub scopes: Vec<String>,
+    /// `public_url + "/.trousseau/callback"`.
+    pub redirect_uri: String,
+    /// Where to land after Trousseau's sign-out.
+    pub post_logout_redirect_uri: String,
+    /// Extra CA for the IdP.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Timeout of one IdP call.
+    pub timeout: Duration,
+    /// Least time between two forced JWKS fetches (unknown `kid`).
+    pub jwks_refetch_interval: Duration,
+}
+
+impl std::fmt::Debug for OidcSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcSettings")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("scopes", &self.scopes)
+            .field("redirect_uri", &self.redirect_uri)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Trousseau's claims that the standard claim set does not have.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -269,7 +303,7 @@ pub struct Oidc {
     provider: RwLock<Option<Arc<Provider>>>,
     ready: AtomicBool,
     /// Duration of every HTTP call to Trousseau, for `/metrics`.
-    call_latency: Arc<crate::metrics::Histogram>,
+    call_latency: Arc<crate::util::histogram::Histogram>,
     /// Refused back-channel logouts, logged without flooding.
     logout_refusals: RefusalLog,
 }
@@ -284,7 +318,7 @@ impl Oidc {
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
-        let call_latency = Arc::new(crate::metrics::Histogram::new(crate::metrics::IDP_BUCKETS));
+        let call_latency = Arc::new(crate::util::histogram::Histogram::new(crate::util::histogram::IDP_BUCKETS));
         Ok(Oidc {
             settings,
             http,
@@ -306,7 +340,7 @@ impl Oidc {
     }
 
     /// How long calls to Trousseau take (discovery, JWKS, token endpoint), failed ones included.
-    pub fn call_latency(&self) -> &crate::metrics::Histogram {
+    pub fn call_latency(&self) -> &crate::util::histogram::Histogram {
         &self.call_latency
     }
 

@@ -286,7 +286,7 @@ fn capitalize(word: &str) -> String {
 
 /// A UUID-shaped id derived from `seed` (SHA-256), with `version` as its version digit.
 fn uuid_from(seed: &str, version: char) -> String {
-    let hex = super::web::sha256_hex(seed.as_bytes());
+    let hex = crate::util::hash::sha256_hex(seed.as_bytes());
     format!(
         "{}-{}-{}{}-{}{}-{}",
         &hex[0..8],

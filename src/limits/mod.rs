@@ -66,19 +66,19 @@ pub struct LimitSettings {
 }
 
 impl Default for LimitSettings {
+    /// The defaults of `limits:` (the configuration's own defaults are these).
     fn default() -> Self {
-        let file = crate::config::LimitsConfig::default();
         LimitSettings {
-            max_connections: file.max_connections,
-            metrics_max_connections: file.metrics_max_connections,
-            max_requests_in_flight: file.max_requests_in_flight,
-            max_requests_per_client: file.max_requests_per_client,
-            http2_max_concurrent_streams: file.http2_max_concurrent_streams,
-            header_timeout: file.header_timeout.0,
-            idle_timeout: file.idle_timeout.0,
-            request_body_timeout: file.request_body_timeout.0,
-            request_body_min_rate: file.request_body_min_rate,
-            send_timeout: file.send_timeout.0,
+            max_connections: 10_000,
+            metrics_max_connections: 64,
+            max_requests_in_flight: 4096,
+            max_requests_per_client: 256,
+            http2_max_concurrent_streams: 100,
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            request_body_timeout: Duration::from_secs(30),
+            request_body_min_rate: 500,
+            send_timeout: Duration::from_secs(60),
             client_from_forwarded: false,
         }
     }

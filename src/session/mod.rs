@@ -14,7 +14,7 @@ pub mod store;
 
 use serde::{Deserialize, Serialize};
 
-use crate::identity::Identity;
+use crate::claims::Identity;
 
 /// One signed-in user's session. Field names are one letter on the wire to keep the cookie small.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,7 +62,7 @@ fn is_zero(n: &u64) -> bool {
 
 impl Session {
     /// The selected organization's membership, if one is selected and the user still has it.
-    pub fn selected_organization(&self) -> Option<&crate::identity::Organization> {
+    pub fn selected_organization(&self) -> Option<&crate::claims::Organization> {
         self.identity.organization(self.org.as_deref()?)
     }
 }

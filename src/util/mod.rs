@@ -1,8 +1,10 @@
 //! Small helpers every other module may use, with no dependency on any module of ours: the
-//! wall clock, random ids, SHA-256, and a constant-time comparison. One copy of each.
+//! wall clock, random ids, SHA-256, a constant-time comparison, and the latency histogram. One
+//! copy of each.
 
 pub mod clock;
 pub mod hash;
+pub mod histogram;
 pub mod id;
 
 /// Whether `a` and `b` are equal, in time that depends only on their lengths: for secrets and
