@@ -1,0 +1,347 @@
+//! The configuration file as written: the YAML schema (`FileConfig` and its sections), with
+//! every default. Validation turns it into [`super::Settings`].
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{HumanDuration, OneOrMany};
+use super::keys::SECRET_KEYS;
+
+/// The configuration file as written (before validation). Field docs are the reference; README
+/// repeats them for users.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    /// Address the proxy listens on. Default `127.0.0.1:4180`.
+    pub listen: Option<String>,
+    /// How browsers reach the proxy; the redirect URI is `public_url + "/.trousseau/callback"`.
+    pub public_url: Option<String>,
+    /// The app behind the proxy, `http://` or `https://`.
+    pub upstream: Option<String>,
+    /// Optional admin listener serving `/metrics`.
+    pub metrics_listen: Option<String>,
+    /// How requests are forwarded.
+    pub proxy: ProxyConfig,
+    /// The Trousseau client.
+    pub oidc: OidcConfig,
+    /// The session cookie.
+    pub session: SessionConfig,
+    /// What the app receives about the user.
+    pub identity: IdentityConfig,
+    /// Organization requirements (Trousseau tier 3).
+    pub organization: OrganizationConfig,
+    /// Public routes and per-route rules.
+    pub routes: RoutesConfig,
+    /// API clients.
+    pub api: ApiConfig,
+    /// Connection and request resource limits.
+    pub limits: LimitsConfig,
+}
+
+/// `limits:` — what one client, one connection and everyone together may hold at once, and how
+/// long the proxy waits for a client. Enforced by [`crate::limits`]; nginx's equivalent directive
+/// is named where there is one.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Client connections open at once on `listen`, all worker threads together (nginx
+    /// `worker_connections`). Lowered at start to fit the open-file limit. Beyond it, a new
+    /// connection takes the place of this worker's longest-idle one, or is closed at once.
+    pub max_connections: usize,
+    /// Connections open at once on `metrics_listen` (counted apart from `max_connections`).
+    pub metrics_max_connections: usize,
+    /// Requests being served at once (each may hold a connection to the app); beyond it, 503 with
+    /// `Retry-After` (Envoy's circuit breaker `max_requests`).
+    pub max_requests_in_flight: usize,
+    /// Requests being served at once for one client address (IPv6: per /64; the address the
+    /// trusted proxy saw with `proxy.trust_forwarded_headers`); beyond it, 429. `0`: no limit.
+    pub max_requests_per_client: usize,
+    /// Requests one HTTP/2 connection may have in flight (`SETTINGS_MAX_CONCURRENT_STREAMS`;
+    /// nginx `http2_max_concurrent_streams`). Clients queue beyond it by themselves.
+    pub http2_max_concurrent_streams: u32,
+    /// From a new connection to its first complete request head (nginx
+    /// `client_header_timeout`). A later request head on a kept-alive connection is bounded by
+    /// `idle_timeout` instead.
+    pub header_timeout: HumanDuration,
+    /// A connection with nothing in flight is closed after this (nginx `keepalive_timeout`).
+    pub idle_timeout: HumanDuration,
+    /// How long the proxy waits for a request body's bytes in all, plus one second per
+    /// `request_body_min_rate` bytes received (Apache `RequestReadTimeout body=…,MinRate=…`). A
+    /// body that falls behind is cut: 408 to the client, the app's request aborted.
+    pub request_body_timeout: HumanDuration,
+    /// Bytes per second a request body must average, beyond `request_body_timeout`. `0`: the
+    /// whole body must arrive within `request_body_timeout` of waiting.
+    pub request_body_min_rate: u64,
+    /// A response the client stops reading for this long loses its connection to the app
+    /// (nginx `send_timeout`). HTTP/1: the client's connection is closed; HTTP/2: the stream
+    /// ends when the client reads again, and the connection is closed only if the client does
+    /// nothing else on it for another `send_timeout`. Time the app takes to send (a quiet event
+    /// stream) does not count.
+    pub send_timeout: HumanDuration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let d = crate::limits::LimitSettings::default();
+        LimitsConfig {
+            max_connections: d.max_connections,
+            metrics_max_connections: d.metrics_max_connections,
+            max_requests_in_flight: d.max_requests_in_flight,
+            max_requests_per_client: d.max_requests_per_client,
+            http2_max_concurrent_streams: d.http2_max_concurrent_streams,
+            header_timeout: HumanDuration(d.header_timeout),
+            idle_timeout: HumanDuration(d.idle_timeout),
+            request_body_timeout: HumanDuration(d.request_body_timeout),
+            request_body_min_rate: d.request_body_min_rate,
+            send_timeout: HumanDuration(d.send_timeout),
+        }
+    }
+}
+
+/// `api:` — API clients that send a Trousseau access token instead of a cookie.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// `off` (default) or `userinfo`: accept `Authorization: Bearer <access token>`, resolved
+    /// through Trousseau's userinfo endpoint (cached).
+    pub bearer: String,
+    /// New (uncached) bearer tokens this replica may check with Trousseau per second, in bursts of
+    /// as many; beyond, 503 with `Retry-After`. Cached tokens never count.
+    pub introspections_per_second: u32,
+    /// Bearer token checks this replica may have in progress at Trousseau at once.
+    pub introspections_in_flight: u32,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { bearer: "off".into(), introspections_per_second: 10, introspections_in_flight: 10 }
+    }
+}
+
+/// `proxy:` — forwarding to the upstream.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Forward the browser's `Host` (true) or the upstream's authority (false).
+    pub preserve_host: bool,
+    /// Extra CA (PEM) trusted for an https upstream.
+    pub ca_file: Option<String>,
+    /// Time to connect to the upstream.
+    pub connect_timeout: HumanDuration,
+    /// Time for the upstream to send response headers (bodies may stream longer).
+    pub response_timeout: HumanDuration,
+    /// Trust `X-Forwarded-For` from the client (only behind a trusted load balancer).
+    pub trust_forwarded_headers: bool,
+    /// On SIGTERM, how long in-flight requests may take to finish.
+    pub drain_timeout: HumanDuration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            preserve_host: true,
+            ca_file: None,
+            connect_timeout: HumanDuration(Duration::from_secs(5)),
+            response_timeout: HumanDuration(Duration::from_secs(60)),
+            trust_forwarded_headers: false,
+            drain_timeout: HumanDuration(Duration::from_secs(25)),
+        }
+    }
+}
+
+/// `oidc:` — the Trousseau application.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OidcConfig {
+    /// `https://auth.keysuite.app/application/o/your-slug/` — with the trailing slash.
+    pub issuer: Option<String>,
+    /// The OIDC client id.
+    pub client_id: Option<String>,
+    /// The OIDC client secret.
+    pub client_secret: Option<String>,
+    /// File holding the client secret (Kubernetes Secret).
+    pub client_secret_file: Option<String>,
+    /// Scopes to request; `openid` is required.
+    pub scopes: Vec<String>,
+    /// Where Trousseau sends the browser after sign-out. Default: `public_url + "/"`.
+    pub post_logout_redirect_uri: Option<String>,
+    /// Extra CA (PEM) trusted for the IdP.
+    pub ca_file: Option<String>,
+    /// Timeout of one call to Trousseau.
+    pub timeout: HumanDuration,
+    /// At most one forced re-fetch of Trousseau's keys (JWKS) per this interval, when a token
+    /// names an unknown key id; counted from the last attempt, failed ones included.
+    pub jwks_refetch_interval: HumanDuration,
+}
+
+impl Default for OidcConfig {
+    fn default() -> Self {
+        OidcConfig {
+            issuer: None,
+            client_id: None,
+            client_secret: None,
+            client_secret_file: None,
+            scopes: ["openid", "email", "profile"].map(String::from).to_vec(),
+            post_logout_redirect_uri: None,
+            ca_file: None,
+            timeout: HumanDuration(Duration::from_secs(10)),
+            jwks_refetch_interval: HumanDuration(Duration::from_secs(60)),
+        }
+    }
+}
+
+/// `session:` — the encrypted session cookie.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// Base64 secrets of at least 32 bytes; the first encrypts, all decrypt.
+    pub secrets: Vec<String>,
+    /// File with one secret per line (Kubernetes Secret).
+    pub secrets_file: Option<String>,
+    /// Cookie name (prefixed with `__Host-` when public_url is https).
+    pub cookie_name: String,
+    /// Absolute session lifetime; never longer than the refresh token lives.
+    pub max_lifetime: HumanDuration,
+    /// `cookie` (everything in the cookie), `memory` or `redis`.
+    pub store: String,
+    /// Redis (or Valkey) shared by every replica: `redis://[:password@]host:6379/0`, `rediss://`
+    /// for TLS. Needed by `store: redis` and `revocations: redis`; when set, refreshes are also
+    /// coordinated across replicas through it.
+    pub redis_url: Option<String>,
+    /// File holding the Redis URL, password included (Kubernetes Secret).
+    pub redis_url_file: Option<String>,
+    /// CA (PEM) that signed the certificate of a `rediss://` Redis, instead of the system's.
+    pub redis_ca_file: Option<String>,
+    /// Where back-channel revocations live: `memory` (this replica) or `redis` (every replica).
+    /// Default: `redis` when a Redis URL is set, `memory` otherwise.
+    pub revocations: Option<String>,
+    /// With `revocations: redis`, how old a replica's cached answer may be (a logout reaches every
+    /// replica within it); `0s` asks Redis on every request.
+    pub revocation_staleness: HumanDuration,
+    /// Refresh this long before the access token expires.
+    pub refresh_skew: HumanDuration,
+    /// When Trousseau is unreachable, keep serving the last identity this long past expiry.
+    pub refresh_grace: HumanDuration,
+    /// With `store: memory` or `redis`: most sessions one user (`sub`) may have at once; a new
+    /// sign-in beyond it ends that user's oldest session.
+    pub max_sessions_per_user: u32,
+    /// With `store: memory`: most memory (MiB) the stored sessions may take; beyond it the least
+    /// recently used sessions end.
+    pub memory_store_max_mib: u32,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            secrets: Vec::new(),
+            secrets_file: None,
+            cookie_name: "trousseau_session".into(),
+            max_lifetime: HumanDuration(Duration::from_secs(30 * 86_400)),
+            store: "cookie".into(),
+            redis_url: None,
+            redis_url_file: None,
+            redis_ca_file: None,
+            revocations: None,
+            revocation_staleness: HumanDuration(Duration::from_secs(1)),
+            refresh_skew: HumanDuration(Duration::from_secs(30)),
+            refresh_grace: HumanDuration(Duration::from_secs(300)),
+            max_sessions_per_user: 10,
+            memory_store_max_mib: 256,
+        }
+    }
+}
+
+/// `identity:` — the signed assertion and plain headers.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// ES256 PKCS#8 PEM file(s); the first signs, all are published. Absent: an ephemeral key.
+    pub signing_key_file: Option<OneOrMany>,
+    /// `aud` of the assertion. Default: `oidc.client_id`.
+    pub audience: Option<String>,
+    /// Lifetime of one assertion.
+    pub assertion_ttl: HumanDuration,
+    /// Forward the Trousseau access token as `X-Trousseau-Access-Token`.
+    pub pass_access_token: bool,
+    /// Extra header names for apps written for another proxy: `trousseau` (none), `oauth2-proxy`
+    /// or `authentik`.
+    pub headers_preset: String,
+    /// Custom header → claim mapping, e.g. `X-User-Email: email`.
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            signing_key_file: None,
+            audience: None,
+            assertion_ttl: HumanDuration(Duration::from_secs(60)),
+            pass_access_token: false,
+            headers_preset: "trousseau".into(),
+            headers: Default::default(),
+        }
+    }
+}
+
+/// `organization:` — Trousseau tier 3.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrganizationConfig {
+    /// A user with no (allowed) organization gets 403.
+    pub required: bool,
+    /// Organization ids or slugs; empty = any.
+    pub allowed: Vec<String>,
+    /// Roles allowed in the selected organization; empty = any.
+    pub roles: Vec<String>,
+}
+
+/// `routes:` — what needs no session, and per-path rules.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutesConfig {
+    /// Paths proxied without a session (identity headers still stripped). `*` matches within one
+    /// segment when inside the path, and anything when it ends the pattern.
+    pub public: Vec<String>,
+    /// First match wins; no match = any signed-in user.
+    pub rules: Vec<RuleConfig>,
+}
+
+/// One route rule.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuleConfig {
+    /// Path pattern.
+    pub path: String,
+    /// HTTP methods the rule applies to; empty = all.
+    pub methods: Vec<String>,
+    /// Roles (in the selected organization) allowed; empty = any.
+    pub roles: Vec<String>,
+    /// Organization ids or slugs allowed; empty = any.
+    pub organizations: Vec<String>,
+    /// Emails allowed; empty = any.
+    pub emails: Vec<String>,
+    /// Email domains allowed; empty = any.
+    pub email_domains: Vec<String>,
+}
+
+
+/// The effective configuration as YAML with every secret replaced by `<redacted>`.
+pub fn redacted_yaml(file: &FileConfig) -> String {
+    fn redact(node: &mut serde_yaml::Value, path: &[&str]) {
+        let Some((first, rest)) = path.split_first() else { return };
+        let Some(child) = node.as_mapping_mut().and_then(|m| m.get_mut(*first)) else { return };
+        if rest.is_empty() {
+            if !child.is_null() {
+                *child = serde_yaml::Value::String("<redacted>".into());
+            }
+        } else {
+            redact(child, rest);
+        }
+    }
+    let mut tree = serde_yaml::to_value(file).unwrap_or(serde_yaml::Value::Null);
+    for key in SECRET_KEYS {
+        redact(&mut tree, &key.split('.').collect::<Vec<_>>());
+    }
+    serde_yaml::to_string(&tree).unwrap_or_default()
+}

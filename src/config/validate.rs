@@ -1,0 +1,371 @@
+//! [`validate`]: every key checked, section by section, into [`Settings`]; an error names the
+//! key and, for a value from the file, its line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+use super::*;
+
+/// Turns the raw config into [`Settings`], checking every key.
+pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, ConfigError> {
+    let invalid = |key: &str, message: String| source.invalid(key, message);
+    let listen_text = file.listen.as_deref().unwrap_or("127.0.0.1:4180");
+    let listen: SocketAddr = listen_text
+        .parse()
+        .map_err(|_| invalid("listen", format!("`{listen_text}` is not an address like 0.0.0.0:4180")))?;
+
+    let public_text = file
+        .public_url
+        .as_deref()
+        .ok_or_else(|| invalid("public_url", "is required: the URL browsers use to reach the proxy".into()))?;
+    let public_url = parse_http_url(public_text).map_err(|m| invalid("public_url", m))?;
+    if public_url.query().is_some() || public_url.fragment().is_some() || public_url.path() != "/" {
+        return Err(invalid(
+            "public_url",
+            format!("`{public_text}` must be an origin only (scheme, host, port), like https://app.example.com"),
+        ));
+    }
+    let public_origin = public_url.as_str().trim_end_matches('/').to_string();
+    let secure_cookies = public_url.scheme() == "https";
+
+    let upstream_text = file
+        .upstream
+        .as_deref()
+        .ok_or_else(|| invalid("upstream", "is required: the URL of the app behind the proxy".into()))?;
+    let upstream = parse_http_url(upstream_text).map_err(|m| invalid("upstream", m))?;
+
+    let metrics_listen = match &file.metrics_listen {
+        None => None,
+        Some(t) => Some(
+            t.parse()
+                .map_err(|_| invalid("metrics_listen", format!("`{t}` is not an address like 127.0.0.1:9180")))?,
+        ),
+    };
+
+    let oidc = oidc(file, source, &public_origin)?;
+    let session = session(file, source)?;
+    let identity = identity(file, source, &oidc.client_id)?;
+    let (bearer_userinfo, bearer_limits) = api(file, source)?;
+    routes(file, source)?;
+    let limits = validate_limits(&file.limits, file.proxy.trust_forwarded_headers).map_err(|(key, message)| invalid(key, message))?;
+
+    Ok(Settings {
+        listen,
+        public_url,
+        public_origin,
+        secure_cookies,
+        upstream,
+        metrics_listen,
+        proxy: file.proxy.clone(),
+        oidc,
+        session,
+        identity,
+        organization: file.organization.clone(),
+        routes: file.routes.clone(),
+        bearer_userinfo,
+        bearer_limits,
+        limits,
+    })
+}
+
+/// `oidc:`. The redirect URI is the public origin's `/.trousseau/callback`.
+fn oidc(file: &FileConfig, source: &SourceText, public_origin: &str) -> Result<OidcSettings, ConfigError> {
+    let invalid = |key: &str, message: String| source.invalid(key, message);
+    let issuer = file
+        .oidc
+        .issuer
+        .clone()
+        .ok_or_else(|| invalid("oidc.issuer", "is required, e.g. https://auth.keysuite.app/application/o/your-slug/".into()))?;
+    parse_http_url(&issuer).map_err(|m| invalid("oidc.issuer", m))?;
+    if issuer.contains("/application/o/") && !issuer.ends_with('/') {
+        return Err(invalid(
+            "oidc.issuer",
+            format!("Trousseau issuers end with a slash: write `{issuer}/`"),
+        ));
+    }
+    let client_id = file
+        .oidc
+        .client_id
+        .clone()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| invalid("oidc.client_id", "is required".into()))?;
+    let client_secret = secret_value(
+        file.oidc.client_secret.as_deref(),
+        file.oidc.client_secret_file.as_deref(),
+        "oidc.client_secret",
+        source,
+    )?
+    .ok_or_else(|| invalid("oidc.client_secret", "is required (or oidc.client_secret_file)".into()))?;
+    if client_secret.trim().is_empty() {
+        let key = if file.oidc.client_secret_file.is_some() { "oidc.client_secret_file" } else { "oidc.client_secret" };
+        return Err(invalid(key, "is empty: Trousseau needs the client secret of the application".into()));
+    }
+    if !file.oidc.scopes.iter().any(|s| s == "openid") {
+        return Err(invalid("oidc.scopes", "must include `openid`".into()));
+    }
+    let mut scopes = vec!["openid".to_string()];
+    scopes.extend(file.oidc.scopes.iter().filter(|s| *s != "openid").cloned());
+    if let Some(bad) = scopes.iter().find(|s| s.is_empty() || s.contains(char::is_whitespace)) {
+        return Err(invalid("oidc.scopes", format!("`{bad}` is not a scope name")));
+    }
+    let redirect_uri = format!("{public_origin}/.trousseau/callback");
+    let post_logout_redirect_uri = match &file.oidc.post_logout_redirect_uri {
+        Some(u) => {
+            parse_http_url(u).map_err(|m| invalid("oidc.post_logout_redirect_uri", m))?;
+            u.clone()
+        }
+        None => format!("{public_origin}/"),
+    };
+    let jwks_refetch_interval = file.oidc.jwks_refetch_interval.0;
+    if jwks_refetch_interval < Duration::from_secs(1) || jwks_refetch_interval > Duration::from_secs(3600) {
+        return Err(invalid("oidc.jwks_refetch_interval", "must be between 1s and 1h (default 1m)".into()));
+    }
+    Ok(OidcSettings {
+        issuer,
+        client_id: client_id.clone(),
+        client_secret,
+        scopes,
+        redirect_uri,
+        post_logout_redirect_uri,
+        ca_file: file.oidc.ca_file.as_ref().map(PathBuf::from),
+        timeout: file.oidc.timeout.0,
+        jwks_refetch_interval,
+    })
+}
+
+/// `session:`: the secrets (inline and from `secrets_file`), the cookie, the store, Redis and the
+/// revocations, and the bounds of each.
+fn session(file: &FileConfig, source: &SourceText) -> Result<SessionSettings, ConfigError> {
+    let invalid = |key: &str, message: String| source.invalid(key, message);
+    let mut secret_texts = file.session.secrets.clone();
+    if let Some(path) = &file.session.secrets_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| invalid("session.secrets_file", format!("cannot read `{path}`: {e}")))?;
+        secret_texts.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+    }
+    if secret_texts.is_empty() {
+        return Err(invalid(
+            "session.secrets",
+            "is required: generate one with `trousseau-proxy keys generate`".into(),
+        ));
+    }
+    let secrets = secret_texts
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            crate::session::seal::parse_secret(s)
+                .map_err(|e| invalid("session.secrets", format!("secret #{}: {e}", i + 1)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let cookie_name = file.session.cookie_name.clone();
+    if cookie_name.is_empty()
+        || !cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(invalid("session.cookie_name", format!("`{cookie_name}`: use letters, digits, `_` and `-` only")));
+    }
+    let max_lifetime = file.session.max_lifetime.0;
+    if max_lifetime < Duration::from_secs(60) || max_lifetime > Duration::from_secs(30 * 86_400) {
+        return Err(invalid(
+            "session.max_lifetime",
+            "must be between 1m and 30d (Trousseau refresh tokens live 30 days)".into(),
+        ));
+    }
+    let store = match file.session.store.as_str() {
+        "cookie" => StoreKind::Cookie,
+        "memory" => StoreKind::Memory,
+        "redis" => StoreKind::Redis,
+        other => return Err(invalid("session.store", format!("`{other}`: use cookie, memory or redis"))),
+    };
+    let redis_url = secret_value(
+        file.session.redis_url.as_deref(),
+        file.session.redis_url_file.as_deref(),
+        "session.redis_url",
+        source,
+    )?
+    .map(|url| url.trim().to_string());
+    if let Some(url) = &redis_url {
+        check_redis_url(url).map_err(|m| invalid("session.redis_url", m))?;
+    }
+    if file.session.redis_ca_file.is_some() && !redis_url.as_deref().is_some_and(|u| u.starts_with("rediss://") || u.starts_with("valkeys://")) {
+        return Err(invalid("session.redis_ca_file", "is only used with a rediss:// (TLS) session.redis_url".into()));
+    }
+    if store == StoreKind::Redis && redis_url.is_none() {
+        return Err(invalid("session.store", "`redis` needs session.redis_url (or session.redis_url_file)".into()));
+    }
+    let revocations = match file.session.revocations.as_deref() {
+        None if redis_url.is_some() => RevocationKind::Redis,
+        None | Some("memory") => RevocationKind::Memory,
+        Some("redis") => RevocationKind::Redis,
+        Some(other) => return Err(invalid("session.revocations", format!("`{other}`: use memory or redis"))),
+    };
+    if revocations == RevocationKind::Redis && redis_url.is_none() {
+        return Err(invalid("session.revocations", "`redis` needs session.redis_url (or session.redis_url_file)".into()));
+    }
+    if revocations == RevocationKind::Memory && store == StoreKind::Redis {
+        return Err(invalid(
+            "session.revocations",
+            "`memory` with session.store: redis would end a back-channel-logged-out session on one replica only; \
+             remove session.revocations (it defaults to redis) or set it to redis"
+                .into(),
+        ));
+    }
+    let revocation_staleness = file.session.revocation_staleness.0;
+    if revocation_staleness > Duration::from_secs(30) {
+        return Err(invalid(
+            "session.revocation_staleness",
+            "must be at most 30s: a back-channel logout reaches every replica only within it (default 1s)".into(),
+        ));
+    }
+    let max_sessions_per_user = file.session.max_sessions_per_user;
+    if !(1..=1000).contains(&max_sessions_per_user) {
+        return Err(invalid("session.max_sessions_per_user", format!("{max_sessions_per_user}: must be between 1 and 1000")));
+    }
+    let memory_store_max_mib = file.session.memory_store_max_mib;
+    if !(1..=1_048_576).contains(&memory_store_max_mib) {
+        return Err(invalid("session.memory_store_max_mib", format!("{memory_store_max_mib}: must be between 1 and 1048576 (1 TiB)")));
+    }
+    Ok(SessionSettings {
+        secrets,
+        cookie_name,
+        max_lifetime,
+        store,
+        redis_url,
+        redis_ca_file: file.session.redis_ca_file.as_ref().map(PathBuf::from),
+        revocations,
+        revocation_staleness,
+        refresh_skew: file.session.refresh_skew.0,
+        refresh_grace: file.session.refresh_grace.0,
+        max_sessions_per_user,
+        memory_store_max_bytes: u64::from(memory_store_max_mib) * 1024 * 1024,
+    })
+}
+
+/// `identity:`: the signing keys, the assertion, the extra headers. The assertion's audience
+/// defaults to the client id.
+fn identity(file: &FileConfig, source: &SourceText, client_id: &str) -> Result<IdentitySettings, ConfigError> {
+    let invalid = |key: &str, message: String| source.invalid(key, message);
+    let mut signing_keys_pem = Vec::new();
+    if let Some(files) = &file.identity.signing_key_file {
+        for path in files.to_vec() {
+            let pem = std::fs::read_to_string(&path)
+                .map_err(|e| invalid("identity.signing_key_file", format!("cannot read `{path}`: {e}")))?;
+            signing_keys_pem.push(pem);
+        }
+    }
+    let ttl = file.identity.assertion_ttl.0;
+    if ttl < Duration::from_secs(10) || ttl > Duration::from_secs(3600) {
+        return Err(invalid("identity.assertion_ttl", "must be between 10s and 1h".into()));
+    }
+    let extra_headers = crate::identity::ExtraHeaders::new(&file.identity.headers_preset, &file.identity.headers)
+        .map_err(|(key, message)| invalid(key, message))?;
+    Ok(IdentitySettings {
+        signing_keys_pem,
+        audience: file.identity.audience.clone().unwrap_or_else(|| client_id.to_string()),
+        assertion_ttl: ttl,
+        pass_access_token: file.identity.pass_access_token,
+        extra_headers,
+    })
+}
+
+/// `api:`: whether bearer tokens are accepted, and how many new ones may be checked.
+fn api(file: &FileConfig, source: &SourceText) -> Result<(bool, BearerLimits), ConfigError> {
+    let invalid = |key: &str, message: String| source.invalid(key, message);
+    let bearer_userinfo = match file.api.bearer.as_str() {
+        "off" => false,
+        "userinfo" => true,
+        other => return Err(invalid("api.bearer", format!("`{other}`: use off or userinfo"))),
+    };
+    let bearer_limits = BearerLimits { per_second: file.api.introspections_per_second, in_flight: file.api.introspections_in_flight };
+    if !(1..=10_000).contains(&bearer_limits.per_second) {
+        return Err(invalid("api.introspections_per_second", "must be between 1 and 10000 (default 10)".into()));
+    }
+    if !(1..=1_000).contains(&bearer_limits.in_flight) {
+        return Err(invalid("api.introspections_in_flight", "must be between 1 and 1000 (default 10)".into()));
+    }
+    Ok((bearer_userinfo, bearer_limits))
+}
+
+/// `routes:`: every path starts with `/` (the rules themselves compile in [`crate::policy`]).
+fn routes(file: &FileConfig, source: &SourceText) -> Result<(), ConfigError> {
+    let invalid = |key: &str, message: String| source.invalid(key, message);
+    for (i, p) in file.routes.public.iter().enumerate() {
+        if !p.starts_with('/') {
+            return Err(invalid("routes.public", format!("entry #{}: `{p}` must start with /", i + 1)));
+        }
+    }
+    for (i, r) in file.routes.rules.iter().enumerate() {
+        if !r.path.starts_with('/') {
+            return Err(invalid("routes.rules", format!("rule #{}: path `{}` must start with /", i + 1, r.path)));
+        }
+    }
+    Ok(())
+}
+
+/// `limits:`, checked; an error names its key.
+fn validate_limits(l: &LimitsConfig, trust_forwarded: bool) -> Result<crate::limits::LimitSettings, (&'static str, String)> {
+    let positive = |key: &'static str, n: usize| if n == 0 { Err((key, "must be at least 1".to_string())) } else { Ok(n) };
+    let timeout = |key: &'static str, d: HumanDuration| {
+        if d.0 < Duration::from_millis(10) || d.0 > Duration::from_secs(3600) {
+            Err((key, format!("`{d}` must be between 10ms and 1h")))
+        } else {
+            Ok(d.0)
+        }
+    };
+    if !(1..=10_000).contains(&l.http2_max_concurrent_streams) {
+        return Err(("limits.http2_max_concurrent_streams", "must be between 1 and 10000 (default 100)".into()));
+    }
+    Ok(crate::limits::LimitSettings {
+        max_connections: positive("limits.max_connections", l.max_connections)?,
+        metrics_max_connections: positive("limits.metrics_max_connections", l.metrics_max_connections)?,
+        max_requests_in_flight: positive("limits.max_requests_in_flight", l.max_requests_in_flight)?,
+        max_requests_per_client: l.max_requests_per_client,
+        http2_max_concurrent_streams: l.http2_max_concurrent_streams,
+        header_timeout: timeout("limits.header_timeout", l.header_timeout)?,
+        idle_timeout: timeout("limits.idle_timeout", l.idle_timeout)?,
+        request_body_timeout: timeout("limits.request_body_timeout", l.request_body_timeout)?,
+        request_body_min_rate: l.request_body_min_rate,
+        send_timeout: timeout("limits.send_timeout", l.send_timeout)?,
+        client_from_forwarded: trust_forwarded,
+    })
+}
+
+/// A Redis URL the client accepts. Messages never repeat the URL (it may hold the password).
+fn check_redis_url(text: &str) -> Result<(), String> {
+    let shown = crate::session::redis::redacted_url(text);
+    let url = Url::parse(text).map_err(|e| format!("`{shown}` is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "redis" | "rediss" | "valkey" | "valkeys" | "redis+unix" | "valkey+unix" | "unix") {
+        return Err(format!("`{shown}` must be a redis:// or rediss:// (TLS) URL, like redis://:password@redis:6379/0"));
+    }
+    ::redis::IntoConnectionInfo::into_connection_info(text).map_err(|e| format!("`{shown}`: {e}"))?;
+    Ok(())
+}
+
+fn parse_http_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(format!("`{text}` must be an http:// or https:// URL"));
+    }
+    Ok(url)
+}
+
+/// A secret from its inline key or its `*_file` key (not both).
+fn secret_value(
+    inline: Option<&str>,
+    file: Option<&str>,
+    key: &str,
+    source: &SourceText,
+) -> Result<Option<String>, ConfigError> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(source.invalid(key, format!("set either {key} or {key}_file, not both"))),
+        (Some(v), None) => Ok(Some(v.to_string())),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| source.invalid(&format!("{key}_file"), format!("cannot read `{path}`: {e}")))?;
+            Ok(Some(text.trim_end_matches(['\r', '\n']).to_string()))
+        }
+        (None, None) => Ok(None),
+    }
+}
