@@ -1,0 +1,179 @@
+//! Back-channel logout tokens: verified against Trousseau's keys, with the checks OpenID Connect
+//! Back-Channel Logout 1.0 asks for (event, no nonce, fresh `iat`, `sid` or `sub`), and the
+//! rate-limited log of refusals.
+
+use super::*;
+
+/// The event member every back-channel logout token carries.
+const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// How old a logout token's `iat` may be.
+const LOGOUT_TOKEN_MAX_AGE: u64 = 600;
+
+/// How often a refused back-channel logout is written to the log, at most.
+pub(super) const LOGOUT_REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The log of refused back-channel logouts: one WARN line at once, then at most one per
+/// [`LOGOUT_REFUSAL_LOG_INTERVAL`], saying how many more were refused meanwhile. A refusal is the
+/// sender's fault (a 400 for it), and anyone can POST tokens, so they must not flood the log.
+pub struct RefusalLog {
+    budget: crate::logging::LogBudget,
+}
+
+impl RefusalLog {
+    /// A log writing at most one line per `interval`.
+    pub fn new(interval: Duration) -> RefusalLog {
+        RefusalLog { budget: crate::logging::LogBudget::every(interval) }
+    }
+
+    /// Records one refused logout from `client` (its address), writing the line if it is time.
+    pub fn refused(&self, client: std::net::IpAddr, reason: &dyn std::fmt::Display) {
+        if let Some(meanwhile) = self.budget.take() {
+            tracing::warn!(
+                client = %client,
+                reason = %reason,
+                refused_meanwhile = meanwhile,
+                "back-channel logout refused (answered 400): the sender's logout token is not acceptable"
+            );
+        }
+    }
+}
+
+/// What a verified back-channel logout token asks to end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogoutRequest {
+    /// Trousseau session to end, when given.
+    pub sid: Option<String>,
+    /// User whose sessions end, when given (and no `sid`).
+    pub sub: Option<String>,
+    /// The token's id (replay protection).
+    pub jti: String,
+}
+
+/// Why a logout token was refused (each is a 400 for the IdP).
+#[derive(Debug, thiserror::Error)]
+pub enum LogoutTokenError {
+    /// Not a compact JWS, or not JSON inside.
+    #[error("malformed logout token: {0}")]
+    Malformed(&'static str),
+    /// The signature does not verify with Trousseau's keys.
+    #[error("logout token signature: {0}")]
+    Signature(String),
+    /// A claim is missing or wrong.
+    #[error("logout token claims: {0}")]
+    Claims(&'static str),
+    /// The header asks for something we do not do (`crit`, RFC 7515 §4.1.11).
+    #[error("logout token header: {0}")]
+    Header(&'static str),
+    /// The provider is not loaded.
+    #[error(transparent)]
+    Oidc(#[from] OidcError),
+}
+
+impl Oidc {
+    /// Verifies a back-channel logout token (OpenID Connect Back-Channel Logout 1.0 §2.6):
+    /// signature with Trousseau's JWKS (re-fetched once on an unknown `kid`), `iss`, `aud`, `iat`
+    /// window, optional `exp`, the `events` member, `sid` and/or `sub`, and no `nonce`. `typ` may be
+    /// `logout+jwt` or `JWT` (Authentik). Replay of `jti` is the caller's check.
+    pub async fn verify_logout_token(&self, token: &str) -> Result<LogoutRequest, LogoutTokenError> {
+        use base64::Engine as _;
+        use openidconnect::JsonWebKey as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut parts = token.split('.');
+        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err(LogoutTokenError::Malformed("not a compact JWS"));
+        };
+        let header: serde_json::Value = b64
+            .decode(h)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or(LogoutTokenError::Malformed("header"))?;
+        let claims: serde_json::Value = b64
+            .decode(p)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or(LogoutTokenError::Malformed("payload"))?;
+        let signature = b64.decode(s).map_err(|_| LogoutTokenError::Malformed("signature"))?;
+        // RFC 7515 §4.1.11: every extension `crit` lists must be understood, and we understand
+        // none; refused before any key is looked up (or fetched).
+        if header.get("crit").is_some() {
+            return Err(LogoutTokenError::Header("crit names extensions this relying party does not support"));
+        }
+        if let Some(typ) = header.get("typ").and_then(|t| t.as_str()) {
+            if !typ.eq_ignore_ascii_case("logout+jwt") && !typ.eq_ignore_ascii_case("JWT") {
+                return Err(LogoutTokenError::Claims("typ is neither logout+jwt nor JWT"));
+            }
+        }
+        let alg: CoreJwsSigningAlgorithm = serde_json::from_value(header["alg"].clone())
+            .map_err(|_| LogoutTokenError::Signature("unknown alg".into()))?;
+        if !ALLOWED_ALGS.contains(&alg) {
+            return Err(LogoutTokenError::Signature("algorithm not allowed".into()));
+        }
+        let kid = header.get("kid").and_then(|k| k.as_str()).map(String::from);
+        let message = format!("{h}.{p}");
+        let provider = self.provider()?;
+        let verify = |jwks: &CoreJsonWebKeySet| -> Result<bool, String> {
+            let candidates: Vec<&CoreJsonWebKey> = jwks
+                .keys()
+                .iter()
+                .filter(|k| kid.is_none() || k.key_id().map(|id| id.as_str()) == kid.as_deref())
+                .collect();
+            if candidates.is_empty() {
+                return Ok(false);
+            }
+            if candidates.iter().any(|k| k.verify_signature(&alg, message.as_bytes(), &signature).is_ok()) {
+                Ok(true)
+            } else {
+                Err("does not verify".into())
+            }
+        };
+        let jwks = provider.jwks.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let found = match verify(&jwks).map_err(LogoutTokenError::Signature)? {
+            true => true,
+            false => {
+                self.refetch_jwks(&provider).await.map_err(|e| LogoutTokenError::Signature(e.to_string()))?;
+                let jwks = provider.jwks.read().unwrap_or_else(|p| p.into_inner()).clone();
+                verify(&jwks).map_err(LogoutTokenError::Signature)?
+            }
+        };
+        if !found {
+            return Err(LogoutTokenError::Signature("no key matches its kid".into()));
+        }
+
+        if claims["iss"].as_str() != Some(provider.metadata.issuer().as_str()) {
+            return Err(LogoutTokenError::Claims("iss is not our issuer"));
+        }
+        let client_id = self.settings.client_id.as_str();
+        let aud_ok = match &claims["aud"] {
+            serde_json::Value::String(a) => a == client_id,
+            serde_json::Value::Array(list) => list.iter().any(|a| a.as_str() == Some(client_id)),
+            _ => false,
+        };
+        if !aud_ok {
+            return Err(LogoutTokenError::Claims("aud is not our client_id"));
+        }
+        let now = now_secs();
+        let iat = claims["iat"].as_u64().ok_or(LogoutTokenError::Claims("iat missing"))?;
+        if iat > now + CLOCK_SKEW.as_secs() || iat.saturating_add(LOGOUT_TOKEN_MAX_AGE) < now {
+            return Err(LogoutTokenError::Claims("iat outside the accepted window"));
+        }
+        if let Some(exp) = claims.get("exp").filter(|e| !e.is_null()) {
+            if exp.as_u64().is_none_or(|exp| exp.saturating_add(CLOCK_SKEW.as_secs()) < now) {
+                return Err(LogoutTokenError::Claims("expired"));
+            }
+        }
+        if !claims["events"].get(BACKCHANNEL_EVENT).is_some_and(|e| e.is_object()) {
+            return Err(LogoutTokenError::Claims("events member missing"));
+        }
+        if claims.get("nonce").is_some() {
+            return Err(LogoutTokenError::Claims("nonce must not be present"));
+        }
+        let sid = claims["sid"].as_str().filter(|s| !s.is_empty()).map(String::from);
+        let sub = claims["sub"].as_str().filter(|s| !s.is_empty()).map(String::from);
+        if sid.is_none() && sub.is_none() {
+            return Err(LogoutTokenError::Claims("neither sid nor sub"));
+        }
+        let jti = claims["jti"].as_str().filter(|s| !s.is_empty()).ok_or(LogoutTokenError::Claims("jti missing"))?;
+        Ok(LogoutRequest { sid, sub, jti: jti.to_string() })
+    }
+}
