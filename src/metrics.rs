@@ -174,7 +174,7 @@ impl SignInFlows {
     }
 }
 
-/// The request path's counters. One per [`crate::server::App`]; cheap to bump from any thread.
+/// The request path's counters. One per [`crate::app::App`]; cheap to bump from any thread.
 #[derive(Debug)]
 pub struct Metrics {
     requests: [AtomicU64; Outcome::ALL.len()],

@@ -117,7 +117,7 @@ pub async fn shutdown_signal() {
 /// Binds the listener and serves until SIGTERM/SIGINT; discovery runs in the background and
 /// readiness follows it. `front`, when given, answers its own paths first (dev mode).
 pub async fn run(mut settings: Settings, front: Option<Front>) -> Result<(), StartError> {
-    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    let workers = crate::util::worker_count();
     crate::limits::fit_open_file_limit(&mut settings.limits, workers, POOL_MAX_IDLE_PER_WORKER);
     let addr = settings.listen;
     let drain = settings.proxy.drain_timeout.0;
@@ -154,7 +154,7 @@ pub async fn run(mut settings: Settings, front: Option<Front>) -> Result<(), Sta
 /// and a context switch, more than the request's own work on a small machine. The runtime that
 /// called this (from `main`) only waits for the signal and runs background tasks.
 async fn serve_on_workers(listener: std::net::TcpListener, app: Arc<App>, drain: Duration, front: Option<Front>) -> std::io::Result<()> {
-    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    let workers = crate::util::worker_count();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut threads = Vec::with_capacity(workers);
     let (balance, worker_sides) = Balance::new(workers);
@@ -220,3 +220,4 @@ async fn timer_heartbeat() {
 
 /// See [`timer_heartbeat`].
 const HEARTBEAT: Duration = Duration::from_millis(100);
+

@@ -162,7 +162,7 @@ pub struct ListenerStats {
 }
 
 /// The limits shared by every worker of the server: the settings, the counts they are checked
-/// against, and what they refused (for `/metrics`). One per [`crate::server::App`].
+/// against, and what they refused (for `/metrics`). One per [`crate::app::App`].
 #[derive(Debug)]
 pub struct Limits {
     settings: LimitSettings,

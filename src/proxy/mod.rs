@@ -304,7 +304,7 @@ impl Upstream {
             ))
         };
         let upgrades = new_pool(http1_tls_for(&tls), pool::Purpose::Upgrades);
-        let workers = std::thread::available_parallelism().map_or(1, usize::from);
+        let workers = crate::util::worker_count();
         let pools = (0..workers)
             .map(|_| {
                 let tls = if scheme == Scheme::HTTPS && !settings.preserve_host { tls.clone() } else { http1_tls_for(&tls) };

@@ -14,6 +14,13 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
+/// How many worker threads serve the main listener ([`crate::server`]): one per core the
+/// process may use. The upstream pools ([`crate::proxy`]) are sized by the same count, so every
+/// worker has its own.
+pub fn worker_count() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
