@@ -24,6 +24,11 @@
 # Environment: ROUNDS (5), DURATION (10s), CONNECTIONS (64), MANY_CONNECTIONS (1000), H2_STREAMS (1),
 # THREADS (2), BENCH_PORT (18080: uses 18080-18084), SKIP_BUILD=1 to reuse target/release, PROXY_BIN to measure another build of the
 # proxy (before/after comparisons), KEEP=1 to keep the work directory (logs).
+#
+# BASELINE_BIN=path: the floor is that build of trousseau-proxy (`dev`, signed in the same way)
+# instead of nginx — an old and a new build side by side in one run, each round back to back:
+#   git worktree add /tmp/old <commit> && (cd /tmp/old && cargo build --release --bin trousseau-proxy)
+#   BASELINE_BIN=/tmp/old/target/release/trousseau-proxy bench/run.sh
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-5}
@@ -56,6 +61,12 @@ if [ ${#need_packages[@]} -gt 0 ]; then
   fi
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+if [ -n "${BASELINE_BIN:-}" ]; then
+  FLOOR_NAME="baseline build"
+  FLOOR_H2_PORT=$FLOOR_PORT # the proxy serves HTTP/2 with prior knowledge on its one listener
+else
+  FLOOR_NAME="nginx proxy_pass"
+fi
 
 for port in $UP_PORT $FLOOR_PORT $PROXY_PORT $REFRESH_PORT $FLOOR_H2_PORT; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -102,12 +113,18 @@ nginx_conf upstream 1 "access_log off;
 # backlog=4096: nginx's default (511) drops SYNs when hundreds of connections open at once, and
 # the retransmission a second later becomes a p99 of one second. The proxy's listener queue is
 # 1,024 (tokio's). keepalive 256: idle app connections kept per worker, as the proxy keeps.
+if [ -n "${BASELINE_BIN:-}" ]; then
+  "$BASELINE_BIN" dev --upstream "http://127.0.0.1:$UP_PORT" --listen "127.0.0.1:$FLOOR_PORT" 2>"$WORK/baseline.log" &
+  BASELINE_PID=$!
+  PIDS+=($BASELINE_PID)
+else
 nginx_conf floor auto "access_log $WORK/floor-access.log;
   upstream app { server 127.0.0.1:$UP_PORT; keepalive 256; keepalive_requests 1000000; }
   server { listen 127.0.0.1:$FLOOR_PORT backlog=4096; location / {
     proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }
   server { listen 127.0.0.1:$FLOOR_H2_PORT http2 backlog=4096; location / {
     proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+fi
 
 "$PROXY_BIN" dev --upstream "http://127.0.0.1:$UP_PORT" --listen "127.0.0.1:$PROXY_PORT" 2>"$WORK/proxy.log" &
 PROXY_PID=$!
@@ -124,7 +141,7 @@ wait_for() { # url
   exit 1
 }
 wait_for "http://127.0.0.1:$UP_PORT/"
-wait_for "http://127.0.0.1:$FLOOR_PORT/"
+if [ -n "${BASELINE_BIN:-}" ]; then wait_for "http://127.0.0.1:$FLOOR_PORT/.trousseau/readyz"; else wait_for "http://127.0.0.1:$FLOOR_PORT/"; fi
 wait_for "http://127.0.0.1:$PROXY_PORT/.trousseau/readyz"
 wait_for "http://127.0.0.1:$REFRESH_PORT/.trousseau/readyz"
 
@@ -184,12 +201,17 @@ cpu_us() { # pid…
   done
   echo $((total * TICK_US))
 }
-FLOOR_MASTER=$(cat "$WORK/floor.pid")
-FLOOR_WORKERS=$(pgrep -P "$FLOOR_MASTER" | tr '\n' ' ')
-
 AUTH_HEADERS=(-H "Cookie: $COOKIE" -H "Accept: */*")
+if [ -n "${BASELINE_BIN:-}" ]; then
+  FLOOR_WORKERS=$BASELINE_PID
+  FLOOR_HEADERS=(-H "Cookie: $("$SIGNIN_BIN" cookie --proxy "http://127.0.0.1:$FLOOR_PORT")" -H "Accept: */*")
+else
+  FLOOR_MASTER=$(cat "$WORK/floor.pid")
+  FLOOR_WORKERS=$(pgrep -P "$FLOOR_MASTER" | tr '\n' ' ')
+  FLOOR_HEADERS=("${AUTH_HEADERS[@]}") # nginx ignores the cookie; both sides send the same bytes
+fi
 say "warming up…"
-DURATION=2s run_wrk "http://127.0.0.1:$FLOOR_PORT/bench" "${AUTH_HEADERS[@]}" >/dev/null
+DURATION=2s run_wrk "http://127.0.0.1:$FLOOR_PORT/bench" "${FLOOR_HEADERS[@]}" >/dev/null
 DURATION=2s run_wrk "http://127.0.0.1:$PROXY_PORT/bench" "${AUTH_HEADERS[@]}" >/dev/null
 
 # compare NAME CONNECTIONS RUNNER FLOOR_URL PROXY_URL: ROUNDS rounds, each nginx then the proxy
@@ -204,7 +226,7 @@ compare() {
   for round in $(seq 1 "$ROUNDS"); do
     # shellcheck disable=SC2086 # a list of pids
     before=$(cpu_us $FLOOR_WORKERS)
-    floor=$(CONNECTIONS=$conns "$runner" "$floor_url" "${AUTH_HEADERS[@]}")
+    floor=$(CONNECTIONS=$conns "$runner" "$floor_url" "${FLOOR_HEADERS[@]}")
     # shellcheck disable=SC2086
     floor_cpu=$(($(cpu_us $FLOOR_WORKERS) - before))
     before=$(cpu_us "$PROXY_PID")
@@ -217,7 +239,7 @@ compare() {
     # Each round's pair runs back to back: their ratio is steadier than a ratio of medians when the
     # machine's other load drifts.
     awk -v a="$prps" -v b="$frps" -v c="$pp99" -v d="$fp99" 'BEGIN { print a / b, c / d }' >>"$WORK/$name.ratio"
-    say "$name round $round: nginx $frps req/s (p99 ${fp99}us, $(tail -1 "$WORK/$name.floor" | awk '{ print $7 }') µs CPU/req) · trousseau-proxy $prps req/s (p99 ${pp99}us, $(tail -1 "$WORK/$name.proxy" | awk '{ print $7 }') µs CPU/req) · $(tail -1 "$WORK/$name.ratio" | awk '{ printf "%.2f× req/s, %.2f× p99", $1, $2 }')"
+    say "$name round $round: $FLOOR_NAME $frps req/s (p99 ${fp99}us, $(tail -1 "$WORK/$name.floor" | awk '{ print $7 }') µs CPU/req) · trousseau-proxy $prps req/s (p99 ${pp99}us, $(tail -1 "$WORK/$name.proxy" | awk '{ print $7 }') µs CPU/req) · $(tail -1 "$WORK/$name.ratio" | awk '{ printf "%.2f× req/s, %.2f× p99", $1, $2 }')"
     if [ "$fbad" != 0 ] || [ "$pbad" != 0 ] || [ "$ferr" != 0 ] || [ "$perr" != 0 ]; then
       say "unexpected answers: nginx non-2xx $fbad errors $ferr, proxy non-2xx $pbad errors $perr"
       exit 1
@@ -261,14 +283,14 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f×", a / b }'; }
 pair() { # name label — the floor's row and the proxy's, medians of the rounds
   local f="$WORK/$1.floor" p="$WORK/$1.proxy" r="$WORK/$1.ratio" f_cpu p_cpu
   f_cpu=$(median 7 "$f") p_cpu=$(median 7 "$p")
-  row "nginx proxy_pass, $2" "$(median 1 "$f")" "$(median 2 "$f")" "$(median 3 "$f")" "1.00×; CPU ${f_cpu} µs/request"
+  row "$FLOOR_NAME, $2" "$(median 1 "$f")" "$(median 2 "$f")" "$(median 3 "$f")" "1.00×; CPU ${f_cpu} µs/request"
   row "trousseau-proxy, $2" "$(median 1 "$p")" "$(median 2 "$p")" "$(median 3 "$p")" \
     "$(median 1 "$r" | awk '{ printf "%.2f×", $1 }') req/s, $(median 2 "$r" | awk '{ printf "%.2f×", $1 }') p99 (median of the rounds' ratios); CPU ${p_cpu} µs/request ($(ratio "$p_cpu" "$f_cpu"))"
 }
 f_rps=$(median 1 "$WORK/h1.floor")
 
 echo
-echo "trousseau-proxy next to nginx proxy_pass (upstream keep-alive: the floor): $(nproc) cores ($(uname -m)), $THREADS client threads, $DURATION per run, median of $ROUNDS alternating rounds"
+echo "trousseau-proxy next to ${BASELINE_BIN:-nginx proxy_pass (upstream keep-alive)} (the floor): $(nproc) cores ($(uname -m)), $THREADS client threads, $DURATION per run, median of $ROUNDS alternating rounds"
 echo
 echo "| scenario                                           |    req/s |         p50 |         p99 | compared with nginx |"
 echo "|----------------------------------------------------|----------|-------------|-------------|---------------------|"

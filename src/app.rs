@@ -94,50 +94,15 @@ impl App {
         })
         .map_err(|e| StartError::Setup(format!("upstream: {e}")))?;
         let policy = Policy::new(&settings.routes, &settings.organization);
-        // Several replicas share Redis: server-side sessions, revocations, and one refresh per token.
-        let redis = match &settings.session.redis_url {
-            Some(url) => {
-                let ca = match &settings.session.redis_ca_file {
-                    Some(path) => Some(std::fs::read(path).map_err(|e| StartError::Setup(format!("session.redis_ca_file: {}: {e}", path.display())))?),
-                    None => None,
-                };
-                Some(Arc::new(Redis::connect(url, ca).map_err(|e| StartError::Setup(format!("session.redis_url: {e}")))?))
-            }
-            None => None,
-        };
+        let redis = redis(&settings)?;
         let mut refresher = Refresher::new(oidc.clone(), settings.session.refresh_skew, settings.session.refresh_grace);
         if let Some(redis) = &redis {
             // The lock outlives the slowest refresh (token call, plus a JWKS refetch).
             let lock_ttl = settings.oidc.timeout * 2 + Duration::from_secs(5);
             refresher = refresher.with_coordinator(Arc::new(RefreshCoordinator::new(redis.clone(), sealer.clone(), lock_ttl)));
-        }
-        let revocations = match (settings.session.revocations, &redis) {
-            (RevocationKind::Redis, Some(redis)) => RevocationSet::Redis(RedisRevocations::new(
-                redis.clone(),
-                settings.session.max_lifetime,
-                settings.session.revocation_staleness,
-                app_tag.clone(),
-            )),
-            _ => RevocationSet::Memory(Revocations::new(settings.session.max_lifetime)),
-        };
-        let store: Option<Arc<dyn SessionStore>> = match (settings.session.store, &redis) {
-            (StoreKind::Cookie, _) => None,
-            (StoreKind::Memory, _) => Some(Arc::new(MemoryStore::new(
-                settings.session.memory_store_max_bytes,
-                settings.session.max_sessions_per_user as usize,
-            ))),
-            (StoreKind::Redis, Some(redis)) => Some(Arc::new(RedisStore::new(
-                redis.clone(),
-                sealer.clone(),
-                app_tag,
-                settings.session.max_sessions_per_user,
-                settings.session.max_lifetime,
-            ))),
-            (StoreKind::Redis, None) => return Err(StartError::Setup("session.store: redis needs session.redis_url".into())),
-        };
-        if let Some(redis) = &redis {
             tracing::info!(redis = %redis.display(), store = ?settings.session.store, revocations = ?settings.session.revocations, "sharing state with the other replicas through Redis");
         }
+        let (store, revocations) = store_and_revocations(&settings, redis.as_ref(), &sealer, app_tag)?;
         let cookie = CookieSettings::new(&settings.session.cookie_name, settings.secure_cookies);
         let sessions = Sessions::new(sealer, cookie, &settings.session.cookie_name, store, revocations, settings.session.max_lifetime);
         let bearer = settings.bearer_userinfo.then(|| BearerAuth::new(oidc.clone(), settings.bearer_limits));
@@ -198,6 +163,50 @@ impl App {
             limits: &self.limits,
         })
     }
+}
+
+/// Redis, when `session.redis_url` is set: several replicas share server-side sessions,
+/// revocations, and one refresh per token through it.
+fn redis(settings: &Settings) -> Result<Option<Arc<Redis>>, StartError> {
+    let Some(url) = &settings.session.redis_url else { return Ok(None) };
+    let ca = match &settings.session.redis_ca_file {
+        Some(path) => Some(std::fs::read(path).map_err(|e| StartError::Setup(format!("session.redis_ca_file: {}: {e}", path.display())))?),
+        None => None,
+    };
+    Ok(Some(Arc::new(Redis::connect(url, ca).map_err(|e| StartError::Setup(format!("session.redis_url: {e}")))?)))
+}
+
+/// Where sessions live (`None`: in their cookie) and where revocations are kept, as
+/// `session.store` and `session.revocations` say.
+fn store_and_revocations(
+    settings: &Settings,
+    redis: Option<&Arc<Redis>>,
+    sealer: &Arc<Sealer>,
+    app_tag: String,
+) -> Result<(Option<Arc<dyn SessionStore>>, RevocationSet), StartError> {
+    let session = &settings.session;
+    let revocations = match (session.revocations, redis) {
+        (RevocationKind::Redis, Some(redis)) => RevocationSet::Redis(RedisRevocations::new(
+            redis.clone(),
+            session.max_lifetime,
+            session.revocation_staleness,
+            app_tag.clone(),
+        )),
+        _ => RevocationSet::Memory(Revocations::new(session.max_lifetime)),
+    };
+    let store: Option<Arc<dyn SessionStore>> = match (session.store, redis) {
+        (StoreKind::Cookie, _) => None,
+        (StoreKind::Memory, _) => Some(Arc::new(MemoryStore::new(session.memory_store_max_bytes, session.max_sessions_per_user as usize))),
+        (StoreKind::Redis, Some(redis)) => Some(Arc::new(RedisStore::new(
+            redis.clone(),
+            sealer.clone(),
+            app_tag,
+            session.max_sessions_per_user,
+            session.max_lifetime,
+        ))),
+        (StoreKind::Redis, None) => return Err(StartError::Setup("session.store: redis needs session.redis_url".into())),
+    };
+    Ok((store, revocations))
 }
 
 /// The assertion signer: the configured keys, or an ephemeral one (with a warning).

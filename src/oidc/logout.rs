@@ -140,40 +140,45 @@ impl Oidc {
             return Err(LogoutTokenError::Signature("no key matches its kid".into()));
         }
 
-        if claims["iss"].as_str() != Some(provider.metadata.issuer().as_str()) {
-            return Err(LogoutTokenError::Claims("iss is not our issuer"));
-        }
-        let client_id = self.settings.client_id.as_str();
-        let aud_ok = match &claims["aud"] {
-            serde_json::Value::String(a) => a == client_id,
-            serde_json::Value::Array(list) => list.iter().any(|a| a.as_str() == Some(client_id)),
-            _ => false,
-        };
-        if !aud_ok {
-            return Err(LogoutTokenError::Claims("aud is not our client_id"));
-        }
-        let now = now_secs();
-        let iat = claims["iat"].as_u64().ok_or(LogoutTokenError::Claims("iat missing"))?;
-        if iat > now + CLOCK_SKEW.as_secs() || iat.saturating_add(LOGOUT_TOKEN_MAX_AGE) < now {
-            return Err(LogoutTokenError::Claims("iat outside the accepted window"));
-        }
-        if let Some(exp) = claims.get("exp").filter(|e| !e.is_null()) {
-            if exp.as_u64().is_none_or(|exp| exp.saturating_add(CLOCK_SKEW.as_secs()) < now) {
-                return Err(LogoutTokenError::Claims("expired"));
-            }
-        }
-        if !claims["events"].get(BACKCHANNEL_EVENT).is_some_and(|e| e.is_object()) {
-            return Err(LogoutTokenError::Claims("events member missing"));
-        }
-        if claims.get("nonce").is_some() {
-            return Err(LogoutTokenError::Claims("nonce must not be present"));
-        }
-        let sid = claims["sid"].as_str().filter(|s| !s.is_empty()).map(String::from);
-        let sub = claims["sub"].as_str().filter(|s| !s.is_empty()).map(String::from);
-        if sid.is_none() && sub.is_none() {
-            return Err(LogoutTokenError::Claims("neither sid nor sub"));
-        }
-        let jti = claims["jti"].as_str().filter(|s| !s.is_empty()).ok_or(LogoutTokenError::Claims("jti missing"))?;
-        Ok(LogoutRequest { sid, sub, jti: jti.to_string() })
+        logout_claims(&claims, provider.metadata.issuer().as_str(), &self.settings.client_id, now_secs())
     }
+}
+
+/// The claims a back-channel logout token must carry (OpenID Connect Back-Channel Logout 1.0
+/// §2.4, §2.6), checked once its signature is: our issuer and client, a fresh `iat`, the logout
+/// event, no `nonce`, `sid` or `sub`, and a `jti`.
+fn logout_claims(claims: &serde_json::Value, issuer: &str, client_id: &str, now: u64) -> Result<LogoutRequest, LogoutTokenError> {
+    if claims["iss"].as_str() != Some(issuer) {
+        return Err(LogoutTokenError::Claims("iss is not our issuer"));
+    }
+    let aud_ok = match &claims["aud"] {
+        serde_json::Value::String(a) => a == client_id,
+        serde_json::Value::Array(list) => list.iter().any(|a| a.as_str() == Some(client_id)),
+        _ => false,
+    };
+    if !aud_ok {
+        return Err(LogoutTokenError::Claims("aud is not our client_id"));
+    }
+    let iat = claims["iat"].as_u64().ok_or(LogoutTokenError::Claims("iat missing"))?;
+    if iat > now + CLOCK_SKEW.as_secs() || iat.saturating_add(LOGOUT_TOKEN_MAX_AGE) < now {
+        return Err(LogoutTokenError::Claims("iat outside the accepted window"));
+    }
+    if let Some(exp) = claims.get("exp").filter(|e| !e.is_null()) {
+        if exp.as_u64().is_none_or(|exp| exp.saturating_add(CLOCK_SKEW.as_secs()) < now) {
+            return Err(LogoutTokenError::Claims("expired"));
+        }
+    }
+    if !claims["events"].get(BACKCHANNEL_EVENT).is_some_and(|e| e.is_object()) {
+        return Err(LogoutTokenError::Claims("events member missing"));
+    }
+    if claims.get("nonce").is_some() {
+        return Err(LogoutTokenError::Claims("nonce must not be present"));
+    }
+    let sid = claims["sid"].as_str().filter(|s| !s.is_empty()).map(String::from);
+    let sub = claims["sub"].as_str().filter(|s| !s.is_empty()).map(String::from);
+    if sid.is_none() && sub.is_none() {
+        return Err(LogoutTokenError::Claims("neither sid nor sub"));
+    }
+    let jti = claims["jti"].as_str().filter(|s| !s.is_empty()).ok_or(LogoutTokenError::Claims("jti missing"))?;
+    Ok(LogoutRequest { sid, sub, jti: jti.to_string() })
 }
