@@ -47,8 +47,13 @@ pub fn config(data: &[u8]) {
 
     let secrets = checkable_secrets(&file, text, &env);
     // A "secret" the output would hold anyway is no leak: a key name, which errors name
-    // (`session.secrets`), or a default (`metrics_listen`).
-    let anyway = |secret: &str| key_paths.iter().any(|k| k.contains(secret)) || placeholder_outputs(&file, &source).contains(secret);
+    // (`session.secrets`), or text that is there whatever the secrets are (a default, the
+    // wording of an error): the outputs do not change when every secret is perturbed.
+    let independent = std::cell::OnceCell::new();
+    let anyway = |secret: &str| {
+        key_paths.iter().any(|k| k.contains(secret))
+            || (perturb(secret) != secret && *independent.get_or_init(|| outputs(&file, &source) == outputs(&perturbed(&file), &source)))
+    };
     let printed = config::redacted_yaml(&file);
     for secret in &secrets {
         assert!(!printed.contains(secret.as_str()) || anyway(secret), "check-config prints the secret {secret:?}");
@@ -126,47 +131,51 @@ fn check_error(e: &ConfigError, text: &str, secrets: &[String], anyway: &dyn Fn(
     }
 }
 
-/// What `check-config`, the settings' `Debug` and a validation error show for `file` with every
-/// secret replaced by a placeholder: text that is there whatever the secrets are. Two sets of
-/// placeholders: well-formed stand-ins (so validation goes past the secrets), and stand-ins of the
-/// same shape — present where a secret is, absent where it is not, of the same length — so the
-/// error a missing or malformed secret yields is the one compared (a session secret spelled
-/// `required (or oidc.client_secr` copies the wording of the error for a missing client secret).
-fn placeholder_outputs(file: &FileConfig, source: &SourceText) -> String {
-    let mut stand_ins = file.clone();
-    stand_ins.session.secrets = vec!["cGxhY2Vob2xkZXItc2Vzc2lvbi1zZWNyZXQtMzItYnl0ZXM=".into()];
-    stand_ins.oidc.client_secret = Some("placeholder-client-secret".into());
-    replace_redis_password(&mut stand_ins, |_| Some("placeholder-password".into()));
+/// What `check-config`, the settings' `Debug` and a validation error show for `file`.
+fn outputs(file: &FileConfig, source: &SourceText) -> String {
+    let shown = match config::validate(file, source) {
+        Ok(settings) => format!("{settings:?}"),
+        Err(e) => e.to_string(),
+    };
+    config::redacted_yaml(file) + &shown
+}
 
-    let mut same_shape = file.clone();
-    same_shape.session.secrets = file.session.secrets.iter().map(|s| filler(s)).collect();
-    same_shape.oidc.client_secret = file.oidc.client_secret.as_deref().map(filler);
-    replace_redis_password(&mut same_shape, |password| password.map(filler));
-
-    let mut shown = String::new();
-    for plain in [stand_ins, same_shape] {
-        shown += &config::redacted_yaml(&plain);
-        match config::validate(&plain, source) {
-            Ok(settings) => shown += &format!("{settings:?}"),
-            Err(e) => shown += &e.to_string(),
+/// `file` with every secret perturbed: each letter and digit moved to another of its class (a–f
+/// and A–F stay hex digits, the other letters stay non-hex letters), everything else kept. A
+/// perturbed secret is as valid as the original (base64 stays base64 of the same length, a
+/// percent-encoded password stays percent-encoded), so the outputs can differ only where they
+/// depend on the secret's content: when they do not differ, no output quotes a secret, whatever
+/// program text a fuzzer-made secret happens to copy (`session secret is not base64 (standard`).
+fn perturbed(file: &FileConfig) -> FileConfig {
+    let mut other = file.clone();
+    other.session.secrets = file.session.secrets.iter().map(|s| perturb(s)).collect();
+    other.oidc.client_secret = file.oidc.client_secret.as_deref().map(perturb);
+    if let Some(mut url) = other.session.redis_url.as_deref().and_then(|u| url::Url::parse(u).ok()) {
+        if let Some(password) = url.password().map(perturb) {
+            let _ = url.set_password(Some(&password));
+            other.session.redis_url = Some(url.to_string());
         }
     }
-    shown
+    other
 }
 
-/// A stand-in as long as `secret`, of one letter the secret does not contain (so an output that
-/// quotes the stand-in never looks like one that quotes the secret).
-fn filler(secret: &str) -> String {
-    let letter = ('A'..='Z').chain('a'..='z').find(|c| !secret.contains(*c)).unwrap_or('_');
-    std::iter::repeat_n(letter, secret.chars().count()).collect()
-}
-
-/// The Redis URL with its password (`None` when it has none) replaced by `stand_in`'s answer.
-fn replace_redis_password(file: &mut FileConfig, stand_in: impl Fn(Option<&str>) -> Option<String>) {
-    if let Some(mut url) = file.session.redis_url.as_deref().and_then(|u| url::Url::parse(u).ok()) {
-        let _ = url.set_password(stand_in(url.password()).as_deref());
-        file.session.redis_url = Some(url.to_string());
-    }
+/// See [`perturbed`]. The last letter or digit stays: in base64 its low bits may have to be zero
+/// (a strict decoder refuses other values there), so changing it could change the outcome.
+fn perturb(secret: &str) -> String {
+    let shift = |c: char, first: char, len: u32| char::from_u32((c as u32 - first as u32 + 1) % len + first as u32).unwrap_or(c);
+    let last = secret.rfind(|c: char| c.is_ascii_alphanumeric());
+    secret
+        .char_indices()
+        .map(|(i, c)| match c {
+            _ if Some(i) == last => c,
+            'a'..='f' => shift(c, 'a', 6),
+            'A'..='F' => shift(c, 'A', 6),
+            'g'..='z' => shift(c, 'g', 20),
+            'G'..='Z' => shift(c, 'G', 20),
+            '0'..='9' => shift(c, '0', 10),
+            c => c,
+        })
+        .collect()
 }
 
 /// The secrets a leak check can look for: at least 8 characters, and not also written somewhere
@@ -205,5 +214,21 @@ fn collect_scalars(node: &Value, out: &mut Vec<String>) {
         }
         Value::Tagged(tagged) => collect_scalars(&tagged.value, out),
         Value::Null => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::perturb;
+
+    #[test]
+    fn a_perturbed_secret_differs_but_stays_in_its_class() {
+        let secret = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+        let other = perturb(secret);
+        assert_ne!(other, secret);
+        assert_eq!(other.len(), secret.len());
+        assert!(crate::session::seal::parse_secret(&other).is_ok(), "base64 stays base64: {other}");
+        assert_eq!(perturb("%2Fa9z G"), "%3Ab0g G", "hex digits stay hex, the rest stays put");
+        assert_eq!(perturb("#: ()"), "#: ()", "nothing to perturb: such a secret is checked by containment alone");
     }
 }
