@@ -128,8 +128,7 @@ pub fn store_unavailable(browser: bool, lang: Lang) -> Response<Body> {
             "The proxy cannot reach its session store right now, so it cannot check who you are. Nothing is lost: try again in a few seconds.",
             "Le proxy ne joint pas son stockage de sessions pour le moment et ne peut donc pas vérifier qui vous êtes. Rien n'est perdu : réessayez dans quelques secondes.",
         );
-        let html = format!("<h1>{}</h1><p>{}</p><div class=\"actions\"><a class=\"button\" href=\"/\">{}</a></div>", pages::escape(title), pages::escape(text), pages::escape(lang.pick("Try again", "Réessayer")));
-        page(StatusCode::SERVICE_UNAVAILABLE, pages::layout(lang, title, &html))
+        page(StatusCode::SERVICE_UNAVAILABLE, pages::try_again(lang, title, text))
     } else {
         json(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -167,13 +166,7 @@ pub fn over_limit(browser: bool, lang: Lang, refusal: Refusal) -> Response<Body>
     };
     let mut r = if browser {
         let (title, text) = (lang.pick(title.0, title.1), lang.pick(text.0, text.1));
-        let html = format!(
-            "<h1>{}</h1><p>{}</p><div class=\"actions\"><a class=\"button\" href=\"/\">{}</a></div>",
-            pages::escape(title),
-            pages::escape(text),
-            pages::escape(lang.pick("Try again", "Réessayer"))
-        );
-        page(status, pages::layout(lang, title, &html))
+        page(status, pages::try_again(lang, title, text))
     } else {
         json(status, &serde_json::json!({"error": error, "error_description": text.0}))
     };

@@ -354,7 +354,7 @@ async fn demo_page<B>(req: Request<B>, verifier: &JwksVerifier) -> Response<Body
         r#"<div class="hello">{avatar}<div><h1>{title}</h1><p class="muted">{sub}</p></div><span class="aside">{status}</span></div>
 <p class="lead">{intro}</p>
 "#,
-        avatar = name.as_deref().map(|n| pages::avatar(n, true)).unwrap_or_else(|| pages::Icon::User.badge("")),
+        avatar = name.as_deref().map(|n| pages::avatar(n, true)).unwrap_or_else(|| pages::Icon::User.badge("")).into_string(),
         title = escape(&title),
         sub = escape(&demo.value("email", "x-trousseau-email").unwrap_or_default()),
         intro = escape(lang.pick(
@@ -427,7 +427,7 @@ async fn demo_page<B>(req: Request<B>, verifier: &JwksVerifier) -> Response<Body
     ));
 
     let frame = pages::Frame { wide: true, tag: Some(lang.pick("Demo app", "Application de démo")), ..pages::Frame::default() };
-    let mut r = Response::new(body::full(pages::page(lang, &title, &main, frame)));
+    let mut r = Response::new(body::full(pages::page(lang, &title, maud::PreEscaped(main), frame)));
     *r.status_mut() = StatusCode::OK;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -492,7 +492,7 @@ fn organization_panel(demo: &DemoRequest, organizations: usize) -> String {
         let role = demo.header("x-trousseau-org-role").unwrap_or_default();
         format!(
             r#"<p class="hello">{avatar}<span><strong>{name}</strong> <span class="badge">{role}</span><br><span class="muted small code">{slug}</span></span></p>"#,
-            avatar = pages::avatar(&name, false),
+            avatar = pages::avatar(&name, false).into_string(),
             name = escape(&name),
             role = escape(&pages::role_label(lang, &role)),
             slug = escape(&demo.header("x-trousseau-org-slug").unwrap_or_default()),
@@ -554,7 +554,7 @@ fn assertion_panel(demo: &DemoRequest) -> String {
             );
             format!(
                 r#"<p class="ok">{check} {verified}</p>{facts}<details open><summary>{decoded}</summary><div class="grid narrow-first" style="margin:.5rem 0 0"><pre aria-label="{header_label}">{header}</pre><pre aria-label="{claims_label}">{claims}</pre></div></details>"#,
-                check = pages::Icon::Check.svg().replace("<svg ", r#"<svg style="width:1.1em;height:1.1em;vertical-align:-.2em" "#),
+                check = pages::Icon::Check.svg().into_string().replace("<svg ", r#"<svg style="width:1.1em;height:1.1em;vertical-align:-.2em" "#),
                 verified = escape(lang.pick("Signature verified against /.trousseau/jwks.json.", "Signature vérifiée avec /.trousseau/jwks.json.")),
                 decoded = escape(lang.pick("Decoded header and claims", "En-tête et claims décodés")),
                 header_label = escape(lang.pick("JWS header", "En-tête JWS")),

@@ -1,5 +1,8 @@
 //! What people see: small, accessible, responsive HTML pages with inline CSS, no external assets and
-//! no JavaScript, in French or English.
+//! no JavaScript, in French or English. HTML is written with maud's `html!` templates, which escape
+//! every value they interpolate: no page can forget to.
+
+use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 /// The language of a page, chosen from the user's `locale` (or the browser's `Accept-Language`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,7 +92,8 @@ fn has_prefix_ignore_case(text: &str, prefix: &str) -> bool {
     text.as_bytes().get(..prefix.len()).is_some_and(|start| start.eq_ignore_ascii_case(prefix.as_bytes()))
 }
 
-/// Escapes text for HTML element content and double-quoted attribute values.
+/// Escapes text for HTML element content and double-quoted attribute values: for the dev-only
+/// pages (`devidp`, the demo app), still written with `format!`; the proxy's own pages use maud.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
@@ -118,38 +122,38 @@ pub struct Frame<'a> {
     pub same_origin_referrer: bool,
 }
 
-/// The shared frame of every page: `title` (plain text, escaped here) and `main_html` (already
-/// escaped HTML for the inside of `<main>`).
-pub fn layout(lang: Lang, title: &str, main_html: &str) -> String {
-    page(lang, title, main_html, Frame::default())
+/// The shared frame of every page: `title` (plain text) and `main`, the inside of `<main>`.
+pub fn layout(lang: Lang, title: &str, main: Markup) -> String {
+    page(lang, title, main, Frame::default())
 }
 
-/// [`layout`] with a [`Frame`]: width, a tag beside the brand, referrer policy.
-pub fn page(lang: Lang, title: &str, main_html: &str, frame: Frame<'_>) -> String {
-    let width = if frame.wide { " wide" } else { "" };
-    let tag = frame.tag.map(|t| format!(r#" <span class="tag">{}</span>"#, escape(t))).unwrap_or_default();
-    let referrer = if frame.same_origin_referrer { "\n<meta name=\"referrer\" content=\"same-origin\">" } else { "" };
-    format!(
-        r#"<!doctype html>
-<html lang="{lang}">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="color-scheme" content="light dark">{referrer}
-<title>{title} · Trousseau</title>
-<style>{CSS}</style>
-</head>
-<body>
-<header class="top"><div class="wrap{width}"><span class="brand"><span class="mark" aria-hidden="true"></span>Keysuite <span class="sep" aria-hidden="true">·</span> Trousseau</span>{tag}</div></header>
-<main class="wrap{width}">
-{main_html}
-</main>
-</body>
-</html>
-"#,
-        lang = lang.tag(),
-        title = escape(title),
-    )
+/// [`layout`] with a [`Frame`]: width, a tag beside the brand, referrer policy. Text is escaped by
+/// the template (maud): only markup built as [`Markup`] is taken as HTML.
+pub fn page(lang: Lang, title: &str, main: Markup, frame: Frame<'_>) -> String {
+    let width = if frame.wide { "wrap wide" } else { "wrap" };
+    html! {
+        (DOCTYPE)
+        html lang=(lang.tag()) {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="color-scheme" content="light dark";
+                @if frame.same_origin_referrer { meta name="referrer" content="same-origin"; }
+                title { (title) " · Trousseau" }
+                style { (PreEscaped(CSS)) }
+            }
+            body {
+                header.top {
+                    div class=(width) {
+                        span.brand { span.mark aria-hidden="true" {} "Keysuite " span.sep aria-hidden="true" { "·" } " Trousseau" }
+                        @if let Some(tag) = frame.tag { " " span.tag { (tag) } }
+                    }
+                }
+                main class=(width) { (main) }
+            }
+        }
+    }
+    .into_string()
 }
 
 /// One stylesheet for every page: calm, readable, high contrast (WCAG AA in both schemes),
@@ -270,7 +274,7 @@ pub enum Icon {
 
 impl Icon {
     /// The `<svg>` markup, hidden from screen readers (the text next to it says the same).
-    pub fn svg(self) -> String {
+    pub fn svg(self) -> Markup {
         let paths = match self {
             Icon::Lock => r#"<rect x="5" y="11" width="14" height="10" rx="2"/><path d="M8 11V7a4 4 0 0 1 8 0v4"/>"#,
             Icon::Clock => r#"<circle cx="12" cy="12" r="9"/><path d="M12 7v5l3 2"/>"#,
@@ -282,21 +286,25 @@ impl Icon {
             Icon::Door => r#"<path d="M14 4h4a2 2 0 0 1 2 2v12a2 2 0 0 1-2 2h-4M10 16l-4-4 4-4M6 12h10"/>"#,
             Icon::User => r#"<circle cx="12" cy="8" r="4"/><path d="M4 21a8 8 0 0 1 16 0"/>"#,
         };
-        format!(
-            r#"<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round" aria-hidden="true" focusable="false">{paths}</svg>"#
-        )
+        html! {
+            svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round"
+                stroke-linejoin="round" aria-hidden="true" focusable="false" {
+                // Constant drawing commands of ours, never input.
+                (PreEscaped(paths))
+            }
+        }
     }
 
     /// The icon in its round badge, as at the top of a message page; `tone` is `""`, `warn`,
     /// `danger` or `ok`.
-    pub fn badge(self, tone: &str) -> String {
-        format!(r#"<div class="icon {tone}">{}</div>"#, self.svg())
+    pub fn badge(self, tone: &str) -> Markup {
+        html! { div class={ "icon " (tone) } { (self.svg()) } }
     }
 }
 
 /// A round badge with a person's or organization's initials, in a color derived from the name
 /// (pictures are never loaded: no external assets).
-pub fn avatar(name: &str, large: bool) -> String {
+pub fn avatar(name: &str, large: bool) -> Markup {
     let initials: String = name
         .split(|c: char| c.is_whitespace() || c == '-' || c == '.' || c == '@')
         .filter_map(|w| w.chars().find(|c| c.is_alphanumeric()))
@@ -304,86 +312,67 @@ pub fn avatar(name: &str, large: bool) -> String {
         .flat_map(char::to_uppercase)
         .collect();
     let hue = name.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) % 360;
-    format!(
-        r#"<span class="avatar{}" style="--h:{hue}" aria-hidden="true">{}</span>"#,
-        if large { " large" } else { "" },
-        escape(&initials)
-    )
+    html! {
+        span class={ "avatar" @if large { " large" } } style={ "--h:" (hue) } aria-hidden="true" { (initials) }
+    }
 }
 
-/// A message page: an icon, a heading, paragraphs (already escaped HTML; one that is a whole
-/// `<blockquote>` stays as it is), an optional error code and action links (`href`, label, primary?).
-fn message(lang: Lang, icon: (Icon, &str), title: &str, paragraphs: &[String], code: Option<&str>, actions: &[(&str, &str, bool)]) -> String {
-    let mut html = icon.0.badge(icon.1);
-    html.push_str(&format!("\n<h1>{}</h1>\n", escape(title)));
-    for (i, p) in paragraphs.iter().enumerate() {
-        if p.starts_with("<blockquote>") {
-            html.push_str(p);
-            html.push('\n');
-            continue;
+/// A message page: an icon, a heading, the body (its first paragraph `lead`), an optional error
+/// code and action links (`href`, label, primary?).
+fn message(lang: Lang, icon: (Icon, &str), title: &str, body: Markup, code: Option<&str>, actions: &[(&str, &str, bool)]) -> String {
+    let main = html! {
+        (icon.0.badge(icon.1))
+        h1 { (title) }
+        (body)
+        @if let Some(code) = code {
+            p.error-code { (lang.pick("Error code:", "Code d'erreur :")) " " code { (code) } }
         }
-        html.push_str(if i == 0 { "<p class=\"lead\">" } else { "<p>" });
-        html.push_str(p);
-        html.push_str("</p>\n");
-    }
-    if let Some(code) = code {
-        html.push_str(&format!(
-            "<p class=\"error-code\">{} <code>{}</code></p>\n",
-            escape(lang.pick("Error code:", "Code d'erreur :")),
-            escape(code)
-        ));
-    }
-    if !actions.is_empty() {
-        html.push_str("<div class=\"actions\">");
-        for (href, label, primary) in actions {
-            html.push_str(&format!(
-                "<a class=\"button{}\" href=\"{}\">{}</a>",
-                if *primary { "" } else { " secondary" },
-                escape(href),
-                escape(label)
-            ));
+        @if !actions.is_empty() {
+            div.actions {
+                @for (href, label, primary) in actions {
+                    a class={ "button" @if !primary { " secondary" } } href=(href) { (label) }
+                }
+            }
         }
-        html.push_str("</div>\n");
-    }
-    layout(lang, title, &html)
+    };
+    layout(lang, title, main)
 }
 
 /// 503: Trousseau cannot be reached.
 pub fn unavailable(lang: Lang) -> String {
-    message(
-        lang,
-        (Icon::Pulse, "warn"),
-        lang.pick("Sign-in is temporarily unavailable", "La connexion est momentanément indisponible"),
-        &[escape(lang.pick(
-            "Trousseau, the Keysuite sign-in service, cannot be reached right now. Nothing is lost: try again in a few seconds.",
-            "Trousseau, le service de connexion Keysuite, ne répond pas pour le moment. Rien n'est perdu : réessayez dans quelques secondes.",
-        ))],
-        None,
-        &[("/", lang.pick("Try again", "Réessayer"), true)],
-    )
+    let body = html! {
+        p.lead {
+            (lang.pick(
+                "Trousseau, the Keysuite sign-in service, cannot be reached right now. Nothing is lost: try again in a few seconds.",
+                "Trousseau, le service de connexion Keysuite, ne répond pas pour le moment. Rien n'est perdu : réessayez dans quelques secondes.",
+            ))
+        }
+    };
+    let title = lang.pick("Sign-in is temporarily unavailable", "La connexion est momentanément indisponible");
+    message(lang, (Icon::Pulse, "warn"), title, body, None, &[("/", lang.pick("Try again", "Réessayer"), true)])
 }
 
 /// 502/504: the app behind the proxy did not answer.
 pub fn upstream_failed(lang: Lang, status: http::StatusCode) -> String {
     let timeout = status == http::StatusCode::GATEWAY_TIMEOUT;
-    message(
-        lang,
-        (Icon::Pulse, "warn"),
-        lang.pick("The application is not answering", "L'application ne répond pas"),
-        &[
-            escape(if timeout {
-                lang.pick("You are signed in, but the application took too long to answer.", "Vous êtes connecté, mais l'application a mis trop de temps à répondre.")
-            } else {
-                lang.pick("You are signed in, but the application behind this address cannot be reached.", "Vous êtes connecté, mais l'application derrière cette adresse est injoignable.")
-            }),
-            escape(lang.pick(
+    let body = html! {
+        p.lead {
+            @if timeout {
+                (lang.pick("You are signed in, but the application took too long to answer.", "Vous êtes connecté, mais l'application a mis trop de temps à répondre."))
+            } @else {
+                (lang.pick("You are signed in, but the application behind this address cannot be reached.", "Vous êtes connecté, mais l'application derrière cette adresse est injoignable."))
+            }
+        }
+        p {
+            (lang.pick(
                 "Try again in a moment. If it lasts, tell the application's administrator.",
                 "Réessayez dans un instant. Si cela persiste, prévenez l'administrateur de l'application.",
-            )),
-        ],
-        Some(if timeout { "504" } else { "502" }),
-        &[("/", lang.pick("Try again", "Réessayer"), true)],
-    )
+            ))
+        }
+    };
+    let title = lang.pick("The application is not answering", "L'application ne répond pas");
+    let code = if timeout { "504" } else { "502" };
+    message(lang, (Icon::Pulse, "warn"), title, body, Some(code), &[("/", lang.pick("Try again", "Réessayer"), true)])
 }
 
 /// Why a policy denial happened, in words.
@@ -423,30 +412,23 @@ pub fn denial_text(lang: Lang, denial: &crate::policy::Denial) -> String {
 /// 403: the policy denied the request.
 pub fn forbidden(lang: Lang, denial: &crate::policy::Denial, session: &crate::session::Session) -> String {
     let who = session.identity.email.as_deref().or(session.identity.name.as_deref()).unwrap_or(&session.identity.sub);
-    let signed_in = match lang {
-        Lang::En => format!("You are signed in as <strong>{}</strong>.", escape(who)),
-        Lang::Fr => format!("Vous êtes connecté en tant que <strong>{}</strong>.", escape(who)),
-    };
     let mut actions = vec![("/", lang.pick("Back to the start", "Retour à l'accueil"), true)];
     if session.identity.organizations.as_ref().is_some_and(|o| o.len() > 1) {
         actions.push(("/.trousseau/organizations", lang.pick("Switch organization", "Changer d'organisation"), false));
     }
     actions.push(("/.trousseau/logout", lang.pick("Sign out", "Se déconnecter"), false));
-    message(
-        lang,
-        (Icon::Lock, "danger"),
-        lang.pick("You don't have access to this page", "Vous n'avez pas accès à cette page"),
-        &[
-            escape(&denial_text(lang, denial)),
-            signed_in,
-            escape(lang.pick(
+    let body = html! {
+        p.lead { (denial_text(lang, denial)) }
+        p { (lang.pick("You are signed in as ", "Vous êtes connecté en tant que ")) strong { (who) } "." }
+        p {
+            (lang.pick(
                 "If you think you should have access, ask your organization's administrator.",
                 "Si vous pensez devoir y accéder, demandez à l'administrateur de votre organisation.",
-            )),
-        ],
-        Some(denial.code()),
-        &actions,
-    )
+            ))
+        }
+    };
+    let title = lang.pick("You don't have access to this page", "Vous n'avez pas accès à cette page");
+    message(lang, (Icon::Lock, "danger"), title, body, Some(denial.code()), &actions)
 }
 
 /// Trousseau answered the callback with an error.
@@ -470,23 +452,21 @@ pub fn idp_error(lang: Lang, error: &str, description: Option<&str>) -> String {
             ),
         )
     };
-    let mut paragraphs = vec![escape(explanation)];
-    if let Some(d) = description.filter(|d| !d.is_empty()) {
-        paragraphs.push(escape(lang.pick("Trousseau says:", "Trousseau indique :")));
-        paragraphs.push(format!("<blockquote>{}</blockquote>", escape(d)));
-    }
-    paragraphs.push(escape(lang.pick(
-        "If this account should have access, ask the application's administrator to add it to the application in Trousseau.",
-        "Si ce compte doit y avoir accès, demandez à l'administrateur de l'application de l'ajouter dans Trousseau.",
-    )));
-    message(
-        lang,
-        icon,
-        title,
-        &paragraphs,
-        Some(error),
-        &[("/.trousseau/logout", lang.pick("Sign in with another account", "Se connecter avec un autre compte"), true)],
-    )
+    let body = html! {
+        p.lead { (explanation) }
+        @if let Some(d) = description.filter(|d| !d.is_empty()) {
+            p { (lang.pick("Trousseau says:", "Trousseau indique :")) }
+            blockquote { (d) }
+        }
+        p {
+            (lang.pick(
+                "If this account should have access, ask the application's administrator to add it to the application in Trousseau.",
+                "Si ce compte doit y avoir accès, demandez à l'administrateur de l'application de l'ajouter dans Trousseau.",
+            ))
+        }
+    };
+    let again = lang.pick("Sign in with another account", "Se connecter avec un autre compte");
+    message(lang, icon, title, body, Some(error), &[("/.trousseau/logout", again, true)])
 }
 
 /// The callback matched no sign-in attempt of this browser.
@@ -494,60 +474,68 @@ pub fn idp_error(lang: Lang, error: &str, description: Option<&str>) -> String {
 /// `start_again` is the sign-in link the page offers (`/.trousseau/login?rd=…`): back to where the
 /// user was when the attempt is known.
 pub fn login_expired(lang: Lang, start_again: &str) -> String {
-    message(
-        lang,
-        (Icon::Clock, ""),
-        lang.pick("This sign-in link has expired", "Ce lien de connexion a expiré"),
-        &[escape(lang.pick(
-            "The sign-in was started too long ago, in another browser, or was already used. Start again: it only takes a moment.",
-            "La connexion a été commencée il y a trop longtemps, dans un autre navigateur, ou a déjà été utilisée. Recommencez : cela ne prend qu'un instant.",
-        ))],
-        None,
-        &[(start_again, lang.pick("Sign in again", "Se reconnecter"), true)],
-    )
+    let body = html! {
+        p.lead {
+            (lang.pick(
+                "The sign-in was started too long ago, in another browser, or was already used. Start again: it only takes a moment.",
+                "La connexion a été commencée il y a trop longtemps, dans un autre navigateur, ou a déjà été utilisée. Recommencez : cela ne prend qu'un instant.",
+            ))
+        }
+    };
+    let title = lang.pick("This sign-in link has expired", "Ce lien de connexion a expiré");
+    message(lang, (Icon::Clock, ""), title, body, None, &[(start_again, lang.pick("Sign in again", "Se reconnecter"), true)])
 }
 
-/// The code exchange or ID-token validation failed.
-pub fn sign_in_failed(lang: Lang, error: &crate::oidc::OidcError) -> String {
-    let _ = error;
-    message(
-        lang,
-        (Icon::Alert, "warn"),
-        lang.pick("Sign-in could not be completed", "La connexion n'a pas pu être finalisée"),
-        &[escape(lang.pick(
-            "Trousseau's answer could not be verified, so you were not signed in. Try again; if it keeps happening, the administrator will find the details in the proxy's log.",
-            "La réponse de Trousseau n'a pas pu être vérifiée, vous n'avez donc pas été connecté. Réessayez ; si cela se reproduit, l'administrateur trouvera les détails dans le journal du proxy.",
-        ))],
-        None,
-        &[("/.trousseau/login?rd=/", lang.pick("Try again", "Réessayer"), true)],
-    )
+/// The code exchange or ID-token validation failed. The error itself is for the log, not the page.
+pub fn sign_in_failed(lang: Lang, _error: &crate::oidc::OidcError) -> String {
+    let body = html! {
+        p.lead {
+            (lang.pick(
+                "Trousseau's answer could not be verified, so you were not signed in. Try again; if it keeps happening, the administrator will find the details in the proxy's log.",
+                "La réponse de Trousseau n'a pas pu être vérifiée, vous n'avez donc pas été connecté. Réessayez ; si cela se reproduit, l'administrateur trouvera les détails dans le journal du proxy.",
+            ))
+        }
+    };
+    let title = lang.pick("Sign-in could not be completed", "La connexion n'a pas pu être finalisée");
+    message(lang, (Icon::Alert, "warn"), title, body, None, &[("/.trousseau/login?rd=/", lang.pick("Try again", "Réessayer"), true)])
 }
 
 /// The session does not fit in cookies.
 pub fn session_too_large(lang: Lang) -> String {
-    message(
-        lang,
-        (Icon::Alert, "warn"),
-        lang.pick("Your session is too large", "Votre session est trop volumineuse"),
-        &[escape(lang.pick(
-            "Your account carries more information than fits in browser cookies. The administrator can fix this by setting session.store to memory.",
-            "Votre compte contient plus d'informations que les cookies du navigateur ne peuvent en porter. L'administrateur peut corriger cela avec session.store: memory.",
-        ))],
-        None,
-        &[],
-    )
+    let body = html! {
+        p.lead {
+            (lang.pick(
+                "Your account carries more information than fits in browser cookies. The administrator can fix this by setting session.store to memory.",
+                "Votre compte contient plus d'informations que les cookies du navigateur ne peuvent en porter. L'administrateur peut corriger cela avec session.store: memory.",
+            ))
+        }
+    };
+    message(lang, (Icon::Alert, "warn"), lang.pick("Your session is too large", "Votre session est trop volumineuse"), body, None, &[])
 }
 
 /// Unknown path under `/.trousseau/`.
 pub fn not_found(lang: Lang) -> String {
-    message(
-        lang,
-        (Icon::Search, ""),
-        lang.pick("Page not found", "Page introuvable"),
-        &[escape(lang.pick("This address is reserved by the sign-in proxy and has no page.", "Cette adresse est réservée au proxy de connexion et ne correspond à aucune page."))],
-        None,
-        &[("/", lang.pick("Go to the application", "Aller à l'application"), true)],
-    )
+    let body = html! {
+        p.lead {
+            (lang.pick(
+                "This address is reserved by the sign-in proxy and has no page.",
+                "Cette adresse est réservée au proxy de connexion et ne correspond à aucune page.",
+            ))
+        }
+    };
+    let go = lang.pick("Go to the application", "Aller à l'application");
+    message(lang, (Icon::Search, ""), lang.pick("Page not found", "Page introuvable"), body, None, &[("/", go, true)])
+}
+
+/// A page for a passing problem (the session store, a limit): a heading, a paragraph, a button
+/// back to the start.
+pub fn try_again(lang: Lang, title: &str, text: &str) -> String {
+    let main = html! {
+        h1 { (title) }
+        p { (text) }
+        div.actions { a.button href="/" { (lang.pick("Try again", "Réessayer")) } }
+    };
+    layout(lang, title, main)
 }
 
 /// The organization selector: one button per acceptable organization, no JavaScript.
@@ -559,36 +547,42 @@ pub fn organization_selector(
 ) -> String {
     let title = lang.pick("Choose an organization", "Choisissez une organisation");
     let who = session.identity.name.as_deref().or(session.identity.email.as_deref()).unwrap_or(&session.identity.sub);
-    let mut items = String::new();
-    for org in choices {
-        let current = session.org.as_deref() == Some(org.id.as_str());
-        items.push_str(&format!(
-            "<li><button type=\"submit\" name=\"org\" value=\"{id}\"{pressed}>{avatar}<span class=\"choice-main\"><strong>{name}</strong><span class=\"muted small\">{slug}</span></span><span class=\"choice-side\">{current}<span class=\"badge\">{role}</span></span></button></li>\n",
-            id = escape(&org.id),
-            pressed = if current { " aria-current=\"true\"" } else { "" },
-            avatar = avatar(&org.name, false),
-            name = escape(&org.name),
-            slug = escape(&org.slug),
-            current = if current { format!("<span class=\"badge accent\">{}</span>", escape(lang.pick("Current", "Actuelle"))) } else { String::new() },
-            role = escape(&role_label(lang, &org.role)),
-        ));
-    }
-    let intro = match lang {
-        Lang::En => format!("Signed in as <strong>{}</strong>. Which organization are you working for now? You can switch at any time.", escape(who)),
-        Lang::Fr => format!("Connecté en tant que <strong>{}</strong>. Pour quelle organisation travaillez-vous maintenant ? Vous pourrez en changer à tout moment.", escape(who)),
+    let main = html! {
+        (Icon::Building.badge(""))
+        h1 #title { (title) }
+        p.lead {
+            (lang.pick("Signed in as ", "Connecté en tant que ")) strong { (who) }
+            (lang.pick(
+                ". Which organization are you working for now? You can switch at any time.",
+                ". Pour quelle organisation travaillez-vous maintenant ? Vous pourrez en changer à tout moment.",
+            ))
+        }
+        form method="post" action="/.trousseau/organizations" {
+            input type="hidden" name="rd" value=(return_to);
+            ul.choices aria-labelledby="title" {
+                @for org in choices {
+                    @let current = session.org.as_deref() == Some(org.id.as_str());
+                    li {
+                        button type="submit" name="org" value=(org.id) aria-current=[current.then_some("true")] {
+                            (avatar(&org.name, false))
+                            span.choice-main { strong { (org.name) } span."muted small" { (org.slug) } }
+                            span.choice-side {
+                                @if current { span."badge accent" { (lang.pick("Current", "Actuelle")) } }
+                                span.badge { (role_label(lang, &org.role)) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        hr;
+        p."muted small" {
+            (lang.pick("Not ", "Vous n'êtes pas ")) (who) (lang.pick("? ", " ? "))
+            a href="/.trousseau/logout" { (lang.pick("Sign out", "Se déconnecter")) }
+        }
     };
-    let not_you = match lang {
-        Lang::En => format!("Not {}? <a href=\"/.trousseau/logout\">Sign out</a>", escape(who)),
-        Lang::Fr => format!("Vous n'êtes pas {} ? <a href=\"/.trousseau/logout\">Se déconnecter</a>", escape(who)),
-    };
-    let html = format!(
-        "{icon}\n<h1 id=\"title\">{title}</h1>\n<p class=\"lead\">{intro}</p>\n<form method=\"post\" action=\"/.trousseau/organizations\">\n<input type=\"hidden\" name=\"rd\" value=\"{rd}\">\n<ul class=\"choices\" aria-labelledby=\"title\">\n{items}</ul>\n</form>\n<hr>\n<p class=\"muted small\">{not_you}</p>",
-        icon = Icon::Building.badge(""),
-        title = escape(title),
-        rd = escape(return_to),
-    );
     // The choice is a same-origin POST whose Origin the proxy checks.
-    page(lang, title, &html, Frame { same_origin_referrer: true, ..Frame::default() })
+    page(lang, title, main, Frame { same_origin_referrer: true, ..Frame::default() })
 }
 
 /// A Trousseau role in words.

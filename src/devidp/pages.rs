@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 
 use super::users::DevUser;
 use super::DevIdp;
+use maud::PreEscaped;
+
 use crate::pages::{avatar, escape, page, role_label, Frame, Icon, Lang};
 
 /// Why the IdP shows an error page instead of going back to the application.
@@ -109,10 +111,12 @@ pub(super) struct SignInView<'a> {
 
 /// Every page of the dev IdP: the shared look, tagged as a development tool.
 fn dev_page(lang: Lang, title: &str, main: &str, wide: bool) -> String {
+    // The dev IdP's pages are still written with `format!` and `escape` (dev-only; the proxy's own
+    // pages use maud templates): their HTML is taken as it is.
     page(
         lang,
         title,
-        main,
+        PreEscaped(main.to_string()),
         Frame {
             wide,
             tag: Some(lang.pick("Development IdP", "IdP de développement")),
@@ -124,7 +128,7 @@ fn dev_page(lang: Lang, title: &str, main: &str, wide: bool) -> String {
 fn banner(lang: Lang) -> String {
     format!(
         r#"<p class="callout" role="note">{} {}</p>"#,
-        Icon::Alert.svg(),
+        Icon::Alert.svg().into_string(),
         escape(lang.pick(
             "Development identity provider — not for production",
             "Fournisseur d'identité de développement — ne pas utiliser en production",
@@ -159,7 +163,7 @@ fn user_button(user: &DevUser, disabled: bool, lang: Lang) -> String {
         r#"<li><button type="submit" name="user" value="{sub}">{avatar}<span class="choice-main"><strong>{name}</strong><span class="muted">{email}</span>{description}<span class="badges">{badges}</span></span></button></li>
 "#,
         sub = escape(&user.sub),
-        avatar = avatar(user.display_name(), false),
+        avatar = avatar(user.display_name(), false).into_string(),
         name = escape(user.display_name()),
         email = escape(&user.email),
     )
@@ -200,7 +204,7 @@ pub(super) fn sign_in(idp: &DevIdp, view: &SignInView<'_>, lang: Lang) -> String
 </section>
 "#,
             heading = escape(lang.pick("Already signed in", "Déjà connecté")),
-            avatar = avatar(user.display_name(), false),
+            avatar = avatar(user.display_name(), false).into_string(),
             signed_in_as = escape(lang.pick("You are signed in as", "Vous êtes connecté en tant que")),
             continue_as = escape(lang.pick("Continue as", "Continuer en tant que")),
             name = escape(user.display_name()),
@@ -254,7 +258,7 @@ pub(super) fn error(error: PageError, lang: Lang) -> String {
 <p class="muted">{hint}</p>
 "#,
         banner = banner(lang),
-        icon = Icon::Alert.badge("danger"),
+        icon = Icon::Alert.badge("danger").into_string(),
         title = escape(lang.pick("This sign-in request cannot be completed", "Cette demande de connexion ne peut pas aboutir")),
         text = escape(error.text(lang)),
         hint = escape(lang.pick(
@@ -274,7 +278,7 @@ pub(super) fn signed_out(note: Option<SignedOutNote>, lang: Lang) -> String {
 <p class="lead">{text}</p>
 {note}"#,
         banner = banner(lang),
-        icon = Icon::Door.badge("ok"),
+        icon = Icon::Door.badge("ok").into_string(),
         title = escape(lang.pick("You are signed out", "Vous êtes déconnecté")),
         text = escape(lang.pick(
             "Your session at the development identity provider has ended. You can close this tab.",
@@ -289,7 +293,7 @@ pub(super) fn unavailable(lang: Lang) -> String {
     let main = format!(
         "{banner}{icon}\n<h1>{title}</h1>\n<p class=\"lead\">{text}</p>\n",
         banner = banner(lang),
-        icon = Icon::Pulse.badge("warn"),
+        icon = Icon::Pulse.badge("warn").into_string(),
         title = escape(lang.pick("The identity provider is unavailable", "Le fournisseur d'identité est indisponible")),
         text = escape(lang.pick("This is a simulated outage. Try again in a moment.", "Ceci est une panne simulée. Réessayez dans un instant.")),
     );
