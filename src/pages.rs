@@ -338,16 +338,17 @@ fn message(lang: Lang, icon: (Icon, &str), title: &str, body: Markup, code: Opti
     layout(lang, title, main)
 }
 
+/// A message page's body of one paragraph.
+fn lead(text: &str) -> Markup {
+    html! { p.lead { (text) } }
+}
+
 /// 503: Trousseau cannot be reached.
 pub fn unavailable(lang: Lang) -> String {
-    let body = html! {
-        p.lead {
-            (lang.pick(
-                "Trousseau, the Keysuite sign-in service, cannot be reached right now. Nothing is lost: try again in a few seconds.",
-                "Trousseau, le service de connexion Keysuite, ne répond pas pour le moment. Rien n'est perdu : réessayez dans quelques secondes.",
-            ))
-        }
-    };
+    let body = lead(lang.pick(
+        "Trousseau, the Keysuite sign-in service, cannot be reached right now. Nothing is lost: try again in a few seconds.",
+        "Trousseau, le service de connexion Keysuite, ne répond pas pour le moment. Rien n'est perdu : réessayez dans quelques secondes.",
+    ));
     let title = lang.pick("Sign-in is temporarily unavailable", "La connexion est momentanément indisponible");
     message(lang, (Icon::Pulse, "warn"), title, body, None, &[("/", lang.pick("Try again", "Réessayer"), true)])
 }
@@ -474,55 +475,39 @@ pub fn idp_error(lang: Lang, error: &str, description: Option<&str>) -> String {
 /// `start_again` is the sign-in link the page offers (`/.trousseau/login?rd=…`): back to where the
 /// user was when the attempt is known.
 pub fn login_expired(lang: Lang, start_again: &str) -> String {
-    let body = html! {
-        p.lead {
-            (lang.pick(
-                "The sign-in was started too long ago, in another browser, or was already used. Start again: it only takes a moment.",
-                "La connexion a été commencée il y a trop longtemps, dans un autre navigateur, ou a déjà été utilisée. Recommencez : cela ne prend qu'un instant.",
-            ))
-        }
-    };
+    let body = lead(lang.pick(
+        "The sign-in was started too long ago, in another browser, or was already used. Start again: it only takes a moment.",
+        "La connexion a été commencée il y a trop longtemps, dans un autre navigateur, ou a déjà été utilisée. Recommencez : cela ne prend qu'un instant.",
+    ));
     let title = lang.pick("This sign-in link has expired", "Ce lien de connexion a expiré");
     message(lang, (Icon::Clock, ""), title, body, None, &[(start_again, lang.pick("Sign in again", "Se reconnecter"), true)])
 }
 
 /// The code exchange or ID-token validation failed. The error itself is for the log, not the page.
 pub fn sign_in_failed(lang: Lang, _error: &crate::oidc::OidcError) -> String {
-    let body = html! {
-        p.lead {
-            (lang.pick(
-                "Trousseau's answer could not be verified, so you were not signed in. Try again; if it keeps happening, the administrator will find the details in the proxy's log.",
-                "La réponse de Trousseau n'a pas pu être vérifiée, vous n'avez donc pas été connecté. Réessayez ; si cela se reproduit, l'administrateur trouvera les détails dans le journal du proxy.",
-            ))
-        }
-    };
+    let body = lead(lang.pick(
+        "Trousseau's answer could not be verified, so you were not signed in. Try again; if it keeps happening, the administrator will find the details in the proxy's log.",
+        "La réponse de Trousseau n'a pas pu être vérifiée, vous n'avez donc pas été connecté. Réessayez ; si cela se reproduit, l'administrateur trouvera les détails dans le journal du proxy.",
+    ));
     let title = lang.pick("Sign-in could not be completed", "La connexion n'a pas pu être finalisée");
     message(lang, (Icon::Alert, "warn"), title, body, None, &[("/.trousseau/login?rd=/", lang.pick("Try again", "Réessayer"), true)])
 }
 
 /// The session does not fit in cookies.
 pub fn session_too_large(lang: Lang) -> String {
-    let body = html! {
-        p.lead {
-            (lang.pick(
-                "Your account carries more information than fits in browser cookies. The administrator can fix this by setting session.store to memory.",
-                "Votre compte contient plus d'informations que les cookies du navigateur ne peuvent en porter. L'administrateur peut corriger cela avec session.store: memory.",
-            ))
-        }
-    };
+    let body = lead(lang.pick(
+        "Your account carries more information than fits in browser cookies. The administrator can fix this by setting session.store to memory.",
+        "Votre compte contient plus d'informations que les cookies du navigateur ne peuvent en porter. L'administrateur peut corriger cela avec session.store: memory.",
+    ));
     message(lang, (Icon::Alert, "warn"), lang.pick("Your session is too large", "Votre session est trop volumineuse"), body, None, &[])
 }
 
 /// Unknown path under `/.trousseau/`.
 pub fn not_found(lang: Lang) -> String {
-    let body = html! {
-        p.lead {
-            (lang.pick(
-                "This address is reserved by the sign-in proxy and has no page.",
-                "Cette adresse est réservée au proxy de connexion et ne correspond à aucune page.",
-            ))
-        }
-    };
+    let body = lead(lang.pick(
+        "This address is reserved by the sign-in proxy and has no page.",
+        "Cette adresse est réservée au proxy de connexion et ne correspond à aucune page.",
+    ));
     let go = lang.pick("Go to the application", "Aller à l'application");
     message(lang, (Icon::Search, ""), lang.pick("Page not found", "Page introuvable"), body, None, &[("/", go, true)])
 }
