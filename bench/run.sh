@@ -241,7 +241,7 @@ compare() {
     awk -v a="$prps" -v b="$frps" -v c="$pp99" -v d="$fp99" 'BEGIN { print a / b, c / d }' >>"$WORK/$name.ratio"
     say "$name round $round: $FLOOR_NAME $frps req/s (p99 ${fp99}us, $(tail -1 "$WORK/$name.floor" | awk '{ print $7 }') µs CPU/req) · trousseau-proxy $prps req/s (p99 ${pp99}us, $(tail -1 "$WORK/$name.proxy" | awk '{ print $7 }') µs CPU/req) · $(tail -1 "$WORK/$name.ratio" | awk '{ printf "%.2f× req/s, %.2f× p99", $1, $2 }')"
     if [ "$fbad" != 0 ] || [ "$pbad" != 0 ] || [ "$ferr" != 0 ] || [ "$perr" != 0 ]; then
-      say "unexpected answers: nginx non-2xx $fbad errors $ferr, proxy non-2xx $pbad errors $perr"
+      say "unexpected answers: $FLOOR_NAME non-2xx $fbad errors $ferr, trousseau-proxy non-2xx $pbad errors $perr"
       exit 1
     fi
   done
