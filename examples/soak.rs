@@ -208,17 +208,7 @@ fn path_of(url: &str) -> String {
     url::Url::parse(url).map(|u| u.path().to_string()).unwrap_or_else(|_| url.split('?').next().unwrap_or("").to_string())
 }
 
-/// An error with its causes: hyper's own messages ("client error (Connect)") say little alone.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
+use trousseau_proxy::util::error_chain;
 
 /// The `error` field of a JSON error body, if any (the proxy's answers carry no secrets there).
 fn error_field(body: &[u8]) -> String {

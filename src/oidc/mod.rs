@@ -38,6 +38,7 @@ use openidconnect::{
 use serde::{Deserialize, Serialize};
 
 use crate::claims::{Identity, Organization};
+use crate::util::error_chain;
 
 mod access_tokens;
 mod logout;
@@ -508,16 +509,6 @@ fn chrono_skew() -> chrono::TimeDelta {
     chrono::TimeDelta::seconds(CLOCK_SKEW.as_secs() as i64)
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
 
 /// Entry points for the fuzz targets ([`crate::fuzz`]): the decoders above, without the network.
 impl Oidc {

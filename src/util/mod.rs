@@ -14,6 +14,19 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
+/// An error with its causes, `: `-separated: hyper's own messages ("client error (Connect)") say
+/// little alone, the causes ("Connection refused") say what to fix.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// How many worker threads serve the main listener ([`crate::server`]): one per core the
 /// process may use. The upstream pools ([`crate::proxy`]) are sized by the same count, so every
 /// worker has its own.

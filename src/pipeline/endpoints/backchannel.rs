@@ -23,11 +23,9 @@ pub(super) async fn logout(app: &App, req: Request<Incoming>, ctx: &RequestCtx) 
         app.oidc.logout_refusals().refused(ctx.peer.ip(), &description);
         answer::json(StatusCode::BAD_REQUEST, &serde_json::json!({"error": "invalid_request", "error_description": description}))
     };
-    let form = match http_body_util::BodyExt::collect(http_body_util::Limited::new(req.into_body(), MAX_FORM)).await {
-        Ok(body) => body.to_bytes(),
-        Err(_) => return bad("request body too large or unreadable"),
+    let Some(form) = super::read_form(req.into_body(), MAX_FORM).await else {
+        return bad("request body too large or unreadable");
     };
-    let form = String::from_utf8_lossy(&form).into_owned();
     // A duplicated logout_token parameter is refused (query_param returns None).
     let Some(token) = query_param(Some(&form), "logout_token") else {
         return bad("exactly one logout_token parameter is required");

@@ -13,6 +13,7 @@ mod organizations;
 mod userinfo;
 
 use http::{Method, Request, Response};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::{lang, Answer, RequestCtx, RESERVED_PREFIX};
@@ -40,4 +41,11 @@ pub(super) async fn serve(app: &App, req: Request<Incoming>, ctx: &mut RequestCt
         (&Method::GET | &Method::HEAD, "userinfo") => userinfo::userinfo(app, &req, ctx).await,
         _ => Ok(answer::not_found(is_browser_navigation(&req), lang(req.headers(), None))),
     }
+}
+
+/// A request's form body (`application/x-www-form-urlencoded`) as text, read up to `max` bytes;
+/// `None` when it is longer or cannot be read. Parameters come out with [`crate::request::query_param`].
+async fn read_form(body: Incoming, max: usize) -> Option<String> {
+    let bytes = BodyExt::collect(Limited::new(body, max)).await.ok()?.to_bytes();
+    Some(String::from_utf8_lossy(&bytes).into_owned())
 }

@@ -12,7 +12,6 @@ use super::super::{lang, Answer, RequestCtx};
 use crate::answer;
 use crate::app::App;
 use crate::body::Body;
-use crate::pages::Lang;
 use crate::policy::Denial;
 use crate::request::{is_browser_navigation, login_url, query_param, safe_return_to};
 use crate::util::clock::now_millis;
@@ -59,16 +58,15 @@ pub(super) async fn choose(app: &App, req: Request<Incoming>, ctx: &mut RequestC
             &serde_json::json!({"error": "cross_origin", "error_description": "The organization choice must come from this site."}),
         ));
     }
-    let form = match http_body_util::BodyExt::collect(http_body_util::Limited::new(req.into_body(), MAX_FORM)).await {
-        Ok(body) => body.to_bytes(),
-        Err(_) => return Err(answer::json(StatusCode::PAYLOAD_TOO_LARGE, &serde_json::json!({"error": "too_large"}))),
+    // The page language of a refusal below: the user's locale, else the browser's.
+    let session_lang = lang(req.headers(), Some(&session));
+    let Some(form) = super::read_form(req.into_body(), MAX_FORM).await else {
+        return Err(answer::json(StatusCode::PAYLOAD_TOO_LARGE, &serde_json::json!({"error": "too_large"})));
     };
-    let form = String::from_utf8_lossy(&form).into_owned();
     let org = query_param(Some(&form), "org").unwrap_or_default();
     let rd = safe_return_to(&query_param(Some(&form), "rd").unwrap_or_default());
     if !app.policy.acceptable_organizations(&session).any(|o| o.id == org) {
-        let lang = session.identity.locale.as_deref().map_or(request_lang, |l| Lang::from_locale(Some(l)));
-        return Err(answer::forbidden(true, lang, &Denial::OrganizationNotAllowed, &session));
+        return Err(answer::forbidden(true, session_lang, &Denial::OrganizationNotAllowed, &session));
     }
     let session = Arc::make_mut(&mut session);
     session.org = Some(org);
