@@ -10,12 +10,13 @@ use crate::bearer::BearerAuth;
 use crate::config::{RevocationKind, Settings, StoreKind};
 use crate::identity::{AssertionSettings, Assertions, Signer};
 use crate::limits::Limits;
+use crate::live::OpenConnections;
 use crate::metrics::Metrics;
 use crate::oidc::Oidc;
 use crate::policy::Policy;
 use crate::proxy::{Upstream, UpstreamSettings};
 use crate::session::cookies::CookieSettings;
-use crate::session::redis::{Redis, RedisRevocations, RedisStore, RefreshCoordinator};
+use crate::session::redis::{Redis, RedisRevocations, RedisStore, RefreshCoordinator, KEY_PREFIX};
 use crate::session::refresh::Refresher;
 use crate::session::revocation::{RevocationSet, Revocations};
 use crate::session::seal::{AppBinding, Sealer};
@@ -56,6 +57,8 @@ pub struct App {
     pub(crate) metrics: Metrics,
     /// Connection and request limits, shared by the workers and the metrics listener.
     pub(crate) limits: Arc<Limits>,
+    /// Websockets and streams open for a session, ended with it.
+    pub(crate) live: Arc<OpenConnections>,
 }
 
 impl App {
@@ -102,9 +105,18 @@ impl App {
             refresher = refresher.with_coordinator(Arc::new(RefreshCoordinator::new(redis.clone(), sealer.clone(), lock_ttl)));
             tracing::info!(redis = %redis.display(), store = ?settings.session.store, revocations = ?settings.session.revocations, "sharing state with the other replicas through Redis");
         }
-        let (store, revocations) = store_and_revocations(&settings, redis.as_ref(), &sealer, app_tag)?;
+        let (store, revocations) = store_and_revocations(&settings, redis.as_ref(), &sealer, app_tag.clone())?;
         let cookie = CookieSettings::new(&settings.session.cookie_name, settings.secure_cookies);
-        let sessions = Sessions::new(sealer, cookie, &settings.session.cookie_name, store, revocations, settings.session.max_lifetime);
+        let live = Arc::new(OpenConnections::new(settings.session.end_open_connections, redis.clone(), format!("{KEY_PREFIX}ended:{app_tag}")));
+        let sessions = Sessions::with_redis(
+            sealer,
+            cookie,
+            &settings.session.cookie_name,
+            store,
+            revocations,
+            settings.session.max_lifetime,
+            redis.clone(),
+        );
         let bearer = settings.bearer_userinfo.then(|| BearerAuth::new(oidc.clone(), settings.bearer_limits));
         if bearer.is_some() {
             tracing::info!(
@@ -115,6 +127,7 @@ impl App {
         }
         Ok(Arc::new(App {
             limits: Arc::new(Limits::new(settings.limits.clone())),
+            live,
             sessions,
             redis,
             bearer,
@@ -148,6 +161,11 @@ impl App {
         &self.limits
     }
 
+    /// The websockets and streams open for a session.
+    pub fn open_connections(&self) -> &Arc<OpenConnections> {
+        &self.live
+    }
+
     /// Redis, when the replicas share state through it.
     pub fn redis(&self) -> Option<&Arc<Redis>> {
         self.redis.as_ref()
@@ -161,6 +179,7 @@ impl App {
             revocations_held: self.sessions.revocations().len(),
             redis: self.redis.as_deref(),
             limits: &self.limits,
+            open_connections: &self.live,
         })
     }
 }

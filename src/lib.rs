@@ -8,7 +8,8 @@
 //! [`session`] (the sealed cookie, the stores, refresh, revocations), [`bearer`] (API clients'
 //! access tokens), [`claims`] (who the user is), [`identity`] (that, signed for the app), [`policy`] (who may go
 //! where), [`forward_auth`] (the request a gateway asks about), [`proxy`] (forwarding to the
-//! app), [`limits`] (connection and request caps), [`answer`] and [`pages`] (what the proxy says
+//! app), [`limits`] (connection and request caps), [`live`] and [`tether`] (open websockets and streams,
+//! ended with their session), [`answer`] and [`pages`] (what the proxy says
 //! itself), [`request`] (what a request says about itself), [`metrics`], [`logging`], and
 //! [`util`] (clock, ids, hashing). `dev` and `devidp` (the embedded Trousseau twin used by the
 //! `dev` command and by the tests) exist only with the `dev` feature, on by default. Beside the
@@ -33,6 +34,7 @@ pub mod fuzz;
 pub mod identity;
 pub mod inject;
 pub mod limits;
+pub mod live;
 pub mod logging;
 pub mod metrics;
 pub mod oidc;
@@ -43,5 +45,6 @@ pub mod proxy;
 pub mod request;
 pub mod server;
 pub mod session;
+pub mod tether;
 pub mod tls;
 pub mod util;

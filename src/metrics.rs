@@ -13,7 +13,8 @@
 //! `revocations_held`, `sign_ins_total{stage}`, `sign_in_flows_active`, `build_info{version}`, and
 //! the limits' `connections_open{listener}`, `connections_refused_total{listener}`,
 //! `connections_closed_total{reason}`, `requests_in_flight`, `requests_refused_total{limit}`,
-//! `responses_abandoned_total` and `client_faults_total{kind}`; and, with the worker threads of
+//! `responses_abandoned_total` and `client_faults_total{kind}`; `connections_ended_total{reason}`
+//! and `session_connections` (websockets and streams tied to a session); and, with the worker threads of
 //! `run`, `worker_connections_open{worker}` and `connections_handed_over_total`.
 
 use std::fmt::Write as _;
@@ -203,6 +204,8 @@ pub struct Sources<'a> {
     pub redis: Option<&'a crate::session::redis::Redis>,
     /// Connection and request limits, with what they refused.
     pub limits: &'a Limits,
+    /// Websockets and streams tied to a session.
+    pub open_connections: &'a crate::live::OpenConnections,
 }
 
 impl Metrics {
@@ -320,6 +323,20 @@ impl Metrics {
             self.flows.active(self.flows.minute()),
         );
         limit_families(&mut out, sources.limits);
+        let ended: Vec<(&str, u64)> = sources.open_connections.ended().map(|(reason, n)| (reason.as_str(), n)).collect();
+        out.labelled(
+            "trousseau_proxy_connections_ended_total",
+            "counter",
+            "Websockets and streams the proxy ended because their session ended, by why the session ended.",
+            "reason",
+            &ended,
+        );
+        out.single(
+            "trousseau_proxy_session_connections",
+            "gauge",
+            "Websockets and long responses open for a session, as of the last sweep (once a second).",
+            sources.open_connections.open(),
+        );
         out.labelled(
             "trousseau_proxy_build_info",
             "gauge",
@@ -497,7 +514,7 @@ mod tests {
 
     fn render(metrics: &Metrics, refresh: &RefreshStats, idp: &Histogram) -> String {
         let limits = Limits::new(crate::limits::LimitSettings::default());
-        metrics.render(&Sources { refresh, idp_latency: idp, revocations_held: 2, redis: None, limits: &limits })
+        metrics.render(&Sources { refresh, idp_latency: idp, revocations_held: 2, redis: None, limits: &limits, open_connections: &crate::live::OpenConnections::new(true, None, String::new()) })
     }
 
     /// The value of the sample line `series` (name and labels exactly as written).

@@ -28,7 +28,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
+    let watch = AbortOnDrop(tokio::spawn(crate::pipeline::connections::watch(Arc::clone(&app))));
     serve_as_worker(listener, app, shutdown, drain, None, None).await;
+    drop(watch);
+}
+
+/// A background task that ends with whoever holds it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// [`serve`] as one of several workers sharing `listener`, which spread its connections evenly
@@ -134,6 +145,7 @@ pub async fn run(mut settings: Settings, front: Option<Front>) -> Result<(), Sta
         // Says at once (in the log) whether Redis is reachable; requests reconnect on their own.
         tokio::spawn(async move { redis.ping().await });
     }
+    tokio::spawn(crate::pipeline::connections::watch(app.clone()));
     if let Some(listener) = metrics_listener {
         let metrics_app = app.clone();
         tracing::info!(listen = ?listener.local_addr().ok(), "metrics at /metrics");

@@ -229,6 +229,9 @@ pub struct SessionConfig {
     /// With `store: memory`: most memory (MiB) the stored sessions may take; beyond it the least
     /// recently used sessions end.
     pub memory_store_max_mib: u32,
+    /// End the websockets and long responses opened for a session when the session ends
+    /// (sign-out, back-channel logout, refresh refused, rule no longer met, `max_lifetime`).
+    pub end_open_connections: bool,
 }
 
 impl Default for SessionConfig {
@@ -248,6 +251,7 @@ impl Default for SessionConfig {
             refresh_grace: HumanDuration(Duration::from_secs(300)),
             max_sessions_per_user: 10,
             memory_store_max_mib: 256,
+            end_open_connections: true,
         }
     }
 }

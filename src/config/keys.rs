@@ -42,6 +42,7 @@ pub(super) const KEY_PATHS: &[&str] = &[
     "session.refresh_grace",
     "session.max_sessions_per_user",
     "session.memory_store_max_mib",
+    "session.end_open_connections",
     "identity.signing_key_file",
     "identity.audience",
     "identity.assertion_ttl",

@@ -84,6 +84,8 @@ pub struct SessionSettings {
     pub max_sessions_per_user: u32,
     /// Most bytes the memory store holds (least recently used sessions end first).
     pub memory_store_max_bytes: u64,
+    /// Websockets and long responses end with their session.
+    pub end_open_connections: bool,
 }
 
 impl fmt::Debug for SessionSettings {

@@ -145,6 +145,7 @@ fn env_value(path: &str, value: &str) -> Result<serde_yaml::Value, String> {
             if path.ends_with("preserve_host")
                 || path.ends_with("trust_forwarded_headers")
                 || path.ends_with("pass_access_token")
+                || path.ends_with("end_open_connections")
                 || path.ends_with("required")
                 || NUMBER_KEYS.contains(&path) =>
         {

@@ -240,6 +240,7 @@ fn session(file: &FileConfig, source: &SourceText) -> Result<SessionSettings, Co
         refresh_grace: file.session.refresh_grace.0,
         max_sessions_per_user,
         memory_store_max_bytes: u64::from(memory_store_max_mib) * 1024 * 1024,
+        end_open_connections: file.session.end_open_connections,
     })
 }
 

@@ -2,7 +2,11 @@
 //! per worker, bodies streamed both ways, websockets spliced); what comes back loses any
 //! `Set-Cookie` that would write one of our cookies. When the app cannot be reached the proxy
 //! answers itself (502/504, or 400/408 when the client's body was at fault).
+//!
+//! An answer for a session is tied to it ([`crate::live`]): a websocket is tracked once the app
+//! switched protocols, a streaming body once it proves long; either ends when the session does.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::header;
@@ -13,17 +17,31 @@ use super::RequestCtx;
 use crate::answer;
 use crate::app::App;
 use crate::body::{self, Body};
+use crate::live::{Kind, Opened};
 use crate::metrics::AnsweredBy;
 use crate::pages::Lang;
+use crate::proxy::wants_upgrade;
 use crate::session::Session;
+use crate::tether::Tether;
 
 /// Forwards to the app, with the identity of `session` when there is one. `browser` chooses the
 /// form of the error answer when the app cannot be reached. May change: `ctx.answered_by`.
-pub(super) async fn forward(app: &App, req: Request<Incoming>, ctx: &mut RequestCtx, session: Option<&Session>, browser: bool) -> Response<Body> {
+pub(super) async fn forward(app: &App, req: Request<Incoming>, ctx: &mut RequestCtx, session: Option<&Arc<Session>>, browser: bool) -> Response<Body> {
     let (mut parts, incoming) = req.into_parts();
     // For the error page only: its language is worked out if it is needed.
     let accept_language = parts.headers.get(header::ACCEPT_LANGUAGE).cloned();
-    super::upstream_request::prepare(app, &mut parts, ctx, session);
+    let opened = session.filter(|_| app.live.enabled()).map(|session| Opened {
+        session: session.clone(),
+        bearer: ctx.via_bearer.then(|| parts.headers.get(header::AUTHORIZATION).cloned()).flatten(),
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        request_id: ctx.request_id.clone(),
+    });
+    let tunnel = opened.as_ref().filter(|_| wants_upgrade(&parts.headers)).map(|_| Tether::new());
+    if let Some(tether) = &tunnel {
+        parts.extensions.insert(tether.clone());
+    }
+    super::upstream_request::prepare(app, &mut parts, ctx, session.map(|s| &**s));
     let sent = Instant::now();
     let result = app.upstream.send(Request::from_parts(parts, body::stream(incoming))).await;
     app.metrics.upstream_latency(sent.elapsed());
@@ -31,7 +49,14 @@ pub(super) async fn forward(app: &App, req: Request<Incoming>, ctx: &mut Request
         Ok(mut response) => {
             ctx.answered_by = AnsweredBy::Upstream;
             app.sessions.drop_app_cookies_of_ours(response.headers_mut());
-            response
+            match (opened, tunnel) {
+                (Some(opened), Some(tether)) if response.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
+                    app.live.track(opened, Kind::Websocket, tether.cutter());
+                    response
+                }
+                (Some(opened), _) => response.map(|body| crate::live::body::tether(body, &app.live, opened)),
+                (None, _) => response,
+            }
         }
         Err(e) => {
             let request_id = ctx.request_id.to_str().unwrap_or("-");

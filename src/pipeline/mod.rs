@@ -12,6 +12,9 @@
 //!    (identity headers, signed assertion, `X-Forwarded-*`), then the app's answer.
 //! 7. [`finish`] — cookies decided along the way, the request id, metrics, the access line.
 //!
+//! A websocket or a streaming answer opened for a session lives on after step 7:
+//! [`connections`] watches it until it closes, and ends it when the session ends.
+//!
 //! A phase that ends the request early returns the answer as the `Err` of a
 //! `Result<_, Response<Body>>`, so the steps chain with `?`. Nothing is a trait object or a
 //! middleware stack: what runs is what reads here.
@@ -20,6 +23,7 @@
 // request ends early. Boxing it would add an allocation to each of those answers for nothing.
 #![allow(clippy::result_large_err)]
 
+pub mod connections;
 pub mod endpoints;
 
 mod authenticate;

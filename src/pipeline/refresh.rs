@@ -10,9 +10,11 @@ use http::Request;
 use super::{lang, Answer, RequestCtx};
 use crate::answer;
 use crate::app::App;
+use crate::live::Target;
 use crate::session::refresh::RefreshOutcome;
 use crate::session::store::StoreError;
 use crate::session::Session;
+use crate::tether::EndReason;
 
 /// Why the refresh step left no session to serve with.
 pub(crate) enum NotServed {
@@ -38,23 +40,41 @@ impl NotServed {
 /// Refreshes when due. May change: the session, and `ctx`'s outgoing cookies (the refreshed
 /// session, or the ended one's removal).
 pub(crate) async fn refresh(app: &App, session: Arc<Session>, ctx: &mut RequestCtx) -> Result<Arc<Session>, NotServed> {
-    if ctx.via_bearer {
+    if ctx.via_bearer || !app.refresher.is_due(&session) {
         return Ok(session);
     }
+    // The session's open connections may have refreshed it in the background since its cookie
+    // was written: go on from that copy, and hand it to the browser.
+    let (session, newer) = match app.sessions.newer_copy(&session).await {
+        Some(copy) => (copy, true),
+        None => (session, false),
+    };
+    let id = session.id.clone();
     match app.refresher.refresh_if_due(session).await {
-        RefreshOutcome::Fresh(session) | RefreshOutcome::Stale(session) => Ok(session),
-        RefreshOutcome::Refreshed(mut session) => {
-            if session.org.is_none() {
-                Arc::make_mut(&mut session).org = app.policy.auto_select(&session);
-            }
+        RefreshOutcome::Fresh(session) | RefreshOutcome::Stale(session) if !newer => Ok(session),
+        RefreshOutcome::Fresh(session) | RefreshOutcome::Stale(session) | RefreshOutcome::Refreshed(session) => {
+            let session = settled(app, session);
             app.sessions.save(&session, &mut ctx.jar).await.map_err(NotServed::Store)?;
+            app.live.refreshed(&session, &app.policy);
             Ok(session)
         }
         RefreshOutcome::Ended => {
             app.sessions.end(None, &mut ctx.jar).await;
+            app.live.end(Target::Session(id), EndReason::Refused).await;
             Err(NotServed::Ended)
         }
         RefreshOutcome::Unavailable => Err(NotServed::IdpUnavailable),
         RefreshOutcome::StoreUnavailable(e) => Err(NotServed::Store(e)),
     }
+}
+
+/// A refreshed session with its organization chosen again when none is (its membership may be
+/// gone): as the request path and the background refresh of open connections both keep it.
+pub(crate) fn settled(app: &App, mut session: Arc<Session>) -> Arc<Session> {
+    if session.org.is_none() {
+        if let Some(org) = app.policy.auto_select(&session) {
+            Arc::make_mut(&mut session).org = Some(org);
+        }
+    }
+    session
 }

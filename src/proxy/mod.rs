@@ -28,6 +28,9 @@
 //! only. Upgrades exist only in HTTP/1.1, so each gets an HTTP/1.1 connection of its own.
 
 mod pool;
+mod splice;
+
+pub use splice::{tethered, POLICY_VIOLATION};
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -45,8 +48,6 @@ use http::uri::{self, Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use crate::body::{self, Body, BoxError};
@@ -357,6 +358,8 @@ impl Upstream {
         let (mut parts, body) = req.into_parts();
         // Keeps the browser's connection counted as open while a tunnel replaces it.
         let hold = parts.extensions.remove::<crate::limits::UpgradeHold>();
+        // Ties a tunnel to its session: cut, it closes with 1008 (`splice`).
+        let tether = parts.extensions.remove::<crate::tether::Tether>();
 
         // 1. Target. Whatever the browser spoke, we speak HTTP/1.1 (or HTTP/2 through ALPN); the
         //    server's extensions (connection info, upgrade handle) stay on this side.
@@ -381,7 +384,7 @@ impl Upstream {
 
         // 4. Body, or tunnel.
         if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
-            splice(client_upgrade, hyper::upgrade::on(&mut response), hold);
+            splice::splice(client_upgrade, hyper::upgrade::on(&mut response), hold, tether);
             return Ok(response.map(|_| body::empty()));
         }
         Ok(response)
@@ -644,31 +647,6 @@ fn append_forwarded_for(headers: &HeaderMap, client_ip: &str) -> Option<HeaderVa
     HeaderValue::from_maybe_shared(Bytes::from(list)).ok()
 }
 
-/// Copies bytes both ways between the browser's and the app's upgraded connections until either
-/// side closes. The browser's side completes once the `101` has been written to it.
-fn splice(client: OnUpgrade, app: OnUpgrade, hold: Option<crate::limits::UpgradeHold>) {
-    if let Some(hold) = &hold {
-        hold.adopt();
-    }
-    tokio::spawn(async move {
-        let _hold = hold;
-        let (client, app) = match tokio::try_join!(client, app) {
-            Ok(both) => both,
-            Err(err) => {
-                tracing::debug!(error = %err, "protocol upgrade did not complete");
-                return;
-            }
-        };
-        let (mut client, mut app) = (TokioIo::new(client), TokioIo::new(app));
-        match tokio::io::copy_bidirectional(&mut client, &mut app).await {
-            Ok((to_app, to_client)) => {
-                tracing::debug!(to_app, to_client, "upgraded connection closed");
-            }
-            Err(err) => tracing::debug!(error = %err, "upgraded connection ended"),
-        }
-    });
-}
-
 /// When the request body last moved, so that the response timeout counts only the time the app
 /// keeps us waiting, not the time a large upload takes to arrive; and whether the body failed
 /// through the client's fault.
@@ -814,6 +792,7 @@ mod tests {
     use http_body_util::StreamBody;
     use hyper::body::Incoming;
     use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
     use hyper_util::rt::TokioExecutor;
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};

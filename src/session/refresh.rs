@@ -124,6 +124,12 @@ impl Refresher {
         &self.stats
     }
 
+    /// Whether the session's access token expires within the skew: [`Refresher::refresh_if_due`]
+    /// would refresh it.
+    pub fn is_due(&self, session: &Session) -> bool {
+        session.expires_at <= now_secs() + self.skew_for(session)
+    }
+
     /// Refreshes the session if its access token expires within the skew.
     /// The session travels as an `Arc`: a request's session is usually the one cached for its
     /// cookie, shared rather than copied (a copy was ~17 allocations a request).

@@ -14,6 +14,7 @@ use http::HeaderMap;
 use super::cookies::{CookieSettings, RequestCookies, SessionCodec};
 use super::revocation::RevocationSet;
 use super::seal::Sealer;
+use super::redis::{Redis, KEY_PREFIX};
 use super::store::{SessionStore, StoreError};
 use super::Session;
 use crate::oidc::LoginState;
@@ -26,6 +27,12 @@ pub const LOGIN_STATE_PURPOSE: &str = "login-state";
 
 /// Sealing purpose of the handle a server-side store's cookie carries.
 const SESSION_HANDLE_PURPOSE: &str = "session-handle";
+
+/// Sealing purpose of a cookie session refreshed in the background, kept in Redis.
+const REFRESHED_PURPOSE: &str = "refreshed-session";
+
+/// Most cookie sessions refreshed in the background remembered on one replica.
+const MAX_REFRESHED: u64 = 100_000;
 
 /// How long one sign-in attempt may take.
 const LOGIN_STATE_TTL: Duration = Duration::from_secs(600);
@@ -54,6 +61,25 @@ pub struct Sessions {
     /// `session.cookie_name`, to recognise our cookies in what the app sets.
     base_name: String,
     login_cookie_prefix: String,
+    /// Cookie sessions refreshed in the background for their open connections, whose cookie
+    /// still holds the session before: id → (deadline, the refreshed session). See
+    /// [`Sessions::keep_refreshed`].
+    refreshed: moka::sync::Cache<String, (u64, Arc<Session>)>,
+    /// Shares `refreshed` with the other replicas.
+    redis: Option<Arc<Redis>>,
+}
+
+/// An entry of [`Sessions::refreshed`] lives until its session's deadline.
+struct UntilSessionDeadline;
+
+impl moka::Expiry<String, (u64, Arc<Session>)> for UntilSessionDeadline {
+    fn expire_after_create(&self, _key: &String, value: &(u64, Arc<Session>), _created_at: std::time::Instant) -> Option<Duration> {
+        Some(Duration::from_secs(value.0.saturating_sub(now_secs())))
+    }
+
+    fn expire_after_update(&self, key: &String, value: &(u64, Arc<Session>), updated_at: std::time::Instant, _left: Option<Duration>) -> Option<Duration> {
+        self.expire_after_create(key, value, updated_at)
+    }
 }
 
 impl Sessions {
@@ -67,6 +93,20 @@ impl Sessions {
         revocations: RevocationSet,
         max_lifetime: Duration,
     ) -> Sessions {
+        Sessions::with_redis(sealer, cookie, base_name, store, revocations, max_lifetime, None)
+    }
+
+    /// [`Sessions::new`], sharing the sessions refreshed in the background with the other
+    /// replicas through `redis`.
+    pub fn with_redis(
+        sealer: Arc<Sealer>,
+        cookie: CookieSettings,
+        base_name: &str,
+        store: Option<Arc<dyn SessionStore>>,
+        revocations: RevocationSet,
+        max_lifetime: Duration,
+        redis: Option<Arc<Redis>>,
+    ) -> Sessions {
         let login_cookie_prefix = format!("{}{base_name}_login_", if cookie.secure { "__Host-" } else { "" });
         Sessions {
             codec: SessionCodec::new(sealer.clone(), cookie),
@@ -76,6 +116,8 @@ impl Sessions {
             max_lifetime,
             base_name: base_name.to_string(),
             login_cookie_prefix,
+            refreshed: moka::sync::Cache::builder().max_capacity(MAX_REFRESHED).expire_after(UntilSessionDeadline).build(),
+            redis,
         }
     }
 
@@ -174,6 +216,7 @@ impl Sessions {
                 }
             }
             (None, Some(session)) => {
+                self.refreshed.invalidate(&session.id);
                 let ttl = Duration::from_secs(self.deadline(session).saturating_sub(now_secs()).max(1));
                 if let Err(e) = self.revocations.end_session(session, ttl).await {
                     // The cookies still go; only a copy taken before would keep working.
@@ -185,8 +228,48 @@ impl Sessions {
         jar.outgoing.extend(self.codec.clear(&jar.incoming));
     }
 
-    /// When `session` ends whatever happens: `created_at` + `session.max_lifetime`.
-    fn deadline(&self, session: &Session) -> u64 {
+    /// Keeps a session refreshed where no response could carry its cookie: a refresh made in the
+    /// background for the session's open websockets and streams. A server-side store's record is
+    /// replaced. A cookie session is remembered here (and in Redis, for the other replicas) until
+    /// its deadline: the browser's cookie still holds the refresh token before, which Trousseau
+    /// has rotated and would take for a stolen one; [`Sessions::newer_copy`] hands this instead.
+    pub async fn keep_refreshed(&self, session: &Arc<Session>) -> Result<(), StoreError> {
+        let deadline = self.deadline(session);
+        let ttl = Duration::from_secs(deadline.saturating_sub(now_secs()).max(1));
+        if let Some(store) = &self.store {
+            store.replace(&session.id, session, ttl).await?;
+            return Ok(());
+        }
+        self.refreshed.insert(session.id.clone(), (deadline, session.clone()));
+        if let Some(redis) = &self.redis {
+            let sealed = self.sealer.seal(REFRESHED_PURPOSE, &serde_json::to_vec(&**session).unwrap_or_default());
+            let key = format!("{KEY_PREFIX}refreshed:{}", session.id);
+            redis.run::<()>(::redis::cmd("SET").arg(key).arg(sealed).arg("PX").arg(ttl.as_millis() as u64)).await?;
+        }
+        Ok(())
+    }
+
+    /// A copy of this cookie session refreshed in the background after the cookie was written
+    /// ([`Sessions::keep_refreshed`]), if there is one: asked only when the cookie's token is
+    /// due, so never on the hot path. Redis failing is "none" (the refresh then tries the
+    /// cookie's own token).
+    pub async fn newer_copy(&self, session: &Session) -> Option<Arc<Session>> {
+        if self.store.is_some() {
+            return None;
+        }
+        let newer = |s: &Session| s.identity.sub == session.identity.sub && s.updated_at_ms > session.updated_at_ms;
+        if let Some((_, copy)) = self.refreshed.get(&session.id) {
+            return newer(&copy).then_some(copy);
+        }
+        let redis = self.redis.as_ref()?;
+        let sealed: Option<String> = redis.run(::redis::cmd("GET").arg(format!("{KEY_PREFIX}refreshed:{}", session.id))).await.ok()?;
+        let plain = self.sealer.open(REFRESHED_PURPOSE, &sealed?)?;
+        let copy: Session = serde_json::from_slice(&plain).ok()?;
+        (copy.id == session.id && newer(&copy)).then(|| Arc::new(copy))
+    }
+
+    /// When `session` ends whatever happens: `created_at` + `session.max_lifetime` (unix seconds).
+    pub fn deadline(&self, session: &Session) -> u64 {
         session.created_at.saturating_add(self.max_lifetime.as_secs())
     }
 

@@ -30,6 +30,7 @@ mod inject_webhook;
 mod lifecycle;
 mod limits;
 mod metrics;
+mod open_connections;
 mod policy;
 mod proxying;
 mod redis;

@@ -1,6 +1,7 @@
 //! `POST /.trousseau/backchannel-logout`: Trousseau ends a session server-to-server. The logout
 //! token is verified, its `jti` may be used once, and every session of that `sid` (or `sub`) is
-//! no session from its next request on — cookie sessions included. A refusal is the sender's
+//! no session from its next request on — cookie sessions included — and their open websockets
+//! and streams end at once. A refusal is the sender's
 //! fault: 400, and a rate-limited WARN line naming the sender's address.
 
 use http::{Request, Response, StatusCode};
@@ -10,8 +11,10 @@ use super::super::RequestCtx;
 use crate::answer;
 use crate::app::App;
 use crate::body::Body;
+use crate::live::Target;
 use crate::pages::Lang;
 use crate::request::query_param;
+use crate::tether::EndReason;
 use crate::util::clock::now_secs;
 
 /// Most bytes of a logout request's form body.
@@ -40,7 +43,8 @@ pub(super) async fn logout(app: &App, req: Request<Incoming>, ctx: &RequestCtx) 
         Err(e) => return bad(&e.to_string()),
     };
     let revocations = app.sessions.revocations();
-    match revocations.revoke(&logout.jti, logout.sid.as_deref(), logout.sub.as_deref(), now_secs()).await {
+    let now = now_secs();
+    match revocations.revoke(&logout.jti, logout.sid.as_deref(), logout.sub.as_deref(), now).await {
         Ok(true) => {}
         Ok(false) => return bad("logout token already used"),
         Err(e) => {
@@ -51,7 +55,16 @@ pub(super) async fn logout(app: &App, req: Request<Incoming>, ctx: &RequestCtx) 
     }
     if let Some(bearer) = &app.bearer {
         // Also checked on every bearer request; dropping them now frees them at once.
-        bearer.forget_sessions(logout.sid.as_deref(), logout.sub.as_deref(), now_secs());
+        bearer.forget_sessions(logout.sid.as_deref(), logout.sub.as_deref(), now);
+    }
+    // The sessions' open websockets and streams end now, here and on the other replicas.
+    let target = match (logout.sid.clone(), logout.sub.clone()) {
+        (Some(sid), _) => Some(Target::Sid(sid)),
+        (None, Some(sub)) => Some(Target::Sub { sub, at: now }),
+        (None, None) => None,
+    };
+    if let Some(target) = target {
+        app.live.end(target, EndReason::Backchannel).await;
     }
     app.metrics.backchannel_revocation();
     tracing::info!(sid = logout.sid.as_deref().unwrap_or("-"), sub = logout.sub.as_deref().unwrap_or("-"), "back-channel logout: sessions ended");

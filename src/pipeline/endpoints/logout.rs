@@ -1,6 +1,7 @@
 //! `/.trousseau/logout`: forget everything here — the session (its cookies, its record, or its
 //! id in the revocation set for a cookie session), every sign-in attempt — then end the Trousseau
-//! session too (end-session endpoint, with `id_token_hint` when the ID token was kept).
+//! session too (end-session endpoint, with `id_token_hint` when the ID token was kept). The
+//! session's open websockets and streams end with it.
 
 use http::Response;
 
@@ -8,6 +9,8 @@ use super::super::RequestCtx;
 use crate::answer;
 use crate::app::App;
 use crate::body::Body;
+use crate::live::Target;
+use crate::tether::EndReason;
 use crate::util::id::random_id;
 
 /// Signs out and redirects to Trousseau's end-session endpoint (or straight to
@@ -20,6 +23,8 @@ pub(super) async fn logout(app: &App, ctx: &mut RequestCtx) -> Response<Body> {
     if let Some(s) = &session {
         ctx.sub = Some(s.identity.sub.clone());
         tracing::info!(sub = %s.identity.sub, "signed out");
+        // Its websockets and streams end too, here and on the other replicas.
+        app.live.end(Target::Session(s.id.clone()), EndReason::Logout).await;
     }
     let post_logout = &app.settings.oidc.post_logout_redirect_uri;
     let Some(end_session) = app.oidc.end_session_endpoint() else {

@@ -46,6 +46,8 @@ const DOWN: u8 = 2;
 /// A shared, self-healing connection to Redis, with its health.
 pub struct Redis {
     conn: ConnectionManager,
+    /// For the connections that cannot be shared: subscriptions.
+    client: ::redis::Client,
     /// `redis://host:port/db` without credentials, for logs.
     display: String,
     state: AtomicU8,
@@ -79,8 +81,8 @@ impl Redis {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| format!("{}: {e}", redacted_url(url)))?;
-        Ok(Redis { conn, display: redacted_url(url), state: AtomicU8::new(UNKNOWN), stats: RedisStats::default() })
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(|e| format!("{}: {e}", redacted_url(url)))?;
+        Ok(Redis { conn, client, display: redacted_url(url), state: AtomicU8::new(UNKNOWN), stats: RedisStats::default() })
     }
 
     /// Runs one command (or a script) with the timeout, recording Redis's health. A command that
@@ -121,6 +123,21 @@ impl Redis {
                 }
                 Err(StoreError::Unavailable(format!("Redis at {}: {reason}", self.display)))
             }
+        }
+    }
+
+    /// A connection of its own subscribed to `channel` (publish with [`Redis::run`] and
+    /// `PUBLISH`). Not retried: the caller subscribes again when the connection ends.
+    pub async fn subscribe(&self, channel: &str) -> Result<::redis::aio::PubSub, StoreError> {
+        let subscribing = async {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.subscribe(channel).await?;
+            Ok::<_, ::redis::RedisError>(pubsub)
+        };
+        match tokio::time::timeout(COMMAND_TIMEOUT, subscribing).await {
+            Ok(Ok(pubsub)) => Ok(pubsub),
+            Ok(Err(e)) => Err(StoreError::Unavailable(format!("Redis at {}: {e}", self.display))),
+            Err(_) => Err(StoreError::Unavailable(format!("Redis at {}: no answer within {COMMAND_TIMEOUT:?}", self.display))),
         }
     }
 

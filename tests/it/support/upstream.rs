@@ -1,6 +1,7 @@
 //! The app behind the proxy in tests: a real HTTP server on a loopback port that echoes what it
 //! received, streams on `/stream`, counts uploads on `/upload`, sends `?bytes=N` (default 4 MiB)
-//! on `/big`, echoes websockets on `/ws`, and sets the cookies it is told to on
+//! on `/big`, sends an SSE tick every 100 ms on `/events` until the reader goes, echoes websockets
+//! on `/ws` (recording how each one ended), and sets the cookies it is told to on
 //! `/set-cookies?c=name%3Dvalue&c=…`. It counts the connections open to it.
 
 use std::collections::BTreeMap;
@@ -35,8 +36,15 @@ pub struct Upstream {
     pub uploaded: Arc<AtomicU64>,
     /// Connections open to the app now.
     pub open_connections: Arc<AtomicU64>,
+    /// How each `/ws` websocket ended: the close frame's code and reason, `None` without one.
+    pub ws_closes: WsCloses,
+    /// `/events` streams whose reader went away.
+    pub events_ended: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
+
+/// See [`Upstream::ws_closes`].
+pub type WsCloses = Arc<Mutex<Vec<Option<(u16, String)>>>>;
 
 impl Drop for Upstream {
     fn drop(&mut self) {
@@ -49,6 +57,8 @@ struct Shared {
     release_stream: Arc<Notify>,
     seen: SeenHeaders,
     uploaded: Arc<AtomicU64>,
+    ws_closes: WsCloses,
+    events_ended: Arc<AtomicU64>,
 }
 
 impl Upstream {
@@ -60,6 +70,8 @@ impl Upstream {
             release_stream: Arc::new(Notify::new()),
             seen: Arc::new(Mutex::new(Vec::new())),
             uploaded: Arc::new(AtomicU64::new(0)),
+            ws_closes: Arc::new(Mutex::new(Vec::new())),
+            events_ended: Arc::new(AtomicU64::new(0)),
         };
         let open_connections = Arc::new(AtomicU64::new(0));
         let open = open_connections.clone();
@@ -94,6 +106,8 @@ impl Upstream {
             seen: shared.seen,
             uploaded: shared.uploaded,
             open_connections,
+            ws_closes: shared.ws_closes,
+            events_ended: shared.events_ended,
             task,
         }
     }
@@ -134,6 +148,22 @@ async fn handle(mut req: Request<Incoming>, s: Shared) -> Response<Body> {
             r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
             r
         }
+        "/events" => {
+            let ended = s.events_ended.clone();
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+            tokio::spawn(async move {
+                for n in 0u64.. {
+                    if tx.send(Ok(Frame::data(Bytes::from(format!("data: tick {n}\n\n"))))).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                ended.fetch_add(1, Ordering::SeqCst);
+            });
+            let mut r = Response::new(BodyExt::boxed(StreamBody::new(tokio_stream_from(rx))));
+            r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+            r
+        }
         "/big" => {
             let bytes: usize = req.uri().query().and_then(|q| q.strip_prefix("bytes=")).and_then(|n| n.parse().ok()).unwrap_or(4 << 20);
             // Made as the proxy asks for it: backpressure reaches this app as it would a real one.
@@ -164,17 +194,21 @@ async fn handle(mut req: Request<Incoming>, s: Shared) -> Response<Body> {
                 return r;
             };
             let on_upgrade = hyper::upgrade::on(&mut req);
+            let closes = s.ws_closes.clone();
             tokio::spawn(async move {
                 if let Ok(upgraded) = on_upgrade.await {
                     let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+                    let mut closed = None;
                     while let Some(Ok(msg)) = ws.next().await {
-                        if msg.is_close() {
+                        if let tokio_tungstenite::tungstenite::Message::Close(frame) = &msg {
+                            closed = frame.as_ref().map(|f| (u16::from(f.code), f.reason.to_string()));
                             break;
                         }
                         if ws.send(msg).await.is_err() {
                             break;
                         }
                     }
+                    closes.lock().unwrap().push(closed);
                 }
             });
             let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
