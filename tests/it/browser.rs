@@ -247,3 +247,44 @@ async fn error_pages_and_phone_sized_pages_look_finished() {
 
     browser.close().await;
 }
+
+/// Issue 17: the demo app's live page holds a websocket through the proxy; the user signs out
+/// in another tab, and the page shows at once that the proxy closed it (1008, with the reason).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_page_shows_its_websocket_closed_when_the_user_signs_out_in_another_tab() {
+    let Some(mut browser) = Chromium::launch_or_skip().await else { return };
+    let dev = DevServer::start("live").await;
+    browser.navigate(&dev.url("/")).await;
+    browser.click_text("Hélène Lefèvre").await;
+    assert_eq!(browser.url().await, dev.url("/"));
+    browser.click_text("Voir un websocket se fermer avec la session").await;
+    assert_eq!(browser.url().await, dev.url("/live"));
+
+    // Open, and the app's messages arrive.
+    let state = "document.getElementById('state').dataset.state";
+    let last = "document.getElementById('last').textContent";
+    let mut waited = Duration::ZERO;
+    while browser.eval(last).await.as_str().unwrap_or_default() == "—" {
+        assert!(waited < Duration::from_secs(10), "no message on the websocket: {}", browser.text().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += Duration::from_millis(100);
+    }
+    assert_eq!(browser.eval(state).await, "open");
+    assert!(browser.eval(last).await.as_str().unwrap_or_default().contains("helene.lefevre@hotel-des-alpes.fr"), "the app knows who is connected");
+    browser.screenshot("07-live-connection-open").await;
+
+    // Signing out in another tab of the same browser.
+    browser.in_another_tab(&dev.url("/.trousseau/logout"), Duration::from_millis(1500)).await;
+    let mut waited = Duration::ZERO;
+    while browser.eval(state).await != "closed" {
+        assert!(waited < Duration::from_secs(5), "the page still shows an open connection: {}", browser.text().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += Duration::from_millis(100);
+    }
+    assert_eq!(browser.eval("document.getElementById('state').dataset.code").await, "1008");
+    let page = browser.text().await;
+    assert!(page.contains("1008") && page.contains("session ended: signed out"), "the page says why:\n{page}");
+    assert!(page.contains("Se reconnecter"), "and offers to sign in again:\n{page}");
+    browser.screenshot("08-live-connection-closed-by-sign-out").await;
+    browser.close().await;
+}

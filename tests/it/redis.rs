@@ -1035,3 +1035,38 @@ async fn a_session_of_app_a_is_refused_by_app_b_sharing_redis_and_secrets() {
     assert_eq!(at_b.api_get("/x").await.status, StatusCode::UNAUTHORIZED, "app A's session opened at app B");
     assert!(!forward_auth(&mut at_b).await.status.is_success());
 }
+
+/// Issue 17: a websocket open on replica B ends when replica A learns that its session ended —
+/// a back-channel logout, or the browser signing out on A — through Redis, within
+/// `revocation_staleness` (1 s) + 1 s; other users' websockets stay open.
+#[tokio::test]
+async fn a_websocket_on_one_replica_closes_when_the_other_learns_its_session_ended() {
+    use crate::open_connections::{assert_echoes, assert_ended, open_ws};
+    use trousseau_proxy::tether::EndReason;
+    for store in ["cookie", "redis"] {
+        // A Redis each: the first round's logout of Jean would end the second round's sign-in.
+        let Some(redis) = RedisServer::start().await else { return };
+        let env = Env::start_with(with_redis(&redis, store, |c| c.session.revocations = Some("redis".into()))).await;
+        let b_replica = env.start_replica().await;
+        // Let both replicas subscribe to the channel (a replica that subscribes late checks its
+        // sessions against the revocations instead).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut jean = env.browser();
+        jean.sign_in("/", JEAN).await;
+        let mut sam = env.browser();
+        sam.sign_in("/", SAM).await;
+        let mut ws = open_ws(&b_replica.origin, &jean.cookie_header()).await;
+        let mut ws_sam = open_ws(&b_replica.origin, &sam.cookie_header()).await;
+
+        let r = post_logout_token(&env.origin, &env.trousseau().logout_token(Some(JEAN), None)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let took = assert_ended(&mut ws, EndReason::Backchannel, Duration::from_secs(2)).await;
+        eprintln!("store {store}: back-channel logout on A closed the websocket on B after {took:?}");
+        assert_echoes(&mut ws_sam).await;
+
+        // Sam signs out on A; his websocket on B closes.
+        assert_eq!(sam.navigate("/.trousseau/logout").await.status, StatusCode::FOUND);
+        let took = assert_ended(&mut ws_sam, EndReason::Logout, Duration::from_secs(2)).await;
+        eprintln!("store {store}: sign-out on A closed the websocket on B after {took:?}");
+    }
+}

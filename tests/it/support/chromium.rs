@@ -167,6 +167,15 @@ impl Chromium {
         browser
     }
 
+    /// Opens `url` in another tab of the same browser (same cookies), waits a moment for it to
+    /// load, and closes it: "the user did this in another tab".
+    pub async fn in_another_tab(&mut self, url: &str, settle: Duration) {
+        let created = self.browser_call("Target.createTarget", json!({"url": url, "background": true})).await;
+        let target = created["targetId"].as_str().expect("a new tab").to_string();
+        tokio::time::sleep(settle).await;
+        self.browser_call("Target.closeTarget", json!({"targetId": target})).await;
+    }
+
     /// Sends a browser-level command and returns its result.
     async fn browser_call(&mut self, method: &str, params: Value) -> Value {
         self.send(None, method, params).await

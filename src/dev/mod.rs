@@ -3,7 +3,10 @@
 //!
 //! The demo app is a real upstream on a loopback port: it receives exactly what any app behind
 //! the proxy receives, and shows the identity headers and the assertion, verified against
-//! `/.trousseau/jwks.json` the way an app would verify it.
+//! `/.trousseau/jwks.json` the way an app would verify it. Its `/live` page keeps a websocket
+//! open through the proxy, to watch it close when the session ends (`dev/live.rs`).
+
+mod live;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -195,10 +198,17 @@ pub async fn start_demo_app_on(listen: &str, public_origin: String) -> std::io::
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
                     let verifier = verifier.clone();
-                    async move { Ok::<_, std::convert::Infallible>(demo_page(req, &verifier).await) }
+                    async move {
+                        let response = match req.uri().path() {
+                            live::PAGE => live::page(Lang::from_locale(req.headers().get("x-trousseau-locale").and_then(|v| v.to_str().ok()))),
+                            live::SOCKET => live::socket(req),
+                            _ => demo_page(req, &verifier).await,
+                        };
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .await;
             });
         }
@@ -411,6 +421,7 @@ async fn demo_page<B>(req: Request<B>, verifier: &JwksVerifier) -> Response<Body
 <li>{upstream}<br><code>trousseau-proxy dev --upstream http://localhost:3000</code></li>
 <li>{refresh}<br><code>trousseau-proxy dev --access-token-ttl 30s</code></li>
 <li>{verify} <a href="/.trousseau/jwks.json"><code>/.trousseau/jwks.json</code></a></li>
+<li><a href="/live">{live}</a></li>
 </ul>
 "#,
         switch = if organizations > 1 {
@@ -424,6 +435,7 @@ async fn demo_page<B>(req: Request<B>, verifier: &JwksVerifier) -> Response<Body
         upstream = escape(lang.pick("Put your own app behind the proxy:", "Mettez votre application derrière le proxy :")),
         refresh = escape(lang.pick("Watch tokens refresh every 30 seconds:", "Regardez les jetons se renouveler toutes les 30 secondes :")),
         verify = escape(lang.pick("Verify the assertion in your app with the keys at", "Vérifiez l'assertion dans votre application avec les clés de")),
+        live = escape(lang.pick("Watch a websocket end when the session does", "Voir un websocket se fermer avec la session")),
     ));
 
     let frame = pages::Frame { wide: true, tag: Some(lang.pick("Demo app", "Application de démo")), ..pages::Frame::default() };
