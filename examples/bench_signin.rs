@@ -2,7 +2,7 @@
 //! browser does (the same steps as `tests/support`'s `Browser`), and measures what `wrk` cannot.
 //!
 //! ```text
-//! bench_signin cookie  --proxy http://127.0.0.1:18082            # prints a Cookie header value
+//! bench_signin cookie  --proxy http://127.0.0.1:18082 [--user SUB] # prints a Cookie header value
 //! bench_signin cold    --proxy URL [--count 200] [--concurrency 4] # cold sign-ins (callback) rate
 //! bench_signin refresh --proxy URL [--count 200] [--concurrency 4] # requests that each refresh
 //! ```
@@ -133,18 +133,21 @@ struct Options {
     proxy: String,
     count: usize,
     concurrency: usize,
+    /// The demo user to sign in as (default: [`bench_user`]).
+    user: Option<String>,
 }
 
 fn options() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
     let mode = args.next().ok_or("usage: bench_signin cookie|cold|refresh --proxy URL [--count N] [--concurrency C]")?;
-    let mut options = Options { mode, proxy: "http://127.0.0.1:4180".into(), count: 200, concurrency: 4 };
+    let mut options = Options { mode, proxy: "http://127.0.0.1:4180".into(), count: 200, concurrency: 4, user: None };
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--proxy" => options.proxy = value,
             "--count" => options.count = value.parse().map_err(|_| "--count: a number")?,
             "--concurrency" => options.concurrency = value.parse().map_err(|_| "--concurrency: a number")?,
+            "--user" => options.user = Some(value),
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -207,7 +210,7 @@ async fn run() -> Result<(), String> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let http: Http = Client::builder(TokioExecutor::new()).build(connector);
-    let user = bench_user();
+    let user = options.user.clone().unwrap_or_else(bench_user);
     match options.mode.as_str() {
         "cookie" => {
             let mut browser = Browser::new(http, &options.proxy);

@@ -4,8 +4,8 @@
 //!
 //! The body is tracked in [`OpenConnections`] only once it proves long: at its second frame, or
 //! the first time it waits for the app. A page or an API answer that arrives in one read is
-//! never tracked. Per poll the body pays one atomic load; waiting, it registers its waker with
-//! the tether.
+//! never tracked, and costs no tether. Per poll a tracked body pays one atomic load; waiting,
+//! it registers its waker with the tether.
 
 use std::error::Error;
 use std::fmt;
@@ -35,7 +35,8 @@ impl Error for SessionEnded {}
 
 struct Tethered {
     inner: Body,
-    tether: Tether,
+    /// Made when the body is tracked: a short answer costs no tether.
+    tether: Option<Tether>,
     /// Data frames so far, up to 2.
     frames: u8,
     /// Until tracked: where, and as what.
@@ -47,14 +48,17 @@ pub fn tether(body: Body, registry: &Arc<OpenConnections>, opened: Opened) -> Bo
     if http_body::Body::is_end_stream(&body) || !registry.enabled() {
         return body;
     }
-    Tethered { inner: body, tether: Tether::new(), frames: 0, untracked: Some((registry.clone(), opened)) }.boxed_unsync()
+    Tethered { inner: body, tether: None, frames: 0, untracked: Some((registry.clone(), opened)) }.boxed_unsync()
 }
 
 impl Tethered {
-    fn track(&mut self) {
+    fn track(&mut self) -> &Tether {
         if let Some((registry, opened)) = self.untracked.take() {
-            registry.track(opened, Kind::Stream, self.tether.cutter());
+            let tether = Tether::new();
+            registry.track(opened, Kind::Stream, tether.cutter());
+            self.tether = Some(tether);
         }
+        self.tether.get_or_insert_with(Tether::new)
     }
 }
 
@@ -64,14 +68,13 @@ impl http_body::Body for Tethered {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        if let Some(reason) = this.tether.ended() {
+        if let Some(reason) = this.tether.as_ref().and_then(Tether::ended) {
             return Poll::Ready(Some(Err(SessionEnded(reason).into())));
         }
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Pending => {
-                this.track();
-                if let Poll::Ready(reason) = this.tether.poll_ended(cx) {
+                if let Poll::Ready(reason) = this.track().poll_ended(cx) {
                     return Poll::Ready(Some(Err(SessionEnded(reason).into())));
                 }
             }

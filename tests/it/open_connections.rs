@@ -237,8 +237,19 @@ async fn read_until_end(body: hyper::body::Incoming, since: Instant) -> (Duratio
     }
 }
 
+type Client = hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, http_body_util::Empty<Bytes>>;
+
+/// A client speaking HTTP/1.1, or HTTP/2 with prior knowledge (one connection for all its streams).
+fn client(http2: bool) -> Client {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).http2_only(http2).build_http()
+}
+
 async fn open_events(env: &Env, auth: (&str, &str)) -> hyper::body::Incoming {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<http_body_util::Empty<Bytes>>();
+    open_events_over(env, auth, &client(false)).await
+}
+
+/// `GET /events` with `client`.
+async fn open_events_over(env: &Env, auth: (&str, &str), client: &Client) -> hyper::body::Incoming {
     let req = http::Request::get(format!("{}/events", env.origin))
         .header(auth.0, auth.1)
         .header("accept", "text/event-stream")
@@ -253,24 +264,36 @@ async fn open_events(env: &Env, auth: (&str, &str)) -> hyper::body::Incoming {
 }
 
 #[tokio::test]
-async fn an_event_stream_is_cut_by_a_back_channel_logout() {
-    let env = Env::start().await;
-    let b = signed_in(&env, JEAN).await;
-    let cookie = b.cookie_header();
-    let body = open_events(&env, ("cookie", &cookie)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let logout = Instant::now();
-    post_logout_token(&env.origin, &env.trousseau().logout_token(Some(JEAN), None)).await;
-    let (took, cut) = tokio::time::timeout(BOUND, read_until_end(body, logout)).await.expect("the stream ends within the bound");
-    assert!(cut, "the stream is cut (an error), not ended as if complete");
-    eprintln!("back-channel logout cut the event stream after {took:?}");
-    // The app's side: its writer finds the reader gone.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while env.upstream.events_ended.load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "the app still streams");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+async fn an_event_stream_is_cut_by_a_back_channel_logout_over_http1_and_http2() {
+    for http2 in [false, true] {
+        let env = Env::start().await;
+        let b = signed_in(&env, JEAN).await;
+        let cookie = b.cookie_header();
+        let client = client(http2);
+        let body = open_events_over(&env, ("cookie", &cookie), &client).await;
+        // Another user's stream, on the same HTTP/2 connection: the reset is the stream's only.
+        let sam = signed_in(&env, SAM).await;
+        let sam_cookie = sam.cookie_header();
+        let mut sams = open_events_over(&env, ("cookie", &sam_cookie), &client).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let logout = Instant::now();
+        post_logout_token(&env.origin, &env.trousseau().logout_token(Some(JEAN), None)).await;
+        let (took, cut) = tokio::time::timeout(BOUND, read_until_end(body, logout)).await.expect("the stream ends within the bound");
+        assert!(cut, "the stream is cut (an error), not ended as if complete");
+        eprintln!("back-channel logout cut the event stream (HTTP/{}) after {took:?}", if http2 { 2 } else { 1 });
+        // The app's side: its writer finds the reader gone.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while env.upstream.events_ended.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the app still streams");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(ended(&env, EndReason::Backchannel), 1);
+        // Sam's stream goes on.
+        for _ in 0..3 {
+            let frame = tokio::time::timeout(Duration::from_secs(1), sams.frame()).await.expect("Sam's ticks go on");
+            assert!(frame.unwrap().unwrap().data_ref().is_some_and(|d| d.starts_with(b"data: tick")));
+        }
     }
-    assert_eq!(ended(&env, EndReason::Backchannel), 1);
 }
 
 #[tokio::test]
