@@ -315,9 +315,11 @@ impl OpenConnections {
         work
     }
 
-    /// Every tracked session, to check against the revocations.
-    pub fn sessions(&self) -> Vec<Arc<Session>> {
-        self.shards.iter().flat_map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).values().map(|g| g.session.clone()).collect::<Vec<_>>()).collect()
+    /// Every tracked session, to check against the store and the revocations, with whether it
+    /// came from a bearer token (no store holds those).
+    pub fn sessions(&self) -> Vec<(Arc<Session>, bool)> {
+        let shards = self.shards.iter().map(|s| s.lock().unwrap_or_else(PoisonError::into_inner));
+        shards.flat_map(|s| s.values().map(|g| (g.session.clone(), g.bearer.is_some())).collect::<Vec<_>>()).collect()
     }
 
     fn cut(&self, session: &Session, c: &Connection, reason: EndReason) -> bool {

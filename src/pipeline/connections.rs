@@ -159,12 +159,16 @@ async fn listen(app: Arc<App>) {
     }
 }
 
-/// Checks every tracked session against the revocations: what was published while this replica
-/// was not listening.
+/// Checks every tracked session against the store and the revocations: what was published while
+/// this replica was not listening.
 async fn resync(app: &App) {
-    for session in app.live.sessions() {
-        if let Ok(true) = app.sessions.revocations().is_revoked(&session).await {
-            app.live.end_here(&Target::Session(session.id.clone()), EndReason::Backchannel);
+    for (session, bearer) in app.live.sessions() {
+        let ended = match bearer {
+            true => app.sessions.revocations().is_revoked_uncached(&session).await.map(|r| r.then_some(EndReason::Backchannel)),
+            false => app.sessions.ended_elsewhere(&session).await,
+        };
+        if let Ok(Some(reason)) = ended {
+            app.live.end_here(&Target::Session(session.id.clone()), reason);
         }
     }
 }

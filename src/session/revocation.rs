@@ -49,6 +49,14 @@ impl RevocationSet {
         }
     }
 
+    /// [`RevocationSet::is_revoked`] without the short cache of Redis answers.
+    pub async fn is_revoked_uncached(&self, session: &Session) -> Result<bool, StoreError> {
+        match self {
+            RevocationSet::Memory(set) => Ok(set.is_revoked(session)),
+            RevocationSet::Redis(set) => set.is_revoked_uncached(session).await,
+        }
+    }
+
     /// How many entries this replica holds (for metrics; Redis entries are not counted).
     pub fn len(&self) -> u64 {
         match self {

@@ -18,6 +18,7 @@ use super::redis::{Redis, KEY_PREFIX};
 use super::store::{SessionStore, StoreError};
 use super::Session;
 use crate::oidc::LoginState;
+use crate::tether::EndReason;
 use crate::util::clock::now_secs;
 use crate::util::constant_time_eq;
 
@@ -266,6 +267,19 @@ impl Sessions {
         let plain = self.sealer.open(REFRESHED_PURPOSE, &sealed?)?;
         let copy: Session = serde_json::from_slice(&plain).ok()?;
         (copy.id == session.id && newer(&copy)).then(|| Arc::new(copy))
+    }
+
+    /// Whether and why this session ended elsewhere, asked of the store and the revocations
+    /// directly (no cache): a server-side store no longer holds its record (a sign-out), or it
+    /// was revoked (told apart no further: a back-channel logout, or a cookie session's sign-out).
+    /// For a replica catching up on ends it was not told about.
+    pub async fn ended_elsewhere(&self, session: &Session) -> Result<Option<EndReason>, StoreError> {
+        if let Some(store) = &self.store {
+            if store.load(&session.id).await?.is_none() {
+                return Ok(Some(EndReason::Logout));
+            }
+        }
+        Ok(self.revocations.is_revoked_uncached(session).await?.then_some(EndReason::Backchannel))
     }
 
     /// When `session` ends whatever happens: `created_at` + `session.max_lifetime` (unix seconds).

@@ -1070,3 +1070,34 @@ async fn a_websocket_on_one_replica_closes_when_the_other_learns_its_session_end
         eprintln!("store {store}: sign-out on A closed the websocket on B after {took:?}");
     }
 }
+
+/// Issue 17: an end published while a replica's subscription was down is not lost — the replica
+/// checks its connections' sessions against the revocations when it subscribes again.
+#[tokio::test]
+async fn a_replica_that_missed_the_published_end_closes_the_websocket_when_it_resubscribes() {
+    use crate::open_connections::{assert_ended, open_ws};
+    use trousseau_proxy::tether::EndReason;
+    // A back-channel logout with cookie sessions (a revocation to find), a sign-out with Redis
+    // sessions (a record gone).
+    for (store, reason) in [("cookie", EndReason::Backchannel), ("redis", EndReason::Logout)] {
+        let Some(redis) = RedisServer::start().await else { return };
+        let env = Env::start_with(with_redis(&redis, store, |c| c.session.revocations = Some("redis".into()))).await;
+        let b_replica = env.start_replica().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut jean = env.browser();
+        jean.sign_in("/", JEAN).await;
+        let mut ws = open_ws(&b_replica.origin, &jean.cookie_header()).await;
+
+        // Every subscription is cut; the end is published to nobody.
+        let killed: i64 = redis_cmd(&redis, redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub")).await;
+        assert!(killed >= 2, "both replicas were subscribed ({killed})");
+        if reason == EndReason::Backchannel {
+            let r = post_logout_token(&env.origin, &env.trousseau().logout_token(Some(JEAN), None)).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        } else {
+            assert_eq!(jean.navigate("/.trousseau/logout").await.status, StatusCode::FOUND);
+        }
+        let took = assert_ended(&mut ws, reason, Duration::from_secs(3)).await;
+        eprintln!("store {store}: a replica that missed the published end closed the websocket after {took:?} (resubscribed and checked)");
+    }
+}

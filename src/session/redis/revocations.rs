@@ -138,6 +138,14 @@ impl RedisRevocations {
         Ok(verdict.revoked || verdict.sub_revoked_at.is_some_and(|at| session.created_at <= at))
     }
 
+    /// [`RedisRevocations::is_revoked`], asking Redis whatever the cache holds: for a check that
+    /// must not miss a revocation made in the last `staleness` (a replica catching up after its
+    /// subscription was down).
+    pub async fn is_revoked_uncached(&self, session: &Session) -> Result<bool, StoreError> {
+        let verdict = self.lookup(session).await?;
+        Ok(verdict.revoked || verdict.sub_revoked_at.is_some_and(|at| session.created_at <= at))
+    }
+
     /// One round trip: the session, `sub` and `sid` entries together.
     async fn lookup(&self, session: &Session) -> Result<Verdict, StoreError> {
         let mut cmd = ::redis::cmd("EVAL");
