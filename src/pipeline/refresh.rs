@@ -44,8 +44,10 @@ pub(crate) async fn refresh(app: &App, session: Arc<Session>, ctx: &mut RequestC
         return Ok(session);
     }
     // The session's open connections may have refreshed it in the background since its cookie
-    // was written: go on from that copy, and hand it to the browser.
-    let (session, newer) = match app.sessions.newer_copy(&session).await {
+    // was written: go on from that copy, and hand it to the browser. (A server-side store's
+    // record, just loaded, is the newest already.)
+    let copy = if app.sessions.server_side() { None } else { app.sessions.newer_copy(&session).await };
+    let (session, newer) = match copy {
         Some(copy) => (copy, true),
         None => (session, false),
     };

@@ -122,6 +122,11 @@ impl Sessions {
         }
     }
 
+    /// Whether sessions live in a server-side store (`memory`, `redis`) rather than their cookie.
+    pub fn server_side(&self) -> bool {
+        self.store.is_some()
+    }
+
     /// The revocation set (back-channel logouts, bearer checks, metrics).
     pub fn revocations(&self) -> &RevocationSet {
         &self.revocations
@@ -250,15 +255,18 @@ impl Sessions {
         Ok(())
     }
 
-    /// A copy of this cookie session refreshed in the background after the cookie was written
-    /// ([`Sessions::keep_refreshed`]), if there is one: asked only when the cookie's token is
-    /// due, so never on the hot path. Redis failing is "none" (the refresh then tries the
-    /// cookie's own token).
+    /// A newer copy of this session than the one in hand, if there is one: for a cookie session,
+    /// the copy refreshed in the background after its cookie was written
+    /// ([`Sessions::keep_refreshed`]); for a server-side store, its record (refreshed meanwhile by
+    /// a request, perhaps on another replica). Asked only when the token in hand is due, so never
+    /// on the hot path. A store or Redis that cannot answer is "none" (the refresh then goes on
+    /// from the session in hand, coordinated as ever).
     pub async fn newer_copy(&self, session: &Session) -> Option<Arc<Session>> {
-        if self.store.is_some() {
-            return None;
+        let newer = |s: &Session| s.id == session.id && s.identity.sub == session.identity.sub && s.updated_at_ms > session.updated_at_ms;
+        if let Some(store) = &self.store {
+            let record = store.load(&session.id).await.ok()??;
+            return newer(&record).then(|| Arc::new(record));
         }
-        let newer = |s: &Session| s.identity.sub == session.identity.sub && s.updated_at_ms > session.updated_at_ms;
         if let Some((_, copy)) = self.refreshed.get(&session.id) {
             return newer(&copy).then_some(copy);
         }
@@ -266,7 +274,7 @@ impl Sessions {
         let sealed: Option<String> = redis.run(::redis::cmd("GET").arg(format!("{KEY_PREFIX}refreshed:{}", session.id))).await.ok()?;
         let plain = self.sealer.open(REFRESHED_PURPOSE, &sealed?)?;
         let copy: Session = serde_json::from_slice(&plain).ok()?;
-        (copy.id == session.id && newer(&copy)).then(|| Arc::new(copy))
+        newer(&copy).then(|| Arc::new(copy))
     }
 
     /// Whether and why this session ended elsewhere, asked of the store and the revocations
