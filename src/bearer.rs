@@ -175,6 +175,13 @@ impl BearerAuth {
         self.valid.invalidate(&key).await;
     }
 
+    /// Checks `token` with Trousseau again, whatever the cache holds (concurrent checks still
+    /// share one call): for a long response whose last check is [`VALID_TTL`] old.
+    pub async fn recheck(&self, token: &str) -> BearerOutcome {
+        self.valid.invalidate(&sha256(token.as_bytes())).await;
+        self.resolve(token).await
+    }
+
     /// Drops every cached identity of Trousseau session `sid`, or of user `sub` whose session
     /// began at or before `at` (unix seconds): a back-channel logout arrived for them.
     pub fn forget_sessions(&self, sid: Option<&str>, sub: Option<&str>, at: u64) {

@@ -209,6 +209,9 @@ impl OpenConnections {
     /// Ends the connections of the sessions `target` names, here, and publishes the end to the
     /// other replicas. Returns how many connections ended here.
     pub async fn end(&self, target: Target, reason: EndReason) -> usize {
+        if !self.enabled {
+            return 0;
+        }
         let ended = self.end_here(&target, reason);
         if let Some((redis, channel)) = &self.redis {
             let message = target.message(reason);

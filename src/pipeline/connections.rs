@@ -116,7 +116,7 @@ async fn check_bearer(app: &App, session: &Session, token: &http::HeaderValue) -
     let Some(bearer) = app.bearer.as_ref() else { return Verdict::GoOn(None) };
     let Some(token) = crate::bearer::BearerAuth::token(token) else { return Verdict::End(EndReason::Refused) };
     let past_grace = now_secs() >= session.expires_at.saturating_add(app.settings.session.refresh_grace.as_secs());
-    match bearer.resolve(token).await {
+    match bearer.recheck(token).await {
         BearerOutcome::Valid(mut checked) => match app.sessions.revocations().is_revoked(&checked).await {
             Ok(true) => Verdict::End(EndReason::Backchannel),
             Ok(false) => {

@@ -320,6 +320,34 @@ async fn an_api_clients_event_stream_ends_with_its_users_back_channel_logout() {
     eprintln!("back-channel logout cut the bearer client's stream after {took:?}");
 }
 
+/// A bearer token's check with Trousseau is cached for a minute (`bearer::VALID_TTL`); an open
+/// response is checked again when that minute is over, and ends when Trousseau no longer vouches
+/// for the token (here: the user was disabled). Takes a minute.
+#[tokio::test]
+async fn an_api_clients_event_stream_ends_when_its_token_is_refused_at_the_next_check() {
+    let env = Env::start_with(EnvOptions {
+        configure: Box::new(|c| {
+            c.api.bearer = "userinfo".into();
+            c.identity.pass_access_token = true;
+        }),
+        ..Default::default()
+    })
+    .await;
+    let mut b = env.browser();
+    let page = b.sign_in("/", JEAN).await;
+    let token = page.json()["headers"]["x-trousseau-access-token"][0].as_str().expect("pass_access_token").to_string();
+    let auth = format!("Bearer {token}");
+    let body = open_events(&env, ("authorization", &auth)).await;
+    let opened = Instant::now();
+    env.trousseau().set_user_disabled(JEAN, true);
+    let limit = trousseau_proxy::bearer::VALID_TTL + Duration::from_secs(1) + BOUND;
+    let (took, cut) = tokio::time::timeout(limit, read_until_end(body, opened)).await.expect("the stream ends at the next check");
+    assert!(cut);
+    assert!(took >= trousseau_proxy::bearer::VALID_TTL - Duration::from_secs(2), "not before the cached check expired: {took:?}");
+    assert_eq!(ended(&env, EndReason::Refused), 1);
+    eprintln!("the refused token ended the stream {took:?} after it opened");
+}
+
 #[tokio::test]
 async fn a_websocket_outlives_its_access_tokens_each_refreshed_once_in_the_background() {
     for store in ["cookie", "memory"] {
