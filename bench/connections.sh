@@ -6,7 +6,10 @@
 #
 # What runs, all on 127.0.0.1 and stopped at exit:
 #   app      the open_connections example in `app` mode: a websocket echo
-#   proxy    trousseau-proxy dev --upstream <app>: the embedded dev IdP, real sessions
+#   idp      trousseau-proxy dev --idp-only (127.0.0.1:4181, its demo app on 4182)
+#   proxy    trousseau-proxy --config config.example.yaml (127.0.0.1:4180) with the app as upstream
+#            and the request caps raised (every websocket is a request in flight until it closes;
+#            4096 by default)
 #   clients  the open_connections example in `clients` mode: COUNT websockets, LEAVING of them
 #            with Jean Dupont's session, the rest with Hélène Lefèvre's and Sam Taylor's; then
 #            Jean signs out, and it measures when each of his websockets got its close frame
@@ -18,14 +21,14 @@
 # COUNT needs an open-file limit above 2 × COUNT (`ulimit -Hn`); the proxy lowers
 # limits.max_connections to fit the limit it has, and says so in its log.
 #
-# Environment: COUNT (10000), LEAVING (100), BENCH_PORT (18090: uses 18090-18091), SKIP_BUILD=1,
-# PROXY_BIN, KEEP=1 to keep the work directory (logs).
+# Environment: COUNT (10000), LEAVING (100), APP_PORT (18091), SKIP_BUILD=1, PROXY_BIN, KEEP=1 to
+# keep the work directory (logs). Ports 4180-4182 must be free (config.example.yaml's).
 set -euo pipefail
 
 COUNT=${COUNT:-10000}
 LEAVING=${LEAVING:-100}
-BASE=${BENCH_PORT:-18090}
-PROXY_PORT=$BASE APP_PORT=$((BASE + 1))
+APP_PORT=${APP_PORT:-18091}
+PROXY_PORT=4180
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PROXY_BIN=${PROXY_BIN:-$ROOT/target/release/trousseau-proxy}
 SIGNIN_BIN=$ROOT/target/release/examples/bench_signin
@@ -57,7 +60,17 @@ trap cleanup EXIT INT TERM
 ulimit -n "$(ulimit -Hn)"
 "$HELPER" app --listen "127.0.0.1:$APP_PORT" >"$WORK/app.log" 2>&1 &
 PIDS+=($!)
-"$PROXY_BIN" dev --upstream "http://127.0.0.1:$APP_PORT" --listen "127.0.0.1:$PROXY_PORT" 2>"$WORK/proxy.log" &
+"$PROXY_BIN" dev --idp-only 2>"$WORK/idp.log" &
+PIDS+=($!)
+for _ in $(seq 1 100); do
+  curl -fsS -o /dev/null "http://127.0.0.1:4181/application/o/dev/.well-known/openid-configuration" 2>/dev/null && break
+  sleep 0.1
+done
+TROUSSEAU_PROXY_UPSTREAM="http://127.0.0.1:$APP_PORT" \
+TROUSSEAU_PROXY_LIMITS_MAX_CONNECTIONS=$((COUNT + 1000)) \
+TROUSSEAU_PROXY_LIMITS_MAX_REQUESTS_IN_FLIGHT=$((COUNT + 1000)) \
+TROUSSEAU_PROXY_LIMITS_MAX_REQUESTS_PER_CLIENT=0 \
+  "$PROXY_BIN" --config "$ROOT/config.example.yaml" 2>"$WORK/proxy.log" &
 PROXY_PID=$!
 PIDS+=($PROXY_PID)
 for _ in $(seq 1 100); do
