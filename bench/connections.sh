@@ -21,7 +21,8 @@
 # COUNT needs an open-file limit above 2 × COUNT (`ulimit -Hn`); the proxy lowers
 # limits.max_connections to fit the limit it has, and says so in its log.
 #
-# Environment: COUNT (10000), LEAVING (100), APP_PORT (18091), SKIP_BUILD=1, PROXY_BIN, KEEP=1 to
+# Environment: COUNT (10000), LEAVING (100), APP_PORT (18091), SKIP_BUILD=1, PROXY_BIN and CONFIG
+# (another build and its configuration file, to compare), KEEP=1 to
 # keep the work directory (logs). Ports 4180-4182 must be free (config.example.yaml's).
 set -euo pipefail
 
@@ -70,7 +71,7 @@ TROUSSEAU_PROXY_UPSTREAM="http://127.0.0.1:$APP_PORT" \
 TROUSSEAU_PROXY_LIMITS_MAX_CONNECTIONS=$((COUNT + 1000)) \
 TROUSSEAU_PROXY_LIMITS_MAX_REQUESTS_IN_FLIGHT=$((COUNT + 1000)) \
 TROUSSEAU_PROXY_LIMITS_MAX_REQUESTS_PER_CLIENT=0 \
-  "$PROXY_BIN" --config "$ROOT/config.example.yaml" 2>"$WORK/proxy.log" &
+  "$PROXY_BIN" --config "${CONFIG:-$ROOT/config.example.yaml}" 2>"$WORK/proxy.log" &
 PROXY_PID=$!
 PIDS+=($PROXY_PID)
 for _ in $(seq 1 100); do

@@ -123,12 +123,15 @@ impl Target {
     }
 }
 
+/// One tracked connection. Its text is copied out of the request: a `Uri` or `HeaderValue` from
+/// the request would keep hyper's whole read buffer of that connection alive (about 16 KB a
+/// websocket, measured with `bench/connections.sh`).
 struct Connection {
     cutter: Cutter,
     kind: Kind,
     method: Method,
-    uri: Uri,
-    request_id: HeaderValue,
+    path: Box<str>,
+    request_id: Box<str>,
 }
 
 /// The open connections of one session.
@@ -193,17 +196,24 @@ impl OpenConnections {
             return;
         }
         let Opened { session, bearer, method, uri, request_id } = opened;
+        let connection = Connection {
+            cutter,
+            kind,
+            method,
+            path: uri.path().into(),
+            request_id: request_id.to_str().unwrap_or("-").into(),
+        };
         let mut shard = self.shard(&session.id);
         let group = shard.entry(session.id.clone()).or_insert_with(|| Group {
             session: session.clone(),
-            bearer: bearer.clone(),
+            bearer: bearer.and_then(|b| HeaderValue::from_bytes(b.as_bytes()).ok()),
             connections: Vec::new(),
             checking: false,
         });
         if session.updated_at_ms > group.session.updated_at_ms {
             group.session = session;
         }
-        group.connections.push(Connection { cutter, kind, method, uri, request_id });
+        group.connections.push(connection);
     }
 
     /// Ends the connections of the sessions `target` names, here, and publishes the end to the
@@ -255,7 +265,7 @@ impl OpenConnections {
         if !self.enabled {
             return;
         }
-        let mut denied = Vec::new();
+        let denied: Vec<Connection>;
         {
             let mut shard = self.shard(&session.id);
             let Some(group) = shard.get_mut(&session.id) else { return };
@@ -264,13 +274,11 @@ impl OpenConnections {
                 return;
             }
             group.session = session.clone();
-            group.connections.retain(|c| {
-                let allowed = matches!(policy.authorize(session, &c.method, c.uri.path()), Decision::Allow);
-                if !allowed {
-                    denied.push(Connection { cutter: c.cutter.clone(), kind: c.kind, method: c.method.clone(), uri: c.uri.clone(), request_id: c.request_id.clone() });
-                }
-                allowed
-            });
+            let (allowed, refused) = std::mem::take(&mut group.connections)
+                .into_iter()
+                .partition(|c| matches!(policy.authorize(session, &c.method, &c.path), Decision::Allow));
+            group.connections = allowed;
+            denied = refused;
         }
         for c in denied {
             self.cut(session, &c, EndReason::Policy);
@@ -333,7 +341,7 @@ impl OpenConnections {
         tracing::info!(
             sub = %session.identity.sub,
             reason = reason.as_str(),
-            request_id = c.request_id.to_str().unwrap_or("-"),
+            request_id = &*c.request_id,
             kind = c.kind.as_str(),
             "open connection ended with its session"
         );
