@@ -24,20 +24,30 @@ use crate::proxy::wants_upgrade;
 use crate::session::Session;
 use crate::tether::Tether;
 
+/// Bodies of at most this many bytes, announced by `Content-Length`, are not tied to their
+/// session: a page or an API answer, not a long response. (The rest are tracked only once they
+/// prove long: `crate::live::body`.)
+const SHORT_BODY: u64 = 64 * 1024;
+
+/// An empty body, or one whose announced length is at most [`SHORT_BODY`].
+fn is_short(body: &Body) -> bool {
+    use http_body::Body as _;
+    body.is_end_stream() || body.size_hint().exact().is_some_and(|len| len <= SHORT_BODY)
+}
+
 /// Forwards to the app, with the identity of `session` when there is one. `browser` chooses the
 /// form of the error answer when the app cannot be reached. May change: `ctx.answered_by`.
 pub(super) async fn forward(app: &App, req: Request<Incoming>, ctx: &mut RequestCtx, session: Option<&Arc<Session>>, browser: bool) -> Response<Body> {
     let (mut parts, incoming) = req.into_parts();
     // For the error page only: its language is worked out if it is needed.
     let accept_language = parts.headers.get(header::ACCEPT_LANGUAGE).cloned();
-    let opened = session.filter(|_| app.live.enabled()).map(|session| Opened {
-        session: session.clone(),
-        bearer: ctx.via_bearer.then(|| parts.headers.get(header::AUTHORIZATION).cloned()).flatten(),
-        method: parts.method.clone(),
-        uri: parts.uri.clone(),
-        request_id: ctx.request_id.clone(),
+    // What a connection tied to the session needs of the request, kept before it goes: its
+    // method and target (two reference counts), and an API client's token.
+    let request = session.filter(|_| app.live.enabled()).map(|_| {
+        let bearer = ctx.via_bearer.then(|| parts.headers.get(header::AUTHORIZATION).cloned()).flatten();
+        (parts.method.clone(), parts.uri.clone(), bearer)
     });
-    let tunnel = opened.as_ref().filter(|_| wants_upgrade(&parts.headers)).map(|_| Tether::new());
+    let tunnel = request.as_ref().filter(|_| wants_upgrade(&parts.headers)).map(|_| Tether::new());
     if let Some(tether) = &tunnel {
         parts.extensions.insert(tether.clone());
     }
@@ -49,13 +59,15 @@ pub(super) async fn forward(app: &App, req: Request<Incoming>, ctx: &mut Request
         Ok(mut response) => {
             ctx.answered_by = AnsweredBy::Upstream;
             app.sessions.drop_app_cookies_of_ours(response.headers_mut());
-            match (opened, tunnel) {
-                (Some(opened), Some(tether)) if response.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
+            let (Some(session), Some((method, uri, bearer))) = (session, request) else { return response };
+            let opened = Opened { session: session.clone(), bearer, method, uri, request_id: ctx.request_id.clone() };
+            match tunnel {
+                Some(tether) if response.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
                     app.live.track(opened, Kind::Websocket, tether.cutter());
                     response
                 }
-                (Some(opened), _) => response.map(|body| crate::live::body::tether(body, &app.live, opened)),
-                (None, _) => response,
+                _ if is_short(response.body()) => response,
+                _ => response.map(|body| crate::live::body::tether(body, &app.live, opened)),
             }
         }
         Err(e) => {
