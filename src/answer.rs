@@ -75,6 +75,7 @@ pub fn unauthenticated_json(login_url: &str) -> Response<Body> {
     let mut r = json(
         StatusCode::UNAUTHORIZED,
         &serde_json::json!({
+            "authenticated": false,
             "error": "unauthenticated",
             "error_description": "No valid Trousseau session. Sign in with a browser at login_url, or send the session cookie.",
             "login_url": login_url,
@@ -104,6 +105,21 @@ pub fn userinfo(session: &Session) -> Response<Body> {
         map.insert("organization".into(), serde_json::to_value(session.selected_organization()).unwrap_or_default());
     }
     json(StatusCode::OK, &value)
+}
+
+/// `/.trousseau/session`: who, which organization, in how many seconds the session ends
+/// (`max_lifetime`) and its access token is next refreshed — never a token.
+pub fn session_state(session: &Session, expires_in: u64, refresh_in: u64) -> Response<Body> {
+    json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "authenticated": true,
+            "sub": session.identity.sub,
+            "org": session.selected_organization().map(|o| o.id.as_str()),
+            "expires_in": expires_in,
+            "refresh_in": refresh_in,
+        }),
+    )
 }
 
 /// 503: Trousseau is needed and cannot be reached.

@@ -311,6 +311,8 @@ pub struct Rule {
     organizations: Vec<String>,
     emails: Vec<String>,
     email_domains: Vec<String>,
+    /// `routes.rules[].cors_preflight`: `Some(true)` for `pass`.
+    cors_preflight: Option<bool>,
 }
 
 /// Why a request was denied; pages and JSON answers turn it into words.
@@ -384,10 +386,32 @@ impl Policy {
                     .iter()
                     .map(|d| d.trim_start_matches('@').to_ascii_lowercase())
                     .collect(),
+                cors_preflight: r.cors_preflight.as_deref().map(|p| p == "pass"),
             })
             .collect();
         let rules_have_upper_case = routes.rules.iter().any(|r| r.path.bytes().any(|b| b.is_ascii_uppercase()));
         Policy { public, rules, rules_have_upper_case, organization: organization.clone() }
+    }
+
+    /// Whether a genuine CORS preflight to `path` goes to the app without a session: the rule that
+    /// would judge an `OPTIONS` there says `cors_preflight: pass`, or says nothing and `global`
+    /// (`cors.preflight: pass`) does — for every reading of the path an app server might apply
+    /// (as for the rules), and never for an ambiguous path.
+    pub fn preflight_passes(&self, path: &str, global: bool) -> bool {
+        if is_ambiguous(path) {
+            return false;
+        }
+        let options = http::Method::OPTIONS;
+        let verdict = |reading: &str, folded: bool| {
+            let rule = self.rules.iter().find(|r| {
+                r.covers_method(&options) && if folded { r.folded_path.matches(reading) } else { r.path.matches(reading) }
+            });
+            rule.and_then(|r| r.cors_preflight).unwrap_or(global)
+        };
+        let normalized = normalize_path(path);
+        let mut readings = vec![normalized.to_string()];
+        readings.extend(other_readings(path, &normalized));
+        readings.iter().all(|r| verdict(r, false) && verdict(&r.to_ascii_lowercase(), true))
     }
 
     /// Whether the path is proxied without a session. Only an unambiguous path (see

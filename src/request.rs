@@ -47,6 +47,33 @@ pub fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
     }
 }
 
+/// A genuine CORS preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method`, and no
+/// credentials at all (browsers never send cookies or `Authorization` with one). `method` is the
+/// request's (forward-auth: the one the gateway describes); `carried_cookies`: the request came
+/// with cookies that were taken out of it already (ours).
+pub fn is_preflight(method: &Method, h: &HeaderMap, carried_cookies: bool) -> bool {
+    method == Method::OPTIONS
+        && h.contains_key(header::ORIGIN)
+        && h.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+        && !h.contains_key(header::AUTHORIZATION)
+        && !h.contains_key(header::COOKIE)
+        && !carried_cookies
+}
+
+/// The path and query of the page that made this request (`Referer`), when that page is on
+/// `origin`: where a background request's user should come back to after signing in, rather than
+/// the request's own URL. (Browsers send the full `Referer` to their own origin by default.)
+pub fn same_origin_referer<B>(req: &Request<B>, origin: &str) -> Option<String> {
+    let referer = url::Url::parse(req.headers().get(header::REFERER)?.to_str().ok()?).ok()?;
+    if referer.origin().ascii_serialization() != origin {
+        return None;
+    }
+    Some(match referer.query() {
+        Some(q) => format!("{}?{q}", referer.path()),
+        None => referer.path().to_string(),
+    })
+}
+
 /// The path and query of the request: where to come back to after sign-in (made safe by
 /// [`safe_return_to`] before use).
 pub fn return_to_of<B>(req: &Request<B>) -> String {

@@ -35,8 +35,32 @@ pub struct FileConfig {
     pub routes: RoutesConfig,
     /// API clients.
     pub api: ApiConfig,
+    /// Cross-origin front ends of this app.
+    pub cors: CorsConfig,
     /// Connection and request resource limits.
     pub limits: LimitsConfig,
+}
+
+/// `cors:` — a single-page app served from another origin that calls this app with credentials.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Exact origins (`https://spa.example.com`) whose requests get `Access-Control-Allow-Origin`
+    /// and `-Credentials` on the proxy's own answers (401/403/503 JSON, `/.trousseau/session`,
+    /// `/.trousseau/userinfo`), so their code can read them. Empty: none. The app's own answers
+    /// carry the app's own CORS headers.
+    pub allowed_origins: Vec<String>,
+    /// `authenticate` (default): a CORS preflight is judged like any request — browsers send it
+    /// without cookies, so on a protected route it gets 401. `pass`: a genuine preflight
+    /// (`OPTIONS` with `Origin` and `Access-Control-Request-Method`, no credentials) goes to the
+    /// app without a session, for the app to answer. Per rule: `routes.rules[].cors_preflight`.
+    pub preflight: String,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        CorsConfig { allowed_origins: Vec::new(), preflight: "authenticate".into() }
+    }
 }
 
 /// `limits:` — what one client, one connection and everyone together may hold at once, and how
@@ -327,6 +351,9 @@ pub struct RuleConfig {
     pub emails: Vec<String>,
     /// Email domains allowed; empty = any.
     pub email_domains: Vec<String>,
+    /// `pass` or `authenticate`: how CORS preflights to this rule's paths are treated (default:
+    /// `cors.preflight`).
+    pub cors_preflight: Option<String>,
 }
 
 

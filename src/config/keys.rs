@@ -57,6 +57,8 @@ pub(super) const KEY_PATHS: &[&str] = &[
     "api.bearer",
     "api.introspections_per_second",
     "api.introspections_in_flight",
+    "cors.allowed_origins",
+    "cors.preflight",
     "limits.max_connections",
     "limits.metrics_max_connections",
     "limits.max_requests_in_flight",
@@ -78,6 +80,7 @@ pub(super) const LIST_KEYS: &[&str] = &[
     "organization.roles",
     "routes.public",
     "identity.signing_key_file",
+    "cors.allowed_origins",
 ];
 
 /// Keys whose value is a number: from the environment, `20` is that number, not the text "20".

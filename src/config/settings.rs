@@ -43,6 +43,17 @@ pub struct Settings {
     pub limits: crate::limits::LimitSettings,
     /// How many bearer token checks Trousseau gets from this replica.
     pub bearer_limits: BearerLimits,
+    /// Cross-origin front ends.
+    pub cors: CorsSettings,
+}
+
+/// Validated `cors:`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CorsSettings {
+    /// Origins as browsers send them in `Origin` (scheme, lower-case host, port unless default).
+    pub allowed_origins: Vec<String>,
+    /// Genuine preflights go to the app without a session, unless a rule says otherwise.
+    pub preflight_pass: bool,
 }
 
 /// Validated `api.introspections_*`: the cap on bearer token checks sent to Trousseau.

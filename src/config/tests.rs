@@ -304,3 +304,24 @@ fn redacted_yaml_hides_secrets() {
     assert!(!out.contains("s3cr3t") && !out.contains(SECRET), "{out}");
     assert!(out.contains("<redacted>"));
 }
+
+#[test]
+fn cors_origins_are_exact_origins_and_every_mistake_names_its_key() {
+    let s = load_text(&minimal(), &[]).unwrap();
+    assert_eq!(s.cors, CorsSettings::default(), "none allowed, preflights judged like any request");
+    let s = load_text(&(minimal() + "cors:\n  allowed_origins: [\"https://SPA.example.com:443/\", \"http://localhost:5173\"]\n  preflight: pass\n"), &[]).unwrap();
+    assert_eq!(s.cors.allowed_origins, ["https://spa.example.com", "http://localhost:5173"], "as browsers write Origin");
+    assert!(s.cors.preflight_pass);
+    let s = load_text(&minimal(), &[("TROUSSEAU_PROXY_CORS_ALLOWED_ORIGINS", "https://a.example, https://b.example")]).unwrap();
+    assert_eq!(s.cors.allowed_origins, ["https://a.example", "https://b.example"]);
+    for (text, key) in [
+        ("cors:\n  allowed_origins: [\"https://spa.example.com/app\"]\n", "cors.allowed_origins"),
+        ("cors:\n  allowed_origins: [\"spa.example.com\"]\n", "cors.allowed_origins"),
+        ("cors:\n  allowed_origins: [\"https://spa.example.com?x=1\"]\n", "cors.allowed_origins"),
+        ("cors:\n  preflight: allow\n", "cors.preflight"),
+        ("routes:\n  rules:\n    - path: /api/*\n      cors_preflight: always\n", "routes.rules"),
+    ] {
+        let err = load_text(&(minimal() + text), &[]).unwrap_err().to_string();
+        assert!(err.starts_with(key), "{text}: {err}");
+    }
+}

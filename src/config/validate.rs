@@ -50,6 +50,7 @@ pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, Conf
     let identity = identity(file, source, &oidc.client_id)?;
     let (bearer_userinfo, bearer_limits) = api(file, source)?;
     routes(file, source)?;
+    let cors = cors(file, source)?;
     let limits = validate_limits(&file.limits, file.proxy.trust_forwarded_headers).map_err(|(key, message)| invalid(key, message))?;
 
     Ok(Settings {
@@ -67,6 +68,7 @@ pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, Conf
         routes: file.routes.clone(),
         bearer_userinfo,
         bearer_limits,
+        cors,
         limits,
     })
 }
@@ -301,8 +303,33 @@ fn routes(file: &FileConfig, source: &SourceText) -> Result<(), ConfigError> {
         if !r.path.starts_with('/') {
             return Err(invalid("routes.rules", format!("rule #{}: path `{}` must start with /", i + 1, r.path)));
         }
+        if let Some(other) = r.cors_preflight.as_deref().filter(|p| !matches!(*p, "pass" | "authenticate")) {
+            return Err(invalid("routes.rules", format!("rule #{}: cors_preflight `{other}`: use pass or authenticate", i + 1)));
+        }
     }
     Ok(())
+}
+
+/// `cors:`: exact origins, as browsers write them in `Origin`.
+fn cors(file: &FileConfig, source: &SourceText) -> Result<CorsSettings, ConfigError> {
+    let invalid = |key: &str, message: String| source.invalid(key, message);
+    let mut allowed_origins = Vec::new();
+    for (i, text) in file.cors.allowed_origins.iter().enumerate() {
+        let url = parse_http_url(text).map_err(|m| invalid("cors.allowed_origins", format!("entry #{}: {m}", i + 1)))?;
+        if url.query().is_some() || url.fragment().is_some() || url.path() != "/" {
+            return Err(invalid(
+                "cors.allowed_origins",
+                format!("entry #{}: `{text}` must be an origin only (scheme, host, port), like https://spa.example.com", i + 1),
+            ));
+        }
+        allowed_origins.push(url.origin().ascii_serialization());
+    }
+    let preflight_pass = match file.cors.preflight.as_str() {
+        "pass" => true,
+        "authenticate" => false,
+        other => return Err(invalid("cors.preflight", format!("`{other}`: use pass or authenticate"))),
+    };
+    Ok(CorsSettings { allowed_origins, preflight_pass })
 }
 
 /// `limits:`, checked; an error names its key.

@@ -16,7 +16,8 @@
 //!
 //! Between those events nothing is checked: the connection pays one atomic load per poll, the
 //! registry is touched when a connection is first tracked and by the sweep. A response body is
-//! tracked only once it proves long (a second frame, or a wait for the app, see [`body`]): the
+//! tracked only once it proves long (a second frame, or a wait for the app, see [`body`]), and
+//! not at all when its `Content-Length` is at most 64 KiB (`crate::pipeline`'s forward step): the
 //! answers that fit in one read never are. A connection that ends by itself frees its entry at
 //! the next sweep.
 

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use http::header;
+use http::header::{self, HeaderValue};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
@@ -14,7 +14,7 @@ use crate::app::App;
 use crate::body::Body;
 use crate::limits::Refusal;
 use crate::logging::Access;
-use crate::metrics::Outcome;
+use crate::metrics::{AnsweredBy, Outcome};
 use crate::request::is_browser_navigation;
 
 /// What the access line says about the request, taken before the request is consumed.
@@ -37,6 +37,14 @@ pub(super) fn finish(app: &App, mut response: Response<Body>, mut ctx: RequestCt
         response.headers_mut().append(header::SET_COOKIE, value);
     }
     response.headers_mut().insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    if let Some(origin) = ctx.cors_origin.take().filter(|_| ctx.answered_by != AnsweredBy::Upstream) {
+        // Our own answer, to an allowed origin: its code may read it (the app's answers carry the
+        // app's own CORS headers).
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
     crate::logging::access(&Access {
         method: line.method.as_str(),
         path: &line.path,

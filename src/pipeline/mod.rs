@@ -3,14 +3,15 @@
 //!
 //! 1. [`sanitize`] — nothing the client sent may pose as our identity headers, name one of our
 //!    headers in `Connection:`, or reach the app as our cookie; the request gets its id.
-//! 2. route — `/.trousseau/…` goes to [`endpoints`]; a public route goes straight to step 6
-//!    without a session.
+//! 2. route — `/.trousseau/…` goes to [`endpoints`]; a public route, or a CORS preflight that
+//!    `cors.preflight` lets through, goes straight to step 6 without a session.
 //! 3. [`authenticate`] — the session cookie, or an API client's Trousseau access token.
 //! 4. [`refresh`] — a new access token when the one behind the session is due.
 //! 5. [`authorize`] — the route rules and the organization policy.
 //! 6. [`upstream_request`] then [`forward`] — the one place the outgoing request is changed
 //!    (identity headers, signed assertion, `X-Forwarded-*`), then the app's answer.
-//! 7. [`finish`] — cookies decided along the way, the request id, metrics, the access line.
+//! 7. [`finish`] — cookies decided along the way, the request id, CORS headers on the proxy's own
+//!    answers to an allowed origin, metrics, the access line.
 //!
 //! A websocket or a streaming answer opened for a session lives on after step 7:
 //! [`connections`] watches it until it closes, and ends it when the session ends.
@@ -46,7 +47,7 @@ use crate::app::App;
 use crate::body::Body;
 use crate::metrics::AnsweredBy;
 use crate::pages::Lang;
-use crate::request::is_browser_navigation;
+use crate::request::{is_browser_navigation, is_preflight};
 use crate::session::sessions::Jar;
 use crate::session::Session;
 
@@ -73,6 +74,9 @@ pub(crate) struct RequestCtx {
     pub(crate) via_bearer: bool,
     /// Who answered, for the request's metrics outcome.
     pub(crate) answered_by: AnsweredBy,
+    /// The request's `Origin`, when `cors.allowed_origins` lists it: the proxy's own answer
+    /// carries the CORS headers that let that origin's code read it.
+    pub(crate) cors_origin: Option<HeaderValue>,
 }
 
 impl App {
@@ -92,6 +96,10 @@ impl App {
             return endpoints::serve(self, req, ctx).await;
         }
         let browser = is_browser_navigation(&req);
+        if is_preflight(req.method(), req.headers(), ctx.jar.incoming.iter().next().is_some()) && self.policy.preflight_passes(path, self.settings.cors.preflight_pass) {
+            // A CORS preflight carries no credentials: the app answers it, without an identity.
+            return Ok(forward::forward(self, req, ctx, None, false).await);
+        }
         if self.policy.is_public(path) {
             // Spoofed headers are already gone; no identity is added.
             return Ok(forward::forward(self, req, ctx, None, browser).await);

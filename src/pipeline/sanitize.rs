@@ -32,7 +32,19 @@ pub(super) fn sanitize(app: &App, req: &mut Request<Incoming>, peer: SocketAddr)
         request_id,
         via_bearer: false,
         answered_by: AnsweredBy::Proxy,
+        cors_origin: allowed_origin(app, req),
     }
+}
+
+/// The request's `Origin`, when it is one of `cors.allowed_origins` (compared as browsers write
+/// it, byte for byte).
+fn allowed_origin(app: &App, req: &Request<Incoming>) -> Option<HeaderValue> {
+    let allowed = &app.settings.cors.allowed_origins;
+    if allowed.is_empty() {
+        return None;
+    }
+    let origin = req.headers().get(http::header::ORIGIN)?;
+    allowed.iter().any(|a| a.as_bytes() == origin.as_bytes()).then(|| origin.clone())
 }
 
 /// Keeps a sane client `X-Request-Id` or makes one.

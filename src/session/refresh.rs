@@ -124,6 +124,11 @@ impl Refresher {
         &self.stats
     }
 
+    /// When (unix seconds) the session's access token is due for a refresh.
+    pub fn due_at(&self, session: &Session) -> u64 {
+        session.expires_at.saturating_sub(self.skew_for(session))
+    }
+
     /// Whether the session's access token expires within the skew: [`Refresher::refresh_if_due`]
     /// would refresh it.
     pub fn is_due(&self, session: &Session) -> bool {

@@ -38,3 +38,4 @@ mod robustness;
 mod security;
 mod session_hardening;
 mod sign_in;
+mod spa;

@@ -13,7 +13,7 @@ use crate::app::App;
 use crate::body::Body;
 use crate::identity;
 use crate::policy::Decision;
-use crate::request::{is_navigation, login_url, query_param, safe_return_to};
+use crate::request::{is_navigation, is_preflight, login_url, query_param, safe_return_to};
 
 /// Judges the request a gateway asks about.
 pub(super) async fn check<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx) -> Result<Response<Body>, Answer> {
@@ -37,7 +37,10 @@ pub(super) async fn check<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx) 
     let pass_access_token = app.settings.identity.pass_access_token;
     let extra = &app.settings.identity.extra_headers;
 
-    if app.policy.is_public(&path) {
+    // A CORS preflight the configuration lets through (`cors.preflight: pass`): as public.
+    let preflight = is_preflight(&method, h, ctx.jar.incoming.iter().next().is_some())
+        && app.policy.preflight_passes(&path, app.settings.cors.preflight_pass);
+    if preflight || app.policy.is_public(&path) {
         // Public routes carry no identity, but a gateway copying headers from this answer
         // keeps the client's copy of any it lacks (Envoy's allowed_upstream_headers): name
         // them all, empty, as for a signed-in user without such claims.

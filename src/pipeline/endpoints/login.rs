@@ -9,7 +9,7 @@ use crate::answer;
 use crate::app::App;
 use crate::body::Body;
 use crate::pages::Lang;
-use crate::request::{login_url, query_param, return_to_of, safe_return_to};
+use crate::request::{login_url, query_param, return_to_of, safe_return_to, same_origin_referer};
 
 /// `GET /.trousseau/login?rd=<path>`: starts a sign-in that comes back to `rd` (same origin only).
 pub(super) fn login<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx) -> Response<Body> {
@@ -17,14 +17,21 @@ pub(super) fn login<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx) -> Res
     start(app, ctx, &rd, lang(req.headers(), None))
 }
 
-/// No (valid) session: browsers are sent to sign in, everything else gets 401 with `login_url`.
+/// No (valid) session: browsers are sent to sign in, everything else gets 401 with `login_url` —
+/// which comes back to the page that made the request (a same-origin `Referer`), not to the
+/// background request's own URL.
 pub(crate) fn unauthenticated<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx, browser: bool) -> Response<Body> {
-    let return_to = return_to_of(req);
     if browser {
-        start(app, ctx, &return_to, lang(req.headers(), None))
+        start(app, ctx, &return_to_of(req), lang(req.headers(), None))
     } else {
-        answer::unauthenticated_json(&login_url(&return_to))
+        unauthenticated_json(app, req, &return_to_of(req))
     }
+}
+
+/// 401 with a `login_url` that comes back to the page that made the request, else to `fallback`.
+pub(crate) fn unauthenticated_json<B>(app: &App, req: &Request<B>, fallback: &str) -> Response<Body> {
+    let return_to = same_origin_referer(req, &app.settings.public_origin);
+    answer::unauthenticated_json(&login_url(return_to.as_deref().unwrap_or(fallback)))
 }
 
 /// Starts a sign-in: one sealed state cookie for this attempt, then 302 to Trousseau.

@@ -10,6 +10,7 @@ mod jwks;
 pub(crate) mod login;
 mod logout;
 mod organizations;
+mod session;
 mod userinfo;
 
 use http::{Method, Request, Response};
@@ -39,6 +40,7 @@ pub(super) async fn serve(app: &App, req: Request<Incoming>, ctx: &mut RequestCt
         (&Method::GET | &Method::HEAD, "organizations") => organizations::selector(app, &req, ctx).await,
         (&Method::POST, "organizations") => organizations::choose(app, req, ctx).await,
         (&Method::GET | &Method::HEAD, "userinfo") => userinfo::userinfo(app, &req, ctx).await,
+        (&Method::GET | &Method::HEAD, "session") => session::state(app, &req, ctx).await,
         _ => Ok(answer::not_found(is_browser_navigation(&req), lang(req.headers(), None))),
     }
 }

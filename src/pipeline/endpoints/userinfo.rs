@@ -8,12 +8,11 @@ use super::super::{Answer, RequestCtx};
 use crate::answer;
 use crate::app::App;
 use crate::body::Body;
-use crate::request::login_url;
 
 /// 200 with the identity, or 401 with `login_url`.
 pub(super) async fn userinfo<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx) -> Result<Response<Body>, Answer> {
     match session(app, req, ctx).await? {
         Some(session) => Ok(answer::userinfo(&session)),
-        None => Err(answer::unauthenticated_json(&login_url("/"))),
+        None => Err(super::login::unauthenticated_json(app, req, "/")),
     }
 }
