@@ -102,10 +102,19 @@ async fn start_nginx(port: u16, proxy: &str, app: &str) -> Option<Nginx> {
         .spawn()
         .expect("start nginx");
     // Owned at once, so the process is killed and waited for on every path, panics included.
-    let nginx = Nginx { child, dir };
+    let mut nginx = Nginx { child, dir };
     for _ in 0..100 {
+        // Something answering on the port is nginx only if nginx is still running: another test
+        // may have taken the port between `free_port` and nginx's bind (then nginx exits).
+        let exited = nginx.child.try_wait().ok().flatten().is_some();
+        if exited {
+            panic!("nginx exited at start (port {port} taken?): {}", std::fs::read_to_string(nginx.dir.join("error.log")).unwrap_or_default());
+        }
         if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return Some(nginx);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if nginx.child.try_wait().ok().flatten().is_none() {
+                return Some(nginx);
+            }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
