@@ -10,7 +10,7 @@
 //! where), [`forward_auth`] (the request a gateway asks about), [`proxy`] (forwarding to the
 //! app), [`limits`] (connection and request caps), [`live`] and [`tether`] (open websockets and streams,
 //! ended with their session), [`answer`] and [`pages`] (what the proxy says
-//! itself), [`request`] (what a request says about itself), [`metrics`], [`logging`], and
+//! itself), [`request`] (what a request says about itself), [`metrics`], [`logging`], [`probe`] (`check-config --probe`), and
 //! [`util`] (clock, ids, hashing). `dev` and `devidp` (the embedded Trousseau twin used by the
 //! `dev` command and by the tests) exist only with the `dev` feature, on by default. Beside the
 //! request path, [`inject`] is the Kubernetes webhook that adds the proxy to pods, and `fuzz`
@@ -41,6 +41,7 @@ pub mod oidc;
 pub mod pages;
 pub mod pipeline;
 pub mod policy;
+pub mod probe;
 pub mod proxy;
 pub mod request;
 pub mod server;

@@ -42,12 +42,23 @@ struct RunArgs {
     upstream: Option<String>,
 }
 
+#[derive(clap::Args, Debug, Default)]
+struct CheckArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Reach Trousseau (discovery, keys, client credentials, clock) and Redis, and print a
+    /// checklist with a fix for each failure; exit status 2 when anything fails.
+    #[arg(long)]
+    probe: bool,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the proxy (the default).
     Run(RunArgs),
-    /// Validate the configuration and print it with secrets redacted.
-    CheckConfig(RunArgs),
+    /// Validate the configuration and print it with secrets redacted; with --probe, also check
+    /// it end to end (Trousseau's discovery, keys and client credentials, the clock, Redis).
+    CheckConfig(CheckArgs),
     /// Key material.
     Keys {
         #[command(subcommand)]
@@ -110,7 +121,7 @@ fn main() -> ExitCode {
     match cli.command {
         None => runtime.block_on(run(cli.run)),
         Some(Command::Run(args)) => runtime.block_on(run(args)),
-        Some(Command::CheckConfig(args)) => check_config(args),
+        Some(Command::CheckConfig(args)) => runtime.block_on(check_config(args)),
         Some(Command::Keys { command: KeysCommand::Generate }) => {
             println!("# session.secrets entry (base64, 32 random bytes):");
             println!("{}", session::seal::generate_secret());
@@ -177,17 +188,32 @@ async fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-fn check_config(args: RunArgs) -> ExitCode {
-    match load(&args) {
-        Ok((_, file)) => {
-            println!("# configuration is valid; effective values (secrets redacted):");
-            print!("{}", config::redacted_yaml(&file));
-            ExitCode::SUCCESS
-        }
+async fn check_config(args: CheckArgs) -> ExitCode {
+    let (settings, file) = match load(&args.run) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("trousseau-proxy: configuration error: {e}");
-            ExitCode::from(2)
+            return ExitCode::from(2);
         }
+    };
+    println!("# configuration is valid; effective values (secrets redacted):");
+    print!("{}", config::redacted_yaml(&file));
+    if !args.probe {
+        return ExitCode::SUCCESS;
+    }
+    println!();
+    println!("# probe: reaching what the configuration names");
+    let checks = trousseau_proxy::probe::probe(&settings).await;
+    for check in &checks {
+        println!("{}", check.line());
+    }
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    if failed == 0 {
+        println!("# all {} checks passed", checks.len());
+        ExitCode::SUCCESS
+    } else {
+        println!("# {failed} of {} checks failed", checks.len());
+        ExitCode::from(2)
     }
 }
 

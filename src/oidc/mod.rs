@@ -376,6 +376,23 @@ impl Oidc {
         }
     }
 
+    /// Trousseau's clock, from the `Date` of its discovery document's answer: for
+    /// `check-config --probe`, which compares it with ours (ID tokens carry times).
+    pub async fn server_time(&self) -> Result<std::time::SystemTime, OidcError> {
+        let url = format!("{}/.well-known/openid-configuration", self.settings.issuer.trim_end_matches('/'));
+        let request = http::Request::get(url.as_str())
+            .body(Vec::new())
+            .map_err(|_| OidcError::Protocol("the discovery URL is not usable".into()))?;
+        let response = (self.http_client())(request).await.map_err(|e| OidcError::Unreachable(e.to_string()))?;
+        let date = response
+            .headers()
+            .get(http::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| OidcError::Protocol("the answer has no Date header".into()))?;
+        let parsed = chrono::DateTime::parse_from_rfc2822(date).map_err(|_| OidcError::Protocol(format!("unreadable Date header `{date}`")))?;
+        Ok(std::time::SystemTime::from(parsed))
+    }
+
     /// Loads the discovery document and JWKS. The issuer must match exactly (trailing slash
     /// included), as Trousseau writes it.
     pub async fn discover(&self) -> Result<(), OidcError> {

@@ -369,3 +369,75 @@ async fn connections_opened_at_once_are_spread_evenly_over_the_workers() {
     }
     drop(opened);
 }
+
+/// `check-config --probe` against a real (twin) Trousseau on a loopback port, with the config as a
+/// user writes it (config.example.yaml) and environment overrides; returns the exit code and
+/// everything printed.
+async fn probe(env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut command = tokio::process::Command::new(BIN);
+    command.args(["check-config", "--probe", "--config", "config.example.yaml"]).env_remove("RUST_LOG").stdin(Stdio::null());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().await.unwrap();
+    (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::test]
+async fn check_config_probe_proves_the_setup_end_to_end_and_names_the_fix_of_each_failure() {
+    use trousseau_proxy::devidp::{DevIdpConfig, LocalDevIdp};
+    let idp = LocalDevIdp::start(DevIdpConfig {
+        base_url: url::Url::parse("http://127.0.0.1:1").unwrap(),
+        slug: "app".into(),
+        client_id: CLIENT_ID.into(),
+        client_secret: CLIENT_SECRET.into(),
+        redirect_uris: vec!["http://127.0.0.1:4180/.trousseau/callback".into()],
+        ..DevIdpConfig::default()
+    })
+    .await
+    .unwrap();
+    let issuer = idp.issuer();
+    let good = [("TROUSSEAU_PROXY_OIDC_ISSUER", issuer.as_str()), ("TROUSSEAU_PROXY_OIDC_CLIENT_ID", CLIENT_ID), ("TROUSSEAU_PROXY_OIDC_CLIENT_SECRET", CLIENT_SECRET)];
+
+    let (code, out) = probe(&good).await;
+    assert_eq!(code, Some(0), "{out}");
+    for line in ["✔ discovery", "✔ signing keys", "✔ client credentials", "✔ clock"] {
+        assert!(out.contains(line), "{line}:\n{out}");
+    }
+    assert!(out.contains("# all 4 checks passed"), "{out}");
+    assert!(!out.contains(CLIENT_SECRET), "the secret is never printed:\n{out}");
+
+    // A wrong secret: discovery passes, the token endpoint refuses the client.
+    let mut wrong_secret = good;
+    wrong_secret[2].1 = "not-the-secret";
+    let (code, out) = probe(&wrong_secret).await;
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("✘ client credentials") && out.contains("invalid_client") && out.contains("fix: copy oidc.client_id and oidc.client_secret"), "{out}");
+    assert!(out.contains("✔ discovery"), "{out}");
+
+    // Another application's issuer (a slug that does not exist): discovery fails, and says what to fix.
+    let other = issuer.replace("/application/o/app/", "/application/o/other/");
+    let mut wrong_issuer = good;
+    wrong_issuer[0].1 = &other;
+    let (code, out) = probe(&wrong_issuer).await;
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("✘ discovery") && out.contains("fix: oidc.issuer must be the issuer Trousseau shows"), "{out}");
+    assert!(out.contains("✘ client credentials: not checked"), "{out}");
+
+    // The issuer without its trailing slash is refused before any probe, naming the key.
+    let no_slash = issuer.trim_end_matches('/').to_string();
+    let mut missing_slash = good;
+    missing_slash[0].1 = &no_slash;
+    let (code, out) = probe(&missing_slash).await;
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("oidc.issuer") && out.contains("end with a slash"), "{out}");
+
+    // Redis configured but unreachable.
+    let closed = format!("redis://127.0.0.1:{}/0", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+    let mut with_redis = good.to_vec();
+    with_redis.push(("TROUSSEAU_PROXY_SESSION_REDIS_URL", &closed));
+    let (code, out) = probe(&with_redis).await;
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("✘ redis") && out.contains("fix: check session.redis_url"), "{out}");
+    assert!(out.contains("# 1 of 5 checks failed"), "{out}");
+}
