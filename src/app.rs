@@ -180,6 +180,7 @@ impl App {
             redis: self.redis.as_deref(),
             limits: &self.limits,
             open_connections: &self.live,
+            cookie_bytes: self.sessions.cookie_bytes(),
         })
     }
 }

@@ -14,7 +14,8 @@
 //! the limits' `connections_open{listener}`, `connections_refused_total{listener}`,
 //! `connections_closed_total{reason}`, `requests_in_flight`, `requests_refused_total{limit}`,
 //! `responses_abandoned_total` and `client_faults_total{kind}`; `connections_ended_total{reason}`
-//! and `session_connections` (websockets and streams tied to a session); and, with the worker threads of
+//! and `session_connections` (websockets and streams tied to a session); `session_cookie_bytes`
+//! (histogram); and, with the worker threads of
 //! `run`, `worker_connections_open{worker}` and `connections_handed_over_total`.
 
 use std::fmt::Write as _;
@@ -206,6 +207,8 @@ pub struct Sources<'a> {
     pub limits: &'a Limits,
     /// Websockets and streams tied to a session.
     pub open_connections: &'a crate::live::OpenConnections,
+    /// Bytes of session cookies set.
+    pub cookie_bytes: &'a Histogram,
 }
 
 impl Metrics {
@@ -330,6 +333,11 @@ impl Metrics {
             "Websockets and streams the proxy ended because their session ended, by why the session ended.",
             "reason",
             &ended,
+        );
+        out.histogram(
+            "trousseau_proxy_session_cookie_bytes",
+            "Bytes of the session cookies set on one response (all chunks; a store's handle). Browsers keep about 4 KB per cookie; nginx's default header buffers are 8 KB.",
+            sources.cookie_bytes,
         );
         out.single(
             "trousseau_proxy_session_connections",
@@ -460,7 +468,7 @@ impl Exposition {
                 }
             }
         }
-        let sum = histogram.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let sum = histogram.sum_nanos.load(Ordering::Relaxed) as f64 * histogram.sum_scale;
         let _ = writeln!(self.text, "{name}_sum {sum}");
         let _ = writeln!(self.text, "{name}_count {cumulative}");
     }
@@ -514,7 +522,7 @@ mod tests {
 
     fn render(metrics: &Metrics, refresh: &RefreshStats, idp: &Histogram) -> String {
         let limits = Limits::new(crate::limits::LimitSettings::default());
-        metrics.render(&Sources { refresh, idp_latency: idp, revocations_held: 2, redis: None, limits: &limits, open_connections: &crate::live::OpenConnections::new(true, None, String::new()) })
+        metrics.render(&Sources { refresh, idp_latency: idp, revocations_held: 2, redis: None, limits: &limits, open_connections: &crate::live::OpenConnections::new(true, None, String::new()), cookie_bytes: &Histogram::of_sizes(crate::util::histogram::COOKIE_BYTES_BUCKETS) })
     }
 
     /// The value of the sample line `series` (name and labels exactly as written).

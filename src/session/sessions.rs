@@ -21,6 +21,7 @@ use crate::oidc::LoginState;
 use crate::tether::EndReason;
 use crate::util::clock::now_secs;
 use crate::util::constant_time_eq;
+use crate::util::histogram::{Histogram, COOKIE_BYTES_BUCKETS};
 
 /// Sealing purpose of login-state cookies (never interchangeable with a session).
 #[doc(hidden)]
@@ -68,6 +69,8 @@ pub struct Sessions {
     refreshed: moka::sync::Cache<String, (u64, Arc<Session>)>,
     /// Shares `refreshed` with the other replicas.
     redis: Option<Arc<Redis>>,
+    /// Bytes of the session cookies set, per response (metrics).
+    cookie_bytes: Histogram,
 }
 
 /// An entry of [`Sessions::refreshed`] lives until its session's deadline.
@@ -119,7 +122,20 @@ impl Sessions {
             login_cookie_prefix,
             refreshed: moka::sync::Cache::builder().max_capacity(MAX_REFRESHED).expire_after(UntilSessionDeadline).build(),
             redis,
+            cookie_bytes: Histogram::of_sizes(COOKIE_BYTES_BUCKETS),
         }
+    }
+
+    /// Bytes of the session cookies set, per response.
+    pub fn cookie_bytes(&self) -> &Histogram {
+        &self.cookie_bytes
+    }
+
+    /// Records the size of one response's session cookies: their `name=value` parts (what the
+    /// browser will send back), chunks whose value is empty (expiring a stale chunk) not counted.
+    fn count_cookie_bytes(&self, values: &[HeaderValue]) {
+        let sent_back = |v: &HeaderValue| v.as_bytes().split(|&b| b == b';').next().filter(|pair| !pair.ends_with(b"=")).map_or(0, <[u8]>::len);
+        self.cookie_bytes.observe_size(values.iter().map(sent_back).sum::<usize>() as u64);
     }
 
     /// Whether sessions live in a server-side store (`memory`, `redis`) rather than their cookie.
@@ -180,6 +196,7 @@ impl Sessions {
             let sealed = self.sealer.seal(SESSION_HANDLE_PURPOSE, session.id.as_bytes());
             return match self.codec.cookie().write_chunked(&sealed, max_age, &jar.incoming) {
                 Ok(values) => {
+                    self.count_cookie_bytes(&values);
                     jar.outgoing.extend(values);
                     Ok(true)
                 }
@@ -197,6 +214,7 @@ impl Sessions {
         };
         match self.codec.store(session, max_age, &jar.incoming) {
             Ok(values) => {
+                self.count_cookie_bytes(&values);
                 jar.outgoing.extend(values);
                 Ok(true)
             }

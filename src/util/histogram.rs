@@ -1,4 +1,5 @@
-//! A histogram of durations with fixed buckets, for Prometheus (rendered by [`crate::metrics`]).
+//! A histogram of durations (or of sizes) with fixed buckets, for Prometheus (rendered by
+//! [`crate::metrics`]).
 //! A leaf: the modules that measure (the relying party, the upstream) need nothing else of the
 //! metrics.
 
@@ -18,9 +19,17 @@ pub struct Histogram {
     pub(crate) bounds: &'static [f64],
     /// One counter per bound, then one for `+Inf`.
     pub(crate) counts: Box<[AtomicU64]>,
-    /// Sum of all observations, in nanoseconds (584 years of latency before it wraps).
+    /// Sum of all observations, in nanoseconds (584 years of latency before it wraps) — or, for
+    /// sizes, in bytes.
     pub(crate) sum_nanos: AtomicU64,
+    /// What one unit of `sum_nanos` is worth in the rendered sum: 1e-9 (nanoseconds to
+    /// seconds), or 1 for sizes.
+    pub(crate) sum_scale: f64,
 }
+
+/// Session cookie sizes (bytes): one cookie is about 4 KB in every browser; nginx's default header
+/// buffers are 8 KB.
+pub const COOKIE_BYTES_BUCKETS: &[f64] = &[256.0, 512.0, 1024.0, 2048.0, 3072.0, 4096.0, 6144.0, 8192.0, 12288.0, 16384.0, 32768.0];
 
 impl Histogram {
     /// An empty histogram with these upper bounds (seconds, ascending).
@@ -30,7 +39,20 @@ impl Histogram {
             bounds,
             counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
             sum_nanos: AtomicU64::new(0),
+            sum_scale: 1e-9,
         }
+    }
+
+    /// An empty histogram of sizes (bytes) with these upper bounds.
+    pub fn of_sizes(bounds: &'static [f64]) -> Histogram {
+        Histogram { sum_scale: 1.0, ..Histogram::new(bounds) }
+    }
+
+    /// Records one size (a histogram made by [`Histogram::of_sizes`]).
+    pub fn observe_size(&self, bytes: u64) {
+        let bucket = self.bounds.iter().position(|&le| bytes as f64 <= le).unwrap_or(self.bounds.len());
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Records one duration.

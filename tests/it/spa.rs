@@ -51,6 +51,14 @@ async fn the_session_endpoint_says_who_and_when_never_a_token_and_refreshes_when
     assert!(r.set_cookies().iter().any(|c| c.starts_with("trousseau_session=")), "with the new cookie");
     assert!(r.json()["refresh_in"].as_u64().unwrap() >= 1);
 
+    // The sign-in's and the refresh's cookies were weighed: two small sessions (one cookie each).
+    let metrics = env.app.metrics_text();
+    let sample = |name: &str| metrics.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().parse::<f64>().unwrap());
+    assert_eq!(sample("trousseau_proxy_session_cookie_bytes_count"), Some(2.0), "{metrics}");
+    assert_eq!(sample("trousseau_proxy_session_cookie_bytes_bucket{le=\"4096\"}"), Some(2.0), "{metrics}");
+    let sum = sample("trousseau_proxy_session_cookie_bytes_sum").unwrap();
+    assert!((1000.0..8192.0).contains(&sum), "{sum} bytes");
+
     // Jean picks a hotel: the endpoint names it.
     b.api_get("/").await;
     let page = b.navigate("/.trousseau/organizations").await;
