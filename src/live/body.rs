@@ -101,27 +101,13 @@ impl http_body::Body for Tethered {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::claims::Identity;
     use crate::live::Target;
-    use crate::session::Session;
     use http::{HeaderValue, Method, Uri};
     use http_body_util::StreamBody;
 
     fn opened(id: &str) -> Opened {
         Opened {
-            session: Arc::new(Session {
-                id: id.into(),
-                identity: Identity { sub: "alice".into(), ..Identity::default() },
-                org: None,
-                sid: None,
-                created_at: 0,
-                updated_at_ms: 0,
-                expires_at: 0,
-                token_lifetime: 0,
-                refresh_token: None,
-                access_token: None,
-                id_token: None,
-            }),
+            session: Arc::new(crate::session::sample(id, "alice")),
             bearer: None,
             method: Method::GET,
             uri: Uri::from_static("/events"),

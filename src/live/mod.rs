@@ -363,23 +363,10 @@ impl OpenConnections {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::claims::Identity;
     use crate::tether::Tether;
 
     fn session(id: &str, sub: &str, sid: Option<&str>, created_at: u64) -> Arc<Session> {
-        Arc::new(Session {
-            id: id.into(),
-            identity: Identity { sub: sub.into(), ..Identity::default() },
-            org: None,
-            sid: sid.map(Into::into),
-            created_at,
-            updated_at_ms: 0,
-            expires_at: 0,
-            token_lifetime: 0,
-            refresh_token: None,
-            access_token: None,
-            id_token: None,
-        })
+        Arc::new(Session { sid: sid.map(Into::into), created_at, ..crate::session::sample(id, sub) })
     }
 
     fn open(registry: &OpenConnections, session: &Arc<Session>, kind: Kind) -> Tether {

@@ -67,6 +67,24 @@ impl Session {
     }
 }
 
+/// A session of `sub` with id `id` and nothing else, for unit tests.
+#[cfg(test)]
+pub(crate) fn sample(id: &str, sub: &str) -> Session {
+    Session {
+        id: id.into(),
+        identity: crate::claims::Identity { sub: sub.into(), ..Default::default() },
+        org: None,
+        sid: None,
+        created_at: 0,
+        updated_at_ms: 0,
+        expires_at: 0,
+        token_lifetime: 0,
+        refresh_token: None,
+        access_token: None,
+        id_token: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

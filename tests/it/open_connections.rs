@@ -297,8 +297,9 @@ async fn an_event_stream_is_cut_by_a_back_channel_logout_over_http1_and_http2() 
     }
 }
 
-#[tokio::test]
-async fn an_api_clients_event_stream_ends_with_its_users_back_channel_logout() {
+/// A proxy accepting bearer tokens, and an API client's event stream open with Jean's real
+/// Trousseau access token (read from what the app received).
+async fn api_client_streaming() -> (Env, hyper::body::Incoming) {
     let env = Env::start_with(EnvOptions {
         configure: Box::new(|c| {
             c.api.bearer = "userinfo".into();
@@ -307,11 +308,15 @@ async fn an_api_clients_event_stream_ends_with_its_users_back_channel_logout() {
         ..Default::default()
     })
     .await;
-    let mut b = env.browser();
-    let page = b.sign_in("/", JEAN).await;
+    let page = env.browser().sign_in("/", JEAN).await;
     let token = page.json()["headers"]["x-trousseau-access-token"][0].as_str().expect("pass_access_token").to_string();
-    let auth = format!("Bearer {token}");
-    let body = open_events(&env, ("authorization", &auth)).await;
+    let body = open_events(&env, ("authorization", &format!("Bearer {token}"))).await;
+    (env, body)
+}
+
+#[tokio::test]
+async fn an_api_clients_event_stream_ends_with_its_users_back_channel_logout() {
+    let (env, body) = api_client_streaming().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let logout = Instant::now();
     post_logout_token(&env.origin, &env.trousseau().logout_token(Some(JEAN), None)).await;
@@ -325,19 +330,7 @@ async fn an_api_clients_event_stream_ends_with_its_users_back_channel_logout() {
 /// for the token (here: the user was disabled). Takes a minute.
 #[tokio::test]
 async fn an_api_clients_event_stream_ends_when_its_token_is_refused_at_the_next_check() {
-    let env = Env::start_with(EnvOptions {
-        configure: Box::new(|c| {
-            c.api.bearer = "userinfo".into();
-            c.identity.pass_access_token = true;
-        }),
-        ..Default::default()
-    })
-    .await;
-    let mut b = env.browser();
-    let page = b.sign_in("/", JEAN).await;
-    let token = page.json()["headers"]["x-trousseau-access-token"][0].as_str().expect("pass_access_token").to_string();
-    let auth = format!("Bearer {token}");
-    let body = open_events(&env, ("authorization", &auth)).await;
+    let (env, body) = api_client_streaming().await;
     let opened = Instant::now();
     env.trousseau().set_user_disabled(JEAN, true);
     let limit = trousseau_proxy::bearer::VALID_TTL + Duration::from_secs(1) + BOUND;
