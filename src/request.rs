@@ -60,18 +60,37 @@ pub fn is_preflight(method: &Method, h: &HeaderMap, carried_cookies: bool) -> bo
         && !carried_cookies
 }
 
-/// The path and query of the page that made this request (`Referer`), when that page is on
-/// `origin`: where a background request's user should come back to after signing in, rather than
-/// the request's own URL. (Browsers send the full `Referer` to their own origin by default.)
-pub fn same_origin_referer<B>(req: &Request<B>, origin: &str) -> Option<String> {
+/// Where a background request's user should come back to after signing in: the page that made it
+/// (`Referer`) — its path and query when that page is on `origin`, the whole URL when it is on one
+/// of `allowed` (`cors.allowed_origins`: a front end served from elsewhere). `None` otherwise, or
+/// without a `Referer`. (Browsers send the page's URL to its own site by default.)
+pub fn referer_return<B>(req: &Request<B>, origin: &str, allowed: &[String]) -> Option<String> {
     let referer = url::Url::parse(req.headers().get(header::REFERER)?.to_str().ok()?).ok()?;
-    if referer.origin().ascii_serialization() != origin {
+    let referer_origin = referer.origin().ascii_serialization();
+    if allowed.contains(&referer_origin) {
+        return allowed_return(referer.as_str(), allowed);
+    }
+    if referer_origin != origin {
         return None;
     }
     Some(match referer.query() {
         Some(q) => format!("{}?{q}", referer.path()),
         None => referer.path().to_string(),
     })
+}
+
+/// `rd` when it is an absolute `http(s)` URL on one of the `allowed` origins exactly (no user
+/// name or password, no fragment, at most [`MAX_RETURN_TO`] bytes): a front end on another origin
+/// the configuration trusts (`cors.allowed_origins`). `None` for anything else — which then goes
+/// through [`safe_return_to`] and stays on our own origin.
+pub fn allowed_return(rd: &str, allowed: &[String]) -> Option<String> {
+    let unusual = |b: u8| b == b'\\' || b.is_ascii_control() || b == b' ' || b >= 0x80;
+    if allowed.is_empty() || rd.len() > MAX_RETURN_TO || rd.bytes().any(unusual) {
+        return None;
+    }
+    let url = url::Url::parse(rd).ok()?;
+    let plain = matches!(url.scheme(), "http" | "https") && url.username().is_empty() && url.password().is_none() && url.fragment().is_none();
+    (plain && allowed.contains(&url.origin().ascii_serialization())).then(|| url.to_string())
 }
 
 /// The path and query of the request: where to come back to after sign-in (made safe by
@@ -148,6 +167,40 @@ pub const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPH
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_allowed_front_ends_exact_origin_is_a_return_url() {
+        let allowed = vec!["https://spa.example.com".to_string(), "http://localhost:5173".to_string()];
+        assert_eq!(allowed_return("https://spa.example.com/orders/42?tab=1", &allowed).as_deref(), Some("https://spa.example.com/orders/42?tab=1"));
+        assert_eq!(allowed_return("http://localhost:5173", &allowed).as_deref(), Some("http://localhost:5173/"));
+        for rd in [
+            "https://spa.example.com.evil.example/",
+            "https://spa.example.com@evil.example/",
+            "https://user:pw@spa.example.com/",
+            "http://spa.example.com/",
+            "https://spa.example.com:8443/",
+            "https://spa.example.com/#frag",
+            "https://spa.example.com/\\evil",
+            "javascript://spa.example.com/%0aalert(1)",
+            "//spa.example.com/",
+            "/orders",
+        ] {
+            assert_eq!(allowed_return(rd, &allowed), None, "{rd}");
+        }
+        assert_eq!(allowed_return("https://spa.example.com/", &[]), None, "nothing allowed: nothing returned");
+        assert_eq!(allowed_return(&format!("https://spa.example.com/{}", "a".repeat(MAX_RETURN_TO)), &allowed), None, "too long");
+    }
+
+    #[test]
+    fn the_referer_is_a_return_path_on_our_origin_and_a_url_on_an_allowed_one() {
+        let req = |referer: &str| Request::get("/api/x").header(header::REFERER, referer).body(()).unwrap();
+        let allowed = vec!["https://spa.example.com".to_string()];
+        let ours = "https://app.example.com";
+        assert_eq!(referer_return(&req("https://app.example.com/orders?x=1"), ours, &allowed).as_deref(), Some("/orders?x=1"));
+        assert_eq!(referer_return(&req("https://spa.example.com/orders"), ours, &allowed).as_deref(), Some("https://spa.example.com/orders"));
+        assert_eq!(referer_return(&req("https://evil.example/orders"), ours, &allowed), None);
+        assert_eq!(referer_return(&req("not a url"), ours, &allowed), None);
+    }
 
     #[test]
     fn return_to_keeps_same_origin_paths_only() {

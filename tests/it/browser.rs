@@ -288,3 +288,80 @@ async fn a_live_page_shows_its_websocket_closed_when_the_user_signs_out_in_anoth
     browser.screenshot("08-live-connection-closed-by-sign-out").await;
     browser.close().await;
 }
+
+/// A page server for a single-page app on its own origin (another port): every path answers the
+/// same empty page, from which the test runs `fetch` calls at the proxy.
+async fn spa_origin() -> (String, tokio::task::JoinHandle<()>) {
+    use http_body_util::Full;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req| async {
+                    let page = "<!doctype html><html lang=en><title>SPA</title><h1>Orders</h1><textarea aria-label=draft>half-typed</textarea>";
+                    let mut r = http::Response::new(Full::new(bytes::Bytes::from_static(page.as_bytes())));
+                    r.headers_mut().insert("content-type", "text/html; charset=utf-8".parse().unwrap());
+                    Ok::<_, std::convert::Infallible>(r)
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    (origin, task)
+}
+
+/// Issue 18: a front end on another (allowed) origin calls the API after its session is gone: it
+/// reads the 401 JSON — no redirect followed, no opaque CORS error, no sign-in started by fifty
+/// background calls — signs in at the top level at `login_url`, and its calls carry the session
+/// from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_page_app_on_another_origin_reads_the_401_and_signs_in_at_the_top_level() {
+    use crate::support::{Env, EnvOptions, JEAN};
+    let Some(mut browser) = Chromium::launch_or_skip().await else { return };
+    let (spa, _spa_task) = spa_origin().await;
+    let allowed = spa.clone();
+    let env = Env::start_with(EnvOptions { configure: Box::new(move |c| c.cors.allowed_origins = vec![allowed]), ..Default::default() }).await;
+    let api = env.origin.clone();
+    browser.navigate(&format!("{spa}/orders/42")).await;
+
+    let call = format!(
+        "fetch('{api}/api/orders/42', {{credentials: 'include'}}).then(async r => ({{status: r.status, redirected: r.redirected, body: await r.json()}}))"
+    );
+    let answer = browser.eval(&call).await;
+    assert_eq!(answer["status"], 401, "{answer}");
+    assert_eq!(answer["redirected"], false);
+    let login_url = answer["body"]["login_url"].as_str().expect("the 401 JSON is readable across origins").to_string();
+    assert!(login_url.starts_with("/.trousseau/login?rd="), "{login_url}");
+    // A cross-origin fetch carries only the page's origin as `Referer`: the front end's root.
+    let query = login_url.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    let rd = url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "rd").map(|(_, v)| v.into_owned());
+    assert_eq!(rd, Some(format!("{spa}/")), "back to the front end: {login_url}");
+
+    let fifty = format!("Promise.all(Array.from({{length: 50}}, () => fetch('{api}/api/orders', {{credentials: 'include'}}).then(r => r.status)))");
+    let statuses = browser.eval(&fifty).await;
+    assert!(statuses.as_array().is_some_and(|s| s.len() == 50 && s.iter().all(|v| v == 401)), "{statuses}");
+    let cookies = browser.cookie_names(&api).await;
+    assert!(cookies.iter().all(|c| !c.contains("_login_")), "no sign-in attempt started by background calls: {cookies:?}");
+    assert_eq!(env.upstream.hits(), 0);
+    browser.screenshot("09-spa-before-sign-in").await;
+
+    // The app saves its draft and sends the user to sign in at the top level, naming its page.
+    let sign_in = browser.eval(&format!("'{api}/.trousseau/login?rd=' + encodeURIComponent(location.href)")).await;
+    browser.navigate(sign_in.as_str().unwrap()).await;
+    browser.click_text("Jean Dupont").await;
+    // Back on the page the front end was on (an allowed origin may be returned to).
+    assert_eq!(browser.url().await, format!("{spa}/orders/42"));
+    assert!(browser.text().await.contains("Orders"));
+
+    // Its calls carry the session now.
+    let state = browser
+        .eval(&format!("fetch('{api}/.trousseau/session', {{credentials: 'include'}}).then(async r => ({{status: r.status, body: await r.json()}}))"))
+        .await;
+    assert_eq!(state["status"], 200, "{state}");
+    assert_eq!(state["body"]["authenticated"], true);
+    assert_eq!(state["body"]["sub"], JEAN);
+    browser.close().await;
+}

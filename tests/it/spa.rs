@@ -103,6 +103,27 @@ async fn without_a_session_the_login_url_comes_back_to_the_page_that_asked() {
 }
 
 #[tokio::test]
+async fn a_sign_in_started_from_an_allowed_front_end_comes_back_to_its_page() {
+    let env = Env::start_with(EnvOptions { configure: Box::new(|c| c.cors.allowed_origins = vec![SPA.into()]), ..Default::default() }).await;
+    let mut b = env.browser();
+    let page = format!("{SPA}/orders/42?tab=lines");
+    let r = b.request(Method::GET, "/api/x", &[("accept", "application/json"), ("origin", SPA), ("referer", &page)], Bytes::new()).await;
+    let login_url = r.json()["login_url"].as_str().unwrap().to_string();
+    assert_eq!(rd_of(&login_url), page, "back to the front end's page");
+    // Signing in there ends on that page.
+    let done = b.sign_in_to_callback(&login_url, JEAN).await;
+    assert_eq!(done.status, StatusCode::FOUND, "{}", done.text());
+    assert_eq!(done.location(), page);
+    // Any other absolute return stays on our origin.
+    for rd in ["https://evil.example/", "https://spa.example.com.evil.example/x", "https://spa.example.com@evil.example/"] {
+        let mut other = env.browser();
+        let url = format!("/.trousseau/login?rd={}", url::form_urlencoded::byte_serialize(rd.as_bytes()).collect::<String>());
+        let done = other.sign_in_to_callback(&url, JEAN).await;
+        assert_eq!(done.location(), format!("{}/", env.origin), "{rd}");
+    }
+}
+
+#[tokio::test]
 async fn the_proxys_own_answers_are_readable_by_allowed_origins_only() {
     let env = Env::start_with(EnvOptions { configure: Box::new(|c| c.cors.allowed_origins = vec![SPA.into()]), ..Default::default() }).await;
     let mut anonymous = env.browser();

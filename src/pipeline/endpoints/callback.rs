@@ -10,7 +10,7 @@ use crate::answer;
 use crate::app::App;
 use crate::body::Body;
 use crate::oidc::OidcError;
-use crate::request::{login_url, query_param, safe_return_to};
+use crate::request::{login_url, query_param};
 use crate::session::Session;
 use crate::util::clock::{now_millis, now_secs};
 use crate::util::id::random_id;
@@ -47,11 +47,10 @@ pub(super) async fn callback<B>(app: &App, req: &Request<B>, ctx: &mut RequestCt
             // click while the first was under way — or it expired. Nothing is broken: a
             // browser already signed in goes on, any other starts again.
             tracing::info!("code exchange refused (invalid_grant): a used or expired sign-in code");
-            let return_to = safe_return_to(&login.return_to);
             if let Ok(Some(_)) = app.sessions.load(&ctx.jar.incoming).await {
-                return Ok(answer::redirect(&format!("{}{}", app.settings.public_origin, return_to)));
+                return Ok(answer::redirect(&super::login::return_url(app, &login.return_to)));
             }
-            return Err(answer::login_expired(lang, &login_url(&return_to)));
+            return Err(answer::login_expired(lang, &login_url(&super::login::return_target(app, &login.return_to))));
         }
         Err(e) => {
             tracing::warn!(error = %e, "code exchange failed");
@@ -81,5 +80,5 @@ pub(super) async fn callback<B>(app: &App, req: &Request<B>, ctx: &mut RequestCt
         Err(e) => return Err(store_unavailable(req, &e)),
     }
     app.metrics.sign_in_completed();
-    Ok(answer::redirect(&format!("{}{}", app.settings.public_origin, safe_return_to(&login.return_to))))
+    Ok(answer::redirect(&super::login::return_url(app, &login.return_to)))
 }

@@ -9,9 +9,10 @@ use crate::answer;
 use crate::app::App;
 use crate::body::Body;
 use crate::pages::Lang;
-use crate::request::{login_url, query_param, return_to_of, safe_return_to, same_origin_referer};
+use crate::request::{allowed_return, login_url, query_param, referer_return, return_to_of, safe_return_to};
 
-/// `GET /.trousseau/login?rd=<path>`: starts a sign-in that comes back to `rd` (same origin only).
+/// `GET /.trousseau/login?rd=<path>`: starts a sign-in that comes back to `rd` (same origin, or a
+/// page of a front end on an allowed origin).
 pub(super) fn login<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx) -> Response<Body> {
     let rd = query_param(req.uri().query(), "rd").unwrap_or_default();
     start(app, ctx, &rd, lang(req.headers(), None))
@@ -30,15 +31,29 @@ pub(crate) fn unauthenticated<B>(app: &App, req: &Request<B>, ctx: &mut RequestC
 
 /// 401 with a `login_url` that comes back to the page that made the request, else to `fallback`.
 pub(crate) fn unauthenticated_json<B>(app: &App, req: &Request<B>, fallback: &str) -> Response<Body> {
-    let return_to = same_origin_referer(req, &app.settings.public_origin);
+    let return_to = referer_return(req, &app.settings.public_origin, &app.settings.cors.allowed_origins);
     answer::unauthenticated_json(&login_url(return_to.as_deref().unwrap_or(fallback)))
 }
 
+/// Where a sign-in may come back to: a page of a front end on an allowed origin
+/// (`cors.allowed_origins`), whole; anything else made safe on our own origin ([`safe_return_to`]).
+pub(crate) fn return_target(app: &App, rd: &str) -> String {
+    allowed_return(rd, &app.settings.cors.allowed_origins).unwrap_or_else(|| safe_return_to(rd))
+}
+
+/// [`return_target`] as an absolute URL, for the redirect that ends a sign-in.
+pub(crate) fn return_url(app: &App, rd: &str) -> String {
+    match allowed_return(rd, &app.settings.cors.allowed_origins) {
+        Some(url) => url,
+        None => format!("{}{}", app.settings.public_origin, safe_return_to(rd)),
+    }
+}
+
 /// Starts a sign-in: one sealed state cookie for this attempt, then 302 to Trousseau.
-/// `return_to` is made safe here ([`safe_return_to`]: same origin, and short enough for the
-/// state cookie to stay under the browsers' 4 KB).
+/// `return_to` is made safe here ([`return_target`]: same origin or an allowed front end's, and
+/// short enough for the state cookie to stay under the browsers' 4 KB).
 pub(crate) fn start(app: &App, ctx: &mut RequestCtx, return_to: &str, lang: Lang) -> Response<Body> {
-    let (url, login) = match app.oidc.begin_login(safe_return_to(return_to)) {
+    let (url, login) = match app.oidc.begin_login(return_target(app, return_to)) {
         Ok(started) => started,
         Err(e) => {
             tracing::warn!(error = %e, "cannot start sign-in");
