@@ -192,6 +192,18 @@ mod tests {
     }
 
     #[test]
+    fn no_open_redirect_payload_is_a_return_url_to_an_allowed_front_end() {
+        // The public payloads name other hosts every way a browser might read them; with a front
+        // end allowed, none may come out as a return URL (to it or anywhere).
+        let allowed = vec!["https://spa.example.com".to_string()];
+        for payload in include_str!("../tests/data/open-redirect-payloads.txt").lines().filter(|l| !l.is_empty()) {
+            assert_eq!(allowed_return(payload, &allowed), None, "{payload:?}");
+            let decoded = percent_encoding::percent_decode_str(payload).decode_utf8_lossy();
+            assert_eq!(allowed_return(&decoded, &allowed), None, "{payload:?} decoded");
+        }
+    }
+
+    #[test]
     fn the_referer_is_a_return_path_on_our_origin_and_a_url_on_an_allowed_one() {
         let req = |referer: &str| Request::get("/api/x").header(header::REFERER, referer).body(()).unwrap();
         let allowed = vec!["https://spa.example.com".to_string()];

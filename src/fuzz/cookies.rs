@@ -213,7 +213,8 @@ pub fn check_identity_headers(session: &Session) {
 /// (marker `@L@` is a fresh sealed state) and, sealed with the test key, as the plaintext behind
 /// the seal (a small `t` is an offset from now); it is also given to the return-path validator as
 /// `rd`. Properties: a state opens only
-/// when unexpired; every return path that comes out is a same-origin relative path, and stays one.
+/// when unexpired; every return path that comes out is a same-origin relative path, and stays one;
+/// a return URL to an allowed front end stays on that origin exactly.
 pub fn state_cookie(data: &[u8]) {
     let now = now_secs();
     let value = expand(data);
@@ -239,7 +240,20 @@ pub fn state_cookie(data: &[u8]) {
     }
     if let Ok(rd) = std::str::from_utf8(data) {
         check_return_to(&crate::request::safe_return_to(rd));
+        check_allowed_return(rd);
     }
+}
+
+/// A return URL to an allowed front end ([`crate::request::allowed_return`]): only ever on the
+/// allowed origin exactly, as a browser reads it, and stable.
+fn check_allowed_return(rd: &str) {
+    const ALLOWED: &str = "https://spa.fuzz.invalid";
+    let Some(url) = crate::request::allowed_return(rd, &[ALLOWED.to_string()]) else { return };
+    let parsed = url::Url::parse(&url).expect("an allowed return is a URL");
+    assert_eq!(parsed.origin().ascii_serialization(), ALLOWED, "{rd:?} → {url:?} leaves the allowed origin");
+    assert!(parsed.username().is_empty() && parsed.password().is_none(), "{url:?}");
+    assert!(!url.bytes().any(|b| b == b'\\' || b.is_ascii_control() || b == b' ' || b >= 0x80), "{url:?}");
+    assert_eq!(crate::request::allowed_return(&url, &[ALLOWED.to_string()]).as_deref(), Some(url.as_str()), "not stable: {url:?}");
 }
 
 /// `rd` after [`crate::request::safe_return_to`]: a path on our origin however a browser reads it.
