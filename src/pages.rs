@@ -483,6 +483,50 @@ pub fn login_expired(lang: Lang, start_again: &str) -> String {
     message(lang, (Icon::Clock, ""), title, body, None, &[(start_again, lang.pick("Sign in again", "Se reconnecter"), true)])
 }
 
+/// What the callback knows when a browser came back without its sign-in cookie.
+pub struct CookieLost<'a> {
+    /// `public_url`: where the app must be opened.
+    pub public_url: &'a str,
+    /// The host the callback was reached as, when it is not `public_url`'s.
+    pub callback_host: Option<&'a str>,
+    /// `public_url` is https, and this request did not come over https (as far as the proxy can
+    /// tell: `X-Forwarded-Proto: https` from a trusted proxy).
+    pub over_http: bool,
+}
+
+/// The callback came back without this browser's sign-in cookie: the likely causes, the
+/// applicable ones first, and the way out.
+pub fn cookie_lost(lang: Lang, facts: &CookieLost<'_>) -> String {
+    let open_here = format!("{}/", facts.public_url);
+    let body = html! {
+        p.lead { (lang.pick(
+            "Your browser came back from Trousseau without the cookie this proxy set when the sign-in started, so the sign-in cannot be completed. Sending you round again would only repeat this. The usual causes:",
+            "Votre navigateur est revenu de Trousseau sans le cookie posé par ce proxy au début de la connexion : elle ne peut pas aboutir, et recommencer ne ferait que répéter cela. Les causes habituelles :",
+        )) }
+        ul {
+            @if facts.over_http {
+                li { (lang.pick(
+                    "The application is configured for https (public_url), but this request reached the proxy over plain http: browsers refuse secure cookies there. Serve it over https, or have the TLS front end send X-Forwarded-Proto: https and set proxy.trust_forwarded_headers.",
+                    "L'application est configurée en https (public_url), mais cette requête est arrivée au proxy en http : les navigateurs y refusent les cookies sécurisés. Servez-la en https, ou faites envoyer X-Forwarded-Proto: https par le frontal TLS et activez proxy.trust_forwarded_headers.",
+                )) }
+            }
+            @if let Some(host) = facts.callback_host {
+                li { (lang.pick("This page was reached as ", "Cette page a été atteinte sous le nom ")) code { (host) } (lang.pick(
+                    ", which is not the host of public_url: the sign-in's cookies belong to one name, Trousseau sends the browser back to the other.",
+                    ", qui n'est pas l'hôte de public_url : les cookies de la connexion appartiennent à un nom, Trousseau renvoie le navigateur vers l'autre.",
+                )) }
+            }
+            li { (lang.pick("The application was opened under another name than ", "L'application a été ouverte sous un autre nom que ")) code { (facts.public_url) } (lang.pick(
+                " (localhost instead of 127.0.0.1, an IP address, another domain): open it at that address.",
+                " (localhost au lieu de 127.0.0.1, une adresse IP, un autre domaine) : ouvrez-la à cette adresse.",
+            )) }
+            li { (lang.pick("This browser blocks cookies for this site.", "Ce navigateur bloque les cookies de ce site.")) }
+        }
+    };
+    let title = lang.pick("The sign-in cookie did not come back", "Le cookie de connexion n'est pas revenu");
+    message(lang, (Icon::Alert, "warn"), title, body, Some("sign_in_cookie_lost"), &[(&open_here, lang.pick("Open the application", "Ouvrir l'application"), true)])
+}
+
 /// The code exchange or ID-token validation failed. The error itself is for the log, not the page.
 pub fn sign_in_failed(lang: Lang, _error: &crate::oidc::OidcError) -> String {
     let body = lead(lang.pick(
@@ -587,6 +631,17 @@ pub fn role_label(lang: Lang, role: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_lost_sign_in_cookie_names_the_causes_that_apply() {
+        let plain = CookieLost { public_url: "https://app.example.com", callback_host: None, over_http: false };
+        let page = cookie_lost(Lang::En, &plain);
+        assert!(page.contains("https://app.example.com/") && page.contains("blocks cookies"));
+        assert!(!page.contains("plain http") && !page.contains("This page was reached as"));
+        let both = CookieLost { public_url: "https://app.example.com", callback_host: Some("10.0.0.7:4180"), over_http: true };
+        let page = cookie_lost(Lang::Fr, &both);
+        assert!(page.contains("en http") && page.contains("10.0.0.7:4180"), "{page}");
+    }
+
     use super::*;
 
     #[test]

@@ -384,6 +384,11 @@ impl Sessions {
         login
     }
 
+    /// Whether the request carries any sign-in attempt's cookie at all (valid or not).
+    pub fn has_login_cookies(&self, jar: &Jar) -> bool {
+        jar.incoming.iter().any(|(name, _)| name.starts_with(&self.login_cookie_prefix))
+    }
+
     /// Expires every sign-in attempt's cookie the request carries (sign-out).
     pub fn clear_logins(&self, jar: &mut Jar) {
         let names: Vec<String> = jar

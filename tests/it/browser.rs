@@ -196,6 +196,8 @@ async fn error_pages_and_phone_sized_pages_look_finished() {
     let dev = DevServer::start("pages").await;
 
     // A callback that matches no sign-in attempt of this browser.
+    // (This browser has a sign-in of its own under way: the callback names another.)
+    browser.navigate(&dev.url("/")).await;
     browser.navigate(&dev.url("/.trousseau/callback?state=x&code=y")).await;
     let page = browser.text().await;
     assert!(page.contains("This sign-in link has expired"), "{page}");
@@ -363,5 +365,29 @@ async fn a_single_page_app_on_another_origin_reads_the_401_and_signs_in_at_the_t
     assert_eq!(state["status"], 200, "{state}");
     assert_eq!(state["body"]["authenticated"], true);
     assert_eq!(state["body"]["sub"], JEAN);
+    browser.close().await;
+}
+
+/// Issue 18: the app opened under another name than `public_url` (localhost instead of
+/// 127.0.0.1): the sign-in's cookie belongs to one name, Trousseau sends the browser back to the
+/// other. The callback says so on a page, instead of sending the browser round again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_started_under_another_host_name_explains_itself() {
+    use crate::support::Env;
+    let Some(mut browser) = Chromium::launch_or_skip().await else { return };
+    let env = Env::start().await;
+    let elsewhere = format!("http://localhost:{}/orders", env.addr.port());
+    browser.navigate(&elsewhere).await;
+    assert!(browser.url().await.contains("/authorize") || browser.text().await.contains("Jean Dupont"), "at the IdP: {}", browser.url().await);
+    browser.click_text("Jean Dupont").await;
+    let page = browser.text().await;
+    assert!(browser.url().await.starts_with(&format!("{}/.trousseau/callback", env.origin)), "{}", browser.url().await);
+    assert!(page.contains("The sign-in cookie did not come back"), "{page}");
+    assert!(page.contains(&env.origin) && page.contains("open it at that address"), "names where to open the app:\n{page}");
+    assert!(page.contains("sign_in_cookie_lost"), "{page}");
+    browser.screenshot("10-sign-in-cookie-lost").await;
+    // Its button opens the app where the sign-in works.
+    browser.click_text("Open the application").await;
+    assert!(browser.text().await.contains("Jean Dupont") || browser.url().await.contains("authorize"), "{}", browser.url().await);
     browser.close().await;
 }

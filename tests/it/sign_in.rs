@@ -92,7 +92,9 @@ async fn a_callback_with_a_foreign_state_is_refused() {
     let mut other = env.browser();
     let replay = other.navigate(&format!("/.trousseau/callback?code=x&state={real_state}")).await;
     assert_eq!(replay.status, StatusCode::BAD_REQUEST);
-    assert!(replay.text().contains("expired"));
+    // With no sign-in cookie at all, the page explains how a sign-in cookie gets lost.
+    assert!(replay.text().contains("sign_in_cookie_lost"), "{}", replay.text());
+    assert!(!other.jar.keys().any(|k| k == "trousseau_session"));
 }
 
 /// A state cookie that opens but claims to start at the end of time (found by the `state_cookie`

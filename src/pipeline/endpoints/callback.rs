@@ -15,6 +15,36 @@ use crate::session::Session;
 use crate::util::clock::{now_millis, now_secs};
 use crate::util::id::random_id;
 
+/// The callback came without any sign-in cookie: the diagnosis page, and a log line (at most one a
+/// minute) with the facts an administrator needs.
+fn cookie_lost<B>(app: &App, req: &Request<B>, lang: crate::pages::Lang) -> Answer {
+    let settings = &app.settings;
+    let host = req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let public_host = settings.public_url.host_str().map(|h| match settings.public_url.port() {
+        Some(port) => format!("{h}:{port}"),
+        None => h.to_string(),
+    });
+    let forwarded_proto = req.headers().get("x-forwarded-proto").and_then(|v| v.to_str().ok());
+    let over_http = settings.secure_cookies && !(settings.proxy.trust_forwarded_headers && forwarded_proto == Some("https"));
+    let facts = crate::pages::CookieLost {
+        public_url: &settings.public_origin,
+        callback_host: (public_host.as_deref() != Some(host)).then_some(host),
+        over_http,
+    };
+    static WARNING: crate::logging::LogBudget = crate::logging::LogBudget::every(std::time::Duration::from_secs(60));
+    if let Some(unlogged) = WARNING.take() {
+        tracing::warn!(
+            host,
+            public_url = %settings.public_origin,
+            over_http,
+            unlogged,
+            "sign-in callback without the browser's sign-in cookie: the sign-in started under another host name than public_url, \
+             Secure cookies were sent over http, or the browser blocks cookies"
+        );
+    }
+    answer::page(http::StatusCode::BAD_REQUEST, crate::pages::cookie_lost(lang, &facts))
+}
+
 /// Completes a sign-in and redirects to where it started.
 pub(super) async fn callback<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx) -> Result<Response<Body>, Answer> {
     let query = req.uri().query();
@@ -34,6 +64,12 @@ pub(super) async fn callback<B>(app: &App, req: &Request<B>, ctx: &mut RequestCt
         return Err(answer::idp_error(lang, &error, description.as_deref()));
     }
     let (Some(login), Some(code)) = (login, query_param(query, "code")) else {
+        if !app.sessions.has_login_cookies(&ctx.jar) {
+            // Not an old attempt: this browser brought back no sign-in cookie at all. Say why that
+            // happens (the sign-in started under another name, Secure cookies over http, cookies
+            // blocked) instead of sending it round again.
+            return Err(cookie_lost(app, req, lang));
+        }
         return Err(answer::login_expired(lang, &login_url("/")));
     };
     let tokens = match app.oidc.exchange_code(&code, &login).await {
