@@ -528,11 +528,18 @@ pub fn cookie_lost(lang: Lang, facts: &CookieLost<'_>) -> String {
 }
 
 /// The code exchange or ID-token validation failed. The error itself is for the log, not the page.
-pub fn sign_in_failed(lang: Lang, _error: &crate::oidc::OidcError) -> String {
-    let body = lead(lang.pick(
-        "Trousseau's answer could not be verified, so you were not signed in. Try again; if it keeps happening, the administrator will find the details in the proxy's log.",
-        "La réponse de Trousseau n'a pas pu être vérifiée, vous n'avez donc pas été connecté. Réessayez ; si cela se reproduit, l'administrateur trouvera les détails dans le journal du proxy.",
-    ));
+pub fn sign_in_failed(lang: Lang, error: &crate::oidc::OidcError) -> String {
+    let body = if error.is_clock_skew() {
+        lead(lang.pick(
+            "Trousseau's answer carries times this server does not accept (issued in the future, or already expired): the clocks of this server and of Trousseau most likely disagree. The administrator can compare them with trousseau-proxy check-config --probe and fix this server's time (NTP).",
+            "La réponse de Trousseau porte des heures que ce serveur n'accepte pas (émise dans le futur, ou déjà expirée) : les horloges de ce serveur et de Trousseau sont très probablement décalées. L'administrateur peut les comparer avec trousseau-proxy check-config --probe et corriger l'heure de ce serveur (NTP).",
+        ))
+    } else {
+        lead(lang.pick(
+            "Trousseau's answer could not be verified, so you were not signed in. Try again; if it keeps happening, the administrator will find the details in the proxy's log.",
+            "La réponse de Trousseau n'a pas pu être vérifiée, vous n'avez donc pas été connecté. Réessayez ; si cela se reproduit, l'administrateur trouvera les détails dans le journal du proxy.",
+        ))
+    };
     let title = lang.pick("Sign-in could not be completed", "La connexion n'a pas pu être finalisée");
     message(lang, (Icon::Alert, "warn"), title, body, None, &[("/.trousseau/login?rd=/", lang.pick("Try again", "Réessayer"), true)])
 }
@@ -631,6 +638,17 @@ pub fn role_label(lang: Lang, role: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_id_token_refused_for_its_times_points_at_the_clocks() {
+        use crate::oidc::OidcError;
+        let skewed = sign_in_failed(Lang::En, &OidcError::InvalidIdToken("the ID token was issued in the future".into()));
+        assert!(skewed.contains("clocks") && skewed.contains("check-config --probe"), "{skewed}");
+        let expired = sign_in_failed(Lang::En, &OidcError::InvalidIdToken("Expired: ID token expired at 2026-12-04".into()));
+        assert!(expired.contains("clocks"));
+        let other = sign_in_failed(Lang::En, &OidcError::InvalidIdToken("signature verification failed".into()));
+        assert!(!other.contains("clocks") && other.contains("log"));
+    }
+
     #[test]
     fn a_lost_sign_in_cookie_names_the_causes_that_apply() {
         let plain = CookieLost { public_url: "https://app.example.com", callback_host: None, over_http: false };

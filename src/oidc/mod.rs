@@ -210,6 +210,12 @@ impl OidcError {
     pub fn is_invalid_grant(&self) -> bool {
         matches!(self, OidcError::Rejected { error, .. } if error == "invalid_grant")
     }
+
+    /// True when an ID token was refused for its times (issued in the future, or already
+    /// expired): most often this machine's clock and Trousseau's disagree.
+    pub fn is_clock_skew(&self) -> bool {
+        matches!(self, OidcError::InvalidIdToken(text) if text.contains("issued in the future") || text.contains("Expired"))
+    }
 }
 
 /// Error of one HTTP call to the IdP.
