@@ -60,13 +60,16 @@ pub(super) async fn forward(app: &App, req: Request<Incoming>, ctx: &mut Request
             ctx.answered_by = AnsweredBy::Upstream;
             app.sessions.drop_app_cookies_of_ours(response.headers_mut());
             let (Some(session), Some((method, uri, bearer))) = (session, request) else { return response };
+            let switched = tunnel.is_some() && response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+            if !switched && is_short(response.body()) {
+                return response;
+            }
             let opened = Opened { session: session.clone(), bearer, method, uri, request_id: ctx.request_id.clone() };
             match tunnel {
-                Some(tether) if response.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
+                Some(tether) if switched => {
                     app.live.track(opened, Kind::Websocket, tether.cutter());
                     response
                 }
-                _ if is_short(response.body()) => response,
                 _ => response.map(|body| crate::live::body::tether(body, &app.live, opened)),
             }
         }
