@@ -108,7 +108,7 @@ impl App {
         let (store, revocations) = store_and_revocations(&settings, redis.as_ref(), &sealer, app_tag.clone())?;
         let cookie = CookieSettings::new(&settings.session.cookie_name, settings.secure_cookies);
         let live = Arc::new(OpenConnections::new(settings.session.end_open_connections, redis.clone(), format!("{KEY_PREFIX}ended:{app_tag}")));
-        let sessions = Sessions::with_redis(
+        let sessions = Sessions::new(
             sealer,
             cookie,
             &settings.session.cookie_name,

@@ -572,7 +572,6 @@ mod tests {
 
     fn session(orgs: Vec<Organization>, selected: Option<&str>) -> Session {
         Session {
-            id: "s".into(),
             identity: Identity {
                 sub: "u".into(),
                 email: Some("jean@hotel.com".into()),
@@ -581,14 +580,7 @@ mod tests {
                 ..Default::default()
             },
             org: selected.map(String::from),
-            sid: None,
-            created_at: 0,
-            updated_at_ms: 0,
-            expires_at: 0,
-            token_lifetime: 0,
-            refresh_token: None,
-            access_token: None,
-            id_token: None,
+            ..crate::session::sample("s", "s")
         }
     }
 

@@ -88,21 +88,9 @@ impl moka::Expiry<String, (u64, Arc<Session>)> for UntilSessionDeadline {
 
 impl Sessions {
     /// Sessions sealed by `sealer` into `cookie`, kept in `store` (or in the cookie itself when
-    /// `None`), ended early by `revocations`, and never older than `max_lifetime`.
+    /// `None`), ended early by `revocations`, never older than `max_lifetime`; the sessions
+    /// refreshed in the background are shared with the other replicas through `redis`.
     pub fn new(
-        sealer: Arc<Sealer>,
-        cookie: CookieSettings,
-        base_name: &str,
-        store: Option<Arc<dyn SessionStore>>,
-        revocations: RevocationSet,
-        max_lifetime: Duration,
-    ) -> Sessions {
-        Sessions::with_redis(sealer, cookie, base_name, store, revocations, max_lifetime, None)
-    }
-
-    /// [`Sessions::new`], sharing the sessions refreshed in the background with the other
-    /// replicas through `redis`.
-    pub fn with_redis(
         sealer: Arc<Sealer>,
         cookie: CookieSettings,
         base_name: &str,

@@ -194,19 +194,7 @@ mod tests {
 
     fn session(sub: &str, claims: usize) -> Session {
         let identity: Identity = serde_json::from_value(serde_json::json!({"sub": sub, "name": "x".repeat(claims)})).unwrap();
-        Session {
-            id: String::new(),
-            identity,
-            org: None,
-            sid: None,
-            created_at: 0,
-            updated_at_ms: 0,
-            expires_at: 0,
-            token_lifetime: 0,
-            refresh_token: None,
-            access_token: None,
-            id_token: None,
-        }
+        Session { identity, ..crate::session::sample("", sub) }
     }
 
     const DAY: Duration = Duration::from_secs(86_400);
