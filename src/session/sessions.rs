@@ -207,7 +207,12 @@ impl Sessions {
                 Ok(true)
             }
             Err(e) => {
-                tracing::error!(sub = %session.identity.sub, error = %e, "session does not fit in cookies; set session.store: memory");
+                // The user sees a page saying so; the administrator needs one line, not one per
+                // attempt of every such user.
+                static ERROR: crate::logging::LogBudget = crate::logging::LogBudget::every(Duration::from_secs(3600));
+                if let Some(unlogged) = ERROR.take() {
+                    tracing::error!(sub = %session.identity.sub, error = %e, unlogged, "session does not fit in cookies; set session.store: memory or redis");
+                }
                 Ok(false)
             }
         }
