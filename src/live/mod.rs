@@ -38,6 +38,12 @@ use crate::tether::{Cutter, EndReason};
 /// Independent locks: a connection tracked on one worker never waits for another's.
 const SHARDS: usize = 16;
 
+/// The shard of a session id: its last byte (ids are random base64url; a bearer session's
+/// `bearer-<hex>` ends in hex).
+fn shard_index(id: &str) -> usize {
+    id.bytes().last().map_or(0, usize::from) % SHARDS
+}
+
 /// What kind of connection, for the log line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -187,8 +193,7 @@ impl OpenConnections {
     }
 
     fn shard(&self, id: &str) -> std::sync::MutexGuard<'_, HashMap<String, Group>> {
-        let index = id.bytes().last().map_or(0, usize::from) % SHARDS;
-        self.shards[index].lock().unwrap_or_else(PoisonError::into_inner)
+        self.shards[shard_index(id)].lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Tracks a connection under its session.
@@ -240,12 +245,13 @@ impl OpenConnections {
             return 0;
         }
         let mut ended = Vec::new();
-        let shards: Box<dyn Iterator<Item = &Mutex<HashMap<String, Group>>>> = match target {
+        // One session lives in one shard; a `sid` or a user may be in any.
+        let shards = match target {
             Target::Session(id) => {
-                let index = id.bytes().last().map_or(0, usize::from) % SHARDS;
-                Box::new(std::iter::once(&self.shards[index]))
+                let index = shard_index(id);
+                &self.shards[index..=index]
             }
-            _ => Box::new(self.shards.iter()),
+            _ => &self.shards[..],
         };
         for shard in shards {
             let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);

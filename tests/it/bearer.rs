@@ -11,7 +11,7 @@ use http::{Method, StatusCode};
 use crate::support::*;
 
 /// Bearer tokens on, and the access token forwarded so the test can read a real one.
-fn bearer_env() -> EnvOptions {
+pub(crate) fn bearer_env() -> EnvOptions {
     EnvOptions {
         configure: Box::new(|c| {
             c.api.bearer = "userinfo".into();
@@ -28,7 +28,7 @@ async fn bearer_get(origin: &str, token: &str) -> Answer {
 
 /// Signs `sub` in with a browser and returns the Trousseau access token the app received, and the
 /// browser's session cookie.
-async fn real_access_token(env: &Env, sub: &str) -> (String, String) {
+pub(crate) async fn real_access_token(env: &Env, sub: &str) -> (String, String) {
     let mut b = env.browser();
     let page = b.sign_in("/", sub).await;
     let token = page.json()["headers"]["x-trousseau-access-token"][0].as_str().expect("pass_access_token").to_string();

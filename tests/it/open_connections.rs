@@ -300,16 +300,8 @@ async fn an_event_stream_is_cut_by_a_back_channel_logout_over_http1_and_http2() 
 /// A proxy accepting bearer tokens, and an API client's event stream open with Jean's real
 /// Trousseau access token (read from what the app received).
 async fn api_client_streaming() -> (Env, hyper::body::Incoming) {
-    let env = Env::start_with(EnvOptions {
-        configure: Box::new(|c| {
-            c.api.bearer = "userinfo".into();
-            c.identity.pass_access_token = true;
-        }),
-        ..Default::default()
-    })
-    .await;
-    let page = env.browser().sign_in("/", JEAN).await;
-    let token = page.json()["headers"]["x-trousseau-access-token"][0].as_str().expect("pass_access_token").to_string();
+    let env = Env::start_with(crate::bearer::bearer_env()).await;
+    let (token, _) = crate::bearer::real_access_token(&env, JEAN).await;
     let body = open_events(&env, ("authorization", &format!("Bearer {token}"))).await;
     (env, body)
 }
