@@ -184,6 +184,7 @@ pub struct Metrics {
     backchannel_revocations: AtomicU64,
     sign_ins_started: AtomicU64,
     sign_ins_completed: AtomicU64,
+    sign_in_loops: AtomicU64,
     flows: SignInFlows,
 }
 
@@ -220,6 +221,7 @@ impl Metrics {
             backchannel_revocations: AtomicU64::new(0),
             sign_ins_started: AtomicU64::new(0),
             sign_ins_completed: AtomicU64::new(0),
+            sign_in_loops: AtomicU64::new(0),
             flows: SignInFlows::new(),
         }
     }
@@ -254,6 +256,11 @@ impl Metrics {
     pub fn sign_in_completed(&self) {
         self.sign_ins_completed.fetch_add(1, Ordering::Relaxed);
         self.flows.record(self.flows.minute(), 0, 1);
+    }
+
+    /// Counts one sign-in not started because the browser was looping (its session never came back).
+    pub fn sign_in_loop(&self) {
+        self.sign_in_loops.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The whole exposition, ready to serve.
@@ -315,9 +322,9 @@ impl Metrics {
         out.labelled(
             "trousseau_proxy_sign_ins_total",
             "counter",
-            "Sign-ins sent to Trousseau (started) and come back as a session (completed).",
+            "Sign-ins sent to Trousseau (started), come back as a session (completed), and not started because the browser's earlier sessions never came back (loop_stopped).",
             "stage",
-            &[("started", load(&self.sign_ins_started)), ("completed", load(&self.sign_ins_completed))],
+            &[("started", load(&self.sign_ins_started)), ("completed", load(&self.sign_ins_completed)), ("loop_stopped", load(&self.sign_in_loops))],
         );
         out.single(
             "trousseau_proxy_sign_in_flows_active",

@@ -527,6 +527,82 @@ pub fn cookie_lost(lang: Lang, facts: &CookieLost<'_>) -> String {
     message(lang, (Icon::Alert, "warn"), title, body, Some("sign_in_cookie_lost"), &[(&open_here, lang.pick("Open the application", "Ouvrir l'application"), true)])
 }
 
+/// What [`sign_in_loop`] says about the cause, from what the request and the trail tell.
+fn loop_cause(lang: Lang, facts: &crate::session::sign_ins::LoopFacts) -> Markup {
+    use crate::session::sign_ins::SessionTrouble;
+    match facts.trouble {
+        SessionTrouble::Unreadable if facts.other_secret => lead(lang.pick(
+            "Your sign-in was completed by an instance of this proxy that seals sessions with another key than this one: the instances have different session.secrets (or a different issuer, client_id or public_url). Give every replica the same configuration; when rotating, add the new secret to all of them first, and make it the first only then.",
+            "Votre connexion a été finalisée par une instance de ce proxy qui scelle les sessions avec une autre clé que celle-ci : les instances ont des session.secrets différents (ou un autre issuer, client_id ou public_url). Donnez la même configuration à toutes les répliques ; pour une rotation, ajoutez d'abord le nouveau secret partout, et mettez-le en premier ensuite seulement.",
+        )),
+        SessionTrouble::Unreadable => lead(lang.pick(
+            "Your browser sends a session cookie this proxy cannot open: it was damaged on the way, or sealed by an instance with another configuration. Clear this site's cookies and try again; if it repeats, compare the replicas' session settings.",
+            "Votre navigateur envoie un cookie de session que ce proxy ne peut pas ouvrir : il a été abîmé en route, ou scellé par une instance configurée autrement. Effacez les cookies de ce site et réessayez ; si cela se répète, comparez les réglages de session des répliques.",
+        )),
+        SessionTrouble::UnknownHandle if facts.shared_store => lead(lang.pick(
+            "Your session was stored in Redis at sign-in, and Redis no longer has it: the replicas use different Redis servers or databases, or Redis evicts keys. Point every replica at the same session.redis_url, and use a maxmemory-policy that does not evict (noeviction or volatile-*).",
+            "Votre session a été enregistrée dans Redis à la connexion, et Redis ne l'a plus : les répliques utilisent des serveurs ou des bases Redis différents, ou Redis évince des clés. Faites pointer toutes les répliques vers le même session.redis_url, avec une maxmemory-policy qui n'évince pas (noeviction ou volatile-*).",
+        )),
+        SessionTrouble::UnknownHandle => lead(if facts.other_replica {
+            lang.pick(
+                "Sessions are kept in each instance's memory (session.store: memory), and your sign-in was completed by another instance than the one answering now (or before a restart). With several replicas, use session.store: redis (or cookie), or send each browser to the same instance.",
+                "Les sessions sont gardées dans la mémoire de chaque instance (session.store: memory), et votre connexion a été finalisée par une autre instance que celle qui répond (ou avant un redémarrage). Avec plusieurs répliques, utilisez session.store: redis (ou cookie), ou envoyez chaque navigateur vers la même instance.",
+            )
+        } else {
+            lang.pick(
+                "Sessions are kept in this instance's memory (session.store: memory), and it no longer has yours: it was removed right after sign-in (the per-user session cap, session.max_sessions_per_user, or the memory bound, session.memory_store_max_bytes).",
+                "Les sessions sont gardées dans la mémoire de cette instance (session.store: memory), et elle n'a plus la vôtre : elle a été retirée juste après la connexion (le plafond de sessions par utilisateur, session.max_sessions_per_user, ou la borne mémoire, session.memory_store_max_bytes).",
+            )
+        }),
+        SessionTrouble::Ended => lead(lang.pick(
+            "Your session ended right after each sign-in: a back-channel logout for your account, or a session lifetime shorter than a minute (session.max_lifetime). If your clock or the server's is off, compare them with trousseau-proxy check-config --probe.",
+            "Votre session s'est terminée juste après chaque connexion : une déconnexion back-channel pour votre compte, ou une durée de session de moins d'une minute (session.max_lifetime). Si votre horloge ou celle du serveur est décalée, comparez-les avec trousseau-proxy check-config --probe.",
+        )),
+        SessionTrouble::NoCookie => html! {
+            p.lead { (lang.pick(
+                "Your browser did not send back the session cookie this proxy set at sign-in (",
+                "Votre navigateur n'a pas renvoyé le cookie de session posé par ce proxy à la connexion (",
+            )) (facts.trail.cookie_bytes) (lang.pick(" bytes). The usual causes:", " octets). Les causes habituelles :")) }
+            ul {
+                @if facts.trail.cookie_bytes > 4096 {
+                    li { (lang.pick(
+                        "It is large, and a proxy or load balancer in front drops or refuses large cookies: session.store: memory or redis keeps the cookie under 200 bytes.",
+                        "Il est volumineux, et un proxy ou répartiteur en amont supprime ou refuse les gros cookies : session.store: memory ou redis garde le cookie sous 200 octets.",
+                    )) }
+                }
+                li { (lang.pick(
+                    "Something between the browser and this proxy removes cookies (a CDN or a cache that strips Cookie headers).",
+                    "Un intermédiaire entre le navigateur et ce proxy retire les cookies (un CDN ou un cache qui supprime l'en-tête Cookie).",
+                )) }
+                li { (lang.pick(
+                    "The site sets so many cookies that the browser drops older ones (about 180 per site).",
+                    "Le site pose tant de cookies que le navigateur supprime les plus anciens (environ 180 par site).",
+                )) }
+            }
+        },
+    }
+}
+
+/// A browser completed sign-ins within the last minute and its session still does not come back:
+/// the cause the facts point to, and the way out. `try_again` starts one more sign-in anyway.
+pub fn sign_in_loop(lang: Lang, facts: &crate::session::sign_ins::LoopFacts, try_again: &str) -> String {
+    let signed_in = facts.recent.to_string();
+    let cause = loop_cause(lang, facts);
+    let body = html! {
+        p { (lang.pick("You signed in ", "Vous vous êtes connecté ")) (signed_in) (lang.pick(
+            " times in the last minute, and each time the session did not stick. Sending you round again would only repeat this.",
+            " fois dans la dernière minute, et la session n'a jamais tenu. Vous renvoyer vers la connexion ne ferait que le répéter.",
+        )) }
+        (cause)
+        p { (lang.pick(
+            "The administrator will find the same diagnosis in the proxy's log.",
+            "L'administrateur trouvera le même diagnostic dans le journal du proxy.",
+        )) }
+    };
+    let title = lang.pick("Signing in keeps starting over", "La connexion recommence sans cesse");
+    message(lang, (Icon::Alert, "warn"), title, body, Some("sign_in_loop"), &[(try_again, lang.pick("Try again", "Réessayer"), true)])
+}
+
 /// The code exchange or ID-token validation failed. The error itself is for the log, not the page.
 pub fn sign_in_failed(lang: Lang, error: &crate::oidc::OidcError) -> String {
     let body = if error.is_clock_skew() {
@@ -658,6 +734,38 @@ mod tests {
         let both = CookieLost { public_url: "https://app.example.com", callback_host: Some("10.0.0.7:4180"), over_http: true };
         let page = cookie_lost(Lang::Fr, &both);
         assert!(page.contains("en http") && page.contains("10.0.0.7:4180"), "{page}");
+    }
+
+    #[test]
+    fn a_sign_in_loop_page_names_the_cause_the_facts_point_to() {
+        use crate::session::sign_ins::{LoopFacts, SessionTrouble, SignInTrail};
+        let facts = |trouble, other_secret, other_replica, server_side, shared_store, cookie_bytes| LoopFacts {
+            trail: SignInTrail { key: 1, replica: 2, cookie_bytes, times: vec![10, 20] },
+            recent: 2,
+            trouble,
+            other_secret,
+            other_replica,
+            server_side,
+            shared_store,
+        };
+        let cases = [
+            (facts(SessionTrouble::Unreadable, true, true, false, false, 900), "different session.secrets"),
+            (facts(SessionTrouble::Unreadable, false, false, false, false, 900), "cannot open"),
+            (facts(SessionTrouble::UnknownHandle, false, true, true, false, 150), "another instance than the one answering"),
+            (facts(SessionTrouble::UnknownHandle, false, false, true, false, 150), "max_sessions_per_user"),
+            (facts(SessionTrouble::UnknownHandle, false, true, true, true, 150), "maxmemory-policy"),
+            (facts(SessionTrouble::Ended, false, false, false, false, 900), "back-channel logout"),
+            (facts(SessionTrouble::NoCookie, false, false, false, false, 900), "strips Cookie"),
+        ];
+        for (facts, cause) in &cases {
+            let page = sign_in_loop(Lang::En, facts, "/.trousseau/login?rd=%2Fx");
+            assert!(page.contains(cause) && page.contains("2 times") && page.contains("sign_in_loop"), "{cause}: {page}");
+            assert!(page.contains("/.trousseau/login?rd=%2Fx"), "a way to try again");
+        }
+        let small = sign_in_loop(Lang::En, &cases[6].0, "/");
+        assert!(!small.contains("drops or refuses large cookies"));
+        let large = sign_in_loop(Lang::Fr, &facts(SessionTrouble::NoCookie, false, false, false, false, 7_600), "/");
+        assert!(large.contains("7600 octets") && large.contains("gros cookies"), "{large}");
     }
 
     use super::*;

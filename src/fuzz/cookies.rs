@@ -212,9 +212,9 @@ pub fn check_identity_headers(session: &Session) {
 /// The sign-in state cookie and the return path it carries. The input is tried as a cookie value
 /// (marker `@L@` is a fresh sealed state) and, sealed with the test key, as the plaintext behind
 /// the seal (a small `t` is an offset from now); it is also given to the return-path validator as
-/// `rd`. Properties: a state opens only
-/// when unexpired; every return path that comes out is a same-origin relative path, and stays one;
-/// a return URL to an allowed front end stays on that origin exactly.
+/// `rd`, and as a sign-in trail cookie. Properties: a state opens only when unexpired; every return path that comes out is a same-origin relative path, and stays one;
+/// a return URL to an allowed front end stays on that origin exactly; a trail re-encodes to
+/// itself.
 pub fn state_cookie(data: &[u8]) {
     let now = now_secs();
     let value = expand(data);
@@ -222,6 +222,7 @@ pub fn state_cookie(data: &[u8]) {
         if let Some(login) = crate::session::sessions::open_login_state(sealer(), value, now) {
             check_return_to(&crate::request::safe_return_to(&login.return_to));
         }
+        check_sign_in_trail(value, now);
     }
     // A small `t` (start time) is an offset from now, so committed seeds stay unexpired.
     let plaintext = match serde_json::from_slice::<serde_json::Value>(data) {
@@ -242,6 +243,19 @@ pub fn state_cookie(data: &[u8]) {
         check_return_to(&crate::request::safe_return_to(rd));
         check_allowed_return(rd);
     }
+}
+
+/// The sign-in trail cookie ([`crate::session::sign_ins`]): what parses re-encodes to itself,
+/// holds at most three ordered times, and never counts more than it holds.
+fn check_sign_in_trail(value: &str, now: u64) {
+    use crate::session::sign_ins::SignInTrail;
+    let Some(trail) = SignInTrail::parse(value) else { return };
+    assert_eq!(SignInTrail::parse(&trail.encode()).as_ref(), Some(&trail), "a trail re-encodes to itself");
+    assert!(!trail.times.is_empty() && trail.times.len() <= 3 && trail.times.is_sorted());
+    assert!(trail.recent(now) <= trail.times.len());
+    let next = SignInTrail::after_sign_in(Some(trail), 0, 0, 0, now);
+    assert!(next.times.len() <= 3 && next.times.contains(&now));
+    assert_eq!(SignInTrail::parse(&next.encode()), Some(next), "the next trail reads back");
 }
 
 /// A return URL to an allowed front end ([`crate::request::allowed_return`]): only ever on the

@@ -136,6 +136,7 @@ fn state_cookie(add: &mut Add) {
     add(t, "literal-sealed-expired", stale.into_bytes());
     let session = fixtures::sealer().seal(SESSION_PURPOSE, b"{}");
     add(t, "session-purpose", session.into_bytes());
+    add(t, "sign-in-trail", b"1.deadbeef.0000abcd.3812.1764800000.1764800010.1764800020".to_vec());
     for (i, rd) in [
         "/", "/reports?year=2024&q=a%20b", "//evil.example", "/\\evil.example", "/%2F%2Fevil.example",
         "https://evil.example/", "/..//evil.example", "/\t/evil.example", "/a/../../b", "/%5C%5Cevil.example",

@@ -25,7 +25,7 @@ pub(super) async fn authenticate<B>(app: &App, req: &Request<B>, ctx: &mut Reque
     }
     match session(app, req, ctx).await? {
         Some(session) => Ok(session),
-        None => Err(super::endpoints::login::unauthenticated(app, req, ctx, browser)),
+        None => Err(super::endpoints::login::unauthenticated(app, req, ctx, browser).await),
     }
 }
 

@@ -105,7 +105,10 @@ impl App {
             return Ok(forward::forward(self, req, ctx, None, browser).await);
         }
         let session = authenticate::authenticate(self, &req, ctx, browser).await?;
-        let session = refresh::refresh(self, session, ctx).await.map_err(|e| e.answer(self, &req, ctx, browser))?;
+        let session = match refresh::refresh(self, session, ctx).await {
+            Ok(session) => session,
+            Err(e) => return Err(e.answer(self, &req, ctx, browser).await),
+        };
         authorize::authorize(self, &req, &session, browser)?;
         Ok(forward::forward(self, req, ctx, Some(&session), browser).await)
     }

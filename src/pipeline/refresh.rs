@@ -28,9 +28,9 @@ pub(crate) enum NotServed {
 
 impl NotServed {
     /// The answer on an app route: sign in again (browser) or 401, 503 otherwise.
-    pub(super) fn answer<B>(self, app: &App, req: &Request<B>, ctx: &mut RequestCtx, browser: bool) -> Answer {
+    pub(super) async fn answer<B>(self, app: &App, req: &Request<B>, ctx: &mut RequestCtx, browser: bool) -> Answer {
         match self {
-            NotServed::Ended => super::endpoints::login::unauthenticated(app, req, ctx, browser),
+            NotServed::Ended => super::endpoints::login::unauthenticated(app, req, ctx, browser).await,
             NotServed::IdpUnavailable => answer::unavailable(browser, lang(req.headers(), None)),
             NotServed::Store(e) => super::authenticate::store_unavailable(req, &e),
         }

@@ -10,6 +10,7 @@ pub mod refresh;
 pub mod revocation;
 pub mod seal;
 pub mod sessions;
+pub mod sign_ins;
 pub mod store;
 
 use serde::{Deserialize, Serialize};

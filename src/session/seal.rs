@@ -96,6 +96,8 @@ impl AppBinding<'_> {
 /// One derived key and its id byte.
 struct Key {
     id: u8,
+    /// Bytes 1–4 of SHA-256(key): tells replicas' sealing keys apart without revealing them.
+    fingerprint: u32,
     aead: RandomizedNonceKey,
 }
 
@@ -114,6 +116,12 @@ impl std::fmt::Debug for Sealer {
 }
 
 impl Sealer {
+    /// The sealing key's fingerprint (4 bytes of its SHA-256): two replicas with the same value
+    /// seal alike. Nothing about the key can be learned from it.
+    pub fn fingerprint(&self) -> u32 {
+        self.keys[0].fingerprint
+    }
+
     /// Derives one AES-256-GCM key per secret (HKDF-SHA256), bound to `app`. The first secret
     /// seals; all open.
     pub fn new(secrets: &[Vec<u8>], app: AppBinding<'_>) -> Result<Sealer, SealError> {
@@ -201,10 +209,12 @@ fn derive_key(secret: &[u8], info: &[u8]) -> Key {
         .and_then(|okm| okm.fill(&mut key_bytes))
         // 32 bytes is the hash length, always a valid HKDF output length.
         .expect("HKDF-SHA256 expanding to 32 bytes cannot fail");
-    let id = digest::digest(&digest::SHA256, &key_bytes).as_ref()[0];
+    let hash = digest::digest(&digest::SHA256, &key_bytes);
+    let id = hash.as_ref()[0];
+    let fingerprint = u32::from_be_bytes([hash.as_ref()[1], hash.as_ref()[2], hash.as_ref()[3], hash.as_ref()[4]]);
     let aead = RandomizedNonceKey::new(&AES_256_GCM, &key_bytes)
         .expect("a 32-byte key is always a valid AES-256-GCM key");
-    Key { id, aead }
+    Key { id, fingerprint, aead }
 }
 
 /// Decodes a configured secret: standard or url-safe base64, padded or not, surrounding whitespace

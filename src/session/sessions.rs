@@ -14,6 +14,7 @@ use http::HeaderMap;
 use super::cookies::{CookieSettings, RequestCookies, SessionCodec};
 use super::revocation::RevocationSet;
 use super::seal::Sealer;
+use super::sign_ins::{LoopFacts, SessionTrouble, SignInTrail, LOOP_AFTER, WINDOW_SECS};
 use super::redis::{Redis, KEY_PREFIX};
 use super::store::{SessionStore, StoreError};
 use super::Session;
@@ -63,6 +64,10 @@ pub struct Sessions {
     /// `session.cookie_name`, to recognise our cookies in what the app sets.
     base_name: String,
     login_cookie_prefix: String,
+    /// The sign-in trail's cookie ([`super::sign_ins`]).
+    trail_cookie: String,
+    /// This instance's random number in the sign-in trail.
+    replica: u32,
     /// Cookie sessions refreshed in the background for their open connections, whose cookie
     /// still holds the session before: id → (deadline, the refreshed session). See
     /// [`Sessions::keep_refreshed`].
@@ -99,7 +104,9 @@ impl Sessions {
         max_lifetime: Duration,
         redis: Option<Arc<Redis>>,
     ) -> Sessions {
-        let login_cookie_prefix = format!("{}{base_name}_login_", if cookie.secure { "__Host-" } else { "" });
+        let host_prefix = if cookie.secure { "__Host-" } else { "" };
+        let login_cookie_prefix = format!("{host_prefix}{base_name}_login_");
+        let trail_cookie = format!("{host_prefix}{base_name}_signins");
         Sessions {
             codec: SessionCodec::new(sealer.clone(), cookie),
             sealer,
@@ -108,6 +115,8 @@ impl Sessions {
             max_lifetime,
             base_name: base_name.to_string(),
             login_cookie_prefix,
+            trail_cookie,
+            replica: u32::from_be_bytes(crate::util::id::random_bytes::<4>()),
             refreshed: moka::sync::Cache::builder().max_capacity(MAX_REFRESHED).expire_after(UntilSessionDeadline).build(),
             redis,
             cookie_bytes: Histogram::of_sizes(COOKIE_BYTES_BUCKETS),
@@ -122,8 +131,7 @@ impl Sessions {
     /// Records the size of one response's session cookies: their `name=value` parts (what the
     /// browser will send back), chunks whose value is empty (expiring a stale chunk) not counted.
     fn count_cookie_bytes(&self, values: &[HeaderValue]) {
-        let sent_back = |v: &HeaderValue| v.as_bytes().split(|&b| b == b';').next().filter(|pair| !pair.ends_with(b"=")).map_or(0, <[u8]>::len);
-        self.cookie_bytes.observe_size(values.iter().map(sent_back).sum::<usize>() as u64);
+        self.cookie_bytes.observe_size(sent_back_bytes(values.iter()) as u64);
     }
 
     /// Whether sessions live in a server-side store (`memory`, `redis`) rather than their cookie.
@@ -316,7 +324,7 @@ impl Sessions {
     /// Whether a request cookie of this name is ours (session chunks, sign-in attempts): removed
     /// before the request reaches the app.
     pub fn is_our_cookie(&self, name: &str) -> bool {
-        self.codec.cookie().is_ours(name) || name.starts_with(&self.login_cookie_prefix)
+        self.codec.cookie().is_ours(name) || name.starts_with(&self.login_cookie_prefix) || name == self.trail_cookie
     }
 
     /// Removes the app's `Set-Cookie` fields that would write one of our cookies: the app must not
@@ -382,12 +390,67 @@ impl Sessions {
         jar.incoming.iter().any(|(name, _)| name.starts_with(&self.login_cookie_prefix))
     }
 
-    /// Expires every sign-in attempt's cookie the request carries (sign-out).
+    /// Records a completed sign-in in the trail cookie ([`super::sign_ins`]), with the size of the
+    /// session cookies this answer sets. Call after [`Sessions::save`].
+    pub fn note_sign_in(&self, jar: &mut Jar) {
+        let previous = jar.incoming.get(&self.trail_cookie).and_then(SignInTrail::parse);
+        let session_cookies = jar.outgoing.iter().filter(|v| {
+            let name = v.as_bytes().split(|&b| b == b'=').next().unwrap_or_default();
+            std::str::from_utf8(name).is_ok_and(|name| self.codec.cookie().is_ours(name))
+        });
+        let bytes = u32::try_from(sent_back_bytes(session_cookies)).unwrap_or(u32::MAX);
+        let trail = SignInTrail::after_sign_in(previous, self.sealer.fingerprint(), self.replica, bytes, now_secs());
+        jar.outgoing.push(self.codec.cookie().single(&self.trail_cookie, &trail.encode(), Duration::from_secs(WINDOW_SECS)));
+    }
+
+    /// Whether this request — a navigation without a session — comes after [`LOOP_AFTER`] sign-ins
+    /// completed within the last minute: a loop, with what can be told about its cause. `Err`: the
+    /// store could not say whether it knows the session.
+    pub async fn looping(&self, jar: &Jar) -> Result<Option<LoopFacts>, StoreError> {
+        let Some(trail) = jar.incoming.get(&self.trail_cookie).and_then(SignInTrail::parse) else { return Ok(None) };
+        let recent = trail.recent(now_secs());
+        if recent < LOOP_AFTER {
+            return Ok(None);
+        }
+        Ok(Some(LoopFacts {
+            recent,
+            trouble: self.trouble(&jar.incoming).await?,
+            other_secret: trail.key != self.sealer.fingerprint(),
+            other_replica: trail.replica != self.replica,
+            server_side: self.store.is_some(),
+            shared_store: self.store.as_ref().is_some_and(|s| s.shared()),
+            trail,
+        }))
+    }
+
+    /// Why this request's cookies hold no session (the diagnosis path only: [`Sessions::load`]
+    /// answers the request path, and says nothing of why).
+    async fn trouble(&self, cookies: &RequestCookies) -> Result<SessionTrouble, StoreError> {
+        if !self.has_cookie(cookies) {
+            return Ok(SessionTrouble::NoCookie);
+        }
+        let opened = match &self.store {
+            None => self.codec.load(cookies).is_some(),
+            Some(store) => match self.handle(cookies) {
+                None => false,
+                Some(handle) => {
+                    if store.load(&handle).await?.is_none() {
+                        return Ok(SessionTrouble::UnknownHandle);
+                    }
+                    true
+                }
+            },
+        };
+        Ok(if opened { SessionTrouble::Ended } else { SessionTrouble::Unreadable })
+    }
+
+    /// Expires every sign-in attempt's cookie the request carries, and the sign-in trail
+    /// (sign-out).
     pub fn clear_logins(&self, jar: &mut Jar) {
         let names: Vec<String> = jar
             .incoming
             .iter()
-            .filter(|(name, _)| name.starts_with(&self.login_cookie_prefix))
+            .filter(|(name, _)| name.starts_with(&self.login_cookie_prefix) || *name == self.trail_cookie)
             .map(|(name, _)| name.to_string())
             .collect();
         for name in names {
@@ -404,6 +467,12 @@ impl Sessions {
     fn open_login_state(&self, value: &str) -> Option<LoginState> {
         open_login_state(&self.sealer, value, now_secs())
     }
+}
+
+/// Bytes of `Set-Cookie` values as the browser sends them back: their `name=value` parts, those
+/// expiring a cookie (empty value) not counted.
+fn sent_back_bytes<'v>(values: impl Iterator<Item = &'v HeaderValue>) -> usize {
+    values.map(|v| v.as_bytes().split(|&b| b == b';').next().filter(|pair| !pair.ends_with(b"=")).map_or(0, <[u8]>::len)).sum()
 }
 
 /// The sign-in attempt a state cookie value holds, if it opens and has not expired at `now`.

@@ -37,6 +37,8 @@ pub trait SessionStore: Send + Sync + 'static {
     fn replace<'a>(&'a self, handle: &'a str, session: &'a Session, ttl: Duration) -> StoreFuture<'a, bool>;
     /// Forgets the session (sign-out).
     fn remove<'a>(&'a self, handle: &'a str) -> StoreFuture<'a, ()>;
+    /// Whether every replica sees the same sessions (Redis), not only this process (memory).
+    fn shared(&self) -> bool;
 }
 
 /// Sessions in this process's memory (moka), each expiring with its own remaining lifetime. Lost
@@ -137,6 +139,10 @@ fn lock(index: &Mutex<HashMap<String, VecDeque<String>>>) -> std::sync::MutexGua
 }
 
 impl SessionStore for MemoryStore {
+    fn shared(&self) -> bool {
+        false
+    }
+
     fn load<'a>(&'a self, handle: &'a str) -> StoreFuture<'a, Option<Session>> {
         Box::pin(async move { Ok(self.sessions.get(handle).await.map(|s| (*s.session).clone())) })
     }

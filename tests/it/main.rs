@@ -38,4 +38,5 @@ mod robustness;
 mod security;
 mod session_hardening;
 mod sign_in;
+mod sign_in_loops;
 mod spa;

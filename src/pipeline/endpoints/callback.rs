@@ -115,6 +115,7 @@ pub(super) async fn callback<B>(app: &App, req: &Request<B>, ctx: &mut RequestCt
         Ok(false) => return Err(answer::session_too_large(lang)),
         Err(e) => return Err(store_unavailable(req, &e)),
     }
+    app.sessions.note_sign_in(&mut ctx.jar);
     app.metrics.sign_in_completed();
     Ok(answer::redirect(&super::login::return_url(app, &login.return_to)))
 }

@@ -9,6 +9,8 @@ use crate::answer;
 use crate::app::App;
 use crate::body::Body;
 use crate::pages::Lang;
+use crate::session::sign_ins::LoopFacts;
+use super::super::authenticate::store_unavailable;
 use crate::request::{allowed_return, login_url, query_param, referer_return, return_to_of, safe_return_to};
 
 /// `GET /.trousseau/login?rd=<path>`: starts a sign-in that comes back to `rd` (same origin, or a
@@ -21,12 +23,40 @@ pub(super) fn login<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx) -> Res
 /// No (valid) session: browsers are sent to sign in, everything else gets 401 with `login_url` —
 /// which comes back to the page that made the request (a same-origin `Referer`), not to the
 /// background request's own URL.
-pub(crate) fn unauthenticated<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx, browser: bool) -> Response<Body> {
-    if browser {
-        start(app, ctx, &return_to_of(req), lang(req.headers(), None))
-    } else {
-        unauthenticated_json(app, req, &return_to_of(req))
+///
+/// A browser that completed sign-ins in the last minute and still comes without a session is in
+/// a loop: it gets the page naming the likely cause instead of one more round
+/// ([`crate::session::sign_ins`]).
+pub(crate) async fn unauthenticated<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx, browser: bool) -> Response<Body> {
+    let return_to = return_to_of(req);
+    if !browser {
+        return unauthenticated_json(app, req, &return_to);
     }
+    let lang = lang(req.headers(), None);
+    match app.sessions.looping(&ctx.jar).await {
+        Ok(None) => start(app, ctx, &return_to, lang),
+        Ok(Some(facts)) => sign_in_loop(app, &facts, &return_to, lang),
+        Err(e) => store_unavailable(req, &e),
+    }
+}
+
+/// The loop page instead of another sign-in, and one log line a minute with the diagnosis.
+fn sign_in_loop(app: &App, facts: &LoopFacts, return_to: &str, lang: Lang) -> Response<Body> {
+    static WARNING: crate::logging::LogBudget = crate::logging::LogBudget::every(std::time::Duration::from_secs(60));
+    if let Some(unlogged) = WARNING.take() {
+        tracing::warn!(
+            sign_ins = facts.recent,
+            trouble = ?facts.trouble,
+            other_secret = facts.other_secret,
+            other_replica = facts.other_replica,
+            session_cookie_bytes = facts.trail.cookie_bytes,
+            unlogged,
+            "sign-in loop stopped: a browser signed in repeatedly within a minute and its session did not come back"
+        );
+    }
+    app.metrics.sign_in_loop();
+    let try_again = login_url(&return_target(app, return_to));
+    answer::page(http::StatusCode::INTERNAL_SERVER_ERROR, crate::pages::sign_in_loop(lang, facts, &try_again))
 }
 
 /// 401 with a `login_url` that comes back to the page that made the request, else to `fallback`.

@@ -23,7 +23,7 @@ const MAX_FORM: usize = 16 * 1024;
 pub(super) async fn selector<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx) -> Result<Response<Body>, Answer> {
     let browser = is_browser_navigation(req);
     let Some(session) = session(app, req, ctx).await? else {
-        return Err(super::login::unauthenticated(app, req, ctx, browser));
+        return Err(super::login::unauthenticated(app, req, ctx, browser).await);
     };
     let lang = lang(req.headers(), Some(&session));
     let rd = safe_return_to(&query_param(req.uri().query(), "rd").unwrap_or_default());

@@ -18,7 +18,10 @@ pub(super) async fn state<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx) 
     let Some(current) = session(app, req, ctx).await? else {
         return Err(super::login::unauthenticated_json(app, req, "/"));
     };
-    let current = super::super::refresh::refresh(app, current, ctx).await.map_err(|e| e.answer(app, req, ctx, false))?;
+    let current = match super::super::refresh::refresh(app, current, ctx).await {
+        Ok(current) => current,
+        Err(e) => return Err(e.answer(app, req, ctx, false).await),
+    };
     let now = now_secs();
     let expires_in = app.sessions.deadline(&current).saturating_sub(now);
     let refresh_in = app.refresher.due_at(&current).saturating_sub(now);

@@ -118,6 +118,10 @@ impl RedisStore {
 }
 
 impl SessionStore for RedisStore {
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn load<'a>(&'a self, handle: &'a str) -> StoreFuture<'a, Option<Session>> {
         Box::pin(async move {
             let hash = sha256_hex(handle.as_bytes());
