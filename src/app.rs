@@ -116,7 +116,8 @@ impl App {
             revocations,
             settings.session.max_lifetime,
             redis.clone(),
-        );
+        )
+        .passing_access_tokens(settings.identity.pass_access_token);
         let bearer = settings.bearer_userinfo.then(|| BearerAuth::new(oidc.clone(), settings.bearer_limits));
         if bearer.is_some() {
             tracing::info!(

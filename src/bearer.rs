@@ -214,6 +214,7 @@ fn session_of(key: &[u8; 32], checked: &Checked, token: &str) -> Session {
         refresh_token: None,
         access_token: Some(token.to_string()),
         id_token: None,
+        organizations_aside: None,
     }
 }
 

@@ -377,8 +377,31 @@ struct AssertionClaims<'a> {
     locale: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     organizations: Option<&'a [Organization]>,
+    /// Set, to their number, when the organizations were left out ([`ASSERTION_ORGANIZATIONS_BUDGET`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    organizations_omitted: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     org: Option<&'a Organization>,
+}
+
+/// The most bytes (as JSON, about) the `organizations` claim may add to an assertion; past it the
+/// assertion carries `organizations_omitted` (their number) instead, and the selected `org` as
+/// always. Identity headers travel with every request, and in forward-auth nginx takes the whole
+/// answer's headers in one 4 KB buffer (`proxy_buffer_size`): 200 organizations would be 40 KB.
+pub const ASSERTION_ORGANIZATIONS_BUDGET: usize = 640;
+
+/// The organizations an assertion carries, or how many were left out. Public for the fuzz
+/// targets ([`crate::fuzz`]).
+#[doc(hidden)]
+pub fn organizations_claim(organizations: Option<&[Organization]>) -> (Option<&[Organization]>, Option<usize>) {
+    let Some(orgs) = organizations else { return (None, None) };
+    // Each object's keys, quotes and commas take about 40 bytes beside its four values.
+    let bytes: usize = orgs.iter().map(|o| 40 + o.id.len() + o.name.len() + o.slug.len() + o.role.len()).sum();
+    if bytes <= ASSERTION_ORGANIZATIONS_BUDGET {
+        (Some(orgs), None)
+    } else {
+        (None, Some(orgs.len()))
+    }
 }
 
 /// A claim that is present and not empty.
@@ -445,6 +468,7 @@ impl Assertions {
     fn sign(&self, session: &Session) -> HeaderValue {
         let identity = &session.identity;
         let iat = unix_now();
+        let (organizations, organizations_omitted) = organizations_claim(identity.organizations.as_deref());
         let claims = AssertionClaims {
             iss: &self.settings.issuer,
             aud: &self.settings.audience,
@@ -459,7 +483,8 @@ impl Assertions {
             picture: present(&identity.picture),
             trousseau_user_id: present(&identity.trousseau_user_id),
             locale: present(&identity.locale),
-            organizations: identity.organizations.as_deref(),
+            organizations,
+            organizations_omitted,
             org: session.selected_organization(),
         };
         // A compact JWS is base64url and dots only: always a valid header value.
@@ -778,6 +803,7 @@ mod tests {
             refresh_token: Some("r".repeat(128)),
             access_token: Some("opaque-access-token".into()),
             id_token: None,
+            organizations_aside: None,
         }
     }
 

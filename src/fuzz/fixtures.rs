@@ -239,6 +239,7 @@ pub fn session(now: u64, organizations: usize) -> Session {
         refresh_token: Some("fuzz-refresh-token".into()),
         access_token: None,
         id_token: None,
+        organizations_aside: None,
     }
 }
 

@@ -14,7 +14,9 @@ use crate::app::App;
 use crate::bearer::{BearerAuth, BearerOutcome};
 use crate::request::is_browser_navigation;
 use crate::session::store::StoreError;
+use crate::claims::Organization;
 use crate::session::Session;
+use crate::util::clock::now_secs;
 
 /// The session of a request to a protected route, or the answer without one: sign in (browser
 /// navigation) or 401, 503 when the store cannot say. May change: `ctx` (`sub`, `via_bearer`).
@@ -35,10 +37,52 @@ pub(crate) async fn session<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx
     match app.sessions.load(&ctx.jar.incoming).await {
         Ok(Some(session)) => {
             ctx.sub = Some(session.identity.sub.clone());
-            Ok(Some(session))
+            Ok(Some(with_organizations(app, req, ctx, session).await?))
         }
         Ok(None) => Ok(None),
         Err(e) => Err(store_unavailable(req, &e)),
+    }
+}
+
+/// A cookie session whose organizations were set aside (they did not fit its cookie budget,
+/// [`crate::session::sessions::COOKIE_BUDGET`]) gets them back: from this replica's memory, else
+/// from Trousseau — its userinfo endpoint with the session's access token, or a refresh when that
+/// token has expired (the new ID token carries them). Fails closed: 503 when Trousseau cannot say.
+async fn with_organizations<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx, session: Arc<Session>) -> Result<Arc<Session>, Answer> {
+    let Some(digest) = session.organizations_aside.clone() else { return Ok(session) };
+    if session.identity.organizations.is_some() {
+        return Ok(session);
+    }
+    let filled = |session: &Session, organizations: Arc<Vec<Organization>>| {
+        let mut whole = session.clone();
+        whole.identity.organizations = Some(organizations.as_ref().clone());
+        Arc::new(whole)
+    };
+    if let Some(organizations) = app.sessions.aside(&digest) {
+        return Ok(filled(&session, organizations));
+    }
+    let browser = is_browser_navigation(req);
+    let session = if session.expires_at <= now_secs() {
+        match super::refresh::refresh(app, session, ctx).await {
+            Ok(session) => session,
+            Err(e) => return Err(e.answer(app, req, ctx, browser).await),
+        }
+    } else {
+        session
+    };
+    if session.identity.organizations.is_some() {
+        return Ok(session);
+    }
+    let asked = match session.access_token.as_deref() {
+        Some(token) => app.oidc.userinfo(token).await.map_err(|e| e.to_string()),
+        None => Err("the session keeps no access token".into()),
+    };
+    match asked {
+        Ok(identity) => Ok(filled(&session, app.sessions.keep_aside(&digest, identity.organizations.unwrap_or_default()))),
+        Err(e) => {
+            tracing::warn!(sub = %session.identity.sub, error = %e, "cannot get the organizations set aside for this session back from Trousseau: answering 503");
+            Err(answer::unavailable(browser, lang(req.headers(), None)))
+        }
     }
 }
 

@@ -917,6 +917,7 @@ mod tests {
             refresh_token: Some("r".repeat(128)),
             access_token: None,
             id_token: None,
+            organizations_aside: None,
         }
     }
 
@@ -1103,6 +1104,7 @@ mod tests {
             refresh_token: Some(noise.b64(96)), // 128 characters
             access_token,
             id_token: Some(id_token),
+            organizations_aside: None,
         }
     }
 

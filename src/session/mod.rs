@@ -49,12 +49,18 @@ pub struct Session {
     /// Trousseau refresh token, when one was issued.
     #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
-    /// Trousseau access token; kept only when `identity.pass_access_token` forwards it.
+    /// Trousseau access token; kept only when `identity.pass_access_token` forwards it, or when
+    /// the organizations were set aside (to ask Trousseau for them again).
     #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
     pub access_token: Option<String>,
     /// The raw ID token, kept for the logout `id_token_hint` when it fits.
     #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
+    /// The organizations did not fit the cookie budget: they were set aside under this digest
+    /// (SHA-256 of their JSON, base64url) and `identity.organizations` left out of the cookie
+    /// ([`sessions::Sessions::save`]); filled in again when the session is read.
+    #[serde(rename = "g", default, skip_serializing_if = "Option::is_none")]
+    pub organizations_aside: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -83,6 +89,7 @@ pub(crate) fn sample(id: &str, sub: &str) -> Session {
         refresh_token: None,
         access_token: None,
         id_token: None,
+        organizations_aside: None,
     }
 }
 

@@ -265,11 +265,12 @@ fn apply(old: &Session, refreshed: crate::oidc::Refreshed) -> Session {
     if let Some(rt) = refreshed.refresh_token {
         s.refresh_token = Some(rt);
     }
-    if s.access_token.is_some() {
-        s.access_token = Some(refreshed.access_token);
-    }
+    // `Sessions::save` decides whether the cookie or the store keeps it.
+    s.access_token = Some(refreshed.access_token);
     if let Some((identity, sid, id_token)) = refreshed.id {
+        // A whole identity: nothing of it is set aside any more (saving decides again).
         s.identity = identity;
+        s.organizations_aside = None;
         if sid.is_some() {
             s.sid = sid;
         }
@@ -278,7 +279,9 @@ fn apply(old: &Session, refreshed: crate::oidc::Refreshed) -> Session {
         }
     }
     // A membership that is gone is no longer selected; the policy step decides what is next.
-    if s.org.as_deref().is_some_and(|id| s.identity.organization(id).is_none()) {
+    // (Organizations set aside and not read back are not known to be gone.)
+    let known = s.organizations_aside.is_none() || s.identity.organizations.is_some();
+    if known && s.org.as_deref().is_some_and(|id| s.identity.organization(id).is_none()) {
         s.org = None;
     }
     s.updated_at_ms = now_millis();

@@ -18,6 +18,7 @@ use super::sign_ins::{LoopFacts, SessionTrouble, SignInTrail, LOOP_AFTER, WINDOW
 use super::redis::{Redis, KEY_PREFIX};
 use super::store::{SessionStore, StoreError};
 use super::Session;
+use crate::claims::Organization;
 use crate::oidc::LoginState;
 use crate::tether::EndReason;
 use crate::util::clock::now_secs;
@@ -36,6 +37,20 @@ const REFRESHED_PURPOSE: &str = "refreshed-session";
 
 /// Most cookie sessions refreshed in the background remembered on one replica.
 const MAX_REFRESHED: u64 = 100_000;
+
+/// The most bytes a sealed cookie session may take. Past it the ID token goes, then the
+/// organizations are set aside: the browser sends the cookie with every request, and a front end
+/// with nginx's defaults refuses a header over 8 KB (the app's cookies share it); in forward-auth
+/// nginx takes the whole answer's headers in one 4 KB buffer (`proxy_buffer_size`): a refreshed
+/// cookie, the identity headers and the assertion
+/// ([`crate::identity::ASSERTION_ORGANIZATIONS_BUDGET`]) together — with the ID token kept up to
+/// one cookie, as before, a refresh through the nginx recipe failed there for a user with one
+/// organization. A session with two organizations and no ID token takes about 1,100 bytes; the
+/// sign-out then names the client (`client_id`) instead of giving the ID token as a hint.
+pub const COOKIE_BUDGET: usize = 2_400;
+
+/// Most memory the organizations set aside may take on one replica.
+const ASIDE_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// How long one sign-in attempt may take.
 const LOGIN_STATE_TTL: Duration = Duration::from_secs(600);
@@ -68,6 +83,11 @@ pub struct Sessions {
     trail_cookie: String,
     /// This instance's random number in the sign-in trail.
     replica: u32,
+    /// `identity.pass_access_token`: the access token stays in the session only then (or when
+    /// the organizations are set aside).
+    keep_access_token: bool,
+    /// Organizations of cookie sessions set aside, by digest ([`Sessions::within_budget`]).
+    aside: moka::sync::Cache<String, Arc<Vec<Organization>>>,
     /// Cookie sessions refreshed in the background for their open connections, whose cookie
     /// still holds the session before: id → (deadline, the refreshed session). See
     /// [`Sessions::keep_refreshed`].
@@ -117,10 +137,23 @@ impl Sessions {
             login_cookie_prefix,
             trail_cookie,
             replica: u32::from_be_bytes(crate::util::id::random_bytes::<4>()),
+            keep_access_token: false,
+            aside: moka::sync::Cache::builder()
+                .weigher(|_, orgs: &Arc<Vec<Organization>>| u32::try_from(orgs.iter().map(|o| 64 + o.id.len() + o.name.len() + o.slug.len() + o.role.len()).sum::<usize>()).unwrap_or(u32::MAX))
+                .max_capacity(ASIDE_MAX_BYTES)
+                .time_to_idle(Duration::from_secs(3600))
+                .build(),
             refreshed: moka::sync::Cache::builder().max_capacity(MAX_REFRESHED).expire_after(UntilSessionDeadline).build(),
             redis,
             cookie_bytes: Histogram::of_sizes(COOKIE_BYTES_BUCKETS),
         }
+    }
+
+    /// Keeps the access token in stored sessions (`identity.pass_access_token`): without it, a
+    /// session holds one only while its organizations are set aside.
+    pub fn passing_access_tokens(mut self, pass: bool) -> Sessions {
+        self.keep_access_token = pass;
+        self
     }
 
     /// Bytes of the session cookies set, per response.
@@ -180,6 +213,13 @@ impl Sessions {
     pub async fn save(&self, session: &Session, jar: &mut Jar) -> Result<bool, StoreError> {
         let max_age = Duration::from_secs(self.deadline(session).saturating_sub(now_secs()));
         if let Some(store) = &self.store {
+            let stripped;
+            let session = if session.access_token.is_some() && !self.keep_access_token {
+                stripped = Session { access_token: None, ..session.clone() };
+                &stripped
+            } else {
+                session
+            };
             // The handle is the session id: a request carrying it is updating its session; any
             // other save is a sign-in, which counts against the user's cap.
             if self.handle(&jar.incoming).as_deref() == Some(session.id.as_str()) {
@@ -199,31 +239,82 @@ impl Sessions {
                 Err(_) => Ok(false),
             };
         }
-        let one_cookie = self.codec.cookie().chunk_size;
-        let fits = |s: &Session| self.codec.sealed_len(s) <= one_cookie;
-        let trimmed;
-        let session = if session.id_token.is_some() && !fits(session) {
-            trimmed = Session { id_token: None, ..session.clone() };
-            &trimmed
-        } else {
-            session
-        };
+        let session = &self.within_budget(session);
+        if self.codec.sealed_len(session) > COOKIE_BUDGET {
+            return Ok(self.too_large(session));
+        }
         match self.codec.store(session, max_age, &jar.incoming) {
             Ok(values) => {
                 self.count_cookie_bytes(&values);
                 jar.outgoing.extend(values);
                 Ok(true)
             }
-            Err(e) => {
-                // The user sees a page saying so; the administrator needs one line, not one per
-                // attempt of every such user.
-                static ERROR: crate::logging::LogBudget = crate::logging::LogBudget::every(Duration::from_secs(3600));
-                if let Some(unlogged) = ERROR.take() {
-                    tracing::error!(sub = %session.identity.sub, error = %e, unlogged, "session does not fit in cookies; set session.store: memory or redis");
-                }
-                Ok(false)
-            }
+            Err(_) => Ok(self.too_large(session)),
         }
+    }
+
+    /// What of `session` its cookie holds, within [`COOKIE_BUDGET`] when it can be: the access
+    /// token only if the app is given it; past the budget, no ID token (it served the logout
+    /// hint only), then the organizations set aside ([`Sessions::set_aside`]) with the access
+    /// token kept to ask Trousseau for them again on a replica that has not seen them.
+    fn within_budget(&self, session: &Session) -> Session {
+        let mut kept = session.clone();
+        if kept.identity.organizations.is_some() {
+            kept.organizations_aside = None;
+        }
+        if !self.keep_access_token {
+            kept.access_token = None;
+        }
+        if self.codec.sealed_len(&kept) <= COOKIE_BUDGET {
+            return kept;
+        }
+        kept.id_token = None;
+        if self.codec.sealed_len(&kept) <= COOKIE_BUDGET {
+            return kept;
+        }
+        if let Some(organizations) = kept.identity.organizations.take() {
+            kept.organizations_aside = Some(self.set_aside(organizations));
+            kept.access_token.clone_from(&session.access_token);
+        }
+        kept
+    }
+
+    /// The page's answer for a session that cannot fit the cookie budget, and one ERROR line an
+    /// hour (not one per attempt of every such user).
+    fn too_large(&self, session: &Session) -> bool {
+        static ERROR: crate::logging::LogBudget = crate::logging::LogBudget::every(Duration::from_secs(3600));
+        if let Some(unlogged) = ERROR.take() {
+            tracing::error!(
+                sub = %session.identity.sub,
+                sealed_bytes = self.codec.sealed_len(session),
+                budget = COOKIE_BUDGET,
+                unlogged,
+                "session does not fit in its cookie budget even with its organizations set aside; set session.store: memory or redis"
+            );
+        }
+        false
+    }
+
+    /// Keeps `organizations` on this replica under the digest of their JSON, which the cookie
+    /// carries instead of them; returns the digest.
+    fn set_aside(&self, organizations: Vec<Organization>) -> String {
+        let json = serde_json::to_vec(&organizations).unwrap_or_default();
+        let digest = crate::util::hash::sha256_b64url(&json);
+        self.aside.insert(digest.clone(), Arc::new(organizations));
+        digest
+    }
+
+    /// The organizations set aside under `digest` on this replica, if it has them.
+    pub fn aside(&self, digest: &str) -> Option<Arc<Vec<Organization>>> {
+        self.aside.get(digest)
+    }
+
+    /// Keeps what Trousseau now says of a session's organizations, under the digest its cookie
+    /// carries (they may have changed since; the next refresh writes the new digest).
+    pub fn keep_aside(&self, digest: &str, organizations: Vec<Organization>) -> Arc<Vec<Organization>> {
+        let organizations = Arc::new(organizations);
+        self.aside.insert(digest.to_string(), organizations.clone());
+        organizations
     }
 
     /// Forgets the session: its cookies (every chunk) and, with a server-side store, its record.

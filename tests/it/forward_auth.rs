@@ -676,3 +676,168 @@ fn recipes_never_rely_on_an_error_page_to_deny() {
     let caddy = readme_recipe("### Caddy `forward_auth`", "caddy");
     assert!(!caddy.contains("handle_errors") && !caddy.contains("handle_response"), "{caddy}");
 }
+
+/// `n` organizations as a large hotel group has them: random ids, long and varied names.
+fn many_organizations(n: usize) -> Vec<trousseau_proxy::identity::Organization> {
+    const KINDS: [&str; 8] = ["Hôtel", "Résidence", "Auberge", "Palace", "Manoir", "Château", "Domaine", "Relais"];
+    const WORDS: [&str; 12] = ["Grand", "Royal", "Petit", "Vieux", "Beau", "Nouveau", "Bel", "Haut", "Bon", "Doux", "Blanc", "Bleu"];
+    const CITIES: [&str; 12] = ["Paris", "Nice", "Lyon", "Marseille", "Bordeaux", "Annecy", "Biarritz", "Cannes", "Chamonix", "Deauville", "Strasbourg", "Avignon"];
+    const PLACES: [&str; 7] = ["Centre historique", "Gare", "Plage", "Vieux Port", "Bord du lac", "Montagne", "Aéroport"];
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    (0..n)
+        .map(|i| {
+            let name = format!(
+                "{} {} {} – {} ({})",
+                KINDS[next() as usize % KINDS.len()],
+                WORDS[next() as usize % WORDS.len()],
+                CITIES[next() as usize % CITIES.len()],
+                PLACES[next() as usize % PLACES.len()],
+                i + 1
+            );
+            let slug: String = name.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+            let (a, b) = (next(), next());
+            trousseau_proxy::identity::Organization {
+                id: format!("{:08x}-{:04x}-7{:03x}-8{:03x}-{:012x}", a >> 32, a & 0xffff, b & 0xfff, (b >> 12) & 0xfff, b >> 16),
+                name,
+                slug,
+                role: ["member", "admin", "owner"][i % 3].into(),
+            }
+        })
+        .collect()
+}
+
+/// Issue 18: a user with 200 organizations (long, varied names) signs in with the cookie store
+/// through the nginx `auth_request` recipe and its default buffers (8 KB request headers, 4 KB for
+/// the auth answer's headers): no 400/431/502, no loop. The organizations do not fit the cookie
+/// budget and are set aside; a replica that never saw them gets them back from Trousseau.
+#[tokio::test]
+async fn a_user_with_200_organizations_signs_in_through_nginx_with_its_default_buffers() {
+    let nginx_port = free_port();
+    let origin = format!("http://127.0.0.1:{nginx_port}");
+    let public = origin.clone();
+    let env = Env::start_with(EnvOptions {
+        configure: Box::new(move |c| c.public_url = Some(public)),
+        idp: Box::new({
+            let origin = origin.clone();
+            move |i| {
+                i.redirect_uris = vec![format!("{origin}/.trousseau/callback")];
+                i.post_logout_redirect_uris = vec![format!("{origin}/")];
+            }
+        }),
+    })
+    .await;
+    let orgs = many_organizations(200);
+    let claim_bytes = serde_json::to_vec(&orgs).unwrap().len();
+    assert!(claim_bytes > 25_000, "long names: the claim alone is {claim_bytes} bytes");
+    env.trousseau().set_user_organizations(JEAN, orgs.clone());
+    let Some(_nginx) = start_nginx(nginx_port, &env.addr.to_string(), &env.upstream.addr.to_string()).await else { return };
+
+    let mut b = Browser::new(&origin);
+    let first = b.navigate("/reports").await;
+    assert_eq!(first.status, StatusCode::FOUND, "{}", first.text());
+    let start = b.navigate(&first.location()).await;
+    let callback = b.sign_in_at_idp(&start.location(), JEAN).await;
+    assert_eq!(callback.status, StatusCode::FOUND, "{}", callback.text());
+    assert_eq!(callback.location(), format!("{origin}/reports"));
+    let cookie_header = b.cookie_header();
+    assert!(cookie_header.len() < 4096, "the Cookie header stays far from nginx's 8 KB: {} bytes", cookie_header.len());
+
+    let page = b.request(Method::GET, "/reports", &[("accept", "application/json")], Bytes::new()).await;
+    assert_eq!(page.status, StatusCode::OK, "through nginx: {}", page.text());
+    let headers = &page.json()["headers"];
+    assert_eq!(headers["x-trousseau-sub"], serde_json::json!([JEAN]));
+    let jws = headers["x-trousseau-jwt-assertion"][0].as_str().expect("the assertion reaches the app");
+    let verifier = trousseau_proxy::dev::JwksVerifier::new(format!("{origin}/.trousseau/jwks.json"));
+    let (_, claims) = verifier.verify(jws).await.expect("assertion verifies");
+    assert_eq!(claims["sub"], JEAN);
+
+    // Every organization is still there to choose from, here and on a replica that never saw
+    // them (a restart, another replica: they come back from Trousseau's userinfo endpoint).
+    let listed = b.api_get("/.trousseau/organizations").await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.text());
+    assert_eq!(listed.json()["organizations"].as_array().map(Vec::len), Some(200));
+    let replica = env.start_replica().await;
+    let mut elsewhere = replica.browser_like(&b);
+    let listed = elsewhere.api_get("/.trousseau/organizations").await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.text());
+    let names: Vec<String> = listed.json()["organizations"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names.len(), 200);
+    assert!(names.contains(&orgs[199].name));
+
+    // Choosing one: the app gets it, through nginx.
+    let chosen = &orgs[137];
+    let choice = b
+        .request(
+            Method::POST,
+            "/.trousseau/organizations",
+            &[("content-type", "application/x-www-form-urlencoded"), ("accept", "text/html"), ("origin", &origin)],
+            Bytes::from(format!("org={}&rd=%2Freports", chosen.id)),
+        )
+        .await;
+    assert_eq!(choice.status, StatusCode::SEE_OTHER, "{}", choice.text());
+    let page = b.request(Method::GET, "/reports", &[("accept", "application/json")], Bytes::new()).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+    assert_eq!(page.json()["headers"]["x-trousseau-org-id"], serde_json::json!([chosen.id]));
+}
+
+/// The budgets hold at their edge: users with none to three organizations — kept in the cookie
+/// or set aside, in the assertion — sign in through the nginx recipe, and
+/// when their tokens are refreshed the auth answer (refreshed cookie, identity headers and
+/// assertion together) still fits nginx's 4 KB `proxy_buffer_size`.
+#[tokio::test]
+async fn refreshes_near_the_cookie_and_assertion_budgets_pass_through_nginx() {
+    let nginx_port = free_port();
+    let origin = format!("http://127.0.0.1:{nginx_port}");
+    let public = origin.clone();
+    let env = Env::start_with(EnvOptions {
+        configure: Box::new(move |c| c.public_url = Some(public)),
+        idp: Box::new({
+            let origin = origin.clone();
+            move |i| {
+                i.redirect_uris = vec![format!("{origin}/.trousseau/callback")];
+                i.access_token_ttl = Duration::from_secs(4);
+            }
+        }),
+    })
+    .await;
+    let Some(_nginx) = start_nginx(nginx_port, &env.addr.to_string(), &env.upstream.addr.to_string()).await else { return };
+    let all = many_organizations(6);
+    let mut browsers = Vec::new();
+    // One user per size: a refresh brings the user's organizations as Trousseau has them then.
+    let users = ["3f6c2d1e-8a47-4b9e-9c21-5d7e8f90a1b2", "7b1e9c4d-2f38-4a6b-8e5d-c0a9f1e2d3b4", JEAN];
+    // Hélène has no organization (her session keeps its ID token), Sam three with long names (in
+    // the assertion, not in the cookie), Jean the seed's two hotels.
+    for (n, user) in [0, 3, 2].into_iter().zip(users) {
+        if user != JEAN {
+            env.trousseau().set_user_organizations(user, all[..n].to_vec());
+        }
+        let mut b = Browser::new(&origin);
+        let first = b.navigate("/reports").await;
+        let start = b.navigate(&first.location()).await;
+        let callback = b.sign_in_at_idp(&start.location(), user).await;
+        assert_eq!(callback.status, StatusCode::FOUND, "{n} organizations: {}", callback.text());
+        browsers.push((n, b));
+    }
+    // Past half the tokens' life: every request below refreshes first.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for (n, b) in &mut browsers {
+        let before = b.cookie_header();
+        let page = b.request(Method::GET, "/reports", &[("accept", "application/json")], Bytes::new()).await;
+        assert_eq!(page.status, StatusCode::OK, "{n} organizations, refreshed through nginx: {}", page.text());
+        assert_ne!(b.cookie_header(), before, "{n} organizations: the refreshed cookie came through");
+        let jws = page.json()["headers"]["x-trousseau-jwt-assertion"][0].as_str().unwrap().to_string();
+        let (_, claims) = jws_parts(&jws);
+        match claims["organizations"].as_array() {
+            Some(listed) => assert_eq!(listed.len(), *n),
+            None if *n == 0 => {}
+            None => assert_eq!(claims["organizations_omitted"], *n, "{claims}"),
+        }
+    }
+}
+

@@ -144,6 +144,7 @@ fn session() -> Session {
         refresh_token: Some("r".repeat(128)),
         access_token: None,
         id_token: None,
+        organizations_aside: None,
     }
 }
 

@@ -104,8 +104,11 @@ pub(super) async fn callback<B>(app: &App, req: &Request<B>, ctx: &mut RequestCt
         expires_at: tokens.expires_at,
         token_lifetime: tokens.expires_at.saturating_sub(now),
         refresh_token: tokens.refresh_token,
-        access_token: app.settings.identity.pass_access_token.then_some(tokens.access_token),
+        // Kept by `Sessions::save` only for the app (`identity.pass_access_token`) or while the
+        // organizations are set aside.
+        access_token: Some(tokens.access_token),
         id_token: Some(tokens.id_token),
+        organizations_aside: None,
     };
     session.org = app.policy.auto_select(&session);
     ctx.sub = Some(session.identity.sub.clone());
