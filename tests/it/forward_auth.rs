@@ -677,6 +677,27 @@ fn recipes_never_rely_on_an_error_page_to_deny() {
     assert!(!caddy.contains("handle_errors") && !caddy.contains("handle_response"), "{caddy}");
 }
 
+/// A proxy whose `public_url` is an nginx to be started on the returned port (and origin), with
+/// Trousseau's access tokens lasting `access_token_ttl`.
+async fn behind_nginx(access_token_ttl: Duration) -> (Env, u16, String) {
+    let nginx_port = free_port();
+    let origin = format!("http://127.0.0.1:{nginx_port}");
+    let public = origin.clone();
+    let env = Env::start_with(EnvOptions {
+        configure: Box::new(move |c| c.public_url = Some(public)),
+        idp: Box::new({
+            let origin = origin.clone();
+            move |i| {
+                i.redirect_uris = vec![format!("{origin}/.trousseau/callback")];
+                i.post_logout_redirect_uris = vec![format!("{origin}/")];
+                i.access_token_ttl = access_token_ttl;
+            }
+        }),
+    })
+    .await;
+    (env, nginx_port, origin)
+}
+
 /// `n` organizations as a large hotel group has them: random ids, long and varied names.
 fn many_organizations(n: usize) -> Vec<trousseau_proxy::identity::Organization> {
     const KINDS: [&str; 8] = ["Hôtel", "Résidence", "Auberge", "Palace", "Manoir", "Château", "Domaine", "Relais"];
@@ -718,20 +739,7 @@ fn many_organizations(n: usize) -> Vec<trousseau_proxy::identity::Organization> 
 /// budget and are set aside; a replica that never saw them gets them back from Trousseau.
 #[tokio::test]
 async fn a_user_with_200_organizations_signs_in_through_nginx_with_its_default_buffers() {
-    let nginx_port = free_port();
-    let origin = format!("http://127.0.0.1:{nginx_port}");
-    let public = origin.clone();
-    let env = Env::start_with(EnvOptions {
-        configure: Box::new(move |c| c.public_url = Some(public)),
-        idp: Box::new({
-            let origin = origin.clone();
-            move |i| {
-                i.redirect_uris = vec![format!("{origin}/.trousseau/callback")];
-                i.post_logout_redirect_uris = vec![format!("{origin}/")];
-            }
-        }),
-    })
-    .await;
+    let (env, nginx_port, origin) = behind_nginx(Duration::from_secs(300)).await;
     let orgs = many_organizations(200);
     let claim_bytes = serde_json::to_vec(&orgs).unwrap().len();
     assert!(claim_bytes > 25_000, "long names: the claim alone is {claim_bytes} bytes");
@@ -792,20 +800,7 @@ async fn a_user_with_200_organizations_signs_in_through_nginx_with_its_default_b
 /// assertion together) still fits nginx's 4 KB `proxy_buffer_size`.
 #[tokio::test]
 async fn refreshes_near_the_cookie_and_assertion_budgets_pass_through_nginx() {
-    let nginx_port = free_port();
-    let origin = format!("http://127.0.0.1:{nginx_port}");
-    let public = origin.clone();
-    let env = Env::start_with(EnvOptions {
-        configure: Box::new(move |c| c.public_url = Some(public)),
-        idp: Box::new({
-            let origin = origin.clone();
-            move |i| {
-                i.redirect_uris = vec![format!("{origin}/.trousseau/callback")];
-                i.access_token_ttl = Duration::from_secs(4);
-            }
-        }),
-    })
-    .await;
+    let (env, nginx_port, origin) = behind_nginx(Duration::from_secs(4)).await;
     let Some(_nginx) = start_nginx(nginx_port, &env.addr.to_string(), &env.upstream.addr.to_string()).await else { return };
     let all = many_organizations(6);
     let mut browsers = Vec::new();
