@@ -17,6 +17,14 @@ pub struct Organization {
     pub role: String,
 }
 
+impl Organization {
+    /// About the bytes it takes as JSON, and in memory: its four values and some 40 bytes of keys
+    /// and punctuation (or of allocation overhead). Budgets and cache weights, not an exact size.
+    pub fn approx_size(&self) -> usize {
+        40 + self.id.len() + self.name.len() + self.slug.len() + self.role.len()
+    }
+}
+
 /// The user's claims, typed. A claim the user's scopes did not grant is `None`, never an empty string.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {

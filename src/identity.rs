@@ -395,8 +395,7 @@ pub const ASSERTION_ORGANIZATIONS_BUDGET: usize = 640;
 #[doc(hidden)]
 pub fn organizations_claim(organizations: Option<&[Organization]>) -> (Option<&[Organization]>, Option<usize>) {
     let Some(orgs) = organizations else { return (None, None) };
-    // Each object's keys, quotes and commas take about 40 bytes beside its four values.
-    let bytes: usize = orgs.iter().map(|o| 40 + o.id.len() + o.name.len() + o.slug.len() + o.role.len()).sum();
+    let bytes: usize = orgs.iter().map(Organization::approx_size).sum();
     if bytes <= ASSERTION_ORGANIZATIONS_BUDGET {
         (Some(orgs), None)
     } else {

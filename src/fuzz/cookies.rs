@@ -222,9 +222,9 @@ pub fn check_identity_headers(session: &Session) {
 /// The sign-in state cookie and the return path it carries. The input is tried as a cookie value
 /// (marker `@L@` is a fresh sealed state) and, sealed with the test key, as the plaintext behind
 /// the seal (a small `t` is an offset from now); it is also given to the return-path validator as
-/// `rd`, and as a sign-in trail cookie. Properties: a state opens only when unexpired; every return path that comes out is a same-origin relative path, and stays one;
-/// a return URL to an allowed front end stays on that origin exactly; a trail re-encodes to
-/// itself.
+/// `rd`, and as a sign-in trail cookie. Properties: a state opens only when unexpired; every
+/// return path that comes out is a same-origin relative path, and stays one; a return URL to an
+/// allowed front end stays on that origin exactly; a trail re-encodes to itself.
 pub fn state_cookie(data: &[u8]) {
     let now = now_secs();
     let value = expand(data);

@@ -14,7 +14,6 @@ use crate::app::App;
 use crate::bearer::{BearerAuth, BearerOutcome};
 use crate::request::is_browser_navigation;
 use crate::session::store::StoreError;
-use crate::claims::Organization;
 use crate::session::Session;
 use crate::util::clock::now_secs;
 
@@ -45,24 +44,18 @@ pub(crate) async fn session<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx
 }
 
 /// A cookie session whose organizations were set aside (they did not fit its cookie budget,
-/// [`crate::session::sessions::COOKIE_BUDGET`]) gets them back: from this replica's memory, else
-/// from Trousseau — its userinfo endpoint with the session's access token, or a refresh when that
-/// token has expired (the new ID token carries them). Fails closed: 503 when Trousseau cannot say.
+/// [`crate::session::sessions::COOKIE_BUDGET`]) and that this replica does not have
+/// ([`crate::session::sessions::Sessions::load`] fills them in when it does) gets them back from
+/// Trousseau: its userinfo endpoint with the session's access token, or a refresh when that token
+/// has expired (the new ID token carries them). Fails closed: 503 when Trousseau cannot say.
 async fn with_organizations<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx, session: Arc<Session>) -> Result<Arc<Session>, Answer> {
     let Some(digest) = session.organizations_aside.clone() else { return Ok(session) };
     if session.identity.organizations.is_some() {
         return Ok(session);
     }
-    let filled = |session: &Session, organizations: Arc<Vec<Organization>>| {
-        let mut whole = session.clone();
-        whole.identity.organizations = Some(organizations.as_ref().clone());
-        Arc::new(whole)
-    };
-    if let Some(organizations) = app.sessions.aside(&digest) {
-        return Ok(filled(&session, organizations));
-    }
     let browser = is_browser_navigation(req);
-    let session = if session.expires_at <= now_secs() {
+    let refreshed = session.expires_at <= now_secs();
+    let session = if refreshed {
         match super::refresh::refresh(app, session, ctx).await {
             Ok(session) => session,
             Err(e) => return Err(e.answer(app, req, ctx, browser).await),
@@ -78,7 +71,11 @@ async fn with_organizations<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx
         None => Err("the session keeps no access token".into()),
     };
     match asked {
-        Ok(identity) => Ok(filled(&session, app.sessions.keep_aside(&digest, identity.organizations.unwrap_or_default()))),
+        Ok(identity) => {
+            let organizations = app.sessions.keep_aside(&digest, identity.organizations.unwrap_or_default());
+            // A refreshed session is no longer what the request's cookie holds: not remembered for it.
+            Ok(app.sessions.filled((!refreshed).then_some(&ctx.jar.incoming), &session, &organizations))
+        }
         Err(e) => {
             tracing::warn!(sub = %session.identity.sub, error = %e, "cannot get the organizations set aside for this session back from Trousseau: answering 503");
             Err(answer::unavailable(browser, lang(req.headers(), None)))

@@ -500,7 +500,12 @@ impl SessionCodec {
     /// A codec sealing with `sealer` into the cookie described by `cookie`.
     pub fn new(sealer: Arc<Sealer>, cookie: CookieSettings) -> SessionCodec {
         let opened = moka::sync::Cache::builder()
-            .weigher(|key: &Arc<str>, _: &Arc<Session>| u32::try_from(key.len() * 2).unwrap_or(u32::MAX))
+            // A session weighs about its sealed form, plus organizations filled back in after
+            // being set aside ([`SessionCodec::remember`]).
+            .weigher(|key: &Arc<str>, session: &Arc<Session>| {
+                let organizations: usize = session.identity.organizations.iter().flatten().map(crate::claims::Organization::approx_size).sum();
+                u32::try_from(key.len() * 2 + organizations).unwrap_or(u32::MAX)
+            })
             .max_capacity(OPENED_CACHE_BYTES)
             .time_to_idle(OPENED_CACHE_IDLE)
             .build_with_hasher(TailHash::default());
@@ -523,6 +528,14 @@ impl SessionCodec {
         let session: Arc<Session> = Arc::new(serde_json::from_slice(&json).ok()?);
         self.opened.0.insert(sealed.into(), Arc::clone(&session));
         Some(session)
+    }
+
+    /// Keeps `session` as what this request's cookie opens to (the organizations set aside filled
+    /// back in), so the next requests with it find it whole.
+    pub fn remember(&self, cookies: &RequestCookies, session: Arc<Session>) {
+        if let Some(sealed) = self.cookie.read_chunked(cookies) {
+            self.opened.0.insert(sealed.into(), session);
+        }
     }
 
     /// `Set-Cookie` values storing `session` for `max_age` (and expiring leftover chunks).

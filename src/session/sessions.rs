@@ -139,7 +139,7 @@ impl Sessions {
             replica: u32::from_be_bytes(crate::util::id::random_bytes::<4>()),
             keep_access_token: false,
             aside: moka::sync::Cache::builder()
-                .weigher(|_, orgs: &Arc<Vec<Organization>>| u32::try_from(orgs.iter().map(|o| 64 + o.id.len() + o.name.len() + o.slug.len() + o.role.len()).sum::<usize>()).unwrap_or(u32::MAX))
+                .weigher(|_, orgs: &Arc<Vec<Organization>>| u32::try_from(orgs.iter().map(Organization::approx_size).sum::<usize>()).unwrap_or(u32::MAX))
                 .max_capacity(ASIDE_MAX_BYTES)
                 .time_to_idle(Duration::from_secs(3600))
                 .build(),
@@ -188,7 +188,10 @@ impl Sessions {
     /// session; a store that cannot answer is an error (the caller fails closed with 503).
     pub async fn load(&self, cookies: &RequestCookies) -> Result<Option<Arc<Session>>, StoreError> {
         let session = match &self.store {
-            None => self.codec.load(cookies),
+            None => self.codec.load(cookies).map(|session| match self.aside_of(&session) {
+                Some(organizations) => self.filled(Some(cookies), &session, &organizations),
+                None => session,
+            }),
             Some(store) => match self.handle(cookies) {
                 Some(handle) => store.load(&handle).await?.map(Arc::new),
                 None => None,
@@ -304,9 +307,25 @@ impl Sessions {
         digest
     }
 
-    /// The organizations set aside under `digest` on this replica, if it has them.
-    pub fn aside(&self, digest: &str) -> Option<Arc<Vec<Organization>>> {
-        self.aside.get(digest)
+    /// The organizations `session` set aside, when they are not in it and this replica has them.
+    fn aside_of(&self, session: &Session) -> Option<Arc<Vec<Organization>>> {
+        match (&session.organizations_aside, &session.identity.organizations) {
+            (Some(digest), None) => self.aside.get(digest),
+            _ => None,
+        }
+    }
+
+    /// `session` with its organizations back. When `session` is what this request's `cookies`
+    /// hold (not refreshed since), the copy is remembered for them: made once per cookie, not per
+    /// request.
+    pub fn filled(&self, cookies: Option<&RequestCookies>, session: &Session, organizations: &[Organization]) -> Arc<Session> {
+        let mut whole = session.clone();
+        whole.identity.organizations = Some(organizations.to_vec());
+        let whole = Arc::new(whole);
+        if let Some(cookies) = cookies {
+            self.codec.remember(cookies, whole.clone());
+        }
+        whole
     }
 
     /// Keeps what Trousseau now says of a session's organizations, under the digest its cookie

@@ -772,8 +772,11 @@ async fn a_user_with_200_organizations_signs_in_through_nginx_with_its_default_b
     assert_eq!(listed.json()["organizations"].as_array().map(Vec::len), Some(200));
     let replica = env.start_replica().await;
     let mut elsewhere = replica.browser_like(&b);
+    let asked_before = env.trousseau().stats().userinfo_calls;
     let listed = elsewhere.api_get("/.trousseau/organizations").await;
     assert_eq!(listed.status, StatusCode::OK, "{}", listed.text());
+    assert_eq!(elsewhere.api_get("/reports").await.status, StatusCode::OK);
+    assert_eq!(env.trousseau().stats().userinfo_calls, asked_before + 1, "Trousseau asked once by that replica");
     let names: Vec<String> = listed.json()["organizations"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap().to_string()).collect();
     assert_eq!(names.len(), 200);
     assert!(names.contains(&orgs[199].name));
