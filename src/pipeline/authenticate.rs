@@ -14,6 +14,7 @@ use crate::app::App;
 use crate::bearer::{BearerAuth, BearerOutcome};
 use crate::request::is_browser_navigation;
 use crate::session::store::StoreError;
+use crate::oidc::OidcError;
 use crate::session::Session;
 use crate::util::clock::now_secs;
 
@@ -47,7 +48,8 @@ pub(crate) async fn session<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx
 /// [`crate::session::sessions::COOKIE_BUDGET`]) and that this replica does not have
 /// ([`crate::session::sessions::Sessions::load`] fills them in when it does) gets them back from
 /// Trousseau: its userinfo endpoint with the session's access token, or a refresh when that token
-/// has expired (the new ID token carries them). Fails closed: 503 when Trousseau cannot say.
+/// has expired (the new ID token carries them). Fails closed: no session when Trousseau refuses
+/// the token or answers for another user, 503 when it cannot say.
 async fn with_organizations<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx, session: Arc<Session>) -> Result<Arc<Session>, Answer> {
     let Some(digest) = session.organizations_aside.clone() else { return Ok(session) };
     if session.identity.organizations.is_some() {
@@ -66,15 +68,21 @@ async fn with_organizations<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx
     if session.identity.organizations.is_some() {
         return Ok(session);
     }
-    let asked = match session.access_token.as_deref() {
-        Some(token) => app.oidc.userinfo(token).await.map_err(|e| e.to_string()),
-        None => Err("the session keeps no access token".into()),
+    let Some(token) = session.access_token.as_deref() else {
+        // Not written by this version (it keeps the token while organizations are set aside).
+        return Err(super::endpoints::login::unauthenticated(app, req, ctx, browser).await);
     };
-    match asked {
-        Ok(identity) => {
+    match app.oidc.userinfo(token).await {
+        Ok(identity) if identity.sub == session.identity.sub => {
             let organizations = app.sessions.keep_aside(&digest, identity.organizations.unwrap_or_default());
             // A refreshed session is no longer what the request's cookie holds: not remembered for it.
             Ok(app.sessions.filled((!refreshed).then_some(&ctx.jar.incoming), &session, &organizations))
+        }
+        Ok(_) | Err(OidcError::Rejected { .. }) => {
+            // The token was refused (revoked at Trousseau), or answered for another user: a
+            // session that cannot be completed is none — never anyone else's organizations.
+            tracing::info!(sub = %session.identity.sub, "userinfo did not confirm this session's organizations: signing in again");
+            Err(super::endpoints::login::unauthenticated(app, req, ctx, browser).await)
         }
         Err(e) => {
             tracing::warn!(sub = %session.identity.sub, error = %e, "cannot get the organizations set aside for this session back from Trousseau: answering 503");

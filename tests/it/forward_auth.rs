@@ -777,6 +777,16 @@ async fn a_user_with_200_organizations_signs_in_through_nginx_with_its_default_b
     assert_eq!(listed.status, StatusCode::OK, "{}", listed.text());
     assert_eq!(elsewhere.api_get("/reports").await.status, StatusCode::OK);
     assert_eq!(env.trousseau().stats().userinfo_calls, asked_before + 1, "Trousseau asked once by that replica");
+    // Another replica while Trousseau is down: 503, never a session without its organizations.
+    let third = env.start_replica().await;
+    env.trousseau().set_unavailable(true);
+    assert_eq!(third.browser_like(&b).api_get("/reports").await.status, StatusCode::SERVICE_UNAVAILABLE);
+    env.trousseau().set_unavailable(false);
+    // Trousseau refuses the token (the account was disabled): no session — sign in again.
+    env.trousseau().set_user_disabled(JEAN, true);
+    let fourth = env.start_replica().await;
+    assert_eq!(fourth.browser_like(&b).api_get("/reports").await.status, StatusCode::UNAUTHORIZED);
+    env.trousseau().set_user_disabled(JEAN, false);
     let names: Vec<String> = listed.json()["organizations"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap().to_string()).collect();
     assert_eq!(names.len(), 200);
     assert!(names.contains(&orgs[199].name));
