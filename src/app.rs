@@ -22,6 +22,7 @@ use crate::session::revocation::{RevocationSet, Revocations};
 use crate::session::seal::{AppBinding, Sealer};
 use crate::session::sessions::Sessions;
 use crate::session::store::{MemoryStore, SessionStore};
+use crate::tls::serving::ReloadingCert;
 
 /// Idle connections each worker keeps to the app (counted in the open-file budget).
 pub(crate) const POOL_MAX_IDLE_PER_WORKER: usize = 256;
@@ -59,6 +60,11 @@ pub struct App {
     pub(crate) limits: Arc<Limits>,
     /// Websockets and streams open for a session, ended with it.
     pub(crate) live: Arc<OpenConnections>,
+    /// HTTPS on `listen` (`tls:`): the certificate, re-read when its files change, and the
+    /// acceptor every worker serves with.
+    pub(crate) tls: Option<(Arc<ReloadingCert>, tokio_rustls::TlsAcceptor)>,
+    /// `Strict-Transport-Security` for every answer over HTTPS (`tls.hsts_max_age`, not zero).
+    pub(crate) hsts: Option<http::HeaderValue>,
 }
 
 impl App {
@@ -126,7 +132,15 @@ impl App {
                  userinfo alone decides, which also accepts tokens issued to other applications of the same Trousseau"
             );
         }
+        let tls = tls(&settings)?;
+        let hsts = settings
+            .tls
+            .as_ref()
+            .filter(|t| !t.hsts_max_age.is_zero())
+            .and_then(|t| http::HeaderValue::from_str(&format!("max-age={}", t.hsts_max_age.as_secs())).ok());
         Ok(Arc::new(App {
+            tls,
+            hsts,
             limits: Arc::new(Limits::new(settings.limits.clone())),
             live,
             sessions,
@@ -240,4 +254,16 @@ fn signer(settings: &Settings) -> Result<Signer, StartError> {
         return Ok(Signer::generate());
     }
     Signer::from_pem(&settings.identity.signing_keys_pem).map_err(|e| StartError::Setup(format!("identity.signing_key_file: {e}")))
+}
+
+/// The HTTPS listener's certificate and acceptor (`tls:`), when configured.
+fn tls(settings: &Settings) -> Result<Option<(Arc<ReloadingCert>, tokio_rustls::TlsAcceptor)>, StartError> {
+    let Some(tls) = &settings.tls else { return Ok(None) };
+    let cert = Arc::new(ReloadingCert::load(&tls.cert_file, &tls.key_file).map_err(|e| StartError::Setup(format!("tls.cert_file: {e}")))?);
+    let client_roots = match &tls.client_ca_file {
+        Some(path) => Some(crate::tls::client_roots(path).map_err(|e| StartError::Setup(format!("tls.client_ca_file: {e}")))?),
+        None => None,
+    };
+    let config = cert.server_config(client_roots).map_err(|e| StartError::Setup(format!("tls: {e}")))?;
+    Ok(Some((cert, tokio_rustls::TlsAcceptor::from(Arc::new(config)))))
 }

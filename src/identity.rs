@@ -33,6 +33,8 @@ pub const X_TROUSSEAU_JWT_ASSERTION: HeaderName =
     HeaderName::from_static("x-trousseau-jwt-assertion");
 /// `sub`.
 pub const X_TROUSSEAU_SUB: HeaderName = HeaderName::from_static("x-trousseau-sub");
+/// The subject of the client's certificate, with mutual TLS (`tls.client_ca_file`).
+pub const X_TROUSSEAU_CLIENT_SUBJECT: HeaderName = HeaderName::from_static("x-trousseau-client-subject");
 /// `email`.
 pub const X_TROUSSEAU_EMAIL: HeaderName = HeaderName::from_static("x-trousseau-email");
 /// `name`.

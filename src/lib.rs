@@ -29,6 +29,7 @@ pub mod dev;
 #[cfg(feature = "dev")]
 pub mod devidp;
 pub mod forward_auth;
+pub mod https_redirect;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod identity;

@@ -366,7 +366,7 @@ impl Metrics {
 /// What the limits counted ([`crate::limits`]).
 fn limit_families(out: &mut Exposition, limits: &Limits) {
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    let listeners = [ListenerKind::Main, ListenerKind::Metrics];
+    let listeners = [ListenerKind::Main, ListenerKind::Metrics, ListenerKind::Redirect];
     let open: Vec<(&str, u64)> = listeners.iter().map(|&k| (k.label(), limits.listener(k).open.load(Ordering::Relaxed) as u64)).collect();
     out.labelled(
         "trousseau_proxy_connections_open",
@@ -506,7 +506,7 @@ where
         let response = metrics_answer(&req, render.as_ref()).map(|body| flight.respond(body));
         std::future::ready(response)
     };
-    serve_connections(listener, limits, ListenerKind::Metrics, handler, shutdown, Duration::from_secs(1), None).await;
+    serve_connections(crate::limits::listener::Listening::plain(listener), limits, ListenerKind::Metrics, handler, shutdown, Duration::from_secs(1), None).await;
 }
 
 fn metrics_answer(req: &Request<Incoming>, render: &(dyn Fn() -> String + Send + Sync)) -> Response<Body> {

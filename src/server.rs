@@ -16,7 +16,7 @@ use crate::body::Body;
 use crate::config::Settings;
 use crate::limits::balance::{Balance, Worker};
 use crate::limits::inflight::InFlight;
-use crate::limits::listener::{serve_connections, Connection, ListenerKind};
+use crate::limits::listener::{serve_connections, Connection, ListenerKind, Listening};
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting and lets
 /// in-flight requests finish for at most `drain`. Connections and requests are held to
@@ -29,9 +29,13 @@ pub async fn serve(
     drain: Duration,
 ) {
     let watch = AbortOnDrop(tokio::spawn(crate::pipeline::connections::watch(Arc::clone(&app))));
+    let cert_watch = app.tls.as_ref().map(|(cert, _)| AbortOnDrop(tokio::spawn(Arc::clone(cert).watch(CERT_RECHECK))));
     serve_as_worker(listener, app, shutdown, drain, None, None).await;
-    drop(watch);
+    drop((watch, cert_watch));
 }
+
+/// How often the files of `tls.cert_file`/`key_file` are checked for a renewed certificate.
+const CERT_RECHECK: Duration = Duration::from_secs(5);
 
 /// A background task that ends with whoever holds it.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -53,8 +57,15 @@ async fn serve_as_worker(
     front: Option<Front>,
 ) {
     let limits = Arc::clone(&app.limits);
+    let app_tls = app.tls.as_ref().map(|(_, acceptor)| acceptor.clone());
+    let hsts = app.hsts.clone();
     let handler = move |mut req: Request<Incoming>, conn: &Arc<Connection>| {
         let app = Arc::clone(&app);
+        let hsts = hsts.clone();
+        if let Some(subject) = conn.client_subject() {
+            // Mutual TLS: who the client certificate says the client is, for the app.
+            req.extensions_mut().insert(ClientSubject(crate::identity::header_value(subject)));
+        }
         let front = front.as_ref().filter(|f| req.uri().path().starts_with(&f.prefix)).map(|f| Arc::clone(&f.handler));
         let peer = conn.peer();
         let mut flight = InFlight::begin(conn, &req);
@@ -72,11 +83,22 @@ async fn serve_as_worker(
                 // unread held ~80 MB); boxed, it is freed as soon as the response exists.
                 (Ok(()), None) => Box::pin(app.handle(req, peer)).await,
             };
-            response.map(|body| flight.respond(body))
+            let mut response = response.map(|body| flight.respond(body));
+            if let Some(hsts) = hsts {
+                // Every answer over HTTPS, the proxy's and the app's (an app's own value is kept).
+                response.headers_mut().entry(header::STRICT_TRANSPORT_SECURITY).or_insert(hsts);
+            }
+            response
         }
     };
-    serve_connections(listener, limits, ListenerKind::Main, handler, shutdown, drain, worker).await;
+    let listening = Listening { socket: listener, tls: app_tls };
+    serve_connections(listening, limits, ListenerKind::Main, handler, shutdown, drain, worker).await;
 }
+
+/// The subject of the client's certificate (mutual TLS), as a header value: a request extension
+/// the request path turns into `X-Trousseau-Client-Subject` for the app.
+#[derive(Clone, Debug)]
+pub struct ClientSubject(pub http::HeaderValue);
 
 /// What a [`Front`] answers with.
 pub type FrontFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
@@ -101,6 +123,28 @@ impl Front {
 /// hold nothing), so a kubelet does not restart a proxy that is only busy.
 fn is_health_probe<B>(req: &Request<B>) -> bool {
     matches!(req.uri().path(), "/.trousseau/healthz" | "/.trousseau/readyz")
+}
+
+/// SIGHUP (`systemctl reload`): the TLS certificate is read again at once (it is also checked every
+/// few seconds). The rest of the configuration is read at start only, for now: the signal says so
+/// in the log rather than stopping the process, which is what SIGHUP does to a program that does
+/// not handle it.
+async fn on_reload_signal(app: Arc<App>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while hangups.recv().await.is_some() {
+            match app.tls.as_ref().map(|(cert, _)| cert.reload()) {
+                Some(Ok(true)) => tracing::info!("SIGHUP: the TLS certificate was reloaded"),
+                Some(Ok(false)) => tracing::info!("SIGHUP: the TLS certificate files are unchanged"),
+                Some(Err(e)) => tracing::warn!(error = %e, "SIGHUP: the TLS certificate did not load; the previous one is kept"),
+                None => {}
+            }
+            tracing::warn!("SIGHUP: other configuration changes take effect at the next restart");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = app;
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -138,6 +182,10 @@ pub async fn run(mut settings: Settings, front: Option<Front>) -> Result<(), Sta
         Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?),
         None => None,
     };
+    let redirect_listener = match settings.http_redirect_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?),
+        None => None,
+    };
     let app = App::new(settings)?;
     let oidc = app.oidc().clone();
     tokio::spawn(async move { oidc.discover_until_ready().await });
@@ -146,6 +194,16 @@ pub async fn run(mut settings: Settings, front: Option<Front>) -> Result<(), Sta
         tokio::spawn(async move { redis.ping().await });
     }
     tokio::spawn(crate::pipeline::connections::watch(app.clone()));
+    if let Some((cert, _)) = &app.tls {
+        // Renewed certificates (certbot, cert-manager) are served without a restart.
+        tokio::spawn(Arc::clone(cert).watch(CERT_RECHECK));
+    }
+    tokio::spawn(on_reload_signal(app.clone()));
+    if let Some(listener) = redirect_listener {
+        let https_port = app.settings().public_url.port();
+        tracing::info!(listen = ?listener.local_addr().ok(), "plain http redirected to https");
+        tokio::spawn(crate::https_redirect::serve(listener, https_port, Arc::clone(&app.limits), std::future::pending()));
+    }
     if let Some(listener) = metrics_listener {
         let metrics_app = app.clone();
         tracing::info!(listen = ?listener.local_addr().ok(), "metrics at /metrics");

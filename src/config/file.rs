@@ -21,6 +21,11 @@ pub struct FileConfig {
     pub upstream: Option<String>,
     /// Optional admin listener serving `/metrics`.
     pub metrics_listen: Option<String>,
+    /// Optional plain-http listener beside an https `listen`: answers every request with a 308 to
+    /// the same host and path over https, except `/.trousseau/healthz` (for load balancers).
+    pub http_redirect_listen: Option<String>,
+    /// HTTPS on `listen`.
+    pub tls: TlsConfig,
     /// How requests are forwarded.
     pub proxy: ProxyConfig,
     /// The Trousseau client.
@@ -39,6 +44,29 @@ pub struct FileConfig {
     pub cors: CorsConfig,
     /// Connection and request resource limits.
     pub limits: LimitsConfig,
+}
+
+/// `tls:` — the proxy as the front door: HTTPS on `listen` (HTTP/2 and HTTP/1.1 by ALPN, TLS 1.2
+/// and 1.3), the certificate re-read when its files change.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first. With `key_file`: `listen` serves HTTPS.
+    pub cert_file: Option<String>,
+    /// PEM private key of the certificate (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<String>,
+    /// PEM CA certificates: clients must present a certificate they issued (mutual TLS); its
+    /// subject reaches the app as `X-Trousseau-Client-Subject`.
+    pub client_ca_file: Option<String>,
+    /// `Strict-Transport-Security: max-age` on every answer over HTTPS. Default 365 days; `0s`
+    /// turns HSTS off.
+    pub hsts_max_age: HumanDuration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig { cert_file: None, key_file: None, client_ca_file: None, hsts_max_age: HumanDuration(Duration::from_secs(365 * 86_400)) }
+    }
 }
 
 /// `cors:` — a single-page app served from another origin that calls this app with credentials.

@@ -25,6 +25,10 @@ pub struct Settings {
     pub upstream: Url,
     /// Admin listener for `/metrics`.
     pub metrics_listen: Option<SocketAddr>,
+    /// HTTPS on `listen`, when configured.
+    pub tls: Option<TlsSettings>,
+    /// Plain listener redirecting to https (only with `tls`).
+    pub http_redirect_listen: Option<SocketAddr>,
     /// Forwarding settings.
     pub proxy: ProxyConfig,
     /// The OIDC client.
@@ -45,6 +49,19 @@ pub struct Settings {
     pub bearer_limits: BearerLimits,
     /// Cross-origin front ends.
     pub cors: CorsSettings,
+}
+
+/// Validated `tls:`: the files exist and load.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// The certificate chain.
+    pub cert_file: PathBuf,
+    /// Its private key.
+    pub key_file: PathBuf,
+    /// CAs of the client certificates required (mutual TLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// HSTS `max-age`; zero: no HSTS.
+    pub hsts_max_age: Duration,
 }
 
 /// Validated `cors:`.

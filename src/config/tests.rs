@@ -325,3 +325,51 @@ fn cors_origins_are_exact_origins_and_every_mistake_names_its_key() {
         assert!(err.starts_with(key), "{text}: {err}");
     }
 }
+
+#[test]
+fn tls_needs_both_files_that_load_an_https_public_url_and_names_every_mistake() {
+    let dir = std::env::temp_dir().join(format!("tp-config-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let cert = rcgen::generate_simple_self_signed(vec!["app.example.com".to_string()]).unwrap();
+    let (cert_file, key_file) = (write("tls.crt", &cert.cert.pem()), write("tls.key", &cert.signing_key.serialize_pem()));
+    let other = rcgen::generate_simple_self_signed(vec!["other.example.com".to_string()]).unwrap();
+    let other_key = write("other.key", &other.signing_key.serialize_pem());
+    let garbage = write("garbage.pem", "not a certificate\n");
+
+    let s = load_text(&minimal(), &[]).unwrap();
+    assert_eq!((s.tls, s.http_redirect_listen), (None, None), "plain http by default");
+    let with = |extra: &str| minimal() + extra;
+    let s = load_text(&with(&format!("http_redirect_listen: 0.0.0.0:8080\ntls:\n  cert_file: {cert_file}\n  key_file: {key_file}\n")), &[]).unwrap();
+    let tls = s.tls.expect("tls");
+    assert_eq!(tls.hsts_max_age, Duration::from_secs(365 * 86_400), "HSTS on by default");
+    assert_eq!(s.http_redirect_listen, Some("0.0.0.0:8080".parse().unwrap()));
+    let s = load_text(&with(&format!("tls:\n  cert_file: {cert_file}\n  key_file: {key_file}\n  hsts_max_age: 0s\n  client_ca_file: {cert_file}\n")), &[]).unwrap();
+    assert!(s.tls.as_ref().unwrap().hsts_max_age.is_zero() && s.tls.unwrap().client_ca_file.is_some());
+    let s = load_text(&minimal(), &[("TROUSSEAU_PROXY_TLS_CERT_FILE", &cert_file), ("TROUSSEAU_PROXY_TLS_KEY_FILE", &key_file)]).unwrap();
+    assert!(s.tls.is_some(), "from the environment too");
+
+    for (text, key) in [
+        (format!("tls:\n  cert_file: {cert_file}\n"), "tls.key_file"),
+        (format!("tls:\n  key_file: {key_file}\n"), "tls.cert_file"),
+        (format!("tls:\n  cert_file: {garbage}\n  key_file: {key_file}\n"), "tls.cert_file"),
+        (format!("tls:\n  cert_file: {cert_file}\n  key_file: {garbage}\n"), "tls.key_file"),
+        (format!("tls:\n  cert_file: {cert_file}\n  key_file: {other_key}\n"), "tls.cert_file"),
+        (format!("tls:\n  cert_file: {cert_file}\n  key_file: {key_file}\n  client_ca_file: {garbage}\n"), "tls.client_ca_file"),
+        (format!("tls:\n  client_ca_file: {cert_file}\n"), "tls.client_ca_file"),
+        ("http_redirect_listen: 0.0.0.0:80\n".to_string(), "http_redirect_listen"),
+        (format!("http_redirect_listen: nowhere\ntls:\n  cert_file: {cert_file}\n  key_file: {key_file}\n"), "http_redirect_listen"),
+        (format!("listen: 0.0.0.0:443\nhttp_redirect_listen: 0.0.0.0:443\ntls:\n  cert_file: {cert_file}\n  key_file: {key_file}\n"), "http_redirect_listen"),
+    ] {
+        let err = load_text(&with(&text), &[]).unwrap_err().to_string();
+        assert!(err.starts_with(key), "{text}: {err}");
+    }
+    let http = minimal().replace("https://app.example.com", "http://app.example.com") + &format!("tls:\n  cert_file: {cert_file}\n  key_file: {key_file}\n");
+    let err = load_text(&http, &[]).unwrap_err().to_string();
+    assert!(err.starts_with("public_url") && err.contains("https://"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

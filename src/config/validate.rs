@@ -45,6 +45,24 @@ pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, Conf
         ),
     };
 
+    let tls = tls(file, source)?;
+    if tls.is_some() && !secure_cookies {
+        return Err(invalid("public_url", format!("`{public_text}` is http, but tls.cert_file makes the proxy serve https: use https://")));
+    }
+    let http_redirect_listen = match &file.http_redirect_listen {
+        None => None,
+        Some(_) if tls.is_none() => {
+            return Err(invalid("http_redirect_listen", "redirects to https: set tls.cert_file and tls.key_file too".into()));
+        }
+        Some(t) => {
+            let addr: SocketAddr = t.parse().map_err(|_| invalid("http_redirect_listen", format!("`{t}` is not an address like 0.0.0.0:80")))?;
+            if addr == listen {
+                return Err(invalid("http_redirect_listen", format!("`{t}` is also `listen`: use another port (80)")));
+            }
+            Some(addr)
+        }
+    };
+
     let oidc = oidc(file, source, &public_origin)?;
     let session = session(file, source)?;
     let identity = identity(file, source, &oidc.client_id)?;
@@ -60,6 +78,8 @@ pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, Conf
         secure_cookies,
         upstream,
         metrics_listen,
+        tls,
+        http_redirect_listen,
         proxy: file.proxy.clone(),
         oidc,
         session,
@@ -71,6 +91,33 @@ pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, Conf
         cors,
         limits,
     })
+}
+
+/// `tls:`: both files or neither; they load (the certificate fits its key), and so does the
+/// client CA file.
+fn tls(file: &FileConfig, source: &SourceText) -> Result<Option<TlsSettings>, ConfigError> {
+    let invalid = |key: &str, message: String| source.invalid(key, message);
+    let t = &file.tls;
+    let (cert_file, key_file) = match (&t.cert_file, &t.key_file) {
+        (None, None) => {
+            if t.client_ca_file.is_some() {
+                return Err(invalid("tls.client_ca_file", "needs tls.cert_file and tls.key_file (mutual TLS is on the HTTPS listener)".into()));
+            }
+            return Ok(None);
+        }
+        (Some(cert), Some(key)) => (PathBuf::from(cert), PathBuf::from(key)),
+        (Some(_), None) => return Err(invalid("tls.key_file", "is required with tls.cert_file".into())),
+        (None, Some(_)) => return Err(invalid("tls.cert_file", "is required with tls.key_file".into())),
+    };
+    if let Err(e) = crate::tls::serving::ReloadingCert::load(&cert_file, &key_file) {
+        let key = if matches!(e, crate::tls::serving::CertError::NoKey { .. }) { "tls.key_file" } else { "tls.cert_file" };
+        return Err(invalid(key, e.to_string()));
+    }
+    let client_ca_file = t.client_ca_file.as_ref().map(PathBuf::from);
+    if let Some(path) = &client_ca_file {
+        crate::tls::client_roots(path).map_err(|e| invalid("tls.client_ca_file", e.to_string()))?;
+    }
+    Ok(Some(TlsSettings { cert_file, key_file, client_ca_file, hsts_max_age: t.hsts_max_age.0 }))
 }
 
 /// `oidc:`. The redirect URI is the public origin's `/.trousseau/callback`.

@@ -11,11 +11,10 @@
 //!    the few operations it needs. It reads the pod through [`scan`], straight from the request
 //!    body, so a review costs its body and little more, however large the pod.
 //!
-//! [`webhook`] is the HTTPS listener around it; [`certs`] reloads its certificate when the files
-//! change (cert-manager renews it in place).
+//! [`webhook`] is the HTTPS listener around it; [`crate::tls::serving`] reloads its certificate
+//! when the files change (cert-manager renews it in place).
 
 pub mod admission;
-pub mod certs;
 pub mod options;
 pub mod pod;
 pub mod scan;

@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use super::certs::{CertError, ReloadingCert};
+use crate::tls::serving::{CertError, ReloadingCert};
 use super::{default_image, review, InjectorSettings, WebhookArgs};
 
 /// The largest AdmissionReview accepted: the API server's own limit on a request body. A pod it
@@ -108,7 +108,7 @@ pub async fn serve(
     settings: Arc<InjectorSettings>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WebhookError> {
-    let acceptor = TlsAcceptor::from(Arc::new(certs.server_config()?));
+    let acceptor = TlsAcceptor::from(Arc::new(certs.server_config(None)?));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).max_buf_size(H1_MAX_BUF);

@@ -25,7 +25,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -36,6 +36,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use super::balance::{Placed, Worker};
+use crate::tls::serving::{handshake, ClientStream, ClientTls};
 use super::inflight::{Stream, Tracked};
 use super::{CloseReason, Limits};
 
@@ -46,6 +47,8 @@ pub enum ListenerKind {
     Main,
     /// `metrics_listen`: the admin listener.
     Metrics,
+    /// `http_redirect_listen`: plain http sent to https.
+    Redirect,
 }
 
 impl ListenerKind {
@@ -54,6 +57,7 @@ impl ListenerKind {
         match self {
             ListenerKind::Main => "main",
             ListenerKind::Metrics => "metrics",
+            ListenerKind::Redirect => "http_redirect",
         }
     }
 }
@@ -100,12 +104,19 @@ pub(crate) struct Connection {
     wake: Notify,
     /// Counted in its listener's open connections (false once its place went to a newcomer).
     counted: AtomicBool,
+    /// What its TLS handshake established (set once, before its first request).
+    tls: OnceLock<ClientTls>,
 }
 
 impl Connection {
     /// The client's address (the TCP peer).
     pub(crate) fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// The subject of the client's certificate (mutual TLS).
+    pub(crate) fn client_subject(&self) -> Option<&str> {
+        self.tls.get().and_then(|t| t.subject.as_deref())
     }
 
     fn order(&self, command: u8) {
@@ -383,7 +394,7 @@ impl StreamMark {
 /// connection it came on. Connections beyond the listener's cap take the place of an idle one of
 /// this worker, or are closed at once; see the module doc for the timeouts.
 pub(crate) async fn serve_connections<H, Fut>(
-    listener: TcpListener,
+    listening: Listening,
     limits: Arc<Limits>,
     kind: ListenerKind,
     handler: H,
@@ -398,8 +409,11 @@ pub(crate) async fn serve_connections<H, Fut>(
     let cap = match kind {
         ListenerKind::Main => settings.max_connections,
         ListenerKind::Metrics => settings.metrics_max_connections,
+        ListenerKind::Redirect => settings.max_connections,
     };
-    let builder = builder(settings);
+    let Listening { socket: listener, tls } = listening;
+    let handshake_timeout = settings.header_timeout;
+    let builder = Arc::new(builder(settings));
     let registry = Arc::new(Registry {
         entries: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(0),
@@ -479,6 +493,7 @@ pub(crate) async fn serve_connections<H, Fut>(
             command: AtomicU8::new(NOTHING),
             wake: Notify::new(),
             counted: AtomicBool::new(true),
+            tls: OnceLock::new(),
         });
         let id = registry.insert(Arc::clone(&conn));
         let service = {
@@ -488,13 +503,25 @@ pub(crate) async fn serve_connections<H, Fut>(
                 async move { Ok::<_, Infallible>(answer.await) }
             })
         };
-        let serving = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
         let registered = Registered { registry: Arc::clone(&registry), id };
+        let (builder, tls) = (Arc::clone(&builder), tls.clone());
         tokio::spawn(async move {
             // Dropped however the task ends: a panic in a request handler unwinds this task, and
             // the connection must still leave the registry (its place, the drain's wait) and its
             // worker's count.
             let _registered = (registered, seat);
+            // The handshake is this task's, never the accept loop's: a slow client delays itself only.
+            let stream = match &tls {
+                None => ClientStream::Plain(stream),
+                Some(acceptor) => match handshake(acceptor, stream, handshake_timeout).await {
+                    Some((stream, facts)) => {
+                        let _ = conn.tls.set(facts);
+                        stream
+                    }
+                    None => return,
+                },
+            };
+            let serving = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(serving);
             let mut draining = false;
             loop {
@@ -523,6 +550,21 @@ pub(crate) async fn serve_connections<H, Fut>(
         tracing::warn!(listener = kind.label(), "drain time over: closing the remaining connections");
         registry.order_all(CLOSE);
         let _ = tokio::time::timeout(Duration::from_secs(1), registry.wait_empty()).await;
+    }
+}
+
+/// A listener's socket, and the TLS it terminates (`tls.cert_file`) when it serves HTTPS.
+pub(crate) struct Listening {
+    /// The bound socket.
+    pub(crate) socket: TcpListener,
+    /// The TLS acceptor of an HTTPS listener.
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl Listening {
+    /// A plain-http listener.
+    pub(crate) fn plain(socket: TcpListener) -> Listening {
+        Listening { socket, tls: None }
     }
 }
 

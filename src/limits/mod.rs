@@ -168,6 +168,7 @@ pub struct Limits {
     settings: LimitSettings,
     main: ListenerStats,
     metrics: ListenerStats,
+    redirect: ListenerStats,
     in_flight: AtomicUsize,
     clients: ClientTable,
     refused: [AtomicU64; 2],
@@ -184,6 +185,7 @@ impl Limits {
             settings,
             main: ListenerStats::default(),
             metrics: ListenerStats::default(),
+            redirect: ListenerStats::default(),
             in_flight: AtomicUsize::new(0),
             clients: ClientTable::new(),
             refused: Default::default(),
@@ -215,6 +217,7 @@ impl Limits {
         match kind {
             ListenerKind::Main => &self.main,
             ListenerKind::Metrics => &self.metrics,
+            ListenerKind::Redirect => &self.redirect,
         }
     }
 

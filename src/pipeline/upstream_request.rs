@@ -27,6 +27,11 @@ pub(super) fn prepare(app: &App, parts: &mut Parts, ctx: &RequestCtx, session: O
         identity.extra_headers.insert(&mut parts.headers, session);
     }
     parts.headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    if let Some(subject) = parts.extensions.get::<crate::server::ClientSubject>() {
+        // Stripped from what the client sent like every X-Trousseau- header; set only from the
+        // certificate the TLS handshake verified.
+        parts.headers.insert(crate::identity::X_TROUSSEAU_CLIENT_SUBJECT, subject.0.clone());
+    }
     let host = parts.headers.get(header::HOST).cloned().or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
     let forwarded = ForwardContext {
         client_ip: ctx.peer.ip(),

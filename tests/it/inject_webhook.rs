@@ -17,7 +17,8 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-use trousseau_proxy::inject::certs::ReloadingCert;
+use trousseau_proxy::tls::serving::ReloadingCert;
+use crate::support::pki::TestCa;
 use trousseau_proxy::inject::{self, InjectorSettings};
 
 const IMAGE: &str = "ghcr.io/keysuite/trousseau-proxy:test";
@@ -403,38 +404,6 @@ fn patched_pods_match_the_golden_files() {
 // ---------------------------------------------------------------------------------------------
 // Over a real HTTPS socket, with certificates made at test time.
 
-/// A CA and server certificates it signs for `localhost` / `127.0.0.1`.
-struct TestCa {
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-}
-
-impl TestCa {
-    fn new() -> TestCa {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.distinguished_name.push(rcgen::DnType::CommonName, "trousseau-proxy injector test CA");
-        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
-        let issuer = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
-        TestCa { issuer }
-    }
-
-    /// A fresh server certificate and key (PEM).
-    fn server_pair(&self, common_name: &str) -> (String, String) {
-        let mut params =
-            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-
-    fn roots(&self) -> rustls::RootCertStore {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.issuer.der().clone()).unwrap();
-        roots
-    }
-}
-
 struct TempDir(PathBuf);
 
 impl TempDir {
@@ -506,7 +475,7 @@ async fn served_common_name(addr: std::net::SocketAddr, roots: rustls::RootCertS
 #[tokio::test]
 async fn the_webhook_answers_reviews_over_https_and_picks_up_a_renewed_certificate() {
     let dir = TempDir::new("https");
-    let ca = TestCa::new();
+    let ca = TestCa::new("trousseau-proxy injector test");
     let (cert_pem, key_pem) = ca.server_pair("served-first");
     let (cert, key) = (dir.0.join("tls.crt"), dir.0.join("tls.key"));
     std::fs::write(&cert, cert_pem).unwrap();
@@ -657,7 +626,7 @@ struct HttpsWebhook {
 impl HttpsWebhook {
     async fn start() -> HttpsWebhook {
         let dir = TempDir::new("hardening");
-        let ca = TestCa::new();
+        let ca = TestCa::new("trousseau-proxy injector test");
         let (cert_pem, key_pem) = ca.server_pair("served-first");
         let (cert, key) = (dir.0.join("tls.crt"), dir.0.join("tls.key"));
         std::fs::write(&cert, cert_pem).unwrap();
@@ -1146,7 +1115,7 @@ async fn the_worst_reviews_keep_the_injector_process_small() {
     // Built first: an idle pooled connection would not outlive the webhook's header deadline.
     let reviews = worst_reviews();
     let dir = TempDir::new("rss");
-    let ca = TestCa::new();
+    let ca = TestCa::new("trousseau-proxy injector test");
     let (cert_pem, key_pem) = ca.server_pair("served-first");
     std::fs::write(dir.0.join("tls.crt"), cert_pem).unwrap();
     std::fs::write(dir.0.join("tls.key"), key_pem).unwrap();

@@ -39,4 +39,5 @@ mod security;
 mod session_hardening;
 mod sign_in;
 mod sign_in_loops;
+mod tls;
 mod spa;

@@ -25,6 +25,8 @@ const DEBIAN_PARTS: &[(&str, &str)] = &[
     ("nginx", "/usr/sbin/nginx"),
     ("redis-server", "/usr/bin/redis-server"),
     ("chromium", "/usr/bin/chromium"),
+    ("curl", "/usr/bin/curl"),
+    ("openssl", "/usr/bin/openssl"),
 ];
 
 /// Python environments under `target/tools/`: (directory, pinned packages, the programs it must hold).

@@ -5,6 +5,7 @@
 pub mod chromium;
 pub mod heap;
 pub mod parts;
+pub mod pki;
 pub mod upstream;
 
 use std::collections::BTreeMap;
@@ -246,7 +247,7 @@ pub struct Browser {
     pub origin: String,
     /// Cookie name → value (one host, like 127.0.0.1 in a real browser: ports share cookies).
     pub jar: BTreeMap<String, String>,
-    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    client: Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>>,
     /// Extra headers sent with every request.
     pub headers: Vec<(String, String)>,
 }
@@ -257,9 +258,14 @@ impl Browser {
         Browser {
             origin: origin.to_string(),
             jar: BTreeMap::new(),
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: https_client(rustls::RootCertStore::empty()),
             headers: Vec::new(),
         }
+    }
+
+    /// A browser for an `https://` origin whose certificate `roots` vouch for.
+    pub fn trusting(origin: &str, roots: rustls::RootCertStore) -> Browser {
+        Browser { client: https_client(roots), ..Browser::new(origin) }
     }
 
     /// The `Cookie:` header this browser would send.
@@ -427,4 +433,13 @@ pub fn jws_parts(jws: &str) -> (serde_json::Value, serde_json::Value) {
     (serde_json::from_slice(&h).unwrap(), serde_json::from_slice(&p).unwrap())
 }
 
-
+/// An HTTP/1.1 client for `http://` and for `https://` origins `roots` vouch for.
+fn https_client(roots: rustls::RootCertStore) -> Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>> {
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_or_http().enable_http1().build();
+    Client::builder(TokioExecutor::new()).build(connector)
+}

@@ -1,4 +1,5 @@
-//! TLS for the connections the proxy opens itself: to an `https` app and to Trousseau.
+//! TLS for the connections the proxy opens itself: to an `https` app and to Trousseau; the
+//! serving side (the HTTPS listener, the injector's webhook) is [`serving`].
 //!
 //! Which certificate authorities we trust, in one place — a straight union of:
 //! - the system's CA store (rustls-native-certs: `SSL_CERT_FILE` / `SSL_CERT_DIR`, else the
@@ -19,6 +20,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
+
+pub mod serving;
 
 /// ALPN identifier of HTTP/2.
 pub const ALPN_H2: &[u8] = b"h2";
@@ -125,6 +128,14 @@ pub fn https_connector(
     http.set_keepalive(Some(TCP_KEEPALIVE));
     http.set_connect_timeout(Some(connect_timeout));
     HttpsConnector::from((http, config))
+}
+
+/// The certificate authorities of the PEM file at `path` alone (no system or built-in roots): the
+/// issuers a mutual-TLS listener accepts client certificates from.
+pub fn client_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    add_ca_file(&mut roots, path)?;
+    Ok(roots)
 }
 
 /// Adds every certificate of the PEM file at `path` to `roots`.

@@ -1,7 +1,8 @@
-//! The webhook's serving certificate, re-read when its files change.
+//! A serving certificate, re-read when its files change: the HTTPS listener's (`tls.cert_file`)
+//! and the injector's webhook's.
 //!
-//! cert-manager (or whoever writes the Secret) renews the certificate in place; the kubelet then
-//! swaps the mounted files. [`ReloadingCert`] serves the last good pair and [`ReloadingCert::watch`]
+//! cert-manager, certbot or whoever writes the files renews the certificate in place (the kubelet
+//! swaps a mounted Secret's files behind a symlink; reading the paths again follows it). [`ReloadingCert`] serves the last good pair and [`ReloadingCert::watch`]
 //! checks the files every few seconds: a changed pair that loads replaces it, a pair that does
 //! not (caught half-written, or wrong) is logged and the old one kept, so a bad renewal never
 //! takes the webhook down.
@@ -116,12 +117,22 @@ impl ReloadingCert {
         }
     }
 
-    /// A rustls server configuration serving this certificate, HTTP/2 and HTTP/1.1.
-    pub fn server_config(self: &Arc<Self>) -> Result<rustls::ServerConfig, rustls::Error> {
-        let mut config = rustls::ServerConfig::builder_with_provider(crate::tls::crypto_provider())
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_cert_resolver(self.clone());
+    /// A rustls server configuration serving this certificate, HTTP/2 and HTTP/1.1 by ALPN, TLS
+    /// 1.2 and 1.3 (rustls' safe defaults). With `client_roots`, clients must present a
+    /// certificate those authorities issued (mutual TLS).
+    pub fn server_config(self: &Arc<Self>, client_roots: Option<rustls::RootCertStore>) -> Result<rustls::ServerConfig, rustls::Error> {
+        let provider = crate::tls::crypto_provider();
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+        let builder = match client_roots {
+            None => builder.with_no_client_auth(),
+            Some(roots) => {
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .map_err(|e| rustls::Error::General(e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_cert_resolver(self.clone());
         config.alpn_protocols = vec![crate::tls::ALPN_H2.to_vec(), crate::tls::ALPN_HTTP1.to_vec()];
         Ok(config)
     }
@@ -159,4 +170,95 @@ fn parse_pair(
         CertError::Mismatch { cert: cert_path.to_owned(), key: key_path.to_owned(), source }
     })?;
     Ok((Arc::new(certified), Loaded { cert_pem, key_pem }))
+}
+
+/// A client connection of a listener: plain TCP, or TLS the proxy terminated.
+pub enum ClientStream {
+    /// Plain TCP.
+    Plain(tokio::net::TcpStream),
+    /// TLS over TCP, after the handshake.
+    Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
+}
+
+/// What a TLS handshake established about the client.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    /// The subject of the certificate the client presented (mutual TLS), RFC 4514 style
+    /// (`CN=ops-robot,O=Hotel Group`).
+    pub subject: Option<String>,
+}
+
+/// Completes the TLS handshake of `stream` within `timeout`. `None`: the client did not finish it
+/// (a scanner, a plain-http client on the https port, a certificate refused) — logged at debug
+/// level, the connection is simply closed.
+pub async fn handshake(acceptor: &tokio_rustls::TlsAcceptor, stream: tokio::net::TcpStream, timeout: Duration) -> Option<(ClientStream, ClientTls)> {
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            let subject = tls.get_ref().1.peer_certificates().and_then(|chain| chain.first()).and_then(|leaf| subject_of(leaf.as_ref()));
+            Some((ClientStream::Tls(Box::new(tls)), ClientTls { subject }))
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(?timeout, "TLS handshake not finished in time");
+            None
+        }
+    }
+}
+
+/// The subject of a DER certificate as text, RFC 4514 style; `None` when it does not parse
+/// (rustls verified it already; this is only for the header). Public for the fuzz targets.
+#[doc(hidden)]
+pub fn subject_of(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject().to_string();
+    (!subject.is_empty()).then_some(subject)
+}
+
+impl tokio::io::AsyncRead for ClientStream {
+    fn poll_read(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            ClientStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for ClientStream {
+    fn poll_write(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            ClientStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
+            ClientStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ClientStream::Plain(s) => s.is_write_vectored(),
+            ClientStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            ClientStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            ClientStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
 }
