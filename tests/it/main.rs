@@ -29,6 +29,7 @@ mod inject_annotations;
 mod inject_webhook;
 mod lifecycle;
 mod limits;
+mod packaging;
 mod metrics;
 mod open_connections;
 mod policy;

@@ -252,7 +252,7 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
 }
 
 /// `http_redirect_listen` with the binary as users run it: every request to the plain port is sent
-/// to the same host and path over https (308), except the health probe.
+/// to the same host and path over https (308), except the health probe; SIGHUP keeps it running.
 #[tokio::test]
 async fn the_plain_listener_redirects_to_https_and_answers_the_health_probe() {
     if !have(&parts::CURL, "/usr/bin/curl") {
@@ -270,15 +270,15 @@ async fn the_plain_listener_redirects_to_https_and_answers_the_health_probe() {
         dir.write("tls.key", &key),
     );
     let config_file = dir.write("config.yaml", &config);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trousseau-proxy"))
+    let mut child = Killed(Command::new(env!("CARGO_BIN_EXE_trousseau-proxy"))
         .args(["--config", &config_file])
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
-    let result = tokio::task::spawn_blocking(move || {
+        .unwrap());
+    tokio::task::spawn_blocking(move || {
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", http)).is_ok() {
                 break;
@@ -293,10 +293,25 @@ async fn the_plain_listener_redirects_to_https_and_answers_the_health_probe() {
         let odd = run("/usr/bin/curl", &["-sS", "-o", "/dev/null", "-D", "-", "-H", "Host: evil.example@x", &format!("http://127.0.0.1:{http}/")]).1;
         assert!(odd.starts_with("HTTP/1.1 400") && !odd.contains("location"), "{odd}");
     })
-    .await;
-    let _ = child.kill();
-    let _ = child.wait();
-    result.unwrap();
+    .await
+    .unwrap();
+    // `systemctl reload` sends SIGHUP: the proxy re-reads its certificate and goes on serving.
+    let hup = Command::new("kill").args(["-HUP", &child.0.id().to_string()]).status().unwrap();
+    assert!(hup.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(child.0.try_wait().unwrap().is_none(), "SIGHUP does not stop the proxy");
+    let still = tokio::task::spawn_blocking(move || run("/usr/bin/curl", &["-sS", "-o", "/dev/null", "-w", "%{http_code}", &format!("http://127.0.0.1:{http}/.trousseau/healthz")]).1).await.unwrap();
+    assert_eq!(still, "200");
+}
+
+/// A child process killed when dropped, whatever the test's end.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn free_port() -> u16 {

@@ -27,6 +27,7 @@ const DEBIAN_PARTS: &[(&str, &str)] = &[
     ("chromium", "/usr/bin/chromium"),
     ("curl", "/usr/bin/curl"),
     ("openssl", "/usr/bin/openssl"),
+    ("systemd", "/usr/bin/systemd-analyze"),
 ];
 
 /// Python environments under `target/tools/`: (directory, pinned packages, the programs it must hold).
