@@ -12,6 +12,7 @@ use http::StatusCode;
 
 use crate::support::pki::TestCa;
 use crate::support::*;
+use trousseau_proxy::config::HumanDuration;
 
 /// A directory removed when dropped.
 struct Dir(PathBuf);
@@ -316,4 +317,14 @@ impl Drop for Killed {
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn hsts_can_be_turned_off() {
+    let (ca, dir) = (TestCa::new("hsts"), Dir::new("hsts"));
+    let (_env, origin) = https_env(&ca, &dir, |c| c.tls.hsts_max_age = HumanDuration(Duration::ZERO)).await;
+    let mut b = Browser::trusting(&origin, ca.roots());
+    let r = b.api_get("/.trousseau/healthz").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(!r.headers.contains_key("strict-transport-security"), "hsts_max_age: 0s sends none");
 }
