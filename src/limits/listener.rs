@@ -109,6 +109,23 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
+    /// A connection of `kind`'s listener from `peer`, already counted in its open connections.
+    fn new(limits: Arc<Limits>, kind: ListenerKind, peer: SocketAddr) -> Connection {
+        Connection {
+            limits,
+            kind,
+            peer,
+            requests: AtomicU64::new(0),
+            http2: AtomicBool::new(false),
+            progress: AtomicU64::new(0),
+            streams: Mutex::new(Vec::new()),
+            command: AtomicU8::new(NOTHING),
+            wake: Notify::new(),
+            counted: AtomicBool::new(true),
+            tls: OnceLock::new(),
+        }
+    }
+
     /// The client's address (the TCP peer).
     pub(crate) fn peer(&self) -> SocketAddr {
         self.peer
@@ -234,6 +251,38 @@ impl Registry {
     /// Closes this worker's longest-idle connection (nothing in flight, or no request yet) and
     /// hands its place in the listener's count to a newcomer; false when none is idle. nginx does
     /// the same when it runs out of connections (`ngx_drain_connections`).
+    /// Lets the connections finish their requests in flight for at most `drain`, then closes
+    /// those left (the listener stopped accepting).
+    async fn drain(&self, drain: Duration, kind: ListenerKind) {
+        tracing::info!(drain = ?drain, listener = kind.label(), "shutting down: no new connections, finishing in-flight requests");
+        self.order_all(DRAIN);
+        if tokio::time::timeout(drain, self.wait_empty()).await.is_err() {
+            tracing::warn!(listener = kind.label(), "drain time over: closing the remaining connections");
+            self.order_all(CLOSE);
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.wait_empty()).await;
+        }
+    }
+
+    /// Counts a new connection on its listener when there is room, or makes room by closing an
+    /// idle one of this worker (the evicted connection's place is handed over: the count stays at
+    /// the cap). `false`: the listener is full; the newcomer is refused (counted, logged at most
+    /// once a second).
+    fn make_room(&self, stats: &super::ListenerStats, cap: usize, kind: ListenerKind) -> bool {
+        if stats.open.fetch_add(1, Ordering::Relaxed) < cap {
+            return true;
+        }
+        stats.open.fetch_sub(1, Ordering::Relaxed);
+        if self.evict_one() {
+            return true;
+        }
+        stats.refused.fetch_add(1, Ordering::Relaxed);
+        static FULL: crate::logging::LogBudget = crate::logging::LogBudget::every_second();
+        if let Some(unlogged) = FULL.take() {
+            tracing::warn!(listener = kind.label(), cap, unlogged, "connection refused: the listener is full (limits.max_connections)");
+        }
+        false
+    }
+
     fn evict_one(&self) -> bool {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let idlest = entries
@@ -421,21 +470,7 @@ pub(crate) async fn serve_connections<H, Fut>(
         emptied: Notify::new(),
         ticks: Ticks::new(settings),
     });
-    let _sweeper = AbortOnDrop(tokio::spawn({
-        let registry = Arc::clone(&registry);
-        async move {
-            let mut tick = tokio::time::interval(registry.ticks.period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let release_every = (RELEASE_MEMORY_EVERY.as_nanos() / registry.ticks.period.as_nanos()).max(1) as u64;
-            loop {
-                tick.tick().await;
-                registry.sweep();
-                if registry.now.load(Ordering::Relaxed).is_multiple_of(release_every) {
-                    super::release_memory();
-                }
-            }
-        }
-    }));
+    let _sweeper = AbortOnDrop(tokio::spawn(sweep_forever(Arc::clone(&registry))));
     let stats = limits.listener(kind);
     tokio::pin!(shutdown);
     let (placer, mut inbox) = match worker {
@@ -468,33 +503,12 @@ pub(crate) async fn serve_connections<H, Fut>(
             } => (stream, peer, Some(seat)),
             () = &mut shutdown => break,
         };
-        if stats.open.fetch_add(1, Ordering::Relaxed) >= cap {
-            stats.open.fetch_sub(1, Ordering::Relaxed);
-            // The evicted connection's place is handed over: the count stays at the cap.
-            if !registry.evict_one() {
-                stats.refused.fetch_add(1, Ordering::Relaxed);
-                static FULL: crate::logging::LogBudget = crate::logging::LogBudget::every_second();
-                if let Some(unlogged) = FULL.take() {
-                    tracing::warn!(listener = kind.label(), cap, unlogged, "connection refused: the listener is full (limits.max_connections)");
-                }
-                drop(stream);
-                continue;
-            }
+        if !registry.make_room(stats, cap, kind) {
+            drop(stream);
+            continue;
         }
         let _ = stream.set_nodelay(true);
-        let conn = Arc::new(Connection {
-            limits: Arc::clone(&limits),
-            kind,
-            peer,
-            requests: AtomicU64::new(0),
-            http2: AtomicBool::new(false),
-            progress: AtomicU64::new(0),
-            streams: Mutex::new(Vec::new()),
-            command: AtomicU8::new(NOTHING),
-            wake: Notify::new(),
-            counted: AtomicBool::new(true),
-            tls: OnceLock::new(),
-        });
+        let conn = Arc::new(Connection::new(Arc::clone(&limits), kind, peer));
         let id = registry.insert(Arc::clone(&conn));
         let service = {
             let (conn, handler) = (Arc::clone(&conn), handler.clone());
@@ -522,34 +536,56 @@ pub(crate) async fn serve_connections<H, Fut>(
                 },
             };
             let serving = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            tokio::pin!(serving);
-            let mut draining = false;
-            loop {
-                let ordered = conn.wake.notified();
-                tokio::select! {
-                    biased;
-                    _ = serving.as_mut() => break,
-                    () = ordered => match conn.command.load(Ordering::Relaxed) {
-                        CLOSE => break,
-                        DRAIN if !draining => {
-                            draining = true;
-                            serving.as_mut().graceful_shutdown();
-                        }
-                        _ => {}
-                    },
-                }
-            }
+            follow_orders(serving, &conn).await;
         });
     }
     // No new connections, from the socket or handed over by another worker (a send to a closed
     // inbox makes the sender keep its connection).
     drop((listener, placer, inbox));
-    tracing::info!(drain = ?drain, listener = kind.label(), "shutting down: no new connections, finishing in-flight requests");
-    registry.order_all(DRAIN);
-    if tokio::time::timeout(drain, registry.wait_empty()).await.is_err() {
-        tracing::warn!(listener = kind.label(), "drain time over: closing the remaining connections");
-        registry.order_all(CLOSE);
-        let _ = tokio::time::timeout(Duration::from_secs(1), registry.wait_empty()).await;
+    registry.drain(drain, kind).await;
+}
+
+/// The sweeper of one listener's registry: every tick, forever (the listener aborts it).
+async fn sweep_forever(registry: Arc<Registry>) {
+    let mut tick = tokio::time::interval(registry.ticks.period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let release_every = (RELEASE_MEMORY_EVERY.as_nanos() / registry.ticks.period.as_nanos()).max(1) as u64;
+    loop {
+        tick.tick().await;
+        registry.sweep();
+        if registry.now.load(Ordering::Relaxed).is_multiple_of(release_every) {
+            super::release_memory();
+        }
+    }
+}
+
+/// Drives a connection until it ends, or until the sweeper orders it closed; an order to drain
+/// lets its requests in flight finish first (HTTP/1: the one being answered; HTTP/2: every
+/// stream, with a GOAWAY).
+async fn follow_orders<I, S>(serving: auto::UpgradeableConnection<'_, I, S, TokioExecutor>, conn: &Connection)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Tracked>>,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, Tracked>,
+{
+    tokio::pin!(serving);
+    let mut draining = false;
+    loop {
+        let ordered = conn.wake.notified();
+        tokio::select! {
+            biased;
+            _ = serving.as_mut() => break,
+            () = ordered => match conn.command.load(Ordering::Relaxed) {
+                CLOSE => break,
+                DRAIN if !draining => {
+                    draining = true;
+                    serving.as_mut().graceful_shutdown();
+                }
+                _ => {}
+            },
+        }
     }
 }
 
