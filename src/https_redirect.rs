@@ -15,7 +15,8 @@ use tokio::net::TcpListener;
 use crate::answer;
 use crate::body::Body;
 use crate::limits::inflight::InFlight;
-use crate::limits::listener::{serve_connections, Connection, ListenerKind, Listening};
+use crate::limits::connection::{Connection, ListenerKind};
+use crate::limits::listener::{serve_connections, Listening};
 use crate::limits::Limits;
 
 /// Serves redirects on `listener` until `shutdown` completes; `https_port` is `public_url`'s

@@ -29,7 +29,8 @@ use tokio::net::TcpListener;
 
 use crate::body::{self, Body};
 use crate::limits::inflight::InFlight;
-use crate::limits::listener::{serve_connections, Connection, ListenerKind};
+use crate::limits::connection::{Connection, ListenerKind};
+use crate::limits::listener::serve_connections;
 use crate::limits::{ClientFault, CloseReason, Limits, Refusal};
 use crate::session::refresh::RefreshStats;
 

@@ -16,7 +16,8 @@ use crate::body::Body;
 use crate::config::Settings;
 use crate::limits::balance::{Balance, Worker};
 use crate::limits::inflight::InFlight;
-use crate::limits::listener::{serve_connections, Connection, ListenerKind, Listening};
+use crate::limits::connection::{Connection, ListenerKind};
+use crate::limits::listener::{serve_connections, Listening};
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting and lets
 /// in-flight requests finish for at most `drain`. Connections and requests are held to

@@ -17,7 +17,7 @@ use http::header::HeaderName;
 use http::{Request, Version};
 use http_body::{Frame, SizeHint};
 
-use super::listener::{next_progress, Connection, StreamMark, StreamVerdict, BEGUN};
+use super::connection::{next_progress, Connection, Stream, StreamMark, BEGUN};
 use super::{ClientSlot, Refusal};
 use crate::body::{Body, BoxError};
 
@@ -158,26 +158,6 @@ fn forwarded_address(entry: &str) -> Option<IpAddr> {
         return Some(addr.ip());
     }
     entry.strip_prefix('[')?.strip_suffix(']')?.parse().ok()
-}
-
-/// An HTTP/2 response body, where the sweeper can reach it: hyper polls each stream's body from a
-/// task of its own, and stops polling altogether while the client's window is closed, so no code
-/// of ours would run to notice the stall. The sweeper drops the body from here.
-pub(crate) struct Stream {
-    body: Mutex<Option<Body>>,
-    progress: AtomicU64,
-    mark: Mutex<StreamMark>,
-}
-
-impl Stream {
-    pub(super) fn check(&self, now: u64, send: u64) -> StreamVerdict {
-        let progress = self.progress.load(Ordering::Relaxed);
-        self.mark.lock().unwrap_or_else(PoisonError::into_inner).check(progress, now, send)
-    }
-
-    pub(super) fn take_body(&self) -> Option<Body> {
-        self.body.lock().unwrap_or_else(PoisonError::into_inner).take()
-    }
 }
 
 enum Watched {

@@ -23,6 +23,7 @@
 //! On the request path, admitting a request is a handful of atomic operations and no allocation.
 
 pub mod balance;
+pub mod connection;
 pub mod inflight;
 pub mod listener;
 pub mod rate;
@@ -35,7 +36,7 @@ use crate::logging::LogBudget;
 use std::time::Duration;
 
 pub use inflight::{Tracked, UpgradeHold};
-pub use listener::ListenerKind;
+pub use connection::ListenerKind;
 
 /// `limits:`, validated (see [`crate::config::LimitsConfig`] for each value's meaning).
 #[derive(Clone, Debug, PartialEq, Eq)]
