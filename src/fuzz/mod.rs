@@ -14,6 +14,7 @@
 //! tokens in the committed corpus meaningful; values that expire are written as markers (`@S@`,
 //! `@LT@`, …) that [`fixtures::expand`] replaces with fresh ones. See `fuzz/README.md`.
 
+pub mod certificates;
 pub mod config;
 pub mod cookies;
 pub mod fixtures;
@@ -48,6 +49,7 @@ pub const TARGETS: &[Target] = &[
     Target { name: "config", run: config::config },
     Target { name: "forward_auth_headers", run: request::forward_auth_headers },
     Target { name: "path_rules", run: request::path_rules },
+    Target { name: "client_certificate", run: certificates::client_certificate },
 ];
 
 /// The target called `name`.

@@ -33,7 +33,37 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     config(&mut add);
     forward_auth_headers(&mut add);
     path_rules(&mut add);
+    client_certificate(&mut add);
     all
+}
+
+/// A real certificate (ECDSA P-256, the tests' CA: `CN=trousseau-proxy test CA`), cut short, and
+/// a subject full of control characters is for the mutator to find from there.
+fn client_certificate(add: &mut Add) {
+    use base64::Engine as _;
+    let t = "client_certificate";
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(concat!(
+            "MIIBeDCCAR6gAwIBAgICEAAwCgYIKoZIzj0EAwIwIjEgMB4GA1UEAwwXdHJvdXNz",
+            "ZWF1LXByb3h5IHRlc3QgQ0EwIBcNMDAwMTAxMDAwMDAwWhgPMjEyNTAxMDEwMDAw",
+            "MDBaMCIxIDAeBgNVBAMMF3Ryb3Vzc2VhdS1wcm94eSB0ZXN0IENBMFkwEwYHKoZI",
+            "zj0CAQYIKoZIzj0DAQcDQgAERYFCTLsCns2eScwrytyflfkblHO3wALN8puUcMtN",
+            "Xk2qULvxagwqJTx3JakOUFvq8XxEWJ4Je7Rz3aUM6Nzv6aNCMEAwDwYDVR0TAQH/",
+            "BAUwAwEB/zAOBgNVHQ8BAf8EBAMCAQYwHQYDVR0OBBYEFDFkq9o80r5uxbGZZ+VD",
+            "/AnOyx5CMAoGCCqGSM49BAMCA0gAMEUCIQCresCjw5SDfA3CyNNtZrdTqtSb13Ix",
+            "FgRQHKluQR71lQIgUG2IdsPVUTMN/yhFIAFuAPl9xUN70ecf5JH53LU10L4=",
+        ))
+        .expect("base64");
+    add(t, "test-ca", der.clone());
+    add(t, "truncated", der[..der.len() / 2].to_vec());
+    // The same certificate with its common name's bytes turned into CR, LF and NUL.
+    let name = b"trousseau-proxy test CA";
+    let mut hostile = der.clone();
+    if let Some(at) = hostile.windows(name.len()).position(|w| w == name) {
+        hostile[at..at + 3].copy_from_slice(b"\r\n\0");
+    }
+    add(t, "control-characters-in-the-name", hostile);
+    add(t, "empty", Vec::new());
 }
 
 type Add<'a> = dyn FnMut(&'static str, &str, Vec<u8>) + 'a;

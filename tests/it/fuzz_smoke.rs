@@ -54,6 +54,11 @@ fn state_cookie_and_return_path_survive_their_corpus_and_mutations() {
 }
 
 #[test]
+fn client_certificate_subjects_survive_their_corpus_and_mutations() {
+    smoke("client_certificate");
+}
+
+#[test]
 fn logout_token_parsing_survives_its_corpus_and_mutations() {
     smoke("logout_token");
 }
