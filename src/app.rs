@@ -22,12 +22,12 @@ use crate::session::revocation::{RevocationSet, Revocations};
 use crate::session::seal::{AppBinding, Sealer};
 use crate::session::sessions::Sessions;
 use crate::session::store::{MemoryStore, SessionStore};
-use crate::tls::serving::ReloadingCert;
+use crate::tls::serving::{Door, ReloadingCert};
 
 /// Idle connections each worker keeps to the app (counted in the open-file budget).
 pub(crate) const POOL_MAX_IDLE_PER_WORKER: usize = 256;
 
-/// Why the server could not start.
+/// Why the server could not start, or a reloaded configuration could not be put in force.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// A setting that only fails once used (key file, CA file).
@@ -41,9 +41,14 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// A reloaded configuration changes settings only a restart can change (listeners, the
+    /// store, what every session is sealed to).
+    #[error("{} changed, which needs a restart; the running configuration is kept", .0.join(", "))]
+    NeedsRestart(Vec<&'static str>),
 }
 
-/// Everything a request needs, built once at start.
+/// Everything a request needs, built at start and again, from the parts that outlive a
+/// configuration, at each reload ([`App::succeed`]).
 pub struct App {
     pub(crate) settings: Settings,
     pub(crate) oidc: Arc<Oidc>,
@@ -55,22 +60,60 @@ pub struct App {
     /// Shared by the replicas (`session.redis_url`): store, revocations, refresh coordination.
     pub(crate) redis: Option<Arc<Redis>>,
     pub(crate) bearer: Option<BearerAuth>,
-    pub(crate) metrics: Metrics,
+    pub(crate) metrics: Arc<Metrics>,
     /// Connection and request limits, shared by the workers and the metrics listener.
     pub(crate) limits: Arc<Limits>,
     /// Websockets and streams open for a session, ended with it.
     pub(crate) live: Arc<OpenConnections>,
-    /// HTTPS on `listen` (`tls:`): the certificate, re-read when its files change, and the
-    /// acceptor every worker serves with.
-    pub(crate) tls: Option<(Arc<ReloadingCert>, tokio_rustls::TlsAcceptor)>,
+    /// HTTPS on `listen` (`tls:`).
+    pub(crate) tls: Option<ServingTls>,
     /// `Strict-Transport-Security` for every answer over HTTPS (`tls.hsts_max_age`, not zero).
     pub(crate) hsts: Option<http::HeaderValue>,
+}
+
+/// The HTTPS side of `listen`: the certificate (re-read when its files change), the acceptor this
+/// configuration serves with, and the listener's door it is put in by [`App::take_over`].
+pub(crate) struct ServingTls {
+    pub(crate) cert: Arc<ReloadingCert>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    pub(crate) door: Arc<Door>,
 }
 
 impl App {
     /// Builds the app from validated settings.
     pub fn new(settings: Settings) -> Result<Arc<App>, StartError> {
-        let oidc = Arc::new(Oidc::new(settings.oidc.clone()).map_err(|e| StartError::Setup(format!("oidc.ca_file: {e}")))?);
+        App::build(settings, None).map(Arc::new)
+    }
+
+    /// The app for a reloaded configuration, built from the new `settings` and the parts of this
+    /// one that outlive a configuration: the counters, the limits' counts, the open connections,
+    /// the sessions stored in memory, the revocations, Redis, the refreshes in flight, what was
+    /// learned from Trousseau, the signing key when the keys did not change (an ephemeral one
+    /// included), the certificate. Nothing is in force until [`App::take_over`]. Refused when a
+    /// setting changed that only a restart can change ([`needs_restart`]).
+    pub fn succeed(&self, settings: Settings) -> Result<App, StartError> {
+        let fixed = needs_restart(&self.settings, &settings);
+        if !fixed.is_empty() {
+            return Err(StartError::NeedsRestart(fixed));
+        }
+        App::build(settings, Some(self))
+    }
+
+    /// Puts the parts this app shares with its predecessor in step with its configuration: the
+    /// limits and the TLS acceptor, for the connections accepted from now on. Called once it
+    /// is the app new requests get.
+    pub(crate) fn take_over(&self) {
+        self.limits.replace_settings(self.settings.limits.clone());
+        if let Some(tls) = &self.tls {
+            tls.door.replace(tls.acceptor.clone());
+        }
+    }
+
+    fn build(settings: Settings, old: Option<&App>) -> Result<App, StartError> {
+        let oidc = Arc::new(match old {
+            Some(old) => old.oidc.succeed(settings.oidc.clone()).map_err(StartError::Setup)?,
+            None => Oidc::new(settings.oidc.clone()).map_err(|e| StartError::Setup(format!("oidc.ca_file: {e}")))?,
+        });
         // Everything sealed is bound to this application: another proxy given the same secret
         // cannot open (nor be handed) our cookies, handles, login states or Redis records.
         let app_binding = AppBinding {
@@ -82,39 +125,47 @@ impl App {
             Sealer::new(&settings.session.secrets, app_binding).map_err(|e| StartError::Setup(format!("session.secrets: {e}")))?,
         );
         let app_tag = app_binding.tag();
+        let signer = match old {
+            // Same keys (or still none: the ephemeral key stays, or every app's copy of our JWKS breaks).
+            Some(old) if old.settings.identity.signing_keys_pem == settings.identity.signing_keys_pem => Arc::clone(old.assertions.signer()),
+            _ => Arc::new(signer(&settings)?),
+        };
         let assertions = Assertions::new(
-            Arc::new(signer(&settings)?),
+            signer,
             AssertionSettings {
                 issuer: settings.public_origin.clone(),
                 audience: settings.identity.audience.clone(),
                 ttl: settings.identity.assertion_ttl,
             },
         );
-        let upstream = Upstream::new(UpstreamSettings {
-            url: settings.upstream.clone(),
-            preserve_host: settings.proxy.preserve_host,
-            ca_file: settings.proxy.ca_file.as_ref().map(Into::into),
-            connect_timeout: settings.proxy.connect_timeout.0,
-            response_timeout: settings.proxy.response_timeout.0,
-            pool_idle_timeout: Duration::from_secs(90),
-            pool_max_idle_per_host: POOL_MAX_IDLE_PER_WORKER,
-            request_body_timeout: settings.limits.request_body_timeout,
-            request_body_min_rate: settings.limits.request_body_min_rate,
-        })
-        .map_err(|e| StartError::Setup(format!("upstream: {e}")))?;
+        let upstream = upstream(&settings)?;
         let policy = Policy::new(&settings.routes, &settings.organization);
-        let redis = redis(&settings)?;
-        let mut refresher = Refresher::new(oidc.clone(), settings.session.refresh_skew, settings.session.refresh_grace);
+        let redis = match old {
+            Some(old) => old.redis.clone(),
+            None => redis(&settings)?,
+        };
+        let mut refresher = match old {
+            Some(old) => old.refresher.succeed(oidc.clone(), settings.session.refresh_skew, settings.session.refresh_grace),
+            None => Refresher::new(oidc.clone(), settings.session.refresh_skew, settings.session.refresh_grace),
+        };
         if let Some(redis) = &redis {
             // The lock outlives the slowest refresh (token call, plus a JWKS refetch).
             let lock_ttl = settings.oidc.timeout * 2 + Duration::from_secs(5);
             refresher = refresher.with_coordinator(Arc::new(RefreshCoordinator::new(redis.clone(), sealer.clone(), lock_ttl)));
-            tracing::info!(redis = %redis.display(), store = ?settings.session.store, revocations = ?settings.session.revocations, "sharing state with the other replicas through Redis");
+            if old.is_none() {
+                tracing::info!(redis = %redis.display(), store = ?settings.session.store, revocations = ?settings.session.revocations, "sharing state with the other replicas through Redis");
+            }
         }
-        let (store, revocations) = store_and_revocations(&settings, redis.as_ref(), &sealer, app_tag.clone())?;
+        let (store, revocations) = match old {
+            Some(old) => (kept_store(&settings, old, redis.as_ref(), &sealer, app_tag.clone()), old.sessions.revocations().clone()),
+            None => store_and_revocations(&settings, redis.as_ref(), &sealer, app_tag.clone())?,
+        };
         let cookie = CookieSettings::new(&settings.session.cookie_name, settings.secure_cookies);
-        let live = Arc::new(OpenConnections::new(settings.session.end_open_connections, redis.clone(), format!("{KEY_PREFIX}ended:{app_tag}")));
-        let sessions = Sessions::new(
+        let live = match old {
+            Some(old) => Arc::clone(&old.live),
+            None => Arc::new(OpenConnections::new(settings.session.end_open_connections, redis.clone(), format!("{KEY_PREFIX}ended:{app_tag}"))),
+        };
+        let mut sessions = Sessions::new(
             sealer,
             cookie,
             &settings.session.cookie_name,
@@ -124,24 +175,34 @@ impl App {
             redis.clone(),
         )
         .passing_access_tokens(settings.identity.pass_access_token);
-        let bearer = settings.bearer_userinfo.then(|| BearerAuth::new(oidc.clone(), settings.bearer_limits));
-        if bearer.is_some() {
+        if let Some(old) = old {
+            sessions = sessions.carrying(&old.sessions);
+        }
+        let bearer = match (settings.bearer_userinfo, old.and_then(|old| old.bearer.as_ref())) {
+            (false, _) => None,
+            (true, Some(before)) => Some(before.succeed(oidc.clone(), settings.bearer_limits)),
+            (true, None) => Some(BearerAuth::new(oidc.clone(), settings.bearer_limits)),
+        };
+        if bearer.is_some() && old.is_none() {
             tracing::info!(
                 "api.bearer: userinfo: bearer tokens must be issued to this client (checked by token introspection); \
                  if Trousseau does not advertise introspection, a warning follows once its configuration is loaded and \
                  userinfo alone decides, which also accepts tokens issued to other applications of the same Trousseau"
             );
         }
-        let tls = tls(&settings)?;
+        let tls = tls(&settings, old.and_then(|old| old.tls.as_ref()))?;
         let hsts = settings
             .tls
             .as_ref()
             .filter(|t| !t.hsts_max_age.is_zero())
             .and_then(|t| http::HeaderValue::from_str(&format!("max-age={}", t.hsts_max_age.as_secs())).ok());
-        Ok(Arc::new(App {
+        Ok(App {
             tls,
             hsts,
-            limits: Arc::new(Limits::new(settings.limits.clone())),
+            limits: match old {
+                Some(old) => Arc::clone(&old.limits),
+                None => Arc::new(Limits::new(settings.limits.clone())),
+            },
             live,
             sessions,
             redis,
@@ -152,8 +213,8 @@ impl App {
             upstream,
             policy,
             refresher,
-            metrics: Metrics::new(),
-        }))
+            metrics: old.map_or_else(|| Arc::new(Metrics::new()), |old| Arc::clone(&old.metrics)),
+        })
     }
 
     /// The relying party (readiness, discovery).
@@ -197,6 +258,29 @@ impl App {
             open_connections: &self.live,
             cookie_bytes: self.sessions.cookie_bytes(),
         })
+    }
+}
+
+/// The app new requests get. A configuration reload ([`crate::reload`]) replaces it whole; a
+/// request keeps the app it began with to its end, so nothing in flight sees half of each.
+pub struct Current(arc_swap::ArcSwap<App>);
+
+impl Current {
+    /// `app`, in force.
+    pub fn new(app: Arc<App>) -> Current {
+        Current(arc_swap::ArcSwap::new(app))
+    }
+
+    /// The app in force now.
+    pub fn get(&self) -> Arc<App> {
+        self.0.load_full()
+    }
+
+    /// Puts `app` in force: its limits and TLS acceptor for the connections from now on
+    /// ([`App::take_over`]), then itself for the requests.
+    pub fn put(&self, app: Arc<App>) {
+        app.take_over();
+        self.0.store(app);
     }
 }
 
@@ -256,14 +340,92 @@ fn signer(settings: &Settings) -> Result<Signer, StartError> {
     Signer::from_pem(&settings.identity.signing_keys_pem).map_err(|e| StartError::Setup(format!("identity.signing_key_file: {e}")))
 }
 
-/// The HTTPS listener's certificate and acceptor (`tls:`), when configured.
-fn tls(settings: &Settings) -> Result<Option<(Arc<ReloadingCert>, tokio_rustls::TlsAcceptor)>, StartError> {
+/// The upstream (`upstream`, `proxy:`): new pools at each reload (the old ones close with the
+/// last request that uses them).
+fn upstream(settings: &Settings) -> Result<Upstream, StartError> {
+    Upstream::new(UpstreamSettings {
+        url: settings.upstream.clone(),
+        preserve_host: settings.proxy.preserve_host,
+        ca_file: settings.proxy.ca_file.as_ref().map(Into::into),
+        connect_timeout: settings.proxy.connect_timeout.0,
+        response_timeout: settings.proxy.response_timeout.0,
+        pool_idle_timeout: Duration::from_secs(90),
+        pool_max_idle_per_host: POOL_MAX_IDLE_PER_WORKER,
+        request_body_timeout: settings.limits.request_body_timeout,
+        request_body_min_rate: settings.limits.request_body_min_rate,
+    })
+    .map_err(|e| StartError::Setup(format!("upstream: {e}")))
+}
+
+/// The store across a reload: the memory store is kept (its sessions with it); the Redis store is
+/// made again with the new sealer (its records open with any of the secrets).
+fn kept_store(settings: &Settings, old: &App, redis: Option<&Arc<Redis>>, sealer: &Arc<Sealer>, app_tag: String) -> Option<Arc<dyn SessionStore>> {
+    match (settings.session.store, redis) {
+        (StoreKind::Redis, Some(redis)) => Some(Arc::new(RedisStore::new(
+            redis.clone(),
+            sealer.clone(),
+            app_tag,
+            settings.session.max_sessions_per_user,
+            settings.session.max_lifetime,
+        ))),
+        _ => old.sessions.store().cloned(),
+    }
+}
+
+/// The settings a reload cannot change, by key, that differ between `old` and `new`: the
+/// listeners (bound once), HTTPS on or off, what every cookie and record is sealed to
+/// (`public_url`, `oidc.issuer`, `oidc.client_id`), the store and revocations (their contents
+/// live in them; `session.max_lifetime` is how long a revocation is remembered), the open
+/// connections' registry, and the drain (the workers' own).
+pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
+    let (o, n) = (&old.session, &new.session);
+    let memory = n.store == StoreKind::Memory;
+    [
+        ("listen", old.listen != new.listen),
+        ("metrics_listen", old.metrics_listen != new.metrics_listen),
+        ("http_redirect_listen", old.http_redirect_listen != new.http_redirect_listen),
+        ("tls", old.tls.is_some() != new.tls.is_some()),
+        ("public_url", old.public_url != new.public_url),
+        ("oidc.issuer", old.oidc.issuer != new.oidc.issuer),
+        ("oidc.client_id", old.oidc.client_id != new.oidc.client_id),
+        ("session.store", o.store != n.store),
+        ("session.revocations", o.revocations != n.revocations),
+        ("session.redis_url", o.redis_url != n.redis_url),
+        ("session.redis_ca_file", o.redis_ca_file != n.redis_ca_file),
+        ("session.max_lifetime", o.max_lifetime != n.max_lifetime),
+        ("session.revocation_staleness", o.revocation_staleness != n.revocation_staleness),
+        ("session.end_open_connections", o.end_open_connections != n.end_open_connections),
+        ("session.memory_store_max_bytes", memory && o.memory_store_max_bytes != n.memory_store_max_bytes),
+        ("session.max_sessions_per_user", memory && o.max_sessions_per_user != n.max_sessions_per_user),
+        ("proxy.drain_timeout", old.proxy.drain_timeout.0 != new.proxy.drain_timeout.0),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect()
+}
+
+/// The HTTPS listener's certificate and acceptor (`tls:`), when configured. After a reload the
+/// certificate is the one before (re-read now) when its files are the same, and the door is the
+/// listener's.
+fn tls(settings: &Settings, old: Option<&ServingTls>) -> Result<Option<ServingTls>, StartError> {
     let Some(tls) = &settings.tls else { return Ok(None) };
-    let cert = Arc::new(ReloadingCert::load(&tls.cert_file, &tls.key_file).map_err(|e| StartError::Setup(format!("tls.cert_file: {e}")))?);
+    let same_files = |old: &&ServingTls| old.cert.files() == (tls.cert_file.as_path(), tls.key_file.as_path());
+    let cert = match old.filter(same_files) {
+        Some(old) => {
+            old.cert.reload().map_err(|e| StartError::Setup(format!("tls.cert_file: {e}")))?;
+            Arc::clone(&old.cert)
+        }
+        None => Arc::new(ReloadingCert::load(&tls.cert_file, &tls.key_file).map_err(|e| StartError::Setup(format!("tls.cert_file: {e}")))?),
+    };
     let client_roots = match &tls.client_ca_file {
         Some(path) => Some(crate::tls::client_roots(path).map_err(|e| StartError::Setup(format!("tls.client_ca_file: {e}")))?),
         None => None,
     };
     let config = cert.server_config(client_roots).map_err(|e| StartError::Setup(format!("tls: {e}")))?;
-    Ok(Some((cert, tokio_rustls::TlsAcceptor::from(Arc::new(config)))))
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let door = match old {
+        Some(old) => Arc::clone(&old.door),
+        None => Arc::new(Door::new(acceptor.clone())),
+    };
+    Ok(Some(ServingTls { cert, acceptor, door }))
 }

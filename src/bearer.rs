@@ -117,6 +117,13 @@ impl BearerAuth {
         }
     }
 
+    /// A resolver for a reloaded configuration (`oidc` with its new settings): the checks already
+    /// made are kept (they are Trousseau's answers about the tokens, not about our settings), the
+    /// rate limit starts afresh with `limits`, and the introspection warning is not repeated.
+    pub fn succeed(&self, oidc: Arc<Oidc>, limits: BearerLimits) -> BearerAuth {
+        BearerAuth { oidc, valid: self.valid.clone(), invalid: self.invalid.clone(), limiter: CheckLimiter::new(limits) }
+    }
+
     /// The token of an `Authorization: Bearer …` header, if that is what the header holds.
     pub fn token(header: &http::HeaderValue) -> Option<&str> {
         let text = header.to_str().ok()?;

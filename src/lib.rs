@@ -44,6 +44,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod probe;
 pub mod proxy;
+pub mod reload;
 pub mod request;
 pub mod server;
 pub mod session;

@@ -161,10 +161,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(args: &RunArgs) -> Result<(config::Settings, config::FileConfig), config::ConfigError> {
-    let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with(config::ENV_PREFIX)).collect();
+fn source(args: &RunArgs) -> config::ConfigSource {
     let flags = Flags { listen: args.listen.clone(), upstream: args.upstream.clone() };
-    config::load(args.config.as_deref(), &env, &flags)
+    config::ConfigSource::of_process(args.config.clone(), flags)
+}
+
+fn load(args: &RunArgs) -> Result<(config::Settings, config::FileConfig), config::ConfigError> {
+    source(args).load()
 }
 
 async fn run(args: RunArgs) -> ExitCode {
@@ -172,14 +175,15 @@ async fn run(args: RunArgs) -> ExitCode {
         eprintln!("trousseau-proxy: no configuration. Use --config FILE, or try `trousseau-proxy dev` for a local demo.");
         return ExitCode::from(2);
     }
-    let settings = match load(&args) {
-        Ok((settings, _)) => settings,
+    let source = source(&args);
+    let (settings, file) = match source.load() {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("trousseau-proxy: configuration error: {e}");
             return ExitCode::from(2);
         }
     };
-    match server::run(settings, None).await {
+    match server::run(settings, Some((source, file)), None).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("trousseau-proxy: {e}");

@@ -10,7 +10,8 @@
 //! The exposed series, all prefixed `trousseau_proxy_`:
 //! `requests_total{outcome}`, `upstream_duration_seconds` (histogram), `refreshes_total{result}`,
 //! `idp_request_duration_seconds` (histogram), `backchannel_revocations_total`,
-//! `revocations_held`, `sign_ins_total{stage}`, `sign_in_flows_active`, `build_info{version}`, and
+//! `revocations_held`, `config_reloads_total`, `config_reload_failures_total`,
+//! `config_last_reload_success_timestamp_seconds`, `sign_ins_total{stage}`, `sign_in_flows_active`, `build_info{version}`, and
 //! the limits' `connections_open{listener}`, `connections_refused_total{listener}`,
 //! `connections_closed_total{reason}`, `requests_in_flight`, `requests_refused_total{limit}`,
 //! `responses_abandoned_total` and `client_faults_total{kind}`; `connections_ended_total{reason}`
@@ -187,6 +188,10 @@ pub struct Metrics {
     sign_ins_completed: AtomicU64,
     sign_in_loops: AtomicU64,
     flows: SignInFlows,
+    /// Configuration reloads put in force, and refused.
+    config_reloads: [AtomicU64; 2],
+    /// Unix seconds of the start, then of the last reload put in force.
+    config_loaded_at: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -224,7 +229,22 @@ impl Metrics {
             sign_ins_completed: AtomicU64::new(0),
             sign_in_loops: AtomicU64::new(0),
             flows: SignInFlows::new(),
+            config_reloads: Default::default(),
+            config_loaded_at: AtomicU64::new(crate::util::clock::now_secs()),
         }
+    }
+
+    /// Counts a configuration reload: put in force (`true`) or refused, the running one kept.
+    pub fn config_reload(&self, in_force: bool) {
+        self.config_reloads[usize::from(!in_force)].fetch_add(1, Ordering::Relaxed);
+        if in_force {
+            self.config_loaded_at.store(crate::util::clock::now_secs(), Ordering::Relaxed);
+        }
+    }
+
+    /// Configuration reloads put in force (`true`) or refused so far.
+    pub fn config_reloads(&self, in_force: bool) -> u64 {
+        self.config_reloads[usize::from(!in_force)].load(Ordering::Relaxed)
     }
 
     /// Counts one finished request.
@@ -298,6 +318,24 @@ impl Metrics {
             "counter",
             "Back-channel logout tokens accepted: each ends the sessions of one sid (or sub).",
             load(&self.backchannel_revocations),
+        );
+        out.single(
+            "trousseau_proxy_config_reloads_total",
+            "counter",
+            "Configuration reloads (SIGHUP, a changed file) put in force.",
+            load(&self.config_reloads[0]),
+        );
+        out.single(
+            "trousseau_proxy_config_reload_failures_total",
+            "counter",
+            "Configuration reloads refused (invalid, or a change that needs a restart): the running configuration was kept.",
+            load(&self.config_reloads[1]),
+        );
+        out.single(
+            "trousseau_proxy_config_last_reload_success_timestamp_seconds",
+            "gauge",
+            "When the configuration in force was loaded (unix seconds): the start, or the last reload put in force.",
+            load(&self.config_loaded_at),
         );
         out.single(
             "trousseau_proxy_revocations_held",

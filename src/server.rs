@@ -11,13 +11,14 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
-use crate::app::{App, StartError, POOL_MAX_IDLE_PER_WORKER};
+use crate::app::{App, Current, StartError, POOL_MAX_IDLE_PER_WORKER};
 use crate::body::Body;
-use crate::config::Settings;
+use crate::config::{ConfigSource, FileConfig, Settings};
 use crate::limits::balance::{Balance, Worker};
 use crate::limits::inflight::InFlight;
 use crate::limits::connection::{Connection, ListenerKind};
 use crate::limits::listener::{serve_connections, Listening};
+use crate::reload::Reloader;
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting and lets
 /// in-flight requests finish for at most `drain`. Connections and requests are held to
@@ -29,14 +30,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
-    let watch = AbortOnDrop(tokio::spawn(crate::pipeline::connections::watch(Arc::clone(&app))));
-    let cert_watch = app.tls.as_ref().map(|(cert, _)| AbortOnDrop(tokio::spawn(Arc::clone(cert).watch(CERT_RECHECK))));
-    serve_as_worker(listener, app, shutdown, drain, None, None).await;
-    drop((watch, cert_watch));
+    serve_current(listener, Arc::new(Current::new(app)), shutdown, drain).await;
 }
 
-/// How often the files of `tls.cert_file`/`key_file` are checked for a renewed certificate.
-const CERT_RECHECK: Duration = Duration::from_secs(5);
+/// [`serve`] with the app `current` holds at each request: a test, or an embedding program,
+/// reloads the configuration by putting another app in it ([`App::succeed`], [`Current::put`]).
+pub async fn serve_current(listener: TcpListener, current: Arc<Current>, shutdown: impl Future<Output = ()>, drain: Duration) {
+    let watch = AbortOnDrop(tokio::spawn(crate::pipeline::connections::watch(Arc::clone(&current))));
+    let cert_watch = current.get().tls.as_ref().map(|tls| AbortOnDrop(tokio::spawn(Arc::clone(&tls.cert).watch(crate::reload::CHECK_EVERY))));
+    serve_as_worker(listener, current, shutdown, drain, None, None).await;
+    drop((watch, cert_watch));
+}
 
 /// A background task that ends with whoever holds it.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -51,18 +55,20 @@ impl Drop for AbortOnDrop {
 /// ([`crate::limits::balance`]), with `front` (if any) answering its own paths first.
 async fn serve_as_worker(
     listener: TcpListener,
-    app: Arc<App>,
+    current: Arc<Current>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
     worker: Option<Worker>,
     front: Option<Front>,
 ) {
-    let limits = Arc::clone(&app.limits);
-    let app_tls = app.tls.as_ref().map(|(_, acceptor)| acceptor.clone());
-    let hsts = app.hsts.clone();
+    let (limits, door) = {
+        let app = current.get();
+        (Arc::clone(&app.limits), app.tls.as_ref().map(|tls| Arc::clone(&tls.door)))
+    };
     let handler = move |mut req: Request<Incoming>, conn: &Arc<Connection>| {
-        let app = Arc::clone(&app);
-        let hsts = hsts.clone();
+        // The app in force when the request came: it keeps it to the end, whatever a reload does.
+        let app = current.get();
+        let hsts = app.hsts.clone();
         if let Some(subject) = conn.client_subject() {
             // Mutual TLS: who the client certificate says the client is, for the app.
             req.extensions_mut().insert(ClientSubject(crate::identity::header_value(subject)));
@@ -92,7 +98,7 @@ async fn serve_as_worker(
             response
         }
     };
-    let listening = Listening { socket: listener, tls: app_tls };
+    let listening = Listening { socket: listener, tls: door };
     serve_connections(listening, limits, ListenerKind::Main, handler, shutdown, drain, worker).await;
 }
 
@@ -126,28 +132,6 @@ fn is_health_probe<B>(req: &Request<B>) -> bool {
     matches!(req.uri().path(), "/.trousseau/healthz" | "/.trousseau/readyz")
 }
 
-/// SIGHUP (`systemctl reload`): the TLS certificate is read again at once (it is also checked every
-/// few seconds). The rest of the configuration is read at start only, for now: the signal says so
-/// in the log rather than stopping the process, which is what SIGHUP does to a program that does
-/// not handle it.
-async fn on_reload_signal(app: Arc<App>) {
-    #[cfg(unix)]
-    {
-        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
-        while hangups.recv().await.is_some() {
-            match app.tls.as_ref().map(|(cert, _)| cert.reload()) {
-                Some(Ok(true)) => tracing::info!("SIGHUP: the TLS certificate was reloaded"),
-                Some(Ok(false)) => tracing::info!("SIGHUP: the TLS certificate files are unchanged"),
-                Some(Err(e)) => tracing::warn!(error = %e, "SIGHUP: the TLS certificate did not load; the previous one is kept"),
-                None => {}
-            }
-            tracing::warn!("SIGHUP: other configuration changes take effect at the next restart");
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = app;
-}
-
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -171,8 +155,10 @@ pub async fn shutdown_signal() {
 }
 
 /// Binds the listener and serves until SIGTERM/SIGINT; discovery runs in the background and
-/// readiness follows it. `front`, when given, answers its own paths first (dev mode).
-pub async fn run(mut settings: Settings, front: Option<Front>) -> Result<(), StartError> {
+/// readiness follows it. `front`, when given, answers its own paths first (dev mode). With
+/// `source` (where `settings` were read from, and the file they were read into), SIGHUP and a
+/// changed file reload the configuration ([`crate::reload`]).
+pub async fn run(mut settings: Settings, source: Option<(ConfigSource, FileConfig)>, front: Option<Front>) -> Result<(), StartError> {
     let workers = crate::util::worker_count();
     crate::limits::fit_open_file_limit(&mut settings.limits, workers, POOL_MAX_IDLE_PER_WORKER);
     let addr = settings.listen;
@@ -194,25 +180,24 @@ pub async fn run(mut settings: Settings, front: Option<Front>) -> Result<(), Sta
         // Says at once (in the log) whether Redis is reachable; requests reconnect on their own.
         tokio::spawn(async move { redis.ping().await });
     }
-    tokio::spawn(crate::pipeline::connections::watch(app.clone()));
-    if let Some((cert, _)) = &app.tls {
-        // Renewed certificates (certbot, cert-manager) are served without a restart.
-        tokio::spawn(Arc::clone(cert).watch(CERT_RECHECK));
-    }
-    tokio::spawn(on_reload_signal(app.clone()));
+    let current = Arc::new(Current::new(Arc::clone(&app)));
+    tokio::spawn(crate::pipeline::connections::watch(Arc::clone(&current)));
+    // SIGHUP, changed files, renewed certificates (certbot, cert-manager): no restart.
+    let (source, file) = source.map_or((None, None), |(source, file)| (Some(source), Some(file)));
+    tokio::spawn(Arc::new(Reloader::new(Arc::clone(&current), source, file)).watch());
     if let Some(listener) = redirect_listener {
         let https_port = app.settings().public_url.port();
         tracing::info!(listen = ?listener.local_addr().ok(), "plain http redirected to https");
         tokio::spawn(crate::https_redirect::serve(listener, https_port, Arc::clone(&app.limits), std::future::pending()));
     }
     if let Some(listener) = metrics_listener {
-        let metrics_app = app.clone();
+        let metrics_current = Arc::clone(&current);
         tracing::info!(listen = ?listener.local_addr().ok(), "metrics at /metrics");
         let limits = Arc::clone(&app.limits);
-        tokio::spawn(crate::metrics::serve_metrics(listener, move || metrics_app.metrics_text(), limits, std::future::pending()));
+        tokio::spawn(crate::metrics::serve_metrics(listener, move || metrics_current.get().metrics_text(), limits, std::future::pending()));
     }
     tracing::info!(listen = %addr, public_url = %app.settings().public_origin, upstream = %app.settings().upstream, "trousseau-proxy listening");
-    serve_on_workers(listener, app, drain, front).await.map_err(|source| StartError::Bind { addr, source })
+    serve_on_workers(listener, current, drain, front).await.map_err(|source| StartError::Bind { addr, source })
 }
 
 /// Serves `listener` with one single-threaded runtime per core until SIGTERM/SIGINT, then drains.
@@ -224,15 +209,15 @@ pub async fn run(mut settings: Settings, front: Option<Front>) -> Result<(), Sta
 /// between threads, which a work-stealing runtime makes it do — and every hop is a futex wake
 /// and a context switch, more than the request's own work on a small machine. The runtime that
 /// called this (from `main`) only waits for the signal and runs background tasks.
-async fn serve_on_workers(listener: std::net::TcpListener, app: Arc<App>, drain: Duration, front: Option<Front>) -> std::io::Result<()> {
+async fn serve_on_workers(listener: std::net::TcpListener, current: Arc<Current>, drain: Duration, front: Option<Front>) -> std::io::Result<()> {
     let workers = crate::util::worker_count();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut threads = Vec::with_capacity(workers);
     let (balance, worker_sides) = Balance::new(workers);
-    app.limits.set_balance(balance);
+    current.get().limits.set_balance(balance);
     for (index, worker) in worker_sides.into_iter().enumerate() {
         let listener = listener.try_clone()?;
-        let (app, mut stopped, front) = (app.clone(), stopped.clone(), front.clone());
+        let (current, mut stopped, front) = (current.clone(), stopped.clone(), front.clone());
         let thread = std::thread::Builder::new().name(format!("trousseau-worker-{index}")).spawn(move || {
             crate::logging::buffer_this_thread();
             let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -253,7 +238,7 @@ async fn serve_on_workers(listener: std::net::TcpListener, app: Arc<App>, drain:
                     let _ = stopped.wait_for(|stop| *stop).await;
                 };
                 tokio::spawn(timer_heartbeat());
-                serve_as_worker(listener, app, shutdown, drain, Some(worker), front).await;
+                serve_as_worker(listener, current, shutdown, drain, Some(worker), front).await;
             });
         })?;
         threads.push(thread);

@@ -165,6 +165,54 @@ pub struct Flags {
     pub upstream: Option<String>,
 }
 
+/// Where a running proxy's configuration comes from, kept to read it again on a reload: the
+/// file, the environment as it was at start (a process's environment does not change), the
+/// flags. Not `Debug`: the environment may hold secrets.
+#[derive(Clone, Default)]
+pub struct ConfigSource {
+    /// `--config`.
+    pub path: Option<PathBuf>,
+    /// The `TROUSSEAU_PROXY_*` variables.
+    pub env: Vec<(String, String)>,
+    /// The command-line values.
+    pub flags: Flags,
+}
+
+impl ConfigSource {
+    /// This process's: `path`, the `TROUSSEAU_PROXY_*` environment variables, `flags`.
+    pub fn of_process(path: Option<PathBuf>, flags: Flags) -> ConfigSource {
+        let env = std::env::vars().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        ConfigSource { path, env, flags }
+    }
+
+    /// Reads, merges and validates it, exactly as `check-config` does ([`load`]).
+    pub fn load(&self) -> Result<(Settings, FileConfig), ConfigError> {
+        load(self.path.as_deref(), &self.env, &self.flags)
+    }
+
+    /// The files a change of which changes the configuration: the configuration file and every
+    /// `*_file` it names (secrets, signing keys, CA files) — not the TLS certificate and key,
+    /// which the listener re-reads itself ([`crate::tls::serving::ReloadingCert`]).
+    pub fn watched_files(&self, file: &FileConfig) -> Vec<PathBuf> {
+        let named = [
+            file.oidc.client_secret_file.as_ref(),
+            file.oidc.ca_file.as_ref(),
+            file.proxy.ca_file.as_ref(),
+            file.session.secrets_file.as_ref(),
+            file.session.redis_url_file.as_ref(),
+            file.session.redis_ca_file.as_ref(),
+            file.tls.client_ca_file.as_ref(),
+        ];
+        let keys = file.identity.signing_key_file.as_ref().map(OneOrMany::to_vec).unwrap_or_default();
+        self.path
+            .iter()
+            .cloned()
+            .chain(named.into_iter().flatten().map(PathBuf::from))
+            .chain(keys.into_iter().map(PathBuf::from))
+            .collect()
+    }
+}
+
 /// Reads, merges and validates: the one entry point for `run` and `check-config`.
 pub fn load(
     path: Option<&Path>,

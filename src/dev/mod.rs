@@ -113,7 +113,7 @@ pub async fn run(args: DevArgs) -> Result<(), String> {
         let idp = Arc::clone(&idp);
         Box::pin(async move { idp.handle(req).await })
     });
-    crate::server::run(settings, Some(front)).await.map_err(|e| e.to_string())
+    crate::server::run(settings, None, Some(front)).await.map_err(|e| e.to_string())
 }
 
 /// The settings of dev mode, validated like any configuration.

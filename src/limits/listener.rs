@@ -67,7 +67,10 @@ struct Registry {
     /// The sweeper's clock, in ticks.
     now: AtomicU64,
     emptied: Notify,
-    ticks: Ticks,
+    /// Re-derived when a reload changes the timeouts (the period stays: the sweeper's clock).
+    ticks: Mutex<Ticks>,
+    /// The settings `ticks` was derived from.
+    timed_by: Mutex<Arc<super::LimitSettings>>,
 }
 
 /// The timeouts in sweeper ticks.
@@ -85,7 +88,13 @@ impl Ticks {
     fn new(limits: &super::LimitSettings) -> Ticks {
         let shortest = limits.header_timeout.min(limits.idle_timeout).min(limits.send_timeout);
         // A few looks per timeout: a connection is closed at most an eighth late.
-        let period = (shortest / 8).clamp(Duration::from_millis(5), Duration::from_secs(1));
+        Ticks::with_period(limits, (shortest / 8).clamp(Duration::from_millis(5), Duration::from_secs(1)))
+    }
+
+    /// The timeouts of `limits` counted in ticks of `period` (a reload keeps the sweeper's period:
+    /// a timeout shortened below eight periods is then checked less finely, never later than one
+    /// period past it).
+    fn with_period(limits: &super::LimitSettings, period: Duration) -> Ticks {
         let ticks = |d: Duration| d.as_nanos().div_ceil(period.as_nanos()).max(1) as u64;
         Ticks {
             period,
@@ -98,6 +107,18 @@ impl Ticks {
 }
 
 impl Registry {
+    /// The timeouts in force, re-derived first when `limits` has new settings (a reload).
+    fn ticks(&self, limits: &Limits) -> Ticks {
+        let settings = limits.settings();
+        let mut timed_by = self.timed_by.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut ticks = self.ticks.lock().unwrap_or_else(PoisonError::into_inner);
+        if !Arc::ptr_eq(&timed_by, &settings) {
+            *ticks = Ticks::with_period(&settings, ticks.period);
+            *timed_by = settings;
+        }
+        *ticks
+    }
+
     fn insert(&self, conn: Arc<Connection>) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let now = self.now.load(Ordering::Relaxed);
@@ -188,9 +209,9 @@ impl Registry {
     }
 
     /// One look at every connection; see the module doc for the rules.
-    fn sweep(&self) {
+    fn sweep(&self, limits: &Limits) {
         let now = self.now.fetch_add(1, Ordering::Relaxed) + 1;
-        let t = self.ticks;
+        let t = self.ticks(limits);
         // Bodies dropped after the lock is released: dropping one closes a connection to the app.
         let mut abandoned = Vec::new();
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
@@ -301,23 +322,17 @@ pub(crate) async fn serve_connections<H, Fut>(
     H: Fn(Request<Incoming>, &Arc<Connection>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Tracked>> + Send + 'static,
 {
-    let settings = limits.settings();
-    let cap = match kind {
-        ListenerKind::Main => settings.max_connections,
-        ListenerKind::Metrics => settings.metrics_max_connections,
-        ListenerKind::Redirect => settings.max_connections,
-    };
     let Listening { socket: listener, tls } = listening;
-    let handshake_timeout = settings.header_timeout;
-    let builder = Arc::new(builder(settings));
+    let mut tuned = Tuned::new(limits.settings(), kind);
     let registry = Arc::new(Registry {
         entries: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(0),
         now: AtomicU64::new(0),
         emptied: Notify::new(),
-        ticks: Ticks::new(settings),
+        ticks: Mutex::new(Ticks::new(&tuned.settings)),
+        timed_by: Mutex::new(Arc::clone(&tuned.settings)),
     });
-    let _sweeper = AbortOnDrop(tokio::spawn(sweep_forever(Arc::clone(&registry))));
+    let _sweeper = AbortOnDrop(tokio::spawn(sweep_forever(Arc::clone(&registry), Arc::clone(&limits))));
     let stats = limits.listener(kind);
     tokio::pin!(shutdown);
     let (placer, mut inbox) = match worker {
@@ -350,7 +365,8 @@ pub(crate) async fn serve_connections<H, Fut>(
             } => (stream, peer, Some(seat)),
             () = &mut shutdown => break,
         };
-        if !registry.make_room(stats, cap, kind) {
+        tuned.follow(&limits);
+        if !registry.make_room(stats, tuned.cap, kind) {
             drop(stream);
             continue;
         }
@@ -365,7 +381,8 @@ pub(crate) async fn serve_connections<H, Fut>(
             })
         };
         let registered = Registered { registry: Arc::clone(&registry), id };
-        let (builder, tls) = (Arc::clone(&builder), tls.clone());
+        let (builder, handshake_timeout) = (Arc::clone(&tuned.builder), tuned.handshake_timeout);
+        let tls = tls.as_ref().map(|door| door.current());
         tokio::spawn(async move {
             // Dropped however the task ends: a panic in a request handler unwinds this task, and
             // the connection must still leave the registry (its place, the drain's wait) and its
@@ -393,13 +410,14 @@ pub(crate) async fn serve_connections<H, Fut>(
 }
 
 /// The sweeper of one listener's registry: every tick, forever (the listener aborts it).
-async fn sweep_forever(registry: Arc<Registry>) {
-    let mut tick = tokio::time::interval(registry.ticks.period);
+async fn sweep_forever(registry: Arc<Registry>, limits: Arc<Limits>) {
+    let period = registry.ticks(&limits).period;
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let release_every = (RELEASE_MEMORY_EVERY.as_nanos() / registry.ticks.period.as_nanos()).max(1) as u64;
+    let release_every = (RELEASE_MEMORY_EVERY.as_nanos() / period.as_nanos()).max(1) as u64;
     loop {
         tick.tick().await;
-        registry.sweep();
+        registry.sweep(&limits);
         if registry.now.load(Ordering::Relaxed).is_multiple_of(release_every) {
             super::release_memory();
         }
@@ -436,12 +454,42 @@ where
     }
 }
 
+/// What a listener's connections are served with, from the limits in force: followed at each
+/// accept, so a reload's new caps and timeouts hold for the connections that come after it.
+struct Tuned {
+    settings: Arc<super::LimitSettings>,
+    kind: ListenerKind,
+    cap: usize,
+    handshake_timeout: Duration,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+}
+
+impl Tuned {
+    fn new(settings: Arc<super::LimitSettings>, kind: ListenerKind) -> Tuned {
+        let cap = match kind {
+            ListenerKind::Main | ListenerKind::Redirect => settings.max_connections,
+            ListenerKind::Metrics => settings.metrics_max_connections,
+        };
+        let builder = Arc::new(builder(&settings));
+        Tuned { cap, handshake_timeout: settings.header_timeout, builder, kind, settings }
+    }
+
+    /// Takes the settings in force, when a reload changed them (one pointer comparison otherwise).
+    fn follow(&mut self, limits: &Limits) {
+        let now = limits.settings();
+        if !Arc::ptr_eq(&now, &self.settings) {
+            *self = Tuned::new(now, self.kind);
+        }
+    }
+}
+
 /// A listener's socket, and the TLS it terminates (`tls.cert_file`) when it serves HTTPS.
 pub(crate) struct Listening {
     /// The bound socket.
     pub(crate) socket: TcpListener,
-    /// The TLS acceptor of an HTTPS listener.
-    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The TLS of an HTTPS listener: its acceptor now (a reload may put in another: a new client
+    /// CA; the certificate itself is re-read underneath).
+    pub(crate) tls: Option<Arc<crate::tls::serving::Door>>,
 }
 
 impl Listening {

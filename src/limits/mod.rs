@@ -166,7 +166,8 @@ pub struct ListenerStats {
 /// against, and what they refused (for `/metrics`). One per [`crate::app::App`].
 #[derive(Debug)]
 pub struct Limits {
-    settings: LimitSettings,
+    /// Swapped whole by a configuration reload ([`Limits::replace_settings`]).
+    settings: arc_swap::ArcSwap<LimitSettings>,
     main: ListenerStats,
     metrics: ListenerStats,
     redirect: ListenerStats,
@@ -183,7 +184,7 @@ impl Limits {
     /// Limits with nothing counted yet.
     pub fn new(settings: LimitSettings) -> Limits {
         Limits {
-            settings,
+            settings: arc_swap::ArcSwap::from_pointee(settings),
             main: ListenerStats::default(),
             metrics: ListenerStats::default(),
             redirect: ListenerStats::default(),
@@ -197,9 +198,16 @@ impl Limits {
         }
     }
 
-    /// The settings in force.
-    pub fn settings(&self) -> &LimitSettings {
-        &self.settings
+    /// The settings in force now (a reload may replace them; hold the answer, not the borrow, across
+    /// an `await`).
+    pub fn settings(&self) -> Arc<LimitSettings> {
+        self.settings.load_full()
+    }
+
+    /// Puts new settings in force (a configuration reload): requests and connections from now on
+    /// are held to them, the counts go on.
+    pub fn replace_settings(&self, settings: LimitSettings) {
+        self.settings.store(Arc::new(settings));
     }
 
     /// The worker threads sharing the main listener, once [`crate::server::run`] started them
@@ -261,17 +269,22 @@ impl Limits {
         self.closed[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Takes a place for one request of `client`, or says which limit is reached.
+    /// Takes a place for one request of `client`, or says which limit is reached. The client's
+    /// count is kept even when `max_requests_per_client` is 0 (no limit): a reload may turn the
+    /// limit on or off between a request's admission and its end, and the release must undo
+    /// exactly what the admission did.
     fn admit(&self, client: ClientSlot) -> Result<(), Refusal> {
-        let per_client = self.settings.max_requests_per_client;
-        if per_client != 0 && !self.clients.acquire(client, per_client) {
+        let settings = self.settings.load();
+        let per_client = match settings.max_requests_per_client {
+            0 => usize::MAX,
+            n => n,
+        };
+        if !self.clients.acquire(client, per_client) {
             return Err(self.refuse(Refusal::PerClient));
         }
-        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= self.settings.max_requests_in_flight {
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= settings.max_requests_in_flight {
             self.in_flight.fetch_sub(1, Ordering::Relaxed);
-            if per_client != 0 {
-                self.clients.release(client);
-            }
+            self.clients.release(client);
             return Err(self.refuse(Refusal::InFlight));
         }
         Ok(())
@@ -280,9 +293,7 @@ impl Limits {
     /// Gives back the place [`Limits::admit`] took.
     fn release(&self, client: ClientSlot) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if self.settings.max_requests_per_client != 0 {
-            self.clients.release(client);
-        }
+        self.clients.release(client);
     }
 
     fn refuse(&self, limit: Refusal) -> Refusal {

@@ -345,6 +345,25 @@ impl Oidc {
         })
     }
 
+    /// A relying party for `settings` that takes over what this one has learned — Trousseau's
+    /// configuration and its keys as last fetched — and its call-latency histogram: a
+    /// configuration reload (a new client secret, scopes, timeout or CA file). The issuer is the
+    /// same (a reload that changes it is refused). Not ready, if this one is not: the caller runs
+    /// [`Oidc::discover_until_ready`] for it.
+    pub fn succeed(&self, settings: OidcSettings) -> Result<Oidc, String> {
+        let mut next = Oidc::new(settings).map_err(|e| format!("oidc.ca_file: {e}"))?;
+        next.call_latency = Arc::clone(&self.call_latency);
+        if let Ok(provider) = self.provider() {
+            let fetched_at = provider.last_fetch.try_lock().map_or_else(|_| Instant::now(), |fetch| fetch.started);
+            next.install(provider.metadata.clone(), fetched_at).map_err(|e| e.to_string())?;
+            let keys = provider.jwks.read().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Ok(installed) = next.provider() {
+                *installed.jwks.write().unwrap_or_else(|p| p.into_inner()) = keys;
+            }
+        }
+        Ok(next)
+    }
+
     /// The settings this relying party uses.
     pub fn settings(&self) -> &OidcSettings {
         &self.settings

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use crate::app::App;
+use crate::app::{App, Current};
 use crate::bearer::BearerOutcome;
 use crate::live::{Due, Target};
 use crate::session::refresh::RefreshOutcome;
@@ -34,19 +34,20 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Wait before subscribing again after the Redis subscription failed or ended.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
 
-/// Watches the open connections of `app` until dropped (aborted). Does nothing when
-/// `session.end_open_connections` is off.
-pub async fn watch(app: Arc<App>) {
-    if !app.live.enabled() {
+/// Watches the open connections until dropped (aborted), with the app in force at each look (the
+/// registry is the same across reloads). Does nothing when `session.end_open_connections` is off.
+pub async fn watch(current: Arc<Current>) {
+    if !current.get().live.enabled() {
         return;
     }
-    if app.live.channel().is_some() {
-        tokio::spawn(listen(Arc::clone(&app)));
+    if current.get().live.channel().is_some() {
+        tokio::spawn(listen(Arc::clone(&current)));
     }
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let app = current.get();
         let due = app.live.sweep(now_secs(), |s| app.sessions.deadline(s), |s, bearer| is_due(&app, s, bearer));
         for due in due {
             tokio::spawn(check(Arc::clone(&app), due));
@@ -133,20 +134,19 @@ async fn check_bearer(app: &App, session: &Session, token: &http::HeaderValue) -
 }
 
 /// Listens for the ends the other replicas publish, for as long as the proxy runs.
-async fn listen(app: Arc<App>) {
-    let Some((redis, channel)) = app.live.channel() else { return };
-    let (redis, channel) = (Arc::clone(redis), channel.to_string());
+async fn listen(current: Arc<Current>) {
+    let Some((redis, channel)) = current.get().live.channel().map(|(redis, channel)| (Arc::clone(redis), channel.to_string())) else { return };
     loop {
         match redis.subscribe(&channel).await {
             Ok(mut subscription) => {
                 tracing::debug!("listening for sessions ended on the other replicas");
-                resync(&app).await;
+                resync(&current.get()).await;
                 let mut messages = subscription.on_message();
                 while let Some(message) = messages.next().await {
                     let Ok(text) = message.get_payload::<String>() else { continue };
                     match Target::parse(&text) {
                         Some((target, reason)) => {
-                            app.live.end_here(&target, reason);
+                            current.get().live.end_here(&target, reason);
                         }
                         None => tracing::debug!("unreadable message on the sessions-ended channel: ignored"),
                     }

@@ -92,7 +92,7 @@ pub struct Refresher {
     results: moka::future::Cache<TokenKey, Arc<Session>>,
     dead: moka::sync::Cache<TokenKey, ()>,
     backoff: moka::sync::Cache<TokenKey, Backoff>,
-    stats: RefreshStats,
+    stats: Arc<RefreshStats>,
     /// Shares the refresh with the other replicas, when there are several.
     coordinator: Option<Arc<RefreshCoordinator>>,
 }
@@ -108,7 +108,23 @@ impl Refresher {
             results: moka::future::Cache::builder().max_capacity(100_000).time_to_live(RESULT_TTL).build(),
             dead: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(DEAD_TTL).build(),
             backoff: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(600)).build(),
-            stats: RefreshStats::default(),
+            stats: Arc::default(),
+            coordinator: None,
+        }
+    }
+
+    /// A refresher for a reloaded configuration that shares this one's refreshes — those in
+    /// flight, those remembered, the refused tokens, the back-off — and its counters: a refresh
+    /// begun before a reload is joined, not repeated with the same rotating refresh token.
+    pub fn succeed(&self, oidc: Arc<Oidc>, skew: Duration, grace: Duration) -> Refresher {
+        Refresher {
+            oidc,
+            skew,
+            grace,
+            results: self.results.clone(),
+            dead: self.dead.clone(),
+            backoff: self.backoff.clone(),
+            stats: Arc::clone(&self.stats),
             coordinator: None,
         }
     }

@@ -10,7 +10,8 @@ use crate::session::store::StoreError;
 use crate::session::Session;
 
 /// Where revocations live: this replica's memory, or Redis for every replica
-/// (`session.revocations`).
+/// (`session.revocations`). A clone shares the set (a reloaded configuration keeps it).
+#[derive(Clone)]
 pub enum RevocationSet {
     /// This replica only.
     Memory(Revocations),
@@ -71,7 +72,8 @@ impl RevocationSet {
     }
 }
 
-/// Revoked `sid`s and `sub`s, with when they were revoked.
+/// Revoked `sid`s and `sub`s, with when they were revoked. A clone shares them.
+#[derive(Clone)]
 pub struct Revocations {
     /// `sid` → unix seconds of the logout.
     sids: moka::sync::Cache<String, u64>,

@@ -95,7 +95,7 @@ pub struct Sessions {
     /// Shares `refreshed` with the other replicas.
     redis: Option<Arc<Redis>>,
     /// Bytes of the session cookies set, per response (metrics).
-    cookie_bytes: Histogram,
+    cookie_bytes: Arc<Histogram>,
 }
 
 /// An entry of [`Sessions::refreshed`] lives until its session's deadline.
@@ -145,8 +145,25 @@ impl Sessions {
                 .build(),
             refreshed: moka::sync::Cache::builder().max_capacity(MAX_REFRESHED).expire_after(UntilSessionDeadline).build(),
             redis,
-            cookie_bytes: Histogram::of_sizes(COOKIE_BYTES_BUCKETS),
+            cookie_bytes: Arc::new(Histogram::of_sizes(COOKIE_BYTES_BUCKETS)),
         }
+    }
+
+    /// These sessions, for a reloaded configuration, carrying over what outlives one: the
+    /// organizations set aside, the sessions refreshed in the background, this replica's number
+    /// in the sign-in trail, the cookie-size histogram. Not the decoded-cookie cache: the session
+    /// secrets may have changed, and a cookie only an old secret opened must not stay open.
+    pub fn carrying(mut self, old: &Sessions) -> Sessions {
+        self.replica = old.replica;
+        self.aside = old.aside.clone();
+        self.refreshed = old.refreshed.clone();
+        self.cookie_bytes = Arc::clone(&old.cookie_bytes);
+        self
+    }
+
+    /// The server-side store (`None`: sessions live in their cookie).
+    pub fn store(&self) -> Option<&Arc<dyn SessionStore>> {
+        self.store.as_ref()
     }
 
     /// Keeps the access token in stored sessions (`identity.pass_access_token`): without it, a

@@ -55,6 +55,36 @@ pub enum CertError {
     },
 }
 
+/// The acceptor an HTTPS listener hands its next connection to. A configuration reload puts in a
+/// new one (another `tls.client_ca_file`, another certificate file); connections already
+/// accepted keep theirs.
+pub struct Door {
+    acceptor: arc_swap::ArcSwap<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Door {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Door").finish_non_exhaustive()
+    }
+}
+
+impl Door {
+    /// A door with this acceptor.
+    pub fn new(acceptor: tokio_rustls::TlsAcceptor) -> Door {
+        Door { acceptor: arc_swap::ArcSwap::from_pointee(acceptor) }
+    }
+
+    /// The acceptor for the next connection.
+    pub fn current(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::clone(&self.acceptor.load())
+    }
+
+    /// Serves the next connections with `acceptor`.
+    pub fn replace(&self, acceptor: tokio_rustls::TlsAcceptor) {
+        self.acceptor.store(Arc::new(acceptor));
+    }
+}
+
 /// The files' bytes, to notice any change (mtime alone misses same-second rewrites).
 #[derive(PartialEq, Eq)]
 struct Loaded {
@@ -84,6 +114,11 @@ impl ReloadingCert {
             key_path: key_path.to_owned(),
             current: RwLock::new((key, loaded)),
         })
+    }
+
+    /// The certificate and key files.
+    pub fn files(&self) -> (&Path, &Path) {
+        (&self.cert_path, &self.key_path)
     }
 
     /// Re-reads the files; swaps the pair in when they changed and load. Returns whether it

@@ -73,7 +73,8 @@ struct Verdict {
     sub_revoked_at: Option<u64>,
 }
 
-/// The revocation set in Redis, with a short local cache.
+/// The revocation set in Redis, with a short local cache. A clone shares the cache.
+#[derive(Clone)]
 pub struct RedisRevocations {
     redis: Arc<Redis>,
     max_lifetime: Duration,
