@@ -52,9 +52,13 @@ pub enum StartError {
 pub struct App {
     pub(crate) settings: Settings,
     pub(crate) oidc: Arc<Oidc>,
+    /// The bytes of `oidc.ca_file` `oidc` was made with.
+    oidc_ca: Option<Vec<u8>>,
     pub(crate) sessions: Sessions,
     pub(crate) assertions: Assertions,
     pub(crate) upstream: Upstream,
+    /// What `upstream` was made of, to keep it across a reload that changes neither.
+    upstream_made_of: UpstreamMadeOf,
     pub(crate) policy: Policy,
     pub(crate) refresher: Refresher,
     /// Shared by the replicas (`session.redis_url`): store, revocations, refresh coordination.
@@ -110,10 +114,13 @@ impl App {
     }
 
     fn build(settings: Settings, old: Option<&App>) -> Result<App, StartError> {
-        let oidc = Arc::new(match old {
-            Some(old) => old.oidc.succeed(settings.oidc.clone()).map_err(StartError::Setup)?,
-            None => Oidc::new(settings.oidc.clone()).map_err(|e| StartError::Setup(format!("oidc.ca_file: {e}")))?,
-        });
+        let oidc_ca = file_bytes(settings.oidc.ca_file.as_deref(), "oidc.ca_file")?;
+        let oidc = match old {
+            // Nothing about Trousseau changed: the same client, its connections and its state.
+            Some(old) if *old.oidc.settings() == settings.oidc && old.oidc_ca == oidc_ca => Arc::clone(&old.oidc),
+            Some(old) => Arc::new(old.oidc.succeed(settings.oidc.clone()).map_err(StartError::Setup)?),
+            None => Arc::new(Oidc::new(settings.oidc.clone()).map_err(|e| StartError::Setup(format!("oidc.ca_file: {e}")))?),
+        };
         // Everything sealed is bound to this application: another proxy given the same secret
         // cannot open (nor be handed) our cookies, handles, login states or Redis records.
         let app_binding = AppBinding {
@@ -138,7 +145,7 @@ impl App {
                 ttl: settings.identity.assertion_ttl,
             },
         );
-        let upstream = upstream(&settings)?;
+        let (upstream, upstream_made_of) = upstream(&settings, old)?;
         let policy = Policy::new(&settings.routes, &settings.organization);
         let redis = match old {
             Some(old) => old.redis.clone(),
@@ -209,8 +216,10 @@ impl App {
             bearer,
             settings,
             oidc,
+            oidc_ca,
             assertions,
             upstream,
+            upstream_made_of,
             policy,
             refresher,
             metrics: old.map_or_else(|| Arc::new(Metrics::new()), |old| Arc::clone(&old.metrics)),
@@ -340,10 +349,20 @@ fn signer(settings: &Settings) -> Result<Signer, StartError> {
     Signer::from_pem(&settings.identity.signing_keys_pem).map_err(|e| StartError::Setup(format!("identity.signing_key_file: {e}")))
 }
 
-/// The upstream (`upstream`, `proxy:`): new pools at each reload (the old ones close with the
-/// last request that uses them).
-fn upstream(settings: &Settings) -> Result<Upstream, StartError> {
-    Upstream::new(UpstreamSettings {
+/// The bytes of an optional file a part is made from (a CA file), to notice when a reload changes it.
+fn file_bytes(path: Option<&std::path::Path>, key: &str) -> Result<Option<Vec<u8>>, StartError> {
+    path.map(|path| std::fs::read(path).map_err(|e| StartError::Setup(format!("{key}: {}: {e}", path.display())))).transpose()
+}
+
+/// What the upstream was made of: its settings and the bytes of its CA file, if any.
+pub(crate) type UpstreamMadeOf = (UpstreamSettings, Option<Vec<u8>>);
+
+/// The upstream (`upstream`, `proxy:`). After a reload that changed neither its settings nor its
+/// CA file, the one before — its pools, and their open connections to the app, with it: a reload
+/// costs the app no new connections. Otherwise new pools (the old ones close with the last
+/// request that uses them).
+fn upstream(settings: &Settings, old: Option<&App>) -> Result<(Upstream, UpstreamMadeOf), StartError> {
+    let wanted = UpstreamSettings {
         url: settings.upstream.clone(),
         preserve_host: settings.proxy.preserve_host,
         ca_file: settings.proxy.ca_file.as_ref().map(Into::into),
@@ -353,8 +372,14 @@ fn upstream(settings: &Settings) -> Result<Upstream, StartError> {
         pool_max_idle_per_host: POOL_MAX_IDLE_PER_WORKER,
         request_body_timeout: settings.limits.request_body_timeout,
         request_body_min_rate: settings.limits.request_body_min_rate,
-    })
-    .map_err(|e| StartError::Setup(format!("upstream: {e}")))
+    };
+    let ca = file_bytes(wanted.ca_file.as_deref(), "proxy.ca_file")?;
+    let made_of = (wanted, ca);
+    if let Some(old) = old.filter(|old| old.upstream_made_of == made_of) {
+        return Ok((old.upstream.clone(), made_of));
+    }
+    let upstream = Upstream::new(made_of.0.clone()).map_err(|e| StartError::Setup(format!("upstream: {e}")))?;
+    Ok((upstream, made_of))
 }
 
 /// The store across a reload: the memory store is kept (its sessions with it); the Redis store is

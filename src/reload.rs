@@ -88,12 +88,14 @@ impl Reloader {
             return Ok(());
         };
         let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        let started = std::time::Instant::now();
         let result = self.put_in_force(source, &mut loaded);
+        let took_ms = (started.elapsed().as_secs_f64() * 1e4).round() / 10.0;
         let app = self.current.get();
         app.metrics().config_reload(result.is_ok());
         match &result {
-            Ok(changed) if changed.is_empty() => tracing::info!(cause = cause.as_str(), "configuration reloaded: no key changed (files it names read again)"),
-            Ok(changed) => tracing::info!(cause = cause.as_str(), changed = %changed.join(", "), "configuration reloaded"),
+            Ok(changed) if changed.is_empty() => tracing::info!(cause = cause.as_str(), took_ms, "configuration reloaded: no key changed (files it names read again)"),
+            Ok(changed) => tracing::info!(cause = cause.as_str(), changed = %changed.join(", "), took_ms, "configuration reloaded"),
             Err(e) => tracing::error!(cause = cause.as_str(), error = %e, "configuration reload refused; the running configuration is kept"),
         }
         result.map(drop)
@@ -107,8 +109,10 @@ impl Reloader {
         loaded.files = source.watched_files(&file);
         loaded.digest = digest(&loaded.files);
         crate::limits::fit_open_file_limit(&mut settings.limits, crate::util::worker_count(), crate::app::POOL_MAX_IDLE_PER_WORKER);
-        let next = Arc::new(self.current.get().succeed(settings).map_err(|e| e.to_string())?);
-        if !next.oidc().is_ready() {
+        let before = self.current.get();
+        let next = Arc::new(before.succeed(settings).map_err(|e| e.to_string())?);
+        if !Arc::ptr_eq(next.oidc(), before.oidc()) && !next.oidc().is_ready() {
+            // A new relying party while Trousseau was not reached yet: it looks for itself.
             let oidc = Arc::clone(next.oidc());
             tokio::spawn(async move { oidc.discover_until_ready().await });
         }

@@ -50,7 +50,7 @@ impl InFlight {
     /// `X-Forwarded-For`.
     pub(crate) fn admit<B>(&mut self, req: &Request<B>) -> Result<(), Refusal> {
         let limits = &self.conn.limits;
-        let client = if limits.settings().client_from_forwarded {
+        let client = if limits.clients_from_forwarded() {
             last_forwarded_for(req).unwrap_or_else(|| self.conn.peer().ip())
         } else {
             self.conn.peer().ip()

@@ -204,6 +204,11 @@ impl Limits {
         self.settings.load_full()
     }
 
+    /// `client_from_forwarded` in force (on every request: no reference count taken).
+    pub(crate) fn clients_from_forwarded(&self) -> bool {
+        self.settings.load().client_from_forwarded
+    }
+
     /// Puts new settings in force (a configuration reload): requests and connections from now on
     /// are held to them, the counts go on.
     pub fn replace_settings(&self, settings: LimitSettings) {

@@ -50,7 +50,7 @@ use logout::LOGOUT_REFUSAL_LOG_INTERVAL;
 use tokens::NoNonceRequired;
 
 /// Validated `oidc:`.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct OidcSettings {
     /// Issuer exactly as Trousseau writes it (trailing slash kept).
     pub issuer: String,

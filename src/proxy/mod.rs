@@ -97,8 +97,9 @@ const UPGRADE_TOKEN: HeaderValue = HeaderValue::from_static("upgrade");
 const WEBSOCKET: &str = "websocket";
 const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
 
-/// Where the app is and how to talk to it; turned into an [`Upstream`] once, at startup.
-#[derive(Debug, Clone)]
+/// Where the app is and how to talk to it; turned into an [`Upstream`] at start, and again at a
+/// reload that changes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamSettings {
     /// The app: `http` or `https`, optionally with a path prefix (`http://127.0.0.1:8080/app/`).
     /// No user info, query or fragment.

@@ -94,19 +94,26 @@ pub fn client_config(extra_ca_file: Option<&Path>) -> Result<ClientConfig, TlsEr
 
 /// The trust anchors: the system's CA store, Mozilla's roots, and the certificates of
 /// `extra_ca_file`. A missing or partly unreadable system store is not an error (the built-in
-/// roots still apply); the operator's own `ca_file` is the one that must load.
+/// roots still apply); the operator's own `ca_file` is the one that must load. The system store is
+/// read once per process (a reload reads the `ca_file`s again, not the ~150 system certificates,
+/// which cost milliseconds of a core each time).
 pub fn root_store(extra_ca_file: Option<&Path>) -> Result<RootCertStore, TlsError> {
-    let mut roots = RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-
-    let system = rustls_native_certs::load_native_certs();
-    for error in &system.errors {
-        tracing::debug!(%error, "skipped part of the system CA store");
-    }
-    let (_, unusable) = roots.add_parsable_certificates(system.certs);
-    if unusable > 0 {
-        tracing::debug!(unusable, "skipped unusable certificates of the system CA store");
-    }
+    static SYSTEM: std::sync::OnceLock<RootCertStore> = std::sync::OnceLock::new();
+    let mut roots = SYSTEM
+        .get_or_init(|| {
+            let mut roots = RootCertStore::empty();
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            let system = rustls_native_certs::load_native_certs();
+            for error in &system.errors {
+                tracing::debug!(%error, "skipped part of the system CA store");
+            }
+            let (_, unusable) = roots.add_parsable_certificates(system.certs);
+            if unusable > 0 {
+                tracing::debug!(unusable, "skipped unusable certificates of the system CA store");
+            }
+            roots
+        })
+        .clone();
 
     if let Some(path) = extra_ca_file {
         add_ca_file(&mut roots, path)?;

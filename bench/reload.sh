@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# Live reload under load: the proxy reloads its configuration every second (the file rewritten
+# with a changed rule, then SIGHUP) while wrk sends signed-in requests, next to the same load
+# without reloads, alternating, on this machine.
+#
+#   bench/reload.sh                      # build release, run (~7 minutes), print the table
+#   ROUNDS=5 DURATION=60s bench/reload.sh
+#
+# Goal (issue 19): 0 failed requests while reloading, and the request rate within 5% of the rate
+# without reloads (the median of each round's ratio).
+#
+# Set-up: an nginx app on BENCH_PORT, `trousseau-proxy dev --idp-only` (the dev IdP on
+# 127.0.0.1:4181, which registers the callback of 127.0.0.1:4180), and the proxy on 127.0.0.1:4180
+# run with a configuration file (reloading needs one; `dev` has none), metrics on BENCH_PORT+1.
+# The request measured is an authenticated GET (session cookie, identity headers, signed assertion)
+# with `Accept: application/json`: a session lost in a reload would be a 401, counted as an error.
+#
+# Environment: ROUNDS (3), DURATION (60s), CONNECTIONS (64), THREADS (2), BENCH_PORT (18190: uses
+# 18190-18191, and 4180-4182), SKIP_BUILD=1 to reuse target/release, KEEP=1 to keep the work directory.
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-60s}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+BASE=${BENCH_PORT:-18190}
+UP_PORT=$BASE METRICS_PORT=$((BASE + 1)) PROXY_PORT=4180
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PROXY_BIN=${PROXY_BIN:-$ROOT/target/release/trousseau-proxy}
+SIGNIN_BIN=$ROOT/target/release/examples/bench_signin
+
+say() { printf '%s\n' "$*" >&2; }
+
+need_packages=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_packages+=(nginx)
+command -v wrk >/dev/null || need_packages+=(wrk)
+command -v curl >/dev/null || need_packages+=(curl)
+if [ ${#need_packages[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    say "installing ${need_packages[*]} (Debian packages)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_packages[@]}" >/dev/null
+  else
+    say "missing: ${need_packages[*]} — install them (sudo apt-get install ${need_packages[*]}) and run again"
+    exit 1
+  fi
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+for port in $UP_PORT $METRICS_PORT 4180 4181 4182; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    say "port $port is in use on 127.0.0.1 (4180-4182 are the dev IdP's; set BENCH_PORT for the others)"
+    exit 1
+  fi
+done
+
+if [ "${SKIP_BUILD:-}" != 1 ]; then
+  say "building release (trousseau-proxy and the bench_signin helper)…"
+  (cd "$ROOT" && cargo build --release --quiet --bin trousseau-proxy --example bench_signin)
+fi
+
+WORK=$(mktemp -d /tmp/trousseau-reload.XXXXXX)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ "${KEEP:-}" = 1 ]; then say "logs kept in $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT INT TERM
+
+# --- processes ---------------------------------------------------------------------------------
+cat >"$WORK/upstream.conf" <<EOF
+worker_processes 1;
+pid $WORK/upstream.pid;
+error_log $WORK/upstream-error.log warn;
+daemon off;
+events { worker_connections 4096; }
+http {
+  client_body_temp_path $WORK/body; proxy_temp_path $WORK/proxy;
+  fastcgi_temp_path $WORK/fastcgi; uwsgi_temp_path $WORK/uwsgi; scgi_temp_path $WORK/scgi;
+  keepalive_requests 1000000; access_log off;
+  server { listen 127.0.0.1:$UP_PORT backlog=4096; location / { default_type text/plain; return 200 'hello from the app\n'; } }
+}
+EOF
+"$NGINX" -p "$WORK" -c "$WORK/upstream.conf" &
+PIDS+=($!)
+
+"$PROXY_BIN" dev --idp-only 2>"$WORK/idp.log" &
+PIDS+=($!)
+
+SECRET=$(openssl rand -base64 32 2>/dev/null || head -c 32 /dev/urandom | base64)
+"$PROXY_BIN" keys generate | sed -n '/BEGIN PRIVATE KEY/,/END PRIVATE KEY/p' >"$WORK/signing.pem"
+write_config() { # generation — a changed public route each time: every reload changes something
+  cat >"$WORK/proxy.yaml.new" <<EOF
+listen: "127.0.0.1:$PROXY_PORT"
+public_url: "http://127.0.0.1:$PROXY_PORT"
+metrics_listen: "127.0.0.1:$METRICS_PORT"
+upstream: "http://127.0.0.1:$UP_PORT"
+oidc:
+  issuer: "http://127.0.0.1:4181/application/o/dev/"
+  client_id: "trousseau-proxy-dev"
+  client_secret: "dev-only-client-secret-not-for-production"
+  scopes: [openid, email, profile, "trousseau:context", "trousseau:organization"]
+session:
+  secrets: ["$SECRET"]
+identity:
+  signing_key_file: "$WORK/signing.pem"
+routes:
+  public: ["/healthz", "/generation-$1/*"]
+limits:
+  max_requests_per_client: 0
+EOF
+  mv "$WORK/proxy.yaml.new" "$WORK/proxy.yaml"
+}
+write_config 0
+"$PROXY_BIN" --config "$WORK/proxy.yaml" 2>"$WORK/proxy.log" &
+PROXY_PID=$!
+PIDS+=($PROXY_PID)
+
+wait_for() { # url
+  for _ in $(seq 1 100); do
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  say "not answering: $1"
+  exit 1
+}
+wait_for "http://127.0.0.1:$UP_PORT/"
+wait_for "http://127.0.0.1:$PROXY_PORT/.trousseau/readyz"
+COOKIE=$("$SIGNIN_BIN" cookie --proxy "http://127.0.0.1:$PROXY_PORT")
+status=$(curl -sS -o /dev/null -w '%{http_code}' -H "Cookie: $COOKIE" -H "Accept: application/json" "http://127.0.0.1:$PROXY_PORT/bench")
+[ "$status" = 200 ] || { say "the signed-in request answered $status"; exit 1; }
+
+metric() { # name
+  curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" | awk -v n="$1" '$1 == n { print $2 }'
+}
+
+# --- load --------------------------------------------------------------------------------------
+cat >"$WORK/report.lua" <<'EOF'
+done = function(summary, latency, requests)
+  io.write(string.format("%.1f %d %d %d\n", summary.requests / (summary.duration / 1e6),
+    latency:percentile(99), summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout + summary.errors.status,
+    summary.requests))
+end
+EOF
+
+run_wrk() { # duration — prints "rps p99_us errors requests"
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$1" -s "$WORK/report.lua" -H "Cookie: $COOKIE" -H "Accept: application/json" \
+    "http://127.0.0.1:$PROXY_PORT/bench" >"$WORK/wrk.out"
+  tail -n 1 "$WORK/wrk.out"
+}
+
+GENERATION=0
+reload_every_second() { # until killed
+  while true; do
+    sleep 1
+    GENERATION=$((GENERATION + 1))
+    write_config "$GENERATION"
+    kill -HUP "$PROXY_PID"
+  done
+}
+
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+say "warming up, then $ROUNDS rounds of $DURATION without and with a reload every second"
+run_wrk 3s >/dev/null
+steady=() reloading=() ratios=() s_p99=() r_p99=() s_err=0 r_err=0 reloads=0
+for round in $(seq 1 "$ROUNDS"); do
+  read -r rps p99 err _ < <(run_wrk "$DURATION")
+  steady+=("$rps") s_p99+=("$p99") s_err=$((s_err + err))
+  before=$(metric trousseau_proxy_config_reloads_total)
+  reload_every_second &
+  RELOADER=$!
+  read -r rrps rp99 rerr _ < <(run_wrk "$DURATION")
+  kill "$RELOADER"; wait "$RELOADER" 2>/dev/null || true
+  sleep 1
+  after=$(metric trousseau_proxy_config_reloads_total)
+  reloading+=("$rrps") r_p99+=("$rp99") r_err=$((r_err + rerr)) reloads=$((reloads + after - before))
+  ratios+=("$(awk -v a="$rrps" -v b="$rps" 'BEGIN { printf "%.3f", a / b }')")
+  say "round $round: steady $rps/s, reloading $rrps/s ($((after - before)) reloads), errors $err / $rerr"
+done
+failures=$(metric trousseau_proxy_config_reload_failures_total)
+
+printf '\nLive reload under load, %s rounds of %s, %s connections, %s load threads, %s cores\n' "$ROUNDS" "$DURATION" "$CONNECTIONS" "$THREADS" "$(nproc)"
+printf '%-22s %10s %10s %8s\n' row "req/s" "p99 (ms)" errors
+printf '%-22s %10.0f %10.2f %8d\n' "no reloads" "$(printf '%s\n' "${steady[@]}" | median)" "$(printf '%s\n' "${s_p99[@]}" | median | awk '{ print $1 / 1000 }')" "$s_err"
+printf '%-22s %10.0f %10.2f %8d\n' "a reload every second" "$(printf '%s\n' "${reloading[@]}" | median)" "$(printf '%s\n' "${r_p99[@]}" | median | awk '{ print $1 / 1000 }')" "$r_err"
+printf 'median ratio (reloading / no reloads): %s; per round: %s\n' "$(printf '%s\n' "${ratios[@]}" | median)" "${ratios[*]}"
+printf 'reloads put in force while loaded: %s; reloads refused: %s\n' "$reloads" "$failures"
