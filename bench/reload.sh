@@ -84,7 +84,10 @@ EOF
 "$NGINX" -p "$WORK" -c "$WORK/upstream.conf" &
 PIDS+=($!)
 
-"$PROXY_BIN" dev --idp-only 2>"$WORK/idp.log" &
+# Access tokens of an hour: the measured cookie is sent as signed in, for the whole run (past a
+# 5-minute token, wrk — which keeps no cookie jar — would resend a refresh token Trousseau rotated,
+# and reuse detection would rightly end the session: that is bench/run.sh's refresh row, not this).
+"$PROXY_BIN" dev --idp-only --access-token-ttl 1h 2>"$WORK/idp.log" &
 PIDS+=($!)
 
 SECRET=$(openssl rand -base64 32 2>/dev/null || head -c 32 /dev/urandom | base64)

@@ -63,6 +63,8 @@ pub struct App {
     pub(crate) refresher: Refresher,
     /// Shared by the replicas (`session.redis_url`): store, revocations, refresh coordination.
     pub(crate) redis: Option<Arc<Redis>>,
+    /// The bytes of `session.redis_ca_file` Redis connects with.
+    redis_ca: Option<Vec<u8>>,
     pub(crate) bearer: Option<BearerAuth>,
     pub(crate) metrics: Arc<Metrics>,
     /// Connection and request limits, shared by the workers and the metrics listener.
@@ -96,7 +98,11 @@ impl App {
     /// included), the certificate. Nothing is in force until [`App::take_over`]. Refused when a
     /// setting changed that only a restart can change ([`needs_restart`]).
     pub fn succeed(&self, settings: Settings) -> Result<App, StartError> {
-        let fixed = needs_restart(&self.settings, &settings);
+        let mut fixed = needs_restart(&self.settings, &settings);
+        // Redis keeps its connections (and their TLS) across a reload: a new CA needs a restart.
+        if self.redis.is_some() && file_bytes(settings.session.redis_ca_file.as_deref(), "session.redis_ca_file")? != self.redis_ca {
+            fixed.push("session.redis_ca_file");
+        }
         if !fixed.is_empty() {
             return Err(StartError::NeedsRestart(fixed));
         }
@@ -147,9 +153,12 @@ impl App {
         );
         let (upstream, upstream_made_of) = upstream(&settings, old)?;
         let policy = Policy::new(&settings.routes, &settings.organization);
-        let redis = match old {
-            Some(old) => old.redis.clone(),
-            None => redis(&settings)?,
+        let (redis, redis_ca) = match old {
+            Some(old) => (old.redis.clone(), old.redis_ca.clone()),
+            None => {
+                let ca = file_bytes(settings.session.redis_ca_file.as_deref(), "session.redis_ca_file")?;
+                (redis(&settings, ca.clone())?, ca)
+            }
         };
         let mut refresher = match old {
             Some(old) => old.refresher.succeed(oidc.clone(), settings.session.refresh_skew, settings.session.refresh_grace),
@@ -213,6 +222,7 @@ impl App {
             live,
             sessions,
             redis,
+            redis_ca,
             bearer,
             settings,
             oidc,
@@ -295,12 +305,8 @@ impl Current {
 
 /// Redis, when `session.redis_url` is set: several replicas share server-side sessions,
 /// revocations, and one refresh per token through it.
-fn redis(settings: &Settings) -> Result<Option<Arc<Redis>>, StartError> {
+fn redis(settings: &Settings, ca: Option<Vec<u8>>) -> Result<Option<Arc<Redis>>, StartError> {
     let Some(url) = &settings.session.redis_url else { return Ok(None) };
-    let ca = match &settings.session.redis_ca_file {
-        Some(path) => Some(std::fs::read(path).map_err(|e| StartError::Setup(format!("session.redis_ca_file: {}: {e}", path.display())))?),
-        None => None,
-    };
     Ok(Some(Arc::new(Redis::connect(url, ca).map_err(|e| StartError::Setup(format!("session.redis_url: {e}")))?)))
 }
 

@@ -101,7 +101,7 @@ async fn signed_in(env: &Env, sub: &str) -> Browser {
 }
 
 /// The Trousseau session id (`sid`) the dev IdP gave this browser's sign-in.
-fn sid_of(b: &Browser) -> String {
+pub fn sid_of(b: &Browser) -> String {
     let key = b.jar.iter().find(|(k, _)| k.ends_with("trousseau_dev_idp_sso")).expect("the IdP's SSO cookie").1;
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes());
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()

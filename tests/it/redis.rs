@@ -1101,3 +1101,32 @@ async fn a_replica_that_missed_the_published_end_closes_the_websocket_when_it_re
         eprintln!("store {store}: a replica that missed the published end closed the websocket after {took:?} (resubscribed and checked)");
     }
 }
+
+/// A reload with the Redis store: the store is made again with the new secrets, and the records
+/// sealed before open with them; Redis itself (its connections) is kept; another Redis URL is a
+/// restart's business.
+#[tokio::test]
+async fn a_reload_rotates_the_secret_of_redis_records_and_refuses_another_redis() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let mut env = Env::start_with(with_redis(&redis, "redis", |_| {})).await;
+    let mut before = env.browser();
+    assert_eq!(before.sign_in("/", JEAN).await.json()["headers"]["x-trousseau-sub"][0], JEAN);
+    let new_secret = trousseau_proxy::session::seal::generate_secret();
+    env.reload(|c| c.session.secrets.insert(0, new_secret)).expect("a new secret is put in force");
+    assert_eq!(before.api_get("/x").await.status, StatusCode::OK, "a record sealed before the reload still opens");
+    let mut after = env.browser();
+    assert_eq!(after.sign_in("/", JEAN).await.json()["headers"]["x-trousseau-sub"][0], JEAN);
+    env.reload(|c| c.session.secrets.truncate(1)).expect("the old secret removed");
+    assert_eq!(after.api_get("/x").await.status, StatusCode::OK, "sealed with the new secret");
+    assert_eq!(before.api_get("/x").await.status, StatusCode::UNAUTHORIZED, "only the removed secret opened it");
+    assert!(redis_up(&env.app).contains('1'), "{}", redis_up(&env.app));
+
+    let refused = env
+        .reload(|c| {
+            c.session.redis_url_file = None;
+            c.session.redis_url = Some("redis://127.0.0.1:1".into());
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("session.redis_url") && refused.contains("needs a restart"), "{refused}");
+}

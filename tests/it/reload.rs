@@ -344,3 +344,30 @@ async fn a_configmap_update_moves_the_upstream_while_a_stream_and_a_websocket_fi
     let reloaded = lines_with(&rig.log(), "configuration reloaded");
     assert!(reloaded.iter().any(|l| l["cause"] == "a watched file changed" && l["changed"] == "upstream"), "{reloaded:?}");
 }
+
+/// In process, the reload `Env::reload` makes (what SIGHUP does): a back-channel logout received
+/// before a reload still ends that session after it (the revocations are kept), the other session
+/// goes on, and a change only a restart can make is refused whole.
+#[tokio::test]
+async fn revocations_outlive_a_reload_and_a_store_change_is_refused() {
+    let mut env = Env::start().await;
+    let (mut first, mut second) = (env.browser(), env.browser());
+    first.sign_in("/", JEAN).await;
+    second.sign_in("/", "3f6c2d1e-8a47-4b9e-9c21-5d7e8f90a1b2").await;
+    let sid = crate::open_connections::sid_of(&first);
+    let token = env.trousseau().logout_token(None, Some(&sid));
+    let answer = Browser::new(&env.origin)
+        .request(http::Method::POST, "/.trousseau/backchannel-logout", &[("content-type", "application/x-www-form-urlencoded")], Bytes::from(format!("logout_token={token}")))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+
+    env.reload(|c| c.routes.public = vec!["/open/*".into()]).expect("a rule change is put in force");
+    assert_eq!(first.api_get("/x").await.status, StatusCode::UNAUTHORIZED, "revoked before the reload, refused after it");
+    assert_eq!(second.api_get("/x").await.status, StatusCode::OK);
+    assert_eq!(Browser::new(&env.origin).api_get("/open/page").await.status, StatusCode::OK, "the new public route");
+
+    let refused = env.reload(|c| c.session.store = "memory".into()).unwrap_err().to_string();
+    assert!(refused.contains("session.store changed, which needs a restart"), "{refused}");
+    assert_eq!(Browser::new(&env.origin).api_get("/open/page").await.status, StatusCode::OK, "the running configuration is kept");
+    assert_eq!(second.api_get("/x").await.status, StatusCode::OK);
+}

@@ -171,19 +171,22 @@ async fn mutual_tls_requires_a_client_certificate_and_tells_the_app_its_subject(
     let other = TestCa::new("someone else");
     let (stranger_chain, stranger_key) = other.client_pair("stranger", "Elsewhere");
     let (stranger_cert, stranger_key) = (dir.write("stranger.crt", &stranger_chain), dir.write("stranger.key", &stranger_key));
-    let (_env, origin) = https_env(&ca, &dir, move |c| {
+    let (mut env, origin) = https_env(&ca, &dir, move |c| {
         c.tls.client_ca_file = Some(client_ca);
         c.routes.public = vec!["/public/*".into()];
     })
     .await;
+    let url = format!("{origin}/public/echo");
+    let curl = move |extra: &[&str]| {
+        let mut args = vec!["-sS", "--cacert", root.as_str(), "-H", "X-Trousseau-Client-Subject: CN=admin"];
+        args.extend_from_slice(extra);
+        args.push(url.as_str());
+        run("/usr/bin/curl", &args)
+    };
+    let (stranger, robot) = ([stranger_cert.clone(), stranger_key.clone()], [cert.clone(), key.clone()]);
+    let before = curl.clone();
     tokio::task::spawn_blocking(move || {
-        let url = format!("{origin}/public/echo");
-        let curl = |extra: &[&str]| {
-            let mut args = vec!["-sS", "--cacert", root.as_str(), "-H", "X-Trousseau-Client-Subject: CN=admin"];
-            args.extend_from_slice(extra);
-            args.push(url.as_str());
-            run("/usr/bin/curl", &args)
-        };
+        let curl = before;
         let (ok, without) = curl(&[]);
         assert!(!ok, "no client certificate, no connection: {without}");
         let (ok, stranger) = curl(&["--cert", &stranger_cert, "--key", &stranger_key]);
@@ -192,6 +195,20 @@ async fn mutual_tls_requires_a_client_certificate_and_tells_the_app_its_subject(
         assert!(ok, "{body}");
         let seen: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{body}"));
         assert_eq!(seen["headers"]["x-trousseau-client-subject"], serde_json::json!(["CN=ops-robot, O=Hotel Group"]), "{body}");
+    })
+    .await
+    .unwrap();
+
+    // Another client CA put in force by a reload (tls.client_ca_file is watched): new connections
+    // are held to it at once — the other CA's client gets in, the first one's no longer does.
+    let other_root = dir.write("other-root.pem", &other.root_pem());
+    env.reload(move |c| c.tls.client_ca_file = Some(other_root)).expect("the reload is put in force");
+    tokio::task::spawn_blocking(move || {
+        let (ok, body) = curl(&["--cert", &stranger[0], "--key", &stranger[1]]);
+        assert!(ok, "the new CA's client is let in: {body}");
+        assert!(body.contains("CN=stranger, O=Elsewhere"), "{body}");
+        let (ok, refused) = curl(&["--cert", &robot[0], "--key", &robot[1]]);
+        assert!(!ok, "the CA no longer configured is refused: {refused}");
     })
     .await
     .unwrap();

@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 
 use trousseau_proxy::config::{FileConfig, Settings, SourceText};
 use trousseau_proxy::devidp::{DevIdp, DevIdpConfig, LocalDevIdp};
-use trousseau_proxy::app::App;
+use trousseau_proxy::app::{App, Current};
 use trousseau_proxy::server;
 
 pub use upstream::Upstream;
@@ -47,8 +47,10 @@ pub struct Env {
     pub idp: LocalDevIdp,
     /// The upstream app.
     pub upstream: Upstream,
-    /// The app, for its counters.
+    /// The app, for its counters (the one in force: [`Env::reload`] moves it).
     pub app: Arc<App>,
+    /// What the listener serves with: a reload puts a new app in it.
+    pub current: Arc<Current>,
     /// The proxy configuration it runs with (replicas start from it).
     pub file: FileConfig,
     shutdown: Option<oneshot::Sender<()>>,
@@ -143,8 +145,22 @@ impl Env {
         let app = App::new(settings).unwrap();
         app.oidc().discover().await.expect("discovery against the test IdP");
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::serve(listener, app.clone(), async move { let _ = rx.await; }, Duration::from_secs(5)));
-        Env { addr, origin, idp, upstream, app, file: saved_file, shutdown: Some(tx), task }
+        let current = Arc::new(Current::new(app.clone()));
+        let task = tokio::spawn(server::serve_current(listener, current.clone(), async move { let _ = rx.await; }, Duration::from_secs(5)));
+        Env { addr, origin, idp, upstream, app, current, file: saved_file, shutdown: Some(tx), task }
+    }
+
+    /// Reloads the configuration as SIGHUP does, with `configure`'s changes: validated, built from
+    /// the running app's lasting parts ([`App::succeed`]) and put in force for new connections and
+    /// requests.
+    pub fn reload(&mut self, configure: impl FnOnce(&mut FileConfig)) -> Result<(), trousseau_proxy::app::StartError> {
+        let mut file = self.file.clone();
+        configure(&mut file);
+        let next = Arc::new(self.current.get().succeed(settings(&file))?);
+        self.current.put(next.clone());
+        self.app = next;
+        self.file = file;
+        Ok(())
     }
 
     /// Starts a second proxy replica with the same configuration, IdP and upstream.
