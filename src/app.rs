@@ -272,6 +272,8 @@ impl App {
             refresh: self.refresher.stats(),
             idp_latency: self.oidc.call_latency(),
             revocations_held: self.sessions.revocations().len(),
+            revocations_bytes: self.sessions.revocations().bytes(),
+            revocations_evicted: self.sessions.revocations().evicted(),
             redis: self.redis.as_deref(),
             limits: &self.limits,
             open_connections: &self.live,

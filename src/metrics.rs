@@ -10,7 +10,7 @@
 //! The exposed series, all prefixed `trousseau_proxy_`:
 //! `requests_total{outcome}`, `upstream_duration_seconds` (histogram), `refreshes_total{result}`,
 //! `idp_request_duration_seconds` (histogram), `backchannel_revocations_total`,
-//! `revocations_held`, `config_reloads_total`, `config_reload_failures_total`,
+//! `revocations_held`, `revocations_bytes`, `revocations_evicted_total`, `config_reloads_total`, `config_reload_failures_total`,
 //! `config_last_reload_success_timestamp_seconds`, `sign_ins_total{stage}`, `sign_in_flows_active`, `build_info{version}`, and
 //! the limits' `connections_open{listener}`, `connections_refused_total{listener}`,
 //! `connections_closed_total{reason}`, `requests_in_flight`, `requests_refused_total{limit}`,
@@ -208,6 +208,10 @@ pub struct Sources<'a> {
     pub idp_latency: &'a Histogram,
     /// Revoked `sid`s and `sub`s currently remembered.
     pub revocations_held: u64,
+    /// Bytes they take (this replica's memory).
+    pub revocations_bytes: u64,
+    /// Revocations forgotten for want of room before they expired.
+    pub revocations_evicted: u64,
     /// The shared Redis, when replicas use one.
     pub redis: Option<&'a crate::session::redis::Redis>,
     /// Connection and request limits, with what they refused.
@@ -342,6 +346,18 @@ impl Metrics {
             "gauge",
             "Revoked Trousseau sessions and users currently remembered (counted lazily: approximate).",
             sources.revocations_held,
+        );
+        out.single(
+            "trousseau_proxy_revocations_bytes",
+            "gauge",
+            "Bytes this replica's revocation set holds (weighed keys; approximate), each map bounded at 64 MiB.",
+            sources.revocations_bytes,
+        );
+        out.single(
+            "trousseau_proxy_revocations_evicted_total",
+            "counter",
+            "Revocations forgotten for want of room before they expired: a copied cookie of such a session would be accepted again (use session.revocations: redis).",
+            sources.revocations_evicted,
         );
         if let Some(redis) = sources.redis {
             out.single(
@@ -568,7 +584,7 @@ mod tests {
 
     fn render(metrics: &Metrics, refresh: &RefreshStats, idp: &Histogram) -> String {
         let limits = Limits::new(crate::limits::LimitSettings::default());
-        metrics.render(&Sources { refresh, idp_latency: idp, revocations_held: 2, redis: None, limits: &limits, open_connections: &crate::live::OpenConnections::new(true, None, String::new()), cookie_bytes: &Histogram::of_sizes(crate::util::histogram::COOKIE_BYTES_BUCKETS) })
+        metrics.render(&Sources { refresh, idp_latency: idp, revocations_held: 2, revocations_bytes: 300, revocations_evicted: 0, redis: None, limits: &limits, open_connections: &crate::live::OpenConnections::new(true, None, String::new()), cookie_bytes: &Histogram::of_sizes(crate::util::histogram::COOKIE_BYTES_BUCKETS) })
     }
 
     /// The value of the sample line `series` (name and labels exactly as written).

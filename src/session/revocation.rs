@@ -3,6 +3,7 @@
 //! sessions that match are "no session" on their next request. A sign-out of a cookie session is
 //! remembered the same way, by the session's own id: a copy of the cookie is refused afterwards.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::session::redis::RedisRevocations;
@@ -70,6 +71,22 @@ impl RevocationSet {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Bytes this replica holds (Redis: none here).
+    pub fn bytes(&self) -> u64 {
+        match self {
+            RevocationSet::Memory(set) => set.bytes(),
+            RevocationSet::Redis(_) => 0,
+        }
+    }
+
+    /// Revocations forgotten for want of room (Redis: none; its keys expire on their own).
+    pub fn evicted(&self) -> u64 {
+        match self {
+            RevocationSet::Memory(set) => set.evicted(),
+            RevocationSet::Redis(_) => 0,
+        }
+    }
 }
 
 /// Revoked `sid`s and `sub`s, with when they were revoked. A clone shares them.
@@ -83,6 +100,37 @@ pub struct Revocations {
     jtis: moka::sync::Cache<String, ()>,
     /// Ids of sessions signed out here → until when they could have lived.
     sessions: moka::sync::Cache<String, Instant>,
+    /// Revocations forgotten for want of room before they expired (see [`REVOCATION_BYTES`]).
+    evicted: std::sync::Arc<AtomicU64>,
+}
+
+/// Bytes each of the revocation maps (`sid`s, `sub`s, ended sessions, logout token ids) may hold,
+/// keys and per-entry overhead counted: about 500,000 UUID-sized entries each. Bounded by bytes,
+/// not count, so that long identifiers cannot grow it past that. A revocation forgotten before it
+/// expires would let a copied cookie of that session in again: each one is counted
+/// (`trousseau_proxy_revocations_evicted_total`) and logged — with that many back-channel logouts
+/// within `session.max_lifetime`, use `session.revocations: redis`.
+pub const REVOCATION_BYTES: u64 = 64 << 20;
+
+/// What moka keeps per entry besides the key, roughly (the entry, its deque nodes, the hash slot).
+const ENTRY_OVERHEAD: usize = 96;
+
+/// An eviction listener counting (and, at each power of two, logging) the revocations forgotten for
+/// want of room.
+fn counting<V>(evicted: &std::sync::Arc<AtomicU64>) -> impl Fn(std::sync::Arc<String>, V, moka::notification::RemovalCause) + Send + Sync + 'static {
+    let evicted = std::sync::Arc::clone(evicted);
+    move |_, _, cause| {
+        if cause == moka::notification::RemovalCause::Size {
+            let count = evicted.fetch_add(1, Ordering::Relaxed) + 1;
+            if count.is_power_of_two() {
+                tracing::warn!(
+                    evicted = count,
+                    "the revocation set is full: revocations are forgotten before they expire, and a copied cookie of \
+                     such a session would be accepted again; use session.revocations: redis"
+                );
+            }
+        }
+    }
 }
 
 /// Per-entry expiry: a signed-out session is remembered as long as it could have lived.
@@ -97,13 +145,47 @@ impl moka::Expiry<String, Instant> for UntilDeadline {
 impl Revocations {
     /// A revocation set whose entries live as long as the longest session.
     pub fn new(max_lifetime: Duration) -> Revocations {
-        let build = || moka::sync::Cache::builder().max_capacity(1_000_000).time_to_live(max_lifetime).build();
+        Revocations::within(max_lifetime, REVOCATION_BYTES)
+    }
+
+    /// [`Revocations::new`] holding at most `bytes` per map.
+    pub fn within(max_lifetime: Duration, bytes: u64) -> Revocations {
+        let evicted = std::sync::Arc::new(AtomicU64::new(0));
+        #[allow(clippy::ptr_arg)] // moka's weigher signature
+        fn weigh<V>(key: &String, _: &V) -> u32 {
+            u32::try_from(key.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+        }
+        let build = || {
+            moka::sync::Cache::builder()
+                .weigher(weigh::<u64>)
+                .max_capacity(bytes)
+                .time_to_live(max_lifetime)
+                .eviction_listener(counting(&evicted))
+                .build()
+        };
         Revocations {
             sids: build(),
             subs: build(),
-            jtis: moka::sync::Cache::builder().max_capacity(1_000_000).time_to_live(Duration::from_secs(3600)).build(),
-            sessions: moka::sync::Cache::builder().max_capacity(1_000_000).expire_after(UntilDeadline).build(),
+            // A replayed logout token only revokes again: forgetting one is harmless, not counted.
+            jtis: moka::sync::Cache::builder().weigher(weigh::<()>).max_capacity(bytes).time_to_live(Duration::from_secs(3600)).build(),
+            sessions: moka::sync::Cache::builder()
+                .weigher(weigh::<Instant>)
+                .max_capacity(bytes)
+                .expire_after(UntilDeadline)
+                .eviction_listener(counting(&evicted))
+                .build(),
+            evicted,
         }
+    }
+
+    /// Bytes held (keys and overhead, as weighed; moka counts lazily: approximate).
+    pub fn bytes(&self) -> u64 {
+        self.sids.weighted_size() + self.subs.weighted_size() + self.jtis.weighted_size() + self.sessions.weighted_size()
+    }
+
+    /// Revocations forgotten for want of room before they expired, since start.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
     }
 
     /// Records a logout. Returns false if this `jti` was seen before (a replay).
@@ -147,5 +229,28 @@ impl Revocations {
     /// Whether nothing is revoked.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_set_is_bounded_by_bytes_and_counts_what_it_forgets() {
+        // Room for about 100 entries of 36-character ids per map.
+        let set = Revocations::within(Duration::from_secs(3600), 100 * (36 + ENTRY_OVERHEAD as u64));
+        for n in 0..1_000 {
+            set.revoke(&format!("jti-{n:032}"), Some(&format!("sid-{n:032}")), None, 1);
+        }
+        set.sids.run_pending_tasks();
+        set.jtis.run_pending_tasks();
+        assert!(set.bytes() <= 2 * 100 * (36 + ENTRY_OVERHEAD as u64), "bounded: {} bytes", set.bytes());
+        assert!(set.evicted() >= 800, "each forgotten sid is counted: {}", set.evicted());
+        let roomy = Revocations::new(Duration::from_secs(3600));
+        roomy.revoke("jti", Some("sid"), None, 1);
+        roomy.sids.run_pending_tasks();
+        assert_eq!(roomy.evicted(), 0);
+        assert!(roomy.bytes() > 0);
     }
 }
