@@ -120,13 +120,7 @@ impl App {
     }
 
     fn build(settings: Settings, old: Option<&App>) -> Result<App, StartError> {
-        let oidc_ca = file_bytes(settings.oidc.ca_file.as_deref(), "oidc.ca_file")?;
-        let oidc = match old {
-            // Nothing about Trousseau changed: the same client, its connections and its state.
-            Some(old) if *old.oidc.settings() == settings.oidc && old.oidc_ca == oidc_ca => Arc::clone(&old.oidc),
-            Some(old) => Arc::new(old.oidc.succeed(settings.oidc.clone()).map_err(StartError::Setup)?),
-            None => Arc::new(Oidc::new(settings.oidc.clone()).map_err(|e| StartError::Setup(format!("oidc.ca_file: {e}")))?),
-        };
+        let (oidc, oidc_ca) = relying_party(&settings, old)?;
         // Everything sealed is bound to this application: another proxy given the same secret
         // cannot open (nor be handed) our cookies, handles, login states or Redis records.
         let app_binding = AppBinding {
@@ -138,21 +132,7 @@ impl App {
             Sealer::new(&settings.session.secrets, app_binding).map_err(|e| StartError::Setup(format!("session.secrets: {e}")))?,
         );
         let app_tag = app_binding.tag();
-        let signer = match old {
-            // Same keys (or still none: the ephemeral key stays, or every app's copy of our JWKS breaks).
-            Some(old) if old.settings.identity.signing_keys_pem == settings.identity.signing_keys_pem => Arc::clone(old.assertions.signer()),
-            _ => Arc::new(signer(&settings)?),
-        };
-        let assertions = Assertions::new(
-            signer,
-            AssertionSettings {
-                issuer: settings.public_origin.clone(),
-                audience: settings.identity.audience.clone(),
-                ttl: settings.identity.assertion_ttl,
-            },
-        );
         let (upstream, upstream_made_of) = upstream(&settings, old)?;
-        let policy = Policy::new(&settings.routes, &settings.organization);
         let (redis, redis_ca) = match old {
             Some(old) => (old.redis.clone(), old.redis_ca.clone()),
             None => {
@@ -160,78 +140,35 @@ impl App {
                 (redis(&settings, ca.clone())?, ca)
             }
         };
-        let mut refresher = match old {
-            Some(old) => old.refresher.succeed(oidc.clone(), settings.session.refresh_skew, settings.session.refresh_grace),
-            None => Refresher::new(oidc.clone(), settings.session.refresh_skew, settings.session.refresh_grace),
-        };
-        if let Some(redis) = &redis {
-            // The lock outlives the slowest refresh (token call, plus a JWKS refetch).
-            let lock_ttl = settings.oidc.timeout * 2 + Duration::from_secs(5);
-            refresher = refresher.with_coordinator(Arc::new(RefreshCoordinator::new(redis.clone(), sealer.clone(), lock_ttl)));
-            if old.is_none() {
-                tracing::info!(redis = %redis.display(), store = ?settings.session.store, revocations = ?settings.session.revocations, "sharing state with the other replicas through Redis");
-            }
-        }
-        let (store, revocations) = match old {
-            Some(old) => (kept_store(&settings, old, redis.as_ref(), &sealer, app_tag.clone()), old.sessions.revocations().clone()),
-            None => store_and_revocations(&settings, redis.as_ref(), &sealer, app_tag.clone())?,
-        };
-        let cookie = CookieSettings::new(&settings.session.cookie_name, settings.secure_cookies);
         let live = match old {
             Some(old) => Arc::clone(&old.live),
             None => Arc::new(OpenConnections::new(settings.session.end_open_connections, redis.clone(), format!("{KEY_PREFIX}ended:{app_tag}"))),
         };
-        let mut sessions = Sessions::new(
-            sealer,
-            cookie,
-            &settings.session.cookie_name,
-            store,
-            revocations,
-            settings.session.max_lifetime,
-            redis.clone(),
-        )
-        .passing_access_tokens(settings.identity.pass_access_token);
-        if let Some(old) = old {
-            sessions = sessions.carrying(&old.sessions);
-        }
-        let bearer = match (settings.bearer_userinfo, old.and_then(|old| old.bearer.as_ref())) {
-            (false, _) => None,
-            (true, Some(before)) => Some(before.succeed(oidc.clone(), settings.bearer_limits)),
-            (true, None) => Some(BearerAuth::new(oidc.clone(), settings.bearer_limits)),
-        };
-        if bearer.is_some() && old.is_none() {
-            tracing::info!(
-                "api.bearer: userinfo: bearer tokens must be issued to this client (checked by token introspection); \
-                 if Trousseau does not advertise introspection, a warning follows once its configuration is loaded and \
-                 userinfo alone decides, which also accepts tokens issued to other applications of the same Trousseau"
-            );
-        }
-        let tls = tls(&settings, old.and_then(|old| old.tls.as_ref()))?;
         let hsts = settings
             .tls
             .as_ref()
             .filter(|t| !t.hsts_max_age.is_zero())
             .and_then(|t| http::HeaderValue::from_str(&format!("max-age={}", t.hsts_max_age.as_secs())).ok());
         Ok(App {
-            tls,
+            tls: tls(&settings, old.and_then(|old| old.tls.as_ref()))?,
             hsts,
             limits: match old {
                 Some(old) => Arc::clone(&old.limits),
                 None => Arc::new(Limits::new(settings.limits.clone())),
             },
             live,
-            sessions,
+            sessions: sessions(&settings, old, &sealer, redis.as_ref(), app_tag)?,
+            refresher: refresher(&settings, old, &oidc, redis.as_ref(), &sealer),
+            bearer: bearer(&settings, old, &oidc),
+            assertions: assertions(&settings, old)?,
+            policy: Policy::new(&settings.routes, &settings.organization),
             redis,
             redis_ca,
-            bearer,
             settings,
             oidc,
             oidc_ca,
-            assertions,
             upstream,
             upstream_made_of,
-            policy,
-            refresher,
             metrics: old.map_or_else(|| Arc::new(Metrics::new()), |old| Arc::clone(&old.metrics)),
         })
     }
@@ -355,6 +292,88 @@ fn signer(settings: &Settings) -> Result<Signer, StartError> {
         return Ok(Signer::generate());
     }
     Signer::from_pem(&settings.identity.signing_keys_pem).map_err(|e| StartError::Setup(format!("identity.signing_key_file: {e}")))
+}
+
+/// The relying party and the bytes of its CA file. After a reload that changed nothing about
+/// Trousseau, the one before — its connections and its state; otherwise a new one that takes over
+/// what the old one learned ([`Oidc::succeed`]).
+fn relying_party(settings: &Settings, old: Option<&App>) -> Result<(Arc<Oidc>, Option<Vec<u8>>), StartError> {
+    let ca = file_bytes(settings.oidc.ca_file.as_deref(), "oidc.ca_file")?;
+    let oidc = match old {
+        Some(old) if *old.oidc.settings() == settings.oidc && old.oidc_ca == ca => Arc::clone(&old.oidc),
+        Some(old) => Arc::new(old.oidc.succeed(settings.oidc.clone()).map_err(StartError::Setup)?),
+        None => Arc::new(Oidc::new(settings.oidc.clone()).map_err(|e| StartError::Setup(format!("oidc.ca_file: {e}")))?),
+    };
+    Ok((oidc, ca))
+}
+
+/// The signed assertion for the app. The signer is the one before when the keys did not change —
+/// an ephemeral key included, or every app's copy of our JWKS would break.
+fn assertions(settings: &Settings, old: Option<&App>) -> Result<Assertions, StartError> {
+    let signer = match old {
+        Some(old) if old.settings.identity.signing_keys_pem == settings.identity.signing_keys_pem => Arc::clone(old.assertions.signer()),
+        _ => Arc::new(signer(settings)?),
+    };
+    Ok(Assertions::new(
+        signer,
+        AssertionSettings {
+            issuer: settings.public_origin.clone(),
+            audience: settings.identity.audience.clone(),
+            ttl: settings.identity.assertion_ttl,
+        },
+    ))
+}
+
+/// The refresher: sharing its predecessor's refreshes after a reload, coordinated with the other
+/// replicas through Redis when there is one.
+fn refresher(settings: &Settings, old: Option<&App>, oidc: &Arc<Oidc>, redis: Option<&Arc<Redis>>, sealer: &Arc<Sealer>) -> Refresher {
+    let (skew, grace) = (settings.session.refresh_skew, settings.session.refresh_grace);
+    let refresher = match old {
+        Some(old) => old.refresher.succeed(oidc.clone(), skew, grace),
+        None => Refresher::new(oidc.clone(), skew, grace),
+    };
+    let Some(redis) = redis else { return refresher };
+    if old.is_none() {
+        tracing::info!(redis = %redis.display(), store = ?settings.session.store, revocations = ?settings.session.revocations, "sharing state with the other replicas through Redis");
+    }
+    // The lock outlives the slowest refresh (token call, plus a JWKS refetch).
+    let lock_ttl = settings.oidc.timeout * 2 + Duration::from_secs(5);
+    refresher.with_coordinator(Arc::new(RefreshCoordinator::new(redis.clone(), sealer.clone(), lock_ttl)))
+}
+
+/// The sessions: sealed by `sealer`, in the store and with the revocations of `session:` — those
+/// before, after a reload ([`kept_store`]).
+fn sessions(settings: &Settings, old: Option<&App>, sealer: &Arc<Sealer>, redis: Option<&Arc<Redis>>, app_tag: String) -> Result<Sessions, StartError> {
+    let (store, revocations) = match old {
+        Some(old) => (kept_store(settings, old, redis, sealer, app_tag), old.sessions.revocations().clone()),
+        None => store_and_revocations(settings, redis, sealer, app_tag)?,
+    };
+    let cookie = CookieSettings::new(&settings.session.cookie_name, settings.secure_cookies);
+    let name = &settings.session.cookie_name;
+    let sessions = Sessions::new(sealer.clone(), cookie, name, store, revocations, settings.session.max_lifetime, redis.cloned())
+        .passing_access_tokens(settings.identity.pass_access_token);
+    Ok(match old {
+        Some(old) => sessions.carrying(&old.sessions),
+        None => sessions,
+    })
+}
+
+/// API clients' bearer tokens (`api.bearer: userinfo`), with the checks already made kept across
+/// a reload.
+fn bearer(settings: &Settings, old: Option<&App>, oidc: &Arc<Oidc>) -> Option<BearerAuth> {
+    match (settings.bearer_userinfo, old.map(|old| old.bearer.as_ref())) {
+        (false, _) => None,
+        (true, Some(Some(before))) => Some(before.succeed(oidc.clone(), settings.bearer_limits)),
+        (true, Some(None)) => Some(BearerAuth::new(oidc.clone(), settings.bearer_limits)),
+        (true, None) => {
+            tracing::info!(
+                "api.bearer: userinfo: bearer tokens must be issued to this client (checked by token introspection); \
+                 if Trousseau does not advertise introspection, a warning follows once its configuration is loaded and \
+                 userinfo alone decides, which also accepts tokens issued to other applications of the same Trousseau"
+            );
+            Some(BearerAuth::new(oidc.clone(), settings.bearer_limits))
+        }
+    }
 }
 
 /// The bytes of an optional file a part is made from (a CA file), to notice when a reload changes it.
