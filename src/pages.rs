@@ -554,10 +554,6 @@ fn loop_cause(lang: Lang, facts: &crate::session::sign_ins::LoopFacts) -> Markup
                 "Les sessions sont gardées dans la mémoire de cette instance (session.store: memory), et elle n'a plus la vôtre : elle a été retirée juste après la connexion (le plafond de sessions par utilisateur, session.max_sessions_per_user, ou la borne mémoire, session.memory_store_max_bytes).",
             )
         }),
-        SessionTrouble::Ended => lead(lang.pick(
-            "Your session ended right after each sign-in: a back-channel logout for your account, or a session lifetime shorter than a minute (session.max_lifetime). If your clock or the server's is off, compare them with trousseau-proxy check-config --probe.",
-            "Votre session s'est terminée juste après chaque connexion : une déconnexion back-channel pour votre compte, ou une durée de session de moins d'une minute (session.max_lifetime). Si votre horloge ou celle du serveur est décalée, comparez-les avec trousseau-proxy check-config --probe.",
-        )),
         SessionTrouble::NoCookie => html! {
             p.lead { (lang.pick(
                 "Your browser did not send back the session cookie this proxy set at sign-in (",
@@ -754,7 +750,6 @@ mod tests {
             (facts(SessionTrouble::UnknownHandle, false, true, true, false, 150), "another instance than the one answering"),
             (facts(SessionTrouble::UnknownHandle, false, false, true, false, 150), "max_sessions_per_user"),
             (facts(SessionTrouble::UnknownHandle, false, true, true, true, 150), "maxmemory-policy"),
-            (facts(SessionTrouble::Ended, false, false, false, false, 900), "back-channel logout"),
             (facts(SessionTrouble::NoCookie, false, false, false, false, 900), "strips Cookie"),
         ];
         for (facts, cause) in &cases {
@@ -762,7 +757,7 @@ mod tests {
             assert!(page.contains(cause) && page.contains("2 times") && page.contains("sign_in_loop"), "{cause}: {page}");
             assert!(page.contains("/.trousseau/login?rd=%2Fx"), "a way to try again");
         }
-        let small = sign_in_loop(Lang::En, &cases[6].0, "/");
+        let small = sign_in_loop(Lang::En, &cases[5].0, "/");
         assert!(!small.contains("drops or refuses large cookies"));
         let large = sign_in_loop(Lang::Fr, &facts(SessionTrouble::NoCookie, false, false, false, false, 7_600), "/");
         assert!(large.contains("7600 octets") && large.contains("gros cookies"), "{large}");

@@ -205,7 +205,7 @@ impl Refresher {
             self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
         }
         match result {
-            Ok(new) => RefreshOutcome::Refreshed(new),
+            Ok(new) => RefreshOutcome::Refreshed(with_own_choice(&session, new)),
             Err(e) => match &*e {
                 RefreshError::Idp(e) if is_dead(e) => {
                     self.dead.insert(key, ());
@@ -274,6 +274,23 @@ fn is_dead(e: &OidcError) -> bool {
 }
 
 /// The session after a successful refresh: new tokens, and new claims when an ID token came.
+/// A refresh this request joined (in flight, remembered, or led by another replica) was made from
+/// the session of the request that led it — maybe the same browser's cookie from before an
+/// organization was chosen. The choice is this request's own: its session's, kept when the
+/// refreshed membership still has it.
+fn with_own_choice(session: &Session, new: Arc<Session>) -> Arc<Session> {
+    if new.org == session.org {
+        return new;
+    }
+    let known = new.organizations_aside.is_none() || new.identity.organizations.is_some();
+    if known && session.org.as_deref().is_some_and(|id| new.identity.organization(id).is_none()) {
+        return new;
+    }
+    let mut own = (*new).clone();
+    own.org = session.org.clone();
+    Arc::new(own)
+}
+
 fn apply(old: &Session, refreshed: crate::oidc::Refreshed) -> Session {
     let mut s = old.clone();
     s.expires_at = refreshed.expires_at;

@@ -94,6 +94,9 @@ pub struct Sessions {
     refreshed: moka::sync::Cache<String, (u64, Arc<Session>)>,
     /// Shares `refreshed` with the other replicas.
     redis: Option<Arc<Redis>>,
+    /// Store handles of revoked sessions this replica removed lately: a browser coming back with
+    /// one had its session ended, normally — not a sign-in loop ([`Sessions::looping`]).
+    ended_here: moka::sync::Cache<String, ()>,
     /// Bytes of the session cookies set, per response (metrics).
     cookie_bytes: Arc<Histogram>,
 }
@@ -145,6 +148,7 @@ impl Sessions {
                 .build(),
             refreshed: moka::sync::Cache::builder().max_capacity(MAX_REFRESHED).expire_after(UntilSessionDeadline).build(),
             redis,
+            ended_here: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(WINDOW_SECS)).build(),
             cookie_bytes: Arc::new(Histogram::of_sizes(COOKIE_BYTES_BUCKETS)),
         }
     }
@@ -157,6 +161,7 @@ impl Sessions {
         self.replica = old.replica;
         self.aside = old.aside.clone();
         self.refreshed = old.refreshed.clone();
+        self.ended_here = old.ended_here.clone();
         self.cookie_bytes = Arc::clone(&old.cookie_bytes);
         self
     }
@@ -220,6 +225,7 @@ impl Sessions {
             // keeps it ended.
             if let (Some(store), Some(handle)) = (&self.store, self.handle(cookies)) {
                 let _ = store.remove(&handle).await;
+                self.ended_here.insert(handle, ());
             }
             return Ok(None);
         }
@@ -539,9 +545,12 @@ impl Sessions {
         if recent < LOOP_AFTER {
             return Ok(None);
         }
+        // A session that opens (or was removed here as revoked) ended normally: revoked by a
+        // back-channel logout, a refused refresh, its lifetime. Signing in again is the way on.
+        let Some(trouble) = self.trouble(&jar.incoming).await? else { return Ok(None) };
         Ok(Some(LoopFacts {
             recent,
-            trouble: self.trouble(&jar.incoming).await?,
+            trouble,
             other_secret: trail.key != self.sealer.fingerprint(),
             other_replica: trail.replica != self.replica,
             server_side: self.store.is_some(),
@@ -551,24 +560,26 @@ impl Sessions {
     }
 
     /// Why this request's cookies hold no session (the diagnosis path only: [`Sessions::load`]
-    /// answers the request path, and says nothing of why).
-    async fn trouble(&self, cookies: &RequestCookies) -> Result<SessionTrouble, StoreError> {
+    /// answers the request path, and says nothing of why); `None` when the session is there but
+    /// ended, which is no loop.
+    async fn trouble(&self, cookies: &RequestCookies) -> Result<Option<SessionTrouble>, StoreError> {
         if !self.has_cookie(cookies) {
-            return Ok(SessionTrouble::NoCookie);
+            return Ok(Some(SessionTrouble::NoCookie));
         }
         let opened = match &self.store {
             None => self.codec.load(cookies).is_some(),
             Some(store) => match self.handle(cookies) {
                 None => false,
+                Some(handle) if self.ended_here.contains_key(&handle) => true,
                 Some(handle) => {
                     if store.load(&handle).await?.is_none() {
-                        return Ok(SessionTrouble::UnknownHandle);
+                        return Ok(Some(SessionTrouble::UnknownHandle));
                     }
                     true
                 }
             },
         };
-        Ok(if opened { SessionTrouble::Ended } else { SessionTrouble::Unreadable })
+        Ok((!opened).then_some(SessionTrouble::Unreadable))
     }
 
     /// Expires every sign-in attempt's cookie the request carries, and the sign-in trail

@@ -101,8 +101,6 @@ pub enum SessionTrouble {
     Unreadable,
     /// The cookie holds a handle this replica's store does not know.
     UnknownHandle,
-    /// The session opened but was ended (signed out, revoked) or is past its lifetime.
-    Ended,
 }
 
 /// What the diagnosis page is built from.

@@ -279,3 +279,29 @@ async fn header_presets_speak_oauth2_proxy_and_authentik() {
     assert_eq!(h["x-authentik-name"][0], "Jean Dupont");
     assert!(h["x-authentik-groups"][0].as_str().unwrap().contains('|'));
 }
+
+/// The organization chosen outlives refreshes, including one that another request of the same
+/// browser started with the cookie from before the choice (found by the soak: 10-second tokens,
+/// switches, concurrent requests).
+#[tokio::test]
+async fn the_chosen_organization_outlives_refreshes_started_before_the_choice() {
+    let env = Env::start_with(EnvOptions { idp: Box::new(|i| i.access_token_ttl = std::time::Duration::from_secs(1)), ..Default::default() }).await;
+    let hotels = jeans_hotels();
+    let mut b = env.browser();
+    b.sign_in("/", JEAN).await;
+    let before_choice = b.clone();
+    assert_eq!(choose(&mut b, &hotels[0].id, "/").await.status, StatusCode::SEE_OTHER);
+    let org = |answer: &Answer| answer.json()["headers"]["x-trousseau-org-id"][0].as_str().map(String::from);
+    assert_eq!(org(&b.api_get("/x").await).as_deref(), Some(hotels[0].id.as_str()));
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    // A request with the cookie from before the choice refreshes the token first…
+    let mut old = before_choice;
+    let _ = old.api_get("/y").await;
+    // …then the browser's own request, with the cookie that has the choice and the same token.
+    let after = b.api_get("/x").await;
+    assert_eq!(after.status, StatusCode::OK, "{}", after.text());
+    assert_eq!(org(&after).as_deref(), Some(hotels[0].id.as_str()), "the choice survives the refresh: {}", after.text());
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let later = b.api_get("/x").await;
+    assert_eq!(org(&later).as_deref(), Some(hotels[0].id.as_str()), "and the next one: {}", later.text());
+}

@@ -133,3 +133,32 @@ async fn sign_ins_whose_session_comes_back_are_never_taken_for_a_loop() {
     assert_eq!(b.navigate("/").await.status, StatusCode::OK, "the session came back: no page");
     assert_eq!(metric(&env.app, "trousseau_proxy_sign_ins_total{stage=\"loop_stopped\"}"), 0.0);
 }
+
+/// A session that worked and then ended normally — here a back-channel logout after the second
+/// sign-in of the minute — sends the browser to sign in again, not to the loop page: the trail
+/// is only read when the session did not come back (found by the soak: 300 browsers, 10-second
+/// tokens, churn).
+#[tokio::test]
+async fn a_back_channel_logout_after_sign_ins_that_worked_is_no_loop() {
+    for store in ["cookie", "memory"] {
+        a_back_channel_logout_after_sign_ins_is_no_loop_with(store).await;
+    }
+}
+
+async fn a_back_channel_logout_after_sign_ins_is_no_loop_with(store: &'static str) {
+    let env = Env::start_with(EnvOptions { configure: Box::new(move |c| c.session.store = store.into()), ..Default::default() }).await;
+    let mut b = env.browser();
+    for _ in 0..3 {
+        assert_eq!(b.sign_in("/", JEAN).await.status, StatusCode::OK);
+        let token = env.trousseau().logout_token(Some(JEAN), None);
+        let answer = Browser::new(&env.origin)
+            .request(http::Method::POST, "/.trousseau/backchannel-logout", &[("content-type", "application/x-www-form-urlencoded")], bytes::Bytes::from(format!("logout_token={token}")))
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+        let next = b.navigate("/").await;
+        assert_eq!(next.status, StatusCode::FOUND, "{store}: sent to sign in again: {}", next.text());
+        // Sessions created in the second of the logout count as revoked: the next one is later.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    }
+    assert_eq!(metric(&env.app, "trousseau_proxy_sign_ins_total{stage=\"loop_stopped\"}"), 0.0);
+}
