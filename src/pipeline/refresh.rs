@@ -48,7 +48,9 @@ pub(crate) async fn refresh(app: &App, session: Arc<Session>, ctx: &mut RequestC
     // record, just loaded, is the newest already.)
     let copy = if app.sessions.server_side() { None } else { app.sessions.newer_copy(&session).await };
     let (session, newer) = match copy {
-        Some(copy) => (copy, true),
+        // Made from the session its connections were opened with: the organization chosen since
+        // (in this request's cookie) is kept.
+        Some(copy) => (crate::session::refresh::with_own_choice(&session, copy), true),
         None => (session, false),
     };
     let id = session.id.clone();

@@ -274,11 +274,11 @@ fn is_dead(e: &OidcError) -> bool {
 }
 
 /// The session after a successful refresh: new tokens, and new claims when an ID token came.
-/// A refresh this request joined (in flight, remembered, or led by another replica) was made from
-/// the session of the request that led it — maybe the same browser's cookie from before an
-/// organization was chosen. The choice is this request's own: its session's, kept when the
-/// refreshed membership still has it.
-fn with_own_choice(session: &Session, new: Arc<Session>) -> Arc<Session> {
+/// A refresh this request joined (in flight, remembered, or led by another replica), or made in the
+/// background for the session's open connections, was made from another copy of the session —
+/// maybe the same browser's cookie from before an organization was chosen. The choice is this
+/// request's own: its session's, kept when the refreshed membership still has it.
+pub(crate) fn with_own_choice(session: &Session, new: Arc<Session>) -> Arc<Session> {
     if new.org == session.org {
         return new;
     }

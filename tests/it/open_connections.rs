@@ -385,3 +385,33 @@ async fn with_the_switch_off_connections_outlive_their_session() {
     assert_echoes(&mut ws).await;
     assert_eq!(ended(&env, EndReason::Logout), 0);
 }
+
+/// An organization chosen after a websocket opened survives the background refresh made for that
+/// websocket from the session it opened with (found by the soak: the app saw no organization).
+#[tokio::test]
+async fn an_organization_chosen_after_a_websocket_opened_survives_its_background_refresh() {
+    let env = Env::start_with(EnvOptions { idp: Box::new(|i| i.access_token_ttl = Duration::from_secs(2)), ..Default::default() }).await;
+    let mut b = signed_in(&env, JEAN).await;
+    let mut ws = open_ws(&env.origin, &b.cookie_header()).await;
+    let hotel = trousseau_proxy::devidp::default_users().into_iter().find(|u| u.sub == JEAN).unwrap().organizations[0].id.clone();
+    let origin = env.origin.clone();
+    let chosen = b
+        .request(
+            Method::POST,
+            "/.trousseau/organizations",
+            &[("content-type", "application/x-www-form-urlencoded"), ("origin", origin.as_str()), ("accept", "text/html")],
+            Bytes::from(format!("org={hotel}&rd=/")),
+        )
+        .await;
+    assert_eq!(chosen.status, StatusCode::SEE_OTHER, "{}", chosen.text());
+    let started = Instant::now();
+    while env.trousseau().stats().refresh_grants_ok < 1 {
+        assert!(started.elapsed() < Duration::from_secs(10), "a background refresh in time");
+        assert_echoes(&mut ws).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let seen = b.api_get("/after").await;
+    assert_eq!(seen.status, StatusCode::OK, "{}", seen.text());
+    assert_eq!(seen.json()["headers"]["x-trousseau-org-id"][0], hotel.as_str(), "the choice is kept: {}", seen.text());
+    assert_eq!(env.trousseau().stats().refresh_reuse_detected, 0);
+}
