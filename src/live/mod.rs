@@ -23,9 +23,10 @@
 
 pub mod body;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use http::header::HeaderValue;
 use http::{Method, Uri};
@@ -167,7 +168,17 @@ pub struct OpenConnections {
     open: AtomicU64,
     /// Publishes ends to the other replicas.
     redis: Option<(Arc<Redis>, String)>,
+    /// The ends of the last [`LATE_WINDOW`], newest last: a connection tracked after its session
+    /// ended — a stream is tracked once it proves long, a websocket once the app switched
+    /// protocols, both after the request was authenticated — is cut as it is tracked.
+    recent: Mutex<VecDeque<(Instant, Target, EndReason)>>,
 }
+
+/// How long an end is remembered for connections tracked late ([`OpenConnections::track`]).
+const LATE_WINDOW: Duration = Duration::from_secs(60);
+
+/// At most this many recent ends are remembered (the oldest go first).
+const LATE_MAX: usize = 4096;
 
 impl OpenConnections {
     /// A registry, tracking nothing when `enabled` is false (`session.end_open_connections`).
@@ -179,6 +190,7 @@ impl OpenConnections {
             ended: std::array::from_fn(|_| AtomicU64::new(0)),
             open: AtomicU64::new(0),
             redis: redis.map(|r| (r, channel)),
+            recent: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -209,6 +221,10 @@ impl OpenConnections {
             path: uri.path().into(),
             request_id: request_id.to_str().unwrap_or("-").into(),
         };
+        if let Some(reason) = self.ended_lately(&session) {
+            self.cut(&session, &connection, reason);
+            return;
+        }
         let mut shard = self.shard(&session.id);
         let group = shard.entry(session.id.clone()).or_insert_with(|| Group {
             session: session.clone(),
@@ -244,6 +260,7 @@ impl OpenConnections {
         if !self.enabled {
             return 0;
         }
+        self.remember(target, reason);
         let mut ended = Vec::new();
         // One session lives in one shard; a `sid` or a user may be in any.
         let shards = match target {
@@ -355,6 +372,22 @@ impl OpenConnections {
         true
     }
 
+    /// Keeps an end for the connections tracked after it ([`LATE_WINDOW`]).
+    fn remember(&self, target: &Target, reason: EndReason) {
+        let now = Instant::now();
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        while recent.front().is_some_and(|(at, _, _)| now.duration_since(*at) > LATE_WINDOW) || recent.len() >= LATE_MAX {
+            recent.pop_front();
+        }
+        recent.push_back((now, target.clone(), reason));
+    }
+
+    /// Why `session` ended within the last [`LATE_WINDOW`], if an end names it.
+    fn ended_lately(&self, session: &Session) -> Option<EndReason> {
+        let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        recent.iter().rev().find(|(at, target, _)| at.elapsed() <= LATE_WINDOW && target.matches(&session.id, session)).map(|(_, _, reason)| *reason)
+    }
+
     /// Connections ended, by reason (for metrics).
     pub fn ended(&self) -> impl Iterator<Item = (EndReason, u64)> + '_ {
         EndReason::ALL.into_iter().map(|r| (r, self.ended[r as usize - 1].load(Ordering::Relaxed)))
@@ -404,6 +437,24 @@ mod tests {
         assert_eq!(registry.end_here(&Target::Session("a2".into()), EndReason::Logout), 1);
         assert_eq!(ta2.ended(), Some(EndReason::Logout));
         assert_eq!(tb.ended(), None);
+        assert_eq!(registry.ended().find(|(r, _)| *r == EndReason::Backchannel).unwrap().1, 2);
+    }
+
+    #[test]
+    fn a_connection_tracked_after_its_session_ended_is_cut_as_it_is_tracked() {
+        // A stream is tracked once it proves long, after the request was authenticated: a logout
+        // in between must still reach it (found by the soak).
+        let registry = OpenConnections::new(true, None, String::new());
+        assert_eq!(registry.end_here(&Target::Sid("sid-a".into()), EndReason::Backchannel), 0);
+        assert_eq!(registry.end_here(&Target::Sub { sub: "bob".into(), at: 200 }, EndReason::Backchannel), 0);
+        let late = open(&registry, &session("a1", "alice", Some("sid-a"), 100), Kind::Stream);
+        assert_eq!(late.ended(), Some(EndReason::Backchannel));
+        let bobs_old = open(&registry, &session("b1", "bob", Some("sid-b"), 150), Kind::Websocket);
+        assert_eq!(bobs_old.ended(), Some(EndReason::Backchannel));
+        // Sessions the ends do not name go on: another sid, a session begun after the user's logout.
+        let other = open(&registry, &session("a2", "alice", Some("sid-c"), 100), Kind::Stream);
+        let bobs_new = open(&registry, &session("b2", "bob", Some("sid-d"), 300), Kind::Stream);
+        assert_eq!((other.ended(), bobs_new.ended()), (None, None));
         assert_eq!(registry.ended().find(|(r, _)| *r == EndReason::Backchannel).unwrap().1, 2);
     }
 
