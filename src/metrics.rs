@@ -323,6 +323,41 @@ impl Metrics {
             "Back-channel logout tokens accepted: each ends the sessions of one sid (or sub).",
             load(&self.backchannel_revocations),
         );
+        self.state_families(&mut out, sources);
+        self.sign_in_families(&mut out);
+        limit_families(&mut out, sources.limits);
+        let ended: Vec<(&str, u64)> = sources.open_connections.ended().map(|(reason, n)| (reason.as_str(), n)).collect();
+        out.labelled(
+            "trousseau_proxy_connections_ended_total",
+            "counter",
+            "Websockets and streams the proxy ended because their session ended, by why the session ended.",
+            "reason",
+            &ended,
+        );
+        out.histogram(
+            "trousseau_proxy_session_cookie_bytes",
+            "Bytes of the session cookies set on one response (all chunks; a store's handle). Browsers keep about 4 KB per cookie; nginx's default header buffers are 8 KB.",
+            sources.cookie_bytes,
+        );
+        out.single(
+            "trousseau_proxy_session_connections",
+            "gauge",
+            "Websockets and long responses open for a session, as of the last sweep (once a second).",
+            sources.open_connections.open(),
+        );
+        out.labelled(
+            "trousseau_proxy_build_info",
+            "gauge",
+            "The running build; always 1.",
+            "version",
+            &[(env!("CARGO_PKG_VERSION"), 1)],
+        );
+        out.text
+    }
+
+    /// The configuration reloads, the revocation set, Redis.
+    fn state_families(&self, out: &mut Exposition, sources: &Sources) {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         out.single(
             "trousseau_proxy_config_reloads_total",
             "counter",
@@ -374,6 +409,11 @@ impl Metrics {
                 &[("ok", load(&redis.stats().commands_ok)), ("failed", load(&redis.stats().commands_failed))],
             );
         }
+    }
+
+    /// Sign-ins: started, completed, loops stopped, flows in progress.
+    fn sign_in_families(&self, out: &mut Exposition) {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         out.labelled(
             "trousseau_proxy_sign_ins_total",
             "counter",
@@ -387,34 +427,6 @@ impl Metrics {
             "Sign-ins started in the last 10 minutes and not completed (yet).",
             self.flows.active(self.flows.minute()),
         );
-        limit_families(&mut out, sources.limits);
-        let ended: Vec<(&str, u64)> = sources.open_connections.ended().map(|(reason, n)| (reason.as_str(), n)).collect();
-        out.labelled(
-            "trousseau_proxy_connections_ended_total",
-            "counter",
-            "Websockets and streams the proxy ended because their session ended, by why the session ended.",
-            "reason",
-            &ended,
-        );
-        out.histogram(
-            "trousseau_proxy_session_cookie_bytes",
-            "Bytes of the session cookies set on one response (all chunks; a store's handle). Browsers keep about 4 KB per cookie; nginx's default header buffers are 8 KB.",
-            sources.cookie_bytes,
-        );
-        out.single(
-            "trousseau_proxy_session_connections",
-            "gauge",
-            "Websockets and long responses open for a session, as of the last sweep (once a second).",
-            sources.open_connections.open(),
-        );
-        out.labelled(
-            "trousseau_proxy_build_info",
-            "gauge",
-            "The running build; always 1.",
-            "version",
-            &[(env!("CARGO_PKG_VERSION"), 1)],
-        );
-        out.text
     }
 }
 
