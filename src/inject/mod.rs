@@ -36,6 +36,33 @@ pub const ANNOTATION_PREFIX: &str = "trousseau.keysuite.app/";
 /// The marker the injector leaves on a pod it changed; its value is how the proxy was injected
 /// (`native-sidecar` or `container`).
 pub const INJECTED_ANNOTATION: &str = "trousseau.keysuite.app/injected";
+/// Annotation: the ConfigMap holding `config.yaml` (default [`options::DEFAULT_CONFIG`]).
+pub const CONFIG_ANNOTATION: &str = "trousseau.keysuite.app/config";
+/// Annotation: the Secret holding `client_secret`, `session_secrets` and `signing_key.pem`
+/// (default [`options::DEFAULT_SECRET`]).
+pub const SECRET_ANNOTATION: &str = "trousseau.keysuite.app/secret";
+/// Annotation: the app's port, a number or a container port name (default: the first port of
+/// the first container that declares one).
+pub const PORT_ANNOTATION: &str = "trousseau.keysuite.app/port";
+/// Annotation: comma-separated paths proxied without a session (`routes.public`).
+pub const PUBLIC_PATHS_ANNOTATION: &str = "trousseau.keysuite.app/public-paths";
+/// Annotation: the port the proxy listens on inside the pod (default [`options::DEFAULT_PROXY_PORT`]).
+pub const PROXY_PORT_ANNOTATION: &str = "trousseau.keysuite.app/proxy-port";
+
+/// `kubectl`'s annotation naming the pod's main container: the app, unless `port` says otherwise.
+pub const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
+
+/// Every annotation the injector understands; any other under the prefix is reported as a
+/// likely typo.
+pub(crate) const KNOWN_ANNOTATIONS: &[&str] = &[
+    CONFIG_ANNOTATION,
+    SECRET_ANNOTATION,
+    PORT_ANNOTATION,
+    PUBLIC_PATHS_ANNOTATION,
+    PROXY_PORT_ANNOTATION,
+    INJECTED_ANNOTATION,
+];
+
 /// The name of the injected container.
 pub const PROXY_CONTAINER: &str = "trousseau-proxy";
 

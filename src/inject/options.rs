@@ -2,20 +2,8 @@
 //! checked before anything is changed, so a typo is a clear answer and never a half-injected pod.
 
 use super::scan::{Annotations, PodMeta};
-use super::{INJECTED_ANNOTATION, INJECT_VALUE};
-
-/// Annotation: the ConfigMap holding `config.yaml` (default [`DEFAULT_CONFIG`]).
-pub const CONFIG_ANNOTATION: &str = "trousseau.keysuite.app/config";
-/// Annotation: the Secret holding `client_secret`, `session_secrets` and `signing_key.pem`
-/// (default [`DEFAULT_SECRET`]).
-pub const SECRET_ANNOTATION: &str = "trousseau.keysuite.app/secret";
-/// Annotation: the app's port, a number or a container port name (default: the first port of
-/// the first container that declares one).
-pub const PORT_ANNOTATION: &str = "trousseau.keysuite.app/port";
-/// Annotation: comma-separated paths proxied without a session (`routes.public`).
-pub const PUBLIC_PATHS_ANNOTATION: &str = "trousseau.keysuite.app/public-paths";
-/// Annotation: the port the proxy listens on inside the pod (default [`DEFAULT_PROXY_PORT`]).
-pub const PROXY_PORT_ANNOTATION: &str = "trousseau.keysuite.app/proxy-port";
+pub use super::{CONFIG_ANNOTATION, DEFAULT_CONTAINER_ANNOTATION, PORT_ANNOTATION, PROXY_PORT_ANNOTATION, PUBLIC_PATHS_ANNOTATION, SECRET_ANNOTATION};
+use super::INJECT_VALUE;
 
 /// Default ConfigMap name.
 pub const DEFAULT_CONFIG: &str = "trousseau-proxy";
@@ -26,20 +14,6 @@ pub const DEFAULT_PROXY_PORT: u16 = 4180;
 /// The longest annotation value read: Kubernetes refuses a pod whose annotations add up to more
 /// (but only after the webhook ran, so the injector checks it first rather than expand it).
 pub const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
-
-/// `kubectl`'s annotation naming the pod's main container: the app, unless `port` says otherwise.
-pub const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
-
-/// Every annotation the injector understands; any other under the prefix is reported as a
-/// likely typo.
-pub(crate) const KNOWN_ANNOTATIONS: &[&str] = &[
-    CONFIG_ANNOTATION,
-    SECRET_ANNOTATION,
-    PORT_ANNOTATION,
-    PUBLIC_PATHS_ANNOTATION,
-    PROXY_PORT_ANNOTATION,
-    INJECTED_ANNOTATION,
-];
 
 /// The app's port as the pod author named it.
 #[derive(Clone, Debug, PartialEq, Eq)]

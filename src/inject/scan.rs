@@ -114,9 +114,9 @@ impl<'a> Annotations<'a> {
 
 /// The annotations whose values are kept: every one the injector understands.
 fn known_annotation(name: &str) -> Option<&'static str> {
-    super::options::KNOWN_ANNOTATIONS
+    super::KNOWN_ANNOTATIONS
         .iter()
-        .chain([&super::options::DEFAULT_CONTAINER_ANNOTATION])
+        .chain([&super::DEFAULT_CONTAINER_ANNOTATION])
         .copied()
         .find(|known| *known == name)
 }
