@@ -447,7 +447,7 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         ("session.max_lifetime", o.max_lifetime != n.max_lifetime),
         ("session.revocation_staleness", o.revocation_staleness != n.revocation_staleness),
         ("session.end_open_connections", o.end_open_connections != n.end_open_connections),
-        ("session.memory_store_max_bytes", memory && o.memory_store_max_bytes != n.memory_store_max_bytes),
+        ("session.memory_store_max_mib", memory && o.memory_store_max_bytes != n.memory_store_max_bytes),
         ("session.max_sessions_per_user", memory && o.max_sessions_per_user != n.max_sessions_per_user),
         ("proxy.drain_timeout", old.proxy.drain_timeout.0 != new.proxy.drain_timeout.0),
     ]

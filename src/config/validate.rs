@@ -185,9 +185,9 @@ fn oidc(file: &FileConfig, source: &SourceText, public_origin: &str) -> Result<O
     })
 }
 
-/// `session:`: the secrets (inline and from `secrets_file`), the cookie, the store, Redis and the
-/// revocations, and the bounds of each.
-fn session(file: &FileConfig, source: &SourceText) -> Result<SessionSettings, ConfigError> {
+/// `session.secrets` and the lines of `session.secrets_file` (blank lines and `#` comments
+/// skipped), each a base64 key of 32 bytes; at least one.
+fn secrets(file: &FileConfig, source: &SourceText) -> Result<Vec<Vec<u8>>, ConfigError> {
     let invalid = |key: &str, message: String| source.invalid(key, message);
     let mut secret_texts = file.session.secrets.clone();
     if let Some(path) = &file.session.secrets_file {
@@ -201,27 +201,20 @@ fn session(file: &FileConfig, source: &SourceText) -> Result<SessionSettings, Co
             "is required: generate one with `trousseau-proxy keys generate`".into(),
         ));
     }
-    let secrets = secret_texts
+    secret_texts
         .iter()
         .enumerate()
         .map(|(i, s)| {
             crate::session::seal::parse_secret(s)
                 .map_err(|e| invalid("session.secrets", format!("secret #{}: {e}", i + 1)))
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    let cookie_name = file.session.cookie_name.clone();
-    if cookie_name.is_empty()
-        || !cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
-        return Err(invalid("session.cookie_name", format!("`{cookie_name}`: use letters, digits, `_` and `-` only")));
-    }
-    let max_lifetime = file.session.max_lifetime.0;
-    if max_lifetime < Duration::from_secs(60) || max_lifetime > Duration::from_secs(30 * 86_400) {
-        return Err(invalid(
-            "session.max_lifetime",
-            "must be between 1m and 30d (Trousseau refresh tokens live 30 days)".into(),
-        ));
-    }
+        .collect::<Result<Vec<_>, _>>()
+}
+
+/// Where sessions and revocations live (`session.store`, `session.revocations`) and the Redis
+/// they may share, checked together: each needs the others to make sense.
+fn sharing(file: &FileConfig, source: &SourceText) -> Result<(StoreKind, Option<String>, RevocationKind), ConfigError> {
+    let invalid = |key: &str, message: String| source.invalid(key, message);
     let store = match file.session.store.as_str() {
         "cookie" => StoreKind::Cookie,
         "memory" => StoreKind::Memory,
@@ -261,6 +254,28 @@ fn session(file: &FileConfig, source: &SourceText) -> Result<SessionSettings, Co
                 .into(),
         ));
     }
+    Ok((store, redis_url, revocations))
+}
+
+/// `session:`: the secrets (inline and from `secrets_file`), the cookie, the store, Redis and the
+/// revocations, and the bounds of each.
+fn session(file: &FileConfig, source: &SourceText) -> Result<SessionSettings, ConfigError> {
+    let invalid = |key: &str, message: String| source.invalid(key, message);
+    let secrets = secrets(file, source)?;
+    let cookie_name = file.session.cookie_name.clone();
+    if cookie_name.is_empty()
+        || !cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(invalid("session.cookie_name", format!("`{cookie_name}`: use letters, digits, `_` and `-` only")));
+    }
+    let max_lifetime = file.session.max_lifetime.0;
+    if max_lifetime < Duration::from_secs(60) || max_lifetime > Duration::from_secs(30 * 86_400) {
+        return Err(invalid(
+            "session.max_lifetime",
+            "must be between 1m and 30d (Trousseau refresh tokens live 30 days)".into(),
+        ));
+    }
+    let (store, redis_url, revocations) = sharing(file, source)?;
     let revocation_staleness = file.session.revocation_staleness.0;
     if revocation_staleness > Duration::from_secs(30) {
         return Err(invalid(
