@@ -23,6 +23,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -31,10 +32,10 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
-use super::balance::{Placed, Worker};
+use super::balance::{Inbox, Placed, Placer, Seat, Worker};
 use super::connection::{Connection, ListenerKind};
 use super::connection::{StreamVerdict, APP_TURN, CLOSE, DRAIN, IN_FLIGHT_MASK};
 use super::inflight::Tracked;
@@ -107,6 +108,17 @@ impl Ticks {
 }
 
 impl Registry {
+    fn new(settings: &Arc<super::LimitSettings>) -> Registry {
+        Registry {
+            entries: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            now: AtomicU64::new(0),
+            emptied: Notify::new(),
+            ticks: Mutex::new(Ticks::new(settings)),
+            timed_by: Mutex::new(Arc::clone(settings)),
+        }
+    }
+
     /// The timeouts in force, re-derived first when `limits` has new settings (a reload).
     fn ticks(&self, limits: &Limits) -> Ticks {
         let settings = limits.settings();
@@ -324,14 +336,7 @@ pub(crate) async fn serve_connections<H, Fut>(
 {
     let Listening { socket: listener, tls } = listening;
     let mut tuned = Tuned::new(limits.settings(), kind);
-    let registry = Arc::new(Registry {
-        entries: Mutex::new(HashMap::new()),
-        next_id: AtomicU64::new(0),
-        now: AtomicU64::new(0),
-        emptied: Notify::new(),
-        ticks: Mutex::new(Ticks::new(&tuned.settings)),
-        timed_by: Mutex::new(Arc::clone(&tuned.settings)),
-    });
+    let registry = Arc::new(Registry::new(&tuned.settings));
     let _sweeper = AbortOnDrop(tokio::spawn(sweep_forever(Arc::clone(&registry), Arc::clone(&limits))));
     let stats = limits.listener(kind);
     tokio::pin!(shutdown);
@@ -339,32 +344,7 @@ pub(crate) async fn serve_connections<H, Fut>(
         Some(Worker { placer, inbox }) => (Some(placer), Some(inbox)),
         None => (None, None),
     };
-    loop {
-        let (stream, peer, seat) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => match &placer {
-                    None => (stream, peer, None),
-                    Some(placer) => match placer.place(stream, peer) {
-                        Placed::Here(stream, peer, seat) => (stream, peer, Some(seat)),
-                        Placed::Moved => continue,
-                    },
-                },
-                Err(e) => {
-                    // Out of descriptors (EMFILE) or memory: wait instead of spinning on a listener
-                    // that stays readable.
-                    tracing::warn!(error = %e, listener = kind.label(), "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            Some((stream, peer, seat)) = async {
-                match inbox.as_mut() {
-                    Some(inbox) => inbox.handed_over().await,
-                    None => std::future::pending().await,
-                }
-            } => (stream, peer, Some(seat)),
-            () = &mut shutdown => break,
-        };
+    while let Some((stream, peer, seat)) = next_connection(&listener, placer.as_ref(), inbox.as_mut(), shutdown.as_mut(), kind).await {
         tuned.follow(&limits);
         if !registry.make_room(stats, tuned.cap, kind) {
             drop(stream);
@@ -407,6 +387,44 @@ pub(crate) async fn serve_connections<H, Fut>(
     // inbox makes the sender keep its connection).
     drop((listener, placer, inbox));
     registry.drain(drain, kind).await;
+}
+
+/// The next connection of this worker: accepted here (unless handed to a less busy worker), or
+/// handed over by another worker; `None` once `shutdown` completes.
+async fn next_connection(
+    listener: &TcpListener,
+    placer: Option<&Placer>,
+    mut inbox: Option<&mut Inbox>,
+    mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+    kind: ListenerKind,
+) -> Option<(TcpStream, SocketAddr, Option<Seat>)> {
+    loop {
+        return Some(tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => match placer {
+                    None => (stream, peer, None),
+                    Some(placer) => match placer.place(stream, peer) {
+                        Placed::Here(stream, peer, seat) => (stream, peer, Some(seat)),
+                        Placed::Moved => continue,
+                    },
+                },
+                Err(e) => {
+                    // Out of descriptors (EMFILE) or memory: wait instead of spinning on a listener
+                    // that stays readable.
+                    tracing::warn!(error = %e, listener = kind.label(), "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            Some((stream, peer, seat)) = async {
+                match inbox.as_deref_mut() {
+                    Some(inbox) => inbox.handed_over().await,
+                    None => std::future::pending().await,
+                }
+            } => (stream, peer, Some(seat)),
+            () = &mut shutdown => return None,
+        });
+    }
 }
 
 /// The sweeper of one listener's registry: every tick, forever (the listener aborts it).
