@@ -169,54 +169,8 @@ pub fn review(body: &[u8], settings: &InjectorSettings) -> Result<AdmissionRevie
     };
 
     let who = pod_name(&meta, request.name.as_deref());
-    let namespace = request.namespace.as_deref().unwrap_or("-");
-    let dry_run = request.dry_run.unwrap_or(false);
-    match pod::decide(object, &meta, settings) {
-        Ok(Decision::NotOptedIn) => Ok(answer.allow(Vec::new())),
-        Ok(Decision::AlreadyInjected) => {
-            tracing::info!(uid = %answer.uid, namespace, pod = %who, dry_run, "already injected: skipped");
-            Ok(answer.allow(vec![format!(
-                "trousseau-proxy: pod {who} already has the proxy ({} annotation or container): not injected again",
-                super::INJECTED_ANNOTATION
-            )]))
-        }
-        Ok(Decision::Inject { patch, warnings }) => {
-            let patch = match serde_json::to_vec(&patch) {
-                Ok(p) => p,
-                Err(e) => return Ok(answer.deny(500, format!("cannot encode the patch: {e}"))),
-            };
-            // dryRun needs nothing special: the injector has no side effects (sideEffects: None),
-            // so a dry run gets the same patch the real request would.
-            tracing::info!(
-                uid = %answer.uid, namespace, pod = %who, dry_run,
-                mode = if settings.native_sidecar { "native-sidecar" } else { "container" },
-                "injected"
-            );
-            Ok(AdmissionReviewResponse {
-                api_version: API_VERSION.into(),
-                kind: KIND.into(),
-                response: AdmissionResponse {
-                    uid: answer.uid,
-                    allowed: true,
-                    status: None,
-                    patch_type: Some("JSONPatch".into()),
-                    patch: Some(base64::engine::general_purpose::STANDARD.encode(patch)),
-                    warnings: warnings.into_iter().map(fit_warning).collect(),
-                },
-            })
-        }
-        Err(e) => {
-            tracing::warn!(uid = %answer.uid, namespace, pod = %who, dry_run, error = %e, "refused an opted-in pod");
-            Ok(answer.deny(
-                422,
-                format!(
-                    "trousseau-proxy cannot protect pod {who} ({}: {}): {e}",
-                    super::INJECT_LABEL,
-                    super::INJECT_VALUE
-                ),
-            ))
-        }
-    }
+    let asked = Asked { who: &who, namespace: request.namespace.as_deref().unwrap_or("-"), dry_run: request.dry_run.unwrap_or(false) };
+    Ok(answer.decided(pod::decide(object, &meta, settings), &asked, settings))
 }
 
 /// Builds responses to one request.
@@ -241,6 +195,55 @@ impl Answer {
             response: AdmissionResponse { uid: self.uid, allowed, status, patch_type: None, patch: None, warnings },
         }
     }
+
+    /// The answer to an opted-in (or not) pod: left alone, patched, or refused with the reason.
+    fn decided(self, decision: Result<Decision, pod::PodError>, asked: &Asked<'_>, settings: &InjectorSettings) -> AdmissionReviewResponse {
+        let Asked { who, namespace, dry_run } = *asked;
+        let patch = match decision {
+            Ok(Decision::NotOptedIn) => return self.allow(Vec::new()),
+            Ok(Decision::AlreadyInjected) => {
+                tracing::info!(uid = %self.uid, namespace, pod = %who, dry_run, "already injected: skipped");
+                return self.allow(vec![format!(
+                    "trousseau-proxy: pod {who} already has the proxy ({} annotation or container): not injected again",
+                    super::INJECTED_ANNOTATION
+                )]);
+            }
+            Err(e) => {
+                tracing::warn!(uid = %self.uid, namespace, pod = %who, dry_run, error = %e, "refused an opted-in pod");
+                let label = format!("{}: {}", super::INJECT_LABEL, super::INJECT_VALUE);
+                return self.deny(422, format!("trousseau-proxy cannot protect pod {who} ({label}): {e}"));
+            }
+            Ok(Decision::Inject { patch, warnings }) => (serde_json::to_vec(&patch), warnings),
+        };
+        let (patch, warnings) = match patch {
+            (Ok(patch), warnings) => (patch, warnings),
+            (Err(e), _) => return self.deny(500, format!("cannot encode the patch: {e}")),
+        };
+        // dryRun needs nothing special: the injector has no side effects (sideEffects: None), so a
+        // dry run gets the same patch the real request would.
+        let mode = if settings.native_sidecar { "native-sidecar" } else { "container" };
+        tracing::info!(uid = %self.uid, namespace, pod = %who, dry_run, mode, "injected");
+        AdmissionReviewResponse {
+            api_version: API_VERSION.into(),
+            kind: KIND.into(),
+            response: AdmissionResponse {
+                uid: self.uid,
+                allowed: true,
+                status: None,
+                patch_type: Some("JSONPatch".into()),
+                patch: Some(base64::engine::general_purpose::STANDARD.encode(patch)),
+                warnings: warnings.into_iter().map(fit_warning).collect(),
+            },
+        }
+    }
+}
+
+/// Who a review is about, for its log line and its answer.
+#[derive(Clone, Copy)]
+struct Asked<'a> {
+    who: &'a str,
+    namespace: &'a str,
+    dry_run: bool,
 }
 
 /// The API server may cut warnings longer than 256 characters; cut them ourselves, cleanly.
