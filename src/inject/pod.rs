@@ -136,47 +136,11 @@ pub fn decide(object: &str, meta: &PodMeta<'_>, settings: &InjectorSettings) -> 
         (Some(name), Some(_)) => (name.to_string(), vec![format!("app-{name}"), format!("app-{}", app.number)]),
         _ => (FALLBACK_PORT_NAME.to_string(), Vec::new()),
     };
-    let mut clashes = Clashes {
-        app: app.declared,
-        app_name: app.name.as_deref(),
-        proxy_name: &proxy_port_name,
-        proxy_port: options.proxy_port,
-        renames: &renames,
-        ..Clashes::default()
-    };
-    scan::walk_spec(object, &mut clashes)?;
-    if app.number == options.proxy_port || clashes.proxy_port_used {
-        return Err(PodError::ProxyPortTaken(options.proxy_port));
-    }
-    if let Some((list, c)) = clashes.holder {
-        let holder = clashes.holder_name.unwrap_or_else(|| format!("{}[{c}]", list.key()));
-        return Err(PodError::PortNameShared { name: proxy_port_name, holder });
-    }
-    if let Some(name) = clashes.volume_taken {
-        return Err(PodError::NameTaken { kind: "volume", name: name.into() });
-    }
+    let clashes = clashes(object, &app, &options, &proxy_port_name, &renames)?;
 
     let mut warnings = warnings(&options, &app, &locate, &shape);
     let mut patch = Vec::new();
-    match app.declared {
-        Some((c, p)) if app.name.is_some() => {
-            let renamed = renames
-                .iter()
-                .zip(clashes.rename_taken)
-                .find(|(name, taken)| options::is_port_name(name) && !taken)
-                .map(|(name, _)| name.clone())
-                .ok_or_else(|| PodError::NameTaken { kind: "port", name: format!("app-{}", app.number) })?;
-            patch.push(op("replace", format!("/spec/containers/{c}/ports/{p}/name"), json!(renamed)));
-            for reference in &clashes.rewrites {
-                patch.push(op("replace", format!("/spec/containers/{c}{}", PORT_REFERENCES[*reference]), json!(app.number)));
-            }
-        }
-        _ => warnings.push(format!(
-            "trousseau-proxy: port {} has no name to take over; set the Service's targetPort to `{}` ({}) \
-             and keep {} unreachable (bind the app to 127.0.0.1 or use a NetworkPolicy)",
-            app.number, FALLBACK_PORT_NAME, options.proxy_port, app.number
-        )),
-    }
+    take_over_port(&mut patch, &mut warnings, &app, &options, &renames, &clashes)?;
 
     let sidecar = Sidecar {
         image: &settings.image,
@@ -200,6 +164,58 @@ pub fn decide(object: &str, meta: &PodMeta<'_>, settings: &InjectorSettings) -> 
         (true, true) => op("add", format!("/metadata/annotations/{}", pointer_token(INJECTED_ANNOTATION)), mode),
     });
     Ok(Decision::Inject { patch, warnings })
+}
+
+/// Checks that the proxy's port, its port name and its volumes are free in the pod, and finds
+/// what must change for the app's port to be renamed.
+fn clashes<'q>(object: &str, app: &'q AppPort<'_>, options: &Options, proxy_port_name: &'q str, renames: &'q [String]) -> Result<Clashes<'q>, PodError> {
+    let mut clashes = Clashes {
+        app: app.declared,
+        app_name: app.name.as_deref(),
+        proxy_name: proxy_port_name,
+        proxy_port: options.proxy_port,
+        renames,
+        ..Clashes::default()
+    };
+    scan::walk_spec(object, &mut clashes)?;
+    if app.number == options.proxy_port || clashes.proxy_port_used {
+        return Err(PodError::ProxyPortTaken(options.proxy_port));
+    }
+    if let Some((list, c)) = clashes.holder {
+        let holder = clashes.holder_name.unwrap_or_else(|| format!("{}[{c}]", list.key()));
+        return Err(PodError::PortNameShared { name: proxy_port_name.into(), holder });
+    }
+    if let Some(name) = clashes.volume_taken {
+        return Err(PodError::NameTaken { kind: "volume", name: name.into() });
+    }
+
+    Ok(clashes)
+}
+
+/// The app's port hands its name to the proxy's (renamed `app-<name>`, and the container's
+/// probes and references to it by name moved to its number), or, without a name to take over,
+/// a warning saying how to point the Service at the proxy.
+fn take_over_port(patch: &mut Vec<Value>, warnings: &mut Vec<String>, app: &AppPort<'_>, options: &Options, renames: &[String], clashes: &Clashes<'_>) -> Result<(), PodError> {
+    match app.declared {
+        Some((c, p)) if app.name.is_some() => {
+            let renamed = renames
+                .iter()
+                .zip(clashes.rename_taken)
+                .find(|(name, taken)| options::is_port_name(name) && !taken)
+                .map(|(name, _)| name.clone())
+                .ok_or_else(|| PodError::NameTaken { kind: "port", name: format!("app-{}", app.number) })?;
+            patch.push(op("replace", format!("/spec/containers/{c}/ports/{p}/name"), json!(renamed)));
+            for reference in &clashes.rewrites {
+                patch.push(op("replace", format!("/spec/containers/{c}{}", PORT_REFERENCES[*reference]), json!(app.number)));
+            }
+        }
+        _ => warnings.push(format!(
+            "trousseau-proxy: port {} has no name to take over; set the Service's targetPort to `{}` ({}) \
+             and keep {} unreachable (bind the app to 127.0.0.1 or use a NetworkPolicy)",
+            app.number, FALLBACK_PORT_NAME, options.proxy_port, app.number
+        )),
+    }
+    Ok(())
 }
 
 /// What the pod's author should hear about: unknown annotations, and the ways around the
