@@ -15,7 +15,7 @@ use super::grants::Authorization;
 use super::pages::{self, PageError, SignInView};
 use super::users::DevUser;
 use super::web::{self, Params};
-use super::{now_unix, DevIdp};
+use super::{now_unix, DevIdp, DevIdpConfig};
 use crate::body::{Body, BoxError};
 use crate::pages::Lang;
 
@@ -192,27 +192,11 @@ enum Refusal {
     Redirect(Box<Response<Body>>),
 }
 
-/// Trousseau's checks, in the order that decides whether an error may be redirected.
+/// Trousseau's checks, in the order that decides whether an error may be redirected: the client
+/// and its redirect URI first (an error about them is a page: the redirect URI is not trusted),
+/// then the rest (errors go back to the client).
 fn validate(idp: &DevIdp, params: &Params) -> Result<PendingRequest, Refusal> {
-    let config = &idp.config;
-    let client_id = match params.get("client_id") {
-        _ if params.is_repeated("client_id") => {
-            return Err(Refusal::Page(PageError::RepeatedClientParameter))
-        }
-        None => return Err(Refusal::Page(PageError::MissingClientId)),
-        Some(c) if c != config.client_id => return Err(Refusal::Page(PageError::UnknownClient)),
-        Some(c) => c,
-    };
-    let redirect_uri = match params.get("redirect_uri") {
-        _ if params.is_repeated("redirect_uri") => {
-            return Err(Refusal::Page(PageError::RepeatedClientParameter))
-        }
-        None => return Err(Refusal::Page(PageError::MissingRedirectUri)),
-        Some(r) if !config.redirect_uris.iter().any(|u| u == r) => {
-            return Err(Refusal::Page(PageError::UnregisteredRedirectUri))
-        }
-        Some(r) => r,
-    };
+    let (client_id, redirect_uri) = client(&idp.config, params).map_err(Refusal::Page)?;
     let mut request = PendingRequest {
         client_id: client_id.to_owned(),
         redirect_uri: redirect_uri.to_owned(),
@@ -222,133 +206,116 @@ fn validate(idp: &DevIdp, params: &Params) -> Result<PendingRequest, Refusal> {
         code_challenge: String::new(),
         force_login: false,
     };
-    let fail = |request: &PendingRequest, error: &str, description: &str| {
-        Err(Refusal::Redirect(Box::new(error_redirect(
-            request,
-            error,
-            description,
-        ))))
-    };
+    match redirectable_checks(&idp.config, params) {
+        Ok((scopes, challenge)) => {
+            request.scopes = scopes;
+            request.code_challenge = challenge;
+            Ok(request)
+        }
+        Err((error, description)) => Err(Refusal::Redirect(Box::new(error_redirect(&request, error, &description)))),
+    }
+}
 
+/// The checks whose errors go back to the client, in Trousseau's order; the scopes and the PKCE
+/// challenge when they pass.
+fn redirectable_checks(config: &DevIdpConfig, params: &Params) -> Result<(Vec<String>, String), Redirected> {
+    request_form(params)?;
+    let scopes = scopes(config, params)?;
+    let challenge = pkce(params)?;
+    prompt(params)?;
+    Ok((scopes, challenge))
+}
+
+/// An authorization error redirected to the client: its code and description.
+type Redirected = (&'static str, String);
+
+/// The client id and the redirect URI, each sent once, registered.
+fn client<'p>(config: &DevIdpConfig, params: &'p Params) -> Result<(&'p str, &'p str), PageError> {
+    let client_id = match params.get("client_id") {
+        _ if params.is_repeated("client_id") => return Err(PageError::RepeatedClientParameter),
+        None => return Err(PageError::MissingClientId),
+        Some(c) if c != config.client_id => return Err(PageError::UnknownClient),
+        Some(c) => c,
+    };
+    let redirect_uri = match params.get("redirect_uri") {
+        _ if params.is_repeated("redirect_uri") => return Err(PageError::RepeatedClientParameter),
+        None => return Err(PageError::MissingRedirectUri),
+        Some(r) if !config.redirect_uris.iter().any(|u| u == r) => return Err(PageError::UnregisteredRedirectUri),
+        Some(r) => r,
+    };
+    Ok((client_id, redirect_uri))
+}
+
+/// No parameter twice, no request object, `response_type=code`, the query response mode.
+fn request_form(params: &Params) -> Result<(), Redirected> {
     if let Some(name) = params.first_repeated() {
-        return fail(
-            &request,
-            "invalid_request",
-            &format!("The parameter {name} was sent more than once"),
-        );
+        return Err(("invalid_request", format!("The parameter {name} was sent more than once")));
     }
     if params.get("request").is_some() {
-        return fail(
-            &request,
-            "request_not_supported",
-            "Request objects are not supported",
-        );
+        return Err(("request_not_supported", "Request objects are not supported".into()));
     }
     if params.get("request_uri").is_some() {
-        return fail(
-            &request,
-            "request_uri_not_supported",
-            "request_uri is not supported",
-        );
+        return Err(("request_uri_not_supported", "request_uri is not supported".into()));
     }
     match params.get("response_type") {
         Some("code") => {}
-        None => return fail(&request, "invalid_request", "response_type is required"),
-        Some(_) => {
-            return fail(
-                &request,
-                "unsupported_response_type",
-                "Only response_type=code is supported",
-            )
-        }
+        None => return Err(("invalid_request", "response_type is required".into())),
+        Some(_) => return Err(("unsupported_response_type", "Only response_type=code is supported".into())),
     }
     if !matches!(params.get("response_mode"), None | Some("query")) {
-        return fail(
-            &request,
-            "invalid_request",
-            "Only response_mode=query is supported",
-        );
+        return Err(("invalid_request", "Only response_mode=query is supported".into()));
     }
+    Ok(())
+}
 
+/// The scopes asked for, each once: `openid` among them, all allowed for the application.
+fn scopes(config: &DevIdpConfig, params: &Params) -> Result<Vec<String>, Redirected> {
     let mut scopes: Vec<String> = Vec::new();
-    for scope in params
-        .get("scope")
-        .unwrap_or("")
-        .split(' ')
-        .filter(|s| !s.is_empty())
-    {
+    for scope in params.get("scope").unwrap_or("").split(' ').filter(|s| !s.is_empty()) {
         if !scopes.iter().any(|s| s == scope) {
             scopes.push(scope.to_owned());
         }
     }
     if !scopes.iter().any(|s| s == "openid") {
-        return fail(&request, "invalid_scope", "The scope must include openid");
+        return Err(("invalid_scope", "The scope must include openid".into()));
     }
     if let Some(scope) = scopes.iter().find(|s| !config.allowed_scopes.contains(s)) {
-        return fail(
-            &request,
-            "invalid_scope",
-            &format!("The scope {scope} is not allowed for this application"),
-        );
+        return Err(("invalid_scope", format!("The scope {scope} is not allowed for this application")));
     }
-    request.scopes = scopes;
+    Ok(scopes)
+}
 
+/// PKCE, mandatory: an S256 challenge of the right form.
+fn pkce(params: &Params) -> Result<String, Redirected> {
     let Some(challenge) = params.get("code_challenge") else {
-        return fail(
-            &request,
-            "invalid_request",
-            "PKCE is mandatory: send code_challenge with code_challenge_method=S256",
-        );
+        return Err(("invalid_request", "PKCE is mandatory: send code_challenge with code_challenge_method=S256".into()));
     };
     if params.get("code_challenge_method") != Some("S256") {
-        return fail(
-            &request,
-            "invalid_request",
-            "PKCE is mandatory: code_challenge_method must be S256",
-        );
+        return Err(("invalid_request", "PKCE is mandatory: code_challenge_method must be S256".into()));
     }
-    let well_formed = challenge.len() == 43
-        && challenge
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let well_formed = challenge.len() == 43 && challenge.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if !well_formed {
-        return fail(
-            &request,
+        return Err((
             "invalid_request",
-            "code_challenge must be the base64url-encoded SHA-256 of the code_verifier (43 characters)",
-        );
+            "code_challenge must be the base64url-encoded SHA-256 of the code_verifier (43 characters)".into(),
+        ));
     }
-    request.code_challenge = challenge.to_owned();
+    Ok(challenge.to_owned())
+}
 
-    let prompt = params.get("prompt").unwrap_or("");
-    let prompts: Vec<&str> = prompt.split(' ').filter(|p| !p.is_empty()).collect();
-    if let Some(p) = prompts
-        .iter()
-        .find(|p| !matches!(**p, "none" | "login" | "consent" | "select_account"))
-    {
-        return fail(
-            &request,
-            "invalid_request",
-            &format!("Unsupported prompt value {p}"),
-        );
+/// `prompt` values Trousseau knows (`none` alone), and `max_age` a number of seconds.
+fn prompt(params: &Params) -> Result<(), Redirected> {
+    let prompts: Vec<&str> = params.get("prompt").unwrap_or("").split(' ').filter(|p| !p.is_empty()).collect();
+    if let Some(p) = prompts.iter().find(|p| !matches!(**p, "none" | "login" | "consent" | "select_account")) {
+        return Err(("invalid_request", format!("Unsupported prompt value {p}")));
     }
     if prompts.contains(&"none") && prompts.len() > 1 {
-        return fail(
-            &request,
-            "invalid_request",
-            "prompt=none cannot be combined with other values",
-        );
+        return Err(("invalid_request", "prompt=none cannot be combined with other values".into()));
     }
-    if let Some(max_age) = params.get("max_age") {
-        if max_age.parse::<u32>().is_err() {
-            return fail(
-                &request,
-                "invalid_request",
-                "max_age must be a number of seconds",
-            );
-        }
+    if params.get("max_age").is_some_and(|max_age| max_age.parse::<u32>().is_err()) {
+        return Err(("invalid_request", "max_age must be a number of seconds".into()));
     }
-    Ok(request)
+    Ok(())
 }
 
 /// `access_denied` for a denied or disabled user, `None` when they may sign in.
