@@ -75,13 +75,24 @@ where
     let client_identified =
         !hint_invalid && !client_mismatch && (hint_claims.is_some() || client_id.is_some());
 
+    end_sessions(idp, &parts.headers, hint_claims.as_ref()).await;
+    let mut res = signed_out(idp, &params, hint_invalid, client_identified, lang);
+    if let Some(cookie) = web::sso_cookie(&idp.prefix, idp.base.starts_with("https:"), None) {
+        res.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    res
+}
+
+/// Ends the browser's Trousseau session and the hinted one: their SSO cookies' sessions, their
+/// grants, and a back-channel logout to the client for each.
+async fn end_sessions(idp: &DevIdp, headers: &http::HeaderMap, hint_claims: Option<&Map<String, Value>>) {
     // Which sessions end: the browser's, and the hinted one.
     let mut ended: Vec<(Option<String>, String)> = Vec::new();
-    if let Some((key, session)) = current_sso(idp, &parts.headers) {
+    if let Some((key, session)) = current_sso(idp, headers) {
         idp.sso.invalidate(&key);
         ended.push((Some(session.sub), session.sid));
     }
-    if let Some(claims) = &hint_claims {
+    if let Some(claims) = hint_claims {
         if let Some(sid) = claims.get("sid").and_then(Value::as_str) {
             if !ended.iter().any(|(_, s)| s == sid) {
                 let sub = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
@@ -109,6 +120,11 @@ where
         }
     }
 
+}
+
+/// The answer once signed out: back to a registered `post_logout_redirect_uri` for a client
+/// that identified itself (with `state`), else the signed-out page saying why not.
+fn signed_out(idp: &DevIdp, params: &Params, hint_invalid: bool, client_identified: bool, lang: Lang) -> Response<Body> {
     let target = params.get("post_logout_redirect_uri");
     let note = match target {
         None => None,
@@ -125,7 +141,7 @@ where
         }
         Some(_) => None,
     };
-    let mut res = match (target, note) {
+    match (target, note) {
         (Some(uri), None) => match url::Url::parse(uri) {
             Ok(mut url) => {
                 if let Some(state) = params.get("state") {
@@ -147,11 +163,7 @@ where
             };
             web::html(status, pages::signed_out(note, lang))
         }
-    };
-    if let Some(cookie) = web::sso_cookie(&idp.prefix, idp.base.starts_with("https:"), None) {
-        res.headers_mut().append(header::SET_COOKIE, cookie);
     }
-    res
 }
 
 /// The claims of `token` if it is an ID token this IdP issued to its client (expiry ignored).
