@@ -19,10 +19,12 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
+use maud::{html, Markup, PreEscaped};
+
 use crate::body::{self, Body};
 use crate::config::{self, FileConfig, HumanDuration, SourceText};
 use crate::devidp::{DevIdp, DevIdpConfig, DevUser};
-use crate::pages::{self, escape, Lang};
+use crate::pages::{self, Lang};
 
 /// Flags of `trousseau-proxy dev`.
 #[derive(clap::Args, Debug, Default, Clone)]
@@ -349,97 +351,26 @@ async fn demo_page<B>(req: Request<B>, verifier: &JwksVerifier) -> Response<Body
         (None, _) => lang.pick("Demo app", "Application de démonstration").to_string(),
     };
     let organizations = demo.claims().and_then(|c| c["organizations"].as_array()).map(Vec::len).unwrap_or(0);
-
-    let mut main = String::new();
-    // Who: greeting, and whether the assertion verified.
-    let status = match &demo.assertion {
-        Some(Ok(_)) => format!(
-            r#"<span class="badge ok">{}</span>"#,
-            escape(lang.pick("✔ Signature verified", "✔ Signature vérifiée"))
-        ),
-        Some(Err(_)) => format!(r#"<span class="badge warn">{}</span>"#, escape(lang.pick("✘ Signature not verified", "✘ Signature non vérifiée"))),
-        None => format!(r#"<span class="badge warn">{}</span>"#, escape(lang.pick("No identity received", "Aucune identité reçue"))),
-    };
-    main.push_str(&format!(
-        r#"<div class="hello">{avatar}<div><h1>{title}</h1><p class="muted">{sub}</p></div><span class="aside">{status}</span></div>
-<p class="lead">{intro}</p>
-"#,
-        avatar = name.as_deref().map(|n| pages::avatar(n, true)).unwrap_or_else(|| pages::Icon::User.badge("")).into_string(),
-        title = escape(&title),
-        sub = escape(&demo.value("email", "x-trousseau-email").unwrap_or_default()),
-        intro = escape(lang.pick(
+    let main = html! {
+        // Who: greeting, and whether the assertion verified.
+        div.hello {
+            (name.as_deref().map(|n| pages::avatar(n, true)).unwrap_or_else(|| pages::Icon::User.badge("")))
+            div { h1 { (title) } p.muted { (demo.value("email", "x-trousseau-email").unwrap_or_default()) } }
+            span.aside { (assertion_badge(&demo)) }
+        }
+        p.lead { (lang.pick(
             "You are looking at the built-in demo app behind trousseau-proxy. It never saw a password or a token: this page shows exactly what any app behind the proxy receives for this request.",
             "Vous êtes dans l'application de démonstration derrière trousseau-proxy. Elle n'a jamais vu ni mot de passe ni jeton : cette page montre exactement ce que toute application derrière le proxy reçoit pour cette requête.",
-        )),
-    ));
-
-    // Identity and organization, side by side on wide screens.
-    main.push_str(r#"<div class="grid wide-first">"#);
-    main.push_str(&identity_panel(&demo));
-    main.push_str(&organization_panel(&demo, organizations));
-    main.push_str("</div>\n");
-
-    // The assertion, verified against the proxy's JWKS.
-    main.push_str(&assertion_panel(&demo));
-
-    // The raw headers.
-    let rows: String = demo
-        .headers
-        .iter()
-        .map(|(name, value)| {
-            let shown = if name == "x-trousseau-jwt-assertion" { format!("{}…", value.chars().take(40).collect::<String>()) } else { value.clone() };
-            format!(r#"<tr><th scope="row" class="code">{}</th><td class="code">{}</td></tr>"#, escape(name), escape(&shown))
-        })
-        .collect();
-    let cookie_note = if demo.cookie_seen {
-        format!(r#"<p class="status">{}</p>"#, escape(lang.pick("Warning: a session cookie reached the app!", "Attention : un cookie de session a atteint l'application !")))
-    } else {
-        format!(
-            r#"<p class="muted small">{}</p>"#,
-            escape(lang.pick(
-                "The session cookie never reaches the app, and headers named X-Trousseau-* sent by the browser are removed before these are added.",
-                "Le cookie de session n'atteint jamais l'application, et les en-têtes X-Trousseau-* envoyés par le navigateur sont retirés avant d'ajouter ceux-ci.",
-            ))
-        )
+        )) }
+        // Identity and organization, side by side on wide screens.
+        div class="grid wide-first" { (identity_panel(&demo)) (organization_panel(&demo, organizations)) }
+        // The assertion, verified against the proxy's JWKS.
+        (assertion_panel(&demo))
+        (headers_panel(&demo))
+        (next_steps(lang, organizations))
     };
-    main.push_str(&format!(
-        r#"<section class="panel" aria-labelledby="headers-title" style="margin-top:1rem">
-<h2 id="headers-title">{heading}</h2>
-<table>{rows}</table>
-{cookie_note}
-</section>
-"#,
-        heading = escape(lang.pick("Headers received", "En-têtes reçus")),
-    ));
-
-    // What to do next.
-    main.push_str(&format!(
-        r#"<div class="actions">{switch}<a class="button secondary" href="/.trousseau/userinfo">{userinfo}</a><form method="post" action="/.trousseau/logout"><button type="submit">{signout}</button></form></div>
-<hr>
-<h2>{next}</h2>
-<ul>
-<li>{upstream}<br><code>trousseau-proxy dev --upstream http://localhost:3000</code></li>
-<li>{refresh}<br><code>trousseau-proxy dev --access-token-ttl 30s</code></li>
-<li>{verify} <a href="/.trousseau/jwks.json"><code>/.trousseau/jwks.json</code></a></li>
-<li><a href="/live">{live}</a></li>
-</ul>
-"#,
-        switch = if organizations > 1 {
-            format!(r#"<a class="button secondary" href="/.trousseau/organizations?rd=/">{}</a>"#, escape(lang.pick("Switch organization", "Changer d'organisation")))
-        } else {
-            String::new()
-        },
-        userinfo = escape(lang.pick("Session as JSON", "Session en JSON")),
-        signout = escape(lang.pick("Sign out", "Se déconnecter")),
-        next = escape(lang.pick("Next", "Et ensuite")),
-        upstream = escape(lang.pick("Put your own app behind the proxy:", "Mettez votre application derrière le proxy :")),
-        refresh = escape(lang.pick("Watch tokens refresh every 30 seconds:", "Regardez les jetons se renouveler toutes les 30 secondes :")),
-        verify = escape(lang.pick("Verify the assertion in your app with the keys at", "Vérifiez l'assertion dans votre application avec les clés de")),
-        live = escape(lang.pick("Watch a websocket end when the session does", "Voir un websocket se fermer avec la session")),
-    ));
-
     let frame = pages::Frame { wide: true, tag: Some(lang.pick("Demo app", "Application de démo")), ..pages::Frame::default() };
-    let mut r = Response::new(body::full(pages::page(lang, &title, maud::PreEscaped(main), frame)));
+    let mut r = Response::new(body::full(pages::page(lang, &title, main, frame)));
     *r.status_mut() = StatusCode::OK;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -447,139 +378,190 @@ async fn demo_page<B>(req: Request<B>, verifier: &JwksVerifier) -> Response<Body
     r
 }
 
-/// Who the user is, from the verified assertion (or the plain headers).
-fn identity_panel(demo: &DemoRequest) -> String {
+/// Whether the assertion came and verified, as a badge.
+fn assertion_badge(demo: &DemoRequest) -> Markup {
     let lang = demo.lang;
-    let mut facts = String::new();
-    let mut fact = |label: &str, value_html: String| {
-        facts.push_str(&format!("<dt>{}</dt><dd>{}</dd>", escape(label), value_html));
-    };
-    if let Some(name) = demo.value("name", "x-trousseau-name") {
-        fact(lang.pick("Name", "Nom"), escape(&name));
+    match &demo.assertion {
+        Some(Ok(_)) => html! { span class="badge ok" { (lang.pick("✔ Signature verified", "✔ Signature vérifiée")) } },
+        Some(Err(_)) => html! { span class="badge warn" { (lang.pick("✘ Signature not verified", "✘ Signature non vérifiée")) } },
+        None => html! { span class="badge warn" { (lang.pick("No identity received", "Aucune identité reçue")) } },
     }
-    if let Some(email) = demo.value("email", "x-trousseau-email") {
-        let verified = demo.claims().and_then(|c| c["email_verified"].as_bool()) == Some(true);
-        let badge = if verified { format!(r#" <span class="badge ok">{}</span>"#, escape(lang.pick("verified", "vérifiée"))) } else { String::new() };
-        fact(lang.pick("Email", "E-mail"), format!("{}{badge}", escape(&email)));
+}
+
+/// The raw headers the app received, and whether a session cookie reached it.
+fn headers_panel(demo: &DemoRequest) -> Markup {
+    let lang = demo.lang;
+    html! {
+        section.panel aria-labelledby="headers-title" style="margin-top:1rem" {
+            h2 #headers-title { (lang.pick("Headers received", "En-têtes reçus")) }
+            table {
+                @for (name, value) in &demo.headers {
+                    tr {
+                        th scope="row" class="code" { (name) }
+                        td.code {
+                            @if name == "x-trousseau-jwt-assertion" { (value.chars().take(40).collect::<String>()) "…" } @else { (value) }
+                        }
+                    }
+                }
+            }
+            @if demo.cookie_seen {
+                p.status { (lang.pick("Warning: a session cookie reached the app!", "Attention : un cookie de session a atteint l'application !")) }
+            } @else {
+                p class="muted small" { (lang.pick(
+                    "The session cookie never reaches the app, and headers named X-Trousseau-* sent by the browser are removed before these are added.",
+                    "Le cookie de session n'atteint jamais l'application, et les en-têtes X-Trousseau-* envoyés par le navigateur sont retirés avant d'ajouter ceux-ci.",
+                )) }
+            }
+        }
     }
-    if let Some(sub) = demo.value("sub", "x-trousseau-sub") {
-        fact("sub", format!("<span class=\"code\">{}</span>", escape(&sub)));
+}
+
+/// What to do next: switch organization, see the session, sign out, and where to go from here.
+fn next_steps(lang: Lang, organizations: usize) -> Markup {
+    html! {
+        div.actions {
+            @if organizations > 1 {
+                a class="button secondary" href="/.trousseau/organizations?rd=/" { (lang.pick("Switch organization", "Changer d'organisation")) }
+            }
+            a class="button secondary" href="/.trousseau/userinfo" { (lang.pick("Session as JSON", "Session en JSON")) }
+            form method="post" action="/.trousseau/logout" { button type="submit" { (lang.pick("Sign out", "Se déconnecter")) } }
+        }
+        hr;
+        h2 { (lang.pick("Next", "Et ensuite")) }
+        ul {
+            li { (lang.pick("Put your own app behind the proxy:", "Mettez votre application derrière le proxy :")) br; code { "trousseau-proxy dev --upstream http://localhost:3000" } }
+            li { (lang.pick("Watch tokens refresh every 30 seconds:", "Regardez les jetons se renouveler toutes les 30 secondes :")) br; code { "trousseau-proxy dev --access-token-ttl 30s" } }
+            li {
+                (lang.pick("Verify the assertion in your app with the keys at", "Vérifiez l'assertion dans votre application avec les clés de")) " "
+                a href="/.trousseau/jwks.json" { code { "/.trousseau/jwks.json" } }
+            }
+            li { a href="/live" { (lang.pick("Watch a websocket end when the session does", "Voir un websocket se fermer avec la session")) } }
+        }
     }
-    if let Some(id) = demo.value("trousseau_user_id", "x-trousseau-user-id") {
-        fact("trousseau_user_id", format!("<span class=\"code\">{}</span>", escape(&id)));
-    }
-    if let Some(locale) = demo.value("locale", "x-trousseau-locale") {
-        fact(lang.pick("Locale", "Langue"), format!("<span class=\"code\">{}</span>", escape(&locale)));
-    }
+}
+
+/// Who the user is, from the verified assertion (or the plain headers).
+fn identity_panel(demo: &DemoRequest) -> Markup {
+    let lang = demo.lang;
+    let email_verified = demo.claims().and_then(|c| c["email_verified"].as_bool()) == Some(true);
     // Pictures are links, never loaded: the demo app loads nothing from elsewhere.
-    if let Some(picture) = demo.claims().and_then(|c| c["picture"].as_str()).filter(|p| !p.is_empty()) {
-        let html = if picture.starts_with("https://") || picture.starts_with("http://") {
-            format!(r#"<a href="{0}" rel="noreferrer noopener">{0}</a>"#, escape(picture))
-        } else {
-            escape(picture)
-        };
-        fact(lang.pick("Picture", "Photo"), html);
+    let picture = demo.claims().and_then(|c| c["picture"].as_str()).filter(|p| !p.is_empty()).map(str::to_string);
+    let codes = [
+        ("sub", demo.value("sub", "x-trousseau-sub")),
+        ("trousseau_user_id", demo.value("trousseau_user_id", "x-trousseau-user-id")),
+        (lang.pick("Locale", "Langue"), demo.value("locale", "x-trousseau-locale")),
+    ];
+    let (name, email) = (demo.value("name", "x-trousseau-name"), demo.value("email", "x-trousseau-email"));
+    let anything = name.is_some() || email.is_some() || picture.is_some() || codes.iter().any(|(_, v)| v.is_some());
+    html! {
+        section.panel aria-labelledby="identity-title" {
+            h2 #identity-title { (lang.pick("Identity", "Identité")) }
+            @if !anything {
+                p.muted { (lang.pick(
+                    "No identity for this request: the path is public, or the app is reached without the proxy.",
+                    "Aucune identité pour cette requête : le chemin est public, ou l'application est appelée sans passer par le proxy.",
+                )) }
+            } @else {
+                dl.facts {
+                    @if let Some(name) = &name { dt { (lang.pick("Name", "Nom")) } dd { (name) } }
+                    @if let Some(email) = &email {
+                        dt { (lang.pick("Email", "E-mail")) }
+                        dd { (email) @if email_verified { " " span class="badge ok" { (lang.pick("verified", "vérifiée")) } } }
+                    }
+                    @for (label, value) in &codes {
+                        @if let Some(value) = value { dt { (label) } dd { span.code { (value) } } }
+                    }
+                    @if let Some(picture) = &picture {
+                        dt { (lang.pick("Picture", "Photo")) }
+                        dd {
+                            @if picture.starts_with("https://") || picture.starts_with("http://") {
+                                a href=(picture) rel="noreferrer noopener" { (picture) }
+                            } @else { (picture) }
+                        }
+                    }
+                }
+            }
+        }
     }
-    let body = if facts.is_empty() {
-        format!(
-            "<p class=\"muted\">{}</p>",
-            escape(lang.pick(
-                "No identity for this request: the path is public, or the app is reached without the proxy.",
-                "Aucune identité pour cette requête : le chemin est public, ou l'application est appelée sans passer par le proxy.",
-            ))
-        )
-    } else {
-        format!("<dl class=\"facts\">{facts}</dl>")
-    };
-    format!(
-        r#"<section class="panel" aria-labelledby="identity-title"><h2 id="identity-title">{}</h2>{body}</section>"#,
-        escape(lang.pick("Identity", "Identité"))
-    )
 }
 
 /// The selected organization and the user's memberships.
-fn organization_panel(demo: &DemoRequest, organizations: usize) -> String {
+fn organization_panel(demo: &DemoRequest, organizations: usize) -> Markup {
     let lang = demo.lang;
-    let selected = demo.header("x-trousseau-org-name").map(|name| {
-        let role = demo.header("x-trousseau-org-role").unwrap_or_default();
-        format!(
-            r#"<p class="hello">{avatar}<span><strong>{name}</strong> <span class="badge">{role}</span><br><span class="muted small code">{slug}</span></span></p>"#,
-            avatar = pages::avatar(&name, false).into_string(),
-            name = escape(&name),
-            role = escape(&pages::role_label(lang, &role)),
-            slug = escape(&demo.header("x-trousseau-org-slug").unwrap_or_default()),
-        )
-    });
-    let mut body = selected.unwrap_or_else(|| {
-        format!(
-            "<p>{}</p>",
-            escape(match organizations {
-                0 => lang.pick("This account belongs to no organization.", "Ce compte n'appartient à aucune organisation."),
-                _ => lang.pick(
+    let memberships = match lang {
+        Lang::En => format!("{organizations} membership{} in the assertion.", if organizations > 1 { "s" } else { "" }),
+        Lang::Fr => format!("{organizations} appartenance{} dans l'assertion.", if organizations > 1 { "s" } else { "" }),
+    };
+    let link = lang.pick(
+        if organizations > 1 { "Choose or switch organization" } else { "Organization selector" },
+        if organizations > 1 { "Choisir ou changer d'organisation" } else { "Sélecteur d'organisation" },
+    );
+    html! {
+        section.panel aria-labelledby="org-title" {
+            h2 #org-title { (lang.pick("Organization", "Organisation")) }
+            @if let Some(name) = demo.header("x-trousseau-org-name") {
+                p.hello {
+                    (pages::avatar(&name, false))
+                    span {
+                        strong { (name) } " " span.badge { (pages::role_label(lang, &demo.header("x-trousseau-org-role").unwrap_or_default())) }
+                        br; span class="muted small code" { (demo.header("x-trousseau-org-slug").unwrap_or_default()) }
+                    }
+                }
+            } @else if organizations == 0 {
+                p { (lang.pick("This account belongs to no organization.", "Ce compte n'appartient à aucune organisation.")) }
+            } @else {
+                p { (lang.pick(
                     "No organization selected yet: the app receives no X-Trousseau-Org-* headers.",
                     "Aucune organisation sélectionnée : l'application ne reçoit pas d'en-têtes X-Trousseau-Org-*.",
-                ),
-            })
-        )
-    });
-    if organizations > 0 {
-        let link = lang.pick(
-            if organizations > 1 { "Choose or switch organization" } else { "Organization selector" },
-            if organizations > 1 { "Choisir ou changer d'organisation" } else { "Sélecteur d'organisation" },
-        );
-        let memberships = match lang {
-            Lang::En => format!("{organizations} membership{} in the assertion.", if organizations > 1 { "s" } else { "" }),
-            Lang::Fr => format!("{organizations} appartenance{} dans l'assertion.", if organizations > 1 { "s" } else { "" }),
-        };
-        body.push_str(&format!(
-            r#"<p class="muted small">{} <a href="/.trousseau/organizations?rd=/">{}</a></p>"#,
-            escape(&memberships),
-            escape(link)
-        ));
+                )) }
+            }
+            @if organizations > 0 {
+                p class="muted small" { (memberships) " " a href="/.trousseau/organizations?rd=/" { (link) } }
+            }
+        }
     }
-    format!(
-        r#"<section class="panel" aria-labelledby="org-title"><h2 id="org-title">{}</h2>{body}</section>"#,
-        escape(lang.pick("Organization", "Organisation"))
-    )
 }
 
 /// The signed assertion: whether it verified, and its decoded content.
-fn assertion_panel(demo: &DemoRequest) -> String {
+fn assertion_panel(demo: &DemoRequest) -> Markup {
     let lang = demo.lang;
-    let body = match &demo.assertion {
-        None => format!(r#"<p class="status">{}</p>"#, escape(lang.pick("No assertion received.", "Aucune assertion reçue."))),
-        Some(Err(e)) => format!(r#"<p class="status">✘ {}</p>"#, escape(e)),
-        Some(Ok((header, claims))) => {
-            let now = chrono::Utc::now().timestamp();
-            let expires = claims["exp"].as_i64().map(|exp| exp - now).unwrap_or(0).max(0);
-            let facts = format!(
-                r#"<dl class="facts"><dt>alg · kid</dt><dd class="code">{alg} · {kid}</dd><dt>iss</dt><dd class="code">{iss}</dd><dt>aud</dt><dd class="code">{aud}</dd><dt>{exp_label}</dt><dd>{expires}</dd></dl>"#,
-                alg = escape(header["alg"].as_str().unwrap_or_default()),
-                kid = escape(header["kid"].as_str().unwrap_or_default()),
-                iss = escape(claims["iss"].as_str().unwrap_or_default()),
-                aud = escape(claims["aud"].as_str().map(str::to_string).unwrap_or_else(|| claims["aud"].to_string()).as_str()),
-                exp_label = escape(lang.pick("Expires", "Expire")),
-                expires = escape(&match lang {
-                    Lang::En => format!("in {expires} s (the proxy signs a fresh one as needed)"),
-                    Lang::Fr => format!("dans {expires} s (le proxy en signe une nouvelle au besoin)"),
-                }),
-            );
-            format!(
-                r#"<p class="ok">{check} {verified}</p>{facts}<details open><summary>{decoded}</summary><div class="grid narrow-first" style="margin:.5rem 0 0"><pre aria-label="{header_label}">{header}</pre><pre aria-label="{claims_label}">{claims}</pre></div></details>"#,
-                check = pages::Icon::Check.svg().into_string().replace("<svg ", r#"<svg style="width:1.1em;height:1.1em;vertical-align:-.2em" "#),
-                verified = escape(lang.pick("Signature verified against /.trousseau/jwks.json.", "Signature vérifiée avec /.trousseau/jwks.json.")),
-                decoded = escape(lang.pick("Decoded header and claims", "En-tête et claims décodés")),
-                header_label = escape(lang.pick("JWS header", "En-tête JWS")),
-                claims_label = escape(lang.pick("Claims", "Claims")),
-                header = escape(&serde_json::to_string_pretty(header).unwrap_or_default()),
-                claims = escape(&serde_json::to_string_pretty(claims).unwrap_or_default()),
-            )
+    html! {
+        section.panel aria-labelledby="assertion-title" {
+            h2 #assertion-title { (lang.pick("Signed assertion (X-Trousseau-Jwt-Assertion)", "Assertion signée (X-Trousseau-Jwt-Assertion)")) }
+            @match &demo.assertion {
+                None => p.status { (lang.pick("No assertion received.", "Aucune assertion reçue.")) },
+                Some(Err(e)) => p.status { "✘ " (e) },
+                Some(Ok((header, claims))) => (verified_assertion(lang, header, claims)),
+            }
         }
+    }
+}
+
+/// A verified assertion's header and claims, and when it expires.
+fn verified_assertion(lang: Lang, header: &serde_json::Value, claims: &serde_json::Value) -> Markup {
+    let expires = claims["exp"].as_i64().map(|exp| exp - chrono::Utc::now().timestamp()).unwrap_or(0).max(0);
+    let expires = match lang {
+        Lang::En => format!("in {expires} s (the proxy signs a fresh one as needed)"),
+        Lang::Fr => format!("dans {expires} s (le proxy en signe une nouvelle au besoin)"),
     };
-    format!(
-        r#"<section class="panel" aria-labelledby="assertion-title"><h2 id="assertion-title">{}</h2>{body}</section>"#,
-        escape(lang.pick("Signed assertion (X-Trousseau-Jwt-Assertion)", "Assertion signée (X-Trousseau-Jwt-Assertion)"))
-    )
+    let aud = claims["aud"].as_str().map(str::to_string).unwrap_or_else(|| claims["aud"].to_string());
+    let check = pages::Icon::Check.svg().into_string().replace("<svg ", r#"<svg style="width:1.1em;height:1.1em;vertical-align:-.2em" "#);
+    html! {
+        p.ok { (PreEscaped(check)) " " (lang.pick("Signature verified against /.trousseau/jwks.json.", "Signature vérifiée avec /.trousseau/jwks.json.")) }
+        dl.facts {
+            dt { "alg · kid" } dd.code { (header["alg"].as_str().unwrap_or_default()) " · " (header["kid"].as_str().unwrap_or_default()) }
+            dt { "iss" } dd.code { (claims["iss"].as_str().unwrap_or_default()) }
+            dt { "aud" } dd.code { (aud) }
+            dt { (lang.pick("Expires", "Expire")) } dd { (expires) }
+        }
+        details open {
+            summary { (lang.pick("Decoded header and claims", "En-tête et claims décodés")) }
+            div class="grid narrow-first" style="margin:.5rem 0 0" {
+                pre aria-label=(lang.pick("JWS header", "En-tête JWS")) { (serde_json::to_string_pretty(header).unwrap_or_default()) }
+                pre aria-label=(lang.pick("Claims", "Claims")) { (serde_json::to_string_pretty(claims).unwrap_or_default()) }
+            }
+        }
+    }
 }
 
 fn percent_decode(text: &str) -> String {
