@@ -1,13 +1,12 @@
 //! What people see at the dev IdP: the sign-in page (demo users as buttons), its error pages, the
-//! signed-out page and an index. All clearly marked as a development tool, in French or English.
-
-use std::fmt::Write as _;
+//! signed-out page and an index. All clearly marked as a development tool, in French or English;
+//! maud templates, as every page of the proxy.
 
 use super::users::DevUser;
 use super::DevIdp;
-use maud::PreEscaped;
+use maud::{html, Markup};
 
-use crate::pages::{avatar, escape, page, role_label, Frame, Icon, Lang};
+use crate::pages::{avatar, page, role_label, Frame, Icon, Lang};
 
 /// Why the IdP shows an error page instead of going back to the application.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,249 +109,182 @@ pub(super) struct SignInView<'a> {
 }
 
 /// Every page of the dev IdP: the shared look, tagged as a development tool.
-fn dev_page(lang: Lang, title: &str, main: &str, wide: bool) -> String {
-    // The dev IdP's pages are still written with `format!` and `escape` (dev-only; the proxy's own
-    // pages use maud templates): their HTML is taken as it is.
-    page(
-        lang,
-        title,
-        PreEscaped(main.to_string()),
-        Frame {
-            wide,
-            tag: Some(lang.pick("Development IdP", "IdP de développement")),
-            ..Frame::default()
-        },
-    )
+fn dev_page(lang: Lang, title: &str, main: Markup, wide: bool) -> String {
+    page(lang, title, main, Frame { wide, tag: Some(lang.pick("Development IdP", "IdP de développement")), ..Frame::default() })
 }
 
-fn banner(lang: Lang) -> String {
-    format!(
-        r#"<p class="callout" role="note">{} {}</p>"#,
-        Icon::Alert.svg().into_string(),
-        escape(lang.pick(
-            "Development identity provider — not for production",
-            "Fournisseur d'identité de développement — ne pas utiliser en production",
-        ))
-    )
+fn banner(lang: Lang) -> Markup {
+    html! {
+        p.callout role="note" {
+            (Icon::Alert.svg()) " "
+            (lang.pick("Development identity provider — not for production", "Fournisseur d'identité de développement — ne pas utiliser en production"))
+        }
+    }
 }
 
-fn hidden_request(id: &str) -> String {
-    format!(r#"<input type="hidden" name="request" value="{}">"#, escape(id))
+fn hidden_request(id: &str) -> Markup {
+    html! { input type="hidden" name="request" value=(id); }
 }
 
-fn user_button(user: &DevUser, disabled: bool, lang: Lang) -> String {
-    let mut badges = String::new();
-    if user.denied {
-        let _ = write!(badges, r#"<span class="badge warn">{}</span>"#, escape(lang.pick("Access denied", "Accès refusé")));
+/// A user's badges: refused, disabled, their organizations and roles.
+fn badges(user: &DevUser, disabled: bool, lang: Lang) -> Markup {
+    html! {
+        @if user.denied { span class="badge warn" { (lang.pick("Access denied", "Accès refusé")) } " " }
+        @if disabled { span class="badge warn" { (lang.pick("Disabled", "Désactivé")) } " " }
+        @if user.organizations.is_empty() { span.badge { (lang.pick("No organization", "Aucune organisation")) } }
+        @for org in &user.organizations { span.badge { (org.name) " · " (role_label(lang, &org.role)) } " " }
     }
-    if disabled {
-        let _ = write!(badges, r#"<span class="badge warn">{}</span>"#, escape(lang.pick("Disabled", "Désactivé")));
+}
+
+fn user_button(user: &DevUser, disabled: bool, lang: Lang) -> Markup {
+    html! {
+        li {
+            button type="submit" name="user" value=(user.sub) {
+                (avatar(user.display_name(), false))
+                span.choice-main {
+                    strong { (user.display_name()) }
+                    span.muted { (user.email) }
+                    @if !user.description.is_empty() { span class="muted small" { (user.description) } }
+                    span.badges { (badges(user, disabled, lang)) }
+                }
+            }
+        }
     }
-    if user.organizations.is_empty() {
-        let _ = write!(badges, r#"<span class="badge">{}</span>"#, escape(lang.pick("No organization", "Aucune organisation")));
-    }
-    for org in &user.organizations {
-        let _ = write!(badges, r#"<span class="badge">{} · {}</span>"#, escape(&org.name), escape(&role_label(lang, &org.role)));
-    }
-    let description = if user.description.is_empty() {
-        String::new()
-    } else {
-        format!(r#"<span class="muted small">{}</span>"#, escape(&user.description))
-    };
-    format!(
-        r#"<li><button type="submit" name="user" value="{sub}">{avatar}<span class="choice-main"><strong>{name}</strong><span class="muted">{email}</span>{description}<span class="badges">{badges}</span></span></button></li>
-"#,
-        sub = escape(&user.sub),
-        avatar = avatar(user.display_name(), false).into_string(),
-        name = escape(user.display_name()),
-        email = escape(&user.email),
-    )
 }
 
 /// The sign-in page: one POST form per action, all naming the pending request in `request`.
 pub(super) fn sign_in(idp: &DevIdp, view: &SignInView<'_>, lang: Lang) -> String {
-    let action = escape(&format!("{}/application/o/authorize/", idp.prefix));
+    let action = format!("{}/application/o/authorize/", idp.prefix);
     let hidden = hidden_request(view.request_id);
-    let scopes: String = view.scopes.iter().map(|s| format!("<li>{}</li>", escape(s))).collect();
-    let mut main = banner(lang);
-    let _ = write!(
-        main,
-        r#"<h1>{title}</h1>
-<p class="lead">{intro}</p>
-<p class="muted small">{app} <code>{client}</code> {asks}</p>
-<ul class="chips" aria-label="{scopes_label}">{scopes}</ul>
-"#,
-        title = escape(lang.pick("Sign in", "Connexion")),
-        intro = escape(lang.pick(
+    let main = html! {
+        (banner(lang))
+        h1 { (lang.pick("Sign in", "Connexion")) }
+        p.lead { (lang.pick(
             "Choose who you want to be. There is no password: this twin of Trousseau exists only for development and tests.",
             "Choisissez qui vous voulez être. Pas de mot de passe : ce jumeau de Trousseau n'existe que pour le développement et les tests.",
-        )),
-        app = escape(lang.pick("The application", "L'application")),
-        client = escape(view.client_id),
-        asks = escape(lang.pick("asks for these scopes:", "demande ces scopes :")),
-        scopes_label = escape(lang.pick("Requested scopes", "Scopes demandés")),
-    );
-    if let Some(user) = view.continue_as {
-        let _ = write!(
-            main,
-            r#"<section aria-labelledby="continue-title">
-<h2 id="continue-title">{heading}</h2>
-<form method="post" action="{action}">{hidden}
-<p class="hello">{avatar}<span>{signed_in_as} <strong>{name}</strong><br><span class="muted small">{email}</span></span></p>
-<div class="actions"><button type="submit" name="user" value="{sub}">{continue_as} {name}</button></div>
-</form>
-</section>
-"#,
-            heading = escape(lang.pick("Already signed in", "Déjà connecté")),
-            avatar = avatar(user.display_name(), false).into_string(),
-            signed_in_as = escape(lang.pick("You are signed in as", "Vous êtes connecté en tant que")),
-            continue_as = escape(lang.pick("Continue as", "Continuer en tant que")),
-            name = escape(user.display_name()),
-            email = escape(&user.email),
-            sub = escape(&user.sub),
-        );
+        )) }
+        p class="muted small" {
+            (lang.pick("The application", "L'application")) " " code { (view.client_id) } " " (lang.pick("asks for these scopes:", "demande ces scopes :"))
+        }
+        ul.chips aria-label=(lang.pick("Requested scopes", "Scopes demandés")) { @for scope in view.scopes { li { (scope) } } }
+        @if let Some(user) = view.continue_as {
+            section aria-labelledby="continue-title" {
+                h2 #continue-title { (lang.pick("Already signed in", "Déjà connecté")) }
+                form method="post" action=(action) {
+                    (hidden)
+                    p.hello {
+                        (avatar(user.display_name(), false))
+                        span {
+                            (lang.pick("You are signed in as", "Vous êtes connecté en tant que")) " " strong { (user.display_name()) }
+                            br; span class="muted small" { (user.email) }
+                        }
+                    }
+                    div.actions { button type="submit" name="user" value=(user.sub) { (lang.pick("Continue as", "Continuer en tant que")) " " (user.display_name()) } }
+                }
+            }
+        }
+        section aria-labelledby="users-title" {
+            h2 #users-title { (lang.pick("Demo users", "Utilisateurs de démonstration")) }
+            form method="post" action=(action) {
+                (hidden)
+                ul.choices aria-labelledby="users-title" { @for (user, disabled) in &view.users { (user_button(user, *disabled, lang)) } }
+            }
+        }
+        section aria-labelledby="email-title" {
+            h2 #email-title { (lang.pick("Or any email address", "Ou n'importe quelle adresse e-mail")) }
+            form method="post" action=(action) {
+                (hidden)
+                label for="email" { (lang.pick("Email address", "Adresse e-mail")) }
+                div.field-row {
+                    input #email name="email" type="email" required autocomplete="email" placeholder=(lang.pick("name@example.com", "nom@exemple.fr")) aria-describedby="email-hint";
+                    button type="submit" { (lang.pick("Sign in with this email", "Se connecter avec cette adresse")) }
+                }
+                p #email-hint class="muted small" { (lang.pick(
+                    "Signs you in as a user with this email and no organization.",
+                    "Vous connecte comme un utilisateur avec cette adresse et sans organisation.",
+                )) }
+            }
+        }
+        hr;
+        form method="post" action=(action) {
+            (hidden)
+            button type="submit" class="secondary" name="cancel" value="1" { (lang.pick("Cancel and go back to the application", "Annuler et revenir à l'application")) }
+        }
+    };
+    dev_page(lang, lang.pick("Sign in (development)", "Connexion (développement)"), main, false)
+}
+
+/// A page with the banner, an icon, a title and its text.
+fn notice(lang: Lang, icon: Markup, title: &str, text: &str, note: Option<&str>) -> Markup {
+    html! {
+        (banner(lang)) (icon)
+        h1 { (title) }
+        p.lead { (text) }
+        @if let Some(note) = note { p.muted { (note) } }
     }
-    let buttons: String = view.users.iter().map(|(user, disabled)| user_button(user, *disabled, lang)).collect();
-    let _ = write!(
-        main,
-        r#"<section aria-labelledby="users-title">
-<h2 id="users-title">{heading}</h2>
-<form method="post" action="{action}">{hidden}
-<ul class="choices" aria-labelledby="users-title">
-{buttons}</ul>
-</form>
-</section>
-<section aria-labelledby="email-title">
-<h2 id="email-title">{email_heading}</h2>
-<form method="post" action="{action}">{hidden}
-<label for="email">{email_label}</label>
-<div class="field-row"><input id="email" name="email" type="email" required autocomplete="email" placeholder="{placeholder}" aria-describedby="email-hint"><button type="submit">{email_button}</button></div>
-<p id="email-hint" class="muted small">{email_hint}</p>
-</form>
-</section>
-<hr>
-<form method="post" action="{action}">{hidden}
-<button type="submit" class="secondary" name="cancel" value="1">{cancel}</button>
-</form>
-"#,
-        heading = escape(lang.pick("Demo users", "Utilisateurs de démonstration")),
-        email_heading = escape(lang.pick("Or any email address", "Ou n'importe quelle adresse e-mail")),
-        email_label = escape(lang.pick("Email address", "Adresse e-mail")),
-        placeholder = escape(lang.pick("name@example.com", "nom@exemple.fr")),
-        email_hint = escape(lang.pick(
-            "Signs you in as a user with this email and no organization.",
-            "Vous connecte comme un utilisateur avec cette adresse et sans organisation.",
-        )),
-        email_button = escape(lang.pick("Sign in with this email", "Se connecter avec cette adresse")),
-        cancel = escape(lang.pick("Cancel and go back to the application", "Annuler et revenir à l'application")),
-    );
-    dev_page(lang, lang.pick("Sign in (development)", "Connexion (développement)"), &main, false)
 }
 
 /// An error page for a request the IdP will not send back to the application.
 pub(super) fn error(error: PageError, lang: Lang) -> String {
-    let main = format!(
-        r#"{banner}{icon}
-<h1>{title}</h1>
-<p class="lead">{text}</p>
-<p class="muted">{hint}</p>
-"#,
-        banner = banner(lang),
-        icon = Icon::Alert.badge("danger").into_string(),
-        title = escape(lang.pick("This sign-in request cannot be completed", "Cette demande de connexion ne peut pas aboutir")),
-        text = escape(error.text(lang)),
-        hint = escape(lang.pick(
-            "You were not sent back to the application because the request could not be trusted or completed.",
-            "Vous n'avez pas été renvoyé vers l'application car la demande n'était pas fiable ou ne pouvait pas aboutir.",
-        )),
+    let hint = lang.pick(
+        "You were not sent back to the application because the request could not be trusted or completed.",
+        "Vous n'avez pas été renvoyé vers l'application car la demande n'était pas fiable ou ne pouvait pas aboutir.",
     );
-    dev_page(lang, lang.pick("Sign-in error", "Erreur de connexion"), &main, false)
+    let title = lang.pick("This sign-in request cannot be completed", "Cette demande de connexion ne peut pas aboutir");
+    let main = notice(lang, Icon::Alert.badge("danger"), title, error.text(lang), Some(hint));
+    dev_page(lang, lang.pick("Sign-in error", "Erreur de connexion"), main, false)
 }
 
 /// "You are signed out", with the reason for staying here if there is one.
 pub(super) fn signed_out(note: Option<SignedOutNote>, lang: Lang) -> String {
-    let note = note.map(|n| format!(r#"<p class="muted">{}</p>"#, escape(n.text(lang)))).unwrap_or_default();
-    let main = format!(
-        r#"{banner}{icon}
-<h1>{title}</h1>
-<p class="lead">{text}</p>
-{note}"#,
-        banner = banner(lang),
-        icon = Icon::Door.badge("ok").into_string(),
-        title = escape(lang.pick("You are signed out", "Vous êtes déconnecté")),
-        text = escape(lang.pick(
-            "Your session at the development identity provider has ended. You can close this tab.",
-            "Votre session auprès du fournisseur d'identité de développement est terminée. Vous pouvez fermer cet onglet.",
-        )),
+    let text = lang.pick(
+        "Your session at the development identity provider has ended. You can close this tab.",
+        "Votre session auprès du fournisseur d'identité de développement est terminée. Vous pouvez fermer cet onglet.",
     );
-    dev_page(lang, lang.pick("Signed out", "Déconnexion"), &main, false)
+    let title = lang.pick("You are signed out", "Vous êtes déconnecté");
+    let main = notice(lang, Icon::Door.badge("ok"), title, text, note.map(|n| n.text(lang)));
+    dev_page(lang, lang.pick("Signed out", "Déconnexion"), main, false)
 }
 
 /// The simulated outage page.
 pub(super) fn unavailable(lang: Lang) -> String {
-    let main = format!(
-        "{banner}{icon}\n<h1>{title}</h1>\n<p class=\"lead\">{text}</p>\n",
-        banner = banner(lang),
-        icon = Icon::Pulse.badge("warn").into_string(),
-        title = escape(lang.pick("The identity provider is unavailable", "Le fournisseur d'identité est indisponible")),
-        text = escape(lang.pick("This is a simulated outage. Try again in a moment.", "Ceci est une panne simulée. Réessayez dans un instant.")),
-    );
-    dev_page(lang, lang.pick("Unavailable", "Indisponible"), &main, false)
+    let title = lang.pick("The identity provider is unavailable", "Le fournisseur d'identité est indisponible");
+    let text = lang.pick("This is a simulated outage. Try again in a moment.", "Ceci est une panne simulée. Réessayez dans un instant.");
+    dev_page(lang, lang.pick("Unavailable", "Indisponible"), notice(lang, Icon::Pulse.badge("warn"), title, text, None), false)
 }
 
 /// The IdP's home: where things are, and who can sign in.
 pub(super) fn index(idp: &DevIdp, lang: Lang) -> String {
     let config = &idp.config;
-    let row = |label: &str, value: &str| format!(r#"<tr><th scope="row">{}</th><td class="code">{}</td></tr>"#, escape(label), escape(value));
     let none = lang.pick("(none)", "(aucun)");
     let list = |items: &[String]| if items.is_empty() { none.to_owned() } else { items.join(" ") };
-    let mut rows = String::new();
-    rows.push_str(&row(lang.pick("Issuer", "Émetteur"), &idp.issuer));
-    rows.push_str(&row("Discovery", &idp.discovery_url()));
-    rows.push_str(&row("client_id", &config.client_id));
-    rows.push_str(&row("redirect_uris", &list(&config.redirect_uris)));
-    rows.push_str(&row("post_logout_redirect_uris", &list(&config.post_logout_redirect_uris)));
-    rows.push_str(&row("backchannel_logout_uri", config.backchannel_logout_uri.as_deref().unwrap_or(none)));
-    rows.push_str(&row("scopes", &config.allowed_scopes.join(" ")));
-    let mut users = String::new();
-    for (user, disabled) in idp.directory.list() {
-        let mut badges = String::new();
-        if user.denied {
-            let _ = write!(badges, r#"<span class="badge warn">{}</span> "#, escape(lang.pick("Access denied", "Accès refusé")));
-        }
-        if disabled {
-            let _ = write!(badges, r#"<span class="badge warn">{}</span> "#, escape(lang.pick("Disabled", "Désactivé")));
-        }
-        if user.organizations.is_empty() {
-            let _ = write!(badges, r#"<span class="badge">{}</span>"#, escape(lang.pick("No organization", "Aucune organisation")));
-        }
-        for org in &user.organizations {
-            let _ = write!(badges, r#"<span class="badge">{} · {}</span> "#, escape(&org.name), escape(&role_label(lang, &org.role)));
-        }
-        let _ = write!(
-            users,
-            r#"<tr><th scope="row">{name}</th><td>{email}<br><span class="code muted small">{sub}</span><br>{badges}</td></tr>"#,
-            name = escape(user.display_name()),
-            email = escape(&user.email),
-            sub = escape(&user.sub),
-        );
-    }
-    let main = format!(
-        r#"{banner}<h1>{title}</h1>
-<p class="lead">{intro}</p>
-<h2>{config_title}</h2>
-<table>{rows}</table>
-<h2>{users_title}</h2>
-<table>{users}</table>
-"#,
-        banner = banner(lang),
-        title = escape(lang.pick("Trousseau development identity provider", "Fournisseur d'identité Trousseau de développement")),
-        intro = escape(lang.pick(
+    let rows = [
+        (lang.pick("Issuer", "Émetteur"), idp.issuer.clone()),
+        ("Discovery", idp.discovery_url()),
+        ("client_id", config.client_id.clone()),
+        ("redirect_uris", list(&config.redirect_uris)),
+        ("post_logout_redirect_uris", list(&config.post_logout_redirect_uris)),
+        ("backchannel_logout_uri", config.backchannel_logout_uri.clone().unwrap_or_else(|| none.to_owned())),
+        ("scopes", config.allowed_scopes.join(" ")),
+    ];
+    let main = html! {
+        (banner(lang))
+        h1 { (lang.pick("Trousseau development identity provider", "Fournisseur d'identité Trousseau de développement")) }
+        p.lead { (lang.pick(
             "An OpenID Provider that behaves like Trousseau, with demo users instead of passwords.",
             "Un fournisseur OpenID qui se comporte comme Trousseau, avec des utilisateurs de démonstration au lieu de mots de passe.",
-        )),
-        config_title = escape(lang.pick("Configuration", "Configuration")),
-        users_title = escape(lang.pick("Users", "Utilisateurs")),
-    );
-    dev_page(lang, lang.pick("Development IdP", "IdP de développement"), &main, true)
+        )) }
+        h2 { (lang.pick("Configuration", "Configuration")) }
+        table { @for (label, value) in &rows { tr { th scope="row" { (label) } td.code { (value) } } } }
+        h2 { (lang.pick("Users", "Utilisateurs")) }
+        table {
+            @for (user, disabled) in idp.directory.list() {
+                tr {
+                    th scope="row" { (user.display_name()) }
+                    td { (user.email) br; span class="code muted small" { (user.sub) } br; (badges(&user, disabled, lang)) }
+                }
+            }
+        }
+    };
+    dev_page(lang, lang.pick("Development IdP", "IdP de développement"), main, true)
 }
