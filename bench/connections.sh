@@ -38,25 +38,15 @@ JEAN=a1b2c3d4-e5f6-7890-abcd-ef1234567890
 HELENE=3f6c2d1e-8a47-4b9e-9c21-5d7e8f90a1b2
 SAM=7b1e9c4d-2f38-4a6b-8e5d-c0a9f1e2d3b4
 
-say() { printf '%s\n' "$*" >&2; }
-
-if [ "${SKIP_BUILD:-}" != 1 ]; then
-  say "building release (trousseau-proxy and the helpers)…"
-  (cd "$ROOT" && cargo build --release --quiet --bin trousseau-proxy --example bench_signin --example open_connections)
-fi
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+build_release --bin trousseau-proxy --example bench_signin --example open_connections
 limit=$(ulimit -Hn)
 if [ "$limit" != unlimited ] && [ "$limit" -le $((2 * COUNT + 100)) ]; then
   say "note: the open-file limit is $limit; $COUNT websockets need about $((2 * COUNT + 100)) in the proxy (set COUNT lower)"
 fi
 
-WORK=$(mktemp -d /tmp/trousseau-connections.XXXXXX)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if [ "${KEEP:-}" = 1 ]; then say "logs kept in $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT INT TERM
+work_dir connections
 
 ulimit -n "$(ulimit -Hn)"
 "$HELPER" app --listen "127.0.0.1:$APP_PORT" >"$WORK/app.log" 2>&1 &

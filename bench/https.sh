@@ -30,45 +30,12 @@ UP_PORT=$BASE NGINX_PORT=$((BASE + 1)) PROXY_PORT=$((BASE + 2))
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PROXY_BIN=${PROXY_BIN:-$ROOT/target/release/trousseau-proxy}
 
-say() { printf '%s\n' "$*" >&2; }
-
-need_packages=()
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_packages+=(nginx)
-command -v wrk >/dev/null || need_packages+=(wrk)
-command -v h2load >/dev/null || need_packages+=(nghttp2-client)
-command -v curl >/dev/null || need_packages+=(curl)
-command -v openssl >/dev/null || need_packages+=(openssl)
-if [ ${#need_packages[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then
-    say "installing ${need_packages[*]} (Debian packages)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_packages[@]}" >/dev/null
-  else
-    say "missing: ${need_packages[*]} — install them (sudo apt-get install ${need_packages[*]}) and run again"
-    exit 1
-  fi
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-
-for port in $UP_PORT $NGINX_PORT $PROXY_PORT; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    say "port $port is in use on 127.0.0.1; set BENCH_PORT to another base port"
-    exit 1
-  fi
-done
-
-if [ "${SKIP_BUILD:-}" != 1 ]; then
-  say "building release…"
-  (cd "$ROOT" && cargo build --release --quiet --bin trousseau-proxy)
-fi
-
-WORK=$(mktemp -d /tmp/trousseau-https.XXXXXX)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if [ "${KEEP:-}" = 1 ]; then say "logs kept in $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT INT TERM
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+need_tools nginx:nginx wrk:wrk h2load:nghttp2-client curl:curl openssl:openssl
+ports_free "$UP_PORT" "$NGINX_PORT" "$PROXY_PORT"
+build_release --bin trousseau-proxy
+work_dir https
 
 # --- the certificate chain ---------------------------------------------------------------------
 (
@@ -87,26 +54,7 @@ trap cleanup EXIT INT TERM
 )
 
 # --- processes ---------------------------------------------------------------------------------
-nginx_conf() { # name workers server-block
-  cat >"$WORK/$1.conf" <<EOF
-worker_processes $2;
-pid $WORK/$1.pid;
-error_log $WORK/$1-error.log warn;
-daemon off;
-events { worker_connections 4096; }
-http {
-  client_body_temp_path $WORK/$1-body; proxy_temp_path $WORK/$1-proxy;
-  fastcgi_temp_path $WORK/$1-fastcgi; uwsgi_temp_path $WORK/$1-uwsgi; scgi_temp_path $WORK/$1-scgi;
-  keepalive_requests 1000000;
-  $3
-}
-EOF
-  "$NGINX" -p "$WORK" -c "$WORK/$1.conf" &
-  PIDS+=($!)
-}
-
-nginx_conf upstream 1 "access_log off;
-  server { listen 127.0.0.1:$UP_PORT backlog=4096; location / { default_type text/plain; return 200 'hello from the app\n'; } }"
+app_nginx "$UP_PORT"
 # nginx's TLS front: the same chain and key, TLS 1.2 and 1.3, h2 and http/1.1 by ALPN, HSTS like
 # the proxy's, an access log line per request like the proxy's.
 nginx_conf front auto "access_log $WORK/front-access.log;
@@ -138,30 +86,16 @@ EOF
 PROXY_PID=$!
 PIDS+=($PROXY_PID)
 
-wait_for() { # url
-  for _ in $(seq 1 100); do
-    curl -fsS --cacert "$WORK/root.pem" -o /dev/null "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  say "not answering: $1"
-  exit 1
-}
 wait_for "http://127.0.0.1:$UP_PORT/"
-wait_for "https://127.0.0.1:$NGINX_PORT/bench"
-wait_for "https://127.0.0.1:$PROXY_PORT/bench"
+wait_for "https://127.0.0.1:$NGINX_PORT/bench" --cacert "$WORK/root.pem"
+wait_for "https://127.0.0.1:$PROXY_PORT/bench" --cacert "$WORK/root.pem"
 for port in $NGINX_PORT $PROXY_PORT; do
   alpn=$(curl -sS --http2 --cacert "$WORK/root.pem" -o /dev/null -w '%{http_version}' "https://127.0.0.1:$port/bench")
   [ "$alpn" = 2 ] || { say "port $port did not negotiate h2 (got $alpn)"; exit 1; }
 done
 
 # --- load --------------------------------------------------------------------------------------
-cat >"$WORK/report.lua" <<'EOF'
-done = function(summary, latency, requests)
-  io.write(string.format("%.1f %d %d %d\n", summary.requests / (summary.duration / 1e6),
-    latency:percentile(99), summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout + summary.errors.status,
-    summary.requests))
-end
-EOF
+wrk_report
 
 run_wrk() { # url [wrk args…] — prints "rps p99_us errors requests"
   local url=$1; shift
@@ -179,8 +113,6 @@ run_h2() { # url — the same fields
   p99=$(awk '{ print $3 }' "$WORK/h2.log" | sort -n | awk '{ v[NR] = $1 } END { i = int(NR * 0.99); if (i < 1) i = 1; print v[i] }')
   echo "$rps $p99 $errors $requests"
 }
-
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 ROWS=()
 compare() { # label runner [args for both…]

@@ -29,60 +29,15 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PROXY_BIN=${PROXY_BIN:-$ROOT/target/release/trousseau-proxy}
 SIGNIN_BIN=$ROOT/target/release/examples/bench_signin
 
-say() { printf '%s\n' "$*" >&2; }
-
-need_packages=()
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_packages+=(nginx)
-command -v wrk >/dev/null || need_packages+=(wrk)
-command -v curl >/dev/null || need_packages+=(curl)
-if [ ${#need_packages[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then
-    say "installing ${need_packages[*]} (Debian packages)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_packages[@]}" >/dev/null
-  else
-    say "missing: ${need_packages[*]} — install them (sudo apt-get install ${need_packages[*]}) and run again"
-    exit 1
-  fi
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-
-for port in $UP_PORT $METRICS_PORT 4180 4181 4182; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    say "port $port is in use on 127.0.0.1 (4180-4182 are the dev IdP's; set BENCH_PORT for the others)"
-    exit 1
-  fi
-done
-
-if [ "${SKIP_BUILD:-}" != 1 ]; then
-  say "building release (trousseau-proxy and the bench_signin helper)…"
-  (cd "$ROOT" && cargo build --release --quiet --bin trousseau-proxy --example bench_signin)
-fi
-
-WORK=$(mktemp -d /tmp/trousseau-reload.XXXXXX)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if [ "${KEEP:-}" = 1 ]; then say "logs kept in $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT INT TERM
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+need_tools nginx:nginx wrk:wrk curl:curl
+ports_free "$UP_PORT" "$METRICS_PORT" 4180 4181 4182
+build_release --bin trousseau-proxy --example bench_signin
+work_dir reload
 
 # --- processes ---------------------------------------------------------------------------------
-cat >"$WORK/upstream.conf" <<EOF
-worker_processes 1;
-pid $WORK/upstream.pid;
-error_log $WORK/upstream-error.log warn;
-daemon off;
-events { worker_connections 4096; }
-http {
-  client_body_temp_path $WORK/body; proxy_temp_path $WORK/proxy;
-  fastcgi_temp_path $WORK/fastcgi; uwsgi_temp_path $WORK/uwsgi; scgi_temp_path $WORK/scgi;
-  keepalive_requests 1000000; access_log off;
-  server { listen 127.0.0.1:$UP_PORT backlog=4096; location / { default_type text/plain; return 200 'hello from the app\n'; } }
-}
-EOF
-"$NGINX" -p "$WORK" -c "$WORK/upstream.conf" &
-PIDS+=($!)
+app_nginx "$UP_PORT"
 
 # Access tokens of an hour: the measured cookie is sent as signed in, for the whole run (past a
 # 5-minute token, wrk — which keeps no cookie jar — would resend a refresh token Trousseau rotated,
@@ -90,7 +45,7 @@ PIDS+=($!)
 "$PROXY_BIN" dev --idp-only --access-token-ttl 1h 2>"$WORK/idp.log" &
 PIDS+=($!)
 
-SECRET=$(openssl rand -base64 32 2>/dev/null || head -c 32 /dev/urandom | base64)
+SECRET=$("$PROXY_BIN" keys generate | sed -n 2p)
 "$PROXY_BIN" keys generate | sed -n '/BEGIN PRIVATE KEY/,/END PRIVATE KEY/p' >"$WORK/signing.pem"
 write_config() { # generation — a changed public route each time: every reload changes something
   cat >"$WORK/proxy.yaml.new" <<EOF
@@ -119,14 +74,6 @@ write_config 0
 PROXY_PID=$!
 PIDS+=($PROXY_PID)
 
-wait_for() { # url
-  for _ in $(seq 1 100); do
-    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  say "not answering: $1"
-  exit 1
-}
 wait_for "http://127.0.0.1:$UP_PORT/"
 wait_for "http://127.0.0.1:$PROXY_PORT/.trousseau/readyz"
 COOKIE=$("$SIGNIN_BIN" cookie --proxy "http://127.0.0.1:$PROXY_PORT")
@@ -138,13 +85,7 @@ metric() { # name
 }
 
 # --- load --------------------------------------------------------------------------------------
-cat >"$WORK/report.lua" <<'EOF'
-done = function(summary, latency, requests)
-  io.write(string.format("%.1f %d %d %d\n", summary.requests / (summary.duration / 1e6),
-    latency:percentile(99), summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout + summary.errors.status,
-    summary.requests))
-end
-EOF
+wrk_report
 
 run_wrk() { # duration — prints "rps p99_us errors requests"
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"$1" -s "$WORK/report.lua" -H "Cookie: $COOKIE" -H "Accept: application/json" \
@@ -161,8 +102,6 @@ reload_every_second() { # until killed
     kill -HUP "$PROXY_PID"
   done
 }
-
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 say "warming up, then $ROUNDS rounds of $DURATION without and with a reload every second"
 run_wrk 3s >/dev/null

@@ -43,24 +43,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PROXY_BIN=${PROXY_BIN:-$ROOT/target/release/trousseau-proxy}
 SIGNIN_BIN=$ROOT/target/release/examples/bench_signin
 
-say() { printf '%s\n' "$*" >&2; }
-
-# --- tools ------------------------------------------------------------------------------------
-need_packages=()
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_packages+=(nginx)
-command -v wrk >/dev/null || need_packages+=(wrk)
-command -v h2load >/dev/null || need_packages+=(nghttp2-client)
-command -v curl >/dev/null || need_packages+=(curl)
-if [ ${#need_packages[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then
-    say "installing ${need_packages[*]} (Debian packages)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_packages[@]}" >/dev/null
-  else
-    say "missing: ${need_packages[*]} — install them (sudo apt-get install ${need_packages[*]}) and run again"
-    exit 1
-  fi
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+need_tools nginx:nginx wrk:wrk h2load:nghttp2-client curl:curl
 if [ -n "${BASELINE_BIN:-}" ]; then
   FLOOR_NAME="baseline build"
   FLOOR_H2_PORT=$FLOOR_PORT # the proxy serves HTTP/2 with prior knowledge on its one listener
@@ -68,51 +53,15 @@ else
   FLOOR_NAME="nginx proxy_pass"
 fi
 
-for port in $UP_PORT $FLOOR_PORT $PROXY_PORT $REFRESH_PORT $FLOOR_H2_PORT; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    say "port $port is in use on 127.0.0.1; set BENCH_PORT to another base port"
-    exit 1
-  fi
-done
-
-if [ "${SKIP_BUILD:-}" != 1 ]; then
-  say "building release (trousseau-proxy and the bench_signin helper)…"
-  (cd "$ROOT" && cargo build --release --quiet --bin trousseau-proxy --example bench_signin)
-fi
+ports_free "$UP_PORT" "$FLOOR_PORT" "$PROXY_PORT" "$REFRESH_PORT" "$FLOOR_H2_PORT"
+build_release --bin trousseau-proxy --example bench_signin
 
 # --- processes --------------------------------------------------------------------------------
-WORK=$(mktemp -d /tmp/trousseau-bench.XXXXXX)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if [ "${KEEP:-}" = 1 ]; then say "logs kept in $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT INT TERM
+work_dir bench
 
-nginx_conf() { # name workers server-block
-  cat >"$WORK/$1.conf" <<EOF
-worker_processes $2;
-pid $WORK/$1.pid;
-error_log $WORK/$1-error.log warn;
-daemon off;
-events { worker_connections 4096; }
-http {
-  client_body_temp_path $WORK/$1-body; proxy_temp_path $WORK/$1-proxy;
-  fastcgi_temp_path $WORK/$1-fastcgi; uwsgi_temp_path $WORK/$1-uwsgi; scgi_temp_path $WORK/$1-scgi;
-  keepalive_requests 1000000;
-  $3
-}
-EOF
-  "$NGINX" -p "$WORK" -c "$WORK/$1.conf" &
-  PIDS+=($!)
-}
-
-nginx_conf upstream 1 "access_log off;
-  server { listen 127.0.0.1:$UP_PORT backlog=4096; location / { default_type text/plain; return 200 'hello from the app\n'; } }"
-# backlog=4096: nginx's default (511) drops SYNs when hundreds of connections open at once, and
-# the retransmission a second later becomes a p99 of one second. The proxy's listener queue is
-# 1,024 (tokio's). keepalive 256: idle app connections kept per worker, as the proxy keeps.
+app_nginx "$UP_PORT"
+# backlog=4096 on the floor too (see app_nginx); the proxy's listener queue is 1,024 (tokio's).
+# keepalive 256: idle app connections kept per worker, as the proxy keeps.
 if [ -n "${BASELINE_BIN:-}" ]; then
   "$BASELINE_BIN" dev --upstream "http://127.0.0.1:$UP_PORT" --listen "127.0.0.1:$FLOOR_PORT" 2>"$WORK/baseline.log" &
   BASELINE_PID=$!
@@ -132,14 +81,6 @@ PIDS+=($PROXY_PID)
 "$PROXY_BIN" dev --upstream "http://127.0.0.1:$UP_PORT" --listen "127.0.0.1:$REFRESH_PORT" --access-token-ttl 0s 2>"$WORK/refresh.log" &
 PIDS+=($!)
 
-wait_for() { # url
-  for _ in $(seq 1 100); do
-    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  say "not answering: $1"
-  exit 1
-}
 wait_for "http://127.0.0.1:$UP_PORT/"
 if [ -n "${BASELINE_BIN:-}" ]; then wait_for "http://127.0.0.1:$FLOOR_PORT/.trousseau/readyz"; else wait_for "http://127.0.0.1:$FLOOR_PORT/"; fi
 wait_for "http://127.0.0.1:$PROXY_PORT/.trousseau/readyz"
@@ -269,7 +210,7 @@ cold=$("$SIGNIN_BIN" cold --proxy "http://127.0.0.1:$PROXY_PORT" --count 300 --c
 rss_kb=$(awk '/VmHWM/ { print $2 }' "/proc/$PROXY_PID/status")
 
 # --- table ------------------------------------------------------------------------------------
-median() { # column file
+column_median() { # column file
   sort -n -k"$1","$1" "$2" | awk -v c="$1" '{ v[NR] = $c } END { print v[int((NR + 1) / 2)] }'
 }
 helper_field() { # key line
@@ -282,12 +223,12 @@ row() { # label rps p50_us p99_us note
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f×", a / b }'; }
 pair() { # name label — the floor's row and the proxy's, medians of the rounds
   local f="$WORK/$1.floor" p="$WORK/$1.proxy" r="$WORK/$1.ratio" f_cpu p_cpu
-  f_cpu=$(median 7 "$f") p_cpu=$(median 7 "$p")
-  row "$FLOOR_NAME, $2" "$(median 1 "$f")" "$(median 2 "$f")" "$(median 3 "$f")" "1.00×; CPU ${f_cpu} µs/request"
-  row "trousseau-proxy, $2" "$(median 1 "$p")" "$(median 2 "$p")" "$(median 3 "$p")" \
-    "$(median 1 "$r" | awk '{ printf "%.2f×", $1 }') req/s, $(median 2 "$r" | awk '{ printf "%.2f×", $1 }') p99 (median of the rounds' ratios); CPU ${p_cpu} µs/request ($(ratio "$p_cpu" "$f_cpu"))"
+  f_cpu=$(column_median 7 "$f") p_cpu=$(column_median 7 "$p")
+  row "$FLOOR_NAME, $2" "$(column_median 1 "$f")" "$(column_median 2 "$f")" "$(column_median 3 "$f")" "1.00×; CPU ${f_cpu} µs/request"
+  row "trousseau-proxy, $2" "$(column_median 1 "$p")" "$(column_median 2 "$p")" "$(column_median 3 "$p")" \
+    "$(column_median 1 "$r" | awk '{ printf "%.2f×", $1 }') req/s, $(column_median 2 "$r" | awk '{ printf "%.2f×", $1 }') p99 (median of the rounds' ratios); CPU ${p_cpu} µs/request ($(ratio "$p_cpu" "$f_cpu"))"
 }
-f_rps=$(median 1 "$WORK/h1.floor")
+f_rps=$(column_median 1 "$WORK/h1.floor")
 
 echo
 echo "trousseau-proxy next to ${BASELINE_BIN:-nginx proxy_pass (upstream keep-alive)} (the floor): $(nproc) cores ($(uname -m)), $THREADS client threads, $DURATION per run, median of $ROUNDS alternating rounds"

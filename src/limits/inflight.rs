@@ -18,13 +18,13 @@ use http::{Request, Version};
 use http_body::{Frame, SizeHint};
 
 use super::connection::{next_progress, Connection, Stream, StreamMark, BEGUN};
-use super::{ClientSlot, Refusal};
+use super::{Admission, Refusal};
 use crate::body::{Body, BoxError};
 
 /// One request's place: on its connection and, once [`InFlight::admit`]ted, under the request caps.
 pub(crate) struct InFlight {
     conn: Arc<Connection>,
-    admitted: Option<ClientSlot>,
+    admitted: Option<Admission>,
     http2: bool,
     /// The tunnel this request may become (an upgrade request).
     tunnel: Option<Arc<Tunnel>>,
@@ -55,9 +55,7 @@ impl InFlight {
         } else {
             self.conn.peer().ip()
         };
-        let slot = limits.clients.slot(client);
-        limits.admit(slot)?;
-        self.admitted = Some(slot);
+        self.admitted = Some(limits.admit(limits.clients.slot(client))?);
         Ok(())
     }
 
@@ -120,7 +118,7 @@ impl UpgradeHold {
 /// once adopted, its tunnel ([`ADOPTED`]). Exactly one of them does.
 struct Tunnel {
     conn: Arc<Connection>,
-    slot: Option<ClientSlot>,
+    slot: Option<Admission>,
     state: AtomicU8,
 }
 

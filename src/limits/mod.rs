@@ -274,37 +274,44 @@ impl Limits {
         self.closed[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Takes a place for one request of `client`, or says which limit is reached. The client's
-    /// count is kept even when `max_requests_per_client` is 0 (no limit): a reload may turn the
-    /// limit on or off between a request's admission and its end, and the release must undo
-    /// exactly what the admission did.
-    fn admit(&self, client: ClientSlot) -> Result<(), Refusal> {
+    /// Takes a place for one request of `client`, or says which limit is reached.
+    fn admit(&self, client: ClientSlot) -> Result<Admission, Refusal> {
         let settings = self.settings.load();
-        let per_client = match settings.max_requests_per_client {
-            0 => usize::MAX,
-            n => n,
-        };
-        if !self.clients.acquire(client, per_client) {
+        let per_client = settings.max_requests_per_client;
+        if per_client != 0 && !self.clients.acquire(client, per_client) {
             return Err(self.refuse(Refusal::PerClient));
         }
         if self.in_flight.fetch_add(1, Ordering::Relaxed) >= settings.max_requests_in_flight {
             self.in_flight.fetch_sub(1, Ordering::Relaxed);
-            self.clients.release(client);
+            if per_client != 0 {
+                self.clients.release(client);
+            }
             return Err(self.refuse(Refusal::InFlight));
         }
-        Ok(())
+        Ok(Admission { slot: client, per_client: per_client != 0 })
     }
 
-    /// Gives back the place [`Limits::admit`] took.
-    fn release(&self, client: ClientSlot) {
+    /// Gives back the place [`Limits::admit`] took — exactly what it took, whatever a reload did
+    /// to the limits since.
+    fn release(&self, admission: Admission) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.clients.release(client);
+        if admission.per_client {
+            self.clients.release(admission.slot);
+        }
     }
 
     fn refuse(&self, limit: Refusal) -> Refusal {
         self.refused[limit as usize].fetch_add(1, Ordering::Relaxed);
         limit
     }
+}
+
+/// A request's place under the caps: its client's slot, and whether its client's count was taken
+/// (`max_requests_per_client` may be turned on or off by a reload before the request ends).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Admission {
+    slot: ClientSlot,
+    per_client: bool,
 }
 
 /// Where a client's requests are counted in [`ClientTable`].
@@ -465,14 +472,31 @@ mod tests {
     fn a_client_gets_its_places_and_no_more_and_gets_them_back() {
         let limits = Limits::new(LimitSettings { max_requests_per_client: 2, max_requests_in_flight: 3, ..LimitSettings::default() });
         let (a, b) = (limits.clients.slot("192.0.2.1".parse().unwrap()), limits.clients.slot("192.0.2.2".parse().unwrap()));
-        assert_eq!(limits.admit(a), Ok(()));
-        assert_eq!(limits.admit(a), Ok(()));
-        assert_eq!(limits.admit(a), Err(Refusal::PerClient));
-        assert_eq!(limits.admit(b), Ok(()));
-        assert_eq!(limits.admit(b), Err(Refusal::InFlight), "three in flight in all");
-        limits.release(a);
-        assert_eq!(limits.admit(b), Ok(()));
+        let first = limits.admit(a);
+        assert_eq!(first.map(drop), Ok(()));
+        assert_eq!(limits.admit(a).map(drop), Ok(()));
+        assert_eq!(limits.admit(a).map(drop), Err(Refusal::PerClient));
+        assert_eq!(limits.admit(b).map(drop), Ok(()));
+        assert_eq!(limits.admit(b).map(drop), Err(Refusal::InFlight), "three in flight in all");
+        limits.release(first.unwrap());
+        assert_eq!(limits.admit(b).map(drop), Ok(()));
         assert_eq!((limits.refused(Refusal::PerClient), limits.refused(Refusal::InFlight)), (1, 1));
         assert_eq!(limits.in_flight(), 3);
+    }
+
+    #[test]
+    fn a_reload_between_admission_and_release_leaves_the_counts_balanced() {
+        let limits = Limits::new(LimitSettings { max_requests_per_client: 0, ..LimitSettings::default() });
+        let a = limits.clients.slot("192.0.2.1".parse().unwrap());
+        let before = limits.admit(a).unwrap();
+        limits.replace_settings(LimitSettings { max_requests_per_client: 1, ..LimitSettings::default() });
+        limits.release(before);
+        let during = limits.admit(a).unwrap();
+        assert_eq!(limits.admit(a).map(drop), Err(Refusal::PerClient), "the new cap holds, and the old request took nothing from it");
+        limits.replace_settings(LimitSettings { max_requests_per_client: 0, ..LimitSettings::default() });
+        limits.release(during);
+        limits.replace_settings(LimitSettings { max_requests_per_client: 1, ..LimitSettings::default() });
+        assert_eq!(limits.admit(a).map(drop), Ok(()), "the place taken under the cap was given back");
+        assert_eq!(limits.in_flight(), 1);
     }
 }

@@ -155,8 +155,12 @@ impl Revocations {
         fn weigh<V>(key: &String, _: &V) -> u32 {
             u32::try_from(key.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
         }
+        // Least recently used goes first: moka's default (TinyLFU) admits a new key only if it is
+        // read more often than the one it would replace — a revocation, written once, would be
+        // refused on arrival once the map is full, and the newest logouts are the ones that matter.
         let build = || {
             moka::sync::Cache::builder()
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .weigher(weigh::<u64>)
                 .max_capacity(bytes)
                 .time_to_live(max_lifetime)
@@ -167,8 +171,14 @@ impl Revocations {
             sids: build(),
             subs: build(),
             // A replayed logout token only revokes again: forgetting one is harmless, not counted.
-            jtis: moka::sync::Cache::builder().weigher(weigh::<()>).max_capacity(bytes).time_to_live(Duration::from_secs(3600)).build(),
+            jtis: moka::sync::Cache::builder()
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
+                .weigher(weigh::<()>)
+                .max_capacity(bytes)
+                .time_to_live(Duration::from_secs(3600))
+                .build(),
             sessions: moka::sync::Cache::builder()
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .weigher(weigh::<Instant>)
                 .max_capacity(bytes)
                 .expire_after(UntilDeadline)
@@ -247,6 +257,10 @@ mod tests {
         set.jtis.run_pending_tasks();
         assert!(set.bytes() <= 2 * 100 * (36 + ENTRY_OVERHEAD as u64), "bounded: {} bytes", set.bytes());
         assert!(set.evicted() >= 800, "each forgotten sid is counted: {}", set.evicted());
+        // The oldest go, the newest stay: a logout that just happened is never the one forgotten.
+        let revoked = |n: usize| set.is_revoked(&Session { sid: Some(format!("sid-{n:032}")), ..crate::session::sample("s", "u") });
+        assert!(revoked(999) && revoked(950), "the newest revocations are held");
+        assert!(!revoked(0), "the oldest went first");
         let roomy = Revocations::new(Duration::from_secs(3600));
         roomy.revoke("jti", Some("sid"), None, 1);
         roomy.sids.run_pending_tasks();
