@@ -43,7 +43,7 @@ pub enum StartError {
     },
     /// A reloaded configuration changes settings only a restart can change (listeners, the
     /// store, what every session is sealed to).
-    #[error("{} changed, which needs a restart; the running configuration is kept", .0.join(", "))]
+    #[error("{} changed, which needs a restart", .0.join(", "))]
     NeedsRestart(Vec<&'static str>),
 }
 

@@ -550,10 +550,14 @@ fn loop_cause(lang: Lang, facts: &crate::session::sign_ins::LoopFacts) -> Markup
             )
         } else {
             lang.pick(
-                "Sessions are kept in this instance's memory (session.store: memory), and it no longer has yours: it was removed right after sign-in (the per-user session cap, session.max_sessions_per_user, or the memory bound, session.memory_store_max_bytes).",
-                "Les sessions sont gardées dans la mémoire de cette instance (session.store: memory), et elle n'a plus la vôtre : elle a été retirée juste après la connexion (le plafond de sessions par utilisateur, session.max_sessions_per_user, ou la borne mémoire, session.memory_store_max_bytes).",
+                "Sessions are kept in this instance's memory (session.store: memory), and it no longer has yours: it was removed right after sign-in (the per-user session cap, session.max_sessions_per_user, or the memory bound, session.memory_store_max_mib).",
+                "Les sessions sont gardées dans la mémoire de cette instance (session.store: memory), et elle n'a plus la vôtre : elle a été retirée juste après la connexion (le plafond de sessions par utilisateur, session.max_sessions_per_user, ou la borne mémoire, session.memory_store_max_mib).",
             )
         }),
+        SessionTrouble::Ended => lead(lang.pick(
+            "Your session opens but is refused right after each sign-in: its times do not fit. The clock of this server and the one of the instance that signed you in differ by more than a minute, or either is off: compare them with trousseau-proxy check-config --probe.",
+            "Votre session s'ouvre mais est refusée juste après chaque connexion : ses horodatages ne concordent pas. L'horloge de ce serveur et celle de l'instance qui vous a connecté diffèrent de plus d'une minute, ou l'une est décalée : comparez-les avec trousseau-proxy check-config --probe.",
+        )),
         SessionTrouble::NoCookie => html! {
             p.lead { (lang.pick(
                 "Your browser did not send back the session cookie this proxy set at sign-in (",
@@ -751,6 +755,7 @@ mod tests {
             (facts(SessionTrouble::UnknownHandle, false, false, true, false, 150), "max_sessions_per_user"),
             (facts(SessionTrouble::UnknownHandle, false, true, true, true, 150), "maxmemory-policy"),
             (facts(SessionTrouble::NoCookie, false, false, false, false, 900), "strips Cookie"),
+            (facts(SessionTrouble::Ended, false, false, false, false, 900), "check-config --probe"),
         ];
         for (facts, cause) in &cases {
             let page = sign_in_loop(Lang::En, facts, "/.trousseau/login?rd=%2Fx");

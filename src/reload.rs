@@ -106,8 +106,13 @@ impl Reloader {
         // The digest before reading: a change made while we read is seen at the next check.
         loaded.digest = digest(&loaded.files);
         let (mut settings, file) = source.load().map_err(|e| e.to_string())?;
-        loaded.files = source.watched_files(&file);
-        loaded.digest = digest(&loaded.files);
+        let files = source.watched_files(&file);
+        if files != loaded.files {
+            // Other files named now: their digest from here (one extra reload at most if one
+            // changes meanwhile, never a change missed).
+            loaded.files = files;
+            loaded.digest = digest(&loaded.files);
+        }
         crate::limits::fit_open_file_limit(&mut settings.limits, crate::util::worker_count(), crate::app::POOL_MAX_IDLE_PER_WORKER);
         let before = self.current.get();
         let next = Arc::new(before.succeed(settings).map_err(|e| e.to_string())?);

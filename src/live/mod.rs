@@ -221,11 +221,14 @@ impl OpenConnections {
             path: uri.path().into(),
             request_id: request_id.to_str().unwrap_or("-").into(),
         };
+        let mut shard = self.shard(&session.id);
+        // Under the shard's lock: an end that comes after this look finds the connection in the
+        // shard (it remembers, then scans), one that came before is in `recent`.
         if let Some(reason) = self.ended_lately(&session) {
+            drop(shard);
             self.cut(&session, &connection, reason);
             return;
         }
-        let mut shard = self.shard(&session.id);
         let group = shard.entry(session.id.clone()).or_insert_with(|| Group {
             session: session.clone(),
             bearer: bearer.and_then(|b| HeaderValue::from_bytes(b.as_bytes()).ok()),

@@ -26,7 +26,7 @@ pub(super) fn sanitize(app: &App, req: &mut Request<Incoming>, peer: SocketAddr)
     let cookies = RequestCookies::from_headers(req.headers());
     strip_cookies(req.headers_mut(), |name| app.sessions.is_our_cookie(name));
     RequestCtx {
-        jar: Jar { incoming: cookies, outgoing: Vec::new() },
+        jar: Jar { incoming: cookies, outgoing: Vec::new(), ended: false },
         sub: None,
         peer,
         request_id,

@@ -66,6 +66,9 @@ pub struct Jar {
     pub incoming: RequestCookies,
     /// `Set-Cookie` values decided along the way, added to the answer at the end.
     pub outgoing: Vec<HeaderValue>,
+    /// The proxy ended this request's session ([`Sessions::end`]): what follows is a sign-in, never
+    /// the loop page.
+    pub ended: bool,
 }
 
 /// The sessions of one application: see the module documentation.
@@ -384,6 +387,11 @@ impl Sessions {
             (None, None) => {}
         }
         jar.outgoing.extend(self.codec.clear(&jar.incoming));
+        // The proxy ended it (a sign-out, a refused refresh): the sign-ins before it were no loop.
+        jar.ended = true;
+        if jar.incoming.get(&self.trail_cookie).is_some() {
+            jar.outgoing.push(self.codec.cookie().single(&self.trail_cookie, "", Duration::ZERO));
+        }
     }
 
     /// Keeps a session refreshed where no response could carry its cookie: a refresh made in the
@@ -540,13 +548,16 @@ impl Sessions {
     /// completed within the last minute: a loop, with what can be told about its cause. `Err`: the
     /// store could not say whether it knows the session.
     pub async fn looping(&self, jar: &Jar) -> Result<Option<LoopFacts>, StoreError> {
+        if jar.ended {
+            return Ok(None);
+        }
         let Some(trail) = jar.incoming.get(&self.trail_cookie).and_then(SignInTrail::parse) else { return Ok(None) };
         let recent = trail.recent(now_secs());
         if recent < LOOP_AFTER {
             return Ok(None);
         }
-        // A session that opens (or was removed here as revoked) ended normally: revoked by a
-        // back-channel logout, a refused refresh, its lifetime. Signing in again is the way on.
+        // A revoked session (a back-channel logout, a sign-out elsewhere) ended normally; so did one
+        // the proxy ended itself, whose answer expired the trail (`end`). Signing in is the way on.
         let Some(trouble) = self.trouble(&jar.incoming).await? else { return Ok(None) };
         Ok(Some(LoopFacts {
             recent,
@@ -560,26 +571,29 @@ impl Sessions {
     }
 
     /// Why this request's cookies hold no session (the diagnosis path only: [`Sessions::load`]
-    /// answers the request path, and says nothing of why); `None` when the session is there but
-    /// ended, which is no loop.
+    /// answers the request path, and says nothing of why); `None` when its session was revoked —
+    /// a back-channel logout, a sign-out elsewhere —, which is no loop.
     async fn trouble(&self, cookies: &RequestCookies) -> Result<Option<SessionTrouble>, StoreError> {
         if !self.has_cookie(cookies) {
             return Ok(Some(SessionTrouble::NoCookie));
         }
-        let opened = match &self.store {
-            None => self.codec.load(cookies).is_some(),
+        let session = match &self.store {
+            None => match self.codec.load(cookies) {
+                Some(session) => (*session).clone(),
+                None => return Ok(Some(SessionTrouble::Unreadable)),
+            },
             Some(store) => match self.handle(cookies) {
-                None => false,
-                Some(handle) if self.ended_here.contains_key(&handle) => true,
-                Some(handle) => {
-                    if store.load(&handle).await?.is_none() {
-                        return Ok(Some(SessionTrouble::UnknownHandle));
-                    }
-                    true
-                }
+                None => return Ok(Some(SessionTrouble::Unreadable)),
+                // Removed here because it was revoked (`load`).
+                Some(handle) if self.ended_here.contains_key(&handle) => return Ok(None),
+                Some(handle) => match store.load(&handle).await? {
+                    Some(session) => session,
+                    None => return Ok(Some(SessionTrouble::UnknownHandle)),
+                },
             },
         };
-        Ok((!opened).then_some(SessionTrouble::Unreadable))
+        // It opens and was not revoked, yet it is refused: its times do not fit.
+        Ok((!self.revocations.is_revoked(&session).await?).then_some(SessionTrouble::Ended))
     }
 
     /// Expires every sign-in attempt's cookie the request carries, and the sign-in trail

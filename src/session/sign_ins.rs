@@ -101,6 +101,9 @@ pub enum SessionTrouble {
     Unreadable,
     /// The cookie holds a handle this replica's store does not know.
     UnknownHandle,
+    /// The session opens and was not revoked, yet is refused at once: its times do not fit (a
+    /// clock off by more than a minute between the replica that signed in and this one).
+    Ended,
 }
 
 /// What the diagnosis page is built from.

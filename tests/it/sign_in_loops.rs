@@ -162,3 +162,21 @@ async fn a_back_channel_logout_after_sign_ins_is_no_loop_with(store: &'static st
     }
     assert_eq!(metric(&env.app, "trousseau_proxy_sign_ins_total{stage=\"loop_stopped\"}"), 0.0);
 }
+
+/// A refresh Trousseau refuses after two sign-ins in a minute (the account was disabled): the
+/// proxy ends the session itself and says so with a sign-in, not the loop page.
+#[tokio::test]
+async fn a_refused_refresh_after_sign_ins_that_worked_is_no_loop() {
+    let env = Env::start_with(EnvOptions { idp: Box::new(|i| i.access_token_ttl = std::time::Duration::from_secs(1)), ..Default::default() }).await;
+    let mut b = env.browser();
+    assert_eq!(b.sign_in("/", JEAN).await.status, StatusCode::OK);
+    b.jar.retain(|name, _| !name.starts_with("trousseau_session") || name.ends_with("_signins"));
+    assert_eq!(b.sign_in("/", JEAN).await.status, StatusCode::OK, "a second sign-in within the minute");
+    env.trousseau().set_user_disabled(JEAN, true);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let refused = b.navigate("/").await;
+    assert_eq!(refused.status, StatusCode::FOUND, "the refused refresh sends the browser to sign in: {}", refused.text());
+    let again = b.navigate("/").await;
+    assert_eq!(again.status, StatusCode::FOUND, "and so does the next navigation, not the loop page: {}", again.text());
+    assert_eq!(metric(&env.app, "trousseau_proxy_sign_ins_total{stage=\"loop_stopped\"}"), 0.0);
+}
