@@ -273,7 +273,6 @@ fn is_dead(e: &OidcError) -> bool {
     e.is_invalid_grant() || matches!(e, OidcError::InvalidIdToken(_))
 }
 
-/// The session after a successful refresh: new tokens, and new claims when an ID token came.
 /// A refresh this request joined (in flight, remembered, or led by another replica), or made in the
 /// background for the session's open connections, was made from another copy of the session —
 /// maybe the same browser's cookie from before an organization was chosen. The choice is this
@@ -291,6 +290,7 @@ pub(crate) fn with_own_choice(session: &Session, new: Arc<Session>) -> Arc<Sessi
     Arc::new(own)
 }
 
+/// The session after a successful refresh: new tokens, and new claims when an ID token came.
 fn apply(old: &Session, refreshed: crate::oidc::Refreshed) -> Session {
     let mut s = old.clone();
     s.expires_at = refreshed.expires_at;
