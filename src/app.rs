@@ -83,6 +83,10 @@ pub(crate) struct ServingTls {
     pub(crate) cert: Arc<ReloadingCert>,
     acceptor: tokio_rustls::TlsAcceptor,
     pub(crate) door: Arc<Door>,
+    /// The bytes of `tls.client_ca_file`: the clients this configuration accepts.
+    client_ca: Option<Vec<u8>>,
+    /// Other clients than the configuration before accepted (its connections are drained).
+    other_clients: bool,
 }
 
 impl App {
@@ -115,7 +119,7 @@ impl App {
     pub(crate) fn take_over(&self) {
         self.limits.replace_settings(self.settings.limits.clone());
         if let Some(tls) = &self.tls {
-            tls.door.replace(tls.acceptor.clone());
+            tls.door.replace(tls.acceptor.clone(), tls.other_clients);
         }
     }
 
@@ -469,15 +473,17 @@ fn tls(settings: &Settings, old: Option<&ServingTls>) -> Result<Option<ServingTl
         }
         None => Arc::new(ReloadingCert::load(&tls.cert_file, &tls.key_file).map_err(|e| StartError::Setup(format!("tls.cert_file: {e}")))?),
     };
+    let client_ca = file_bytes(tls.client_ca_file.as_deref(), "tls.client_ca_file")?;
     let client_roots = match &tls.client_ca_file {
         Some(path) => Some(crate::tls::client_roots(path).map_err(|e| StartError::Setup(format!("tls.client_ca_file: {e}")))?),
         None => None,
     };
+    let other_clients = old.is_some_and(|old| old.client_ca != client_ca);
     let config = cert.server_config(client_roots).map_err(|e| StartError::Setup(format!("tls: {e}")))?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let door = match old {
         Some(old) => Arc::clone(&old.door),
         None => Arc::new(Door::new(acceptor.clone())),
     };
-    Ok(Some(ServingTls { cert, acceptor, door }))
+    Ok(Some(ServingTls { cert, acceptor, door, client_ca, other_clients }))
 }

@@ -48,6 +48,8 @@ const RELEASE_MEMORY_EVERY: Duration = Duration::from_secs(5);
 /// The sweeper's notes on one connection, in ticks of its clock.
 struct Entry {
     conn: Arc<Connection>,
+    /// The generation of the TLS door it came through ([`crate::tls::serving::Door`]).
+    door_generation: u64,
     accepted: u64,
     /// A request head has come (the count of requests begun wraps after 2^32).
     served: bool,
@@ -131,10 +133,27 @@ impl Registry {
         *ticks
     }
 
-    fn insert(&self, conn: Arc<Connection>) -> u64 {
+    /// Drains the connections that came through the TLS door before `generation` (a reload
+    /// changed the clients it accepts): their requests finish, then they close.
+    fn drain_before(&self, generation: u64) {
+        let now = self.now.load(Ordering::Relaxed);
+        let mut drained = 0;
+        for entry in self.entries.lock().unwrap_or_else(PoisonError::into_inner).values_mut() {
+            if entry.door_generation < generation && entry.ordered.is_none() {
+                entry.conn.order(DRAIN);
+                entry.ordered = Some((now, DRAIN));
+                drained += 1;
+            }
+        }
+        if drained > 0 {
+            tracing::info!(drained, "the clients accepted over TLS changed (tls.client_ca_file): connections opened before are closed once their requests finish");
+        }
+    }
+
+    fn insert(&self, conn: Arc<Connection>, door_generation: u64) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let now = self.now.load(Ordering::Relaxed);
-        let entry = Entry { conn, accepted: now, served: false, seen_requests: 0, quiet_since: now, seen_progress: 0, stalled_since: now, active_at: now, ordered: None };
+        let entry = Entry { conn, door_generation, accepted: now, served: false, seen_requests: 0, quiet_since: now, seen_progress: 0, stalled_since: now, active_at: now, ordered: None };
         self.entries.lock().unwrap_or_else(PoisonError::into_inner).insert(id, entry);
         id
     }
@@ -337,7 +356,7 @@ pub(crate) async fn serve_connections<H, Fut>(
     let Listening { socket: listener, tls } = listening;
     let mut tuned = Tuned::new(limits.settings(), kind);
     let registry = Arc::new(Registry::new(&tuned.settings));
-    let _sweeper = AbortOnDrop(tokio::spawn(sweep_forever(Arc::clone(&registry), Arc::clone(&limits))));
+    let _sweeper = AbortOnDrop(tokio::spawn(sweep_forever(Arc::clone(&registry), Arc::clone(&limits), tls.clone())));
     let stats = limits.listener(kind);
     tokio::pin!(shutdown);
     let (placer, mut inbox) = match worker {
@@ -352,7 +371,11 @@ pub(crate) async fn serve_connections<H, Fut>(
         }
         let _ = stream.set_nodelay(true);
         let conn = Arc::new(Connection::new(Arc::clone(&limits), kind, peer));
-        let id = registry.insert(Arc::clone(&conn));
+        let (acceptor, generation) = match tls.as_ref().map(|door| door.current()) {
+            Some((acceptor, generation)) => (Some(acceptor), generation),
+            None => (None, 0),
+        };
+        let id = registry.insert(Arc::clone(&conn), generation);
         let service = {
             let (conn, handler) = (Arc::clone(&conn), handler.clone());
             hyper::service::service_fn(move |req| {
@@ -362,14 +385,13 @@ pub(crate) async fn serve_connections<H, Fut>(
         };
         let registered = Registered { registry: Arc::clone(&registry), id };
         let (builder, handshake_timeout) = (Arc::clone(&tuned.builder), tuned.handshake_timeout);
-        let tls = tls.as_ref().map(|door| door.current());
         tokio::spawn(async move {
             // Dropped however the task ends: a panic in a request handler unwinds this task, and
             // the connection must still leave the registry (its place, the drain's wait) and its
             // worker's count.
             let _registered = (registered, seat);
             // The handshake is this task's, never the accept loop's: a slow client delays itself only.
-            let stream = match &tls {
+            let stream = match &acceptor {
                 None => ClientStream::Plain(stream),
                 Some(acceptor) => match handshake(acceptor, stream, handshake_timeout).await {
                     Some((stream, facts)) => {
@@ -428,13 +450,18 @@ async fn next_connection(
 }
 
 /// The sweeper of one listener's registry: every tick, forever (the listener aborts it).
-async fn sweep_forever(registry: Arc<Registry>, limits: Arc<Limits>) {
+async fn sweep_forever(registry: Arc<Registry>, limits: Arc<Limits>, door: Option<Arc<crate::tls::serving::Door>>) {
     let period = registry.ticks(&limits).period;
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let release_every = (RELEASE_MEMORY_EVERY.as_nanos() / period.as_nanos()).max(1) as u64;
+    let mut generation = door.as_ref().map_or(0, |door| door.generation());
     loop {
         tick.tick().await;
+        if let Some(now) = door.as_ref().map(|door| door.generation()).filter(|&now| now != generation) {
+            registry.drain_before(now);
+            generation = now;
+        }
         registry.sweep(&limits);
         if registry.now.load(Ordering::Relaxed).is_multiple_of(release_every) {
             super::release_memory();

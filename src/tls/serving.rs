@@ -56,32 +56,41 @@ pub enum CertError {
 }
 
 /// The acceptor an HTTPS listener hands its next connection to. A configuration reload puts in a
-/// new one (another `tls.client_ca_file`, another certificate file); connections already
-/// accepted keep theirs.
+/// new one (another `tls.client_ca_file`, another certificate file). When the clients it accepts
+/// change (the client CAs), its generation moves on, and the listener drains the connections
+/// accepted before: a client whose CA was removed keeps nothing it opened under it.
 pub struct Door {
-    acceptor: arc_swap::ArcSwap<tokio_rustls::TlsAcceptor>,
+    acceptor: arc_swap::ArcSwap<(tokio_rustls::TlsAcceptor, u64)>,
 }
 
 impl std::fmt::Debug for Door {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Door").finish_non_exhaustive()
+        f.debug_struct("Door").field("generation", &self.generation()).finish_non_exhaustive()
     }
 }
 
 impl Door {
     /// A door with this acceptor.
     pub fn new(acceptor: tokio_rustls::TlsAcceptor) -> Door {
-        Door { acceptor: arc_swap::ArcSwap::from_pointee(acceptor) }
+        Door { acceptor: arc_swap::ArcSwap::from_pointee((acceptor, 0)) }
     }
 
-    /// The acceptor for the next connection.
-    pub fn current(&self) -> tokio_rustls::TlsAcceptor {
-        tokio_rustls::TlsAcceptor::clone(&self.acceptor.load())
+    /// The acceptor for the next connection, and its generation.
+    pub fn current(&self) -> (tokio_rustls::TlsAcceptor, u64) {
+        let current = self.acceptor.load();
+        (current.0.clone(), current.1)
     }
 
-    /// Serves the next connections with `acceptor`.
-    pub fn replace(&self, acceptor: tokio_rustls::TlsAcceptor) {
-        self.acceptor.store(Arc::new(acceptor));
+    /// The generation of the clients accepted now.
+    pub fn generation(&self) -> u64 {
+        self.acceptor.load().1
+    }
+
+    /// Serves the next connections with `acceptor`; `other_clients` when it accepts other clients
+    /// than the one before (the connections accepted before are then drained).
+    pub fn replace(&self, acceptor: tokio_rustls::TlsAcceptor, other_clients: bool) {
+        let generation = self.generation() + u64::from(other_clients);
+        self.acceptor.store(Arc::new((acceptor, generation)));
     }
 }
 

@@ -200,9 +200,15 @@ async fn mutual_tls_requires_a_client_certificate_and_tells_the_app_its_subject(
     .unwrap();
 
     // Another client CA put in force by a reload (tls.client_ca_file is watched): new connections
-    // are held to it at once — the other CA's client gets in, the first one's no longer does.
+    // are held to it at once — the other CA's client gets in, the first one's no longer does — and
+    // a connection the first one's client kept open is closed once its request is answered.
+    let mut kept = mutual_tls_connection(&ca, &robot_chain, &robot_key, env.addr).await;
+    assert!(get_over(&mut kept).await.starts_with("HTTP/1.1 200"), "served before the reload");
     let other_root = dir.write("other-root.pem", &other.root_pem());
     env.reload(move |c| c.tls.client_ca_file = Some(other_root)).expect("the reload is put in force");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), tokio::io::AsyncReadExt::read_to_end(&mut kept, &mut rest)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "the connection of a client whose CA was removed is closed: {closed:?}");
     tokio::task::spawn_blocking(move || {
         let (ok, body) = curl(&["--cert", &stranger[0], "--key", &stranger[1]]);
         assert!(ok, "the new CA's client is let in: {body}");
@@ -212,6 +218,31 @@ async fn mutual_tls_requires_a_client_certificate_and_tells_the_app_its_subject(
     })
     .await
     .unwrap();
+}
+
+/// A keep-alive TLS connection presenting `chain`/`key` (PEM) as its client certificate.
+async fn mutual_tls_connection(ca: &TestCa, chain: &str, key: &str, addr: std::net::SocketAddr) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls::pki_types::pem::PemObject as _;
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(chain.as_bytes()).collect::<Result<Vec<_>, _>>().unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(ca.roots())
+        .with_client_auth_cert(certs, key)
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.expect("a mutual TLS handshake")
+}
+
+/// One keep-alive request on `stream`; the response head.
+async fn get_over(stream: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    stream.write_all(b"GET /public/echo HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 16 * 1024];
+    let n = stream.read(&mut buf).await.unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
 /// cert-manager, certbot or the kubelet renew the files in place: the kubelet writes a new
