@@ -53,10 +53,7 @@ ulimit -n "$(ulimit -Hn)"
 PIDS+=($!)
 "$PROXY_BIN" dev --idp-only 2>"$WORK/idp.log" &
 PIDS+=($!)
-for _ in $(seq 1 100); do
-  curl -fsS -o /dev/null "http://127.0.0.1:4181/application/o/dev/.well-known/openid-configuration" 2>/dev/null && break
-  sleep 0.1
-done
+wait_for "http://127.0.0.1:4181/application/o/dev/.well-known/openid-configuration"
 TROUSSEAU_PROXY_UPSTREAM="http://127.0.0.1:$APP_PORT" \
 TROUSSEAU_PROXY_LIMITS_MAX_CONNECTIONS=$((COUNT + 1000)) \
 TROUSSEAU_PROXY_LIMITS_MAX_REQUESTS_IN_FLIGHT=$((COUNT + 1000)) \
@@ -64,10 +61,7 @@ TROUSSEAU_PROXY_LIMITS_MAX_REQUESTS_PER_CLIENT=0 \
   "$PROXY_BIN" --config "${CONFIG:-$ROOT/config.example.yaml}" 2>"$WORK/proxy.log" &
 PROXY_PID=$!
 PIDS+=($PROXY_PID)
-for _ in $(seq 1 100); do
-  curl -fsS -o /dev/null "http://127.0.0.1:$PROXY_PORT/.trousseau/readyz" 2>/dev/null && break
-  sleep 0.1
-done
+wait_for "http://127.0.0.1:$PROXY_PORT/.trousseau/readyz"
 
 proxy="http://127.0.0.1:$PROXY_PORT"
 leaving=$("$SIGNIN_BIN" cookie --proxy "$proxy" --user "$JEAN")

@@ -15,7 +15,8 @@ need_tools() {
   if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
       say "installing ${missing[*]} (Debian packages)"
-      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     else
       say "missing: ${missing[*]} — install them (sudo apt-get install ${missing[*]}) and run again"
       exit 1
@@ -48,11 +49,13 @@ build_release() {
 work_dir() {
   WORK=$(mktemp -d "/tmp/trousseau-$1.XXXXXX")
   PIDS=()
-  trap cleanup EXIT INT TERM
+  trap cleanup EXIT
+  trap 'exit 130' INT TERM # through the EXIT trap: cleaned up once, and the script stops
 }
 
 cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  local pid
+  for pid in ${PIDS[@]+"${PIDS[@]}"}; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   if [ "${KEEP:-}" = 1 ]; then say "logs kept in $WORK"; else rm -rf "$WORK"; fi
 }

@@ -468,7 +468,11 @@ fn tls(settings: &Settings, old: Option<&ServingTls>) -> Result<Option<ServingTl
     let same_files = |old: &&ServingTls| old.cert.files() == (tls.cert_file.as_path(), tls.key_file.as_path());
     let cert = match old.filter(same_files) {
         Some(old) => {
-            old.cert.reload().map_err(|e| StartError::Setup(format!("tls.cert_file: {e}")))?;
+            // Caught mid-renewal perhaps: the listener keeps its certificate and reads it again on
+            // its own; the rest of the configuration is not refused for it.
+            if let Err(e) = old.cert.reload() {
+                tracing::warn!(error = %e, "serving certificate not reloaded; keeping the previous one");
+            }
             Arc::clone(&old.cert)
         }
         None => Arc::new(ReloadingCert::load(&tls.cert_file, &tls.key_file).map_err(|e| StartError::Setup(format!("tls.cert_file: {e}")))?),

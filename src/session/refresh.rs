@@ -107,7 +107,7 @@ impl Refresher {
             grace,
             results: moka::future::Cache::builder().max_capacity(100_000).time_to_live(RESULT_TTL).build(),
             dead: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(DEAD_TTL).build(),
-            backoff: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(600)).build(),
+            backoff: backoff_cache(),
             stats: Arc::default(),
             coordinator: None,
         }
@@ -118,12 +118,13 @@ impl Refresher {
     /// begun before a reload is joined, not repeated with the same rotating refresh token.
     pub fn succeed(&self, oidc: Arc<Oidc>, skew: Duration, grace: Duration) -> Refresher {
         Refresher {
-            oidc,
             skew,
             grace,
             results: self.results.clone(),
             dead: self.dead.clone(),
-            backoff: self.backoff.clone(),
+            // Backing off from another Trousseau client (settings that failed, perhaps): try anew.
+            backoff: if Arc::ptr_eq(&oidc, &self.oidc) { self.backoff.clone() } else { backoff_cache() },
+            oidc,
             stats: Arc::clone(&self.stats),
             coordinator: None,
         }
@@ -266,6 +267,11 @@ impl Refresher {
             RefreshOutcome::Unavailable
         }
     }
+}
+
+/// Tokens whose refresh failed for want of Trousseau, and when to try again.
+fn backoff_cache() -> moka::sync::Cache<TokenKey, Backoff> {
+    moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(600)).build()
 }
 
 /// A refresh error after which the token must never be sent again.
