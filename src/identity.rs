@@ -668,6 +668,20 @@ impl Claim {
     }
 }
 
+/// Header names for apps written for another proxy (`identity.headers_preset`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeadersPreset {
+    /// Ours only (`X-Trousseau-*`).
+    #[default]
+    Trousseau,
+    /// oauth2-proxy's `X-Forwarded-User`, `-Email`, `-Preferred-Username`, `-Groups`.
+    #[serde(rename = "oauth2-proxy")]
+    Oauth2Proxy,
+    /// Authentik's outpost headers, `X-Authentik-*`.
+    Authentik,
+}
+
 /// Header names apps written for another proxy expect (`identity.headers_preset`) plus custom
 /// header → claim mappings (`identity.headers`). Client-sent copies of every one of them are
 /// stripped like `X-Trousseau-*`.
@@ -680,7 +694,7 @@ impl ExtraHeaders {
     /// Compiles a preset (`trousseau`, `oauth2-proxy`, `authentik`) and custom mappings. On error:
     /// the config key and what is wrong.
     pub fn new(
-        preset: &str,
+        preset: HeadersPreset,
         custom: &std::collections::BTreeMap<String, String>,
     ) -> Result<ExtraHeaders, (&'static str, String)> {
         let mut headers: Vec<(HeaderName, Claim)> = Vec::new();
@@ -688,23 +702,20 @@ impl ExtraHeaders {
             pairs.iter().map(|(n, c)| (HeaderName::from_static(n), *c)).collect()
         };
         match preset {
-            "trousseau" | "" => {}
-            "oauth2-proxy" => headers.extend(named(&[
+            HeadersPreset::Trousseau => {}
+            HeadersPreset::Oauth2Proxy => headers.extend(named(&[
                 ("x-forwarded-user", Claim::Sub),
                 ("x-forwarded-email", Claim::Email),
                 ("x-forwarded-preferred-username", Claim::Email),
                 ("x-forwarded-groups", Claim::GroupsComma),
             ])),
-            "authentik" => headers.extend(named(&[
+            HeadersPreset::Authentik => headers.extend(named(&[
                 ("x-authentik-username", Claim::Email),
                 ("x-authentik-email", Claim::Email),
                 ("x-authentik-uid", Claim::Sub),
                 ("x-authentik-name", Claim::Name),
                 ("x-authentik-groups", Claim::GroupsPipe),
             ])),
-            other => {
-                return Err(("identity.headers_preset", format!("`{other}`: use trousseau, oauth2-proxy or authentik")))
-            }
         }
         for (name, claim) in custom {
             let header = HeaderName::from_bytes(name.as_bytes())

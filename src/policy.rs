@@ -386,7 +386,7 @@ impl Policy {
                     .iter()
                     .map(|d| d.trim_start_matches('@').to_ascii_lowercase())
                     .collect(),
-                cors_preflight: r.cors_preflight.as_deref().map(|p| p == "pass"),
+                cors_preflight: r.cors_preflight.map(|p| p == crate::config::Preflight::Pass),
             })
             .collect();
         let rules_have_upper_case = routes.rules.iter().any(|r| r.path.bytes().any(|b| b.is_ascii_uppercase()));

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{HumanDuration, OneOrMany};
+use super::{HumanDuration, OneOrMany, RevocationKind, StoreKind};
+use crate::identity::HeadersPreset;
 use super::keys::SECRET_KEYS;
 
 /// The configuration file as written (before validation). Field docs are the reference; README
@@ -82,12 +83,23 @@ pub struct CorsConfig {
     /// without cookies, so on a protected route it gets 401. `pass`: a genuine preflight
     /// (`OPTIONS` with `Origin` and `Access-Control-Request-Method`, no credentials) goes to the
     /// app without a session, for the app to answer. Per rule: `routes.rules[].cors_preflight`.
-    pub preflight: String,
+    pub preflight: Preflight,
+}
+
+/// How a CORS preflight is treated (`cors.preflight`, `routes.rules[].cors_preflight`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preflight {
+    /// Judged like any request: without a session, on a protected route, 401.
+    #[default]
+    Authenticate,
+    /// A genuine preflight goes to the app without a session.
+    Pass,
 }
 
 impl Default for CorsConfig {
     fn default() -> Self {
-        CorsConfig { allowed_origins: Vec::new(), preflight: "authenticate".into() }
+        CorsConfig { allowed_origins: Vec::new(), preflight: Preflight::Authenticate }
     }
 }
 
@@ -157,7 +169,7 @@ impl Default for LimitsConfig {
 pub struct ApiConfig {
     /// `off` (default) or `userinfo`: accept `Authorization: Bearer <access token>`, resolved
     /// through Trousseau's userinfo endpoint (cached).
-    pub bearer: String,
+    pub bearer: Bearer,
     /// New (uncached) bearer tokens this replica may check with Trousseau per second, in bursts of
     /// as many; beyond, 503 with `Retry-After`. Cached tokens never count.
     pub introspections_per_second: u32,
@@ -165,9 +177,20 @@ pub struct ApiConfig {
     pub introspections_in_flight: u32,
 }
 
+/// Whether API clients may send a bearer token (`api.bearer`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bearer {
+    /// Only the session cookie.
+    #[default]
+    Off,
+    /// `Authorization: Bearer` resolved through Trousseau's userinfo endpoint.
+    Userinfo,
+}
+
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { bearer: "off".into(), introspections_per_second: 10, introspections_in_flight: 10 }
+        ApiConfig { bearer: Bearer::Off, introspections_per_second: 10, introspections_in_flight: 10 }
     }
 }
 
@@ -256,7 +279,7 @@ pub struct SessionConfig {
     /// Absolute session lifetime; never longer than the refresh token lives.
     pub max_lifetime: HumanDuration,
     /// `cookie` (everything in the cookie), `memory` or `redis`.
-    pub store: String,
+    pub store: StoreKind,
     /// Redis (or Valkey) shared by every replica: `redis://[:password@]host:6379/0`, `rediss://`
     /// for TLS. Needed by `store: redis` and `revocations: redis`; when set, refreshes are also
     /// coordinated across replicas through it.
@@ -267,7 +290,7 @@ pub struct SessionConfig {
     pub redis_ca_file: Option<String>,
     /// Where back-channel revocations live: `memory` (this replica) or `redis` (every replica).
     /// Default: `redis` when a Redis URL is set, `memory` otherwise.
-    pub revocations: Option<String>,
+    pub revocations: Option<RevocationKind>,
     /// With `revocations: redis`, how old a replica's cached answer may be (a logout reaches every
     /// replica within it); `0s` asks Redis on every request.
     pub revocation_staleness: HumanDuration,
@@ -293,7 +316,7 @@ impl Default for SessionConfig {
             secrets_file: None,
             cookie_name: "trousseau_session".into(),
             max_lifetime: HumanDuration(Duration::from_secs(30 * 86_400)),
-            store: "cookie".into(),
+            store: StoreKind::Cookie,
             redis_url: None,
             redis_url_file: None,
             redis_ca_file: None,
@@ -322,7 +345,7 @@ pub struct IdentityConfig {
     pub pass_access_token: bool,
     /// Extra header names for apps written for another proxy: `trousseau` (none), `oauth2-proxy`
     /// or `authentik`.
-    pub headers_preset: String,
+    pub headers_preset: HeadersPreset,
     /// Custom header → claim mapping, e.g. `X-User-Email: email`.
     pub headers: std::collections::BTreeMap<String, String>,
 }
@@ -334,7 +357,7 @@ impl Default for IdentityConfig {
             audience: None,
             assertion_ttl: HumanDuration(Duration::from_secs(60)),
             pass_access_token: false,
-            headers_preset: "trousseau".into(),
+            headers_preset: HeadersPreset::Trousseau,
             headers: Default::default(),
         }
     }
@@ -381,7 +404,7 @@ pub struct RuleConfig {
     pub email_domains: Vec<String>,
     /// `pass` or `authenticate`: how CORS preflights to this rule's paths are treated (default:
     /// `cors.preflight`).
-    pub cors_preflight: Option<String>,
+    pub cors_preflight: Option<Preflight>,
 }
 
 

@@ -1,106 +1,80 @@
-//! The keys of the configuration: every path, which hold secrets, lists or numbers, and their
-//! environment variable names.
+//! The keys of the configuration: every path and its kind (read from the structure itself), which
+//! hold secrets, and their environment variable names.
 
-use super::ENV_PREFIX;
+use super::{FileConfig, ENV_PREFIX};
 
 /// Where a secret that must be redacted in `check-config` lives.
 pub(super) const SECRET_KEYS: &[&str] = &["oidc.client_secret", "session.secrets", "session.redis_url"];
 
-/// Every settable key path, for mapping environment variables onto the tree (`_` is ambiguous
-/// between levels and inside names, so we match against the known paths).
-pub(super) const KEY_PATHS: &[&str] = &[
-    "listen",
-    "public_url",
-    "upstream",
-    "metrics_listen",
-    "http_redirect_listen",
-    "tls.cert_file",
-    "tls.key_file",
-    "tls.client_ca_file",
-    "tls.hsts_max_age",
-    "proxy.preserve_host",
-    "proxy.ca_file",
-    "proxy.connect_timeout",
-    "proxy.response_timeout",
-    "proxy.trust_forwarded_headers",
-    "proxy.drain_timeout",
-    "oidc.issuer",
-    "oidc.client_id",
-    "oidc.client_secret",
-    "oidc.client_secret_file",
-    "oidc.scopes",
-    "oidc.post_logout_redirect_uri",
-    "oidc.ca_file",
-    "oidc.timeout",
-    "oidc.jwks_refetch_interval",
-    "session.secrets",
-    "session.secrets_file",
-    "session.cookie_name",
-    "session.max_lifetime",
-    "session.store",
-    "session.redis_url",
-    "session.redis_url_file",
-    "session.redis_ca_file",
-    "session.revocations",
-    "session.revocation_staleness",
-    "session.refresh_skew",
-    "session.refresh_grace",
-    "session.max_sessions_per_user",
-    "session.memory_store_max_mib",
-    "session.end_open_connections",
-    "identity.signing_key_file",
-    "identity.audience",
-    "identity.assertion_ttl",
-    "identity.pass_access_token",
-    "identity.headers_preset",
-    "identity.headers",
-    "organization.required",
-    "organization.allowed",
-    "organization.roles",
-    "routes.public",
-    "routes.rules",
-    "api.bearer",
-    "api.introspections_per_second",
-    "api.introspections_in_flight",
-    "cors.allowed_origins",
-    "cors.preflight",
-    "limits.max_connections",
-    "limits.metrics_max_connections",
-    "limits.max_requests_in_flight",
-    "limits.max_requests_per_client",
-    "limits.http2_max_concurrent_streams",
-    "limits.header_timeout",
-    "limits.idle_timeout",
-    "limits.request_body_timeout",
-    "limits.request_body_min_rate",
-    "limits.send_timeout",
-];
+/// What kind of value a key takes, which decides how an environment variable's text becomes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// Text, taken as written (a secret of `123` stays text).
+    Text,
+    /// `true` or `false`.
+    Switch,
+    /// A number: `20` is that number.
+    Number,
+    /// A list of text: YAML flow syntax (`[a, b]`) or a comma-separated list.
+    List,
+    /// YAML only: a list of mappings or a mapping of the user's own names.
+    Yaml,
+}
 
-/// Keys whose value is a list: from the environment they take YAML flow syntax (`[a, b]`) or a
-/// comma-separated list.
-pub(super) const LIST_KEYS: &[&str] = &[
-    "oidc.scopes",
-    "session.secrets",
-    "organization.allowed",
-    "organization.roles",
-    "routes.public",
-    "identity.signing_key_file",
-    "cors.allowed_origins",
-];
+/// One settable key: its dotted path and its kind.
+#[derive(Debug)]
+pub(super) struct Key {
+    /// `session.store`.
+    pub path: String,
+    /// How the environment writes it.
+    pub kind: Kind,
+}
 
-/// Keys whose value is a number: from the environment, `20` is that number, not the text "20".
-pub(super) const NUMBER_KEYS: &[&str] = &[
-    "session.max_sessions_per_user",
-    "session.memory_store_max_mib",
-    "api.introspections_per_second",
-    "api.introspections_in_flight",
-    "limits.max_connections",
-    "limits.metrics_max_connections",
-    "limits.max_requests_in_flight",
-    "limits.max_requests_per_client",
-    "limits.http2_max_concurrent_streams",
-    "limits.request_body_min_rate",
-];
+/// Every settable key, read from the configuration's own structure: its defaults, serialized,
+/// are a tree whose leaves are the keys and whose values tell their kind. A field added to a
+/// section is a key here with nothing else to write.
+pub(super) fn keys() -> &'static [Key] {
+    static KEYS: std::sync::LazyLock<Vec<Key>> = std::sync::LazyLock::new(|| {
+        let defaults = serde_yaml::to_value(FileConfig::default()).expect("the defaults serialize");
+        let mut keys = Vec::new();
+        leaves(&defaults, "", &mut keys);
+        keys
+    });
+    &KEYS
+}
+
+fn leaves(node: &serde_yaml::Value, prefix: &str, keys: &mut Vec<Key>) {
+    use serde_yaml::Value;
+    let Some(section) = node.as_mapping() else { return };
+    for (name, value) in section {
+        let Some(name) = name.as_str() else { continue };
+        let path = if prefix.is_empty() { name.to_string() } else { format!("{prefix}.{name}") };
+        let kind = match (path.as_str(), value) {
+            // A list of rules (mappings), which no comma-separated text can write.
+            ("routes.rules", _) => Kind::Yaml,
+            // One file or a list of them; absent by default, so its default says nothing.
+            ("identity.signing_key_file", _) => Kind::List,
+            (_, Value::Mapping(fields)) if !fields.is_empty() => {
+                leaves(value, &path, keys);
+                continue;
+            }
+            // An empty mapping by default: names of the user's own (`identity.headers`).
+            (_, Value::Mapping(_)) => Kind::Yaml,
+            (_, Value::Bool(_)) => Kind::Switch,
+            (_, Value::Number(_)) => Kind::Number,
+            (_, Value::Sequence(_)) => Kind::List,
+            _ => Kind::Text,
+        };
+        keys.push(Key { path, kind });
+    }
+}
+
+/// The key an environment variable sets (`TROUSSEAU_PROXY_SESSION_STORE` → `session.store`): `_`
+/// is ambiguous between levels and inside names, so the name is matched against the known keys.
+pub(super) fn key_of_env(name: &str) -> Option<&'static Key> {
+    let rest = name.strip_prefix(ENV_PREFIX)?;
+    keys().iter().find(|key| key.path.replace('.', "_").eq_ignore_ascii_case(rest))
+}
 
 /// Environment variables with our prefix that are not configuration keys.
 pub(super) const NON_KEY_VARS: &[&str] = &["TROUSSEAU_PROXY_CONFIG", "TROUSSEAU_PROXY_LOG"];
@@ -113,6 +87,6 @@ pub fn env_name(path: &str) -> String {
 /// Every key path, and the ones holding secrets: for the fuzz targets ([`crate::fuzz`]), which
 /// check that errors name a real key and that `check-config` never shows a secret.
 #[doc(hidden)]
-pub fn key_paths() -> (&'static [&'static str], &'static [&'static str]) {
-    (KEY_PATHS, SECRET_KEYS)
+pub fn key_paths() -> (Vec<&'static str>, &'static [&'static str]) {
+    (keys().iter().map(|key| key.path.as_str()).collect(), SECRET_KEYS)
 }

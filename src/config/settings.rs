@@ -129,8 +129,9 @@ impl fmt::Debug for SessionSettings {
     }
 }
 
-/// Where session data lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where session data lives (`session.store`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum StoreKind {
     /// The whole session sealed in the cookie.
     Cookie,
@@ -140,8 +141,9 @@ pub enum StoreKind {
     Redis,
 }
 
-/// Where back-channel revocations live.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where back-channel revocations live (`session.revocations`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RevocationKind {
     /// In this replica's memory.
     Memory,

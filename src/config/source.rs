@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::keys::{KEY_PATHS, LIST_KEYS, NON_KEY_VARS, NUMBER_KEYS, SECRET_KEYS};
+use super::keys::{key_of_env, keys, Key, Kind, NON_KEY_VARS, SECRET_KEYS};
 use super::{ConfigError, FileConfig, ENV_PREFIX};
 
 /// Reads the file (if any), applies environment overrides, and returns the raw config plus the
@@ -28,23 +28,12 @@ pub fn parse_file_config(
     mut source: SourceText,
     env: &[(String, String)],
 ) -> Result<(FileConfig, SourceText), ConfigError> {
-    let overrides: Vec<(&str, &str, &str)> = env
-        .iter()
-        .filter_map(|(k, v)| {
-            let rest = k.strip_prefix(ENV_PREFIX)?;
-            let path = KEY_PATHS.iter().find(|p| p.replace('.', "_").eq_ignore_ascii_case(rest))?;
-            Some((*path, k.as_str(), v.as_str()))
-        })
-        .collect();
+    let overrides: Vec<(&Key, &str, &str)> =
+        env.iter().filter_map(|(k, v)| Some((key_of_env(k)?, k.as_str(), v.as_str()))).collect();
     let unknown_env: Vec<&String> = env
         .iter()
         .map(|(k, _)| k)
-        .filter(|k| !NON_KEY_VARS.contains(&k.as_str()))
-        .filter(|k| {
-            k.strip_prefix(ENV_PREFIX).is_some_and(|rest| {
-                !KEY_PATHS.iter().any(|p| p.replace('.', "_").eq_ignore_ascii_case(rest))
-            })
-        })
+        .filter(|k| k.starts_with(ENV_PREFIX) && !NON_KEY_VARS.contains(&k.as_str()) && key_of_env(k).is_none())
         .collect();
     if let Some(k) = unknown_env.first() {
         return Err(ConfigError::Syntax {
@@ -66,9 +55,10 @@ pub fn parse_file_config(
     // One variable at a time, so a value that does not fit is reported against its variable
     // (serde's message then has no key path of its own); the file alone already fitted.
     let mut merged = file;
-    for (path, var, value) in &overrides {
+    for (key, var, value) in &overrides {
+        let path = key.path.as_str();
         let origin = format!("environment variable {var}");
-        let value = env_value(path, value).map_err(|message| ConfigError::Syntax {
+        let value = env_value(key, value).map_err(|message| ConfigError::Syntax {
             origin: origin.clone(),
             message: if is_secret_path(path) { format!("{path}: is not valid YAML (value redacted)") } else { message },
         })?;
@@ -78,7 +68,7 @@ pub fn parse_file_config(
             let message = if is_secret_path(path) { without_value(&message) } else { message };
             ConfigError::Syntax { origin: origin.clone(), message: format!("{path}: {message}") }
         })?;
-        source.overrides.push(((*path).to_string(), origin));
+        source.overrides.push((path.to_string(), origin));
     }
     Ok((merged, source))
 }
@@ -105,7 +95,13 @@ fn without_value(message: &str) -> String {
     "this value does not fit the key (value redacted)".into()
 }
 
+/// A YAML error as the configuration's own: serde_yaml names the key path of a value that does
+/// not fit (`session.store: unknown variant `x`, expected one of …`) and its line, so such an
+/// error reads like a validation error (`session.store (line 12): …`); an error that names no
+/// key (bad indentation, an unknown key under a section) keeps the file's line and column.
 fn yaml_error(source: &SourceText, e: serde_yaml::Error) -> ConfigError {
+    // A line past the end (an error found at the end of the text) points nowhere.
+    let line = e.location().map(|loc| loc.line()).filter(|&line| line <= source.text.lines().count());
     let origin = match e.location() {
         Some(loc) => format!("{} line {} column {}", source.name, loc.line(), loc.column()),
         None => source.name.clone(),
@@ -117,41 +113,44 @@ fn yaml_error(source: &SourceText, e: serde_yaml::Error) -> ConfigError {
         Some(i) => message[..i].to_string(),
         None => message,
     };
-    // `session.secrets: invalid type: string "<the secret>", …`: name the key, never the value.
-    let message = match message.split_once(": ") {
-        Some((path, rest)) if is_secret_path(path) => format!("{path}: {}", without_value(rest)),
-        _ => message,
-    };
-    ConfigError::Syntax { origin, message }
+    match message.split_once(": ") {
+        // `session.secrets: invalid type: string "<the secret>", …`: name the key, never the value.
+        Some((path, rest)) if is_key_path(path) => {
+            let rest = if is_secret_path(path) { without_value(rest) } else { rest.to_string() };
+            ConfigError::Invalid { key: path.to_string(), line, message: rest }
+        }
+        _ => ConfigError::Syntax { origin, message },
+    }
 }
 
-fn env_value(path: &str, value: &str) -> Result<serde_yaml::Value, String> {
-    if LIST_KEYS.contains(&path) && !value.trim_start().starts_with('[') {
-        let items = value
-            .split(|c| c == ',' || c == ' ' && path == "oidc.scopes")
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| serde_yaml::Value::String(s.to_string()))
-            .collect();
-        return Ok(serde_yaml::Value::Sequence(items));
-    }
-    if path == "routes.rules" || path == "identity.headers" || LIST_KEYS.contains(&path) {
-        return serde_yaml::from_str(value).map_err(|e| format!("is not valid YAML: {e}"));
-    }
-    // Scalars: let YAML decide bool/number, but keep strings that merely look like them intact
-    // for string keys (a secret of "123" stays a string).
-    match serde_yaml::from_str::<serde_yaml::Value>(value) {
-        Ok(v @ (serde_yaml::Value::Bool(_) | serde_yaml::Value::Number(_)))
-            if path.ends_with("preserve_host")
-                || path.ends_with("trust_forwarded_headers")
-                || path.ends_with("pass_access_token")
-                || path.ends_with("end_open_connections")
-                || path.ends_with("required")
-                || NUMBER_KEYS.contains(&path) =>
-        {
-            Ok(v)
+/// Whether `path` is a key of the configuration or lies inside one (`routes.rules[0].path`).
+pub(super) fn is_key_path(path: &str) -> bool {
+    keys().iter().any(|key| {
+        path.strip_prefix(key.path.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('[') || rest.starts_with('.'))
+    })
+}
+
+fn env_value(key: &Key, value: &str) -> Result<serde_yaml::Value, String> {
+    let yaml = |value: &str| serde_yaml::from_str(value).map_err(|e| format!("is not valid YAML: {e}"));
+    match key.kind {
+        Kind::List if !value.trim_start().starts_with('[') => {
+            let spaces_too = key.path == "oidc.scopes";
+            let items = value
+                .split(|c| c == ',' || c == ' ' && spaces_too)
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| serde_yaml::Value::String(s.to_string()))
+                .collect();
+            Ok(serde_yaml::Value::Sequence(items))
         }
-        _ => Ok(serde_yaml::Value::String(value.to_string())),
+        Kind::List | Kind::Yaml => yaml(value),
+        // Let YAML decide bool or number, and keep it only where the key takes one.
+        Kind::Switch | Kind::Number => match serde_yaml::from_str(value) {
+            Ok(v @ (serde_yaml::Value::Bool(_) | serde_yaml::Value::Number(_))) => Ok(v),
+            _ => Ok(serde_yaml::Value::String(value.to_string())),
+        },
+        // Text stays text, however much it looks like a number (a secret of "123").
+        Kind::Text => Ok(serde_yaml::Value::String(value.to_string())),
     }
 }
 
@@ -198,7 +197,10 @@ impl SourceText {
         }
     }
 
-    /// The 1-based line where a dotted key path is written, if it is in the file.
+    /// The 1-based line where a dotted key path is written, if it is in the file. Hand-rolled:
+    /// serde_yaml (which the design card names) gives a line only with its own errors, and keeps
+    /// no position for a value once deserialized, so an error found by validation — after serde —
+    /// finds its line here.
     pub fn line_of(&self, path: &str) -> Option<usize> {
         let mut want = path.split('.').peekable();
         let mut indent_stack: Vec<usize> = Vec::new();

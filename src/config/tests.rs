@@ -373,3 +373,20 @@ fn tls_needs_both_files_that_load_an_https_public_url_and_names_every_mistake() 
     assert!(err.starts_with("public_url") && err.contains("https://"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn every_key_is_in_the_readme_reference_and_the_example() {
+    // The keys come from the structure (`keys::keys`); a field added without its documentation
+    // fails here. README writes a `_file` twin beside its key (`session.redis_url` / `_file`).
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let example = std::fs::read_to_string(root.join("config.example.yaml")).unwrap();
+    let (paths, _) = super::key_paths();
+    assert!(paths.len() > 60 && paths.contains(&"session.store") && paths.contains(&"limits.send_timeout"), "{paths:?}");
+    for path in paths {
+        let twin = path.strip_suffix("_file").map(|key| format!("`{key}` / `_file`"));
+        assert!(readme.contains(&format!("`{path}`")) || twin.is_some_and(|t| readme.contains(&t)), "README does not name `{path}`");
+        let name = path.rsplit('.').next().unwrap();
+        assert!(example.contains(&format!("{name}:")), "config.example.yaml does not show `{path}`");
+    }
+}

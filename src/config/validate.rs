@@ -215,12 +215,7 @@ fn secrets(file: &FileConfig, source: &SourceText) -> Result<Vec<Vec<u8>>, Confi
 /// they may share, checked together: each needs the others to make sense.
 fn sharing(file: &FileConfig, source: &SourceText) -> Result<(StoreKind, Option<String>, RevocationKind), ConfigError> {
     let invalid = |key: &str, message: String| source.invalid(key, message);
-    let store = match file.session.store.as_str() {
-        "cookie" => StoreKind::Cookie,
-        "memory" => StoreKind::Memory,
-        "redis" => StoreKind::Redis,
-        other => return Err(invalid("session.store", format!("`{other}`: use cookie, memory or redis"))),
-    };
+    let store = file.session.store;
     let redis_url = secret_value(
         file.session.redis_url.as_deref(),
         file.session.redis_url_file.as_deref(),
@@ -237,11 +232,10 @@ fn sharing(file: &FileConfig, source: &SourceText) -> Result<(StoreKind, Option<
     if store == StoreKind::Redis && redis_url.is_none() {
         return Err(invalid("session.store", "`redis` needs session.redis_url (or session.redis_url_file)".into()));
     }
-    let revocations = match file.session.revocations.as_deref() {
+    let revocations = match file.session.revocations {
         None if redis_url.is_some() => RevocationKind::Redis,
-        None | Some("memory") => RevocationKind::Memory,
-        Some("redis") => RevocationKind::Redis,
-        Some(other) => return Err(invalid("session.revocations", format!("`{other}`: use memory or redis"))),
+        None => RevocationKind::Memory,
+        Some(kind) => kind,
     };
     if revocations == RevocationKind::Redis && redis_url.is_none() {
         return Err(invalid("session.revocations", "`redis` needs session.redis_url (or session.redis_url_file)".into()));
@@ -324,7 +318,7 @@ fn identity(file: &FileConfig, source: &SourceText, client_id: &str) -> Result<I
     if ttl < Duration::from_secs(10) || ttl > Duration::from_secs(3600) {
         return Err(invalid("identity.assertion_ttl", "must be between 10s and 1h".into()));
     }
-    let extra_headers = crate::identity::ExtraHeaders::new(&file.identity.headers_preset, &file.identity.headers)
+    let extra_headers = crate::identity::ExtraHeaders::new(file.identity.headers_preset, &file.identity.headers)
         .map_err(|(key, message)| invalid(key, message))?;
     Ok(IdentitySettings {
         signing_keys_pem,
@@ -338,11 +332,7 @@ fn identity(file: &FileConfig, source: &SourceText, client_id: &str) -> Result<I
 /// `api:`: whether bearer tokens are accepted, and how many new ones may be checked.
 fn api(file: &FileConfig, source: &SourceText) -> Result<(bool, BearerLimits), ConfigError> {
     let invalid = |key: &str, message: String| source.invalid(key, message);
-    let bearer_userinfo = match file.api.bearer.as_str() {
-        "off" => false,
-        "userinfo" => true,
-        other => return Err(invalid("api.bearer", format!("`{other}`: use off or userinfo"))),
-    };
+    let bearer_userinfo = file.api.bearer == Bearer::Userinfo;
     let bearer_limits = BearerLimits { per_second: file.api.introspections_per_second, in_flight: file.api.introspections_in_flight };
     if !(1..=10_000).contains(&bearer_limits.per_second) {
         return Err(invalid("api.introspections_per_second", "must be between 1 and 10000 (default 10)".into()));
@@ -365,9 +355,6 @@ fn routes(file: &FileConfig, source: &SourceText) -> Result<(), ConfigError> {
         if !r.path.starts_with('/') {
             return Err(invalid("routes.rules", format!("rule #{}: path `{}` must start with /", i + 1, r.path)));
         }
-        if let Some(other) = r.cors_preflight.as_deref().filter(|p| !matches!(*p, "pass" | "authenticate")) {
-            return Err(invalid("routes.rules", format!("rule #{}: cors_preflight `{other}`: use pass or authenticate", i + 1)));
-        }
     }
     Ok(())
 }
@@ -386,11 +373,7 @@ fn cors(file: &FileConfig, source: &SourceText) -> Result<CorsSettings, ConfigEr
         }
         allowed_origins.push(url.origin().ascii_serialization());
     }
-    let preflight_pass = match file.cors.preflight.as_str() {
-        "pass" => true,
-        "authenticate" => false,
-        other => return Err(invalid("cors.preflight", format!("`{other}`: use pass or authenticate"))),
-    };
+    let preflight_pass = file.cors.preflight == Preflight::Pass;
     Ok(CorsSettings { allowed_origins, preflight_pass })
 }
 

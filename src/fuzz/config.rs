@@ -109,7 +109,8 @@ fn check_error(e: &ConfigError, text: &str, secrets: &[String], anyway: &dyn Fn(
             assert!(!message.is_empty());
         }
         ConfigError::Invalid { key, line, message } => {
-            let known = key_paths.iter().any(|k| key == k || *key == format!("{k}_file"));
+            let inside = |k: &str| key.strip_prefix(k).is_some_and(|rest| rest.starts_with('[') || rest.starts_with('.'));
+            let known = key_paths.iter().any(|k| key == k || *key == format!("{k}_file") || inside(k));
             assert!(known, "error names `{key}`, not a configuration key");
             assert!(!message.is_empty());
             if let Some(line) = line {

@@ -236,7 +236,7 @@ async fn no_header_value_turns_a_refused_request_into_an_allowed_one() {
 #[tokio::test]
 async fn a_cookie_planted_before_sign_in_is_replaced_at_the_callback() {
     for store in ["cookie", "memory"] {
-        let env = Env::start_with(EnvOptions { configure: Box::new(move |c| c.session.store = store.into()), ..Default::default() }).await;
+        let env = Env::start_with(EnvOptions { configure: Box::new(move |c| c.session.store = crate::support::named(store)), ..Default::default() }).await;
         let attacker = signed_in(&env, SAM).await;
         let planted = attacker.jar["trousseau_session"].clone();
         for plant in [planted.clone(), "1.planted-garbage".to_string()] {
@@ -266,7 +266,7 @@ async fn a_cookie_planted_before_sign_in_is_replaced_at_the_callback() {
 /// the proxy keeps serving.
 #[tokio::test]
 async fn tokens_of_a_million_dots_or_a_huge_header_are_refused_in_bounded_time() {
-    let env = Env::start_with(EnvOptions { configure: Box::new(|c| c.api.bearer = "userinfo".into()), ..Default::default() }).await;
+    let env = Env::start_with(EnvOptions { configure: Box::new(|c| c.api.bearer = trousseau_proxy::config::Bearer::Userinfo), ..Default::default() }).await;
     let mut b = signed_in(&env, JEAN).await;
     let huge_header = format!("eyJ{}.e30.AAAA", "A".repeat(60_000));
     let tokens = [".".repeat(1 << 20), ".".repeat(60_000), "a.".repeat(30_000), huge_header, format!("e30.{}.x", "e".repeat(60_000))];
@@ -384,7 +384,7 @@ async fn a_role_removed_at_trousseau_is_refused_to_a_bearer_token_within_a_minut
     let env = Env::start_with(EnvOptions {
         configure: Box::new(|c| {
             rules(c);
-            c.api.bearer = "userinfo".into();
+            c.api.bearer = trousseau_proxy::config::Bearer::Userinfo;
             c.identity.pass_access_token = true;
         }),
         ..Default::default()
@@ -582,7 +582,7 @@ async fn every_cookie_of_ours_is_http_only_secure_and_host_prefixed() {
         let env = Env::start_with(EnvOptions {
             configure: Box::new(move |c| {
                 c.public_url = Some(c.public_url.clone().unwrap().replace("http://", "https://"));
-                c.session.store = store.into();
+                c.session.store = crate::support::named(store);
                 c.session.refresh_skew = HumanDuration(Duration::from_secs(30));
             }),
             idp: Box::new(|i| {
@@ -715,7 +715,7 @@ async fn post_logout_token(env: &Env, token: &str) -> Answer {
 async fn a_back_channel_logout_by_sid_or_sub_ends_the_session_in_every_store() {
     for store in ["cookie", "memory"] {
         for by in ["sid", "sub"] {
-            let env = Env::start_with(EnvOptions { configure: Box::new(move |c| c.session.store = store.into()), ..Default::default() }).await;
+            let env = Env::start_with(EnvOptions { configure: Box::new(move |c| c.session.store = crate::support::named(store)), ..Default::default() }).await;
             let mut b = signed_in(&env, JEAN).await;
             let mut copy = env.browser();
             copy.jar = b.jar.clone();
@@ -862,7 +862,7 @@ async fn a_copied_cookie_is_dead_after_logout_even_without_a_back_channel() {
 /// the proxy vouches for.
 #[tokio::test]
 async fn a_connection_header_cannot_drop_what_the_proxy_adds() {
-    let env = Env::start_with(EnvOptions { configure: Box::new(|c| c.identity.headers_preset = "oauth2-proxy".into()), ..Default::default() }).await;
+    let env = Env::start_with(EnvOptions { configure: Box::new(|c| c.identity.headers_preset = trousseau_proxy::identity::HeadersPreset::Oauth2Proxy), ..Default::default() }).await;
     let mut b = signed_in(&env, JEAN).await;
     let named = "X-Trousseau-Jwt-Assertion, X-Trousseau-Sub, x-trousseau-email, X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host, X-Request-Id, X-Forwarded-User, keep-alive";
     let r = b.request(Method::GET, "/x", &[("connection", named), JSON], Bytes::new()).await;
@@ -1008,12 +1008,12 @@ async fn a_huge_negative_or_overflowing_chunk_count_is_no_session_and_bounds_set
 #[tokio::test]
 async fn a_cookie_sealed_for_another_application_is_no_session() {
     for store in ["cookie", "memory"] {
-        let app_a = Env::start_with(EnvOptions { configure: Box::new(move |c| c.session.store = store.into()), ..Default::default() }).await;
+        let app_a = Env::start_with(EnvOptions { configure: Box::new(move |c| c.session.store = crate::support::named(store)), ..Default::default() }).await;
         let b = signed_in(&app_a, JEAN).await;
         // App B: same secret, its own public_url (its own port) and client id.
         let app_b = Env::start_with(EnvOptions {
             configure: Box::new(move |c| {
-                c.session.store = store.into();
+                c.session.store = crate::support::named(store);
                 c.oidc.client_id = Some("app-b-oidc".into());
             }),
             idp: Box::new(|i| i.client_id = "app-b-oidc".into()),
@@ -1032,7 +1032,7 @@ async fn a_cookie_sealed_for_another_application_is_no_session() {
 async fn a_bearer_identity_ends_with_a_back_channel_logout() {
     let env = Env::start_with(EnvOptions {
         configure: Box::new(|c| {
-            c.api.bearer = "userinfo".into();
+            c.api.bearer = trousseau_proxy::config::Bearer::Userinfo;
             c.identity.pass_access_token = true;
         }),
         ..Default::default()

@@ -14,7 +14,7 @@ use crate::support::*;
 pub(crate) fn bearer_env() -> EnvOptions {
     EnvOptions {
         configure: Box::new(|c| {
-            c.api.bearer = "userinfo".into();
+            c.api.bearer = trousseau_proxy::config::Bearer::Userinfo;
             c.identity.pass_access_token = true;
         }),
         ..Default::default()

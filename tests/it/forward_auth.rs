@@ -639,7 +639,7 @@ async fn forward_auth_names_every_identity_header_on_a_public_route_too() {
     let env = Env::start_with(EnvOptions {
         configure: Box::new(|c| {
             c.routes.public = vec!["/assets/*".into()];
-            c.identity.headers_preset = "oauth2-proxy".into();
+            c.identity.headers_preset = trousseau_proxy::identity::HeadersPreset::Oauth2Proxy;
             c.identity.pass_access_token = true;
         }),
         ..Default::default()

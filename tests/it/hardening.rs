@@ -305,7 +305,7 @@ async fn envoy_form_with_a_disagreeing_uri_header_is_ambiguous() {
 async fn forward_auth_names_every_identity_header_even_when_empty() {
     let env = Env::start_with(EnvOptions {
         configure: Box::new(|c| {
-            c.identity.headers_preset = "oauth2-proxy".into();
+            c.identity.headers_preset = trousseau_proxy::identity::HeadersPreset::Oauth2Proxy;
             c.identity.headers.insert("X-User-Picture".into(), "picture".into());
         }),
         ..Default::default()

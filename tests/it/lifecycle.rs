@@ -348,7 +348,7 @@ async fn memory_store_keeps_the_cookie_small_and_logout_final() {
     let user = big_user(40);
     let sub = user.sub.clone();
     let env = Env::start_with(EnvOptions {
-        configure: Box::new(|c| c.session.store = "memory".into()),
+        configure: Box::new(|c| c.session.store = trousseau_proxy::config::StoreKind::Memory),
         idp: Box::new(move |i| i.users.push(user)),
     })
     .await;
@@ -374,7 +374,7 @@ async fn memory_store_refresh_is_seen_by_every_tab_at_once() {
     let env = Arc::new(
         Env::start_with(EnvOptions {
             configure: Box::new(|c| {
-                c.session.store = "memory".into();
+                c.session.store = trousseau_proxy::config::StoreKind::Memory;
                 c.session.refresh_skew = trousseau_proxy::config::HumanDuration(Duration::from_secs(30));
             }),
             idp: Box::new(|i| {

@@ -337,7 +337,7 @@ async fn an_api_clients_event_stream_ends_when_its_token_is_refused_at_the_next_
 async fn a_websocket_outlives_its_access_tokens_each_refreshed_once_in_the_background() {
     for store in ["cookie", "memory"] {
         let env = Env::start_with(EnvOptions {
-            configure: Box::new(move |c| c.session.store = store.into()),
+            configure: Box::new(move |c| c.session.store = crate::support::named(store)),
             idp: Box::new(|i| i.access_token_ttl = Duration::from_secs(3)),
         })
         .await;

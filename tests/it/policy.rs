@@ -156,7 +156,7 @@ fn assert_invalid_token(r: &Answer) {
 async fn api_clients_can_use_a_trousseau_access_token() {
     let env = Env::start_with(EnvOptions {
         configure: Box::new(|c| {
-            c.api.bearer = "userinfo".into();
+            c.api.bearer = trousseau_proxy::config::Bearer::Userinfo;
             c.identity.pass_access_token = true;
         }),
         ..Default::default()
@@ -200,7 +200,7 @@ async fn api_clients_can_use_a_trousseau_access_token() {
 #[tokio::test]
 async fn a_token_trousseau_issued_to_another_application_is_refused() {
     let env = Env::start_with(EnvOptions {
-        configure: Box::new(|c| c.api.bearer = "userinfo".into()),
+        configure: Box::new(|c| c.api.bearer = trousseau_proxy::config::Bearer::Userinfo),
         ..Default::default()
     })
     .await;
@@ -231,7 +231,7 @@ async fn a_token_trousseau_issued_to_another_application_is_refused() {
 async fn bearer_tokens_cannot_be_checked_when_trousseau_refuses_our_client() {
     let env = Env::start_with(EnvOptions {
         configure: Box::new(|c| {
-            c.api.bearer = "userinfo".into();
+            c.api.bearer = trousseau_proxy::config::Bearer::Userinfo;
             c.oidc.client_secret = Some("not-the-registered-secret".into());
         }),
         ..Default::default()
@@ -247,7 +247,7 @@ async fn bearer_tokens_cannot_be_checked_when_trousseau_refuses_our_client() {
 async fn header_presets_speak_oauth2_proxy_and_authentik() {
     let env = Env::start_with(EnvOptions {
         configure: Box::new(|c| {
-            c.identity.headers_preset = "oauth2-proxy".into();
+            c.identity.headers_preset = trousseau_proxy::identity::HeadersPreset::Oauth2Proxy;
             c.identity.headers.insert("X-User-Locale".into(), "locale".into());
             c.routes.public = vec!["/open".into()];
         }),
@@ -272,7 +272,7 @@ async fn header_presets_speak_oauth2_proxy_and_authentik() {
     assert!(open["headers"].get("x_forwarded_email").is_none());
     assert!(open["headers"].get("x-user-locale").is_none());
 
-    let env = Env::start_with(EnvOptions { configure: Box::new(|c| c.identity.headers_preset = "authentik".into()), ..Default::default() }).await;
+    let env = Env::start_with(EnvOptions { configure: Box::new(|c| c.identity.headers_preset = trousseau_proxy::identity::HeadersPreset::Authentik), ..Default::default() }).await;
     let mut b = env.browser();
     let h = b.sign_in("/", JEAN).await.json()["headers"].clone();
     assert_eq!(h["x-authentik-uid"], serde_json::json!([JEAN]));

@@ -186,7 +186,7 @@ fn with_redis(redis: &RedisServer, store: &'static str, tweak: impl FnOnce(&mut 
     let url_file = redis.url_file();
     EnvOptions {
         configure: Box::new(move |c| {
-            c.session.store = store.into();
+            c.session.store = crate::support::named(store);
             c.session.redis_url_file = Some(url_file);
             c.routes.public = vec!["/public/*".into()];
             tweak(c);
@@ -285,7 +285,7 @@ async fn backchannel_logout_on_one_replica_ends_the_session_on_the_other() {
 async fn cookie_sessions_share_revocations_through_redis() {
     let Some(redis) = RedisServer::start().await else { return };
     let env = Env::start_with(with_redis(&redis, "cookie", |c| {
-        c.session.revocations = Some("redis".into());
+        c.session.revocations = Some(trousseau_proxy::config::RevocationKind::Redis);
         c.session.revocation_staleness = HumanDuration(Duration::ZERO);
     }))
     .await;
@@ -600,7 +600,7 @@ async fn rediss_with_a_private_ca_works_and_is_verified() {
 async fn a_back_channel_logout_on_one_replica_ends_bearer_tokens_on_the_other() {
     let Some(redis) = RedisServer::start().await else { return };
     let env = Env::start_with(with_redis(&redis, "cookie", |c| {
-        c.api.bearer = "userinfo".into();
+        c.api.bearer = trousseau_proxy::config::Bearer::Userinfo;
         c.identity.pass_access_token = true;
     }))
     .await;
@@ -1046,7 +1046,7 @@ async fn a_websocket_on_one_replica_closes_when_the_other_learns_its_session_end
     for store in ["cookie", "redis"] {
         // A Redis each: the first round's logout of Jean would end the second round's sign-in.
         let Some(redis) = RedisServer::start().await else { return };
-        let env = Env::start_with(with_redis(&redis, store, |c| c.session.revocations = Some("redis".into()))).await;
+        let env = Env::start_with(with_redis(&redis, store, |c| c.session.revocations = Some(trousseau_proxy::config::RevocationKind::Redis))).await;
         let b_replica = env.start_replica().await;
         // Let both replicas subscribe to the channel (a replica that subscribes late checks its
         // sessions against the revocations instead).
@@ -1081,7 +1081,7 @@ async fn a_replica_that_missed_the_published_end_closes_the_websocket_when_it_re
     // sessions (a record gone).
     for (store, reason) in [("cookie", EndReason::Backchannel), ("redis", EndReason::Logout)] {
         let Some(redis) = RedisServer::start().await else { return };
-        let env = Env::start_with(with_redis(&redis, store, |c| c.session.revocations = Some("redis".into()))).await;
+        let env = Env::start_with(with_redis(&redis, store, |c| c.session.revocations = Some(trousseau_proxy::config::RevocationKind::Redis))).await;
         let b_replica = env.start_replica().await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut jean = env.browser();

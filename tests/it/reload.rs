@@ -366,7 +366,7 @@ async fn revocations_outlive_a_reload_and_a_store_change_is_refused() {
     assert_eq!(second.api_get("/x").await.status, StatusCode::OK);
     assert_eq!(Browser::new(&env.origin).api_get("/open/page").await.status, StatusCode::OK, "the new public route");
 
-    let refused = env.reload(|c| c.session.store = "memory".into()).unwrap_err().to_string();
+    let refused = env.reload(|c| c.session.store = trousseau_proxy::config::StoreKind::Memory).unwrap_err().to_string();
     assert!(refused.contains("session.store changed, which needs a restart"), "{refused}");
     assert_eq!(Browser::new(&env.origin).api_get("/open/page").await.status, StatusCode::OK, "the running configuration is kept");
     assert_eq!(second.api_get("/x").await.status, StatusCode::OK);

@@ -544,7 +544,7 @@ fn spoofed_identity_headers_are_stripped_in_every_spelling() {
         "x-trousseau", "x-trousseaux-sub", "xtrousseau-sub", "x-trousseu-sub", "x-tr0usseau-sub", "a-x-trousseau-sub", "trousseau-sub",
         "x-forwarded-for", "cookie", "accept", "x--trousseau-sub",
     ];
-    let extra = ExtraHeaders::new("oauth2-proxy", &BTreeMap::new()).unwrap();
+    let extra = ExtraHeaders::new(trousseau_proxy::identity::HeadersPreset::Oauth2Proxy, &BTreeMap::new()).unwrap();
     let preset = ["x-forwarded-user", "x-forwarded-email", "x-forwarded-preferred-username", "x-forwarded-groups"];
     let mut rng = Rng::new(0x0059_00F5);
     for case in 0..5000 {

@@ -112,7 +112,7 @@ async fn a_copied_cookie_is_dead_after_logout_and_cannot_refresh() {
 #[tokio::test]
 async fn one_account_signing_in_again_and_again_keeps_at_most_the_cap() {
     let env = Env::start_with(configured(|c| {
-        c.session.store = "memory".into();
+        c.session.store = trousseau_proxy::config::StoreKind::Memory;
         c.session.max_sessions_per_user = 3;
     }))
     .await;
@@ -159,7 +159,7 @@ async fn the_memory_store_is_bounded_by_bytes_and_ends_the_least_recently_used_s
     let sub = user.sub.clone();
     let env = Env::start_with(EnvOptions {
         configure: Box::new(|c| {
-            c.session.store = "memory".into();
+            c.session.store = trousseau_proxy::config::StoreKind::Memory;
             c.session.memory_store_max_mib = 1;
             c.session.max_sessions_per_user = 1000;
         }),
@@ -248,7 +248,7 @@ async fn a_session_too_large_for_cookies_gets_a_page_and_fits_a_server_side_stor
     for store in ["cookie", "memory"] {
         let user = user.clone();
         let env = Env::start_with(EnvOptions {
-            configure: Box::new(move |c| c.session.store = store.into()),
+            configure: Box::new(move |c| c.session.store = crate::support::named(store)),
             idp: Box::new(move |i| i.users.push(user)),
         })
         .await;

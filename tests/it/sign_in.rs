@@ -233,7 +233,7 @@ async fn an_empty_email_claim_leaves_no_email_claims_in_the_assertion() {
     const NO_EMAIL: &str = "5e0c1a2b-0000-4000-8000-00000000e0e0";
     let env = Env::start_with(EnvOptions {
         configure: Box::new(|c| {
-            c.api.bearer = "userinfo".into();
+            c.api.bearer = trousseau_proxy::config::Bearer::Userinfo;
             c.identity.pass_access_token = true;
         }),
         idp: Box::new(|idp| {

@@ -37,7 +37,7 @@ fn assert_loop_page(b: &Browser, answer: &crate::support::Answer, cause: &str) {
 }
 
 async fn two_replicas(store: &'static str) -> (Env, Replica) {
-    let env = Env::start_with(EnvOptions { configure: Box::new(move |c| c.session.store = store.into()), ..Default::default() }).await;
+    let env = Env::start_with(EnvOptions { configure: Box::new(move |c| c.session.store = crate::support::named(store)), ..Default::default() }).await;
     let replica = env.start_replica().await;
     (env, replica)
 }
@@ -146,7 +146,7 @@ async fn a_back_channel_logout_after_sign_ins_that_worked_is_no_loop() {
 }
 
 async fn a_back_channel_logout_after_sign_ins_is_no_loop_with(store: &'static str) {
-    let env = Env::start_with(EnvOptions { configure: Box::new(move |c| c.session.store = store.into()), ..Default::default() }).await;
+    let env = Env::start_with(EnvOptions { configure: Box::new(move |c| c.session.store = crate::support::named(store)), ..Default::default() }).await;
     let mut b = env.browser();
     for _ in 0..3 {
         assert_eq!(b.sign_in("/", JEAN).await.status, StatusCode::OK);

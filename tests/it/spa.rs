@@ -155,8 +155,8 @@ async fn the_proxys_own_answers_are_readable_by_allowed_origins_only() {
 async fn a_genuine_preflight_reaches_the_app_without_an_identity_only_where_configured() {
     let env = Env::start_with(EnvOptions {
         configure: Box::new(|c| {
-            c.cors.preflight = "pass".into();
-            c.routes.rules = vec![RuleConfig { path: "/admin/*".into(), cors_preflight: Some("authenticate".into()), ..Default::default() }];
+            c.cors.preflight = trousseau_proxy::config::Preflight::Pass;
+            c.routes.rules = vec![RuleConfig { path: "/admin/*".into(), cors_preflight: Some(trousseau_proxy::config::Preflight::Authenticate), ..Default::default() }];
         }),
         ..Default::default()
     })
@@ -194,7 +194,7 @@ async fn a_genuine_preflight_reaches_the_app_without_an_identity_only_where_conf
 
 #[tokio::test]
 async fn forward_auth_lets_a_described_preflight_through_and_never_a_spoofed_one() {
-    let env = Env::start_with(EnvOptions { configure: Box::new(|c| c.cors.preflight = "pass".into()), ..Default::default() }).await;
+    let env = Env::start_with(EnvOptions { configure: Box::new(|c| c.cors.preflight = trousseau_proxy::config::Preflight::Pass), ..Default::default() }).await;
     let mut b = env.browser();
     let ask = |method: &'static str, extra: Vec<(&'static str, &'static str)>| {
         let mut h = vec![("x-original-method", method), ("x-original-uri", "/api/orders"), ("origin", SPA), ("access-control-request-method", "POST")];

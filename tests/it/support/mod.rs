@@ -459,3 +459,9 @@ fn https_client(roots: rustls::RootCertStore) -> Client<hyper_rustls::HttpsConne
     let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_or_http().enable_http1().build();
     Client::builder(TokioExecutor::new()).build(connector)
 }
+
+/// A configuration value named as the YAML file names it (`named::<StoreKind>("memory")`), for
+/// tests that run the same story under several settings and print which.
+pub fn named<T: serde::de::DeserializeOwned>(name: &str) -> T {
+    serde_yaml::from_str(name).unwrap_or_else(|e| panic!("`{name}`: {e}"))
+}
