@@ -88,11 +88,7 @@ impl Oidc {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or(LogoutTokenError::Malformed("header"))?;
-        let claims: serde_json::Value = b64
-            .decode(p)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or(LogoutTokenError::Malformed("payload"))?;
+        let payload = b64.decode(p).map_err(|_| LogoutTokenError::Malformed("payload"))?;
         let signature = b64.decode(s).map_err(|_| LogoutTokenError::Malformed("signature"))?;
         // RFC 7515 §4.1.11: every extension `crit` lists must be understood, and we understand
         // none; refused before any key is looked up (or fetched).
@@ -140,45 +136,87 @@ impl Oidc {
             return Err(LogoutTokenError::Signature("no key matches its kid".into()));
         }
 
+        // Typed once signed (§2.6: the signature first, then the claims); a claim repeated, missing
+        // or of another type is refused here.
+        let claims: LogoutClaims = serde_json::from_slice(&payload).map_err(|_| {
+            LogoutTokenError::Claims("not the claims of a logout token (one is missing, repeated or of the wrong type)")
+        })?;
         logout_claims(&claims, provider.metadata.issuer().as_str(), &self.settings.client_id, now_secs())
+    }
+}
+
+/// The claims of a back-channel logout token (Back-Channel Logout 1.0 §2.4), as sent.
+#[derive(Debug, Deserialize)]
+struct LogoutClaims {
+    iss: String,
+    aud: Audience,
+    iat: u64,
+    exp: Option<u64>,
+    events: serde_json::Map<String, serde_json::Value>,
+    /// Must be absent: a logout token with a `nonce`, even `null`, could pass for an ID token.
+    #[serde(default)]
+    nonce: Present,
+    sid: Option<String>,
+    sub: Option<String>,
+    jti: String,
+}
+
+/// `aud`: one audience or several (RFC 7519 §4.1.3).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn names(&self, client_id: &str) -> bool {
+        match self {
+            Audience::One(aud) => aud == client_id,
+            Audience::Many(list) => list.iter().any(|aud| aud == client_id),
+        }
+    }
+}
+
+/// Whether a member is there at all, whatever its value (`null` included).
+#[derive(Debug, Default)]
+struct Present(bool);
+
+impl<'de> Deserialize<'de> for Present {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| Present(true))
     }
 }
 
 /// The claims a back-channel logout token must carry (OpenID Connect Back-Channel Logout 1.0
 /// §2.4, §2.6), checked once its signature is: our issuer and client, a fresh `iat`, the logout
 /// event, no `nonce`, `sid` or `sub`, and a `jti`.
-fn logout_claims(claims: &serde_json::Value, issuer: &str, client_id: &str, now: u64) -> Result<LogoutRequest, LogoutTokenError> {
-    if claims["iss"].as_str() != Some(issuer) {
+fn logout_claims(claims: &LogoutClaims, issuer: &str, client_id: &str, now: u64) -> Result<LogoutRequest, LogoutTokenError> {
+    if claims.iss != issuer {
         return Err(LogoutTokenError::Claims("iss is not our issuer"));
     }
-    let aud_ok = match &claims["aud"] {
-        serde_json::Value::String(a) => a == client_id,
-        serde_json::Value::Array(list) => list.iter().any(|a| a.as_str() == Some(client_id)),
-        _ => false,
-    };
-    if !aud_ok {
+    if !claims.aud.names(client_id) {
         return Err(LogoutTokenError::Claims("aud is not our client_id"));
     }
-    let iat = claims["iat"].as_u64().ok_or(LogoutTokenError::Claims("iat missing"))?;
-    if iat > now + CLOCK_SKEW.as_secs() || iat.saturating_add(LOGOUT_TOKEN_MAX_AGE) < now {
+    if claims.iat > now + CLOCK_SKEW.as_secs() || claims.iat.saturating_add(LOGOUT_TOKEN_MAX_AGE) < now {
         return Err(LogoutTokenError::Claims("iat outside the accepted window"));
     }
-    if let Some(exp) = claims.get("exp").filter(|e| !e.is_null()) {
-        if exp.as_u64().is_none_or(|exp| exp.saturating_add(CLOCK_SKEW.as_secs()) < now) {
-            return Err(LogoutTokenError::Claims("expired"));
-        }
+    if claims.exp.is_some_and(|exp| exp.saturating_add(CLOCK_SKEW.as_secs()) < now) {
+        return Err(LogoutTokenError::Claims("expired"));
     }
-    if !claims["events"].get(BACKCHANNEL_EVENT).is_some_and(|e| e.is_object()) {
+    if !claims.events.get(BACKCHANNEL_EVENT).is_some_and(|e| e.is_object()) {
         return Err(LogoutTokenError::Claims("events member missing"));
     }
-    if claims.get("nonce").is_some() {
+    if claims.nonce.0 {
         return Err(LogoutTokenError::Claims("nonce must not be present"));
     }
-    let sid = claims["sid"].as_str().filter(|s| !s.is_empty()).map(String::from);
-    let sub = claims["sub"].as_str().filter(|s| !s.is_empty()).map(String::from);
+    let named = |value: &Option<String>| value.clone().filter(|s| !s.is_empty());
+    let (sid, sub) = (named(&claims.sid), named(&claims.sub));
     if sid.is_none() && sub.is_none() {
         return Err(LogoutTokenError::Claims("neither sid nor sub"));
     }
-    let jti = claims["jti"].as_str().filter(|s| !s.is_empty()).ok_or(LogoutTokenError::Claims("jti missing"))?;
-    Ok(LogoutRequest { sid, sub, jti: jti.to_string() })
+    if claims.jti.is_empty() {
+        return Err(LogoutTokenError::Claims("jti missing"));
+    }
+    Ok(LogoutRequest { sid, sub, jti: claims.jti.clone() })
 }
