@@ -13,7 +13,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Limited};
@@ -218,16 +217,19 @@ pub async fn start_demo_app_on(listen: &str, public_origin: String) -> std::io::
     Ok(addr)
 }
 
-/// Fetches the proxy's JWKS like an app would, and verifies ES256 assertions with it.
+/// Fetches the proxy's JWKS and verifies assertions with it as an app written in Rust would: with
+/// `jsonwebtoken`, the most used JWT crate, not with the proxy's own code — so the demo page, and
+/// the tests that use this, show that our assertions verify with an independent implementation
+/// (ES256 only, `exp` checked with a minute's leeway, the key chosen by `kid`).
 pub struct JwksVerifier {
     url: String,
-    keys: tokio::sync::RwLock<Vec<(String, Vec<u8>)>>,
+    keys: tokio::sync::RwLock<jsonwebtoken::jwk::JwkSet>,
 }
 
 impl JwksVerifier {
     /// A verifier for the JWKS at `url`.
     pub fn new(url: String) -> JwksVerifier {
-        JwksVerifier { url, keys: tokio::sync::RwLock::new(Vec::new()) }
+        JwksVerifier { url, keys: tokio::sync::RwLock::new(jsonwebtoken::jwk::JwkSet { keys: Vec::new() }) }
     }
 
     async fn fetch(&self) -> Result<(), String> {
@@ -235,45 +237,30 @@ impl JwksVerifier {
         let uri: http::Uri = self.url.parse().map_err(|e| format!("{e}"))?;
         let resp = client.get(uri).await.map_err(|e| e.to_string())?;
         let bytes = Limited::new(resp.into_body(), 64 * 1024).collect().await.map_err(|e| e.to_string())?.to_bytes();
-        let jwks: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let mut keys = Vec::new();
-        for k in jwks["keys"].as_array().into_iter().flatten() {
-            let (Some(kid), Some(x), Some(y)) = (k["kid"].as_str(), k["x"].as_str(), k["y"].as_str()) else { continue };
-            let (Ok(x), Ok(y)) = (b64.decode(x), b64.decode(y)) else { continue };
-            let mut point = vec![4u8];
-            point.extend(x);
-            point.extend(y);
-            keys.push((kid.to_string(), point));
-        }
-        *self.keys.write().await = keys;
+        *self.keys.write().await = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
         Ok(())
     }
 
     /// Verifies a compact ES256 JWS and returns its header and claims.
     pub async fn verify(&self, jws: &str) -> Result<(serde_json::Value, serde_json::Value), String> {
-        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let mut parts = jws.split('.');
-        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-            return Err("not a compact JWS".into());
-        };
-        let header: serde_json::Value = serde_json::from_slice(&b64.decode(h).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-        if header["alg"] != "ES256" {
+        use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+        let header = jsonwebtoken::decode_header(jws).map_err(|e| e.to_string())?;
+        if header.alg != Algorithm::ES256 {
             return Err("alg is not ES256".into());
         }
-        let kid = header["kid"].as_str().unwrap_or_default().to_string();
-        let sig = b64.decode(s).map_err(|e| e.to_string())?;
-        let signed = format!("{h}.{p}");
+        let kid = header.kid.clone().unwrap_or_default();
+        let mut validation = Validation::new(Algorithm::ES256);
+        // The audience is the app's to check (the demo shows it); `exp` is checked here.
+        validation.validate_aud = false;
         for attempt in 0..2 {
-            let key = self.keys.read().await.iter().find(|(k, _)| *k == kid).map(|(_, v)| v.clone());
+            let key = self.keys.read().await.find(&kid).map(DecodingKey::from_jwk);
             match key {
-                Some(point) => {
-                    aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED, point)
-                        .verify(signed.as_bytes(), &sig)
-                        .map_err(|_| "signature does not verify".to_string())?;
-                    let claims: serde_json::Value =
-                        serde_json::from_slice(&b64.decode(p).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-                    return Ok((header, claims));
+                Some(key) => {
+                    let key = key.map_err(|e| e.to_string())?;
+                    let data = jsonwebtoken::decode::<serde_json::Value>(jws, &key, &validation)
+                        .map_err(|e| format!("does not verify: {e}"))?;
+                    let header = serde_json::to_value(&data.header).map_err(|e| e.to_string())?;
+                    return Ok((header, data.claims));
                 }
                 None if attempt == 0 => self.fetch().await?,
                 None => {}
