@@ -118,8 +118,7 @@ impl Reloader {
         let next = Arc::new(before.succeed(settings).map_err(|e| e.to_string())?);
         if !Arc::ptr_eq(next.oidc(), before.oidc()) && !next.oidc().is_ready() {
             // A new relying party while Trousseau was not reached yet: it looks for itself.
-            let oidc = Arc::clone(next.oidc());
-            tokio::spawn(async move { oidc.discover_until_ready().await });
+            tokio::spawn(crate::oidc::Oidc::discover_until_ready(Arc::downgrade(next.oidc())));
         }
         self.current.put(next);
         let changed = loaded.file.as_ref().map(|before| changed_keys(before, &file)).unwrap_or_default();

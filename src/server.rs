@@ -174,8 +174,7 @@ pub async fn run(mut settings: Settings, source: Option<(ConfigSource, FileConfi
         None => None,
     };
     let app = App::new(settings)?;
-    let oidc = app.oidc().clone();
-    tokio::spawn(async move { oidc.discover_until_ready().await });
+    tokio::spawn(crate::oidc::Oidc::discover_until_ready(Arc::downgrade(app.oidc())));
     if let Some(redis) = app.redis.clone() {
         // Says at once (in the log) whether Redis is reachable; requests reconnect on their own.
         tokio::spawn(async move { redis.ping().await });

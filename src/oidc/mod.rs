@@ -466,22 +466,26 @@ impl Oidc {
         Ok(())
     }
 
-    /// Retries discovery with exponential backoff (1 s doubling to 30 s) until it succeeds.
-    /// Readiness stays false meanwhile.
-    pub async fn discover_until_ready(&self) {
+    /// Retries discovery with exponential backoff (1 s doubling to 30 s) until it succeeds, or
+    /// until nothing uses this relying party any more (a reload replaced it while Trousseau was
+    /// unreachable, and the requests that began under it ended): the loop holds it only while it
+    /// tries. Readiness stays false meanwhile.
+    pub async fn discover_until_ready(oidc: std::sync::Weak<Oidc>) {
         let mut delay = Duration::from_secs(1);
         loop {
-            match self.discover().await {
+            let Some(this) = oidc.upgrade() else { return };
+            match this.discover().await {
                 Ok(()) => {
-                    tracing::info!(issuer = %self.settings.issuer, "identity provider configuration loaded");
+                    tracing::info!(issuer = %this.settings.issuer, "identity provider configuration loaded");
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!(issuer = %self.settings.issuer, error = %e, retry_in = ?delay, "identity provider not available yet");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(30));
+                    tracing::warn!(issuer = %this.settings.issuer, error = %e, retry_in = ?delay, "identity provider not available yet");
                 }
             }
+            drop(this);
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(30));
         }
     }
 
@@ -583,5 +587,35 @@ impl Oidc {
             Some(nonce) => self.validated_tokens(&provider, &response, &Nonce::new(nonce.to_string()), expected_sub).await,
             None => self.validated_tokens(&provider, &response, &NoNonceRequired, expected_sub).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn discovery_retries_stop_once_nothing_uses_the_relying_party() {
+        // A port nothing listens on: reserved by binding it, then released.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let settings = OidcSettings {
+            issuer: format!("http://{closed}/application/o/app/"),
+            client_id: "app".into(),
+            client_secret: "secret".into(),
+            scopes: vec!["openid".into()],
+            redirect_uri: "http://127.0.0.1/.trousseau/callback".into(),
+            post_logout_redirect_uri: "http://127.0.0.1/".into(),
+            ca_file: None,
+            timeout: Duration::from_secs(1),
+            jwks_refetch_interval: Duration::from_secs(60),
+        };
+        let oidc = Arc::new(Oidc::new(settings).unwrap());
+        let retrying = tokio::spawn(Oidc::discover_until_ready(Arc::downgrade(&oidc)));
+        // Trousseau is unreachable: it keeps trying while the relying party is in use …
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        assert!(!retrying.is_finished() && !oidc.is_ready());
+        // … and gives up after its next wait once a reload replaced it and its requests ended.
+        drop(oidc);
+        tokio::time::timeout(Duration::from_secs(10), retrying).await.expect("the retry loop ended").unwrap();
     }
 }
