@@ -96,7 +96,7 @@ pub struct BearerAuth {
     oidc: Arc<Oidc>,
     valid: moka::future::Cache<[u8; 32], Arc<Checked>>,
     invalid: moka::sync::Cache<[u8; 32], ()>,
-    limiter: CheckLimiter,
+    limiter: Arc<CheckLimiter>,
 }
 
 impl BearerAuth {
@@ -113,15 +113,17 @@ impl BearerAuth {
                 .support_invalidation_closures()
                 .build(),
             invalid: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(INVALID_TTL).build(),
-            limiter: CheckLimiter::new(limits),
+            limiter: Arc::new(CheckLimiter::new(limits)),
         }
     }
 
     /// A resolver for a reloaded configuration (`oidc` with its new settings): the checks already
-    /// made are kept (they are Trousseau's answers about the tokens, not about our settings), the
-    /// rate limit starts afresh with `limits`, and the introspection warning is not repeated.
+    /// made are kept (they are Trousseau's answers about the tokens, not about our settings), and
+    /// so is the cap on new ones — its bucket and the checks in progress — unless `limits`
+    /// changed it; then the new cap starts afresh (checks still running under the old one end
+    /// within `oidc.timeout`). The introspection warning is not repeated.
     pub fn succeed(&self, oidc: Arc<Oidc>, limits: BearerLimits) -> BearerAuth {
-        BearerAuth { oidc, valid: self.valid.clone(), invalid: self.invalid.clone(), limiter: CheckLimiter::new(limits) }
+        BearerAuth { oidc, valid: self.valid.clone(), invalid: self.invalid.clone(), limiter: CheckLimiter::carried(&self.limiter, limits) }
     }
 
     /// The token of an `Authorization: Bearer …` header, if that is what the header holds.
@@ -278,6 +280,7 @@ pub fn plausible_token(token: &str, now: u64) -> bool {
 /// `per_second` a second and holding as many, plus at most `in_flight` checks at once. A check
 /// that finds either exhausted is not made (no queueing: the client is told when to retry).
 struct CheckLimiter {
+    limits: BearerLimits,
     per_second: f64,
     bucket: Mutex<Bucket>,
     in_flight: tokio::sync::Semaphore,
@@ -298,11 +301,18 @@ impl CheckLimiter {
     fn new(limits: BearerLimits) -> CheckLimiter {
         let per_second = f64::from(limits.per_second.max(1));
         CheckLimiter {
+            limits,
             per_second,
             bucket: Mutex::new(Bucket { tokens: per_second, refilled_at: Instant::now() }),
             in_flight: tokio::sync::Semaphore::new(limits.in_flight.max(1) as usize),
             throttled: Mutex::new(ThrottleLog { last_line: None, meanwhile: 0 }),
         }
+    }
+
+    /// The cap for a reloaded configuration: this one, bucket and checks in progress, while
+    /// `limits` are the same; a fresh one when they changed.
+    fn carried(this: &Arc<CheckLimiter>, limits: BearerLimits) -> Arc<CheckLimiter> {
+        if this.limits == limits { Arc::clone(this) } else { Arc::new(CheckLimiter::new(limits)) }
     }
 
     /// A permit for one check (held until it ends), or how long to wait before trying again.
@@ -463,6 +473,19 @@ mod tests {
         for token in &bad {
             assert!(!plausible_token(token, now), "{token}");
         }
+    }
+
+    #[test]
+    fn a_reload_keeps_the_check_limiter_unless_its_limits_change() {
+        let limits = BearerLimits { per_second: 3, in_flight: 1 };
+        let limiter = Arc::new(CheckLimiter::new(limits));
+        let held = limiter.admit().unwrap();
+        let same = CheckLimiter::carried(&limiter, limits);
+        assert!(same.admit().is_err(), "the check in progress still counts after the reload");
+        drop(held);
+        assert_eq!((0..5).filter_map(|_| same.admit().ok()).count(), 2, "and so does the bucket it emptied");
+        let other = CheckLimiter::carried(&limiter, BearerLimits { per_second: 10, in_flight: 10 });
+        assert_eq!((0..20).filter_map(|_| other.admit().ok()).count(), 10, "new limits, a new cap");
     }
 
     #[test]
