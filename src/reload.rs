@@ -148,13 +148,19 @@ impl Reloader {
                 _ = tick.tick() => None,
                 Some(()) = next_hangup(&mut hangups) => Some(Cause::Signal),
             };
-            renew_certificate(&self.current.get(), cause.is_some());
-            match cause {
-                Some(cause) => {
-                    let _ = self.reload(cause);
+            // File reads, PEM and key parsing, a new TLS client: blocking work, kept off the
+            // runtime that also serves /metrics, the HTTPS redirect and the connection sweeps.
+            let this = Arc::clone(&self);
+            let _ = tokio::task::spawn_blocking(move || {
+                renew_certificate(&this.current.get(), cause.is_some());
+                match cause {
+                    Some(cause) => {
+                        let _ = this.reload(cause);
+                    }
+                    None => this.reload_if_changed(),
                 }
-                None => self.reload_if_changed(),
-            }
+            })
+            .await;
         }
     }
 }
