@@ -102,6 +102,28 @@ pub struct Sessions {
     ended_here: moka::sync::Cache<String, ()>,
     /// Bytes of the session cookies set, per response (metrics).
     cookie_bytes: Arc<Histogram>,
+    /// Our cookies under the names of earlier configurations (`session.cookie_name` changed by a
+    /// reload): browsers still send them, and they must not reach the app either. The latest
+    /// [`RETIRED_NAMES`]; usually none.
+    retired: Vec<Retired>,
+}
+
+/// How many earlier `session.cookie_name`s are still stripped from requests.
+const RETIRED_NAMES: usize = 8;
+
+/// The names our cookies had under an earlier `session.cookie_name`.
+#[derive(Clone, Debug)]
+struct Retired {
+    base_name: String,
+    cookie: CookieSettings,
+    login_cookie_prefix: String,
+    trail_cookie: String,
+}
+
+impl Retired {
+    fn is_ours(&self, name: &str) -> bool {
+        self.cookie.is_ours(name) || name.starts_with(&self.login_cookie_prefix) || name == self.trail_cookie
+    }
 }
 
 /// An entry of [`Sessions::refreshed`] lives until its session's deadline.
@@ -153,6 +175,7 @@ impl Sessions {
             redis,
             ended_here: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(WINDOW_SECS)).build(),
             cookie_bytes: Arc::new(Histogram::of_sizes(COOKIE_BYTES_BUCKETS)),
+            retired: Vec::new(),
         }
     }
 
@@ -166,6 +189,22 @@ impl Sessions {
         self.refreshed = old.refreshed.clone();
         self.ended_here = old.ended_here.clone();
         self.cookie_bytes = Arc::clone(&old.cookie_bytes);
+        let old_names = Retired {
+            base_name: old.base_name.clone(),
+            cookie: old.codec.cookie().clone(),
+            login_cookie_prefix: old.login_cookie_prefix.clone(),
+            trail_cookie: old.trail_cookie.clone(),
+        };
+        let current = self.codec.cookie().clone();
+        self.retired = std::iter::once(old_names)
+            .chain(old.retired.iter().cloned())
+            .filter(|r| r.cookie != current)
+            .fold(Vec::new(), |mut kept, r| {
+                if kept.len() < RETIRED_NAMES && !kept.iter().any(|k: &Retired| k.cookie == r.cookie) {
+                    kept.push(r);
+                }
+                kept
+            });
         self
     }
 
@@ -465,7 +504,10 @@ impl Sessions {
     /// Whether a request cookie of this name is ours (session chunks, sign-in attempts): removed
     /// before the request reaches the app.
     pub fn is_our_cookie(&self, name: &str) -> bool {
-        self.codec.cookie().is_ours(name) || name.starts_with(&self.login_cookie_prefix) || name == self.trail_cookie
+        self.codec.cookie().is_ours(name)
+            || name.starts_with(&self.login_cookie_prefix)
+            || name == self.trail_cookie
+            || self.retired.iter().any(|r| r.is_ours(name))
     }
 
     /// Removes the app's `Set-Cookie` fields that would write one of our cookies: the app must not
@@ -476,14 +518,14 @@ impl Sessions {
         if !headers.contains_key(header::SET_COOKIE) {
             return;
         }
-        let base = self.base_name.as_bytes();
+        let bases: Vec<&[u8]> = std::iter::once(&self.base_name).chain(self.retired.iter().map(|r| &r.base_name)).map(|b| b.as_bytes()).collect();
         let ours = |value: &HeaderValue| {
             let name = value.as_bytes().split(|&b| b == b'=').next().unwrap_or_default().trim_ascii();
             let name = [b"__host-".as_slice(), b"__secure-"]
                 .iter()
                 .find(|prefix| name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix))
                 .map_or(name, |prefix| &name[prefix.len()..]);
-            name.len() >= base.len() && name[..base.len()].eq_ignore_ascii_case(base)
+            bases.iter().any(|base| name.len() >= base.len() && name[..base.len()].eq_ignore_ascii_case(base))
         };
         if !headers.get_all(header::SET_COOKIE).iter().any(ours) {
             return;

@@ -371,3 +371,25 @@ async fn revocations_outlive_a_reload_and_a_store_change_is_refused() {
     assert_eq!(Browser::new(&env.origin).api_get("/open/page").await.status, StatusCode::OK, "the running configuration is kept");
     assert_eq!(second.api_get("/x").await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_renamed_session_cookie_under_its_old_name_never_reaches_the_app() {
+    let mut env = Env::start().await;
+    let mut browser = env.browser();
+    browser.sign_in("/", JEAN).await;
+    browser.jar.insert("app_pref".into(), "dark".into());
+    assert!(browser.jar.contains_key("trousseau_session"));
+
+    env.reload(|c| c.session.cookie_name = "renamed_session".into()).expect("session.cookie_name changes live");
+    // The browser still sends the cookie under the old name: no session under the new one (the
+    // person signs in again), and the app sees neither the old cookie nor its sign-in trail.
+    assert_eq!(browser.api_get("/x").await.status, StatusCode::UNAUTHORIZED);
+    env.reload(|c| c.routes.public = vec!["/open/*".into()]).expect("another reload");
+    let echo = browser.api_get("/open/echo").await.json();
+    let cookie = echo["headers"]["cookie"][0].as_str().unwrap_or("");
+    assert!(cookie.contains("app_pref=dark"), "{cookie}");
+    assert!(!cookie.contains("trousseau_session") && !cookie.contains("_signins"), "{cookie}");
+    // Nor may the app write one under the old name.
+    let planted = browser.api_get("/open/set-cookies?c=trousseau_session%3Dforged").await;
+    assert!(planted.set_cookies().iter().all(|c| !c.starts_with("trousseau_session")), "{:?}", planted.headers);
+}
