@@ -151,7 +151,7 @@ impl Reloader {
             // File reads, PEM and key parsing, a new TLS client: blocking work, kept off the
             // runtime that also serves /metrics, the HTTPS redirect and the connection sweeps.
             let this = Arc::clone(&self);
-            let _ = tokio::task::spawn_blocking(move || {
+            let done = tokio::task::spawn_blocking(move || {
                 renew_certificate(&this.current.get(), cause.is_some());
                 match cause {
                     Some(cause) => {
@@ -161,6 +161,9 @@ impl Reloader {
                 }
             })
             .await;
+            if let Err(e) = done {
+                tracing::error!(error = %e, "configuration reload failed unexpectedly; the running configuration is kept");
+            }
         }
     }
 }

@@ -100,8 +100,13 @@ fn without_value(message: &str) -> String {
 /// error reads like a validation error (`session.store (line 12): …`); an error that names no
 /// key (bad indentation, an unknown key under a section) keeps the file's line and column.
 fn yaml_error(source: &SourceText, e: serde_yaml::Error) -> ConfigError {
-    // A line past the end (an error found at the end of the text) points nowhere.
-    let line = e.location().map(|loc| loc.line()).filter(|&line| line <= source.text.lines().count());
+    // The line counted as `line_of` and editors count it, from the byte offset: the YAML parser
+    // also breaks lines at CR, U+0085, U+2028 and U+2029. Past the end points nowhere.
+    let line = e
+        .location()
+        .and_then(|loc| source.text.get(..loc.index()))
+        .map(|before| before.matches('\n').count() + 1)
+        .filter(|&line| line <= source.text.lines().count());
     let origin = match e.location() {
         Some(loc) => format!("{} line {} column {}", source.name, loc.line(), loc.column()),
         None => source.name.clone(),

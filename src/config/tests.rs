@@ -390,3 +390,20 @@ fn every_key_is_in_the_readme_reference_and_the_example() {
         assert!(example.contains(&format!("{name}:")), "config.example.yaml does not show `{path}`");
     }
 }
+
+#[test]
+fn a_value_outside_an_enumeration_names_its_key_its_line_and_the_accepted_ones() {
+    // minimal() ends in the session section.
+    let text = minimal() + "  store: bogus\n";
+    let line = text.lines().count();
+    let err = load_text(&text, &[]).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("session.store (line {line}): unknown variant `bogus`")), "{err}");
+    assert!(err.contains("`cookie`, `memory`, `redis`"), "{err}");
+    // A line separator the YAML parser counts as a break (pasted into a comment) moves no line.
+    let text = minimal().replacen('\n', " # pasted\u{2028}\n", 1) + "  store: bogus\n";
+    let err = load_text(&text, &[]).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("session.store (line {line})")), "{err}");
+    // An empty preset is ours, as it always was.
+    let s = load_text(&(minimal() + "identity:\n  headers_preset: \"\"\n"), &[]).unwrap();
+    assert!(s.identity.extra_headers.is_empty(), "{:?}", s.identity.extra_headers);
+}

@@ -482,8 +482,9 @@ impl Claim {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HeadersPreset {
-    /// Ours only (`X-Trousseau-*`).
+    /// Ours only (`X-Trousseau-*`). An empty value means this too, as it always has.
     #[default]
+    #[serde(alias = "")]
     Trousseau,
     /// oauth2-proxy's `X-Forwarded-User`, `-Email`, `-Preferred-Username`, `-Groups`.
     #[serde(rename = "oauth2-proxy")]

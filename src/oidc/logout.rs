@@ -138,6 +138,10 @@ impl Oidc {
 
         // Typed once signed (§2.6: the signature first, then the claims); a claim repeated, missing
         // or of another type is refused here.
+        // A JSON object only: serde's derived structs would also read an array, field by field.
+        if !payload.trim_ascii_start().starts_with(b"{") {
+            return Err(LogoutTokenError::Malformed("payload"));
+        }
         let claims: LogoutClaims = serde_json::from_slice(&payload).map_err(|_| {
             LogoutTokenError::Claims("not the claims of a logout token (one is missing, repeated or of the wrong type)")
         })?;
@@ -151,6 +155,9 @@ struct LogoutClaims {
     iss: String,
     aud: Audience,
     iat: u64,
+    /// Checked when present. Back-Channel Logout 1.0 (final) makes it required, but its drafts
+    /// did not and IdPs built on them omit it; `iat` bounds the token's age either way
+    /// ([`LOGOUT_TOKEN_MAX_AGE`]), and refusing would end no session at all.
     exp: Option<u64>,
     events: serde_json::Map<String, serde_json::Value>,
     /// Must be absent: a logout token with a `nonce`, even `null`, could pass for an ID token.

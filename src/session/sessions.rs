@@ -103,8 +103,9 @@ pub struct Sessions {
     /// Bytes of the session cookies set, per response (metrics).
     cookie_bytes: Arc<Histogram>,
     /// Our cookies under the names of earlier configurations (`session.cookie_name` changed by a
-    /// reload): browsers still send them, and they must not reach the app either. The latest
-    /// [`RETIRED_NAMES`]; usually none.
+    /// reload): browsers still send them, and they must not reach the app either (until the next
+    /// restart: the names are this process's memory). The app may set cookies of those names
+    /// again: we no longer read them. The latest [`RETIRED_NAMES`]; usually none.
     retired: Vec<Retired>,
 }
 
@@ -114,7 +115,6 @@ const RETIRED_NAMES: usize = 8;
 /// The names our cookies had under an earlier `session.cookie_name`.
 #[derive(Clone, Debug)]
 struct Retired {
-    base_name: String,
     cookie: CookieSettings,
     login_cookie_prefix: String,
     trail_cookie: String,
@@ -190,7 +190,6 @@ impl Sessions {
         self.ended_here = old.ended_here.clone();
         self.cookie_bytes = Arc::clone(&old.cookie_bytes);
         let old_names = Retired {
-            base_name: old.base_name.clone(),
             cookie: old.codec.cookie().clone(),
             login_cookie_prefix: old.login_cookie_prefix.clone(),
             trail_cookie: old.trail_cookie.clone(),
@@ -518,14 +517,14 @@ impl Sessions {
         if !headers.contains_key(header::SET_COOKIE) {
             return;
         }
-        let bases: Vec<&[u8]> = std::iter::once(&self.base_name).chain(self.retired.iter().map(|r| &r.base_name)).map(|b| b.as_bytes()).collect();
+        let base = self.base_name.as_bytes();
         let ours = |value: &HeaderValue| {
             let name = value.as_bytes().split(|&b| b == b'=').next().unwrap_or_default().trim_ascii();
             let name = [b"__host-".as_slice(), b"__secure-"]
                 .iter()
                 .find(|prefix| name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix))
                 .map_or(name, |prefix| &name[prefix.len()..]);
-            bases.iter().any(|base| name.len() >= base.len() && name[..base.len()].eq_ignore_ascii_case(base))
+            name.len() >= base.len() && name[..base.len()].eq_ignore_ascii_case(base)
         };
         if !headers.get_all(header::SET_COOKIE).iter().any(ours) {
             return;
