@@ -615,6 +615,7 @@ struct HeldStream {
     closing: Arc<AtomicBool>,
     alive: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
+    websocket: bool,
 }
 
 /// Marks a stream dead and lowers the client-side gauge when its task ends or is aborted.
@@ -849,7 +850,11 @@ impl Browser {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             if self.streams.iter().any(|s| s.alive.load(Ordering::Relaxed)) {
-                self.soak.unexpected("stream_outlived_session", format!("{what}: a websocket or stream still open 5 s after its session was refused (the driver notices a close up to 3.5 s late)"));
+                let kinds: Vec<&str> = self.streams.iter().filter(|s| s.alive.load(Ordering::Relaxed)).map(|s| if s.websocket { "websocket" } else { "event stream" }).collect();
+                self.soak.unexpected(
+                    "stream_outlived_session",
+                    format!("{what}: {} of sub {} still open 5 s after its session was refused (the driver notices a close up to 3.5 s late)", kinds.join(" and "), self.person.sub),
+                );
             }
         } else {
             self.soak.unexpected("session_lost", format!("{what}: refused though no logout covers this session"));
@@ -1074,7 +1079,7 @@ impl Browser {
                     let why = websocket_pump(&soak, ws, id, seed).await;
                     stream_broke(&soak, &state, &person, &flag, "websocket_broken", why).await;
                 });
-                self.streams.push(HeldStream { closing, alive, task });
+                self.streams.push(HeldStream { closing, alive, task, websocket: true });
             }
             Ok(Err(tungstenite::Error::Http(response))) => {
                 store_cookies(&mut self.jar, response.headers());
@@ -1118,7 +1123,7 @@ impl Browser {
             let why = event_stream_reader(&soak, body, gap).await;
             stream_broke(&soak, &state, &person, &flag, "event_stream_broken", why).await;
         });
-        self.streams.push(HeldStream { closing, alive, task });
+        self.streams.push(HeldStream { closing, alive, task, websocket: false });
     }
 }
 
@@ -1133,8 +1138,24 @@ async fn websocket_pump(
     let mut n = 0u64;
     loop {
         n += 1;
-        if !soak.pause(rng.between(3.0, 5.0)).await {
-            return "stopping".into();
+        // Between messages the socket is still read: a close from the proxy (a logout ends the
+        // session's websockets at once) is noticed when it comes, not at the next send.
+        let pause = soak.pause(rng.between(3.0, 5.0));
+        tokio::pin!(pause);
+        loop {
+            tokio::select! {
+                go_on = &mut pause => {
+                    if !go_on {
+                        return "stopping".into();
+                    }
+                    break;
+                }
+                message = ws.next() => match message {
+                    Some(Ok(Message::Close(_))) | None => return "receive: closed".into(),
+                    Some(Err(e)) => return format!("receive: {e}"),
+                    Some(Ok(_)) => continue,
+                },
+            }
         }
         let text = format!("soak {id} {n}");
         if let Err(e) = ws.send(Message::text(text.clone())).await {
