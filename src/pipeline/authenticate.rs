@@ -21,13 +21,17 @@ use crate::util::clock::now_secs;
 /// The session of a request to a protected route, or the answer without one: sign in (browser
 /// navigation) or 401, 503 when the store cannot say. May change: `ctx` (`sub`, `via_bearer`).
 pub(super) async fn authenticate<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx, browser: bool) -> Result<Arc<Session>, Answer> {
-    if let Some(session) = bearer(app, req, ctx).await? {
+    // The rarer paths are boxed — an API client's token check, the way to sign in, the
+    // organizations fetched back — so that their futures (calls to Trousseau) do not size the
+    // future of every request, which hyper moves into place once per request.
+    if let Some((bearer, token)) = bearer_token(app, req, ctx) {
+        let session = Box::pin(bearer_session(app, bearer, token, req, ctx)).await?;
         ctx.via_bearer = true;
         return Ok(Arc::new(session));
     }
     match session(app, req, ctx).await? {
         Some(session) => Ok(session),
-        None => Err(super::endpoints::login::unauthenticated(app, req, ctx, browser).await),
+        None => Err(Box::pin(super::endpoints::login::unauthenticated(app, req, ctx, browser)).await),
     }
 }
 
@@ -37,7 +41,10 @@ pub(crate) async fn session<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx
     match app.sessions.load(&ctx.jar.incoming).await {
         Ok(Some(session)) => {
             ctx.sub = Some(session.identity.sub.clone());
-            Ok(Some(with_organizations(app, req, ctx, session).await?))
+            if session.organizations_aside.is_none() || session.identity.organizations.is_some() {
+                return Ok(Some(session));
+            }
+            Ok(Some(Box::pin(with_organizations(app, req, ctx, session)).await?))
         }
         Ok(None) => Ok(None),
         Err(e) => Err(store_unavailable(req, &e)),
@@ -99,16 +106,21 @@ pub(crate) fn store_unavailable<B>(req: &Request<B>, e: &StoreError) -> Answer {
 }
 
 /// `Authorization: Bearer <Trousseau access token>` from an API client, when `api.bearer:
-/// userinfo` is on and no session cookie came along. `Ok(None)`: not a bearer request. A token
+/// userinfo` is on and no session cookie came along: the resolver and the token, or `None` when
+/// this is not a bearer request. [`bearer_session`] checks it. A token
 /// whose Trousseau session (`sid`) or user (`sub`, session begun before) was ended by a
 /// back-channel logout is refused like a session cookie would be — on every replica with
 /// `session.revocations: redis`.
-async fn bearer<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx) -> Result<Option<Session>, Answer> {
-    let Some(bearer) = app.bearer.as_ref() else { return Ok(None) };
+fn bearer_token<'a, B>(app: &'a App, req: &'a Request<B>, ctx: &RequestCtx) -> Option<(&'a BearerAuth, &'a str)> {
+    let bearer = app.bearer.as_ref()?;
     if app.sessions.has_cookie(&ctx.jar.incoming) {
-        return Ok(None);
+        return None;
     }
-    let Some(token) = req.headers().get(header::AUTHORIZATION).and_then(BearerAuth::token) else { return Ok(None) };
+    Some((bearer, req.headers().get(header::AUTHORIZATION).and_then(BearerAuth::token)?))
+}
+
+/// The session of a bearer token [`bearer_token`] found, or the answer refusing it.
+async fn bearer_session<B>(app: &App, bearer: &BearerAuth, token: &str, req: &Request<B>, ctx: &mut RequestCtx) -> Result<Session, Answer> {
     match bearer.resolve(token).await {
         BearerOutcome::Valid(mut session) => {
             match app.sessions.revocations().is_revoked(&session).await {
@@ -121,7 +133,7 @@ async fn bearer<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx) -> Result<
             }
             session.org = app.policy.auto_select(&session);
             ctx.sub = Some(session.identity.sub.clone());
-            Ok(Some(*session))
+            Ok(*session)
         }
         BearerOutcome::Invalid => Err(answer::invalid_bearer()),
         BearerOutcome::Unavailable => Err(answer::unavailable(false, lang(req.headers(), None))),

@@ -105,7 +105,10 @@ impl Pool {
         loop {
             let (conn, fresh) = match self.checkout() {
                 Some(conn) => (conn, false),
-                None => (self.connect().await?, true),
+                // Boxed: connecting (TCP, TLS, the HTTP handshake) is a large state machine, and
+                // kept inline it would be part of every request's future — moved into place by
+                // hyper on each request (the handler's future was 17 KB with it, KB without).
+                None => (Box::pin(self.connect()).await?, true),
             };
             let unsent = match conn {
                 Conn::Http2(mut sender) => match sender.try_send_request(req).await {
