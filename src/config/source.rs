@@ -75,9 +75,12 @@ pub fn parse_file_config(
 
 /// Whether a key path (`session.secrets`, `session.secrets[0]`) is or lies inside a secret key.
 fn is_secret_path(path: &str) -> bool {
-    SECRET_KEYS.iter().any(|key| {
-        path.strip_prefix(key).is_some_and(|rest| rest.is_empty() || rest.starts_with('[') || rest.starts_with('.'))
-    })
+    SECRET_KEYS.iter().any(|key| within(path, key))
+}
+
+/// Whether `path` is `key` or lies inside it: `key[0]`, `key.field`.
+fn within(path: &str, key: &str) -> bool {
+    path.strip_prefix(key).is_some_and(|rest| rest.is_empty() || rest.starts_with('[') || rest.starts_with('.'))
 }
 
 /// serde's message without the value it quotes: `invalid type: string "…", expected a sequence`
@@ -130,9 +133,7 @@ fn yaml_error(source: &SourceText, e: serde_yaml::Error) -> ConfigError {
 
 /// Whether `path` is a key of the configuration or lies inside one (`routes.rules[0].path`).
 pub(super) fn is_key_path(path: &str) -> bool {
-    keys().iter().any(|key| {
-        path.strip_prefix(key.path.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('[') || rest.starts_with('.'))
-    })
+    keys().iter().any(|key| within(path, &key.path))
 }
 
 fn env_value(key: &Key, value: &str) -> Result<serde_yaml::Value, String> {

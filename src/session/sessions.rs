@@ -122,8 +122,13 @@ struct Retired {
 
 impl Retired {
     fn is_ours(&self, name: &str) -> bool {
-        self.cookie.is_ours(name) || name.starts_with(&self.login_cookie_prefix) || name == self.trail_cookie
+        self.cookie.is_ours(name) || is_sign_in_cookie(&self.login_cookie_prefix, &self.trail_cookie, name)
     }
+}
+
+/// Whether `name` is a sign-in attempt's cookie (`<prefix><id>`) or the sign-in trail's.
+fn is_sign_in_cookie(login_cookie_prefix: &str, trail_cookie: &str, name: &str) -> bool {
+    name.starts_with(login_cookie_prefix) || name == trail_cookie
 }
 
 /// An entry of [`Sessions::refreshed`] lives until its session's deadline.
@@ -194,16 +199,14 @@ impl Sessions {
             login_cookie_prefix: old.login_cookie_prefix.clone(),
             trail_cookie: old.trail_cookie.clone(),
         };
-        let current = self.codec.cookie().clone();
+        // Newest first. `old.retired` never holds `old`'s own names, so there is nothing to dedupe
+        // but the names this configuration uses again.
+        let current = self.codec.cookie();
         self.retired = std::iter::once(old_names)
             .chain(old.retired.iter().cloned())
-            .filter(|r| r.cookie != current)
-            .fold(Vec::new(), |mut kept, r| {
-                if kept.len() < RETIRED_NAMES && !kept.iter().any(|k: &Retired| k.cookie == r.cookie) {
-                    kept.push(r);
-                }
-                kept
-            });
+            .filter(|r| r.cookie != *current)
+            .take(RETIRED_NAMES)
+            .collect();
         self
     }
 
@@ -504,8 +507,7 @@ impl Sessions {
     /// before the request reaches the app.
     pub fn is_our_cookie(&self, name: &str) -> bool {
         self.codec.cookie().is_ours(name)
-            || name.starts_with(&self.login_cookie_prefix)
-            || name == self.trail_cookie
+            || is_sign_in_cookie(&self.login_cookie_prefix, &self.trail_cookie, name)
             || self.retired.iter().any(|r| r.is_ours(name))
     }
 
@@ -643,7 +645,7 @@ impl Sessions {
         let names: Vec<String> = jar
             .incoming
             .iter()
-            .filter(|(name, _)| name.starts_with(&self.login_cookie_prefix) || *name == self.trail_cookie)
+            .filter(|(name, _)| is_sign_in_cookie(&self.login_cookie_prefix, &self.trail_cookie, name))
             .map(|(name, _)| name.to_string())
             .collect();
         for name in names {
