@@ -246,11 +246,11 @@ impl Current {
     }
 }
 
-/// Redis, when `session.redis_url` is set: several replicas share server-side sessions,
-/// revocations, and one refresh per token through it.
+/// Redis, when one is configured (`session.redis_url`, `redis_sentinel` or `redis_cluster`):
+/// several replicas share server-side sessions, revocations, and one refresh per token through it.
 fn redis(settings: &Settings, ca: Option<Vec<u8>>) -> Result<Option<Arc<Redis>>, StartError> {
-    let Some(url) = &settings.session.redis_url else { return Ok(None) };
-    Ok(Some(Arc::new(Redis::connect(url, ca).map_err(|e| StartError::Setup(format!("session.redis_url: {e}")))?)))
+    let Some(target) = &settings.session.redis else { return Ok(None) };
+    Ok(Some(Arc::new(Redis::connect(target, ca).map_err(|e| StartError::Setup(format!("session Redis: {e}")))?)))
 }
 
 /// Where sessions live (`None`: in their cookie) and where revocations are kept, as
@@ -446,7 +446,7 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         ("oidc.client_id", old.oidc.client_id != new.oidc.client_id),
         ("session.store", o.store != n.store),
         ("session.revocations", o.revocations != n.revocations),
-        ("session.redis_url", o.redis_url != n.redis_url),
+        ("session.redis_url, redis_sentinel or redis_cluster", o.redis != n.redis),
         ("session.redis_ca_file", o.redis_ca_file != n.redis_ca_file),
         ("session.max_lifetime", o.max_lifetime != n.max_lifetime),
         ("session.revocation_staleness", o.revocation_staleness != n.revocation_staleness),

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::Settings;
 use crate::oidc::{LoginState, Oidc, OidcError};
-use crate::session::redis::Redis;
+use crate::session::redis::{Redis, RedisTarget};
 
 /// How far Trousseau's clock may be from ours before ID tokens are at risk (their `iat`, `exp`).
 const CLOCK_TOLERANCE: Duration = Duration::from_secs(30);
@@ -54,8 +54,8 @@ pub async fn probe(settings: &Settings) -> Vec<Check> {
         Ok(oidc) => trousseau(&oidc, settings, &mut checks).await,
         Err(e) => checks.push(Check::fail("oidc.ca_file", e.to_string(), "give a readable PEM file of the CA that signed Trousseau's certificate")),
     }
-    if let Some(url) = &settings.session.redis_url {
-        checks.push(redis(url, settings).await);
+    if let Some(target) = &settings.session.redis {
+        checks.push(redis(target, settings).await);
     }
     checks
 }
@@ -130,7 +130,7 @@ async fn clock(oidc: &Oidc) -> Check {
     }
 }
 
-async fn redis(url: &str, settings: &Settings) -> Check {
+async fn redis(target: &RedisTarget, settings: &Settings) -> Check {
     const ITEM: &str = "redis";
     let ca = match &settings.session.redis_ca_file {
         Some(path) => match std::fs::read(path) {
@@ -139,16 +139,16 @@ async fn redis(url: &str, settings: &Settings) -> Check {
         },
         None => None,
     };
-    let redis = match Redis::connect(url, ca) {
+    let redis = match Redis::connect(target, ca) {
         Ok(r) => r,
-        Err(e) => return Check::fail(ITEM, e, "session.redis_url must look like redis://:password@host:6379/0 (rediss:// for TLS)"),
+        Err(e) => return Check::fail(ITEM, e, "see the README's Redis settings: session.redis_url, redis_sentinel or redis_cluster"),
     };
     match redis.run::<String>(&::redis::cmd("PING")).await {
         Ok(_) => Check::pass(ITEM, format!("{} answered PING", redis.display())),
         Err(e) => Check::fail(
             ITEM,
             e.to_string(),
-            "check session.redis_url (host, port, password) and that this machine reaches Redis; requests that need it are answered 503 until it does",
+            "check the Redis settings (session.redis_url, redis_sentinel or redis_cluster: hosts, ports, passwords) and that this machine reaches Redis; requests that need it are answered 503 until it does",
         ),
     }
 }

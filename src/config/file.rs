@@ -266,6 +266,25 @@ impl Default for OidcConfig {
     }
 }
 
+/// `session.redis_sentinel`: where the sentinels are and what they watch.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSentinelConfig {
+    /// The name the sentinels know the group by (`sentinel monitor <name> …`).
+    pub master_name: String,
+    /// The sentinels, `host:port` each (three or more, as Sentinel itself wants).
+    pub sentinels: Vec<String>,
+    /// File holding the Redis servers' password (`requirepass`).
+    #[serde(default)]
+    pub password_file: Option<String>,
+    /// File holding the sentinels' own password, when they have one.
+    #[serde(default)]
+    pub sentinel_password_file: Option<String>,
+    /// TLS to the sentinels and the servers (`redis_ca_file` names the CA, else the system's).
+    #[serde(default)]
+    pub tls: bool,
+}
+
 /// `session:` — the encrypted session cookie.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -286,7 +305,14 @@ pub struct SessionConfig {
     pub redis_url: Option<String>,
     /// File holding the Redis URL, password included (Kubernetes Secret).
     pub redis_url_file: Option<String>,
-    /// CA (PEM) that signed the certificate of a `rediss://` Redis, instead of the system's.
+    /// Redis watched by Sentinel, instead of `redis_url`: writes go to the primary the sentinels
+    /// name, followed through failovers.
+    pub redis_sentinel: Option<RedisSentinelConfig>,
+    /// Redis Cluster, instead of `redis_url`: some of its nodes (`host:port`, or `redis://` /
+    /// `rediss://` URLs with the password); the others are learned from them.
+    pub redis_cluster: Option<Vec<String>>,
+    /// CA (PEM) that signed the certificate of a Redis reached over TLS (`rediss://`, or
+    /// `redis_sentinel.tls`), instead of the system's.
     pub redis_ca_file: Option<String>,
     /// Where back-channel revocations live: `memory` (this replica) or `redis` (every replica).
     /// Default: `redis` when a Redis URL is set, `memory` otherwise.
@@ -319,6 +345,8 @@ impl Default for SessionConfig {
             store: StoreKind::Cookie,
             redis_url: None,
             redis_url_file: None,
+            redis_sentinel: None,
+            redis_cluster: None,
             redis_ca_file: None,
             revocations: None,
             revocation_staleness: HumanDuration(Duration::from_secs(1)),

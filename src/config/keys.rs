@@ -4,7 +4,8 @@
 use super::{FileConfig, ENV_PREFIX};
 
 /// Where a secret that must be redacted in `check-config` lives.
-pub(super) const SECRET_KEYS: &[&str] = &["oidc.client_secret", "session.secrets", "session.redis_url"];
+/// (`session.redis_cluster`: its nodes may be URLs with the password.)
+pub(super) const SECRET_KEYS: &[&str] = &["oidc.client_secret", "session.secrets", "session.redis_url", "session.redis_cluster"];
 
 /// What kind of value a key takes, which decides how an environment variable's text becomes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +55,9 @@ fn leaves(node: &serde_yaml::Value, prefix: &str, keys: &mut Vec<Key>) {
             ("routes.rules", _) => Kind::Yaml,
             // One file or a list of them; absent by default, so its default says nothing.
             ("identity.signing_key_file", _) => Kind::List,
+            // Absent by default: a list of nodes, and a mapping (YAML in the environment).
+            ("session.redis_cluster", _) => Kind::List,
+            ("session.redis_sentinel", _) => Kind::Yaml,
             (_, Value::Mapping(fields)) if !fields.is_empty() => {
                 leaves(value, &path, keys);
                 continue;

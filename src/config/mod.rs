@@ -200,6 +200,8 @@ impl ConfigSource {
             file.proxy.ca_file.as_ref(),
             file.session.secrets_file.as_ref(),
             file.session.redis_url_file.as_ref(),
+            file.session.redis_sentinel.as_ref().and_then(|s| s.password_file.as_ref()),
+            file.session.redis_sentinel.as_ref().and_then(|s| s.sentinel_password_file.as_ref()),
             file.session.redis_ca_file.as_ref(),
             file.tls.client_ca_file.as_ref(),
         ];

@@ -95,10 +95,10 @@ pub struct SessionSettings {
     pub max_lifetime: Duration,
     /// Where sessions live.
     pub store: StoreKind,
-    /// Redis URL (credentials included) when Redis is used: `store: redis`, `revocations: redis`,
-    /// and refresh coordination across replicas.
-    pub redis_url: Option<String>,
-    /// CA trusted for a `rediss://` Redis (instead of the system's).
+    /// Where Redis is (credentials included) when Redis is used: `store: redis`, `revocations:
+    /// redis`, and refresh coordination across replicas.
+    pub redis: Option<crate::session::redis::RedisTarget>,
+    /// CA trusted for a Redis reached over TLS (instead of the system's).
     pub redis_ca_file: Option<PathBuf>,
     /// Where back-channel revocations live.
     pub revocations: RevocationKind,
@@ -123,7 +123,7 @@ impl fmt::Debug for SessionSettings {
             .field("cookie_name", &self.cookie_name)
             .field("max_lifetime", &self.max_lifetime)
             .field("store", &self.store)
-            .field("redis_url", &self.redis_url.as_deref().map(crate::session::redis::redacted_url))
+            .field("redis", &self.redis)
             .field("revocations", &self.revocations)
             .finish_non_exhaustive()
     }

@@ -120,7 +120,7 @@ fn redis_settings_are_checked_and_default_sensibly() {
     let text = minimal() + &format!("  store: redis\n  redis_url_file: {}\n", path.display());
     let s = load_text(&text, &[]).unwrap();
     let _ = std::fs::remove_file(&path);
-    assert_eq!(s.session.redis_url.as_deref(), Some("redis://:pa55word@redis:6379/2"));
+    assert_eq!(s.session.redis, Some(crate::session::redis::RedisTarget::Single("redis://:pa55word@redis:6379/2".into())));
     assert_eq!((s.session.store, s.session.revocations), (StoreKind::Redis, RevocationKind::Redis));
     assert!(!format!("{:?}", s.session).contains("pa55word"));
 
@@ -129,6 +129,34 @@ fn redis_settings_are_checked_and_default_sensibly() {
     assert_eq!(load_text(&with_url, &[]).unwrap().session.revocations, RevocationKind::Redis);
     let memory = with_url.clone() + "  revocations: memory\n";
     assert_eq!(load_text(&memory, &[]).unwrap().session.revocations, RevocationKind::Memory);
+
+    // Sentinel and Cluster instead of one URL, each with what it needs.
+    use crate::session::redis::{RedisTarget, SentinelTarget};
+    let password = std::env::temp_dir().join(format!("tp-redis-password-{}", std::process::id()));
+    std::fs::write(&password, "pa55word\n").unwrap();
+    let text = minimal()
+        + &format!(
+            "  store: redis\n  redis_sentinel:\n    master_name: main\n    sentinels: [10.0.0.5:26379, '[::1]:26380']\n    password_file: {}\n    tls: true\n",
+            password.display()
+        );
+    let s = load_text(&text, &[]).unwrap();
+    let _ = std::fs::remove_file(&password);
+    assert_eq!(
+        s.session.redis,
+        Some(RedisTarget::Sentinel(SentinelTarget {
+            master_name: "main".into(),
+            sentinels: vec![("10.0.0.5".into(), 26379), ("::1".into(), 26380)],
+            password: Some("pa55word".into()),
+            sentinel_password: None,
+            tls: true,
+        }))
+    );
+    assert_eq!(s.session.revocations, RevocationKind::Redis);
+    assert!(!format!("{:?}", s.session).contains("pa55word"));
+    let text = minimal() + "  redis_cluster: [10.0.0.1:7000, 'rediss://:pa55word@10.0.0.2:7001']\n";
+    let s = load_text(&text, &[]).unwrap();
+    assert!(matches!(&s.session.redis, Some(RedisTarget::Cluster(nodes)) if nodes.len() == 2));
+    assert!(!format!("{:?}", s.session).contains("pa55word"));
 
     // Mistakes, each named; a bad URL is never echoed with its password.
     let cases = [
@@ -139,6 +167,17 @@ fn redis_settings_are_checked_and_default_sensibly() {
         (minimal() + "  redis_url: http://:pa55word@cache:6379\n", "session.redis_url"),
         (with_url.clone() + "  redis_url_file: /nonexistent\n", "session.redis_url"),
         (minimal() + "  redis_url: redis://:pa55word@cache:6379\n  redis_ca_file: /ca.pem\n", "session.redis_ca_file"),
+        (with_url.clone() + "  redis_cluster: [a:7000]\n", "session.redis_cluster"),
+        (minimal() + "  redis_cluster: []\n", "session.redis_cluster"),
+        (minimal() + "  redis_cluster: ['http://:pa55word@a:7000']\n", "session.redis_cluster"),
+        (minimal() + "  redis_cluster: [a:7000]\n  redis_sentinel: {master_name: m, sentinels: [s:26379]}\n", "session.redis_cluster"),
+        (minimal() + "  redis_sentinel: {sentinels: [s:26379]}\n", "session.redis_sentinel"),
+        (minimal() + "  redis_sentinel: {master_name: m, sentinels: []}\n", "session.redis_sentinel.sentinels"),
+        (minimal() + "  redis_sentinel: {master_name: m, sentinels: [s]}\n", "session.redis_sentinel.sentinels"),
+        (minimal() + "  redis_sentinel: {master_name: '', sentinels: [s:1]}\n", "session.redis_sentinel.master_name"),
+        (minimal() + "  redis_sentinel: {master_name: m, sentinels: [s:1], password_file: /nonexistent}\n", "session.redis_sentinel.password_file"),
+        (minimal() + "  redis_sentinel: {master_name: m, sentinels: [s:1], pasword_file: /x}\n", "session.redis_sentinel"),
+        (minimal() + "  redis_sentinel: {master_name: m, sentinels: [s:1]}\n  redis_ca_file: /ca.pem\n", "session.redis_ca_file"),
     ];
     for (text, key) in cases {
         let err = load_text(&text, &[]).unwrap_err().to_string();

@@ -8,6 +8,7 @@ use std::time::Duration;
 use url::Url;
 
 use super::*;
+use crate::session::redis::{RedisTarget, SentinelTarget};
 
 /// Turns the raw config into [`Settings`], checking every key.
 pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, ConfigError> {
@@ -213,32 +214,27 @@ fn secrets(file: &FileConfig, source: &SourceText) -> Result<Vec<Vec<u8>>, Confi
 
 /// Where sessions and revocations live (`session.store`, `session.revocations`) and the Redis
 /// they may share, checked together: each needs the others to make sense.
-fn sharing(file: &FileConfig, source: &SourceText) -> Result<(StoreKind, Option<String>, RevocationKind), ConfigError> {
+fn sharing(file: &FileConfig, source: &SourceText) -> Result<(StoreKind, Option<RedisTarget>, RevocationKind), ConfigError> {
     let invalid = |key: &str, message: String| source.invalid(key, message);
     let store = file.session.store;
-    let redis_url = secret_value(
-        file.session.redis_url.as_deref(),
-        file.session.redis_url_file.as_deref(),
-        "session.redis_url",
-        source,
-    )?
-    .map(|url| url.trim().to_string());
-    if let Some(url) = &redis_url {
-        check_redis_url(url).map_err(|m| invalid("session.redis_url", m))?;
+    let redis = redis_target(file, source)?;
+    if file.session.redis_ca_file.is_some() && !redis.as_ref().is_some_and(RedisTarget::uses_tls) {
+        return Err(invalid(
+            "session.redis_ca_file",
+            "is only used with Redis over TLS: a rediss:// session.redis_url or cluster node, or session.redis_sentinel.tls".into(),
+        ));
     }
-    if file.session.redis_ca_file.is_some() && !redis_url.as_deref().is_some_and(|u| u.starts_with("rediss://") || u.starts_with("valkeys://")) {
-        return Err(invalid("session.redis_ca_file", "is only used with a rediss:// (TLS) session.redis_url".into()));
-    }
-    if store == StoreKind::Redis && redis_url.is_none() {
-        return Err(invalid("session.store", "`redis` needs session.redis_url (or session.redis_url_file)".into()));
+    const NEEDS_REDIS: &str = "needs Redis: session.redis_url (or session.redis_url_file), session.redis_sentinel or session.redis_cluster";
+    if store == StoreKind::Redis && redis.is_none() {
+        return Err(invalid("session.store", format!("`redis` {NEEDS_REDIS}")));
     }
     let revocations = match file.session.revocations {
-        None if redis_url.is_some() => RevocationKind::Redis,
+        None if redis.is_some() => RevocationKind::Redis,
         None => RevocationKind::Memory,
         Some(kind) => kind,
     };
-    if revocations == RevocationKind::Redis && redis_url.is_none() {
-        return Err(invalid("session.revocations", "`redis` needs session.redis_url (or session.redis_url_file)".into()));
+    if revocations == RevocationKind::Redis && redis.is_none() {
+        return Err(invalid("session.revocations", format!("`redis` {NEEDS_REDIS}")));
     }
     if revocations == RevocationKind::Memory && store == StoreKind::Redis {
         return Err(invalid(
@@ -248,7 +244,71 @@ fn sharing(file: &FileConfig, source: &SourceText) -> Result<(StoreKind, Option<
                 .into(),
         ));
     }
-    Ok((store, redis_url, revocations))
+    Ok((store, redis, revocations))
+}
+
+/// The one Redis deployment given: `session.redis_url` (or its file), `session.redis_sentinel` or
+/// `session.redis_cluster`.
+fn redis_target(file: &FileConfig, source: &SourceText) -> Result<Option<RedisTarget>, ConfigError> {
+    let invalid = |key: &str, message: String| source.invalid(key, message);
+    let session = &file.session;
+    let url = secret_value(session.redis_url.as_deref(), session.redis_url_file.as_deref(), "session.redis_url", source)?
+        .map(|url| url.trim().to_string());
+    let given: Vec<&str> = [
+        url.is_some().then_some("session.redis_url"),
+        session.redis_sentinel.is_some().then_some("session.redis_sentinel"),
+        session.redis_cluster.is_some().then_some("session.redis_cluster"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if given.len() > 1 {
+        return Err(invalid(given[1], format!("set one of session.redis_url, session.redis_sentinel and session.redis_cluster, not {}", given.join(" and "))));
+    }
+    if let Some(url) = url {
+        check_redis_url(&url).map_err(|m| invalid("session.redis_url", m))?;
+        return Ok(Some(RedisTarget::Single(url)));
+    }
+    if let Some(nodes) = &session.redis_cluster {
+        if nodes.is_empty() {
+            return Err(invalid("session.redis_cluster", "lists no node: give one or more host:port of the cluster".into()));
+        }
+        for node in nodes {
+            let url = crate::session::redis::node_url(node).map_err(|m| invalid("session.redis_cluster", m))?;
+            ::redis::IntoConnectionInfo::into_connection_info(url.as_str())
+                .map_err(|e| invalid("session.redis_cluster", format!("`{}`: {e}", crate::session::redis::redacted_url(&url))))?;
+        }
+        return Ok(Some(RedisTarget::Cluster(nodes.clone())));
+    }
+    let Some(sentinel) = &session.redis_sentinel else { return Ok(None) };
+    let key = "session.redis_sentinel";
+    if sentinel.master_name.trim().is_empty() || sentinel.master_name.chars().any(char::is_whitespace) {
+        return Err(invalid(&format!("{key}.master_name"), "must be the group's name as the sentinels know it (`sentinel monitor <name> …`)".into()));
+    }
+    if sentinel.sentinels.is_empty() {
+        return Err(invalid(&format!("{key}.sentinels"), "lists no sentinel: give their host:port (three or more)".into()));
+    }
+    let sentinels = sentinel
+        .sentinels
+        .iter()
+        .map(|s| {
+            let (host, port) = s.rsplit_once(':').filter(|(h, _)| !h.is_empty()).ok_or(())?;
+            Ok((host.trim_matches(['[', ']']).to_string(), port.parse::<u16>().map_err(|_| ())?))
+        })
+        .collect::<Result<Vec<_>, ()>>()
+        .map_err(|()| invalid(&format!("{key}.sentinels"), "each sentinel is host:port, like 10.0.0.5:26379".into()))?;
+    let password = |name: &str, path: &Option<String>| -> Result<Option<String>, ConfigError> {
+        let Some(path) = path else { return Ok(None) };
+        let text = std::fs::read_to_string(path).map_err(|e| invalid(&format!("{key}.{name}"), format!("cannot read `{path}`: {e}")))?;
+        Ok(Some(text.trim_end_matches(['\r', '\n']).to_string()))
+    };
+    Ok(Some(RedisTarget::Sentinel(SentinelTarget {
+        master_name: sentinel.master_name.clone(),
+        sentinels,
+        password: password("password_file", &sentinel.password_file)?,
+        sentinel_password: password("sentinel_password_file", &sentinel.sentinel_password_file)?,
+        tls: sentinel.tls,
+    })))
 }
 
 /// `session:`: the secrets (inline and from `secrets_file`), the cookie, the store, Redis and the
@@ -269,7 +329,7 @@ fn session(file: &FileConfig, source: &SourceText) -> Result<SessionSettings, Co
             "must be between 1m and 30d (Trousseau refresh tokens live 30 days)".into(),
         ));
     }
-    let (store, redis_url, revocations) = sharing(file, source)?;
+    let (store, redis, revocations) = sharing(file, source)?;
     let revocation_staleness = file.session.revocation_staleness.0;
     if revocation_staleness > Duration::from_secs(30) {
         return Err(invalid(
@@ -290,7 +350,7 @@ fn session(file: &FileConfig, source: &SourceText) -> Result<SessionSettings, Co
         cookie_name,
         max_lifetime,
         store,
-        redis_url,
+        redis,
         redis_ca_file: file.session.redis_ca_file.as_ref().map(PathBuf::from),
         revocations,
         revocation_staleness,

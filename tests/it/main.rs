@@ -35,6 +35,7 @@ mod open_connections;
 mod policy;
 mod proxying;
 mod redis;
+mod redis_ha;
 mod reload;
 mod robustness;
 mod security;

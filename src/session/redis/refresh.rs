@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{ttl_millis, Redis, KEY_PREFIX};
+use super::{ttl_millis, Redis};
 use crate::session::seal::Sealer;
 use crate::session::store::StoreError;
 use crate::session::Session;
@@ -111,7 +111,7 @@ impl RefreshCoordinator {
     /// Leads the refresh of this token, or waits for the replica that does.
     pub async fn begin(&self, token_sha256: &[u8; 32]) -> Result<Turn, StoreError> {
         let hash = hex(token_sha256);
-        let (result_key, lock_key) = keys(&hash);
+        let (result_key, lock_key) = self.redis.naming().refresh(&hash);
         let owner = random_owner();
         let mut cmd = ::redis::cmd("EVAL");
         cmd.arg(BEGIN_SCRIPT).arg(2).arg(&result_key).arg(&lock_key).arg(&owner).arg(ttl_millis(self.lock_ttl));
@@ -143,7 +143,7 @@ impl RefreshCoordinator {
     /// Publishes what came of this replica's refresh (`None` for a transient failure, which is
     /// not shared: the next request retries) and releases the lock.
     pub async fn finish(&self, lock: Lock, result: Option<&SharedRefresh>) -> Result<(), StoreError> {
-        let (result_key, lock_key) = keys(&lock.hash);
+        let (result_key, lock_key) = self.redis.naming().refresh(&lock.hash);
         let sealed = match result {
             Some(result) => {
                 let plain = serde_json::to_vec(&Sealed { hash: lock.hash.clone(), result: result.clone() })
@@ -162,10 +162,6 @@ impl RefreshCoordinator {
         let sealed: Sealed = serde_json::from_slice(&plain).ok()?;
         (sealed.hash == hash).then_some(sealed.result)
     }
-}
-
-fn keys(hash: &str) -> (String, String) {
-    (format!("{KEY_PREFIX}refresh:result:{hash}"), format!("{KEY_PREFIX}refresh:lock:{hash}"))
 }
 
 fn hex(bytes: &[u8; 32]) -> String {

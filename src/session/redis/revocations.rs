@@ -23,7 +23,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{sid_index_key, ttl_millis, user_index_key, Redis, KEY_PREFIX, RECORD_PREFIX};
+use super::{ttl_millis, Redis};
 use crate::session::store::StoreError;
 use crate::session::Session;
 
@@ -94,18 +94,19 @@ impl RedisRevocations {
 
     /// Records a logout on every replica. `Ok(false)` if this `jti` was used before (a replay).
     pub async fn revoke(&self, jti: &str, sid: Option<&str>, sub: Option<&str>, now: u64) -> Result<bool, StoreError> {
+        let naming = self.redis.naming();
         let target = match (sid, sub) {
-            (Some(sid), _) => Some((format!("{KEY_PREFIX}revoked:sid:{sid}"), sid_index_key(&self.app_tag, sid))),
-            (None, Some(sub)) => Some((format!("{KEY_PREFIX}revoked:sub:{sub}"), user_index_key(&self.app_tag, sub))),
+            (Some(sid), _) => Some((naming.key(format_args!("revoked:sid:{sid}")), naming.sid_index(&self.app_tag, sid))),
+            (None, Some(sub)) => Some((naming.key(format_args!("revoked:sub:{sub}")), naming.user_index(&self.app_tag, sub))),
             (None, None) => None,
         };
         let mut cmd = ::redis::cmd("EVAL");
-        cmd.arg(REVOKE_SCRIPT).arg(if target.is_some() { 3 } else { 1 }).arg(format!("{KEY_PREFIX}revoked:jti:{jti}"));
+        cmd.arg(REVOKE_SCRIPT).arg(if target.is_some() { 3 } else { 1 }).arg(naming.key(format_args!("revoked:jti:{jti}")));
         if let Some((revoked, index)) = &target {
             cmd.arg(revoked).arg(index);
         }
-        cmd.arg(JTI_TTL.as_secs()).arg(now).arg(self.max_lifetime.as_secs().max(1)).arg(RECORD_PREFIX);
-        let recorded: i64 = self.redis.run(&cmd).await?;
+        cmd.arg(JTI_TTL.as_secs()).arg(now).arg(self.max_lifetime.as_secs().max(1)).arg(naming.record_prefix());
+        let recorded: i64 = self.redis.run_replicated(&cmd).await?;
         if recorded == 1 {
             // This replica sees it at once; the others within `staleness`.
             if let Some(cache) = &self.cache {
@@ -117,8 +118,8 @@ impl RedisRevocations {
 
     /// Ends one session everywhere (its sign-out), for `ttl` (what remains of its lifetime).
     pub async fn end_session(&self, session: &Session, ttl: Duration) -> Result<(), StoreError> {
-        let key = format!("{KEY_PREFIX}revoked:session:{}", session.id);
-        self.redis.run::<()>(::redis::cmd("SET").arg(key).arg("1").arg("PX").arg(ttl_millis(ttl))).await?;
+        let key = self.redis.naming().key(format_args!("revoked:session:{}", session.id));
+        self.redis.run_replicated::<()>(::redis::cmd("SET").arg(key).arg("1").arg("PX").arg(ttl_millis(ttl))).await?;
         if let Some(cache) = &self.cache {
             cache.invalidate(&(session.id.clone(), session.sid.clone())).await;
         }
@@ -151,10 +152,11 @@ impl RedisRevocations {
     async fn lookup(&self, session: &Session) -> Result<Verdict, StoreError> {
         let mut cmd = ::redis::cmd("EVAL");
         cmd.arg(LOOKUP_SCRIPT).arg(if session.sid.is_some() { 3 } else { 2 });
-        cmd.arg(format!("{KEY_PREFIX}revoked:session:{}", session.id));
-        cmd.arg(format!("{KEY_PREFIX}revoked:sub:{}", session.identity.sub));
+        let naming = self.redis.naming();
+        cmd.arg(naming.key(format_args!("revoked:session:{}", session.id)));
+        cmd.arg(naming.key(format_args!("revoked:sub:{}", session.identity.sub)));
         if let Some(sid) = &session.sid {
-            cmd.arg(format!("{KEY_PREFIX}revoked:sid:{sid}"));
+            cmd.arg(naming.key(format_args!("revoked:sid:{sid}")));
         }
         // Bytes, not Strings: a value that is not UTF-8 must not look like a Redis failure.
         let found: Vec<Vec<u8>> = self.redis.run(&cmd).await?;

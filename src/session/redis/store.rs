@@ -1,5 +1,5 @@
 //! Server-side sessions in Redis: `trousseau-proxy:session:<sha256(handle)>` → the sealed session,
-//! expiring with the session.
+//! expiring with the session (`{trousseau-proxy}:…` in a Cluster: [`super::Naming`]).
 //!
 //! The key is a hash of the handle, so reading Redis's keys gives no cookie away. The value is
 //! sealed (purpose `session-record`) and carries the same hash inside: a record copied under
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{sha256_hex, sid_index_key, ttl_millis, user_index_key, Redis, RECORD_PREFIX};
+use super::{sha256_hex, ttl_millis, Redis};
 use crate::session::seal::Sealer;
 use crate::session::store::{SessionStore, StoreError, StoreFuture};
 use crate::session::Session;
@@ -99,9 +99,9 @@ impl RedisStore {
         RedisStore { redis, sealer, app_tag, max_per_user: max_per_user.max(1), max_lifetime }
     }
 
-    /// The Redis key of a handle.
-    pub fn key_of(handle: &str) -> String {
-        format!("{RECORD_PREFIX}{}", sha256_hex(handle.as_bytes()))
+    /// The Redis key of a handle's hash.
+    fn key_of(&self, hash: &str) -> String {
+        self.redis.naming().record_prefix() + hash
     }
 
     fn open(&self, handle_hash: &str, sealed: &str) -> Option<Session> {
@@ -126,7 +126,7 @@ impl SessionStore for RedisStore {
         Box::pin(async move {
             let hash = sha256_hex(handle.as_bytes());
             let mut cmd = ::redis::cmd("EVAL");
-            cmd.arg(LOAD_SCRIPT).arg(1).arg(format!("{RECORD_PREFIX}{hash}")).arg(MAX_RECORD_CHARS);
+            cmd.arg(LOAD_SCRIPT).arg(1).arg(self.key_of(&hash)).arg(MAX_RECORD_CHARS);
             // Bytes, not a String: a value that is not UTF-8 is a bad record, not a Redis failure.
             let raw: Option<Vec<u8>> = self.redis.run(&cmd).await?;
             let Some(raw) = raw else { return Ok(None) };
@@ -146,12 +146,13 @@ impl SessionStore for RedisStore {
             let now_ms = crate::util::clock::now_millis();
             let mut cmd = ::redis::cmd("EVAL");
             cmd.arg(CREATE_SCRIPT).arg(if session.sid.is_some() { 3 } else { 2 });
-            cmd.arg(format!("{RECORD_PREFIX}{hash}")).arg(user_index_key(&self.app_tag, &session.identity.sub));
+            let naming = self.redis.naming();
+            cmd.arg(self.key_of(&hash)).arg(naming.user_index(&self.app_tag, &session.identity.sub));
             if let Some(sid) = &session.sid {
-                cmd.arg(sid_index_key(&self.app_tag, sid));
+                cmd.arg(naming.sid_index(&self.app_tag, sid));
             }
             cmd.arg(sealed).arg(ttl_millis(ttl)).arg(&hash).arg(now_ms).arg(self.max_per_user);
-            cmd.arg(ttl_millis(self.max_lifetime)).arg(RECORD_PREFIX);
+            cmd.arg(ttl_millis(self.max_lifetime)).arg(naming.record_prefix());
             let ended: i64 = self.redis.run(&cmd).await?;
             if ended > 0 {
                 tracing::info!(sub = %session.identity.sub, ended, "signed in beyond session.max_sessions_per_user: the oldest sessions ended");
@@ -165,21 +166,13 @@ impl SessionStore for RedisStore {
             let hash = sha256_hex(handle.as_bytes());
             let sealed = self.seal(&hash, session)?;
             // XX: only over a record that still exists; an ended session stays ended.
-            let cmd = ::redis::cmd("SET").arg(format!("{RECORD_PREFIX}{hash}")).arg(sealed).arg("PX").arg(ttl_millis(ttl)).arg("XX").clone();
+            let cmd = ::redis::cmd("SET").arg(self.key_of(&hash)).arg(sealed).arg("PX").arg(ttl_millis(ttl)).arg("XX").clone();
             let done: Option<String> = self.redis.run(&cmd).await?;
             Ok(done.is_some())
         })
     }
 
     fn remove<'a>(&'a self, handle: &'a str) -> StoreFuture<'a, ()> {
-        Box::pin(async move { self.redis.run::<()>(::redis::cmd("DEL").arg(Self::key_of(handle))).await })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_record_prefix_is_the_session_namespace() {
-        assert_eq!(super::RECORD_PREFIX, format!("{}session:", super::super::KEY_PREFIX));
+        Box::pin(async move { self.redis.run::<()>(::redis::cmd("DEL").arg(self.key_of(&sha256_hex(handle.as_bytes())))).await })
     }
 }

@@ -362,7 +362,7 @@ impl Browser {
     /// the IdP sends the browser to, without visiting it.
     pub async fn callback_url_from_idp(&mut self, authorize_url: &str, sub: &str) -> String {
         let page = self.navigate(authorize_url).await;
-        assert_eq!(page.status, StatusCode::OK, "sign-in page: {}", page.text());
+        assert_eq!(page.status, StatusCode::OK, "sign-in page at {authorize_url}: {} (location: {:?})", page.text(), page.headers.get("location"));
         let html = page.text();
         let form = Form::find(&html, "user", sub).unwrap_or_else(|| panic!("no sign-in button for {sub} in:\n{html}"));
         let action = absolute(authorize_url, &form.action);
