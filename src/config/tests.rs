@@ -157,6 +157,11 @@ fn redis_settings_are_checked_and_default_sensibly() {
     let s = load_text(&text, &[]).unwrap();
     assert!(matches!(&s.session.redis, Some(RedisTarget::Cluster(nodes)) if nodes.len() == 2));
     assert!(!format!("{:?}", s.session).contains("pa55word"));
+    // From the environment (a Secret): the nodes comma-separated, Sentinel's mapping as YAML.
+    let s = load_text(&minimal(), &[("TROUSSEAU_PROXY_SESSION_REDIS_CLUSTER", "rediss://:pa55word@a:7000,b:7001")]).unwrap();
+    assert_eq!(s.session.redis, Some(RedisTarget::Cluster(vec!["rediss://:pa55word@a:7000".into(), "b:7001".into()])));
+    let s = load_text(&minimal(), &[("TROUSSEAU_PROXY_SESSION_REDIS_SENTINEL", "{master_name: main, sentinels: [s1:26379, s2:26379]}")]).unwrap();
+    assert!(matches!(&s.session.redis, Some(RedisTarget::Sentinel(t)) if t.sentinels.len() == 2 && t.master_name == "main"));
 
     // Mistakes, each named; a bad URL is never echoed with its password.
     let cases = [

@@ -184,6 +184,8 @@ const STANDALONE: &str = "helm/trousseau-proxy/ci/standalone-values.yaml";
 const STANDALONE_FULL: &str = "helm/trousseau-proxy/ci/standalone-full-values.yaml";
 /// Redis sessions and every newer config key; the Redis URL in the Secret, CAs from volumes.
 const STANDALONE_REDIS: &str = "helm/trousseau-proxy/ci/standalone-redis-values.yaml";
+const STANDALONE_SENTINEL: &str = "helm/trousseau-proxy/ci/standalone-sentinel-values.yaml";
+const STANDALONE_CLUSTER: &str = "helm/trousseau-proxy/ci/standalone-cluster-values.yaml";
 const REDIS_PASSWORD: &str = "test-only-redis-password";
 const INJECTOR: &str = "helm/trousseau-proxy/ci/injector-certmanager-values.yaml";
 const INJECTOR_TLS: &str = "helm/trousseau-proxy/ci/injector-tls-secret-values.yaml";
@@ -363,12 +365,30 @@ fn unknown_keys_and_wrong_values_are_refused() {
         (STANDALONE_REDIS, "secret.redisUrl=https://redis:6379", "redisUrl"),
         (STANDALONE_REDIS, "extraVolumes[0].name=secrets", "extraVolumes"),
         (STANDALONE_REDIS, "extraVolumeMounts[0].mountPath=/var/run/secrets/trousseau-proxy", "mountPath"),
+        // Sentinel's and a Cluster's settings (passwords only in the Secret).
+        (STANDALONE_SENTINEL, "config.session.redis_sentinel.master_name=", "master_name"),
+        (STANDALONE_SENTINEL, "config.session.redis_sentinel.sentinels[0]=sentinel-0", "sentinels"),
+        (STANDALONE_SENTINEL, "config.session.redis_sentinel.password=pw", "password"),
+        (STANDALONE, "config.session.redis_cluster[0]=redis://:pw@redis-0:6379", "redis_cluster"),
+        (STANDALONE_CLUSTER, "secret.redisClusterNodes[0]=redis-0:6379", "redisClusterNodes"),
     ];
     for (values, set, named) in cases {
         let err = Render::with(values).set(set).yaml(&tools).expect_err(set);
         assert!(err.contains(named), "--set {set}: the error should name {named}:\n{err}");
         let lint = run(&tools.helm, &["lint", "--strict", CHART, "--values", values, "--set", set]);
         assert!(!lint.status.success(), "helm lint accepted --set {set}");
+    }
+    // Refused by the chart's own checks when it renders (`helm lint` only logs a template's `fail`):
+    // Redis given one way only.
+    let refused: &[(&str, &str, &str)] = &[
+        (STANDALONE_REDIS, "config.session.redis_cluster[0]=redis-0:6379", "secret.redisUrl and config.session.redis_cluster"),
+        (STANDALONE_SENTINEL, "secret.redisUrl=redis://:pw@redis:6379/0", "secret.redisUrl and config.session.redis_sentinel"),
+        (STANDALONE_CLUSTER, "config.session.redis_cluster[0]=redis-0:6379", "config.session.redis_cluster and secret.redisClusterNodes"),
+        (STANDALONE_CLUSTER, "secret.redisPassword=pw", "secret.redisPassword"),
+    ];
+    for (values, set, named) in refused {
+        let err = Render::with(values).set(set).yaml(&tools).expect_err(set);
+        assert!(err.contains(named), "--set {set}: the error should name {named}:\n{err}");
     }
 }
 
@@ -649,8 +669,9 @@ fn notes_say_what_to_register_in_trousseau() {
 #[test]
 fn the_rendered_configuration_is_accepted_by_the_proxy() {
     let Some(tools) = tools() else { return };
-    for values in [STANDALONE, STANDALONE_FULL, STANDALONE_REDIS] {
+    for values in [STANDALONE, STANDALONE_FULL, STANDALONE_REDIS, STANDALONE_SENTINEL, STANDALONE_CLUSTER] {
         let manifest = Render::with(values).objects(&tools);
+        let secret = manifest.one("Secret")["stringData"].clone();
         let dir = temp_dir("check-config");
         let (config_dir, secrets_dir) = (dir.join("config"), dir.join("secrets"));
         std::fs::create_dir_all(&config_dir).unwrap();
@@ -667,17 +688,38 @@ fn the_rendered_configuration_is_accepted_by_the_proxy() {
             command.env_remove(key);
         }
         for env in container["env"].as_array().unwrap() {
-            let value = env["value"]
-                .as_str()
-                .unwrap()
+            // A value, or a key of the chart's Secret.
+            let value = match env["valueFrom"]["secretKeyRef"]["key"].as_str() {
+                Some(key) => secret[key].as_str().unwrap_or_else(|| panic!("{values}: no key {key} in the Secret")),
+                None => env["value"].as_str().unwrap(),
+            };
+            let value = value
                 .replace("/etc/trousseau-proxy", config_dir.to_str().unwrap())
                 .replace("/var/run/secrets/trousseau-proxy", secrets_dir.to_str().unwrap());
             command.env(env["name"].as_str().unwrap(), value);
         }
+        // The config file names the Secret's files where the pod mounts them.
+        let config_file = config_dir.join("config.yaml");
+        let config_text = std::fs::read_to_string(&config_file).unwrap();
+        std::fs::write(&config_file, config_text.replace("/var/run/secrets/trousseau-proxy", secrets_dir.to_str().unwrap())).unwrap();
         let output = command.output().unwrap();
         assert!(output.status.success(), "{values}: check-config refused the chart's configuration:\n{}", text(&output));
         let effective = text(&output);
         assert!(!effective.contains(REDIS_PASSWORD), "{effective}");
+        if values == STANDALONE_SENTINEL {
+            // The sentinels from config, the passwords from the Secret's files, no Redis URL.
+            assert!(effective.contains("master_name: main") && effective.contains("redis-sentinel-2.redis-sentinel"), "{effective}");
+            assert!(effective.contains(&format!("password_file: {}", secrets_dir.join("redis_password").display())), "{effective}");
+            assert!(effective.contains(&format!("sentinel_password_file: {}", secrets_dir.join("redis_sentinel_password").display())), "{effective}");
+            assert!(effective.contains("redis_url_file: null"), "{effective}");
+            std::fs::remove_file(secrets_dir.join("redis_password")).unwrap();
+            let output = command.output().unwrap();
+            assert!(!output.status.success() && text(&output).contains("session.redis_sentinel.password_file"), "{}", text(&output));
+        }
+        if values == STANDALONE_CLUSTER {
+            // The node URLs (password inside) from the Secret through the environment, never shown.
+            assert!(effective.contains("redis_cluster: <redacted>") && effective.contains("redis_url_file: null"), "{effective}");
+        }
         if values == STANDALONE_REDIS {
             // The binary took the Redis URL from the Secret's file, with the keys the chart wrote.
             let redis_url_file = secrets_dir.join("redis_url");
@@ -746,6 +788,16 @@ fn the_config_schema_matches_every_key_of_the_binary() {
 
     let mut binary = Vec::new();
     leaves(&serde_json::to_value(FileConfig::default()).unwrap(), "", &mut binary);
+    // A mapping absent by default: its own keys.
+    binary.retain(|k| k != "session.redis_sentinel");
+    let sentinel = trousseau_proxy::config::RedisSentinelConfig {
+        master_name: String::new(),
+        sentinels: Vec::new(),
+        password_file: None,
+        sentinel_password_file: None,
+        tls: false,
+    };
+    leaves(&serde_json::to_value(sentinel).unwrap(), "session.redis_sentinel", &mut binary);
     let mut expected: Vec<String> = binary.iter().filter(|k| !CHART_MANAGED.contains(&k.as_str())).cloned().collect();
     expected.sort();
     let mut in_schema = Vec::new();

@@ -117,10 +117,34 @@ lifecycle:
 {{- end }}
 {{- end }}
 
+{{/* Whether Redis is reached through Sentinel or a Cluster (config.session.redis_sentinel,
+redis_cluster, or secret.redisClusterNodes) rather than one URL: "true" or "". */}}
+{{- define "trousseau-proxy.redisHA" -}}
+{{- $session := .Values.config.session | default dict }}
+{{- if or $session.redis_sentinel $session.redis_cluster (and (not .Values.secret.existingSecret) .Values.secret.redisClusterNodes) }}true{{ end }}
+{{- end }}
+
 {{/* Whether the proxy reads a Redis URL (key redis_url of the Secret): "true" or "". */}}
 {{- define "trousseau-proxy.usesRedis" -}}
 {{- $session := .Values.config.session | default dict }}
+{{- if not (include "trousseau-proxy.redisHA" .) }}
 {{- if or (eq (toString $session.store) "redis") (eq (toString $session.revocations) "redis") (and (not .Values.secret.existingSecret) .Values.secret.redisUrl) }}true{{ end }}
+{{- end }}
+{{- end }}
+
+{{/* The configuration file: .Values.config, with the Sentinel password files of the Secret. */}}
+{{- define "trousseau-proxy.configFile" -}}
+{{- $config := deepCopy .Values.config }}
+{{- $session := $config.session | default dict }}
+{{- if and $session.redis_sentinel (not .Values.secret.existingSecret) }}
+{{- if .Values.secret.redisPassword }}
+{{- $_ := set $session.redis_sentinel "password_file" "/var/run/secrets/trousseau-proxy/redis_password" }}
+{{- end }}
+{{- if .Values.secret.redisSentinelPassword }}
+{{- $_ := set $session.redis_sentinel "sentinel_password_file" "/var/run/secrets/trousseau-proxy/redis_sentinel_password" }}
+{{- end }}
+{{- end }}
+{{- toYaml $config }}
 {{- end }}
 
 {{/*
@@ -131,6 +155,17 @@ in the container, volumes and mounts that do not match.
 {{- define "trousseau-proxy.checkConfig" -}}
 {{- $session := .Values.config.session | default dict }}
 {{- $store := toString ($session.store | default "cookie") }}
+{{- $ha := list }}
+{{- if .Values.secret.redisUrl }}{{ $ha = append $ha "secret.redisUrl" }}{{ end }}
+{{- if $session.redis_sentinel }}{{ $ha = append $ha "config.session.redis_sentinel" }}{{ end }}
+{{- if $session.redis_cluster }}{{ $ha = append $ha "config.session.redis_cluster" }}{{ end }}
+{{- if .Values.secret.redisClusterNodes }}{{ $ha = append $ha "secret.redisClusterNodes" }}{{ end }}
+{{- if gt (len $ha) 1 }}
+{{- fail (printf "give Redis one way: %s are each a Redis (one URL, Sentinel, a Cluster without or with passwords)" (join " and " $ha)) }}
+{{- end }}
+{{- if and (or .Values.secret.redisPassword .Values.secret.redisSentinelPassword) (not $session.redis_sentinel) }}
+{{- fail "secret.redisPassword and secret.redisSentinelPassword are Sentinel's passwords: set config.session.redis_sentinel (a Cluster's password goes in the URLs of secret.redisClusterNodes)" }}
+{{- end }}
 {{- if and (include "trousseau-proxy.usesRedis" .) (not .Values.secret.existingSecret) (not .Values.secret.redisUrl) }}
 {{- fail "secret.redisUrl is required when config.session.store or config.session.revocations is redis (or secret.existingSecret with key redis_url): the Redis URL, password included, like redis://:PASSWORD@redis:6379/0 (rediss:// for TLS). It goes in the Secret, never in config" }}
 {{- end }}
