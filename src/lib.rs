@@ -20,6 +20,7 @@
 
 pub mod answer;
 pub mod app;
+pub mod audit;
 pub mod bearer;
 pub mod body;
 pub mod claims;
@@ -50,4 +51,5 @@ pub mod server;
 pub mod session;
 pub mod tether;
 pub mod tls;
+pub mod trace;
 pub mod util;

@@ -449,60 +449,89 @@ impl Policy {
 
     /// Decides whether this signed-in user may make this request.
     pub fn authorize(&self, session: &Session, method: &http::Method, path: &str) -> Decision {
-        let org = session.selected_organization();
+        if let Some(decision) = self.judge_organization(session) {
+            return decision;
+        }
+        self.judge_rules(session, method, path).map_or(Decision::Allow, |(decision, _)| decision)
+    }
+
+    /// What refused a request [`Policy::authorize`] refused, for the audit line:
+    /// `organization` (the `organization:` section) or `routes.rules[i] (<path>)`.
+    pub fn refusing_rule(&self, session: &Session, method: &http::Method, path: &str) -> String {
+        if self.judge_organization(session).is_some() {
+            return "organization".into();
+        }
+        match self.judge_rules(session, method, path) {
+            Some((_, Some(i))) => format!("routes.rules[{i}] ({})", self.rules[i].path.text),
+            _ => "organization".into(),
+        }
+    }
+
+    /// The `organization:` section's decision, when it decides (refuses, or asks for a choice).
+    fn judge_organization(&self, session: &Session) -> Option<Decision> {
         let org_cfg = &self.organization;
         let needs_org = org_cfg.required || !org_cfg.roles.is_empty();
-        if let Some(o) = org {
+        if let Some(o) = session.selected_organization() {
             if !org_listed(&org_cfg.allowed, o) {
-                return Decision::Deny(Denial::OrganizationNotAllowed);
+                return Some(Decision::Deny(Denial::OrganizationNotAllowed));
             }
             if !org_cfg.roles.is_empty() && !org_cfg.roles.iter().any(|r| r == &o.role) {
-                return Decision::Deny(Denial::RoleNotAllowed { role: o.role.clone(), allowed: org_cfg.roles.clone() });
+                return Some(Decision::Deny(Denial::RoleNotAllowed { role: o.role.clone(), allowed: org_cfg.roles.clone() }));
             }
         } else if needs_org {
-            return match self.acceptable_organizations(session).count() {
+            return Some(match self.acceptable_organizations(session).count() {
                 0 => Decision::Deny(Denial::NoOrganization),
                 _ => Decision::ChooseOrganization,
-            };
+            });
         }
+        None
+    }
 
+    /// The rules' decision when it is not to allow, with the index of the rule that decided.
+    fn judge_rules(&self, session: &Session, method: &http::Method, path: &str) -> Option<(Decision, Option<usize>)> {
         if self.rules.is_empty() {
-            return Decision::Allow;
+            return None;
         }
+        let org = session.selected_organization();
         // The strictest of the readings an app server might apply (module doc): the first that is
         // not allowed decides.
         let normalized = normalize_path(path);
         let decision = self.judge_reading(session, org, method, &normalized);
-        if decision != Decision::Allow {
-            return decision;
+        if decision.0 != Decision::Allow {
+            return Some(decision);
         }
         for reading in other_readings(path, &normalized) {
             let decision = self.judge_reading(session, org, method, &reading);
-            if decision != Decision::Allow {
-                return decision;
+            if decision.0 != Decision::Allow {
+                return Some(decision);
             }
         }
-        Decision::Allow
+        None
     }
 
     /// The rules' decision for one reading of the path, and for its case-folded form when case
     /// could make a difference.
-    fn judge_reading(&self, session: &Session, org: Option<&Organization>, method: &http::Method, reading: &str) -> Decision {
+    fn judge_reading(&self, session: &Session, org: Option<&Organization>, method: &http::Method, reading: &str) -> (Decision, Option<usize>) {
         let decision = self.apply_rules(session, org, method, reading, false);
-        if decision != Decision::Allow || !(self.rules_have_upper_case || reading.bytes().any(|b| b.is_ascii_uppercase())) {
+        if decision.0 != Decision::Allow || !(self.rules_have_upper_case || reading.bytes().any(|b| b.is_ascii_uppercase())) {
             return decision;
         }
         self.apply_rules(session, org, method, &reading.to_ascii_lowercase(), true)
     }
 
-    /// The first rule matching this reading of the path decides (no rule: allowed). `folded`: the
-    /// reading is lower-cased and is matched against the lower-cased patterns.
-    fn apply_rules(&self, session: &Session, org: Option<&Organization>, method: &http::Method, reading: &str, folded: bool) -> Decision {
-        let Some(rule) = self.rules.iter().find(|r| {
+    /// The first rule matching this reading of the path decides (no rule: allowed), with its
+    /// index. `folded`: the reading is lower-cased and is matched against the lower-cased patterns.
+    fn apply_rules(&self, session: &Session, org: Option<&Organization>, method: &http::Method, reading: &str, folded: bool) -> (Decision, Option<usize>) {
+        let Some(index) = self.rules.iter().position(|r| {
             r.covers_method(method) && if folded { r.folded_path.matches(reading) } else { r.path.matches(reading) }
         }) else {
-            return Decision::Allow;
+            return (Decision::Allow, None);
         };
+        (self.apply_rule(&self.rules[index], session, org), Some(index))
+    }
+
+    /// One rule's decision for this user.
+    fn apply_rule(&self, rule: &Rule, session: &Session, org: Option<&Organization>) -> Decision {
         if !rule.organizations.is_empty() || !rule.roles.is_empty() {
             let Some(o) = org else {
                 return match self.acceptable_organizations(session).count() {

@@ -45,6 +45,24 @@ pub struct FileConfig {
     pub cors: CorsConfig,
     /// Connection and request resource limits.
     pub limits: LimitsConfig,
+    /// Traces: W3C trace context is always propagated.
+    pub telemetry: TelemetryConfig,
+}
+
+/// `telemetry:` — traces. Every request continues the caller's W3C trace or starts one, and
+/// passes it on to the app and to Trousseau.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Probability (0 to 1) that a trace the proxy starts is sampled (`traceparent` flag `01`);
+    /// a continued trace keeps its caller's decision. Default 1.
+    pub sampling_ratio: f64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig { sampling_ratio: 1.0 }
+    }
 }
 
 /// `tls:` — the proxy as the front door: HTTPS on `listen` (HTTP/2 and HTTP/1.1 by ALPN, TLS 1.2

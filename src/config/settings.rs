@@ -49,6 +49,8 @@ pub struct Settings {
     pub bearer_limits: BearerLimits,
     /// Cross-origin front ends.
     pub cors: CorsSettings,
+    /// Traces (`telemetry:`).
+    pub telemetry: super::TelemetryConfig,
 }
 
 /// Validated `tls:`: the files exist and load.

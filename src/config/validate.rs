@@ -71,6 +71,10 @@ pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, Conf
     routes(file, source)?;
     let cors = cors(file, source)?;
     let limits = validate_limits(&file.limits, file.proxy.trust_forwarded_headers).map_err(|(key, message)| invalid(key, message))?;
+    let ratio = file.telemetry.sampling_ratio;
+    if !(0.0..=1.0).contains(&ratio) {
+        return Err(invalid("telemetry.sampling_ratio", format!("{ratio}: must be between 0 (no new trace sampled) and 1 (all)")));
+    }
 
     Ok(Settings {
         listen,
@@ -91,6 +95,7 @@ pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, Conf
         bearer_limits,
         cors,
         limits,
+        telemetry: file.telemetry.clone(),
     })
 }
 

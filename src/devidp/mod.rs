@@ -237,6 +237,9 @@ pub struct DevIdp {
     unavailable: AtomicBool,
     counters: Counters,
     backchannel: OnceLock<Option<BackchannelClient>>,
+    /// The `traceparent` of the latest requests (path, value), newest last, at most 64: for tests
+    /// of trace propagation.
+    traceparents: std::sync::Mutex<std::collections::VecDeque<(String, String)>>,
 }
 
 impl std::fmt::Debug for DevIdp {
@@ -310,6 +313,7 @@ impl DevIdp {
             token_delay_ms: AtomicU64::new(0),
             unavailable: AtomicBool::new(false),
             counters: Counters::default(),
+            traceparents: std::sync::Mutex::new(std::collections::VecDeque::new()),
             backchannel: OnceLock::new(),
             config,
         }))
@@ -336,6 +340,11 @@ impl DevIdp {
         format!("{}.well-known/openid-configuration", self.issuer)
     }
 
+    /// The `traceparent` headers of the latest requests (at most 64), with their paths, oldest first.
+    pub fn traceparents(&self) -> Vec<(String, String)> {
+        self.traceparents.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
+    }
+
     /// Answers one request: routes it to the endpoint it names, or 404.
     pub async fn handle(&self, req: Request<hyper::body::Incoming>) -> Response<Body> {
         self.handle_request(req).await
@@ -352,6 +361,13 @@ impl DevIdp {
             return web::not_found();
         };
         let lang = web::lang(req.headers());
+        if let Some(traceparent) = req.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
+            let mut seen = self.traceparents.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.len() == 64 {
+                seen.pop_front();
+            }
+            seen.push_back((path.clone(), traceparent.to_string()));
+        }
         let route = Route::of(rest, &self.config.slug);
         if route == Route::Jwks {
             Counters::bump(&self.counters.jwks_calls);

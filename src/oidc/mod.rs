@@ -390,7 +390,9 @@ impl Oidc {
         let http = self.http.clone();
         let timeout = self.settings.timeout;
         let latency = self.call_latency.clone();
-        move |request| {
+        move |mut request: HttpRequest| {
+            // Part of the request being served, if any: a child span of its trace.
+            request.headers_mut().insert(crate::trace::TRACEPARENT, crate::trace::outgoing());
             let (http, latency) = (http.clone(), latency.clone());
             Box::pin(async move {
                 let started = Instant::now();

@@ -127,6 +127,8 @@ async fn bearer_session<B>(app: &App, bearer: &BearerAuth, token: &str, req: &Re
                 Ok(false) => {}
                 Ok(true) => {
                     bearer.forget(token).await;
+                    ctx.sub = Some(session.identity.sub.clone());
+                    ctx.audit(crate::audit::Event::BearerRefused { reason: "logged_out" });
                     return Err(answer::invalid_bearer());
                 }
                 Err(e) => return Err(store_unavailable(req, &e)),
@@ -135,7 +137,11 @@ async fn bearer_session<B>(app: &App, bearer: &BearerAuth, token: &str, req: &Re
             ctx.sub = Some(session.identity.sub.clone());
             Ok(*session)
         }
-        BearerOutcome::Invalid => Err(answer::invalid_bearer()),
+        BearerOutcome::Invalid => {
+            // Expired, revoked, unknown, or issued to another application: Trousseau does not say which.
+            ctx.audit(crate::audit::Event::BearerRefused { reason: "inactive" });
+            Err(answer::invalid_bearer())
+        }
         BearerOutcome::Unavailable => Err(answer::unavailable(false, lang(req.headers(), None))),
         BearerOutcome::Throttled(retry_after) => {
             let mut r = answer::json(

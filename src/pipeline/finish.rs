@@ -52,6 +52,7 @@ pub(super) fn finish(app: &App, mut response: Response<Body>, mut ctx: RequestCt
         latency: started.elapsed(),
         sub: ctx.sub.as_deref().unwrap_or("-"),
         request_id: ctx.request_id.to_str().unwrap_or("-"),
+        trace_id: ctx.trace.span.trace_id_hex().as_str(),
     });
     response
 }
@@ -80,6 +81,8 @@ pub(crate) fn refused(app: &App, req: &Request<Incoming>, peer: SocketAddr, refu
         latency: started.elapsed(),
         sub: "-",
         request_id: request_id.to_str().unwrap_or("-"),
+        // The caller's trace when it sent one (a new one otherwise, though nothing goes further).
+        trace_id: crate::trace::RequestTrace::from_headers(req.headers(), 0.0).span.trace_id_hex().as_str(),
     });
     response
 }

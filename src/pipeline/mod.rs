@@ -77,6 +77,20 @@ pub(crate) struct RequestCtx {
     /// The request's `Origin`, when `cors.allowed_origins` lists it: the proxy's own answer
     /// carries the CORS headers that let that origin's code read it.
     pub(crate) cors_origin: Option<HeaderValue>,
+    /// Its place in its W3C trace.
+    pub(crate) trace: crate::trace::RequestTrace,
+}
+
+impl RequestCtx {
+    /// Writes the audit line of `event`, which happened in this request ([`crate::audit`]).
+    pub(crate) fn audit(&self, event: crate::audit::Event<'_>) {
+        crate::audit::record(&crate::audit::Record {
+            sub: self.sub.as_deref(),
+            request_id: self.request_id.to_str().unwrap_or("-"),
+            trace_id: self.trace.span.trace_id_hex().as_str(),
+            event,
+        });
+    }
 }
 
 impl App {
@@ -85,7 +99,8 @@ impl App {
         let started = Instant::now();
         let line = finish::Line::of(&req);
         let mut ctx = sanitize::sanitize(&self, &mut req, peer);
-        let response = self.route(req, &mut ctx).await.unwrap_or_else(|answer| answer);
+        let span = ctx.trace.span;
+        let response = crate::trace::within(span, self.route(req, &mut ctx)).await.unwrap_or_else(|answer| answer);
         finish::finish(&self, response, ctx, &line, started)
     }
 
@@ -111,7 +126,7 @@ impl App {
             Ok(session) => session,
             Err(e) => return Err(e.answer(self, &req, ctx, browser).await),
         };
-        authorize::authorize(self, &req, &session, browser)?;
+        authorize::authorize(self, &req, &session, browser, ctx)?;
         Ok(forward::forward(self, req, ctx, Some(&session), browser).await)
     }
 }

@@ -63,6 +63,7 @@ pub(crate) async fn refresh(app: &App, session: Arc<Session>, ctx: &mut RequestC
             Ok(session)
         }
         RefreshOutcome::Ended => {
+            ctx.audit(crate::audit::Event::RefreshRefused { error: "invalid_grant" });
             app.sessions.end(None, &mut ctx.jar).await;
             app.live.end(Target::Session(id), EndReason::Refused).await;
             Err(NotServed::Ended)

@@ -19,6 +19,7 @@ use crate::session::sessions::Jar;
 /// Strips the request and starts its context. May change: the request's headers only.
 pub(super) fn sanitize(app: &App, req: &mut Request<Incoming>, peer: SocketAddr) -> RequestCtx {
     let request_id = request_id(req);
+    let trace = crate::trace::RequestTrace::from_headers(req.headers(), app.settings.telemetry.sampling_ratio);
     crate::identity::strip_spoofed(req.headers_mut());
     app.settings.identity.extra_headers.strip(req.headers_mut());
     let upgrade = crate::proxy::wants_upgrade(req.headers());
@@ -33,6 +34,7 @@ pub(super) fn sanitize(app: &App, req: &mut Request<Incoming>, peer: SocketAddr)
         via_bearer: false,
         answered_by: AnsweredBy::Proxy,
         cors_origin: allowed_origin(app, req),
+        trace,
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! In order: the API client's `Authorization` goes unless `identity.pass_access_token`; the
 //! identity headers and the signed assertion (`X-Trousseau-*`, `identity.extra_headers`) are
-//! added for a session; `X-Request-Id`; then the transport's own changes
+//! added for a session; `X-Request-Id`; `traceparent` (the proxy's span) and the caller's
+//! `tracestate`; then the transport's own changes
 //! ([`crate::proxy::Upstream::rewrite_headers`]: hop-by-hop fields, `X-Forwarded-*`, `Host`).
 
 use http::header::{self, HeaderValue};
@@ -27,6 +28,7 @@ pub(super) fn prepare(app: &App, parts: &mut Parts, ctx: &RequestCtx, session: O
         identity.extra_headers.insert(&mut parts.headers, session);
     }
     parts.headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    ctx.trace.write(&mut parts.headers);
     if let Some(subject) = parts.extensions.get::<crate::server::ClientSubject>() {
         // Stripped from what the client sent like every X-Trousseau- header; set only from the
         // certificate the TLS handshake verified.

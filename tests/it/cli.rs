@@ -438,6 +438,158 @@ async fn check_config_probe_proves_the_setup_end_to_end_and_names_the_fix_of_eac
     with_redis.push(("TROUSSEAU_PROXY_SESSION_REDIS_URL", &closed));
     let (code, out) = probe(&with_redis).await;
     assert_eq!(code, Some(2), "{out}");
-    assert!(out.contains("✘ redis") && out.contains("fix: check session.redis_url"), "{out}");
+    assert!(out.contains("✘ redis") && out.contains("fix: check the Redis settings (session.redis_url"), "{out}");
     assert!(out.contains("# 1 of 5 checks failed"), "{out}");
+}
+
+/// The audit lines of a real proxy process, story by story: one JSON object per event on the
+/// target `trousseau_proxy::audit` — even in a plain-text log — with the user, the request id and
+/// the trace id, and never a token, a cookie or an email.
+#[tokio::test]
+async fn every_story_leaves_one_typed_audit_line_and_no_secret() {
+    use trousseau_proxy::config::FileConfig;
+    use trousseau_proxy::devidp::{DevIdpConfig, LocalDevIdp};
+    const SAM: &str = "7b1e9c4d-2f38-4a6b-8e5d-c0a9f1e2d3b4";
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let idp = LocalDevIdp::start(DevIdpConfig {
+        base_url: url::Url::parse("http://127.0.0.1:1").unwrap(),
+        slug: "app".into(),
+        client_id: CLIENT_ID.into(),
+        client_secret: CLIENT_SECRET.into(),
+        redirect_uris: vec![format!("{origin}/.trousseau/callback")],
+        post_logout_redirect_uris: vec![format!("{origin}/")],
+        backchannel_logout_uri: Some(format!("{origin}/.trousseau/backchannel-logout")),
+        // Refreshed 1 s after sign-in (the skew is capped at half the token's life).
+        access_token_ttl: Duration::from_secs(2),
+        id_token_ttl: Duration::from_secs(2),
+        ..DevIdpConfig::default()
+    })
+    .await
+    .unwrap();
+    let upstream = crate::support::upstream::Upstream::start().await;
+    let mut file = FileConfig { listen: Some(format!("127.0.0.1:{port}")), public_url: Some(origin.clone()), upstream: Some(upstream.url()), ..FileConfig::default() };
+    file.oidc.issuer = Some(idp.issuer());
+    file.oidc.client_id = Some(CLIENT_ID.into());
+    file.oidc.client_secret = Some(CLIENT_SECRET.into());
+    file.oidc.scopes = ["openid", "email", "profile", "trousseau:context", "trousseau:organization"].map(String::from).to_vec();
+    file.session.secrets = vec![SECRET.into()];
+    file.api.bearer = crate::support::named("userinfo");
+    file.routes.rules = serde_yaml::from_str("[{path: /admin/*, roles: [admin]}]").unwrap();
+    let dir = std::env::temp_dir().join(format!("tp-cli-audit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, serde_yaml::to_string(&file).unwrap()).unwrap();
+    let log_path = dir.join("stderr.log");
+    let mut proxy = Running(
+        Command::new(BIN)
+            .args(["--config", config.to_str().unwrap()])
+            .env_remove("RUST_LOG")
+            .env_remove("TROUSSEAU_PROXY_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .expect("start trousseau-proxy"),
+    );
+    wait_ready(&origin).await;
+
+    // Sign-in failed: the user cancels at Trousseau.
+    let mut quitter = Browser::new(&origin);
+    let authorize = quitter.navigate("/").await.location();
+    let page = quitter.navigate(&authorize).await;
+    let form = crate::support::Form::find(&page.text(), "cancel", "1").expect("the cancel button");
+    let mut fields = form.fields.clone();
+    fields.push(("cancel".into(), "1".into()));
+    let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish();
+    let action = url::Url::parse(&authorize).unwrap().join(&form.action).unwrap().to_string();
+    let back = quitter.request(http::Method::POST, &action, &[("content-type", "application/x-www-form-urlencoded")], bytes::Bytes::from(body)).await;
+    let refused = quitter.navigate(&back.location()).await;
+    assert!(refused.status.is_client_error(), "the callback with access_denied: {}", refused.status);
+
+    // Sign-in completed, an organization chosen, refused by a rule, a bearer token refused.
+    let mut jean = Browser::new(&origin);
+    assert_eq!(jean.sign_in("/", JEAN).await.status, StatusCode::OK);
+    let listed = jean.api_get("/.trousseau/organizations").await;
+    let org = listed.json()["organizations"][0]["id"].as_str().expect("Jean has organizations").to_string();
+    let chosen = jean
+        .request(
+            http::Method::POST,
+            "/.trousseau/organizations",
+            &[("content-type", "application/x-www-form-urlencoded"), ("origin", &origin)],
+            bytes::Bytes::from(format!("org={org}&rd=%2F")),
+        )
+        .await;
+    assert_eq!(chosen.status, StatusCode::SEE_OTHER, "{}", chosen.text());
+    let mut sam = Browser::new(&origin);
+    assert_eq!(sam.sign_in("/", SAM).await.status, StatusCode::OK);
+    assert_eq!(sam.api_get("/admin/settings").await.status, StatusCode::FORBIDDEN);
+    let bogus = Browser::new(&origin).request(http::Method::GET, "/api/x", &[("authorization", "Bearer not-a-token-of-trousseau")], bytes::Bytes::new()).await;
+    assert_eq!(bogus.status, StatusCode::UNAUTHORIZED);
+
+    // Refresh refused: Jean's account is disabled at Trousseau, and the token is due.
+    idp.idp().set_user_disabled(JEAN, true);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let jean_cookie = jean.cookie_header();
+    assert_eq!(jean.api_get("/x").await.status, StatusCode::UNAUTHORIZED);
+
+    // Sam signs out; Trousseau's end-session then sends the back-channel logout of Sam's session.
+    let out = sam.navigate("/.trousseau/logout").await;
+    let ended = sam.navigate(&out.location()).await;
+    assert!(ended.status.is_redirection() || ended.status.is_success(), "{}", ended.status);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while idp.idp().stats().backchannel_sent == 0 {
+        assert!(std::time::Instant::now() < deadline, "no back-channel logout delivered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let terminated = Command::new("kill").args(["-TERM", &proxy.0.id().to_string()]).status().unwrap();
+    assert!(terminated.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while proxy.0.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "no exit within 30 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let audit: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| l.contains("trousseau_proxy::audit"))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("an audit line is one JSON object ({e}): {l}")))
+        .collect();
+    let find = |event: &str| -> &serde_json::Value {
+        audit.iter().find(|l| l["event"] == event).unwrap_or_else(|| panic!("no `{event}` audit line in:\n{log}"))
+    };
+    for line in &audit {
+        assert_eq!(line["target"], "trousseau_proxy::audit", "{line}");
+        assert_eq!(line["level"], "INFO", "{line}");
+        assert!(line["timestamp"].as_str().is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok()), "{line}");
+        assert!(line["request_id"].as_str().is_some_and(|r| !r.is_empty()), "{line}");
+        assert!(line["trace_id"].as_str().is_some_and(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit())), "{line}");
+    }
+    assert_eq!(find("sign_in_failed")["error"], "access_denied");
+    let signed_in = audit.iter().filter(|l| l["event"] == "sign_in_completed").count();
+    assert_eq!(signed_in, 2, "Jean and Sam");
+    assert!(audit.iter().any(|l| l["event"] == "sign_in_completed" && l["sub"] == JEAN && l["sid"].is_string()));
+    let switched = find("organization_switched");
+    assert_eq!((&switched["sub"], &switched["to"]), (&serde_json::json!(JEAN), &serde_json::json!(org)));
+    let denied = find("request_denied");
+    assert_eq!(denied["sub"], SAM);
+    assert_eq!(denied["rule"], "routes.rules[0] (/admin/*)");
+    assert_eq!(denied["reason"], "no_organization");
+    assert_eq!((&denied["method"], &denied["path"]), (&serde_json::json!("GET"), &serde_json::json!("/admin/settings")));
+    assert_eq!(find("bearer_refused")["reason"], "inactive");
+    let refused = find("refresh_refused");
+    assert_eq!((&refused["sub"], &refused["error"]), (&serde_json::json!(JEAN), &serde_json::json!("invalid_grant")));
+    assert_eq!(find("logout")["sub"], SAM);
+    let backchannel = find("backchannel_logout");
+    assert!(backchannel["sid"].is_string(), "{backchannel}");
+    assert_eq!(audit.len(), 9, "one line per event (two sign-ins):\n{audit:#?}");
+    // Nothing that would let someone in, nor an email, reaches the log.
+    for (name, secret) in [("an email", "jean.dupont@hotel.com"), ("an email", "sam.taylor@example.com"), ("a bearer token", "not-a-token-of-trousseau")] {
+        assert!(!log.contains(secret), "{name} in the log:\n{log}");
+    }
+    let cookie_value = jean_cookie.split_once('=').map(|(_, v)| v.split(';').next().unwrap_or(v)).unwrap();
+    assert!(!log.contains(cookie_value), "a cookie in the log");
+    assert!(!log.contains(CLIENT_SECRET));
 }

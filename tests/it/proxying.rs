@@ -149,3 +149,62 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_refuses_new_ones() {
     assert_eq!(&second[..], b"data: second\n\n");
     stopping.await.unwrap();
 }
+
+/// W3C trace context through a real proxy: a valid `traceparent` is continued (same trace, the
+/// proxy's span as the app's parent, `tracestate` passed on); anything else starts a new trace and
+/// drops the caller's `tracestate`; the calls to Trousseau made for a request are spans of its trace.
+#[tokio::test]
+async fn the_callers_trace_reaches_the_app_and_trousseau_and_a_broken_one_is_replaced() {
+    const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    // Access tokens of 2 s, refreshed 1 s early (the skew is capped at half their life).
+    let env = Env::start_with(EnvOptions {
+        configure: Box::new(|_| {}),
+        idp: Box::new(|i| {
+            i.access_token_ttl = std::time::Duration::from_secs(2);
+            i.id_token_ttl = std::time::Duration::from_secs(2);
+        }),
+    })
+    .await;
+    let mut b = env.browser();
+    b.sign_in("/", JEAN).await;
+    assert!(
+        env.trousseau().traceparents().iter().any(|(path, _)| path.ends_with("/token/")),
+        "the sign-in's code exchange carried a traceparent: {:?}",
+        env.trousseau().traceparents()
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let parse = |v: &serde_json::Value| trousseau_proxy::trace::TraceParent::parse(v.as_str().unwrap().as_bytes()).expect("a valid traceparent");
+
+    // Continued: same trace id, sampled as the caller said, our own span as the parent. The
+    // access token is due: the request refreshes, and that call to Trousseau is a span of the
+    // same trace.
+    let before = env.trousseau().traceparents().len();
+    let seen = b.request(Method::GET, "/x", &[("traceparent", CALLER), ("tracestate", "vendor=opaque"), ("accept", "application/json")], Bytes::new()).await;
+    assert_eq!(seen.status, StatusCode::OK, "{}", seen.text());
+    let headers = &seen.json()["headers"];
+    let at_app = parse(&headers["traceparent"][0]);
+    assert_eq!(at_app.trace_id_hex().as_str(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert!(at_app.sampled);
+    assert_ne!(headers["traceparent"][0], CALLER, "the proxy's span is the app's parent");
+    assert_eq!(headers["tracestate"], serde_json::json!(["vendor=opaque"]));
+    let at_idp: Vec<(String, String)> = env.trousseau().traceparents().into_iter().skip(before).collect();
+    assert!(at_idp.iter().any(|(path, _)| path.ends_with("/token/")), "the refresh reached Trousseau: {at_idp:?}");
+    for (path, value) in &at_idp {
+        let call = trousseau_proxy::trace::TraceParent::parse(value.as_bytes()).expect("valid at Trousseau");
+        assert_eq!(call.trace_id, at_app.trace_id, "{path}: the same trace");
+        assert_ne!(call.span_id, at_app.span_id, "{path}: a span of its own");
+    }
+
+    // Broken, or absent: a new trace, and the caller's tracestate does not go on alone.
+    for broken in ["00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", "00-00000000000000000000000000000000-00f067aa0ba902b7-01", "garbage"] {
+        let seen = b.request(Method::GET, "/x", &[("traceparent", broken), ("tracestate", "vendor=opaque"), ("accept", "application/json")], Bytes::new()).await;
+        let headers = &seen.json()["headers"];
+        let fresh = parse(&headers["traceparent"][0]);
+        assert_ne!(fresh.trace_id_hex().as_str(), "4bf92f3577b34da6a3ce929d0e0e4736", "{broken}");
+        assert!(headers.get("tracestate").is_none_or(|v| v.is_null()), "{broken}: {headers}");
+    }
+    let first = parse(&b.api_get("/x").await.json()["headers"]["traceparent"][0]);
+    let second = parse(&b.api_get("/x").await.json()["headers"]["traceparent"][0]);
+    assert_ne!(first.trace_id, second.trace_id, "each request without a trace starts its own");
+    assert!(first.sampled, "telemetry.sampling_ratio defaults to 1");
+}

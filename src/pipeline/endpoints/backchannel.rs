@@ -63,9 +63,11 @@ pub(super) async fn logout(app: &App, req: Request<Incoming>, ctx: &RequestCtx) 
         (None, Some(sub)) => Some(Target::Sub { sub, at: now }),
         (None, None) => None,
     };
-    if let Some(target) = target {
-        app.live.end(target, EndReason::Backchannel).await;
-    }
+    let open_connections_ended = match target {
+        Some(target) => app.live.end(target, EndReason::Backchannel).await,
+        None => 0,
+    };
+    ctx.audit(crate::audit::Event::BackchannelLogout { sid: logout.sid.as_deref(), logout_sub: logout.sub.as_deref(), open_connections_ended });
     app.metrics.backchannel_revocation();
     tracing::info!(sid = logout.sid.as_deref().unwrap_or("-"), sub = logout.sub.as_deref().unwrap_or("-"), "back-channel logout: sessions ended");
     answer::json(StatusCode::OK, &serde_json::json!({}))

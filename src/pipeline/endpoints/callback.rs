@@ -2,6 +2,7 @@
 //! must be this browser's (its state cookie, constant-time match); the code is exchanged with
 //! PKCE and the client secret; the ID token is verified; the session is created and saved.
 
+use crate::audit::Event;
 use http::{Request, Response};
 
 use super::super::authenticate::store_unavailable;
@@ -45,6 +46,17 @@ fn cookie_lost<B>(app: &App, req: &Request<B>, lang: crate::pages::Lang) -> Answ
     answer::page(http::StatusCode::BAD_REQUEST, crate::pages::cookie_lost(lang, &facts))
 }
 
+/// The audit code of a failed code exchange: Trousseau's error code, or what was wrong with its
+/// answer (never its free text).
+fn failure_code(e: &OidcError) -> String {
+    match e {
+        OidcError::Rejected { error, .. } => error.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect(),
+        OidcError::InvalidIdToken(_) => "invalid_id_token".into(),
+        OidcError::Unreachable(_) | OidcError::NotReady => "trousseau_unreachable".into(),
+        _ => "protocol_error".into(),
+    }
+}
+
 /// Completes a sign-in and redirects to where it started.
 pub(super) async fn callback<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx) -> Result<Response<Body>, Answer> {
     let query = req.uri().query();
@@ -61,6 +73,7 @@ pub(super) async fn callback<B>(app: &App, req: &Request<B>, ctx: &mut RequestCt
         let error: String = error.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect();
         let description = query_param(query, "error_description").map(|d| d.chars().take(500).collect::<String>());
         tracing::info!(error = %error, "Trousseau returned an error to the callback");
+        ctx.audit(Event::SignInFailed { error: &error });
         return Err(answer::idp_error(lang, &error, description.as_deref()));
     }
     let (Some(login), Some(code)) = (login, query_param(query, "code")) else {
@@ -76,6 +89,7 @@ pub(super) async fn callback<B>(app: &App, req: &Request<B>, ctx: &mut RequestCt
         Ok(tokens) => tokens,
         Err(e @ (OidcError::Unreachable(_) | OidcError::NotReady)) => {
             tracing::warn!(error = %e, "code exchange failed: identity provider unavailable");
+            ctx.audit(Event::SignInFailed { error: "trousseau_unreachable" });
             return Err(answer::unavailable(true, lang));
         }
         Err(e) if e.is_invalid_grant() => {
@@ -83,6 +97,7 @@ pub(super) async fn callback<B>(app: &App, req: &Request<B>, ctx: &mut RequestCt
             // click while the first was under way — or it expired. Nothing is broken: a
             // browser already signed in goes on, any other starts again.
             tracing::info!("code exchange refused (invalid_grant): a used or expired sign-in code");
+            ctx.audit(Event::SignInFailed { error: "invalid_grant" });
             if let Ok(Some(_)) = app.sessions.load(&ctx.jar.incoming).await {
                 return Ok(answer::redirect(&super::login::return_url(app, &login.return_to)));
             }
@@ -90,6 +105,7 @@ pub(super) async fn callback<B>(app: &App, req: &Request<B>, ctx: &mut RequestCt
         }
         Err(e) => {
             tracing::warn!(error = %e, "code exchange failed");
+            ctx.audit(Event::SignInFailed { error: &failure_code(&e) });
             return Err(answer::sign_in_failed(lang, &e));
         }
     };
@@ -114,7 +130,7 @@ pub(super) async fn callback<B>(app: &App, req: &Request<B>, ctx: &mut RequestCt
     ctx.sub = Some(session.identity.sub.clone());
     tracing::info!(sub = %session.identity.sub, "signed in");
     match app.sessions.save(&session, &mut ctx.jar).await {
-        Ok(true) => {}
+        Ok(true) => ctx.audit(Event::SignInCompleted { sid: session.sid.as_deref(), organization: session.org.as_deref() }),
         Ok(false) => return Err(answer::session_too_large(lang)),
         Err(e) => return Err(store_unavailable(req, &e)),
     }

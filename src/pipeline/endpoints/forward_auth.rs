@@ -77,6 +77,9 @@ pub(super) async fn check<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx) 
             Ok(r)
         }
         Decision::ChooseOrganization => Err(answer::choose_organization(wants_redirect, lang, &return_to)),
-        Decision::Deny(denial) => Err(answer::forbidden(wants_redirect, lang, &denial, &session)),
+        Decision::Deny(denial) => {
+            super::super::authorize::audit_denial(app, ctx, &session, &method, &path, &denial);
+            Err(answer::forbidden(wants_redirect, lang, &denial, &session))
+        }
     }
 }

@@ -23,6 +23,7 @@ pub(super) async fn logout(app: &App, ctx: &mut RequestCtx) -> Response<Body> {
     if let Some(s) = &session {
         ctx.sub = Some(s.identity.sub.clone());
         tracing::info!(sub = %s.identity.sub, "signed out");
+        ctx.audit(crate::audit::Event::Logout);
         // Its websockets and streams end too, here and on the other replicas.
         app.live.end(Target::Session(s.id.clone()), EndReason::Logout).await;
     }

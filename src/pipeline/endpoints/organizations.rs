@@ -69,10 +69,13 @@ pub(super) async fn choose(app: &App, req: Request<Incoming>, ctx: &mut RequestC
         return Err(answer::forbidden(true, session_lang, &Denial::OrganizationNotAllowed, &session));
     }
     let session = Arc::make_mut(&mut session);
-    session.org = Some(org);
+    let from = session.org.replace(org.clone());
     session.updated_at_ms = now_millis();
     match app.sessions.save(session, &mut ctx.jar).await {
-        Ok(true) => {}
+        Ok(true) => {
+            ctx.sub = Some(session.identity.sub.clone());
+            ctx.audit(crate::audit::Event::OrganizationSwitched { from: from.as_deref(), to: &org });
+        }
         Ok(false) => return Err(answer::session_too_large(request_lang)),
         Err(e) => {
             tracing::debug!(error = %e, "session store unavailable: answering 503");
