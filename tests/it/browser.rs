@@ -48,7 +48,7 @@ impl DevServer {
         std::fs::create_dir_all(&dir).unwrap();
         let users = dir.join("users.yaml");
         std::fs::write(&users, USERS_YAML).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = crate::support::free_port();
         let listen = format!("127.0.0.1:{port}");
         let log_dir = chromium::screenshot_dir();
         std::fs::create_dir_all(&log_dir).unwrap();

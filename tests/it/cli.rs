@@ -32,10 +32,6 @@ fn spawn(args: &[&str]) -> Running {
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 async fn wait_ready(origin: &str) {
     wait_listening(origin.trim_start_matches("http://")).await;
     let mut b = Browser::new(origin);

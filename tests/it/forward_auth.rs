@@ -121,10 +121,6 @@ async fn start_nginx(port: u16, proxy: &str, app: &str) -> Option<Nginx> {
     panic!("nginx did not start: {}", std::fs::read_to_string(nginx.dir.join("error.log")).unwrap_or_default());
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[tokio::test]
 async fn nginx_auth_request_protects_an_app_end_to_end() {
     let nginx_port = free_port();

@@ -1031,7 +1031,7 @@ struct InjectorProcess {
 impl InjectorProcess {
     /// Starts `binary` with the certificate in `dir` (signed by `ca`) and waits until it answers.
     async fn start(binary: &str, dir: &Path, ca: &TestCa) -> InjectorProcess {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = crate::support::free_port();
         let child = std::process::Command::new(binary)
             .args(["inject-webhook", "--listen", &format!("127.0.0.1:{port}"), "--image", IMAGE])
             .arg("--tls-cert")

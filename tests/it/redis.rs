@@ -47,7 +47,7 @@ impl RedisServer {
         if !parts::require_program(&parts::REDIS, &parts::redis_server()) {
             return None;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = crate::support::free_port();
         let dir = std::env::temp_dir().join(format!("tp-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let tls_ca = tls.then(|| {

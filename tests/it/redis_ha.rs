@@ -34,11 +34,12 @@ fn have_redis() -> bool {
     parts::require(&parts::REDIS, &parts::missing([parts::redis_server().as_path(), redis_cli().as_path()]))
 }
 
-/// A free loopback port `p` whose cluster bus port `p + 10000` is free too.
+/// A free loopback port `p` whose cluster bus port `p + 10000` is free too (both below the
+/// ephemeral range: see [`free_port`]).
 fn free_port_pair() -> u16 {
     loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if port <= 55_535 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+        let port = free_port();
+        if port < 22_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
             return port;
         }
     }

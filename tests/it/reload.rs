@@ -39,10 +39,6 @@ impl Drop for Rig {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// Writes `text` to `path` as an editor does: a new file renamed over the old, so the proxy
 /// never reads half of it.
 fn write_atomically(path: &Path, text: &str) {

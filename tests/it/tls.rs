@@ -363,10 +363,6 @@ impl Drop for Killed {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[tokio::test]
 async fn hsts_can_be_turned_off() {
     let (ca, dir) = (TestCa::new("hsts"), Dir::new("hsts"));

@@ -100,6 +100,29 @@ impl Default for EnvOptions {
     }
 }
 
+/// A loopback port that is free now, for a server a test starts later (nginx, a proxy process,
+/// Redis): drawn at random below the system's ephemeral range, so that no socket bound to port 0
+/// meanwhile (every in-process server and client of the other tests) can take it before the
+/// server binds it — the race that made a port handed out by `bind(0)` and released sometimes
+/// answered by another test's server.
+pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    static DRAWS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let (low, high) = (10_000u16, ephemeral_low.max(12_000));
+    loop {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(DRAWS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let port = low + (hasher.finish() % u64::from(high - low)) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 impl Env {
     /// Proxy + IdP + upstream with default settings.
     pub async fn start() -> Env {
