@@ -161,7 +161,10 @@ tokio::task_local! {
 }
 
 /// Runs `work` as part of `span`'s trace: the calls it makes to Trousseau carry it ([`outgoing`]).
-/// (Not an `async fn`: that would hold `work` twice, and this wraps each request's future.)
+/// Only around the parts of a request that may call Trousseau (the reserved endpoints, a due
+/// refresh, a bearer token's check, organizations fetched back): the scope swaps a thread-local in
+/// and out at every poll, which a plain proxied request need not pay. (Not an `async fn`: that
+/// would hold `work` twice.)
 pub fn within<F: Future>(span: TraceParent, work: F) -> impl Future<Output = F::Output> {
     CURRENT.scope(span, work)
 }

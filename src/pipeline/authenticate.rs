@@ -25,7 +25,8 @@ pub(super) async fn authenticate<B>(app: &App, req: &Request<B>, ctx: &mut Reque
     // organizations fetched back — so that their futures (calls to Trousseau) do not size the
     // future of every request, which hyper moves into place once per request.
     if let Some((bearer, token)) = bearer_token(app, req, ctx) {
-        let session = Box::pin(bearer_session(app, bearer, token, req, ctx)).await?;
+        let span = ctx.trace.span;
+        let session = Box::pin(crate::trace::within(span, bearer_session(app, bearer, token, req, ctx))).await?;
         ctx.via_bearer = true;
         return Ok(Arc::new(session));
     }
@@ -44,7 +45,8 @@ pub(crate) async fn session<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx
             if session.organizations_aside.is_none() || session.identity.organizations.is_some() {
                 return Ok(Some(session));
             }
-            Ok(Some(Box::pin(with_organizations(app, req, ctx, session)).await?))
+            let span = ctx.trace.span;
+            Ok(Some(Box::pin(crate::trace::within(span, with_organizations(app, req, ctx, session))).await?))
         }
         Ok(None) => Ok(None),
         Err(e) => Err(store_unavailable(req, &e)),

@@ -99,8 +99,7 @@ impl App {
         let started = Instant::now();
         let line = finish::Line::of(&req);
         let mut ctx = sanitize::sanitize(&self, &mut req, peer);
-        let span = ctx.trace.span;
-        let response = crate::trace::within(span, self.route(req, &mut ctx)).await.unwrap_or_else(|answer| answer);
+        let response = self.route(req, &mut ctx).await.unwrap_or_else(|answer| answer);
         finish::finish(&self, response, ctx, &line, started)
     }
 
@@ -110,7 +109,9 @@ impl App {
             ctx.answered_by = AnsweredBy::Reserved;
             // Boxed: the endpoints' futures (the code exchange, Trousseau's calls) are larger
             // than the whole proxied path's, and would size every request's future.
-            return Box::pin(endpoints::serve(self, req, ctx)).await;
+            // Within the request's trace: the endpoints call Trousseau (sign-in, userinfo, keys).
+            let span = ctx.trace.span;
+            return Box::pin(crate::trace::within(span, endpoints::serve(self, req, ctx))).await;
         }
         let browser = is_browser_navigation(&req);
         if is_preflight(req.method(), req.headers(), ctx.jar.incoming.iter().next().is_some()) && self.policy.preflight_passes(path, self.settings.cors.preflight_pass) {

@@ -54,7 +54,8 @@ pub(crate) async fn refresh(app: &App, session: Arc<Session>, ctx: &mut RequestC
         None => (session, false),
     };
     let id = session.id.clone();
-    match app.refresher.refresh_if_due(session).await {
+    // Within the request's trace: the refresh calls Trousseau.
+    match crate::trace::within(ctx.trace.span, app.refresher.refresh_if_due(session)).await {
         RefreshOutcome::Fresh(session) | RefreshOutcome::Stale(session) if !newer => Ok(session),
         RefreshOutcome::Fresh(session) | RefreshOutcome::Stale(session) | RefreshOutcome::Refreshed(session) => {
             let session = settled(app, session);
