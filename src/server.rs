@@ -244,6 +244,18 @@ async fn serve_on_workers(listener: std::net::TcpListener, current: Arc<Current>
     }
     drop(listener);
     shutdown_signal().await;
+    let delay = current.get().settings.proxy.shutdown_delay.0;
+    if !delay.is_zero() {
+        crate::pipeline::endpoints::health::set_stopping();
+        tracing::info!(
+            delay = ?delay,
+            "stopping: still serving for proxy.shutdown_delay while the load balancer takes this replica out (readyz answers 503); a second signal drains at once"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown_signal() => {}
+        }
+    }
     let _ = stop.send(true);
     tokio::task::spawn_blocking(move || {
         for thread in threads {

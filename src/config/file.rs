@@ -228,6 +228,10 @@ pub struct ProxyConfig {
     pub trust_forwarded_headers: bool,
     /// On SIGTERM, how long in-flight requests may take to finish.
     pub drain_timeout: HumanDuration,
+    /// On SIGTERM, keep serving this long before draining — `/.trousseau/readyz` answers 503
+    /// meanwhile — so the load balancer (Kubernetes' endpoints, an ingress) stops sending new
+    /// requests first. A second signal drains at once. Default 0s.
+    pub shutdown_delay: HumanDuration,
 }
 
 impl Default for ProxyConfig {
@@ -239,6 +243,7 @@ impl Default for ProxyConfig {
             response_timeout: HumanDuration(Duration::from_secs(60)),
             trust_forwarded_headers: false,
             drain_timeout: HumanDuration(Duration::from_secs(25)),
+            shutdown_delay: HumanDuration(Duration::ZERO),
         }
     }
 }

@@ -71,6 +71,9 @@ pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, Conf
     routes(file, source)?;
     let cors = cors(file, source)?;
     let limits = validate_limits(&file.limits, file.proxy.trust_forwarded_headers).map_err(|(key, message)| invalid(key, message))?;
+    if file.proxy.shutdown_delay.0 > Duration::from_secs(300) {
+        return Err(invalid("proxy.shutdown_delay", "must be at most 5m: the time a load balancer takes to stop sending new requests".into()));
+    }
     let ratio = file.telemetry.sampling_ratio;
     if !(0.0..=1.0).contains(&ratio) {
         return Err(invalid("telemetry.sampling_ratio", format!("{ratio}: must be between 0 (no new trace sampled) and 1 (all)")));

@@ -438,57 +438,102 @@ async fn check_config_probe_proves_the_setup_end_to_end_and_names_the_fix_of_eac
     assert!(out.contains("# 1 of 5 checks failed"), "{out}");
 }
 
+/// A real proxy process (`trousseau-proxy --config …`) in front of an in-test app, signing in at an
+/// in-test Trousseau twin (access tokens of 2 s, back-channel logout to the proxy), its log in a file.
+struct ProxyProcess {
+    proxy: Running,
+    origin: String,
+    idp: trousseau_proxy::devidp::LocalDevIdp,
+    _upstream: crate::support::upstream::Upstream,
+    dir: std::path::PathBuf,
+}
+
+impl ProxyProcess {
+    async fn start(name: &str, configure: impl FnOnce(&mut trousseau_proxy::config::FileConfig)) -> ProxyProcess {
+        use trousseau_proxy::config::FileConfig;
+        use trousseau_proxy::devidp::{DevIdpConfig, LocalDevIdp};
+        let port = free_port();
+        let origin = format!("http://127.0.0.1:{port}");
+        let idp = LocalDevIdp::start(DevIdpConfig {
+            base_url: url::Url::parse("http://127.0.0.1:1").unwrap(),
+            slug: "app".into(),
+            client_id: CLIENT_ID.into(),
+            client_secret: CLIENT_SECRET.into(),
+            redirect_uris: vec![format!("{origin}/.trousseau/callback")],
+            post_logout_redirect_uris: vec![format!("{origin}/")],
+            backchannel_logout_uri: Some(format!("{origin}/.trousseau/backchannel-logout")),
+            // Refreshed 1 s after sign-in (the skew is capped at half the token's life).
+            access_token_ttl: Duration::from_secs(2),
+            id_token_ttl: Duration::from_secs(2),
+            ..DevIdpConfig::default()
+        })
+        .await
+        .unwrap();
+        let upstream = crate::support::upstream::Upstream::start().await;
+        let mut file =
+            FileConfig { listen: Some(format!("127.0.0.1:{port}")), public_url: Some(origin.clone()), upstream: Some(upstream.url()), ..FileConfig::default() };
+        file.oidc.issuer = Some(idp.issuer());
+        file.oidc.client_id = Some(CLIENT_ID.into());
+        file.oidc.client_secret = Some(CLIENT_SECRET.into());
+        file.oidc.scopes = ["openid", "email", "profile", "trousseau:context", "trousseau:organization"].map(String::from).to_vec();
+        file.session.secrets = vec![SECRET.into()];
+        configure(&mut file);
+        let dir = std::env::temp_dir().join(format!("tp-cli-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("config.yaml");
+        std::fs::write(&config, serde_yaml::to_string(&file).unwrap()).unwrap();
+        let proxy = Running(
+            Command::new(BIN)
+                .args(["--config", config.to_str().unwrap()])
+                .env_remove("RUST_LOG")
+                .env_remove("TROUSSEAU_PROXY_LOG")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+                .spawn()
+                .expect("start trousseau-proxy"),
+        );
+        wait_ready(&origin).await;
+        ProxyProcess { proxy, origin, idp, _upstream: upstream, dir }
+    }
+
+    fn terminate(&self) {
+        let terminated = Command::new("kill").args(["-TERM", &self.proxy.0.id().to_string()]).status().unwrap();
+        assert!(terminated.success());
+    }
+
+    /// Waits (at most `within`) for the process to exit after [`ProxyProcess::terminate`].
+    async fn wait_exit(&mut self, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        while self.proxy.0.try_wait().unwrap().is_none() {
+            assert!(std::time::Instant::now() < deadline, "no exit within {within:?} of SIGTERM");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap()
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// The audit lines of a real proxy process, story by story: one JSON object per event on the
 /// target `trousseau_proxy::audit` — even in a plain-text log — with the user, the request id and
 /// the trace id, and never a token, a cookie or an email.
 #[tokio::test]
 async fn every_story_leaves_one_typed_audit_line_and_no_secret() {
-    use trousseau_proxy::config::FileConfig;
-    use trousseau_proxy::devidp::{DevIdpConfig, LocalDevIdp};
     const SAM: &str = "7b1e9c4d-2f38-4a6b-8e5d-c0a9f1e2d3b4";
-    let port = free_port();
-    let origin = format!("http://127.0.0.1:{port}");
-    let idp = LocalDevIdp::start(DevIdpConfig {
-        base_url: url::Url::parse("http://127.0.0.1:1").unwrap(),
-        slug: "app".into(),
-        client_id: CLIENT_ID.into(),
-        client_secret: CLIENT_SECRET.into(),
-        redirect_uris: vec![format!("{origin}/.trousseau/callback")],
-        post_logout_redirect_uris: vec![format!("{origin}/")],
-        backchannel_logout_uri: Some(format!("{origin}/.trousseau/backchannel-logout")),
-        // Refreshed 1 s after sign-in (the skew is capped at half the token's life).
-        access_token_ttl: Duration::from_secs(2),
-        id_token_ttl: Duration::from_secs(2),
-        ..DevIdpConfig::default()
+    let mut process = ProxyProcess::start("audit", |file| {
+        file.api.bearer = crate::support::named("userinfo");
+        file.routes.rules = serde_yaml::from_str("[{path: /admin/*, roles: [admin]}]").unwrap();
     })
-    .await
-    .unwrap();
-    let upstream = crate::support::upstream::Upstream::start().await;
-    let mut file = FileConfig { listen: Some(format!("127.0.0.1:{port}")), public_url: Some(origin.clone()), upstream: Some(upstream.url()), ..FileConfig::default() };
-    file.oidc.issuer = Some(idp.issuer());
-    file.oidc.client_id = Some(CLIENT_ID.into());
-    file.oidc.client_secret = Some(CLIENT_SECRET.into());
-    file.oidc.scopes = ["openid", "email", "profile", "trousseau:context", "trousseau:organization"].map(String::from).to_vec();
-    file.session.secrets = vec![SECRET.into()];
-    file.api.bearer = crate::support::named("userinfo");
-    file.routes.rules = serde_yaml::from_str("[{path: /admin/*, roles: [admin]}]").unwrap();
-    let dir = std::env::temp_dir().join(format!("tp-cli-audit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("config.yaml");
-    std::fs::write(&config, serde_yaml::to_string(&file).unwrap()).unwrap();
-    let log_path = dir.join("stderr.log");
-    let mut proxy = Running(
-        Command::new(BIN)
-            .args(["--config", config.to_str().unwrap()])
-            .env_remove("RUST_LOG")
-            .env_remove("TROUSSEAU_PROXY_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .expect("start trousseau-proxy"),
-    );
-    wait_ready(&origin).await;
+    .await;
+    let (origin, idp) = (process.origin.clone(), &process.idp);
 
     // Sign-in failed: the user cancels at Trousseau.
     let mut quitter = Browser::new(&origin);
@@ -539,15 +584,9 @@ async fn every_story_leaves_one_typed_audit_line_and_no_secret() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let terminated = Command::new("kill").args(["-TERM", &proxy.0.id().to_string()]).status().unwrap();
-    assert!(terminated.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while proxy.0.try_wait().unwrap().is_none() {
-        assert!(std::time::Instant::now() < deadline, "no exit within 30 s of SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let log = std::fs::read_to_string(&log_path).unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    process.terminate();
+    process.wait_exit(Duration::from_secs(30)).await;
+    let log = process.log();
     let audit: Vec<serde_json::Value> = log
         .lines()
         .filter(|l| l.contains("trousseau_proxy::audit"))
@@ -588,4 +627,49 @@ async fn every_story_leaves_one_typed_audit_line_and_no_secret() {
     let cookie_value = jean_cookie.split_once('=').map(|(_, v)| v.split(';').next().unwrap_or(v)).unwrap();
     assert!(!log.contains(cookie_value), "a cookie in the log");
     assert!(!log.contains(CLIENT_SECRET));
+}
+
+/// `proxy.shutdown_delay`: after SIGTERM the process keeps serving — new connections included —
+/// while readiness answers 503, then drains and exits; a second signal cuts the delay short.
+#[tokio::test]
+async fn after_sigterm_the_proxy_keeps_serving_for_its_shutdown_delay_with_readiness_off() {
+    let delay = Duration::from_secs(2);
+    let mut process = ProxyProcess::start("shutdown-delay", |file| {
+        file.proxy.shutdown_delay = trousseau_proxy::config::HumanDuration(delay);
+        file.routes.public = vec!["/public/*".into()];
+    })
+    .await;
+    let origin = process.origin.clone();
+    let mut b = Browser::new(&origin);
+    assert_eq!(b.sign_in("/", JEAN).await.status, StatusCode::OK);
+    assert_eq!(Browser::new(&origin).api_get("/.trousseau/readyz").await.status, StatusCode::OK);
+
+    process.terminate();
+    let signalled = std::time::Instant::now();
+    let mut served = 0;
+    while signalled.elapsed() < delay - Duration::from_millis(500) {
+        // A new client each time: new connections are still accepted.
+        let mut fresh = Browser::new(&origin);
+        fresh.jar = b.jar.clone();
+        assert_eq!(fresh.api_get("/x").await.status, StatusCode::OK, "served {:?} after SIGTERM", signalled.elapsed());
+        let ready = Browser::new(&origin).api_get("/.trousseau/readyz").await;
+        assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "readiness is off during the delay");
+        assert!(ready.text().contains("stopping"), "{}", ready.text());
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    process.wait_exit(delay + Duration::from_secs(10)).await;
+    let stopped = signalled.elapsed();
+    assert!(stopped >= delay, "exited {stopped:?} after SIGTERM, before the delay");
+    eprintln!("{served} requests served during the {delay:?} shutdown delay; exited {stopped:?} after SIGTERM");
+    assert!(process.log().contains("proxy.shutdown_delay"), "the delay is said in the log");
+
+    // A second SIGTERM drains at once.
+    let mut again = ProxyProcess::start("shutdown-delay-twice", |file| file.proxy.shutdown_delay = trousseau_proxy::config::HumanDuration(Duration::from_secs(60))).await;
+    again.terminate();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = std::time::Instant::now();
+    again.terminate();
+    again.wait_exit(Duration::from_secs(10)).await;
+    assert!(second.elapsed() < Duration::from_secs(5), "the second signal cut the 60 s delay short");
 }

@@ -632,11 +632,19 @@ fn standalone_puts_the_proxy_in_front_of_the_app_and_can_fence_the_app_off() {
     }
     let pdb = manifest.one("PodDisruptionBudget");
     assert_eq!(pdb["spec"]["minAvailable"], 2);
-    // Endpoints forget a stopping pod before it stops accepting (the sleep action needs 1.30).
-    let container = &manifest.one("Deployment")["spec"]["template"]["spec"]["containers"][0];
-    assert_eq!(container["lifecycle"]["preStop"]["sleep"]["seconds"], 5);
-    let old = Render::with(STANDALONE_FULL).arg("--kube-version").arg(KUBE_MIN).objects(&tools);
-    assert!(old.one("Deployment")["spec"]["template"]["spec"]["containers"][0].get("lifecycle").is_none());
+    // Endpoints forget a stopping pod before it stops accepting: the binary's own shutdown delay,
+    // on every Kubernetes version, no preStop hook.
+    for kube in [None, Some(KUBE_MIN)] {
+        let render = match kube {
+            Some(version) => Render::with(STANDALONE_FULL).arg("--kube-version").arg(version),
+            None => Render::with(STANDALONE_FULL),
+        };
+        let rendered = render.objects(&tools);
+        let container = &rendered.one("Deployment")["spec"]["template"]["spec"]["containers"][0];
+        let delay = container["env"].as_array().unwrap().iter().find(|e| e["name"] == "TROUSSEAU_PROXY_PROXY_SHUTDOWN_DELAY").expect("the delay");
+        assert_eq!(delay["value"], "5s", "{kube:?}");
+        assert!(container.get("lifecycle").is_none(), "{kube:?}: no preStop hook");
+    }
     // One replica: no PodDisruptionBudget that could block node drains forever.
     let single = Render::with(STANDALONE).set("replicaCount=1").objects(&tools);
     assert!(single.of_kind("PodDisruptionBudget").is_empty());
@@ -753,6 +761,8 @@ fn the_config_schema_matches_every_key_of_the_binary() {
         "session.redis_url",
         "session.redis_url_file",
         "identity.signing_key_file",
+        // From `shutdownDelaySeconds`.
+        "proxy.shutdown_delay",
         // In Kubernetes the Ingress or the Gateway terminates TLS; the chart serves plain http
         // inside the cluster, so the front-door keys (the VM recipe) are not offered.
         "tls.cert_file",

@@ -5,7 +5,7 @@
 mod backchannel;
 mod callback;
 mod forward_auth;
-mod health;
+pub mod health;
 mod jwks;
 pub(crate) mod login;
 mod logout;
