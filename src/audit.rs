@@ -5,8 +5,8 @@
 //! `request_id` and `trace_id`, then the event's own fields. Never a token, a cookie, an email or
 //! Trousseau's free-text error description: only codes, ids and rule names.
 //!
-//! Written like the access lines (this worker's batch, the log's own descriptor) and filtered like
-//! every event (`TROUSSEAU_PROXY_LOG=info,trousseau_proxy::audit=off` turns them off). On a
+//! Written like the access lines (the log's own descriptor, with this worker's batch) but at once,
+//! and filtered like every event (`TROUSSEAU_PROXY_LOG=info,trousseau_proxy::audit=off` turns them off). On a
 //! terminal they go through tracing, as fields.
 
 use serde::Serialize;
@@ -47,7 +47,7 @@ pub enum Event<'a> {
         /// The Trousseau session logged out.
         #[serde(skip_serializing_if = "Option::is_none")]
         sid: Option<&'a str>,
-        /// The user logged out everywhere (when the token names no `sid`).
+        /// The user logged out everywhere: set only when the token names no `sid`.
         #[serde(skip_serializing_if = "Option::is_none")]
         logout_sub: Option<&'a str>,
         /// Websockets and streams of those sessions closed on this replica.
@@ -99,7 +99,7 @@ pub fn record(record: &Record<'_>) {
     if !tracing::enabled!(target: "trousseau_proxy::audit", tracing::Level::INFO) {
         return;
     }
-    let written = crate::logging::write_line(|out| {
+    let written = crate::logging::write_line(true, |out| {
         out.extend_from_slice(b"{\"timestamp\":\"");
         crate::logging::write_timestamp(out);
         out.extend_from_slice(b"\",\"level\":\"INFO\",\"target\":\"trousseau_proxy::audit\",");

@@ -124,14 +124,16 @@ pub fn access(line: &Access<'_>) {
 /// Writes one line as it is (a JSON object and its newline), in this thread's batch like the
 /// access lines, when [`init`] installed our own output; `false` on a terminal, where lines go
 /// through tracing.
-pub(crate) fn write_line(write: impl FnOnce(&mut Vec<u8>)) -> bool {
+/// The batch is written at once with it (`urgent`: an audit line must not wait for the next
+/// flush — a process killed then would lose it).
+pub(crate) fn write_line(urgent: bool, write: impl FnOnce(&mut Vec<u8>)) -> bool {
     if ACCESS_FORMAT.get().is_none() {
         return false;
     }
     let mut write = Some(write);
     let pushed = with_pending(|pending| {
         if let Some(write) = write.take() {
-            pending.push(false, write);
+            pending.push(urgent, write);
         }
     });
     if pushed.is_none() {

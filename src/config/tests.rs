@@ -153,13 +153,13 @@ fn redis_settings_are_checked_and_default_sensibly() {
     );
     assert_eq!(s.session.revocations, RevocationKind::Redis);
     assert!(!format!("{:?}", s.session).contains("pa55word"));
-    let text = minimal() + "  redis_cluster: [10.0.0.1:7000, 'rediss://:pa55word@10.0.0.2:7001']\n";
+    let text = minimal() + "  redis_cluster: ['rediss://:pa55word@10.0.0.1:7000', 'rediss://:pa55word@10.0.0.2:7001']\n";
     let s = load_text(&text, &[]).unwrap();
     assert!(matches!(&s.session.redis, Some(RedisTarget::Cluster(nodes)) if nodes.len() == 2));
     assert!(!format!("{:?}", s.session).contains("pa55word"));
     // From the environment (a Secret): the nodes comma-separated, Sentinel's mapping as YAML.
-    let s = load_text(&minimal(), &[("TROUSSEAU_PROXY_SESSION_REDIS_CLUSTER", "rediss://:pa55word@a:7000,b:7001")]).unwrap();
-    assert_eq!(s.session.redis, Some(RedisTarget::Cluster(vec!["rediss://:pa55word@a:7000".into(), "b:7001".into()])));
+    let s = load_text(&minimal(), &[("TROUSSEAU_PROXY_SESSION_REDIS_CLUSTER", "rediss://:pa55word@a:7000,rediss://:pa55word@b:7001")]).unwrap();
+    assert_eq!(s.session.redis, Some(RedisTarget::Cluster(vec!["rediss://:pa55word@a:7000".into(), "rediss://:pa55word@b:7001".into()])));
     let s = load_text(&minimal(), &[("TROUSSEAU_PROXY_SESSION_REDIS_SENTINEL", "{master_name: main, sentinels: [s1:26379, s2:26379]}")]).unwrap();
     assert!(matches!(&s.session.redis, Some(RedisTarget::Sentinel(t)) if t.sentinels.len() == 2 && t.master_name == "main"));
 
@@ -175,6 +175,9 @@ fn redis_settings_are_checked_and_default_sensibly() {
         (with_url.clone() + "  redis_cluster: [a:7000]\n", "session.redis_cluster"),
         (minimal() + "  redis_cluster: []\n", "session.redis_cluster"),
         (minimal() + "  redis_cluster: ['http://:pa55word@a:7000']\n", "session.redis_cluster"),
+        // One cluster, one way in: redis-rs would use the first node's TLS and password for all.
+        (minimal() + "  redis_cluster: [a:7000, 'redis://:pa55word@b:7001']\n", "session.redis_cluster"),
+        (minimal() + "  redis_cluster: ['rediss://:pa55word@a:7000', b:7001]\n", "session.redis_cluster"),
         (minimal() + "  redis_cluster: [a:7000]\n  redis_sentinel: {master_name: m, sentinels: [s:26379]}\n", "session.redis_cluster"),
         (minimal() + "  redis_sentinel: {sentinels: [s:26379]}\n", "session.redis_sentinel"),
         (minimal() + "  redis_sentinel: {master_name: m, sentinels: []}\n", "session.redis_sentinel.sentinels"),

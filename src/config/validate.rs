@@ -281,10 +281,24 @@ fn redis_target(file: &FileConfig, source: &SourceText) -> Result<Option<RedisTa
         if nodes.is_empty() {
             return Err(invalid("session.redis_cluster", "lists no node: give one or more host:port of the cluster".into()));
         }
+        let mut first: Option<(bool, String, Option<String>)> = None;
         for node in nodes {
             let url = crate::session::redis::node_url(node).map_err(|m| invalid("session.redis_cluster", m))?;
             ::redis::IntoConnectionInfo::into_connection_info(url.as_str())
                 .map_err(|e| invalid("session.redis_cluster", format!("`{}`: {e}", crate::session::redis::redacted_url(&url))))?;
+            // redis-rs takes TLS, the user and the password from the first node for every node.
+            let parsed = url::Url::parse(&url).map_err(|e| invalid("session.redis_cluster", e.to_string()))?;
+            let this = (parsed.scheme().ends_with('s'), parsed.username().to_string(), parsed.password().map(String::from));
+            match &first {
+                None => first = Some(this),
+                Some(first) if *first != this => {
+                    return Err(invalid(
+                        "session.redis_cluster",
+                        "every node must use the same scheme (redis:// or rediss://), user and password: they are one cluster's".into(),
+                    ));
+                }
+                Some(_) => {}
+            }
         }
         return Ok(Some(RedisTarget::Cluster(nodes.clone())));
     }

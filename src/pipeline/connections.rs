@@ -104,7 +104,7 @@ async fn refresh(app: &App, session: Arc<Session>) -> Verdict {
             }
             Verdict::GoOn(Some(session))
         }
-        RefreshOutcome::Ended => Verdict::End(EndReason::Refused),
+        RefreshOutcome::Ended(_) => Verdict::End(EndReason::Refused),
         RefreshOutcome::Unavailable => Verdict::End(EndReason::Unverified),
         RefreshOutcome::StoreUnavailable(_) if now_secs() >= expires_at.saturating_add(app.settings.session.refresh_grace.as_secs()) => {
             Verdict::End(EndReason::Unverified)

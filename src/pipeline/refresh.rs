@@ -63,8 +63,11 @@ pub(crate) async fn refresh(app: &App, session: Arc<Session>, ctx: &mut RequestC
             app.live.refreshed(&session, &app.policy);
             Ok(session)
         }
-        RefreshOutcome::Ended => {
-            ctx.audit(crate::audit::Event::RefreshRefused { error: "invalid_grant" });
+        RefreshOutcome::Ended(ending) => {
+            if ending == crate::session::refresh::Ending::Refused {
+                // Once per refusal: the request whose refresh Trousseau refused.
+                ctx.audit(crate::audit::Event::RefreshRefused { error: "invalid_grant" });
+            }
             app.sessions.end(None, &mut ctx.jar).await;
             app.live.end(Target::Session(id), EndReason::Refused).await;
             Err(NotServed::Ended)

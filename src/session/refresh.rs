@@ -46,12 +46,23 @@ pub enum RefreshOutcome {
     Refreshed(Arc<Session>),
     /// Trousseau is unreachable; serving the last known identity within the grace period.
     Stale(Arc<Session>),
-    /// The session is over (`invalid_grant`, or expired without a refresh token).
-    Ended,
+    /// The session is over, and why.
+    Ended(Ending),
     /// Trousseau is unreachable and the grace period is over.
     Unavailable,
     /// The refresh must be coordinated with the other replicas and their store cannot answer.
     StoreUnavailable(StoreError),
+}
+
+/// Why a session ended at the refresh step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// Trousseau refused the refresh token, answering this request (`invalid_grant`).
+    Refused,
+    /// The token was known dead already: refused earlier here, or by Trousseau to another replica.
+    KnownDead,
+    /// No refresh token, and the tokens expired.
+    Expired,
 }
 
 /// Why a refresh produced no new session.
@@ -162,11 +173,11 @@ impl Refresher {
         }
         let Some(refresh_token) = session.refresh_token.clone() else {
             // Without a refresh token the session lives as long as its tokens.
-            return if session.expires_at > now { RefreshOutcome::Fresh(session) } else { RefreshOutcome::Ended };
+            return if session.expires_at > now { RefreshOutcome::Fresh(session) } else { RefreshOutcome::Ended(Ending::Expired) };
         };
         let key: TokenKey = sha256(refresh_token.as_bytes());
         if self.dead.contains_key(&key) {
-            return RefreshOutcome::Ended;
+            return RefreshOutcome::Ended(Ending::KnownDead);
         }
         if let Some(b) = self.backoff.get(&key) {
             if b.next_try > now {
@@ -210,11 +221,12 @@ impl Refresher {
             Err(e) => match &*e {
                 RefreshError::Idp(e) if is_dead(e) => {
                     self.dead.insert(key, ());
-                    RefreshOutcome::Ended
+                    // The request that called Trousseau, or one that joined it: said once, by the caller.
+                    RefreshOutcome::Ended(if led.load(Ordering::Relaxed) { Ending::Refused } else { Ending::KnownDead })
                 }
                 RefreshError::Ended => {
                     self.dead.insert(key, ());
-                    RefreshOutcome::Ended
+                    RefreshOutcome::Ended(Ending::KnownDead)
                 }
                 RefreshError::Store(StoreError::Unavailable(reason)) => {
                     RefreshOutcome::StoreUnavailable(StoreError::Unavailable(reason.clone()))

@@ -385,6 +385,7 @@ fn unknown_keys_and_wrong_values_are_refused() {
         (STANDALONE_SENTINEL, "secret.redisUrl=redis://:pw@redis:6379/0", "secret.redisUrl and config.session.redis_sentinel"),
         (STANDALONE_CLUSTER, "config.session.redis_cluster[0]=redis-0:6379", "config.session.redis_cluster and secret.redisClusterNodes"),
         (STANDALONE_CLUSTER, "secret.redisPassword=pw", "secret.redisPassword"),
+        (STANDALONE_CLUSTER, "secret.existingSecret=legacy", "secret.redisClusterNodes"),
     ];
     for (values, set, named) in refused {
         let err = Render::with(values).set(set).yaml(&tools).expect_err(set);

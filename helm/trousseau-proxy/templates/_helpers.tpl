@@ -163,6 +163,9 @@ in the container, volumes and mounts that do not match.
 {{- if gt (len $ha) 1 }}
 {{- fail (printf "give Redis one way: %s are each a Redis (one URL, Sentinel, a Cluster without or with passwords)" (join " and " $ha)) }}
 {{- end }}
+{{- if and .Values.secret.existingSecret .Values.secret.redisClusterNodes }}
+{{- fail "secret.redisClusterNodes goes in the chart's own Secret: with secret.existingSecret, give the cluster as config.session.redis_cluster (host:port, no password)" }}
+{{- end }}
 {{- if and (or .Values.secret.redisPassword .Values.secret.redisSentinelPassword) (not $session.redis_sentinel) }}
 {{- fail "secret.redisPassword and secret.redisSentinelPassword are Sentinel's passwords: set config.session.redis_sentinel (a Cluster's password goes in the URLs of secret.redisClusterNodes)" }}
 {{- end }}

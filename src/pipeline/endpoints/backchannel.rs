@@ -67,7 +67,9 @@ pub(super) async fn logout(app: &App, req: Request<Incoming>, ctx: &RequestCtx) 
         Some(target) => app.live.end(target, EndReason::Backchannel).await,
         None => 0,
     };
-    ctx.audit(crate::audit::Event::BackchannelLogout { sid: logout.sid.as_deref(), logout_sub: logout.sub.as_deref(), open_connections_ended });
+    // `logout_sub` only for a logout of the user everywhere (a token without `sid`).
+    let everywhere = if logout.sid.is_none() { logout.sub.as_deref() } else { None };
+    ctx.audit(crate::audit::Event::BackchannelLogout { sid: logout.sid.as_deref(), logout_sub: everywhere, open_connections_ended });
     app.metrics.backchannel_revocation();
     tracing::info!(sid = logout.sid.as_deref().unwrap_or("-"), sub = logout.sub.as_deref().unwrap_or("-"), "back-channel logout: sessions ended");
     answer::json(StatusCode::OK, &serde_json::json!({}))

@@ -298,24 +298,22 @@ impl Primary {
     /// a warning: the group may have no replica left.
     async fn query_replicated<T: FromRedisValue + Send>(&self, cmd: &Cmd, wait: Duration) -> Result<T, Failed> {
         let current = self.connection().await.map_err(|reason| Failed { reason, retry: false })?;
-        let replicated = async {
-            let mut own = current.client.get_multiplexed_async_connection_with_config(&connection_config()).await?;
-            let value = cmd.query_async::<T>(&mut own).await?;
-            let replicas: i64 = ::redis::cmd("WAIT").arg(1).arg(wait.as_millis() as u64).query_async(&mut own).await?;
-            Ok::<_, RedisError>((value, replicas))
-        };
-        match replicated.await {
-            Ok((value, replicas)) => {
-                if replicas < 1 {
-                    tracing::warn!(
-                        master = %self.master_name,
-                        "Redis: no replica confirmed a revocation within {wait:?}; a failover now could lose it (has the group a replica?)"
-                    );
+        let mut own = current.client.get_multiplexed_async_connection_with_config(&connection_config()).await.map_err(|e| self.failed(&e, &current))?;
+        let value = cmd.query_async::<T>(&mut own).await.map_err(|e| self.failed(&e, &current))?;
+        // The write is done: whatever WAIT says (or fails to say: an ACL user without it, a
+        // dropped connection), the command is not sent again.
+        let replicas = ::redis::cmd("WAIT").arg(1).arg(wait.as_millis() as u64).query_async::<i64>(&mut own).await;
+        if !matches!(replicas, Ok(n) if n >= 1) {
+            tracing::warn!(
+                master = %self.master_name,
+                "Redis: no replica confirmed a revocation within {wait:?} ({}); a failover now could lose it",
+                match &replicas {
+                    Ok(_) => "has the group a replica?".to_string(),
+                    Err(e) => format!("WAIT failed: {e}"),
                 }
-                Ok(value)
-            }
-            Err(e) => Err(self.failed(&e, &current)),
+            );
         }
+        Ok(value)
     }
 
     /// What a failed command means: a connection gone, timed out or answered `READONLY` (the old
@@ -328,8 +326,8 @@ impl Primary {
             || e.is_timeout()
             || matches!(e.kind(), ::redis::ErrorKind::Server(::redis::ServerErrorKind::ReadOnly | ::redis::ServerErrorKind::MasterDown));
         // Unless another command already replaced it.
-        if lost && self.current.load().as_ref().is_some_and(|c| Arc::ptr_eq(c, current)) {
-            self.current.store(None);
+        if lost {
+            self.current.compare_and_swap(current, None::<Arc<Current>>);
         }
         Failed { reason: e.to_string(), retry: lost }
     }

@@ -250,6 +250,8 @@ pub fn redacted_url(url: &str) -> String {
         Ok(mut u) => {
             let _ = u.set_password(None);
             let _ = u.set_username("");
+            // `redis+unix:///run/redis.sock?pass=…` carries it in the query.
+            u.set_query(None);
             u.to_string()
         }
         Err(_) => "(unparsable Redis URL)".into(),
@@ -274,6 +276,7 @@ mod tests {
         assert_eq!(redacted_url("redis://:s3cret@cache:6379/2"), "redis://cache:6379/2");
         assert_eq!(redacted_url("rediss://user:s3cret@cache.example.com"), "rediss://cache.example.com");
         assert!(!redacted_url("not a url s3cret").contains("s3cret"));
+        assert_eq!(redacted_url("redis+unix:///run/redis.sock?db=1&pass=s3cret"), "redis+unix:///run/redis.sock");
     }
 
     #[test]
