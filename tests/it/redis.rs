@@ -214,7 +214,7 @@ fn open_record(env: &Env, sealed: &str) -> Session {
     serde_json::from_value(record["s"].clone()).unwrap()
 }
 
-async fn post_logout_token(origin: &str, token: &str) -> Answer {
+pub(super) async fn post_logout_token(origin: &str, token: &str) -> Answer {
     Browser::new(origin)
         .request(
             Method::POST,
@@ -226,7 +226,7 @@ async fn post_logout_token(origin: &str, token: &str) -> Answer {
 }
 
 /// Polls until `f` gives `want` (or the deadline); returns how long it took.
-async fn until_status<F, Fut>(deadline: Duration, want: StatusCode, mut f: F) -> Duration
+pub(super) async fn until_status<F, Fut>(deadline: Duration, want: StatusCode, mut f: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Answer>,
@@ -308,7 +308,7 @@ async fn cookie_sessions_share_revocations_through_redis() {
 }
 
 /// Fires 50 concurrent requests carrying the same cookies, alternating between two replicas.
-async fn fifty_across(origins: [&str; 2], cookie: &str) -> Vec<Answer> {
+pub(super) async fn fifty_across(origins: [&str; 2], cookie: &str) -> Vec<Answer> {
     let mut tasks = Vec::new();
     for i in 0..50 {
         let mut client = Browser::new(origins[i % 2]);

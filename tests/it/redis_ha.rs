@@ -18,6 +18,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use trousseau_proxy::config::{FileConfig, HumanDuration, RedisSentinelConfig};
 
+use super::redis::{fifty_across, post_logout_token, until_status};
 use crate::support::*;
 
 const PASSWORD: &str = "test-ha-password-91d2";
@@ -129,17 +130,6 @@ where
         assert!(Instant::now() < deadline, "{what}: not within {within:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn post_logout_token(origin: &str, token: &str) -> Answer {
-    Browser::new(origin)
-        .request(
-            Method::POST,
-            "/.trousseau/backchannel-logout",
-            &[("content-type", "application/x-www-form-urlencoded")],
-            Bytes::from(format!("logout_token={token}")),
-        )
-        .await
 }
 
 /// What one request of the load got.
@@ -439,17 +429,7 @@ async fn the_shared_state_stories_hold_on_a_redis_cluster() {
     tokio::time::sleep(Duration::from_millis(4100)).await;
     let base = env.trousseau().stats();
     env.trousseau().set_token_endpoint_delay(Duration::from_millis(300));
-    let cookie = jean.cookie_header();
-    let mut tasks = Vec::new();
-    for i in 0..50 {
-        let mut client = Browser::new(if i % 2 == 0 { &env.origin } else { &b_replica.origin });
-        let cookie = cookie.clone();
-        tasks.push(tokio::spawn(async move {
-            client.request(Method::GET, "/api", &[("cookie", cookie.as_str()), ("accept", "application/json")], Bytes::new()).await
-        }));
-    }
-    for t in tasks {
-        let a = t.await.unwrap();
+    for a in fifty_across([&env.origin, &b_replica.origin], &jean.cookie_header()).await {
         assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     }
     env.trousseau().set_token_endpoint_delay(Duration::ZERO);
@@ -476,15 +456,11 @@ async fn the_shared_state_stories_hold_on_a_redis_cluster() {
     let logout = post_logout_token(&env.origin, &env.trousseau().logout_token(Some(JEAN), None)).await;
     assert_eq!(logout.status, StatusCode::OK, "{}", logout.text());
     assert_eq!(jean.api_get("/x").await.status, StatusCode::UNAUTHORIZED, "replica A: at once");
-    let started = Instant::now();
-    loop {
-        let status = jean_on_b.api_get("/x").await.status;
-        if status == StatusCode::UNAUTHORIZED {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(3), "replica B still {status}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_status(Duration::from_secs(3), StatusCode::UNAUTHORIZED, || {
+        let mut b = jean_on_b.clone();
+        async move { b.api_get("/x").await }
+    })
+    .await;
     assert_eq!(b_replica.browser_like(&sam_on_b).api_get("/x").await.status, StatusCode::OK, "other sessions live on");
 
     // The node holding the sessions stops (its data saved) and comes back: 503 meanwhile, nobody
