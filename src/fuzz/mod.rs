@@ -49,6 +49,7 @@ pub const TARGETS: &[Target] = &[
     Target { name: "config", run: config::config },
     Target { name: "forward_auth_headers", run: request::forward_auth_headers },
     Target { name: "path_rules", run: request::path_rules },
+    Target { name: "trace_context", run: request::trace_context },
     Target { name: "client_certificate", run: certificates::client_certificate },
 ];
 

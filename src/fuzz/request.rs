@@ -253,3 +253,60 @@ pub fn forward_auth_headers(data: &[u8]) {
         assert_eq!(original.method.as_str().as_bytes(), *m, "the judged method is not the one described");
     }
 }
+
+/// `trace_context`: the W3C trace context a client sends ([`crate::trace::RequestTrace::from_headers`]).
+/// The input is header lines (`name: value`, `traceparent` and `tracestate` among them). Checks
+/// that a trace is continued exactly when there is one `traceparent` and it parses — same trace
+/// id, the caller's span as parent, its sampled flag — and otherwise a new trace starts and the
+/// caller's `tracestate` goes; that a `tracestate` goes on only alone and within 512 bytes; and that
+/// what the app receives is a valid `traceparent` of the proxy's span, read back to the same span.
+pub fn trace_context(data: &[u8]) {
+    use crate::trace::{RequestTrace, TraceParent, TRACEPARENT, TRACESTATE};
+    let mut headers = HeaderMap::new();
+    for line in data.split(|&b| b == b'\n') {
+        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(&line[..colon]), HeaderValue::from_bytes(line[colon + 1..].trim_ascii())) else {
+            continue;
+        };
+        headers.append(name, value);
+    }
+    let parents: Vec<&HeaderValue> = headers.get_all(&TRACEPARENT).iter().collect();
+    let caller = match parents.as_slice() {
+        [one] => TraceParent::parse(one.as_bytes()),
+        _ => None,
+    };
+    for ratio in [0.0, 1.0] {
+        let trace = RequestTrace::from_headers(&headers, ratio);
+        match caller {
+            Some(caller) => {
+                assert_eq!(trace.span.trace_id, caller.trace_id, "a valid traceparent is continued");
+                assert_eq!(trace.parent, Some(caller.span_id));
+                assert_eq!(trace.span.sampled, caller.sampled, "the caller's decision is kept");
+                let states: Vec<&HeaderValue> = headers.get_all(&TRACESTATE).iter().collect();
+                match (&trace.state, states.as_slice()) {
+                    (Some(state), [one]) => assert!(state == *one && state.len() <= 512),
+                    (Some(_), _) => panic!("a tracestate went on though there were {}", states.len()),
+                    (None, [one]) => assert!(one.len() > 512, "a short, single tracestate was dropped"),
+                    (None, _) => {}
+                }
+            }
+            None => {
+                assert_eq!(trace.parent, None, "no valid traceparent, no parent");
+                assert!(trace.state.is_none(), "a tracestate without a valid traceparent went on");
+                assert_eq!(trace.span.sampled, ratio >= 1.0);
+            }
+        }
+        let mut out = headers.clone();
+        trace.write(&mut out);
+        let sent = out.get_all(&TRACEPARENT).iter().collect::<Vec<_>>();
+        assert_eq!(sent.len(), 1, "one traceparent to the app");
+        assert_eq!(sent[0].len(), 55);
+        assert_eq!(TraceParent::parse(sent[0].as_bytes()), Some(trace.span), "the app reads the proxy's span");
+        assert!(out.get_all(&TRACESTATE).iter().count() <= 1);
+    }
+    if let Ok(value) = std::str::from_utf8(data) {
+        if let Some(parsed) = TraceParent::parse(value.trim().as_bytes()) {
+            assert_eq!(TraceParent::parse(parsed.header().as_bytes()), Some(parsed), "written back, read the same");
+        }
+    }
+}

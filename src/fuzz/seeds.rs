@@ -33,6 +33,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     config(&mut add);
     forward_auth_headers(&mut add);
     path_rules(&mut add);
+    trace_context(&mut add);
     client_certificate(&mut add);
     all
 }
@@ -386,6 +387,22 @@ fn forward_auth_headers(add: &mut Add) {
     add(t, "not-a-path", b"GET /.trousseau/auth\nx-forwarded-uri: admin/x".to_vec());
     add(t, "obs-text", b"GET /.trousseau/auth\nx-original-uri: /admin/\xc3\xa9t\xc3\xa9".to_vec());
     add(t, "empty-values", b"GET /.trousseau/auth\nx-original-uri: \nx-forwarded-uri: /x\nx-forwarded-method: ".to_vec());
+}
+
+fn trace_context(add: &mut Add) {
+    let t = "trace_context";
+    let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    add(t, "continued", format!("traceparent: {valid}\ntracestate: vendor=opaque,other=1").into_bytes());
+    add(t, "not-sampled", b"traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00".to_vec());
+    add(t, "later-version", b"traceparent: cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more".to_vec());
+    add(t, "upper-case", b"traceparent: 00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01\ntracestate: a=b".to_vec());
+    add(t, "zero-trace", b"traceparent: 00-00000000000000000000000000000000-00f067aa0ba902b7-01".to_vec());
+    add(t, "version-ff", b"traceparent: ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_vec());
+    add(t, "two-parents", format!("traceparent: {valid}\ntraceparent: {valid}").into_bytes());
+    add(t, "two-states", format!("traceparent: {valid}\ntracestate: a=1\ntracestate: b=2").into_bytes());
+    add(t, "long-state", format!("traceparent: {valid}\ntracestate: {}", "k=v,".repeat(200)).into_bytes());
+    add(t, "state-alone", b"tracestate: vendor=opaque".to_vec());
+    add(t, "bare-value", valid.as_bytes().to_vec());
 }
 
 fn path_rules(add: &mut Add) {

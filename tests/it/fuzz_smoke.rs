@@ -98,6 +98,11 @@ fn route_decisions_are_at_least_as_strict_as_any_app_servers_reading_of_the_path
     smoke("path_rules");
 }
 
+#[test]
+fn a_trace_is_continued_exactly_when_the_callers_traceparent_is_valid() {
+    smoke("trace_context");
+}
+
 /// Every target has a seed corpus, a cargo-fuzz binary and a dictionary, and every cargo-fuzz
 /// binary is a target: a target added in one place only is caught here.
 #[test]
