@@ -96,7 +96,7 @@ pub struct Record<'a> {
 
 /// Writes `record` as one JSON line on [`AUDIT_TARGET`], when that target is on.
 pub fn record(record: &Record<'_>) {
-    if !tracing::enabled!(target: "trousseau_proxy::audit", tracing::Level::INFO) {
+    if !tracing::enabled!(target: AUDIT_TARGET, tracing::Level::INFO) {
         return;
     }
     let written = crate::logging::write_line(true, |out| {
@@ -115,7 +115,7 @@ pub fn record(record: &Record<'_>) {
     });
     if !written {
         let fields = serde_json::to_string(record).unwrap_or_default();
-        tracing::info!(target: "trousseau_proxy::audit", audit = %fields, "audit");
+        tracing::info!(target: AUDIT_TARGET, audit = %fields, "audit");
     }
 }
 

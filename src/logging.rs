@@ -94,17 +94,10 @@ pub fn access(line: &Access<'_>) {
     match ACCESS_FORMAT.get() {
         Some(format) => {
             if tracing::enabled!(target: ACCESS_TARGET, Level::INFO) {
-                let write = |out: &mut Vec<u8>| match format {
+                write_line(false, |out: &mut Vec<u8>| match format {
                     Format::Text => write_access_text(out, line),
                     Format::Json => write_access_json(out, line),
-                };
-                if with_pending(|pending| pending.push(false, write)).is_none() {
-                    if let Some(out) = OUTPUT.get() {
-                        let mut one = Vec::with_capacity(256);
-                        write(&mut one);
-                        let _ = out.write_now(&one);
-                    }
-                }
+                });
             }
         }
         None => tracing::info!(

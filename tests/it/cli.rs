@@ -455,17 +455,10 @@ impl ProxyProcess {
         let port = free_port();
         let origin = format!("http://127.0.0.1:{port}");
         let idp = LocalDevIdp::start(DevIdpConfig {
-            base_url: url::Url::parse("http://127.0.0.1:1").unwrap(),
-            slug: "app".into(),
-            client_id: CLIENT_ID.into(),
-            client_secret: CLIENT_SECRET.into(),
-            redirect_uris: vec![format!("{origin}/.trousseau/callback")],
-            post_logout_redirect_uris: vec![format!("{origin}/")],
-            backchannel_logout_uri: Some(format!("{origin}/.trousseau/backchannel-logout")),
             // Refreshed 1 s after sign-in (the skew is capped at half the token's life).
             access_token_ttl: Duration::from_secs(2),
             id_token_ttl: Duration::from_secs(2),
-            ..DevIdpConfig::default()
+            ..crate::support::idp_config_for(&origin)
         })
         .await
         .unwrap();

@@ -123,6 +123,21 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// The test IdP's configuration for a proxy at `origin`: our client, its callback, its sign-out
+/// landing pages and its back-channel logout endpoint.
+pub fn idp_config_for(origin: &str) -> DevIdpConfig {
+    DevIdpConfig {
+        base_url: url::Url::parse("http://127.0.0.1:1").unwrap(),
+        slug: "app".into(),
+        client_id: CLIENT_ID.into(),
+        client_secret: CLIENT_SECRET.into(),
+        redirect_uris: vec![format!("{origin}/.trousseau/callback")],
+        post_logout_redirect_uris: vec![format!("{origin}/"), format!("{origin}/bye")],
+        backchannel_logout_uri: Some(format!("{origin}/.trousseau/backchannel-logout")),
+        ..DevIdpConfig::default()
+    }
+}
+
 impl Env {
     /// Proxy + IdP + upstream with default settings.
     pub async fn start() -> Env {
@@ -135,16 +150,7 @@ impl Env {
         let addr = listener.local_addr().unwrap();
         let origin = format!("http://{addr}");
 
-        let mut idp_config = DevIdpConfig {
-            base_url: url::Url::parse("http://127.0.0.1:1").unwrap(),
-            slug: "app".into(),
-            client_id: CLIENT_ID.into(),
-            client_secret: CLIENT_SECRET.into(),
-            redirect_uris: vec![format!("{origin}/.trousseau/callback")],
-            post_logout_redirect_uris: vec![format!("{origin}/"), format!("{origin}/bye")],
-            backchannel_logout_uri: Some(format!("{origin}/.trousseau/backchannel-logout")),
-            ..DevIdpConfig::default()
-        };
+        let mut idp_config = idp_config_for(&origin);
         (options.idp)(&mut idp_config);
         let idp = LocalDevIdp::start(idp_config).await.unwrap();
         let upstream = Upstream::start().await;
