@@ -25,6 +25,10 @@ pub struct FileConfig {
     /// Optional plain-http listener beside an https `listen`: answers every request with a 308 to
     /// the same host and path over https, except `/.trousseau/healthz` (for load balancers).
     pub http_redirect_listen: Option<String>,
+    /// Optional listener for Envoy's external authorization over gRPC
+    /// (`envoy.service.auth.v3.Authorization/Check`, plaintext HTTP/2): the Gateway API
+    /// `ExternalAuth` filter's gRPC form.
+    pub grpc_authz_listen: Option<String>,
     /// HTTPS on `listen`.
     pub tls: TlsConfig,
     /// How requests are forwarded.

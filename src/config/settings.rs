@@ -29,6 +29,8 @@ pub struct Settings {
     pub tls: Option<TlsSettings>,
     /// Plain listener redirecting to https (only with `tls`).
     pub http_redirect_listen: Option<SocketAddr>,
+    /// Listener of the gRPC external authorization server.
+    pub grpc_authz_listen: Option<SocketAddr>,
     /// Forwarding settings.
     pub proxy: ProxyConfig,
     /// The OIDC client.

@@ -454,3 +454,16 @@ fn a_value_outside_an_enumeration_names_its_key_its_line_and_the_accepted_ones()
     let s = load_text(&(minimal() + "identity:\n  headers_preset: \"\"\n"), &[]).unwrap();
     assert!(s.identity.extra_headers.is_empty(), "{:?}", s.identity.extra_headers);
 }
+
+#[test]
+fn the_grpc_authz_listener_is_an_address_of_its_own() {
+    assert_eq!(load_text(&minimal(), &[]).unwrap().grpc_authz_listen, None, "off by default");
+    let s = load_text(&(minimal() + "grpc_authz_listen: 0.0.0.0:9001\n"), &[]).unwrap();
+    assert_eq!(s.grpc_authz_listen, Some("0.0.0.0:9001".parse().unwrap()));
+    let s = load_text(&minimal(), &[("TROUSSEAU_PROXY_GRPC_AUTHZ_LISTEN", "127.0.0.1:9001")]).unwrap();
+    assert_eq!(s.grpc_authz_listen, Some("127.0.0.1:9001".parse().unwrap()), "from the environment too");
+    for text in ["grpc_authz_listen: nowhere\n", "listen: 0.0.0.0:4180\ngrpc_authz_listen: 0.0.0.0:4180\n", "metrics_listen: 127.0.0.1:9180\ngrpc_authz_listen: 127.0.0.1:9180\n"] {
+        let err = load_text(&(minimal() + text), &[]).unwrap_err().to_string();
+        assert!(err.starts_with("grpc_authz_listen"), "{text}: {err}");
+    }
+}

@@ -64,6 +64,17 @@ pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, Conf
         }
     };
 
+    let grpc_authz_listen = match &file.grpc_authz_listen {
+        None => None,
+        Some(t) => {
+            let addr: SocketAddr = t.parse().map_err(|_| invalid("grpc_authz_listen", format!("`{t}` is not an address like 0.0.0.0:9001")))?;
+            if addr == listen || Some(addr) == metrics_listen || Some(addr) == http_redirect_listen {
+                return Err(invalid("grpc_authz_listen", format!("`{t}` is already another listener's address: use a port of its own (9001)")));
+            }
+            Some(addr)
+        }
+    };
+
     let oidc = oidc(file, source, &public_origin)?;
     let session = session(file, source)?;
     let identity = identity(file, source, &oidc.client_id)?;
@@ -88,6 +99,7 @@ pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, Conf
         metrics_listen,
         tls,
         http_redirect_listen,
+        grpc_authz_listen,
         proxy: file.proxy.clone(),
         oidc,
         session,
