@@ -75,6 +75,11 @@ pub struct App {
     pub(crate) tls: Option<ServingTls>,
     /// `Strict-Transport-Security` for every answer over HTTPS (`tls.hsts_max_age`, not zero).
     pub(crate) hsts: Option<http::HeaderValue>,
+    /// The OTLP exporter of sampled requests' spans (`telemetry.otlp_endpoint`); kept across a
+    /// reload that does not change the endpoint.
+    pub(crate) exporter: Option<Arc<crate::trace::otlp::Exporter>>,
+    /// What the exporters exported and dropped, across reloads.
+    trace_export: Arc<crate::trace::otlp::ExportStats>,
 }
 
 /// The HTTPS side of `listen`: the certificate (re-read when its files change), the acceptor this
@@ -153,7 +158,20 @@ impl App {
             .as_ref()
             .filter(|t| !t.hsts_max_age.is_zero())
             .and_then(|t| http::HeaderValue::from_str(&format!("max-age={}", t.hsts_max_age.as_secs())).ok());
+        let trace_export = old.map_or_else(Default::default, |old| Arc::clone(&old.trace_export));
+        let exporter = match &settings.telemetry.otlp_endpoint {
+            None => None,
+            Some(endpoint) => match old.and_then(|old| old.exporter.clone()).filter(|e| e.exports_to(endpoint)) {
+                Some(kept) => Some(kept),
+                None => Some(
+                    crate::trace::otlp::Exporter::start(endpoint, Arc::clone(&trace_export))
+                        .map_err(|m| StartError::Setup(format!("telemetry.otlp_endpoint: {m}")))?,
+                ),
+            },
+        };
         Ok(App {
+            exporter,
+            trace_export,
             tls: tls(&settings, old.and_then(|old| old.tls.as_ref()))?,
             hsts,
             limits: match old {
@@ -219,6 +237,7 @@ impl App {
             limits: &self.limits,
             open_connections: &self.live,
             cookie_bytes: self.sessions.cookie_bytes(),
+            trace_export: &self.trace_export,
         })
     }
 }

@@ -16,7 +16,8 @@
 //! `connections_closed_total{reason}`, `requests_in_flight`, `requests_refused_total{limit}`,
 //! `responses_abandoned_total` and `client_faults_total{kind}`; `connections_ended_total{reason}`
 //! and `session_connections` (websockets and streams tied to a session); `session_cookie_bytes`
-//! (histogram); and, with the worker threads of
+//! (histogram); `trace_spans_exported_total` and `trace_spans_dropped_total{reason}` (the OTLP
+//! export, `crate::trace::otlp`); and, with the worker threads of
 //! `run`, `worker_connections_open{worker}` and `connections_handed_over_total`.
 
 use std::fmt::Write as _;
@@ -220,6 +221,8 @@ pub struct Sources<'a> {
     pub open_connections: &'a crate::live::OpenConnections,
     /// Bytes of session cookies set.
     pub cookie_bytes: &'a Histogram,
+    /// Spans exported to the OpenTelemetry collector, and dropped.
+    pub trace_export: &'a crate::trace::otlp::ExportStats,
 }
 
 impl Metrics {
@@ -338,6 +341,19 @@ impl Metrics {
             "trousseau_proxy_session_cookie_bytes",
             "Bytes of the session cookies set on one response (all chunks; a store's handle). Browsers keep about 4 KB per cookie; nginx's default header buffers are 8 KB.",
             sources.cookie_bytes,
+        );
+        out.single(
+            "trousseau_proxy_trace_spans_exported_total",
+            "counter",
+            "Spans the OpenTelemetry collector accepted (telemetry.otlp_endpoint).",
+            load(&sources.trace_export.exported),
+        );
+        out.labelled(
+            "trousseau_proxy_trace_spans_dropped_total",
+            "counter",
+            "Spans not exported: the queue was full (the collector slow or down a while), or their export failed. Requests never wait for the collector.",
+            "reason",
+            &[("queue_full", load(&sources.trace_export.dropped_queue_full)), ("export_failed", load(&sources.trace_export.dropped_export_failed))],
         );
         out.single(
             "trousseau_proxy_session_connections",
@@ -596,7 +612,7 @@ mod tests {
 
     fn render(metrics: &Metrics, refresh: &RefreshStats, idp: &Histogram) -> String {
         let limits = Limits::new(crate::limits::LimitSettings::default());
-        metrics.render(&Sources { refresh, idp_latency: idp, revocations_held: 2, revocations_bytes: 300, revocations_evicted: 0, redis: None, limits: &limits, open_connections: &crate::live::OpenConnections::new(true, None, String::new()), cookie_bytes: &Histogram::of_sizes(crate::util::histogram::COOKIE_BYTES_BUCKETS) })
+        metrics.render(&Sources { refresh, idp_latency: idp, revocations_held: 2, revocations_bytes: 300, revocations_evicted: 0, redis: None, limits: &limits, open_connections: &crate::live::OpenConnections::new(true, None, String::new()), cookie_bytes: &Histogram::of_sizes(crate::util::histogram::COOKIE_BYTES_BUCKETS), trace_export: &Default::default() })
     }
 
     /// The value of the sample line `series` (name and labels exactly as written).

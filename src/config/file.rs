@@ -54,18 +54,24 @@ pub struct FileConfig {
 }
 
 /// `telemetry:` — traces. Every request continues the caller's W3C trace or starts one, and
-/// passes it on to the app and to Trousseau.
+/// passes it on to the app and to Trousseau; with `otlp_endpoint`, the sampled ones' spans are
+/// exported.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
     /// Probability (0 to 1) that a trace the proxy starts is sampled (`traceparent` flag `01`);
     /// a continued trace keeps its caller's decision. Default 1.
     pub sampling_ratio: f64,
+    /// An OpenTelemetry collector's OTLP/HTTP endpoint (`http://collector:4318`: spans go to its
+    /// `/v1/traces`; a URL with another path is used as it is). Unset: nothing is exported.
+    pub otlp_endpoint: Option<String>,
+    /// Whether a request's span carries the user's `sub` (`enduser.id`). Default true.
+    pub include_sub: bool,
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        TelemetryConfig { sampling_ratio: 1.0 }
+        TelemetryConfig { sampling_ratio: 1.0, otlp_endpoint: None, include_sub: true }
     }
 }
 

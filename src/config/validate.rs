@@ -89,6 +89,9 @@ pub fn validate(file: &FileConfig, source: &SourceText) -> Result<Settings, Conf
     if !(0.0..=1.0).contains(&ratio) {
         return Err(invalid("telemetry.sampling_ratio", format!("{ratio}: must be between 0 (no new trace sampled) and 1 (all)")));
     }
+    if let Some(endpoint) = &file.telemetry.otlp_endpoint {
+        crate::trace::otlp::traces_uri(endpoint).map_err(|m| invalid("telemetry.otlp_endpoint", m))?;
+    }
 
     Ok(Settings {
         listen,

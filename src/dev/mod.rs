@@ -48,6 +48,10 @@ pub struct DevArgs {
     /// `trousseau-proxy --config config.example.yaml` beside them.
     #[arg(long)]
     pub idp_only: bool,
+    /// Export sampled requests' spans to this OpenTelemetry collector (OTLP/HTTP, as
+    /// `telemetry.otlp_endpoint`: `http://127.0.0.1:4318` for a local Jaeger or collector).
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Fixed dev-mode client credentials, also used by `config.example.yaml`.
@@ -106,7 +110,11 @@ pub async fn run(args: DevArgs) -> Result<(), String> {
             format!("http://{addr}")
         }
     };
-    let settings = dev_settings(&listen.to_string(), &public_origin, &upstream, &idp.issuer())?;
+    let mut settings = dev_settings(&listen.to_string(), &public_origin, &upstream, &idp.issuer())?;
+    if let Some(endpoint) = args.otlp_endpoint {
+        crate::trace::otlp::traces_uri(&endpoint).map_err(|e| format!("--otlp-endpoint: {e}"))?;
+        settings.telemetry.otlp_endpoint = Some(endpoint);
+    }
 
     print_banner(&public_origin, args.upstream.as_deref());
     let prefix = idp.path_prefix().to_string();

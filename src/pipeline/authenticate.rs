@@ -25,9 +25,14 @@ pub(super) async fn authenticate<B>(app: &App, req: &Request<B>, ctx: &mut Reque
     // organizations fetched back — so that their futures (calls to Trousseau) do not size the
     // future of every request, which hyper moves into place once per request.
     if let Some((bearer, token)) = bearer_token(app, req, ctx) {
-        let span = ctx.trace.span;
-        let session = Box::pin(crate::trace::within(span, bearer_session(app, bearer, token, req, ctx))).await?;
+        // The token's check is a span of its own: Trousseau's userinfo call hangs from it.
+        let check = ctx.trace.child("introspection", crate::trace::record::SpanKind::Internal);
+        let span = crate::trace::RequestTrace::span_of(check.as_ref(), ctx.trace.span);
+        let session = Box::pin(crate::trace::within(span, bearer_session(app, bearer, token, req, ctx))).await;
+        drop(check);
+        let session = session?;
         ctx.via_bearer = true;
+        ctx.trace.note_session("bearer");
         return Ok(Arc::new(session));
     }
     match session(app, req, ctx).await? {
@@ -42,6 +47,7 @@ pub(crate) async fn session<B>(app: &App, req: &Request<B>, ctx: &mut RequestCtx
     match app.sessions.load(&ctx.jar.incoming).await {
         Ok(Some(session)) => {
             ctx.sub = Some(session.identity.sub.clone());
+            ctx.trace.note_session("valid");
             if session.organizations_aside.is_none() || session.identity.organizations.is_some() {
                 return Ok(Some(session));
             }

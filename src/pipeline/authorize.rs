@@ -15,7 +15,10 @@ use crate::session::Session;
 pub(super) fn authorize<B>(app: &App, req: &Request<B>, session: &Session, browser: bool, ctx: &RequestCtx) -> Result<(), Answer> {
     match app.policy.authorize(session, req.method(), req.uri().path()) {
         Decision::Allow => Ok(()),
-        Decision::ChooseOrganization => Err(answer::choose_organization(browser, lang(req.headers(), Some(session)), &return_to_of(req))),
+        Decision::ChooseOrganization => {
+            ctx.trace.note_route("choose_organization");
+            Err(answer::choose_organization(browser, lang(req.headers(), Some(session)), &return_to_of(req)))
+        }
         Decision::Deny(denial) => {
             audit_denial(app, ctx, session, req.method(), req.uri().path(), &denial);
             Err(answer::forbidden(browser, lang(req.headers(), Some(session)), &denial, session))
@@ -26,5 +29,6 @@ pub(super) fn authorize<B>(app: &App, req: &Request<B>, session: &Session, brows
 /// The audit line of a refusal by the policy: which part of the configuration refused, and why.
 pub(super) fn audit_denial(app: &App, ctx: &RequestCtx, session: &Session, method: &http::Method, path: &str, denial: &crate::policy::Denial) {
     let rule = app.policy.refusing_rule(session, method, path);
+    ctx.trace.note_route("denied");
     ctx.audit(crate::audit::Event::RequestDenied { rule: &rule, reason: denial.code(), method: method.as_str(), path });
 }

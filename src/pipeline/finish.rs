@@ -16,6 +16,7 @@ use crate::limits::Refusal;
 use crate::logging::Access;
 use crate::metrics::{AnsweredBy, Outcome};
 use crate::request::is_browser_navigation;
+use crate::trace::record::{Recording, SpanKind, SpanRecord, Value};
 
 /// What the access line says about the request, taken before the request is consumed.
 pub(super) struct Line {
@@ -54,7 +55,46 @@ pub(super) fn finish(app: &App, mut response: Response<Body>, mut ctx: RequestCt
         request_id: ctx.request_id.to_str().unwrap_or("-"),
         trace_id: ctx.trace.span.trace_id_hex().as_str(),
     });
+    if let (Some(recording), Some(exporter)) = (ctx.trace.recording.take(), &app.exporter) {
+        exporter.submit(request_spans(app, &recording, &ctx, line, response.status()));
+    }
     response
+}
+
+/// The spans of a recorded request: its own (kind server, named by its method — and by the
+/// endpoint for the proxy's own paths, a handful), then its children. The span ends here, at the
+/// answer's headers; a streamed body or a websocket goes on without it.
+fn request_spans(app: &App, recording: &Recording, ctx: &RequestCtx, line: &Line, status: http::StatusCode) -> Vec<SpanRecord> {
+    let (route, session) = recording.notes();
+    let name = match line.path.strip_prefix(super::RESERVED_PREFIX) {
+        Some(rest) => format!("{} {}{}", line.method, super::RESERVED_PREFIX, rest.split('/').next().unwrap_or_default()),
+        None => line.method.to_string(),
+    };
+    let mut attributes: Vec<(&'static str, Value)> = vec![
+        ("http.request.method", Value::from(line.method.to_string())),
+        ("url.path", Value::from(line.path.clone())),
+        ("http.response.status_code", Value::Int(i64::from(status.as_u16()))),
+        ("trousseau.route", Value::from(route)),
+        ("trousseau.session", Value::from(session)),
+        ("trousseau.request_id", Value::from(ctx.request_id.to_str().unwrap_or("-").to_string())),
+    ];
+    if let Some(sub) = ctx.sub.as_ref().filter(|_| app.settings.telemetry.include_sub) {
+        attributes.push(("enduser.id", Value::from(sub.clone())));
+    }
+    let span = recording.span();
+    let mut spans = vec![SpanRecord {
+        trace_id: span.trace_id,
+        span_id: span.span_id,
+        parent: ctx.trace.parent,
+        name: name.into(),
+        kind: SpanKind::Server,
+        start_unix_nanos: recording.unix_nanos(recording.started()),
+        end_unix_nanos: recording.unix_nanos(Instant::now()),
+        attributes,
+        error: status.is_server_error(),
+    }];
+    spans.extend(recording.take_children());
+    spans
 }
 
 /// The answer to a request refused by a limit before it entered the pipeline (429 for one

@@ -52,9 +52,23 @@ pub(super) async fn forward(app: &App, req: Request<Incoming>, ctx: &mut Request
         parts.extensions.insert(tether.clone());
     }
     super::upstream_request::prepare(app, &mut parts, ctx, session.map(|s| &**s));
+    let mut span = ctx.trace.child("upstream", crate::trace::record::SpanKind::Client).map(|mut span| {
+        // The app's parent is then this span, which the export records, rather than the request's.
+        parts.headers.insert(crate::trace::TRACEPARENT, span.span().header());
+        span.set("http.request.method", parts.method.to_string());
+        span
+    });
     let sent = Instant::now();
     let result = app.upstream.send(Request::from_parts(parts, body::stream(incoming))).await;
     app.metrics.upstream_latency(sent.elapsed());
+    if let Some(span) = &mut span {
+        match &result {
+            Ok(response) => span.set("http.response.status_code", i64::from(response.status().as_u16())),
+            Err(_) => span.fail(),
+        }
+    }
+    // Ends at the app's answer's headers, as `upstream_duration_seconds` does.
+    drop(span);
     match result {
         Ok(mut response) => {
             ctx.answered_by = AnsweredBy::Upstream;

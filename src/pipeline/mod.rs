@@ -99,14 +99,30 @@ impl App {
         let started = Instant::now();
         let line = finish::Line::of(&req);
         let mut ctx = sanitize::sanitize(&self, &mut req, peer);
-        let response = self.route(req, &mut ctx).await.unwrap_or_else(|answer| answer);
-        finish::finish(&self, response, ctx, &line, started)
+        let response = match self.recording(&mut ctx, started) {
+            // Boxed: only a sampled request with an exporter pays for the recording's scope.
+            Some(recording) => Box::pin(crate::trace::record::recording(recording, self.route(req, &mut ctx))).await,
+            None => self.route(req, &mut ctx).await,
+        };
+        finish::finish(&self, response.unwrap_or_else(|answer| answer), ctx, &line, started)
+    }
+
+    /// Starts recording the request's spans when they are exported (`telemetry.otlp_endpoint`)
+    /// and its trace is sampled.
+    fn recording(&self, ctx: &mut RequestCtx, started: Instant) -> Option<Arc<crate::trace::record::Recording>> {
+        if self.exporter.is_none() || !ctx.trace.span.sampled {
+            return None;
+        }
+        let recording = crate::trace::record::Recording::new(ctx.trace.span, started);
+        ctx.trace.recording = Some(Arc::clone(&recording));
+        Some(recording)
     }
 
     async fn route(&self, req: Request<Incoming>, ctx: &mut RequestCtx) -> Result<Response<Body>, Answer> {
         let path = req.uri().path();
         if path.starts_with(RESERVED_PREFIX) || path == "/.trousseau" {
             ctx.answered_by = AnsweredBy::Reserved;
+            ctx.trace.note_route("reserved");
             // Boxed: the endpoints' futures (the code exchange, Trousseau's calls) are larger
             // than the whole proxied path's, and would size every request's future.
             // Within the request's trace: the endpoints call Trousseau (sign-in, userinfo, keys).
@@ -116,10 +132,12 @@ impl App {
         let browser = is_browser_navigation(&req);
         if is_preflight(req.method(), req.headers(), ctx.jar.incoming.iter().next().is_some()) && self.policy.preflight_passes(path, self.settings.cors.preflight_pass) {
             // A CORS preflight carries no credentials: the app answers it, without an identity.
+            ctx.trace.note_route("preflight");
             return Ok(forward::forward(self, req, ctx, None, false).await);
         }
         if self.policy.is_public(path) {
             // Spoofed headers are already gone; no identity is added.
+            ctx.trace.note_route("public");
             return Ok(forward::forward(self, req, ctx, None, browser).await);
         }
         let session = authenticate::authenticate(self, &req, ctx, browser).await?;

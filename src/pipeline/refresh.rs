@@ -54,16 +54,27 @@ pub(crate) async fn refresh(app: &App, session: Arc<Session>, ctx: &mut RequestC
         None => (session, false),
     };
     let id = session.id.clone();
-    // Within the request's trace: the refresh calls Trousseau.
-    match crate::trace::within(ctx.trace.span, app.refresher.refresh_if_due(session)).await {
+    // A span of the request's trace: the refresh calls Trousseau (and Redis, to coordinate).
+    let mut span = ctx.trace.child("refresh", crate::trace::record::SpanKind::Internal);
+    let outcome = crate::trace::within(crate::trace::RequestTrace::span_of(span.as_ref(), ctx.trace.span), app.refresher.refresh_if_due(session)).await;
+    if let Some(span) = &mut span {
+        span.set("trousseau.refresh.outcome", outcome.label());
+        if matches!(outcome, RefreshOutcome::Unavailable | RefreshOutcome::StoreUnavailable(_)) {
+            span.fail();
+        }
+    }
+    drop(span);
+    match outcome {
         RefreshOutcome::Fresh(session) | RefreshOutcome::Stale(session) if !newer => Ok(session),
         RefreshOutcome::Fresh(session) | RefreshOutcome::Stale(session) | RefreshOutcome::Refreshed(session) => {
             let session = settled(app, session);
+            ctx.trace.note_session("refreshed");
             app.sessions.save(&session, &mut ctx.jar).await.map_err(NotServed::Store)?;
             app.live.refreshed(&session, &app.policy);
             Ok(session)
         }
         RefreshOutcome::Ended(ending) => {
+            ctx.trace.note_session("ended");
             if ending == crate::session::refresh::Ending::Refused {
                 // Once per refusal: the request whose refresh Trousseau refused.
                 ctx.audit(crate::audit::Event::RefreshRefused { error: "invalid_grant" });

@@ -54,6 +54,21 @@ pub enum RefreshOutcome {
     StoreUnavailable(StoreError),
 }
 
+impl RefreshOutcome {
+    /// A word for it, as a trace's span carries it: `fresh`, `refreshed`, `stale`, `ended`,
+    /// `unavailable`, `store_unavailable`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            RefreshOutcome::Fresh(_) => "fresh",
+            RefreshOutcome::Refreshed(_) => "refreshed",
+            RefreshOutcome::Stale(_) => "stale",
+            RefreshOutcome::Ended(_) => "ended",
+            RefreshOutcome::Unavailable => "unavailable",
+            RefreshOutcome::StoreUnavailable(_) => "store_unavailable",
+        }
+    }
+}
+
 /// Why a session ended at the refresh step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ending {

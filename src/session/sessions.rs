@@ -265,6 +265,7 @@ impl Sessions {
         };
         let Some(session) = session else { return Ok(None) };
         if self.revocations.is_revoked(&session).await? {
+            crate::trace::record::note_session("revoked");
             // A revoked record goes too (best effort): the revocation entry is then not all that
             // keeps it ended.
             if let (Some(store), Some(handle)) = (&self.store, self.handle(cookies)) {

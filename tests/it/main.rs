@@ -42,5 +42,6 @@ mod security;
 mod session_hardening;
 mod sign_in;
 mod sign_in_loops;
+mod telemetry;
 mod tls;
 mod spa;

@@ -24,7 +24,7 @@ const PASSWORD: &str = "test-redis-password-4f1c";
 const SAM: &str = "7b1e9c4d-2f38-4a6b-8e5d-c0a9f1e2d3b4";
 
 /// A `redis-server` of our own on a loopback port; killed on drop.
-struct RedisServer {
+pub(super) struct RedisServer {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
@@ -34,7 +34,7 @@ struct RedisServer {
 
 impl RedisServer {
     /// Starts one, or `None` (skipped) when redis-server is not installed outside CI.
-    async fn start() -> Option<RedisServer> {
+    pub(super) async fn start() -> Option<RedisServer> {
         RedisServer::start_with(false).await
     }
 
@@ -182,7 +182,7 @@ impl Drop for RedisServer {
 
 /// Proxy options: Redis from a file, sessions stored as `store` (`cookie` or `redis`), and
 /// `/public/*` reachable without a session.
-fn with_redis(redis: &RedisServer, store: &'static str, tweak: impl FnOnce(&mut trousseau_proxy::config::FileConfig) + Send + 'static) -> EnvOptions {
+pub(super) fn with_redis(redis: &RedisServer, store: &'static str, tweak: impl FnOnce(&mut trousseau_proxy::config::FileConfig) + Send + 'static) -> EnvOptions {
     let url_file = redis.url_file();
     EnvOptions {
         configure: Box::new(move |c| {

@@ -153,14 +153,16 @@ impl Redis {
     /// primary gone or demoted) is sent once more on the connection re-opened, so a restart costs
     /// no request.
     pub async fn run<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
-        self.bounded(|| self.link.query::<T>(cmd)).await
+        let span = command_span(cmd);
+        traced(span, self.bounded(|| self.link.query::<T>(cmd)).await)
     }
 
     /// [`Redis::run`] for a write that must not be lost once acknowledged (a revocation): with
     /// Sentinel, it is confirmed by a replica (up to [`REPLICA_WAIT`]) before it counts, so a
     /// failover right after cannot undo it.
     pub async fn run_replicated<T: FromRedisValue + Send>(&self, cmd: &Cmd) -> Result<T, StoreError> {
-        self.bounded(|| self.link.query_replicated::<T>(cmd, REPLICA_WAIT)).await
+        let span = command_span(cmd);
+        traced(span, self.bounded(|| self.link.query_replicated::<T>(cmd, REPLICA_WAIT)).await)
     }
 
     /// Sends a command (`send`), once more if the link says it may succeed then, within
@@ -265,6 +267,26 @@ use crate::util::hash::sha256_hex;
 /// `PX` milliseconds for a TTL: at least 1 ms (Redis refuses 0).
 fn ttl_millis(ttl: Duration) -> u64 {
     (ttl.as_millis() as u64).max(1)
+}
+
+
+/// The span of one command, when the request being served is recorded
+/// ([`crate::trace::record`]): its name (`EVALSHA`, `GET`), never its keys or values.
+fn command_span(cmd: &Cmd) -> Option<crate::trace::record::ChildSpan> {
+    let mut span = crate::trace::record::child_of_current("redis", crate::trace::record::SpanKind::Client)?;
+    span.set("db.system.name", "redis");
+    if let Some(::redis::Arg::Simple(name)) = cmd.args_iter().next() {
+        span.set("db.operation.name", String::from_utf8_lossy(name).to_ascii_uppercase());
+    }
+    Some(span)
+}
+
+/// Ends a command's span, failed when the command failed.
+fn traced<T>(span: Option<crate::trace::record::ChildSpan>, result: Result<T, StoreError>) -> Result<T, StoreError> {
+    if let (Some(mut span), Err(_)) = (span, &result) {
+        span.fail();
+    }
+    result
 }
 
 #[cfg(test)]

@@ -14,8 +14,12 @@
 //! generator seeded from the system's randomness makes them (two multiplications per id, where
 //! drawing from the system per request cost about 2% of a proxied request for the request id).
 
+pub mod otlp;
+pub mod record;
+
 use std::cell::Cell;
 use std::future::Future;
+use std::sync::Arc;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
@@ -121,6 +125,9 @@ pub struct RequestTrace {
     pub parent: Option<[u8; 8]>,
     /// The caller's `tracestate`, passed on unchanged (only with a valid `traceparent`).
     pub state: Option<HeaderValue>,
+    /// Its spans, when they are exported ([`record`]): a sampled trace with
+    /// `telemetry.otlp_endpoint` set.
+    pub recording: Option<Arc<record::Recording>>,
 }
 
 impl RequestTrace {
@@ -135,10 +142,36 @@ impl RequestTrace {
         match incoming {
             Some(caller) => {
                 let state = headers.get(&TRACESTATE).filter(|s| s.len() <= MAX_TRACESTATE && headers.get_all(&TRACESTATE).iter().count() == 1).cloned();
-                RequestTrace { span: caller.child(), parent: Some(caller.span_id), state }
+                RequestTrace { span: caller.child(), parent: Some(caller.span_id), state, recording: None }
             }
-            None => RequestTrace { span: TraceParent::new_root(sample(sampling_ratio)), parent: None, state: None },
+            None => RequestTrace { span: TraceParent::new_root(sample(sampling_ratio)), parent: None, state: None, recording: None },
         }
+    }
+
+    /// Notes how the route was judged, when the request is recorded ([`record::Recording::note_route`]).
+    pub fn note_route(&self, route: &'static str) {
+        if let Some(r) = &self.recording {
+            r.note_route(route);
+        }
+    }
+
+    /// Notes what became of the session, when the request is recorded ([`record::Recording::note_session`]).
+    pub fn note_session(&self, session: &'static str) {
+        if let Some(r) = &self.recording {
+            r.note_session(session);
+        }
+    }
+
+    /// A child span of the request's own, timed from now, when the request is recorded.
+    pub fn child(&self, name: &'static str, kind: record::SpanKind) -> Option<record::ChildSpan> {
+        self.recording.as_ref().map(|r| r.child(name, kind, None))
+    }
+
+    /// The span of work done for the request that may call Trousseau: the recorded child when
+    /// there is one, else a new span id of the trace, so the calls' parent is never the request's
+    /// own span twice over.
+    pub fn span_of(child: Option<&record::ChildSpan>, request: TraceParent) -> TraceParent {
+        child.map_or_else(|| request.child(), record::ChildSpan::span)
     }
 
     /// Sets the outgoing request's trace headers: `traceparent` with the proxy's span as parent,
@@ -169,10 +202,12 @@ pub fn within<F: Future>(span: TraceParent, work: F) -> impl Future<Output = F::
     CURRENT.scope(span, work)
 }
 
-/// The `traceparent` of a call made now: a child span of the request being served, or a new
-/// trace outside one (background refreshes, discovery).
+/// The `traceparent` of a call made now: the span in force ([`within`]) as the call's parent — the
+/// request's span, or the span of the work it is part of (a refresh, a token check), which an
+/// exporter records, so Trousseau's spans hang from one of ours —, or a new trace outside a
+/// request (background refreshes, discovery).
 pub fn outgoing() -> HeaderValue {
-    CURRENT.try_with(TraceParent::child).unwrap_or_else(|_| TraceParent::new_root(true)).header()
+    CURRENT.try_with(|span| *span).unwrap_or_else(|_| TraceParent::new_root(true)).header()
 }
 
 /// Whether a new trace is sampled, with probability `ratio`.
@@ -297,12 +332,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn calls_made_for_a_request_are_child_spans_of_it() {
+    async fn calls_made_for_a_request_hang_from_the_span_in_force() {
         let span = TraceParent::new_root(true);
         let header = within(span, async { outgoing() }).await;
-        let call = TraceParent::parse(header.as_bytes()).unwrap();
-        assert_eq!(call.trace_id, span.trace_id);
-        assert_ne!(call.span_id, span.span_id);
+        assert_eq!(TraceParent::parse(header.as_bytes()), Some(span));
         let outside = TraceParent::parse(outgoing().as_bytes()).unwrap();
         assert_ne!(outside.trace_id, span.trace_id, "outside a request: a new trace");
     }

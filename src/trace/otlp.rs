@@ -1,0 +1,270 @@
+//! OTLP/HTTP export of the recorded spans ([`super::record`]) to an OpenTelemetry collector
+//! (`telemetry.otlp_endpoint`): protobuf (`application/x-protobuf`) posted to `/v1/traces`.
+//!
+//! The proxy never waits for the collector. A request's spans go into a bounded queue with a
+//! `try_send` ([`QUEUE`] requests' worth); a full queue drops them and counts them. A thread of
+//! its own (its runtime apart from the workers') takes them out in batches of up to [`BATCH`]
+//! spans, or whatever came within [`BATCH_DELAY`], and posts each batch within
+//! [`EXPORT_TIMEOUT`]; a batch the collector refuses or does not take in time is dropped and
+//! counted (`trousseau_proxy_trace_spans_dropped_total`), with a warning at most every 30 s. No
+//! retry: a collector that is down would only be sent the same spans again while new ones queue.
+//!
+//! Why not the OpenTelemetry SDK's batch processor: the SDK builds a span through the `tracing`
+//! or `opentelemetry` API with its attributes boxed one by one, and its exporters bring a second
+//! HTTP client stack; the proxy already knows each span's fields when it ends and has an HTTP
+//! client. The messages are OpenTelemetry's own (`opentelemetry-proto`), so what goes on the wire
+//! is the collector's format, checked by decoding it in the tests.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{span, status, ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message as _;
+use tokio::sync::mpsc;
+
+use super::record::{SpanKind, SpanRecord, Value};
+
+/// Requests whose spans may wait for export (each request's spans are one entry).
+pub const QUEUE: usize = 2048;
+/// The most spans in one export.
+pub const BATCH: usize = 512;
+/// The longest a span waits for its batch to fill.
+pub const BATCH_DELAY: Duration = Duration::from_secs(1);
+/// The longest one export may take, connection included.
+pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The spans exported and dropped, for `/metrics`; kept across reloads.
+#[derive(Debug, Default)]
+pub struct ExportStats {
+    /// Spans the collector accepted.
+    pub exported: AtomicU64,
+    /// Spans dropped because the queue was full (the collector slow or down for a while).
+    pub dropped_queue_full: AtomicU64,
+    /// Spans dropped because their export failed (refused, unreachable, too slow).
+    pub dropped_export_failed: AtomicU64,
+}
+
+/// The exporter: the sending side of the queue. Its thread ends once every sender is gone and
+/// the last batch is posted.
+#[derive(Debug)]
+pub struct Exporter {
+    queue: mpsc::Sender<Vec<SpanRecord>>,
+    endpoint: String,
+    stats: Arc<ExportStats>,
+}
+
+/// The URI spans are posted to: `endpoint` plus `/v1/traces` when it has no path of its own (as
+/// OpenTelemetry's `OTEL_EXPORTER_OTLP_ENDPOINT`), else `endpoint` as it is. `Err` says why it is
+/// not usable.
+pub fn traces_uri(endpoint: &str) -> Result<http::Uri, String> {
+    let url = url::Url::parse(endpoint).map_err(|e| format!("`{endpoint}` is not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("`{endpoint}` must be an http:// or https:// URL of a collector (http://collector:4318)"));
+    }
+    if !url.username().is_empty() || url.password().is_some() || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("`{endpoint}`: no user, password, query or fragment (they would be logged)"));
+    }
+    let mut text = url.to_string();
+    if url.path() == "/" {
+        text = format!("{}v1/traces", text);
+    }
+    text.parse().map_err(|e| format!("`{endpoint}`: {e}"))
+}
+
+impl Exporter {
+    /// Starts exporting to `endpoint` (checked by [`traces_uri`]), counting in `stats`.
+    pub fn start(endpoint: &str, stats: Arc<ExportStats>) -> Result<Arc<Exporter>, String> {
+        let uri = traces_uri(endpoint)?;
+        let tls = crate::tls::client_config(None).map_err(|e| e.to_string())?;
+        let (queue, spans) = mpsc::channel(QUEUE);
+        let thread_stats = Arc::clone(&stats);
+        std::thread::Builder::new()
+            .name("trousseau-otlp".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(e) => return tracing::error!(error = %e, "cannot start the OTLP exporter's runtime: no span is exported"),
+                };
+                runtime.block_on(export_loop(spans, Poster::new(uri, tls), thread_stats));
+            })
+            .map_err(|e| format!("cannot start the exporter's thread: {e}"))?;
+        Ok(Arc::new(Exporter { queue, endpoint: endpoint.to_string(), stats }))
+    }
+
+    /// Whether this exporter posts to `endpoint` (a reload keeps it then).
+    pub fn exports_to(&self, endpoint: &str) -> bool {
+        self.endpoint == endpoint
+    }
+
+    /// Queues one request's spans; never waits. A full queue drops them (counted).
+    pub fn submit(&self, spans: Vec<SpanRecord>) {
+        let n = spans.len() as u64;
+        if self.queue.try_send(spans).is_err() {
+            self.stats.dropped_queue_full.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Posts batches to the collector.
+struct Poster {
+    uri: http::Uri,
+    client: Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>>,
+    resource: Resource,
+}
+
+impl Poster {
+    fn new(uri: http::Uri, tls: rustls::ClientConfig) -> Poster {
+        let connector = crate::tls::https_connector(tls, EXPORT_TIMEOUT);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        let resource = Resource {
+            attributes: vec![
+                key_value("service.name", &Value::from("trousseau-proxy")),
+                key_value("service.version", &Value::from(env!("CARGO_PKG_VERSION"))),
+            ],
+            ..Default::default()
+        };
+        Poster { uri, client, resource }
+    }
+
+    /// Posts `spans`; `Err` says why they were not taken.
+    async fn post(&self, spans: &[SpanRecord]) -> Result<(), String> {
+        let body = encode(&self.resource, spans);
+        let request = http::Request::post(self.uri.clone())
+            .header(http::header::CONTENT_TYPE, "application/x-protobuf")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(|e| crate::util::error_chain(&e))?;
+            let status = response.status();
+            // Read to the end, so the connection can carry the next batch (a partial-success
+            // answer's details are not needed: the spans were taken).
+            let _ = response.into_body().collect().await;
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(format!("the collector answered {status}"))
+            }
+        };
+        tokio::time::timeout(EXPORT_TIMEOUT, exchange).await.unwrap_or_else(|_| Err(format!("no answer within {EXPORT_TIMEOUT:?}")))
+    }
+}
+
+/// Takes the queued spans out in batches and posts them, until every sender is gone.
+async fn export_loop(mut queue: mpsc::Receiver<Vec<SpanRecord>>, poster: Poster, stats: Arc<ExportStats>) {
+    static WARNING: crate::logging::LogBudget = crate::logging::LogBudget::every(Duration::from_secs(30));
+    let mut batch: Vec<SpanRecord> = Vec::with_capacity(BATCH);
+    while let Some(first) = queue.recv().await {
+        batch.extend(first);
+        let deadline = tokio::time::Instant::now() + BATCH_DELAY;
+        while batch.len() < BATCH {
+            match tokio::time::timeout_at(deadline, queue.recv()).await {
+                Ok(Some(more)) => batch.extend(more),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let n = batch.len() as u64;
+        match poster.post(&batch).await {
+            Ok(()) => {
+                stats.exported.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(reason) => {
+                stats.dropped_export_failed.fetch_add(n, Ordering::Relaxed);
+                if let Some(unlogged) = WARNING.take() {
+                    tracing::warn!(collector = %poster.uri, spans = n, error = %reason, unlogged, "spans not exported: dropped (counted in trousseau_proxy_trace_spans_dropped_total)");
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+/// The OTLP message carrying `spans`, encoded.
+pub fn encode(resource: &Resource, spans: &[SpanRecord]) -> Vec<u8> {
+    let scope = InstrumentationScope { name: "trousseau-proxy".into(), version: env!("CARGO_PKG_VERSION").into(), ..Default::default() };
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(resource.clone()),
+            scope_spans: vec![ScopeSpans { scope: Some(scope), spans: spans.iter().map(span_message).collect(), ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+fn span_message(record: &SpanRecord) -> Span {
+    let kind = match record.kind {
+        SpanKind::Server => span::SpanKind::Server,
+        SpanKind::Client => span::SpanKind::Client,
+        SpanKind::Internal => span::SpanKind::Internal,
+    };
+    Span {
+        trace_id: record.trace_id.to_vec(),
+        span_id: record.span_id.to_vec(),
+        parent_span_id: record.parent.map(|p| p.to_vec()).unwrap_or_default(),
+        // Only sampled traces are recorded (W3C flag 01).
+        flags: 1,
+        name: record.name.to_string(),
+        kind: kind as i32,
+        start_time_unix_nano: record.start_unix_nanos,
+        end_time_unix_nano: record.end_unix_nanos,
+        attributes: record.attributes.iter().map(|(k, v)| key_value(k, v)).collect(),
+        status: record.error.then(|| Status { code: status::StatusCode::Error as i32, ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+fn key_value(key: &str, value: &Value) -> KeyValue {
+    let value = match value {
+        Value::Text(text) => any_value::Value::StringValue(text.to_string()),
+        Value::Int(n) => any_value::Value::IntValue(*n),
+    };
+    KeyValue { key: key.to_string(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_endpoint_gets_the_traces_path_unless_it_has_one() {
+        assert_eq!(traces_uri("http://collector:4318").unwrap(), "http://collector:4318/v1/traces");
+        assert_eq!(traces_uri("http://collector:4318/").unwrap(), "http://collector:4318/v1/traces");
+        assert_eq!(traces_uri("https://otel.example.com/custom/traces").unwrap(), "https://otel.example.com/custom/traces");
+        for bad in ["collector:4318", "grpc://collector:4317", "http://user:pw@collector:4318", "http://collector:4318/?token=x", "nonsense"] {
+            assert!(traces_uri(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn spans_encode_as_the_collector_reads_them() {
+        let record = SpanRecord {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent: Some([3; 8]),
+            name: "GET".into(),
+            kind: SpanKind::Server,
+            start_unix_nanos: 10,
+            end_unix_nanos: 20,
+            attributes: vec![("http.response.status_code", Value::Int(200)), ("trousseau.session", Value::from("valid"))],
+            error: true,
+        };
+        let bytes = encode(&Resource::default(), &[record]);
+        let decoded = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
+        let span = &decoded.resource_spans[0].scope_spans[0].spans[0];
+        assert_eq!((span.trace_id.as_slice(), span.span_id.as_slice(), span.parent_span_id.as_slice()), (&[1u8; 16][..], &[2u8; 8][..], &[3u8; 8][..]));
+        assert_eq!((span.name.as_str(), span.kind, span.start_time_unix_nano, span.end_time_unix_nano), ("GET", span::SpanKind::Server as i32, 10, 20));
+        assert_eq!(span.attributes[0].value.as_ref().unwrap().value, Some(any_value::Value::IntValue(200)));
+        assert_eq!(span.status.as_ref().unwrap().code, status::StatusCode::Error as i32);
+    }
+}
