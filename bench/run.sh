@@ -25,6 +25,11 @@
 # THREADS (2), BENCH_PORT (18080: uses 18080-18084), SKIP_BUILD=1 to reuse target/release, PROXY_BIN to measure another build of the
 # proxy (before/after comparisons), KEEP=1 to keep the work directory (logs).
 #
+# OTLP=1: the proxy under test exports every request's spans (sampling 1.0, `--otlp-endpoint`) to
+# a local receiver (`bench_signin sink`, decoding each export as a collector does); the spans
+# received are printed at the end. With BASELINE_BIN set to the same build, that is the cost of
+# tracing: OTLP=1 BASELINE_BIN=target/release/trousseau-proxy SKIP_BUILD=1 bench/run.sh
+#
 # BASELINE_BIN=path: the floor is that build of trousseau-proxy (`dev`, signed in the same way)
 # instead of nginx — an old and a new build side by side in one run, each round back to back:
 #   git worktree add /tmp/old <commit> && (cd /tmp/old && cargo build --release --bin trousseau-proxy)
@@ -38,7 +43,7 @@ MANY_CONNECTIONS=${MANY_CONNECTIONS:-1000}
 H2_STREAMS=${H2_STREAMS:-1}
 THREADS=${THREADS:-2}
 BASE=${BENCH_PORT:-18080}
-UP_PORT=$BASE FLOOR_PORT=$((BASE + 1)) PROXY_PORT=$((BASE + 2)) REFRESH_PORT=$((BASE + 3)) FLOOR_H2_PORT=$((BASE + 4))
+UP_PORT=$BASE FLOOR_PORT=$((BASE + 1)) PROXY_PORT=$((BASE + 2)) REFRESH_PORT=$((BASE + 3)) FLOOR_H2_PORT=$((BASE + 4)) SINK_PORT=$((BASE + 5))
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PROXY_BIN=${PROXY_BIN:-$ROOT/target/release/trousseau-proxy}
 SIGNIN_BIN=$ROOT/target/release/examples/bench_signin
@@ -53,7 +58,7 @@ else
   FLOOR_NAME="nginx proxy_pass"
 fi
 
-ports_free "$UP_PORT" "$FLOOR_PORT" "$PROXY_PORT" "$REFRESH_PORT" "$FLOOR_H2_PORT"
+ports_free "$UP_PORT" "$FLOOR_PORT" "$PROXY_PORT" "$REFRESH_PORT" "$FLOOR_H2_PORT" "$SINK_PORT"
 build_release --bin trousseau-proxy --example bench_signin
 
 # --- processes --------------------------------------------------------------------------------
@@ -75,7 +80,13 @@ nginx_conf floor auto "access_log $WORK/floor-access.log;
     proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
 fi
 
-"$PROXY_BIN" dev --upstream "http://127.0.0.1:$UP_PORT" --listen "127.0.0.1:$PROXY_PORT" 2>"$WORK/proxy.log" &
+PROXY_TRACE_ARGS=()
+if [ "${OTLP:-0}" = 1 ]; then
+  "$SIGNIN_BIN" sink --listen "127.0.0.1:$SINK_PORT" >"$WORK/sink.out" &
+  PIDS+=($!)
+  PROXY_TRACE_ARGS=(--otlp-endpoint "http://127.0.0.1:$SINK_PORT")
+fi
+"$PROXY_BIN" dev --upstream "http://127.0.0.1:$UP_PORT" --listen "127.0.0.1:$PROXY_PORT" "${PROXY_TRACE_ARGS[@]}" 2>"$WORK/proxy.log" &
 PROXY_PID=$!
 PIDS+=($PROXY_PID)
 "$PROXY_BIN" dev --upstream "http://127.0.0.1:$UP_PORT" --listen "127.0.0.1:$REFRESH_PORT" --access-token-ttl 0s 2>"$WORK/refresh.log" &
@@ -248,4 +259,8 @@ row "refresh on every request (4 sessions, helper)" "$(helper_field rate "$per_r
 row "cold sign-in, whole flow (4 at a time, helper)" "$(helper_field rate "$cold")" \
   "$(helper_field p50_us "$cold")" "$(helper_field p99_us "$cold")" "sign-ins/s; latency: the callback alone"
 echo
+if [ "${OTLP:-0}" = 1 ]; then
+  sleep 2
+  echo "spans received by the OTLP sink from trousseau-proxy: $(tail -1 "$WORK/sink.out" | awk '{ print $2 }')"
+fi
 awk -v p="$rss_kb" 'BEGIN { printf "peak RSS of trousseau-proxy (VmHWM, dev mode: the embedded IdP included): %.1f MB\n", p / 1024 }'

@@ -5,7 +5,10 @@
 //! bench_signin cookie  --proxy http://127.0.0.1:18082 [--user SUB] # prints a Cookie header value
 //! bench_signin cold    --proxy URL [--count 200] [--concurrency 4] # cold sign-ins (callback) rate
 //! bench_signin refresh --proxy URL [--count 200] [--concurrency 4] # requests that each refresh
+//! bench_signin sink    --listen 127.0.0.1:18085    # an OTLP/HTTP receiver: decodes every export
 //! ```
+//! `sink` answers each `POST /v1/traces` as a collector does, after decoding it, and prints
+//! `SPANS n` (the total so far) once a second until it is stopped.
 //! `cold` and `refresh` print one line `RESULT key=value …` that the script turns into table rows.
 //! Only for loopback benchmarks against the dev IdP: it signs in as a demo user.
 
@@ -135,12 +138,14 @@ struct Options {
     concurrency: usize,
     /// The demo user to sign in as (default: [`bench_user`]).
     user: Option<String>,
+    /// `sink`: where to listen.
+    listen: String,
 }
 
 fn options() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
     let mode = args.next().ok_or("usage: bench_signin cookie|cold|refresh --proxy URL [--count N] [--concurrency C]")?;
-    let mut options = Options { mode, proxy: "http://127.0.0.1:4180".into(), count: 200, concurrency: 4, user: None };
+    let mut options = Options { mode, proxy: "http://127.0.0.1:4180".into(), count: 200, concurrency: 4, user: None, listen: "127.0.0.1:4318".into() };
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
@@ -148,6 +153,7 @@ fn options() -> Result<Options, String> {
             "--count" => options.count = value.parse().map_err(|_| "--count: a number")?,
             "--concurrency" => options.concurrency = value.parse().map_err(|_| "--concurrency: a number")?,
             "--user" => options.user = Some(value),
+            "--listen" => options.listen = value,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -212,6 +218,7 @@ async fn run() -> Result<(), String> {
     let http: Http = Client::builder(TokioExecutor::new()).build(connector);
     let user = options.user.clone().unwrap_or_else(bench_user);
     match options.mode.as_str() {
+        "sink" => return sink(&options.listen).await,
         "cookie" => {
             let mut browser = Browser::new(http, &options.proxy);
             browser.sign_in(&user).await?;
@@ -260,4 +267,38 @@ async fn run() -> Result<(), String> {
         other => return Err(format!("unknown mode {other}: cookie, cold or refresh")),
     }
     Ok(())
+}
+
+/// An OTLP/HTTP receiver for the benchmark's traced runs: decodes each export (as a collector
+/// would) and prints the running count of spans once a second.
+async fn sink(listen: &str) -> Result<(), String> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message as _;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SPANS: AtomicU64 = AtomicU64::new(0);
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("--listen {listen}: {e}"))?;
+    tokio::spawn(async {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            println!("SPANS {}", SPANS.load(Ordering::Relaxed));
+        }
+    });
+    loop {
+        let (stream, _) = listener.accept().await.map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let status = match ExportTraceServiceRequest::decode(body) {
+                    Ok(export) => {
+                        let n: usize = export.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
+                        SPANS.fetch_add(n as u64, Ordering::Relaxed);
+                        StatusCode::OK
+                    }
+                    Err(_) => StatusCode::BAD_REQUEST,
+                };
+                Ok::<_, std::convert::Infallible>(http::Response::builder().status(status).body(Full::new(Bytes::new())).unwrap())
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+        });
+    }
 }
