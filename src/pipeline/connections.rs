@@ -92,7 +92,10 @@ async fn refresh(app: &App, session: Arc<Session>) -> Verdict {
     // The browser may have refreshed it meanwhile (its cookie, or the copy kept for it).
     let session = app.sessions.newer_copy(&session).await.unwrap_or(session);
     let expires_at = session.expires_at;
-    match app.refresher.refresh_if_due(session).await {
+    let sub = session.identity.sub.clone();
+    // A trace of its own (no request carries it): the audit line and Trousseau's call share it.
+    let span = crate::trace::TraceParent::new_root(true);
+    match crate::trace::within(span, app.refresher.refresh_if_due(session)).await {
         RefreshOutcome::Fresh(session) => Verdict::GoOn(Some(session)),
         RefreshOutcome::Stale(_) => Verdict::GoOn(None),
         RefreshOutcome::Refreshed(session) => {
@@ -104,7 +107,19 @@ async fn refresh(app: &App, session: Arc<Session>) -> Verdict {
             }
             Verdict::GoOn(Some(session))
         }
-        RefreshOutcome::Ended(_) => Verdict::End(EndReason::Refused),
+        RefreshOutcome::Ended(ending) => {
+            if ending == crate::session::refresh::Ending::Refused {
+                // Refused while only open connections held the session: no request to carry the
+                // audit line, so it names none.
+                crate::audit::record(&crate::audit::Record {
+                    sub: Some(&sub),
+                    request_id: "-",
+                    trace_id: span.trace_id_hex().as_str(),
+                    event: crate::audit::Event::RefreshRefused { error: "invalid_grant" },
+                });
+            }
+            Verdict::End(EndReason::Refused)
+        }
         RefreshOutcome::Unavailable => Verdict::End(EndReason::Unverified),
         RefreshOutcome::StoreUnavailable(_) if now_secs() >= expires_at.saturating_add(app.settings.session.refresh_grace.as_secs()) => {
             Verdict::End(EndReason::Unverified)
