@@ -67,11 +67,15 @@ pub struct TelemetryConfig {
     pub otlp_endpoint: Option<String>,
     /// Whether a request's span carries the user's `sub` (`enduser.id`). Default true.
     pub include_sub: bool,
+    /// Whether a caller's valid `traceparent` is continued (W3C's rule; default true). False at
+    /// an edge facing clients you do not trust: every request starts a trace of its own, so no
+    /// client can put its requests (their spans, access and audit lines) in another trace.
+    pub trust_incoming: bool,
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        TelemetryConfig { sampling_ratio: 1.0, otlp_endpoint: None, include_sub: true }
+        TelemetryConfig { sampling_ratio: 1.0, otlp_endpoint: None, include_sub: true, trust_incoming: true }
     }
 }
 

@@ -19,7 +19,12 @@ use crate::session::sessions::Jar;
 /// Strips the request and starts its context. May change: the request's headers only.
 pub(super) fn sanitize(app: &App, req: &mut Request<Incoming>, peer: SocketAddr) -> RequestCtx {
     let request_id = request_id(req);
-    let trace = crate::trace::RequestTrace::from_headers(req.headers(), app.settings.telemetry.sampling_ratio);
+    let telemetry = &app.settings.telemetry;
+    let trace = if telemetry.trust_incoming {
+        crate::trace::RequestTrace::from_headers(req.headers(), telemetry.sampling_ratio)
+    } else {
+        crate::trace::RequestTrace::start(telemetry.sampling_ratio)
+    };
     crate::identity::strip_spoofed(req.headers_mut());
     app.settings.identity.extra_headers.strip(req.headers_mut());
     let upgrade = crate::proxy::wants_upgrade(req.headers());

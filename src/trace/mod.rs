@@ -144,8 +144,14 @@ impl RequestTrace {
                 let state = headers.get(&TRACESTATE).filter(|s| s.len() <= MAX_TRACESTATE && headers.get_all(&TRACESTATE).iter().count() == 1).cloned();
                 RequestTrace { span: caller.child(), parent: Some(caller.span_id), state, recording: None }
             }
-            None => RequestTrace { span: TraceParent::new_root(sample(sampling_ratio)), parent: None, state: None, recording: None },
+            None => RequestTrace::start(sampling_ratio),
         }
+    }
+
+    /// A new trace, whatever the request says (`telemetry.trust_incoming: false`), sampled with
+    /// the probability `sampling_ratio`.
+    pub fn start(sampling_ratio: f64) -> RequestTrace {
+        RequestTrace { span: TraceParent::new_root(sample(sampling_ratio)), parent: None, state: None, recording: None }
     }
 
     /// Notes how the route was judged, when the request is recorded ([`record::Recording::note_route`]).
@@ -321,6 +327,9 @@ mod tests {
         assert!(!out.contains_key(&TRACESTATE), "a tracestate without a valid traceparent goes");
         assert_eq!(TraceParent::parse(out[&TRACEPARENT].as_bytes()), Some(fresh.span));
         assert!(!RequestTrace::from_headers(&HeaderMap::new(), 0.0).span.sampled);
+        // Not trusted: a trace of its own, the caller's state dropped when written.
+        let own = RequestTrace::start(1.0);
+        assert!(own.parent.is_none() && own.state.is_none() && own.span.trace_id != continued.span.trace_id);
     }
 
     #[test]

@@ -339,3 +339,21 @@ async fn redis_commands_are_spans_of_the_work_they_serve() {
     assert!(commands.iter().any(|c| c.parent_span_id == refresh.span_id), "the refresh's lock and result, under the refresh: {commands:#?}");
     env.stop().await;
 }
+
+#[tokio::test]
+async fn an_edge_that_trusts_no_caller_starts_every_trace_itself() {
+    const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let receiver = Receiver::start(Collector::Accepting).await;
+    let env = env_exporting_to(receiver.endpoint(), |c| c.telemetry.trust_incoming = false).await;
+    let mut b = env.browser();
+    b.sign_in("/", JEAN).await;
+    let seen = b.request(Method::GET, "/x", &[("traceparent", CALLER), ("tracestate", "vendor=opaque"), ("accept", "application/json")], Bytes::new()).await;
+    assert_eq!(seen.status, StatusCode::OK);
+    let headers = &seen.json()["headers"];
+    let at_app = trousseau_proxy::trace::TraceParent::parse(headers["traceparent"][0].as_str().unwrap().as_bytes()).unwrap();
+    assert_ne!(at_app.trace_id_hex().as_str(), "4bf92f3577b34da6a3ce929d0e0e4736", "the caller's trace is not continued");
+    assert!(headers.get("tracestate").is_none_or(|v| v.is_null()), "nor its tracestate: {headers}");
+    let spans = receiver.trace(&at_app.trace_id, 2).await;
+    assert!(one(&spans, "GET").parent_span_id.is_empty(), "the request's span is the root of its trace");
+    env.stop().await;
+}
