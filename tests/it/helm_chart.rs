@@ -21,6 +21,9 @@ use serde_json::{json, Value};
 
 use crate::support::parts;
 
+mod autoscaling;
+mod gateway;
+
 const CHART: &str = "helm/trousseau-proxy";
 /// The oldest Kubernetes the injector's native sidecars need, and so the oldest we validate against.
 const KUBE_MIN: &str = "1.29.0";
@@ -226,10 +229,11 @@ fn every_rendering_validates_against_kubernetes_1_29_and_the_newest_schemas() {
         let output = run(&tools.kubernetes_validate, &args);
         let out = text(&output);
         assert!(output.status.success(), "kubernetes-validate {args:?}:\n{out}");
-        // Only the CRDs (cert-manager, Prometheus operator) may lack a schema.
+        // Only the CRDs (cert-manager, Prometheus operator, Gateway API: checked against its own
+        // schema in `gateway`) may lack a schema.
         for line in out.lines().filter(|l| l.contains("Couldn't find schema")) {
             assert!(
-                ["cert-manager.io/v1", "monitoring.coreos.com/v1"].iter().any(|api| line.contains(api)),
+                ["cert-manager.io/v1", "monitoring.coreos.com/v1", "gateway.networking.k8s.io/v1"].iter().any(|api| line.contains(api)),
                 "no schema for a core object: {line}"
             );
         }
@@ -371,6 +375,16 @@ fn unknown_keys_and_wrong_values_are_refused() {
         (STANDALONE_SENTINEL, "config.session.redis_sentinel.password=pw", "password"),
         (STANDALONE, "config.session.redis_cluster[0]=redis://:pw@redis-0:6379", "redis_cluster"),
         (STANDALONE_CLUSTER, "secret.redisClusterNodes[0]=redis-0:6379", "redisClusterNodes"),
+        // The autoscaler, the routes and the gRPC port (the listener itself is the chart's).
+        (STANDALONE, "autoscaling.enable=true", "enable"),
+        (STANDALONE, "autoscaling.targetCPUUtilizationPercentage=0", "targetCPUUtilizationPercentage"),
+        (STANDALONE, "httpRoute.parentRefs[0].nam=public", "nam"),
+        (STANDALONE, "httpRoute.hostnames[0]=Shop.Example.com", "hostnames"),
+        (STANDALONE, "grpcAuthz.port=80", "port"),
+        (STANDALONE, "config.grpc_authz_listen=0.0.0.0:9001", "grpc_authz_listen"),
+        (STANDALONE, "gatewayExternalAuth.protocol=grpc", "protocol"),
+        (STANDALONE, "gatewayExternalAuth.backendRef.weight=1", "weight"),
+        (STANDALONE, "gatewayExternalAuth.extraResponseHeaders[0]=X User", "extraResponseHeaders"),
     ];
     for (values, set, named) in cases {
         let err = Render::with(values).set(set).yaml(&tools).expect_err(set);
@@ -673,21 +687,25 @@ fn notes_say_what_to_register_in_trousseau() {
     assert!(notes.contains("trousseau.keysuite.app/inject"), "{notes}");
 }
 
-/// The chart and the binary agree: the rendered ConfigMap, Secret and environment are a
-/// configuration `trousseau-proxy check-config` accepts.
-#[test]
-fn the_rendered_configuration_is_accepted_by_the_proxy() {
-    let Some(tools) = tools() else { return };
-    for values in [STANDALONE, STANDALONE_FULL, STANDALONE_REDIS, STANDALONE_SENTINEL, STANDALONE_CLUSTER] {
-        let manifest = Render::with(values).objects(&tools);
+/// The proxy's own `check-config` on a rendering: its ConfigMap, Secret and container
+/// environment, with the pod's paths moved into a temporary directory (removed on drop).
+struct CheckConfig {
+    command: Command,
+    dir: PathBuf,
+    secrets_dir: PathBuf,
+}
+
+impl CheckConfig {
+    fn of(manifest: &Manifest, values: &str) -> CheckConfig {
         let secret = manifest.one("Secret")["stringData"].clone();
         let dir = temp_dir("check-config");
         let (config_dir, secrets_dir) = (dir.join("config"), dir.join("secrets"));
         std::fs::create_dir_all(&config_dir).unwrap();
         std::fs::create_dir_all(&secrets_dir).unwrap();
-        let config_map = manifest.one("ConfigMap");
-        std::fs::write(config_dir.join("config.yaml"), config_map["data"]["config.yaml"].as_str().unwrap()).unwrap();
-        for (key, value) in manifest.one("Secret")["stringData"].as_object().unwrap() {
+        // The config file names the Secret's files where the pod mounts them.
+        let config_text = manifest.one("ConfigMap")["data"]["config.yaml"].as_str().unwrap();
+        std::fs::write(config_dir.join("config.yaml"), config_text.replace("/var/run/secrets/trousseau-proxy", secrets_dir.to_str().unwrap())).unwrap();
+        for (key, value) in secret.as_object().unwrap() {
             std::fs::write(secrets_dir.join(key), value.as_str().unwrap()).unwrap();
         }
         let container = &manifest.one("Deployment")["spec"]["template"]["spec"]["containers"][0];
@@ -707,13 +725,42 @@ fn the_rendered_configuration_is_accepted_by_the_proxy() {
                 .replace("/var/run/secrets/trousseau-proxy", secrets_dir.to_str().unwrap());
             command.env(env["name"].as_str().unwrap(), value);
         }
-        // The config file names the Secret's files where the pod mounts them.
-        let config_file = config_dir.join("config.yaml");
-        let config_text = std::fs::read_to_string(&config_file).unwrap();
-        std::fs::write(&config_file, config_text.replace("/var/run/secrets/trousseau-proxy", secrets_dir.to_str().unwrap())).unwrap();
-        let output = command.output().unwrap();
+        CheckConfig { command, dir, secrets_dir }
+    }
+
+    fn run(&mut self) -> Output {
+        self.command.output().unwrap()
+    }
+
+    /// The effective configuration it prints, or why it refused.
+    fn accepted(&mut self, values: &str) -> String {
+        let output = self.run();
         assert!(output.status.success(), "{values}: check-config refused the chart's configuration:\n{}", text(&output));
-        let effective = text(&output);
+        text(&output)
+    }
+}
+
+impl Drop for CheckConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The chart and the binary agree: the rendered ConfigMap, Secret and environment of every
+/// standalone ci values file that makes its Secret are a configuration `trousseau-proxy
+/// check-config` accepts.
+#[test]
+fn the_rendered_configuration_is_accepted_by_the_proxy() {
+    let Some(tools) = tools() else { return };
+    let mut checked = Vec::new();
+    for values in ci_values_files() {
+        let manifest = Render::with(&values).objects(&tools);
+        if manifest.of_kind("ConfigMap").is_empty() || manifest.of_kind("Secret").is_empty() {
+            continue; // the injector, or secret.existingSecret
+        }
+        let mut check = CheckConfig::of(&manifest, &values);
+        let effective = check.accepted(&values);
+        let secrets_dir = check.secrets_dir.clone();
         assert!(!effective.contains(REDIS_PASSWORD), "{effective}");
         if values == STANDALONE_SENTINEL {
             // The sentinels from config, the passwords from the Secret's files, no Redis URL.
@@ -722,7 +769,7 @@ fn the_rendered_configuration_is_accepted_by_the_proxy() {
             assert!(effective.contains(&format!("sentinel_password_file: {}", secrets_dir.join("redis_sentinel_password").display())), "{effective}");
             assert!(effective.contains("redis_url_file: null"), "{effective}");
             std::fs::remove_file(secrets_dir.join("redis_password")).unwrap();
-            let output = command.output().unwrap();
+            let output = check.run();
             assert!(!output.status.success() && text(&output).contains("session.redis_sentinel.password_file"), "{}", text(&output));
         }
         if values == STANDALONE_CLUSTER {
@@ -738,10 +785,13 @@ fn the_rendered_configuration_is_accepted_by_the_proxy() {
             assert!(effective.contains(&format!("redis_url_file: {}", redis_url_file.display())), "{effective}");
             // And it reads that file: without it, the configuration is refused, naming the key.
             std::fs::remove_file(&redis_url_file).unwrap();
-            let output = command.output().unwrap();
+            let output = check.run();
             assert!(!output.status.success() && text(&output).contains("session.redis_url"), "{}", text(&output));
         }
-        let _ = std::fs::remove_dir_all(&dir);
+        checked.push(values);
+    }
+    for values in [STANDALONE, STANDALONE_FULL, STANDALONE_REDIS, STANDALONE_SENTINEL, STANDALONE_CLUSTER] {
+        assert!(checked.iter().any(|c| c == values), "{values} not checked: {checked:?}");
     }
 }
 
@@ -764,6 +814,8 @@ fn the_config_schema_matches_every_key_of_the_binary() {
         "identity.signing_key_file",
         // From `shutdownDelaySeconds`.
         "proxy.shutdown_delay",
+        // From `grpcAuthz.enabled` and `grpcAuthz.port`.
+        "grpc_authz_listen",
         // In Kubernetes the Ingress or the Gateway terminates TLS; the chart serves plain http
         // inside the cluster, so the front-door keys (the VM recipe) are not offered.
         "tls.cert_file",

@@ -117,6 +117,35 @@ lifecycle:
 {{- end }}
 {{- end }}
 
+{{/* The fewest proxy replicas that run: autoscaling.minReplicas, else replicaCount. */}}
+{{- define "trousseau-proxy.replicaFloor" -}}
+{{- if .Values.autoscaling.enabled }}{{ int .Values.autoscaling.minReplicas }}{{ else }}{{ int .Values.replicaCount }}{{ end }}
+{{- end }}
+
+{{/* The most proxy replicas that run: autoscaling.maxReplicas, else replicaCount. */}}
+{{- define "trousseau-proxy.replicaCeiling" -}}
+{{- if .Values.autoscaling.enabled }}{{ int .Values.autoscaling.maxReplicas }}{{ else }}{{ int .Values.replicaCount }}{{ end }}
+{{- end }}
+
+{{/* An HTTPRoute's hostnames: $values.hostnames, else the host of config.public_url. Called
+with (dict "root" $ "values" <httpRoute or gatewayExternalAuth>). */}}
+{{- define "trousseau-proxy.routeHostnames" -}}
+{{- $hostnames := .values.hostnames | default (list (urlParse .root.Values.config.public_url).hostname) }}
+hostnames:
+  {{- range $hostnames }}
+  - {{ . | quote }}
+  {{- end }}
+{{- end }}
+
+{{/* An HTTPRoute's parentRefs, required. Called like routeHostnames; .key names the values. */}}
+{{- define "trousseau-proxy.routeParentRefs" -}}
+{{- if not .values.parentRefs }}
+{{- fail (printf "%s.parentRefs is required: the Gateway (and listener) the route attaches to, like [{name: public, namespace: gateways, sectionName: https}]" .key) }}
+{{- end }}
+parentRefs:
+  {{- toYaml .values.parentRefs | nindent 2 }}
+{{- end }}
+
 {{/* Whether Redis is reached through Sentinel or a Cluster (config.session.redis_sentinel,
 redis_cluster, or secret.redisClusterNodes) rather than one URL: "true" or "". */}}
 {{- define "trousseau-proxy.redisHA" -}}
@@ -172,9 +201,21 @@ in the container, volumes and mounts that do not match.
 {{- if and (include "trousseau-proxy.usesRedis" .) (not .Values.secret.existingSecret) (not .Values.secret.redisUrl) }}
 {{- fail "secret.redisUrl is required when config.session.store or config.session.revocations is redis (or secret.existingSecret with key redis_url): the Redis URL, password included, like redis://:PASSWORD@redis:6379/0 (rediss:// for TLS). It goes in the Secret, never in config" }}
 {{- end }}
-{{- if and (eq $store "memory") (gt (int .Values.replicaCount) 1) }}
+{{- if .Values.autoscaling.enabled }}
+{{- if eq $store "memory" }}
+{{- fail "autoscaling.enabled is refused with config.session.store: memory: each session lives in one replica's memory, so the replicas the autoscaler adds and removes would lose them. Use store: cookie (the default), or store: redis with secret.redisUrl" }}
+{{- end }}
+{{- if lt (int .Values.autoscaling.maxReplicas) (int .Values.autoscaling.minReplicas) }}
+{{- fail (printf "autoscaling.maxReplicas (%d) is below autoscaling.minReplicas (%d)" (int .Values.autoscaling.maxReplicas) (int .Values.autoscaling.minReplicas)) }}
+{{- end }}
+{{- if not (.Values.resources.requests | default dict).cpu }}
+{{- fail "autoscaling.enabled scales on CPU utilization, a share of the CPU each pod requests: set resources.requests.cpu" }}
+{{- end }}
+{{- else if and (eq $store "memory") (gt (int .Values.replicaCount) 1) }}
 {{- fail (printf "config.session.store: memory keeps each session in one replica's memory, so %d replicas would lose them: set replicaCount: 1, or store: redis with secret.redisUrl" (int .Values.replicaCount)) }}
 {{- end }}
+{{- include "trousseau-proxy.checkDisruptionBudget" . }}
+{{- include "trousseau-proxy.checkGateway" . }}
 {{- if and $session.redis_ca_file .Values.secret.redisUrl (not .Values.secret.existingSecret) (not (regexMatch "^(rediss|valkeys)://" .Values.secret.redisUrl)) }}
 {{- fail "config.session.redis_ca_file is only used with a rediss:// (TLS) secret.redisUrl" }}
 {{- end }}
@@ -202,6 +243,42 @@ in the container, volumes and mounts that do not match.
 {{- if not $found }}
 {{- fail (printf "%s %s is in no volume of the proxy: mount the CA with extraVolumes and extraVolumeMounts (or put it in secret.existingSecret, mounted at /var/run/secrets/trousseau-proxy)" $key $file) }}
 {{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* A PodDisruptionBudget that allows no eviction at the fewest replicas blocks every node drain. */}}
+{{- define "trousseau-proxy.checkDisruptionBudget" -}}
+{{- $floor := include "trousseau-proxy.replicaFloor" . | int }}
+{{- $min := .Values.podDisruptionBudget.minAvailable }}
+{{- if and .Values.podDisruptionBudget.enabled (gt $floor 1) }}
+{{- $of := ternary "autoscaling.minReplicas" "replicaCount" (eq .Values.autoscaling.enabled true) }}
+{{- if kindIs "string" $min }}
+{{- if eq $min "100%" }}
+{{- fail (printf "podDisruptionBudget.minAvailable 100%% allows no eviction: no node running the proxy could ever be drained. Use a count below %s (%d), or a lower percentage" $of $floor) }}
+{{- end }}
+{{- else if ge (int $min) $floor }}
+{{- fail (printf "podDisruptionBudget.minAvailable %d allows no eviction with %s %d: no node running the proxy could ever be drained. Keep it below %d" (int $min) $of $floor $floor) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The gRPC port and the Gateway API routes: what could not work is refused, named. */}}
+{{- define "trousseau-proxy.checkGateway" -}}
+{{- $grpc := .Values.grpcAuthz }}
+{{- if and $grpc.enabled (has (int $grpc.port) (list 4180 9180)) }}
+{{- fail (printf "grpcAuthz.port %d is taken: 4180 is the proxy's http port and 9180 its metrics port (9001, say)" (int $grpc.port)) }}
+{{- end }}
+{{- $auth := .Values.gatewayExternalAuth }}
+{{- if $auth.enabled }}
+{{- if .Values.httpRoute.enabled }}
+{{- fail "httpRoute.enabled and gatewayExternalAuth.enabled both route the host: httpRoute sends everything to the proxy (standalone), gatewayExternalAuth sends it to the app with the gateway asking the proxy. Choose one" }}
+{{- end }}
+{{- if not $auth.backendRef.name }}
+{{- fail "gatewayExternalAuth.backendRef.name is required: the app's Service, where the gateway sends the requests the proxy lets through" }}
+{{- end }}
+{{- if and (eq $auth.protocol "GRPC") (not $grpc.enabled) }}
+{{- fail "gatewayExternalAuth.protocol GRPC asks the proxy's gRPC port: set grpcAuthz.enabled: true (or protocol: HTTP, /.trousseau/auth on the http port)" }}
 {{- end }}
 {{- end }}
 {{- end }}
