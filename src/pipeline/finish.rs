@@ -56,22 +56,23 @@ pub(super) fn finish(app: &App, mut response: Response<Body>, mut ctx: RequestCt
         trace_id: ctx.trace.span.trace_id_hex().as_str(),
     });
     if let (Some(recording), Some(exporter)) = (ctx.trace.recording.take(), &app.exporter) {
-        exporter.submit(request_spans(app, &recording, &ctx, line, response.status()));
+        exporter.submit(request_span(app, &recording, &ctx, line, response.status()), recording.take_children());
     }
     response
 }
 
-/// The spans of a recorded request: its own (kind server, named by its method — and by the
-/// endpoint for the proxy's own paths, a handful), then its children. The span ends here, at the
-/// answer's headers; a streamed body or a websocket goes on without it.
-fn request_spans(app: &App, recording: &Recording, ctx: &RequestCtx, line: &Line, status: http::StatusCode) -> Vec<SpanRecord> {
+/// The span of a recorded request (kind server, named by its method — and by the endpoint for
+/// the proxy's own paths, a handful). It ends here, at the answer's headers; a streamed body or a
+/// websocket goes on without it.
+fn request_span(app: &App, recording: &Recording, ctx: &RequestCtx, line: &Line, status: http::StatusCode) -> SpanRecord {
     let (route, session) = recording.notes();
+    let method = crate::trace::record::method_name(&line.method);
     let name = match line.path.strip_prefix(super::RESERVED_PREFIX) {
-        Some(rest) => format!("{} {}{}", line.method, super::RESERVED_PREFIX, rest.split('/').next().unwrap_or_default()),
-        None => line.method.to_string(),
+        Some(rest) => format!("{method} {}{}", super::RESERVED_PREFIX, rest.split('/').next().unwrap_or_default()).into(),
+        None => method.clone(),
     };
     let mut attributes: Vec<(&'static str, Value)> = vec![
-        ("http.request.method", Value::from(line.method.to_string())),
+        ("http.request.method", Value::Text(method)),
         ("url.path", Value::from(line.path.clone())),
         ("http.response.status_code", Value::Int(i64::from(status.as_u16()))),
         ("trousseau.route", Value::from(route)),
@@ -82,19 +83,17 @@ fn request_spans(app: &App, recording: &Recording, ctx: &RequestCtx, line: &Line
         attributes.push(("enduser.id", Value::from(sub.clone())));
     }
     let span = recording.span();
-    let mut spans = vec![SpanRecord {
+    SpanRecord {
         trace_id: span.trace_id,
         span_id: span.span_id,
         parent: ctx.trace.parent,
-        name: name.into(),
+        name,
         kind: SpanKind::Server,
         start_unix_nanos: recording.unix_nanos(recording.started()),
         end_unix_nanos: recording.unix_nanos(Instant::now()),
         attributes,
         error: status.is_server_error(),
-    }];
-    spans.extend(recording.take_children());
-    spans
+    }
 }
 
 /// The answer to a request refused by a limit before it entered the pipeline (429 for one

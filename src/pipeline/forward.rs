@@ -55,7 +55,7 @@ pub(super) async fn forward(app: &App, req: Request<Incoming>, ctx: &mut Request
     let mut span = ctx.trace.child("upstream", crate::trace::record::SpanKind::Client).map(|mut span| {
         // The app's parent is then this span, which the export records, rather than the request's.
         parts.headers.insert(crate::trace::TRACEPARENT, span.span().header());
-        span.set("http.request.method", parts.method.to_string());
+        span.set("http.request.method", crate::trace::record::Value::method(&parts.method));
         span
     });
     let sent = Instant::now();

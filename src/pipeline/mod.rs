@@ -100,9 +100,10 @@ impl App {
         let line = finish::Line::of(&req);
         let mut ctx = sanitize::sanitize(&self, &mut req, peer);
         let response = match self.recording(&mut ctx, started) {
-            // Boxed: only a sampled request with an exporter pays for the recording's scope.
-            Some(recording) => Box::pin(crate::trace::record::recording(recording, self.route(req, &mut ctx))).await,
-            None => self.route(req, &mut ctx).await,
+            // Redis's commands find the recording through a task-local (they have no request at
+            // hand). Boxed: only a recorded request with Redis pays for the scope.
+            Some(recording) if self.redis.is_some() => Box::pin(crate::trace::record::recording(recording, self.route(req, &mut ctx))).await,
+            _ => self.route(req, &mut ctx).await,
         };
         finish::finish(&self, response.unwrap_or_else(|answer| answer), ctx, &line, started)
     }

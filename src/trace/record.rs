@@ -44,6 +44,32 @@ impl From<&'static str> for Value {
     }
 }
 
+impl Value {
+    /// A method's name, without an allocation for the standard ones.
+    pub fn method(method: &http::Method) -> Value {
+        Value::Text(method_name(method))
+    }
+}
+
+/// A method's name, without an allocation for the standard ones.
+pub fn method_name(method: &http::Method) -> Cow<'static, str> {
+    const STANDARD: [(http::Method, &str); 9] = [
+        (http::Method::GET, "GET"),
+        (http::Method::POST, "POST"),
+        (http::Method::PUT, "PUT"),
+        (http::Method::DELETE, "DELETE"),
+        (http::Method::HEAD, "HEAD"),
+        (http::Method::OPTIONS, "OPTIONS"),
+        (http::Method::PATCH, "PATCH"),
+        (http::Method::CONNECT, "CONNECT"),
+        (http::Method::TRACE, "TRACE"),
+    ];
+    match STANDARD.iter().find(|(m, _)| m == method) {
+        Some((_, name)) => Cow::Borrowed(name),
+        None => Cow::Owned(method.to_string()),
+    }
+}
+
 impl From<String> for Value {
     fn from(text: String) -> Value {
         Value::Text(Cow::Owned(text))
