@@ -22,6 +22,7 @@ mod browser;
 mod cli;
 mod dev_mode;
 mod forward_auth;
+mod grpc_authz;
 mod fuzz_smoke;
 mod hardening;
 mod helm_chart;
