@@ -36,6 +36,7 @@ mod open_connections;
 mod policy;
 mod proxying;
 mod redis;
+mod route_narrowing;
 mod redis_ha;
 mod reload;
 mod robustness;
