@@ -152,7 +152,7 @@ mod tests {
     fn meets(session: &Session, narrowing: &Narrowing) -> bool {
         let Some(o) = session.selected_organization() else { return narrowing.is_empty() };
         narrowing.orgs.iter().all(|list| list.iter().any(|x| *x == o.id || *x == o.slug))
-            && narrowing.roles.iter().all(|list| list.iter().any(|r| *r == o.role))
+            && narrowing.roles.iter().all(|list| list.contains(&o.role))
     }
 
     #[test]
