@@ -24,13 +24,13 @@ pub(super) fn authorize<B>(app: &App, req: &Request<B>, session: &Session, brows
 }
 
 /// The audit line of a refusal by the policy: which part of the configuration refused, and why.
-fn audit_denial(app: &App, ctx: &RequestCtx, session: &Session, method: &http::Method, path: &str, denial: &crate::policy::Denial) {
+pub(super) fn audit_denial(app: &App, ctx: &RequestCtx, session: &Session, method: &http::Method, path: &str, denial: &crate::policy::Denial) {
     let rule = app.policy.refusing_rule(session, method, path);
-    audit_refusal(ctx, &rule, method, path, denial);
+    ctx.audit(crate::audit::Event::RequestDenied { rule: &rule, reason: denial.code(), method: method.as_str(), path });
 }
 
-/// The audit line of a refusal by `rule` (what refused: a configuration rule, or a gateway's
-/// narrowing of the route).
-pub(super) fn audit_refusal(ctx: &RequestCtx, rule: &str, method: &http::Method, path: &str, denial: &crate::policy::Denial) {
-    ctx.audit(crate::audit::Event::RequestDenied { rule, reason: denial.code(), method: method.as_str(), path });
+/// The audit line of a refusal by a gateway's narrowing of the route (forward-auth's
+/// `?roles=`/`?orgs=`, gRPC's `context_extensions`), the configuration having allowed.
+pub(super) fn audit_narrowing_denial(ctx: &RequestCtx, method: &http::Method, path: &str, denial: &crate::policy::Denial) {
+    ctx.audit(crate::audit::Event::RequestDenied { rule: "gateway narrowing (roles, orgs)", reason: denial.code(), method: method.as_str(), path });
 }

@@ -118,14 +118,12 @@ pub(crate) async fn judge<B>(app: &App, req: &Request<B>, asked: &Asked, ctx: &m
         }
         Decision::ChooseOrganization => Err(answer::choose_organization(asked.wants_redirect, lang, return_to)),
         Decision::Deny(denial) => {
-            let by_gateway = app.policy.authorize(&session, method, path) == Decision::Allow;
-            let rule = if by_gateway { NARROWING_RULE.to_string() } else { app.policy.refusing_rule(&session, method, path) };
-            super::super::authorize::audit_refusal(ctx, &rule, method, path, &denial);
+            if app.policy.authorize(&session, method, path) == Decision::Allow {
+                super::super::authorize::audit_narrowing_denial(ctx, method, path, &denial);
+            } else {
+                super::super::authorize::audit_denial(app, ctx, &session, method, path, &denial);
+            }
             Err(answer::forbidden(asked.wants_redirect, lang, &denial, &session))
         }
     }
 }
-
-/// What refused a request in the audit line when the configuration allowed it and the gateway's
-/// narrowing did not.
-const NARROWING_RULE: &str = "gateway narrowing (roles, orgs)";
