@@ -459,6 +459,7 @@ pub fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         ("listen", old.listen != new.listen),
         ("metrics_listen", old.metrics_listen != new.metrics_listen),
         ("http_redirect_listen", old.http_redirect_listen != new.http_redirect_listen),
+        ("grpc_authz_listen", old.grpc_authz_listen != new.grpc_authz_listen),
         ("tls", old.tls.is_some() != new.tls.is_some()),
         ("public_url", old.public_url != new.public_url),
         ("oidc.issuer", old.oidc.issuer != new.oidc.issuer),

@@ -59,13 +59,67 @@ pub fn describe(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<Origi
             (method, uri_header.unwrap_or("/").to_string())
         }
     };
+    original_request(method, original)
+}
+
+/// The request described by `method` and `target` (path and query), when the target is a path:
+/// what every form of the check — these headers, or Envoy's gRPC attributes
+/// ([`crate::grpc_authz`]) — accepts as a description.
+pub fn original_request(method: Method, target: String) -> Result<OriginalRequest, Ambiguous> {
     // Browsers never send a fragment, and servers disagree on what a raw `#` in a target means
     // (the end of the path, or a character of it): a described target holding one is refused.
-    if !original.starts_with('/') || original.contains('#') {
+    if !target.starts_with('/') || target.contains('#') {
         return Err(Ambiguous);
     }
-    let path = original.split('?').next().unwrap_or_default().to_string();
-    Ok(OriginalRequest { method, uri: original, path })
+    let path = target.split('?').next().unwrap_or_default().to_string();
+    Ok(OriginalRequest { method, uri: target, path })
+}
+
+/// What a gateway asks of one route beyond the configuration, so that one central proxy can guard
+/// routes with different needs: `roles` (the selected organization's role must be listed) and
+/// `orgs` (the selected organization, by id or slug, must be listed). Comma-separated lists.
+///
+/// It can only narrow what the configuration allows, never widen it:
+/// [`crate::policy::Policy::authorize_narrowed`] judges it after the configuration has allowed.
+/// Each list given is one more requirement — a repeated `roles` must be met as well as the first,
+/// so a second copy can never undo one — and an empty list (`roles=`) refuses everyone: a
+/// requirement that names nothing fails closed rather than meaning "any".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Narrowing {
+    /// Each list: the selected organization's role must be one of it.
+    pub roles: Vec<Vec<String>>,
+    /// Each list: the selected organization's id or slug must be one of it.
+    pub orgs: Vec<Vec<String>>,
+}
+
+impl Narrowing {
+    /// Every `roles` and `orgs` parameter of a query string the gateway owns (its own auth URL:
+    /// nginx's `proxy_pass`, Traefik's `address`) — never the client's query, which gateways
+    /// pass on as the original request's. Other parameters are ignored.
+    pub fn from_query(query: Option<&str>) -> Narrowing {
+        let pairs = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes());
+        Narrowing::from_pairs(pairs.map(|(k, v)| (k.into_owned(), v.into_owned())))
+    }
+
+    /// The `roles` and `orgs` of key–value pairs (Envoy's per-route `context_extensions`); other
+    /// keys are ignored.
+    pub fn from_pairs<K: AsRef<str>, V: AsRef<str>>(pairs: impl IntoIterator<Item = (K, V)>) -> Narrowing {
+        let mut narrowing = Narrowing::default();
+        for (key, value) in pairs {
+            let list = || value.as_ref().split(',').map(str::trim).filter(|item| !item.is_empty()).map(String::from).collect();
+            match key.as_ref() {
+                "roles" => narrowing.roles.push(list()),
+                "orgs" => narrowing.orgs.push(list()),
+                _ => {}
+            }
+        }
+        narrowing
+    }
+
+    /// Whether nothing is asked beyond the configuration.
+    pub fn is_empty(&self) -> bool {
+        self.roles.is_empty() && self.orgs.is_empty()
+    }
 }
 
 /// The value of whichever header of a family is present: `Ok(None)` when neither is (or both are
@@ -108,6 +162,19 @@ mod tests {
         assert_eq!((envoy.method.as_str(), envoy.uri.as_str(), envoy.path.as_str()), ("PUT", "/admin/x?y=1", "/admin/x"));
         let bare = describe_with("GET", "/.trousseau/auth", &[]).unwrap();
         assert_eq!(bare.path, "/");
+    }
+
+    #[test]
+    fn narrowing_reads_every_roles_and_orgs_list_and_nothing_else() {
+        let n = Narrowing::from_query(Some("rd=/x&roles=admin,%20owner&orgs=hotel-a&roles=admin&other=1"));
+        assert_eq!(n.roles, vec![vec!["admin".to_string(), "owner".into()], vec!["admin".into()]]);
+        assert_eq!(n.orgs, vec![vec!["hotel-a".to_string()]]);
+        // An empty list stays a requirement (that nobody meets); unknown keys are nothing.
+        assert_eq!(Narrowing::from_query(Some("roles=&orgs=,")), Narrowing { roles: vec![vec![]], orgs: vec![vec![]] });
+        assert!(Narrowing::from_query(Some("rd=/&role=admin&Roles=x")).is_empty());
+        assert!(Narrowing::from_query(None).is_empty());
+        let n = Narrowing::from_pairs([("roles", "admin"), ("cluster", "x")]);
+        assert_eq!((n.roles.len(), n.orgs.len()), (1, 0));
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod dev;
 #[cfg(feature = "dev")]
 pub mod devidp;
 pub mod forward_auth;
+pub mod grpc_authz;
 pub mod https_redirect;
 #[doc(hidden)]
 pub mod fuzz;

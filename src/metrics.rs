@@ -449,7 +449,7 @@ impl Metrics {
 /// What the limits counted ([`crate::limits`]).
 fn limit_families(out: &mut Exposition, limits: &Limits) {
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    let listeners = [ListenerKind::Main, ListenerKind::Metrics, ListenerKind::Redirect];
+    let listeners = [ListenerKind::Main, ListenerKind::Metrics, ListenerKind::Redirect, ListenerKind::GrpcAuthz];
     let open: Vec<(&str, u64)> = listeners.iter().map(|&k| (k.label(), limits.listener(k).open.load(Ordering::Relaxed) as u64)).collect();
     out.labelled(
         "trousseau_proxy_connections_open",

@@ -21,6 +21,8 @@
 
 use std::borrow::Cow;
 
+mod narrowing;
+
 use crate::config::{OrganizationConfig, RoutesConfig};
 use crate::identity::Organization;
 use crate::session::Session;
@@ -533,17 +535,9 @@ impl Policy {
     /// One rule's decision for this user.
     fn apply_rule(&self, rule: &Rule, session: &Session, org: Option<&Organization>) -> Decision {
         if !rule.organizations.is_empty() || !rule.roles.is_empty() {
-            let Some(o) = org else {
-                return match self.acceptable_organizations(session).count() {
-                    0 => Decision::Deny(Denial::NoOrganization),
-                    _ => Decision::ChooseOrganization,
-                };
-            };
-            if !rule.organizations.is_empty() && !org_listed(&rule.organizations, o) {
-                return Decision::Deny(Denial::OrganizationNotAllowed);
-            }
-            if !rule.roles.is_empty() && !rule.roles.iter().any(|r| r == &o.role) {
-                return Decision::Deny(Denial::RoleNotAllowed { role: o.role.clone(), allowed: rule.roles.clone() });
+            let membership = self.judge_membership(session, org, &rule.organizations, &rule.roles);
+            if membership != Decision::Allow {
+                return membership;
             }
         }
         if !rule.emails.is_empty() || !rule.email_domains.is_empty() {
@@ -559,6 +553,28 @@ impl Policy {
             if !ok {
                 return Decision::Deny(Denial::EmailNotAllowed);
             }
+        }
+        Decision::Allow
+    }
+}
+
+impl Policy {
+    /// Whether the selected organization `org` is one of `organizations` (ids or slugs) and its
+    /// role one of `roles` (an empty list: any). Without a selected organization: choose one first
+    /// when the user has an acceptable one, else refused — what a rule naming organizations or roles
+    /// and a gateway's [`crate::forward_auth::Narrowing`] both ask.
+    fn judge_membership(&self, session: &Session, org: Option<&Organization>, organizations: &[String], roles: &[String]) -> Decision {
+        let Some(o) = org else {
+            return match self.acceptable_organizations(session).count() {
+                0 => Decision::Deny(Denial::NoOrganization),
+                _ => Decision::ChooseOrganization,
+            };
+        };
+        if !org_listed(organizations, o) {
+            return Decision::Deny(Denial::OrganizationNotAllowed);
+        }
+        if !roles.is_empty() && !roles.iter().any(|r| r == &o.role) {
+            return Decision::Deny(Denial::RoleNotAllowed { role: o.role.clone(), allowed: roles.to_vec() });
         }
         Decision::Allow
     }

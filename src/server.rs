@@ -1,5 +1,6 @@
 //! The listener that feeds [`crate::pipeline`]: one single-threaded runtime per core, the
-//! connection and request limits ([`crate::limits`]), graceful shutdown.
+//! connection and request limits ([`crate::limits`]), graceful shutdown — and, beside it on the
+//! same workers, `grpc_authz_listen`'s gRPC checks ([`crate::grpc_authz`]), stopped with it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -35,11 +36,41 @@ pub async fn serve(
 
 /// [`serve`] with the app `current` holds at each request: a test, or an embedding program,
 /// reloads the configuration by putting another app in it ([`App::succeed`], [`Current::put`]).
+/// With `grpc_authz_listen` set, its gRPC checks are served beside, and stopped with the rest.
 pub async fn serve_current(listener: TcpListener, current: Arc<Current>, shutdown: impl Future<Output = ()>, drain: Duration) {
     let watch = AbortOnDrop(tokio::spawn(crate::pipeline::connections::watch(Arc::clone(&current))));
     let cert_watch = current.get().tls.as_ref().map(|tls| AbortOnDrop(tokio::spawn(Arc::clone(&tls.cert).watch(crate::reload::CHECK_EVERY))));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let grpc = grpc_authz_beside(&current, stopped, drain).await;
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
     serve_as_worker(listener, current, shutdown, drain, None, None).await;
+    if let Some(mut grpc) = grpc {
+        // Draining already, since the same signal.
+        let _ = (&mut grpc.0).await;
+    }
     drop((watch, cert_watch));
+}
+
+/// `grpc_authz_listen`'s checks ([`crate::grpc_authz`]) served beside [`serve_current`]'s listener
+/// until `stopped` says so; `None` when it is not set, or cannot be bound (logged).
+async fn grpc_authz_beside(current: &Arc<Current>, stopped: tokio::sync::watch::Receiver<bool>, drain: Duration) -> Option<AbortOnDrop> {
+    let addr = current.get().settings.grpc_authz_listen?;
+    let listener = match TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(%addr, error = %e, "cannot listen for gRPC checks (grpc_authz_listen)");
+            return None;
+        }
+    };
+    Some(AbortOnDrop(tokio::spawn(crate::grpc_authz::serve(listener, Arc::clone(current), stopped_by(stopped), drain))))
+}
+
+/// Resolves once `stopped` says `true` (or its sender is gone).
+async fn stopped_by(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
 }
 
 /// A background task that ends with whoever holds it.
@@ -173,6 +204,13 @@ pub async fn run(mut settings: Settings, source: Option<(ConfigSource, FileConfi
         Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?),
         None => None,
     };
+    let grpc_listener = match settings.grpc_authz_listen {
+        Some(addr) => {
+            let bound = TcpListener::bind(addr).await.and_then(TcpListener::into_std);
+            Some(bound.map_err(|source| StartError::Bind { addr, source })?)
+        }
+        None => None,
+    };
     let app = App::new(settings)?;
     tokio::spawn(crate::oidc::Oidc::discover_until_ready(Arc::downgrade(app.oidc())));
     if let Some(redis) = app.redis.clone() {
@@ -195,8 +233,12 @@ pub async fn run(mut settings: Settings, source: Option<(ConfigSource, FileConfi
         let limits = Arc::clone(&app.limits);
         tokio::spawn(crate::metrics::serve_metrics(listener, move || metrics_current.get().metrics_text(), limits, std::future::pending()));
     }
+    if let Some(listener) = &grpc_listener {
+        tracing::info!(listen = ?listener.local_addr().ok(), "gRPC external authorization (envoy.service.auth.v3.Authorization)");
+    }
     tracing::info!(listen = %addr, public_url = %app.settings().public_origin, upstream = %app.settings().upstream, "trousseau-proxy listening");
-    serve_on_workers(listener, current, drain, front).await.map_err(|source| StartError::Bind { addr, source })
+    let listeners = Listeners { main: listener, grpc_authz: grpc_listener };
+    serve_on_workers(listeners, current, drain, front).await.map_err(|source| StartError::Bind { addr, source })
 }
 
 /// Serves `listener` with one single-threaded runtime per core until SIGTERM/SIGINT, then drains.
@@ -208,15 +250,17 @@ pub async fn run(mut settings: Settings, source: Option<(ConfigSource, FileConfi
 /// between threads, which a work-stealing runtime makes it do — and every hop is a futex wake
 /// and a context switch, more than the request's own work on a small machine. The runtime that
 /// called this (from `main`) only waits for the signal and runs background tasks.
-async fn serve_on_workers(listener: std::net::TcpListener, current: Arc<Current>, drain: Duration, front: Option<Front>) -> std::io::Result<()> {
+async fn serve_on_workers(listeners: Listeners, current: Arc<Current>, drain: Duration, front: Option<Front>) -> std::io::Result<()> {
     let workers = crate::util::worker_count();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut threads = Vec::with_capacity(workers);
     let (balance, worker_sides) = Balance::new(workers);
     current.get().limits.set_balance(balance);
     for (index, worker) in worker_sides.into_iter().enumerate() {
-        let listener = listener.try_clone()?;
+        let listener = listeners.main.try_clone()?;
+        let grpc = listeners.grpc_authz.as_ref().map(std::net::TcpListener::try_clone).transpose()?;
         let (current, mut stopped, front) = (current.clone(), stopped.clone(), front.clone());
+        let grpc_stopped = stopped.clone();
         let thread = std::thread::Builder::new().name(format!("trousseau-worker-{index}")).spawn(move || {
             crate::logging::buffer_this_thread();
             let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -237,12 +281,18 @@ async fn serve_on_workers(listener: std::net::TcpListener, current: Arc<Current>
                     let _ = stopped.wait_for(|stop| *stop).await;
                 };
                 tokio::spawn(timer_heartbeat());
+                // The gRPC checks on every worker too: a central instance's whole load may be there.
+                let grpc = grpc.and_then(|listener| TcpListener::from_std(listener).inspect_err(|e| tracing::error!(error = %e, worker = index, "cannot listen for gRPC checks")).ok());
+                let grpc = grpc.map(|listener| tokio::spawn(crate::grpc_authz::serve(listener, Arc::clone(&current), stopped_by(grpc_stopped), drain)));
                 serve_as_worker(listener, current, shutdown, drain, Some(worker), front).await;
+                if let Some(grpc) = grpc {
+                    let _ = grpc.await;
+                }
             });
         })?;
         threads.push(thread);
     }
-    drop(listener);
+    drop(listeners);
     shutdown_signal().await;
     let delay = current.get().settings.proxy.shutdown_delay.0;
     if !delay.is_zero() {
@@ -265,6 +315,12 @@ async fn serve_on_workers(listener: std::net::TcpListener, current: Arc<Current>
     .await
     .ok();
     Ok(())
+}
+
+/// The sockets the workers share: `listen`, and `grpc_authz_listen` when set.
+struct Listeners {
+    main: std::net::TcpListener,
+    grpc_authz: Option<std::net::TcpListener>,
 }
 
 /// Keeps a deadline at most [`HEARTBEAT`] away in a worker's timer wheel, forever.

@@ -88,6 +88,13 @@ pub fn strip_spoofed(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether a client-sent header of this name poses as one of ours: what [`strip_spoofed`] and
+/// [`ExtraHeaders::strip`] remove, asked of one name (a gateway told which of the client's headers
+/// to drop, [`crate::grpc_authz`]).
+pub fn is_identity_header(name: &HeaderName, extra: &ExtraHeaders) -> bool {
+    is_spoofable(name.as_str().as_bytes()) || extra.covers(name)
+}
+
 /// A header value for a claim: visible ASCII and inner spaces as they are; every other byte of the
 /// UTF-8 text, `%` itself, and a leading or trailing space percent-encoded (`Hôtel` → `H%C3%B4tel`).
 /// The result can never carry CR, LF or NUL. Never panics.
@@ -559,17 +566,19 @@ impl ExtraHeaders {
         if self.headers.is_empty() {
             return;
         }
-        let doomed: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| {
-                let normalized = k.as_str().replace('_', "-");
-                self.headers.iter().any(|(name, _)| name.as_str() == normalized)
-            })
-            .cloned()
-            .collect();
+        let doomed: Vec<HeaderName> = headers.keys().filter(|k| self.covers(k)).cloned().collect();
         for name in doomed {
             headers.remove(name);
         }
+    }
+
+    /// Whether `name` is one of these headers, in either spelling (`_` read as `-`).
+    pub fn covers(&self, name: &HeaderName) -> bool {
+        if self.headers.is_empty() {
+            return false;
+        }
+        let normalized = name.as_str().replace('_', "-");
+        self.headers.iter().any(|(ours, _)| ours.as_str() == normalized)
     }
 
     /// Sets the headers for this session (absent claims: no header).

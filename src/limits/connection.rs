@@ -22,6 +22,8 @@ pub enum ListenerKind {
     Metrics,
     /// `http_redirect_listen`: plain http sent to https.
     Redirect,
+    /// `grpc_authz_listen`: Envoy's external authorization over gRPC (HTTP/2 only).
+    GrpcAuthz,
 }
 
 impl ListenerKind {
@@ -31,6 +33,7 @@ impl ListenerKind {
             ListenerKind::Main => "main",
             ListenerKind::Metrics => "metrics",
             ListenerKind::Redirect => "http_redirect",
+            ListenerKind::GrpcAuthz => "grpc_authz",
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Accepting connections and keeping watch over them: the one accept loop of the main listener and
-//! of `metrics_listen`.
+//! Accepting connections and keeping watch over them: the one accept loop of the main listener, of
+//! `metrics_listen`, `http_redirect_listen` and `grpc_authz_listen`.
 //!
 //! [`serve_connections`] accepts while the listener has room (`max_connections`, counted across
 //! the worker threads), serves each connection in a task of its own, and registers it with the
@@ -512,10 +512,16 @@ struct Tuned {
 impl Tuned {
     fn new(settings: Arc<super::LimitSettings>, kind: ListenerKind) -> Tuned {
         let cap = match kind {
-            ListenerKind::Main | ListenerKind::Redirect => settings.max_connections,
+            ListenerKind::Main | ListenerKind::Redirect | ListenerKind::GrpcAuthz => settings.max_connections,
             ListenerKind::Metrics => settings.metrics_max_connections,
         };
-        let builder = Arc::new(builder(&settings));
+        let builder = match kind {
+            // gRPC is HTTP/2 only (Envoy opens it with prior knowledge): an HTTP/1 request there
+            // is a client that dialed the wrong port, and gets the connection closed.
+            ListenerKind::GrpcAuthz => builder(&settings).http2_only(),
+            _ => builder(&settings),
+        };
+        let builder = Arc::new(builder);
         Tuned { cap, handshake_timeout: settings.header_timeout, builder, kind, settings }
     }
 
@@ -554,7 +560,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// The HTTP/1 and HTTP/2 server settings of both listeners.
+/// The HTTP/1 and HTTP/2 server settings of every listener.
 fn builder(settings: &super::LimitSettings) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper's own timer on request heads: a backstop behind the sweeper's header and idle timeouts

@@ -171,6 +171,7 @@ pub struct Limits {
     main: ListenerStats,
     metrics: ListenerStats,
     redirect: ListenerStats,
+    grpc_authz: ListenerStats,
     in_flight: AtomicUsize,
     clients: ClientTable,
     refused: [AtomicU64; 2],
@@ -188,6 +189,7 @@ impl Limits {
             main: ListenerStats::default(),
             metrics: ListenerStats::default(),
             redirect: ListenerStats::default(),
+            grpc_authz: ListenerStats::default(),
             in_flight: AtomicUsize::new(0),
             clients: ClientTable::new(),
             refused: Default::default(),
@@ -232,6 +234,7 @@ impl Limits {
             ListenerKind::Main => &self.main,
             ListenerKind::Metrics => &self.metrics,
             ListenerKind::Redirect => &self.redirect,
+            ListenerKind::GrpcAuthz => &self.grpc_authz,
         }
     }
 

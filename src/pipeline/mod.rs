@@ -47,7 +47,8 @@ use crate::app::App;
 use crate::body::Body;
 use crate::metrics::AnsweredBy;
 use crate::pages::Lang;
-use crate::request::{is_browser_navigation, is_preflight};
+use crate::forward_auth::{Narrowing, OriginalRequest, AUTH_PATH};
+use crate::request::{is_browser_navigation, is_navigation, is_preflight};
 use crate::session::sessions::Jar;
 use crate::session::Session;
 
@@ -117,6 +118,30 @@ impl App {
         let recording = crate::trace::record::Recording::new(ctx.trace.span, started);
         ctx.trace.recording = Some(Arc::clone(&recording));
         Some(recording)
+    }
+
+    /// Judges a request a gateway describes out of band — Envoy's gRPC `ext_authz`
+    /// ([`crate::grpc_authz`]): `original`, with the client's `headers` as the gateway passed them
+    /// on and the route's `narrowing`. Decided by the very function `/.trousseau/auth` uses
+    /// (`endpoints::forward_auth::judge`), between the first and last phases every request goes
+    /// through: [`sanitize`] (spoofed identity headers and our cookies out; request id, trace)
+    /// and [`finish`] (the cookies decided along the way as `Set-Cookie`, metrics, the access line
+    /// — `/.trousseau/auth`, as for nginx's form). The gateway hands a refusal to the client as it
+    /// is, so a browser navigation (the request path's rule) is sent to sign in. Never fails.
+    pub(crate) async fn check_external(&self, original: OriginalRequest, headers: HeaderMap, narrowing: Narrowing, peer: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
+        let mut req = Request::new(());
+        *req.method_mut() = original.method.clone();
+        *req.uri_mut() = http::Uri::from_static(AUTH_PATH);
+        *req.headers_mut() = headers;
+        let line = finish::Line::of(&req);
+        let mut ctx = sanitize::sanitize(self, &mut req, peer);
+        ctx.answered_by = AnsweredBy::Reserved;
+        let navigation = is_navigation(&original.method, req.headers());
+        let asked = endpoints::forward_auth::Asked::new(original, navigation, narrowing);
+        let span = ctx.trace.span;
+        let judged = crate::trace::within(span, endpoints::forward_auth::judge(self, &req, &asked, &mut ctx)).await;
+        finish::finish(self, judged.unwrap_or_else(|answer| answer), ctx, &line, started)
     }
 
     async fn route(&self, req: Request<Incoming>, ctx: &mut RequestCtx) -> Result<Response<Body>, Answer> {

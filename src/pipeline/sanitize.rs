@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 
 use http::header::HeaderValue;
 use http::Request;
-use hyper::body::Incoming;
 
 use super::{RequestCtx, X_REQUEST_ID};
 use crate::app::App;
@@ -16,8 +15,9 @@ use crate::metrics::AnsweredBy;
 use crate::session::cookies::{strip_cookies, RequestCookies};
 use crate::session::sessions::Jar;
 
-/// Strips the request and starts its context. May change: the request's headers only.
-pub(super) fn sanitize(app: &App, req: &mut Request<Incoming>, peer: SocketAddr) -> RequestCtx {
+/// Strips the request and starts its context. May change: the request's headers only. (Generic
+/// over the body: a gRPC check's described request, [`crate::pipeline`]'s `check_external`, has none.)
+pub(super) fn sanitize<B>(app: &App, req: &mut Request<B>, peer: SocketAddr) -> RequestCtx {
     let request_id = request_id(req);
     let telemetry = &app.settings.telemetry;
     let trace = if telemetry.trust_incoming {
@@ -45,7 +45,7 @@ pub(super) fn sanitize(app: &App, req: &mut Request<Incoming>, peer: SocketAddr)
 
 /// The request's `Origin`, when it is one of `cors.allowed_origins` (compared as browsers write
 /// it, byte for byte).
-fn allowed_origin(app: &App, req: &Request<Incoming>) -> Option<HeaderValue> {
+fn allowed_origin<B>(app: &App, req: &Request<B>) -> Option<HeaderValue> {
     let allowed = &app.settings.cors.allowed_origins;
     if allowed.is_empty() {
         return None;
@@ -55,7 +55,7 @@ fn allowed_origin(app: &App, req: &Request<Incoming>) -> Option<HeaderValue> {
 }
 
 /// Keeps a sane client `X-Request-Id` or makes one.
-fn request_id(req: &Request<Incoming>) -> HeaderValue {
+fn request_id<B>(req: &Request<B>) -> HeaderValue {
     if let Some(v) = req.headers().get(&X_REQUEST_ID) {
         let ok = v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b));
         if ok && !v.is_empty() {

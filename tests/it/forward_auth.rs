@@ -11,7 +11,8 @@ use http::{Method, StatusCode};
 use crate::support::*;
 use trousseau_proxy::config::RuleConfig;
 
-struct Nginx {
+/// A running nginx of a test's own.
+pub(crate) struct Nginx {
     child: Child,
     dir: std::path::PathBuf,
 }
@@ -87,6 +88,12 @@ http {{
 }
 
 async fn start_nginx(port: u16, proxy: &str, app: &str) -> Option<Nginx> {
+    start_nginx_with(port, |dir| nginx_config(dir, port, proxy, app)).await
+}
+
+/// nginx on `port` with the configuration `config` writes for its working directory (`None`:
+/// nginx is missing and not required); stopped when dropped.
+pub(crate) async fn start_nginx_with(port: u16, config: impl FnOnce(&std::path::Path) -> String) -> Option<Nginx> {
     let nginx = parts::nginx();
     if !parts::require_program(&parts::NGINX, &nginx) {
         return None;
@@ -94,7 +101,7 @@ async fn start_nginx(port: u16, proxy: &str, app: &str) -> Option<Nginx> {
     let dir = std::env::temp_dir().join(format!("tp-nginx-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let conf = dir.join("nginx.conf");
-    std::fs::write(&conf, nginx_config(&dir, port, proxy, app)).unwrap();
+    std::fs::write(&conf, config(&dir)).unwrap();
     let child = Command::new(&nginx)
         .args(["-p", dir.to_str().unwrap(), "-c", conf.to_str().unwrap(), "-e", dir.join("error.log").to_str().unwrap()])
         .stdout(Stdio::null())
@@ -479,7 +486,7 @@ async fn env_behind_gateway(origin: &str) -> Env {
 }
 
 /// Signs in as `sub` through the gateway at `origin`.
-async fn signed_in_through(origin: &str, sub: &str) -> Browser {
+pub(crate) async fn signed_in_through(origin: &str, sub: &str) -> Browser {
     let mut b = Browser::new(origin);
     let start = b.navigate("/.trousseau/login?rd=/").await;
     assert_eq!(start.status, StatusCode::FOUND, "{}", start.text());

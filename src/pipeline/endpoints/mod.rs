@@ -4,7 +4,7 @@
 
 mod backchannel;
 mod callback;
-mod forward_auth;
+pub(super) mod forward_auth;
 pub mod health;
 mod jwks;
 pub(crate) mod login;
