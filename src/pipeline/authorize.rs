@@ -36,5 +36,6 @@ pub(super) fn audit_denial(app: &App, ctx: &RequestCtx, session: &Session, metho
 /// The audit line of a refusal by a gateway's narrowing of the route (forward-auth's
 /// `?roles=`/`?orgs=`, gRPC's `context_extensions`), the configuration having allowed.
 pub(super) fn audit_narrowing_denial(ctx: &RequestCtx, method: &http::Method, path: &str, denial: &crate::policy::Denial) {
+    ctx.trace.note_route("denied");
     ctx.audit(crate::audit::Event::RequestDenied { rule: "gateway narrowing (roles, orgs)", reason: denial.code(), method: method.as_str(), path });
 }
