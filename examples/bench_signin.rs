@@ -293,7 +293,7 @@ async fn sink(listen: &str) -> Result<(), String> {
             let service = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
                 let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                 let counted = count_spans(&body);
-                let checked = EXPORTS.fetch_add(1, Ordering::Relaxed) % 100 != 0
+                let checked = !EXPORTS.fetch_add(1, Ordering::Relaxed).is_multiple_of(100)
                     || ExportTraceServiceRequest::decode(body.clone()).is_ok_and(|export| {
                         Some(export.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum::<usize>()) == counted
                     });
