@@ -106,9 +106,10 @@ async fn decide(app: &App, check: &CheckRequest, peer: SocketAddr) -> CheckRespo
             StatusCode::FORBIDDEN,
             &serde_json::json!({"error": "forbidden", "reason": "ambiguous_request", "error_description": "The check request's HTTP attributes name no readable method and path."}),
         );
-        return check_response(refused, &[], extra).await;
+        return check_response(refused, &[], None, extra).await;
     };
     let client_copies: Vec<HeaderName> = headers.keys().filter(|name| is_identity_header(name, extra)).cloned().collect();
+    let cookie = cookie_for_app(app, &headers);
     // A panic in the decision must still refuse: Envoy would otherwise see an error, which
     // `failure_mode_allow` lets through.
     let judged = AssertUnwindSafe(app.check_external(original, headers, narrowing, peer)).catch_unwind().await;
@@ -116,7 +117,7 @@ async fn decide(app: &App, check: &CheckRequest, peer: SocketAddr) -> CheckRespo
         tracing::error!(gateway = %peer, "gRPC check failed inside: refused with 503");
         answer::json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"error": "unavailable", "error_description": "The check could not be completed; retry shortly."}))
     });
-    check_response(answer, &client_copies, extra).await
+    check_response(answer, &client_copies, cookie, extra).await
 }
 
 /// The headers through which a client could describe another request than the one Envoy names:
@@ -148,9 +149,29 @@ fn described(check: &CheckRequest) -> Result<(OriginalRequest, HeaderMap, Narrow
     Ok((original, headers, Narrowing::from_pairs(&attributes.context_extensions)))
 }
 
+/// What becomes of the client's `Cookie` on its way to the app, as on the request path: our
+/// cookies (the session's, the sign-in's) never reach the app. `None`: nothing to change (no
+/// cookie of ours was sent); `Some(None)`: remove the header (only ours were sent); `Some(Some(v))`:
+/// set it to `v`, the client's other cookies.
+fn cookie_for_app(app: &App, headers: &HeaderMap) -> Option<Option<HeaderValue>> {
+    let mut kept = HeaderMap::new();
+    for value in headers.get_all(http::header::COOKIE) {
+        kept.append(http::header::COOKIE, value.clone());
+    }
+    crate::session::cookies::strip_cookies(&mut kept, |name| app.sessions.is_our_cookie(name));
+    let before: Vec<&HeaderValue> = headers.get_all(http::header::COOKIE).iter().collect();
+    let after: Vec<&HeaderValue> = kept.get_all(http::header::COOKIE).iter().collect();
+    if before == after {
+        return None;
+    }
+    let joined = after.iter().map(|v| v.as_bytes()).collect::<Vec<_>>().join(&b"; "[..]);
+    Some((!joined.is_empty()).then(|| HeaderValue::from_bytes(&joined)).and_then(Result::ok))
+}
+
 /// `answer` (what `/.trousseau/auth` would have answered) as a check response: a 200 lets the
-/// request through with its identity headers, anything else is the client's answer.
-async fn check_response(answer: Response<Body>, client_copies: &[HeaderName], extra: &ExtraHeaders) -> CheckResponse {
+/// request through with its identity headers and without our cookies, anything else is the
+/// client's answer.
+async fn check_response(answer: Response<Body>, client_copies: &[HeaderName], cookie: Option<Option<HeaderValue>>, extra: &ExtraHeaders) -> CheckResponse {
     let (parts, body) = answer.into_parts();
     if parts.status == StatusCode::OK {
         let mut ok = OkHttpResponse::default();
@@ -164,6 +185,12 @@ async fn check_response(answer: Response<Body>, client_copies: &[HeaderName], ex
         }
         ok.headers_to_remove = client_copies.iter().filter(|name| !parts.headers.contains_key(*name)).map(|n| n.as_str().to_string()).collect();
         ok.headers_to_remove.dedup();
+        // Envoy sets, then removes: the cookie header is either set or removed, never both.
+        match cookie {
+            Some(Some(kept)) => ok.headers.push(option(&http::header::COOKIE, &kept, HeaderAppendAction::OverwriteIfExistsOrAdd)),
+            Some(None) => ok.headers_to_remove.push(http::header::COOKIE.as_str().to_string()),
+            None => {}
+        }
         return CheckResponse { status: Some(rpc_status(tonic::Code::Ok)), http_response: Some(HttpResponse::OkResponse(ok)), ..Default::default() };
     }
     // The proxy's own answers are small and in memory.
@@ -245,7 +272,7 @@ mod tests {
         answer.headers_mut().insert("x-trousseau-org-id", HeaderValue::from_static(""));
         answer.headers_mut().append(SET_COOKIE, HeaderValue::from_static("s=1"));
         let copies = ["x-trousseau-sub", "x_trousseau_sub", "x-trousseau-admin"].map(HeaderName::from_static);
-        let response = check_response(answer, &copies, &ExtraHeaders::default()).await;
+        let response = check_response(answer, &copies, None, &ExtraHeaders::default()).await;
         assert_eq!(response.status.unwrap().code, 0);
         let Some(HttpResponse::OkResponse(ok)) = response.http_response else { panic!("not ok") };
         let set: Vec<(&str, &str)> = ok.headers.iter().map(|o| o.header.as_ref().map(|h| (h.key.as_str(), h.value.as_str())).unwrap()).collect();

@@ -377,3 +377,33 @@ async fn a_reload_changes_the_rules_checks_are_judged_by() {
     // The same gRPC connection, the new configuration.
     assert_eq!(check(&mut grpc, check_request(&jean, "GET", "/reports", &[API], &[])).await.status, 403);
 }
+
+#[tokio::test]
+async fn the_apps_request_keeps_the_clients_own_cookies_and_never_the_session_cookie() {
+    let env = env().await;
+    let mut grpc = client(&env).await;
+    let mut jean = env.browser();
+    jean.sign_in("/", JEAN).await;
+    // The dev IdP shares the proxy's origin in tests: its own sign-in cookie is not the proxy's.
+    jean.jar.retain(|name, _| name.starts_with("trousseau_session"));
+    // Only our cookies: the app's request loses the header.
+    let ok = check(&mut grpc, check_request(&jean, "GET", "/reports", &[API], &[])).await;
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert!(ok.remove.iter().any(|h| h == "cookie") && ok.header("cookie").is_none(), "removed, not set: {ok:?}");
+    // Ours beside the app's own: the app's request keeps exactly its own.
+    jean.jar.insert("app_pref".into(), "dark".into());
+    jean.jar.insert("app_cart".into(), "3".into());
+    let ok = check(&mut grpc, check_request(&jean, "GET", "/reports", &[API], &[])).await;
+    assert_eq!(ok.status, 200, "{ok:?}");
+    let kept = ok.header("cookie").expect("set to the client's own cookies");
+    let mut names: Vec<&str> = kept.split("; ").map(|c| c.split('=').next().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["app_cart", "app_pref"], "{kept}");
+    assert!(!ok.remove.iter().any(|h| h == "cookie"), "set, so never removed after: {ok:?}");
+    // No cookie of ours (an API client): nothing changes.
+    let mut api = env.browser();
+    api.jar.insert("app_pref".into(), "dark".into());
+    let denied = check(&mut grpc, check_request(&api, "GET", "/reports", &[API], &[])).await;
+    assert_eq!(denied.status, 401);
+    env.stop().await;
+}
