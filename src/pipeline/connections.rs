@@ -93,8 +93,9 @@ async fn refresh(app: &App, session: Arc<Session>) -> Verdict {
     let session = app.sessions.newer_copy(&session).await.unwrap_or(session);
     let expires_at = session.expires_at;
     let sub = session.identity.sub.clone();
-    // A trace of its own (no request carries it): the audit line and Trousseau's call share it.
-    let span = crate::trace::TraceParent::new_root(true);
+    // A trace of its own (no request carries it), sampled as the proxy's new traces are: the
+    // audit line and Trousseau's call share it.
+    let span = crate::trace::RequestTrace::start(app.settings.telemetry.sampling_ratio).span;
     match crate::trace::within(span, app.refresher.refresh_if_due(session)).await {
         RefreshOutcome::Fresh(session) => Verdict::GoOn(Some(session)),
         RefreshOutcome::Stale(_) => Verdict::GoOn(None),

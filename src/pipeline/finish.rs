@@ -61,6 +61,14 @@ pub(super) fn finish(app: &App, mut response: Response<Body>, mut ctx: RequestCt
     response
 }
 
+/// The proxy's endpoints under `/.trousseau/`, as a request's span names them.
+const ENDPOINTS: [&str; 11] =
+    ["healthz", "readyz", "jwks.json", "login", "callback", "logout", "auth", "backchannel-logout", "organizations", "userinfo", "session"];
+
+/// The most of a path a span carries: a span's size is bounded, whatever a client sends (the
+/// queue counts spans, not bytes).
+const MAX_PATH: usize = 1024;
+
 /// The span of a recorded request (kind server, named by its method — and by the endpoint for
 /// the proxy's own paths, a handful). It ends here, at the answer's headers; a streamed body or a
 /// websocket goes on without it.
@@ -68,12 +76,17 @@ fn request_span(app: &App, recording: &Recording, ctx: &RequestCtx, line: &Line,
     let (route, session) = recording.notes();
     let method = crate::trace::record::method_name(&line.method);
     let name = match line.path.strip_prefix(super::RESERVED_PREFIX) {
-        Some(rest) => format!("{method} {}{}", super::RESERVED_PREFIX, rest.split('/').next().unwrap_or_default()).into(),
+        // The proxy's own endpoints by name, a fixed handful: a client's made-up path is `*`.
+        Some(rest) => {
+            let endpoint = rest.split('/').next().unwrap_or_default();
+            let endpoint = ENDPOINTS.iter().find(|e| **e == endpoint).copied().unwrap_or("*");
+            format!("{method} {}{endpoint}", super::RESERVED_PREFIX).into()
+        }
         None => method.clone(),
     };
     let mut attributes: Vec<(&'static str, Value)> = vec![
         ("http.request.method", Value::Text(method)),
-        ("url.path", Value::from(line.path.clone())),
+        ("url.path", Value::from(crate::trace::record::bounded(&line.path, MAX_PATH).to_string())),
         ("http.response.status_code", Value::Int(i64::from(status.as_u16()))),
         ("trousseau.route", Value::from(route)),
         ("trousseau.session", Value::from(session)),

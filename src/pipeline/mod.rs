@@ -101,10 +101,11 @@ impl App {
         let line = finish::Line::of(&req);
         let mut ctx = sanitize::sanitize(&self, &mut req, peer);
         let response = match self.recording(&mut ctx, started) {
-            // Redis's commands find the recording through a task-local (they have no request at
-            // hand). Boxed: only a recorded request with Redis pays for the scope.
-            Some(recording) if self.redis.is_some() => Box::pin(crate::trace::record::recording(recording, self.route(req, &mut ctx))).await,
-            _ => self.route(req, &mut ctx).await,
+            // Code without the request at hand (Redis's commands, the store finding a session
+            // revoked) finds the recording through a task-local. Boxed: only a recorded request
+            // pays for the scope.
+            Some(recording) => Box::pin(crate::trace::record::recording(recording, self.route(req, &mut ctx))).await,
+            None => self.route(req, &mut ctx).await,
         };
         finish::finish(&self, response.unwrap_or_else(|answer| answer), ctx, &line, started)
     }
@@ -139,8 +140,16 @@ impl App {
         ctx.answered_by = AnsweredBy::Reserved;
         let navigation = is_navigation(&original.method, req.headers());
         let asked = endpoints::forward_auth::Asked::new(original, navigation, narrowing);
+        let recording = self.recording(&mut ctx, started);
+        ctx.trace.note_route("reserved");
         let span = ctx.trace.span;
-        let judged = crate::trace::within(span, endpoints::forward_auth::judge(self, &req, &asked, &mut ctx)).await;
+        let judged = match recording {
+            // Recorded like a request to `/.trousseau/auth`.
+            Some(recording) => {
+                Box::pin(crate::trace::record::recording(recording, crate::trace::within(span, endpoints::forward_auth::judge(self, &req, &asked, &mut ctx)))).await
+            }
+            None => crate::trace::within(span, endpoints::forward_auth::judge(self, &req, &asked, &mut ctx)).await,
+        };
         finish::finish(self, judged.unwrap_or_else(|answer| answer), ctx, &line, started)
     }
 

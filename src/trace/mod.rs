@@ -4,8 +4,9 @@
 //! anything else — absent, malformed, upper-case hex, an all-zero id, version `ff` — starts a new
 //! trace, and then the caller's `tracestate` goes too (the specification ties it to a valid
 //! `traceparent`). The app receives `traceparent` with the proxy's span as parent, and the
-//! caller's `tracestate` unchanged; each call to Trousseau made for the request carries a child
-//! span of it ([`outgoing`]). The trace id is in the request's access line.
+//! caller's `tracestate` unchanged; each call to Trousseau made for the request carries the span
+//! of the work it serves — the request's, or its refresh's ([`outgoing`]). The trace id is in the
+//! request's access line.
 //!
 //! A new trace is sampled (flag `01`) with the probability `telemetry.sampling_ratio` (default
 //! 1.0, as OpenTelemetry's default sampler); a continued one keeps its caller's decision.

@@ -71,9 +71,10 @@ pub struct Exporter {
     stats: Arc<ExportStats>,
 }
 
-/// The URI spans are posted to: `endpoint` plus `/v1/traces` when it has no path of its own (as
-/// OpenTelemetry's `OTEL_EXPORTER_OTLP_ENDPOINT`), else `endpoint` as it is. `Err` says why it is
-/// not usable.
+/// The URI spans are posted to: `endpoint` plus `/v1/traces` when it has no path of its own,
+/// else `endpoint` as it is (OpenTelemetry's `OTEL_EXPORTER_OTLP_ENDPOINT` always appends it, its
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` never: this takes a collector's base URL or a full one).
+/// `Err` says why it is not usable.
 pub fn traces_uri(endpoint: &str) -> Result<http::Uri, String> {
     let url = url::Url::parse(endpoint).map_err(|e| format!("`{endpoint}` is not a URL ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {

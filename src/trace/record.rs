@@ -10,7 +10,8 @@
 //! ([`super::within`]): a Redis command made for a refresh is a child of the refresh.
 //!
 //! Attributes are chosen, never copied from the request: no token, cookie, email, query string
-//! or header value is ever recorded.
+//! or header value is recorded (the request id, the client's `X-Request-Id` when it sent a sane
+//! one, apart), and each is bounded in size.
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
@@ -51,7 +52,21 @@ impl Value {
     }
 }
 
-/// A method's name, without an allocation for the standard ones.
+/// At most `max` bytes of `text`, cut at a character boundary.
+pub fn bounded(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// A method's name, without an allocation for the standard ones; any other method is `_OTHER`
+/// (OpenTelemetry's convention: a client's made-up methods do not make names or values of their
+/// own).
 pub fn method_name(method: &http::Method) -> Cow<'static, str> {
     const STANDARD: [(http::Method, &str); 9] = [
         (http::Method::GET, "GET"),
@@ -66,7 +81,7 @@ pub fn method_name(method: &http::Method) -> Cow<'static, str> {
     ];
     match STANDARD.iter().find(|(m, _)| m == method) {
         Some((_, name)) => Cow::Borrowed(name),
-        None => Cow::Owned(method.to_string()),
+        None => Cow::Borrowed("_OTHER"),
     }
 }
 
@@ -91,7 +106,7 @@ pub struct SpanRecord {
     pub span_id: [u8; 8],
     /// Its parent's id: the caller's span for the request's own span of a continued trace.
     pub parent: Option<[u8; 8]>,
-    /// Its name: low-cardinality (`GET`, `refresh`, `redis EVALSHA`).
+    /// Its name: low-cardinality (`GET`, `GET /.trousseau/auth`, `refresh`, `redis`).
     pub name: Cow<'static, str>,
     /// Its kind.
     pub kind: SpanKind,

@@ -236,12 +236,31 @@ async fn a_request_is_exported_as_a_tree_of_spans_with_its_decision_and_nothing_
     assert!(metric(&env, "trousseau_proxy_trace_spans_exported_total") >= all.len() as u64);
     assert_eq!(metric(&env, "trousseau_proxy_trace_spans_dropped_total{reason=\"export_failed\"}"), 0);
 
+    // Bounded: a client's long path or made-up endpoint makes neither a long attribute nor a
+    // name of its own.
+    let long = format!("/{}", "a".repeat(3000));
+    let _ = b.request(Method::GET, &long, &[("traceparent", "00-12121212121212121212121212121212-00f067aa0ba902b7-01")], Bytes::new()).await;
+    let _ = b.request(Method::GET, "/.trousseau/made-up-endpoint", &[("traceparent", "00-13131313131313131313131313131313-00f067aa0ba902b7-01")], Bytes::new()).await;
+    let long_span = receiver.trace(&[0x12; 16], 1).await;
+    assert_eq!(attributes(one(&long_span, "GET"))["url.path"].len(), 1024);
+    let made_up = receiver.trace(&[0x13; 16], 1).await;
+    assert_eq!(made_up[0].name, "GET /.trousseau/*");
+
     // An unsampled caller: nothing of its trace is exported.
     const UNSAMPLED: &str = "00-11111111111111111111111111111111-2222222222222222-00";
     let seen = b.request(Method::GET, "/x", &[("traceparent", UNSAMPLED), ("accept", "application/json")], Bytes::new()).await;
     assert_eq!(seen.status, StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(1300)).await;
     assert!(receiver.spans.lock().unwrap().iter().all(|s| s.trace_id != [0x11; 16]), "an unsampled trace is not exported");
+
+    // Signed out, the old cookie comes back: its session is revoked, and the span says so.
+    let mut old = env.browser();
+    old.jar = b.jar.clone();
+    let _ = b.request(Method::POST, "/.trousseau/logout", &[("origin", env.origin.as_str())], Bytes::new()).await;
+    let again = old.request(Method::GET, "/x", &[("traceparent", "00-14141414141414141414141414141414-00f067aa0ba902b7-01"), ("accept", "application/json")], Bytes::new()).await;
+    assert_eq!(again.status, StatusCode::UNAUTHORIZED);
+    let revoked = receiver.trace(&[0x14; 16], 1).await;
+    assert_eq!(attributes(one(&revoked, "GET"))["trousseau.session"], "revoked");
     env.stop().await;
 }
 
