@@ -307,9 +307,14 @@ async fn serve_on_workers(listeners: Listeners, current: Arc<Current>, drain: Du
         }
     }
     let _ = stop.send(true);
+    let exporter = current.get().exporter.clone();
     tokio::task::spawn_blocking(move || {
         for thread in threads {
             let _ = thread.join();
+        }
+        // Drained: the last requests' spans go to the collector before the process ends.
+        if let Some(exporter) = exporter {
+            exporter.flush(crate::trace::otlp::EXPORT_TIMEOUT);
         }
     })
     .await

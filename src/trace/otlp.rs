@@ -69,6 +69,8 @@ pub struct Exporter {
     queue: Arc<Queue>,
     endpoint: String,
     stats: Arc<ExportStats>,
+    /// Says when the thread has posted its last spans and ended ([`Exporter::flush`]).
+    done: Mutex<std::sync::mpsc::Receiver<()>>,
 }
 
 /// The URI spans are posted to: `endpoint` plus `/v1/traces` when it has no path of its own,
@@ -97,6 +99,7 @@ impl Exporter {
         let tls = crate::tls::client_config(None).map_err(|e| e.to_string())?;
         let queue = Arc::new(Queue { spans: Mutex::new(Vec::with_capacity(QUEUE)), ..Queue::default() });
         let (spans, thread_stats) = (Arc::clone(&queue), Arc::clone(&stats));
+        let (ended, done) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("trousseau-otlp".into())
             .spawn(move || {
@@ -105,9 +108,10 @@ impl Exporter {
                     Err(e) => return tracing::error!(error = %e, "cannot start the OTLP exporter's runtime: no span is exported"),
                 };
                 runtime.block_on(export_loop(spans, Poster::new(uri, tls), thread_stats));
+                let _ = ended.send(());
             })
             .map_err(|e| format!("cannot start the exporter's thread: {e}"))?;
-        Ok(Arc::new(Exporter { queue, endpoint: endpoint.to_string(), stats }))
+        Ok(Arc::new(Exporter { queue, endpoint: endpoint.to_string(), stats, done: Mutex::new(done) }))
     }
 
     /// Whether this exporter posts to `endpoint` (a reload keeps it then).
@@ -131,6 +135,18 @@ impl Exporter {
         drop(queued);
         if before < BATCH && before + n >= BATCH {
             self.queue.ready.notify_one();
+        }
+    }
+}
+
+impl Exporter {
+    /// At shutdown, once no request is left: posts what is queued and waits, at most `within`,
+    /// for the exporter's thread to end. Spans submitted after it are dropped unexported.
+    pub fn flush(&self, within: Duration) {
+        self.queue.closed.store(true, Ordering::Release);
+        self.queue.ready.notify_one();
+        if let Ok(done) = self.done.lock() {
+            let _ = done.recv_timeout(within);
         }
     }
 }

@@ -440,16 +440,16 @@ async fn check_config_probe_proves_the_setup_end_to_end_and_names_the_fix_of_eac
 
 /// A real proxy process (`trousseau-proxy --config …`) in front of an in-test app, signing in at an
 /// in-test Trousseau twin (access tokens of 2 s, back-channel logout to the proxy), its log in a file.
-struct ProxyProcess {
+pub(super) struct ProxyProcess {
     proxy: Running,
-    origin: String,
+    pub(super) origin: String,
     idp: trousseau_proxy::devidp::LocalDevIdp,
     _upstream: crate::support::upstream::Upstream,
     dir: std::path::PathBuf,
 }
 
 impl ProxyProcess {
-    async fn start(name: &str, configure: impl FnOnce(&mut trousseau_proxy::config::FileConfig)) -> ProxyProcess {
+    pub(super) async fn start(name: &str, configure: impl FnOnce(&mut trousseau_proxy::config::FileConfig)) -> ProxyProcess {
         use trousseau_proxy::config::FileConfig;
         use trousseau_proxy::devidp::{DevIdpConfig, LocalDevIdp};
         let port = free_port();
@@ -490,13 +490,13 @@ impl ProxyProcess {
         ProxyProcess { proxy, origin, idp, _upstream: upstream, dir }
     }
 
-    fn terminate(&self) {
+    pub(super) fn terminate(&self) {
         let terminated = Command::new("kill").args(["-TERM", &self.proxy.0.id().to_string()]).status().unwrap();
         assert!(terminated.success());
     }
 
     /// Waits (at most `within`) for the process to exit after [`ProxyProcess::terminate`].
-    async fn wait_exit(&mut self, within: Duration) {
+    pub(super) async fn wait_exit(&mut self, within: Duration) {
         let deadline = std::time::Instant::now() + within;
         while self.proxy.0.try_wait().unwrap().is_none() {
             assert!(std::time::Instant::now() < deadline, "no exit within {within:?} of SIGTERM");

@@ -377,3 +377,22 @@ async fn an_edge_that_trusts_no_caller_starts_every_trace_itself() {
     assert!(one(&spans, "GET").parent_span_id.is_empty(), "the request's span is the root of its trace");
     env.stop().await;
 }
+
+#[tokio::test]
+async fn the_last_requests_spans_are_posted_before_the_process_exits() {
+    let receiver = Receiver::start(Collector::Accepting).await;
+    let endpoint = receiver.endpoint();
+    let mut process = crate::cli::ProxyProcess::start("otlp-flush", move |file| {
+        file.telemetry.otlp_endpoint = Some(endpoint);
+        file.routes.public = vec!["/public/*".into()];
+    })
+    .await;
+    let mut b = Browser::new(&process.origin);
+    let seen = b.request(Method::GET, "/public/last", &[("traceparent", "00-15151515151515151515151515151515-00f067aa0ba902b7-01")], Bytes::new()).await;
+    assert_eq!(seen.status, StatusCode::OK);
+    // At once: well within the exporter's one-second batch delay.
+    process.terminate();
+    process.wait_exit(Duration::from_secs(15)).await;
+    let spans: Vec<Span> = receiver.spans.lock().unwrap().iter().filter(|s| s.trace_id == [0x15; 16]).cloned().collect();
+    assert_eq!(spans.len(), 2, "the request's and the upstream's spans, posted before the exit: {spans:#?}");
+}
