@@ -259,8 +259,7 @@ async fn serve_on_workers(listeners: Listeners, current: Arc<Current>, drain: Du
     for (index, worker) in worker_sides.into_iter().enumerate() {
         let listener = listeners.main.try_clone()?;
         let grpc = listeners.grpc_authz.as_ref().map(std::net::TcpListener::try_clone).transpose()?;
-        let (current, mut stopped, front) = (current.clone(), stopped.clone(), front.clone());
-        let grpc_stopped = stopped.clone();
+        let (current, stopped, front) = (current.clone(), stopped.clone(), front.clone());
         let thread = std::thread::Builder::new().name(format!("trousseau-worker-{index}")).spawn(move || {
             crate::logging::buffer_this_thread();
             let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -277,13 +276,11 @@ async fn serve_on_workers(listeners: Listeners, current: Arc<Current>, drain: Du
                     Ok(listener) => listener,
                     Err(e) => return tracing::error!(error = %e, worker = index, "cannot listen"),
                 };
-                let shutdown = async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                };
+                let shutdown = stopped_by(stopped.clone());
                 tokio::spawn(timer_heartbeat());
                 // The gRPC checks on every worker too: a central instance's whole load may be there.
                 let grpc = grpc.and_then(|listener| TcpListener::from_std(listener).inspect_err(|e| tracing::error!(error = %e, worker = index, "cannot listen for gRPC checks")).ok());
-                let grpc = grpc.map(|listener| tokio::spawn(crate::grpc_authz::serve(listener, Arc::clone(&current), stopped_by(grpc_stopped), drain)));
+                let grpc = grpc.map(|listener| tokio::spawn(crate::grpc_authz::serve(listener, Arc::clone(&current), stopped_by(stopped), drain)));
                 serve_as_worker(listener, current, shutdown, drain, Some(worker), front).await;
                 if let Some(grpc) = grpc {
                     let _ = grpc.await;

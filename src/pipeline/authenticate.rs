@@ -27,7 +27,7 @@ pub(super) async fn authenticate<B>(app: &App, req: &Request<B>, ctx: &mut Reque
     if let Some((bearer, token)) = bearer_token(app, req, ctx) {
         // The token's check is a span of its own: Trousseau's userinfo call hangs from it.
         let check = ctx.trace.child("introspection", crate::trace::record::SpanKind::Internal);
-        let span = crate::trace::RequestTrace::span_of(check.as_ref(), ctx.trace.span);
+        let span = ctx.trace.span_of(check.as_ref());
         let session = Box::pin(crate::trace::within(span, bearer_session(app, bearer, token, req, ctx))).await;
         drop(check);
         let session = session?;

@@ -135,14 +135,7 @@ pub(crate) fn refused(app: &App, req: &Request<Incoming>, peer: SocketAddr, refu
         request_id: request_id.to_str().unwrap_or("-"),
         // The caller's trace when it sent one and is trusted to (a new one otherwise, though
         // nothing goes further).
-        trace_id: if app.settings.telemetry.trust_incoming {
-            crate::trace::RequestTrace::from_headers(req.headers(), 0.0)
-        } else {
-            crate::trace::RequestTrace::start(0.0)
-        }
-        .span
-        .trace_id_hex()
-        .as_str(),
+        trace_id: super::sanitize::trace_of(app, req.headers(), 0.0).span.trace_id_hex().as_str(),
     });
     response
 }

@@ -100,13 +100,10 @@ impl App {
         let started = Instant::now();
         let line = finish::Line::of(&req);
         let mut ctx = sanitize::sanitize(&self, &mut req, peer);
-        let response = match self.recording(&mut ctx, started) {
-            // Code without the request at hand (Redis's commands, the store finding a session
-            // revoked) finds the recording through a task-local. Boxed: only a recorded request
-            // pays for the scope.
-            Some(recording) => Box::pin(crate::trace::record::recording(recording, self.route(req, &mut ctx))).await,
-            None => self.route(req, &mut ctx).await,
-        };
+        // Code without the request at hand (Redis's commands, the store finding a session revoked)
+        // finds the recording through a task-local.
+        let recording = self.recording(&mut ctx, started);
+        let response = crate::trace::record::maybe_recording(recording, self.route(req, &mut ctx)).await;
         finish::finish(&self, response.unwrap_or_else(|answer| answer), ctx, &line, started)
     }
 
@@ -143,13 +140,9 @@ impl App {
         let recording = self.recording(&mut ctx, started);
         ctx.trace.note_route("reserved");
         let span = ctx.trace.span;
-        let judged = match recording {
-            // Recorded like a request to `/.trousseau/auth`.
-            Some(recording) => {
-                Box::pin(crate::trace::record::recording(recording, crate::trace::within(span, endpoints::forward_auth::judge(self, &req, &asked, &mut ctx)))).await
-            }
-            None => crate::trace::within(span, endpoints::forward_auth::judge(self, &req, &asked, &mut ctx)).await,
-        };
+        // Recorded like a request to `/.trousseau/auth`.
+        let judging = crate::trace::within(span, endpoints::forward_auth::judge(self, &req, &asked, &mut ctx));
+        let judged = crate::trace::record::maybe_recording(recording, judging).await;
         finish::finish(self, judged.unwrap_or_else(|answer| answer), ctx, &line, started)
     }
 

@@ -56,7 +56,7 @@ pub(crate) async fn refresh(app: &App, session: Arc<Session>, ctx: &mut RequestC
     let id = session.id.clone();
     // A span of the request's trace: the refresh calls Trousseau (and Redis, to coordinate).
     let mut span = ctx.trace.child("refresh", crate::trace::record::SpanKind::Internal);
-    let outcome = crate::trace::within(crate::trace::RequestTrace::span_of(span.as_ref(), ctx.trace.span), app.refresher.refresh_if_due(session)).await;
+    let outcome = crate::trace::within(ctx.trace.span_of(span.as_ref()), app.refresher.refresh_if_due(session)).await;
     if let Some(span) = &mut span {
         span.set("trousseau.refresh.outcome", outcome.label());
         if matches!(outcome, RefreshOutcome::Unavailable | RefreshOutcome::StoreUnavailable(_)) {

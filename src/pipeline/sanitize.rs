@@ -19,12 +19,7 @@ use crate::session::sessions::Jar;
 /// over the body: a gRPC check's described request, [`crate::pipeline`]'s `check_external`, has none.)
 pub(super) fn sanitize<B>(app: &App, req: &mut Request<B>, peer: SocketAddr) -> RequestCtx {
     let request_id = request_id(req);
-    let telemetry = &app.settings.telemetry;
-    let trace = if telemetry.trust_incoming {
-        crate::trace::RequestTrace::from_headers(req.headers(), telemetry.sampling_ratio)
-    } else {
-        crate::trace::RequestTrace::start(telemetry.sampling_ratio)
-    };
+    let trace = trace_of(app, req.headers(), app.settings.telemetry.sampling_ratio);
     crate::identity::strip_spoofed(req.headers_mut());
     app.settings.identity.extra_headers.strip(req.headers_mut());
     let upgrade = crate::proxy::wants_upgrade(req.headers());
@@ -40,6 +35,16 @@ pub(super) fn sanitize<B>(app: &App, req: &mut Request<B>, peer: SocketAddr) -> 
         answered_by: AnsweredBy::Proxy,
         cors_origin: allowed_origin(app, req),
         trace,
+    }
+}
+
+/// The request's trace: the caller's, continued, when `telemetry.trust_incoming` lets it be;
+/// else a new one, sampled with the probability `sampling_ratio`.
+pub(super) fn trace_of(app: &App, headers: &http::HeaderMap, sampling_ratio: f64) -> crate::trace::RequestTrace {
+    if app.settings.telemetry.trust_incoming {
+        crate::trace::RequestTrace::from_headers(headers, sampling_ratio)
+    } else {
+        crate::trace::RequestTrace::start(sampling_ratio)
     }
 }
 

@@ -177,8 +177,8 @@ impl RequestTrace {
     /// The span of work done for the request that may call Trousseau: the recorded child when
     /// there is one, else a new span id of the trace, so the calls' parent is never the request's
     /// own span twice over.
-    pub fn span_of(child: Option<&record::ChildSpan>, request: TraceParent) -> TraceParent {
-        child.map_or_else(|| request.child(), record::ChildSpan::span)
+    pub fn span_of(&self, child: Option<&record::ChildSpan>) -> TraceParent {
+        child.map_or_else(|| self.span.child(), record::ChildSpan::span)
     }
 
     /// Sets the outgoing request's trace headers: `traceparent` with the proxy's span as parent,

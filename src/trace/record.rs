@@ -262,9 +262,15 @@ tokio::task_local! {
     static RECORDING: Arc<Recording>;
 }
 
-/// Runs `work` with `recording` reachable by [`child_of_current`].
-pub fn recording<F: std::future::Future>(recording: Arc<Recording>, work: F) -> impl std::future::Future<Output = F::Output> {
-    RECORDING.scope(recording, work)
+/// Runs `work` with `recording`, when there is one, reachable by [`child_of_current`] and
+/// [`note_session`]; else as it is. Boxed when recorded: only a recorded request pays for the
+/// scope. (Not an `async fn`: that would hold `work` twice, and it is the whole request.)
+pub fn maybe_recording<F: std::future::Future>(recording: Option<Arc<Recording>>, work: F) -> impl std::future::Future<Output = F::Output> {
+    use futures_util::future::Either;
+    match recording {
+        Some(r) => Either::Left(Box::pin(RECORDING.scope(r, work))),
+        None => Either::Right(work),
+    }
 }
 
 /// A child span of the span in force, when the request being served is recorded.
@@ -288,7 +294,7 @@ mod tests {
         let request = TraceParent::new_root(true);
         let rec = Recording::new(request, Instant::now());
         assert!(child_of_current("outside", SpanKind::Client).is_none(), "nothing recorded outside a recording");
-        recording(Arc::clone(&rec), async {
+        maybe_recording(Some(Arc::clone(&rec)), async {
             let refresh = rec.child("refresh", SpanKind::Internal, None);
             super::super::within(refresh.span(), async {
                 let mut redis = child_of_current("redis GET", SpanKind::Client).expect("recording");

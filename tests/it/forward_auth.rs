@@ -272,18 +272,18 @@ async fn nginx_forward_auth_cannot_be_pointed_at_another_path_or_method() {
     assert_eq!(env.upstream.hits(), before, "a request the rules deny reached the app");
 }
 
+/// The rules several forward-auth stories share: `/assets/*` public, `/admin/*` for nobody (an
+/// email rule no user meets).
+pub(super) fn assets_public_admin_for_nobody(c: &mut trousseau_proxy::config::FileConfig) {
+    c.routes.public = vec!["/assets/*".into()];
+    c.routes.rules = vec![RuleConfig { path: "/admin/*".into(), emails: vec!["nobody@example.com".into()], ..Default::default() }];
+}
+
 /// The same, as Traefik, Caddy or Envoy would ask: the path that is checked is the path that will
 /// be served, even when it cannot serve as a return path (backslashes, non-ASCII, obs-text).
 #[tokio::test]
 async fn forward_auth_checks_the_path_it_is_given_not_a_sanitized_one() {
-    let env = Env::start_with(EnvOptions {
-        configure: Box::new(|c| {
-            c.routes.public = vec!["/assets/*".into()];
-            c.routes.rules = vec![RuleConfig { path: "/admin/*".into(), emails: vec!["nobody@example.com".into()], ..Default::default() }];
-        }),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::start_with(EnvOptions { configure: Box::new(assets_public_admin_for_nobody), ..Default::default() }).await;
     let mut b = env.browser();
     b.sign_in("/", JEAN).await;
     let ask = |uri: &'static str| vec![("x-forwarded-method", "GET"), ("x-forwarded-uri", uri), ("accept", "application/json")];

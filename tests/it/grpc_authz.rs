@@ -29,8 +29,7 @@ async fn env_with(configure: impl FnOnce(&mut trousseau_proxy::config::FileConfi
     Env::start_with(EnvOptions {
         configure: Box::new(move |c| {
             c.grpc_authz_listen = Some(format!("127.0.0.1:{}", free_port()));
-            c.routes.public = vec!["/assets/*".into()];
-            c.routes.rules = vec![RuleConfig { path: "/admin/*".into(), emails: vec!["nobody@example.com".into()], ..Default::default() }];
+            crate::forward_auth::assets_public_admin_for_nobody(c);
             configure(c);
         }),
         idp: Box::new(idp),

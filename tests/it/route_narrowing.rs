@@ -9,7 +9,6 @@ use http::{Method, StatusCode};
 
 use crate::forward_auth::{signed_in_through, start_nginx_with};
 use crate::support::*;
-use trousseau_proxy::config::RuleConfig;
 
 /// Sam Taylor: no organization.
 const SAM: &str = "7b1e9c4d-2f38-4a6b-8e5d-c0a9f1e2d3b4";
@@ -112,14 +111,7 @@ async fn traefik(b: &mut Browser, auth_url: &str, uri: &str) -> Answer {
 
 #[tokio::test]
 async fn the_narrowing_comes_only_from_the_auth_url_the_gateway_owns() {
-    let env = Env::start_with(EnvOptions {
-        configure: Box::new(|c| {
-            c.routes.public = vec!["/assets/*".into()];
-            c.routes.rules = vec![RuleConfig { path: "/admin/*".into(), emails: vec!["nobody@example.com".into()], ..Default::default() }];
-        }),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::start_with(EnvOptions { configure: Box::new(crate::forward_auth::assets_public_admin_for_nobody), ..Default::default() }).await;
     let mut jean = env.browser();
     jean.sign_in("/", JEAN).await;
     choose_organization(&mut jean, &env.origin, "hotel-le-grand-paris").await; // admin there
