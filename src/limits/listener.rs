@@ -563,9 +563,11 @@ impl Drop for AbortOnDrop {
 /// The HTTP/1 and HTTP/2 server settings of every listener.
 fn builder(settings: &super::LimitSettings) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper's own timer on request heads: a backstop behind the sweeper's header and idle timeouts
-    // (it also runs between two requests of a kept-alive connection).
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.header_timeout.max(settings.idle_timeout));
+    // No timer of hyper's on request heads: the sweeper closes a connection without a complete
+    // first head (`header_timeout`) and drains one whose next head is slow (`idle_timeout`).
+    // hyper's backstop armed a timer for every request head (a boxed sleep put in the timer wheel
+    // and taken out again) — the one timer per request this module avoids.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(None);
     builder.http2().timer(TokioTimer::new()).max_concurrent_streams(settings.http2_max_concurrent_streams);
     builder
 }

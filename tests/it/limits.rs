@@ -137,6 +137,40 @@ async fn a_request_head_sent_a_little_at_a_time_is_cut_at_the_header_timeout() {
 }
 
 #[tokio::test]
+async fn a_second_request_head_sent_a_little_at_a_time_is_cut_at_the_idle_timeout() {
+    // After a first request, a slow head is bounded by `idle_timeout`: the sweeper's alone (hyper
+    // arms no timer of its own on request heads).
+    let env = start(|l| {
+        l.header_timeout = ms(300);
+        l.idle_timeout = ms(600);
+    })
+    .await;
+    let mut conn = send(env.addr, "GET /.trousseau/healthz HTTP/1.1\r\nHost: proxy.test\r\n\r\n").await;
+    let (status, _) = read_head(&mut conn).await;
+    assert_eq!(status, 200);
+    let started = Instant::now();
+    conn.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    // A header line every 100 ms: the connection never falls silent, the head never ends.
+    let mut closed = false;
+    for i in 0..60 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if conn.write_all(format!("X-Slow-{i}: a\r\n").as_bytes()).await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut rest = [0u8; 4096];
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(1), conn.read(&mut rest)).await {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "the slow second head was not cut");
+    let after = started.elapsed();
+    assert!(after >= Duration::from_millis(500) && after < Duration::from_secs(4), "cut after {after:?}");
+    assert_eq!(metric(&env, "trousseau_proxy_connections_closed_total{reason=\"idle_timeout\"}"), 1.0);
+}
+
+#[tokio::test]
 async fn a_kept_alive_connection_with_nothing_in_flight_is_closed_after_the_idle_timeout() {
     let env = start(|l| l.idle_timeout = ms(400)).await;
     let mut conn = send(env.addr, "GET /.trousseau/healthz HTTP/1.1\r\nHost: proxy.test\r\n\r\n").await;
