@@ -149,7 +149,7 @@ type AssertionKey = (String, u64, Option<String>);
 pub struct Assertions {
     signer: Arc<Signer>,
     settings: AssertionSettings,
-    cache: Option<moka::sync::Cache<AssertionKey, Arc<Minted>>>,
+    cache: Option<moka::sync::Cache<AssertionKey, Arc<Minted>, crate::util::FastHash>>,
 }
 
 /// What the app receives for one state of a session, ready to insert: the signed assertion and the
@@ -238,7 +238,7 @@ impl Assertions {
             moka::sync::Cache::builder()
                 .max_capacity(ASSERTION_CACHE_CAPACITY)
                 .time_to_live(keep)
-                .build()
+                .build_with_hasher(crate::util::FastHash::default())
         });
         Assertions {
             signer,
@@ -554,6 +554,11 @@ impl ExtraHeaders {
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.headers.is_empty()
+    }
+
+    /// How many headers these are.
+    pub fn len(&self) -> usize {
+        self.headers.len()
     }
 
     /// The header names, in configuration order.

@@ -65,7 +65,9 @@ const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 /// which [`remove_hop_by_hop`] handles itself. `TE` comes back as `TE: trailers` when it asked
 /// for trailers. `HTTP2-Settings` belongs to an `h2c` upgrade, which never passes (RFC 7540 §3.2.1
 /// makes it connection-specific).
-const HOP_BY_HOP: [HeaderName; 8] = [
+// Statics, not consts: a const array is built (and its names dropped) at each use, and
+// `set_forwarded`'s scan used one per header of every request.
+static HOP_BY_HOP: [HeaderName; 8] = [
     KEEP_ALIVE,
     PROXY_CONNECTION,
     HTTP2_SETTINGS,
@@ -80,7 +82,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// trusted proxy they are removed: the app must only ever learn who connected from us. The
 /// URL-rewrite headers go with them: some frameworks (Symfony, Laminas, IIS modules) route by
 /// `X-Original-URL`/`X-Rewrite-URL` instead of the path the proxy judged.
-const FORGEABLE_FORWARDING: [HeaderName; 6] = [
+static FORGEABLE_FORWARDING: [HeaderName; 6] = [
     header::FORWARDED,
     HeaderName::from_static("x-real-ip"),
     HeaderName::from_static("x-forwarded-port"),

@@ -3,6 +3,7 @@
 //! sessions that match are "no session" on their next request. A sign-out of a cookie session is
 //! remembered the same way, by the session's own id: a copy of the cookie is refused afterwards.
 
+use crate::util::FastHash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -93,13 +94,13 @@ impl RevocationSet {
 #[derive(Clone)]
 pub struct Revocations {
     /// `sid` → unix seconds of the logout.
-    sids: moka::sync::Cache<String, u64>,
+    sids: moka::sync::Cache<String, u64, FastHash>,
     /// `sub` → unix seconds of the logout; sessions created later are not affected.
-    subs: moka::sync::Cache<String, u64>,
+    subs: moka::sync::Cache<String, u64, FastHash>,
     /// Logout token ids already used (replay protection).
     jtis: moka::sync::Cache<String, ()>,
     /// Ids of sessions signed out here → until when they could have lived.
-    sessions: moka::sync::Cache<String, Instant>,
+    sessions: moka::sync::Cache<String, Instant, FastHash>,
     /// Revocations forgotten for want of room before they expired (see [`REVOCATION_BYTES`]).
     evicted: std::sync::Arc<AtomicU64>,
 }
@@ -165,7 +166,7 @@ impl Revocations {
                 .max_capacity(bytes)
                 .time_to_live(max_lifetime)
                 .eviction_listener(counting(&evicted))
-                .build()
+                .build_with_hasher(FastHash::default())
         };
         Revocations {
             sids: build(),
@@ -183,7 +184,7 @@ impl Revocations {
                 .max_capacity(bytes)
                 .expire_after(UntilDeadline)
                 .eviction_listener(counting(&evicted))
-                .build(),
+                .build_with_hasher(FastHash::default()),
             evicted,
         }
     }
