@@ -384,6 +384,11 @@ impl Upstream {
             return Err(ProxyError::UnexpectedSwitch);
         }
         remove_hop_by_hop(response.headers_mut(), switching);
+        if let Some(date) = response.headers_mut().get_mut(header::DATE) {
+            // New every second: over HTTP/2 it is sent as a literal, not put in the connection's
+            // header table (see `pipeline::finish::unindexed`).
+            date.set_sensitive(true);
+        }
 
         // 4. Body, or tunnel.
         if let (true, Some(client_upgrade)) = (switching, client_upgrade) {

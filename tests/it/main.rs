@@ -26,6 +26,7 @@ mod grpc_authz;
 mod fuzz_smoke;
 mod hardening;
 mod helm_chart;
+mod http2_headers;
 mod inject_annotations;
 mod inject_webhook;
 mod lifecycle;
