@@ -542,6 +542,7 @@ impl LogBudget {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn latencies_are_written_as_the_f64_milliseconds_debug_writes() {
@@ -565,8 +566,6 @@ mod tests {
             assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
         }
     }
-
-    use super::*;
 
     fn line<'a>(path: &'a str, sub: &'a str) -> Access<'a> {
         Access { method: "GET", path, status: 200, latency: std::time::Duration::from_micros(1408), sub, request_id: "rid-1", trace_id: "4bf92f3577b34da6a3ce929d0e0e4736" }
