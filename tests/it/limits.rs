@@ -113,26 +113,29 @@ async fn a_connection_that_never_sends_a_byte_is_closed_after_the_header_timeout
     assert_eq!(metric(&env, "trousseau_proxy_connections_closed_total{reason=\"header_timeout\"}"), 1.0);
 }
 
+/// Starts a request head on `conn`, then sends a header line every 100 ms, `lines` at most: the
+/// connection never falls silent and the head never ends. True when the proxy cut it meanwhile.
+async fn trickle_a_head(conn: &mut TcpStream, lines: usize) -> bool {
+    conn.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    for i in 0..lines {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if conn.write_all(format!("X-Slow-{i}: a\r\n").as_bytes()).await.is_err() {
+            return true;
+        }
+        // What is left of an earlier answer is read away; the end of the stream is the cut.
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(1), conn.read(&mut [0u8; 4096])).await {
+            return true;
+        }
+    }
+    false
+}
+
 #[tokio::test]
 async fn a_request_head_sent_a_little_at_a_time_is_cut_at_the_header_timeout() {
     let env = start(|l| l.header_timeout = ms(500)).await;
     let mut slow = TcpStream::connect(env.addr).await.unwrap();
     let started = Instant::now();
-    slow.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
-    // A header line every 100 ms: never idle long, never done.
-    let mut closed = false;
-    for i in 0..40 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if slow.write_all(format!("X-Slow-{i}: a\r\n").as_bytes()).await.is_err() {
-            closed = true;
-            break;
-        }
-        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(1), slow.read(&mut [0u8; 64])).await {
-            closed = true;
-            break;
-        }
-    }
-    assert!(closed, "the slow head was not cut");
+    assert!(trickle_a_head(&mut slow, 40).await, "the slow head was not cut");
     assert!(started.elapsed() < Duration::from_secs(2), "cut after {:?}", started.elapsed());
 }
 
@@ -149,22 +152,7 @@ async fn a_second_request_head_sent_a_little_at_a_time_is_cut_at_the_idle_timeou
     let (status, _) = read_head(&mut conn).await;
     assert_eq!(status, 200);
     let started = Instant::now();
-    conn.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
-    // A header line every 100 ms: the connection never falls silent, the head never ends.
-    let mut closed = false;
-    for i in 0..60 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if conn.write_all(format!("X-Slow-{i}: a\r\n").as_bytes()).await.is_err() {
-            closed = true;
-            break;
-        }
-        let mut rest = [0u8; 4096];
-        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(1), conn.read(&mut rest)).await {
-            closed = true;
-            break;
-        }
-    }
-    assert!(closed, "the slow second head was not cut");
+    assert!(trickle_a_head(&mut conn, 60).await, "the slow second head was not cut");
     let after = started.elapsed();
     assert!(after >= Duration::from_millis(500) && after < Duration::from_secs(4), "cut after {after:?}");
     assert_eq!(metric(&env, "trousseau_proxy_connections_closed_total{reason=\"idle_timeout\"}"), 1.0);
